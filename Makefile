@@ -1,0 +1,74 @@
+# Bulkhead. `make` lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+
+GO       ?= go
+BIN      := bin/bulkhead
+GOFLAGS_TEST ?=
+TESTFLAGS ?= -count=1 -timeout 20m
+WITHPG   := $(GO) run ./internal/cmd/withpg
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_\/-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## Build bin/bulkhead
+	$(GO) build -o $(BIN) ./cmd/bulkhead
+
+.PHONY: deps
+deps: ## Install what the tests and `make run` need (PostgreSQL, PgBouncer) where missing
+	scripts/install-deps.sh
+
+.PHONY: run
+run: deps build ## Serve on http://127.0.0.1:8080 over a throwaway PostgreSQL under .dev/
+	$(GO) run ./internal/cmd/devrun -bin $(BIN)
+
+.PHONY: test
+test: deps lint generate/check test/go helm/test ## Run every test against a real PostgreSQL (and the chart tests)
+
+.PHONY: test/go
+test/go: ## Run the Go tests under a throwaway PostgreSQL and PgBouncer
+	$(WITHPG) -pgbouncer -- $(GO) test $(GOFLAGS_TEST) $(TESTFLAGS) ./...
+
+.PHONY: test/race
+test/race: deps ## Run the Go tests with the race detector
+	$(WITHPG) -pgbouncer -- $(GO) test -race $(TESTFLAGS) ./...
+
+.PHONY: test/short
+test/short: deps ## Run the quick tests only
+	$(WITHPG) -pgbouncer -- $(GO) test -short $(TESTFLAGS) ./...
+
+.PHONY: lint
+lint: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt wants to rewrite:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+.PHONY: generate
+generate: ## Regenerate the server interface from app/httpapi/openapi.yaml
+	$(GO) generate ./app/httpapi
+
+.PHONY: generate/check
+generate/check: ## Fail if regenerating would change the checked-in code
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	cp app/httpapi/api.gen.go "$$tmp/api.gen.go"; \
+	$(GO) generate ./app/httpapi; \
+	if ! diff -u "$$tmp/api.gen.go" app/httpapi/api.gen.go; then \
+		cp "$$tmp/api.gen.go" app/httpapi/api.gen.go; \
+		echo "app/httpapi/api.gen.go is stale: run make generate and commit it"; exit 1; fi
+
+.PHONY: helm/test
+helm/test: ## Lint, render and test the chart on Helm 3 and Helm 4, offline
+	scripts/helm-tools.sh
+	scripts/helm-test.sh
+	cd helm && $(GO) test -count=1 ./...
+
+.PHONY: bench
+bench: deps build ## Run the benchmark harness; writes bench/results/latest.{json,md,svg}
+	$(GO) run ./bench -out bench/results
+
+.PHONY: clean
+clean: ## Remove build output and the dev database
+	rm -rf bin tmp .dev

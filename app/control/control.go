@@ -1,0 +1,350 @@
+// Package control is Bulkhead's control plane: tenants and where they live,
+// API keys, and migrating everything. Its tables live in the bulkhead schema
+// of the database.url database. Writes go through the owner pool; the
+// serving role only reads, to authenticate.
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/bulkheadhq/bulkhead/app/auth"
+	"github.com/bulkheadhq/bulkhead/app/config"
+	"github.com/bulkheadhq/bulkhead/app/postgres"
+	"github.com/bulkheadhq/bulkhead/app/store"
+	"github.com/bulkheadhq/bulkhead/isolation"
+)
+
+// Tenant statuses.
+const (
+	StatusProvisioning = "provisioning"
+	StatusActive       = "active"
+	StatusSuspended    = "suspended"
+	StatusDeleting     = "deleting"
+)
+
+// Tenant is a tenant as the control plane records it.
+type Tenant struct {
+	ID           uuid.UUID  `json:"id"`
+	Slug         string     `json:"slug"`
+	Name         string     `json:"name"`
+	Isolation    string     `json:"isolation"`
+	Status       string     `json:"status"`
+	Server       string     `json:"server,omitempty"`
+	Placement    string     `json:"placement,omitempty"`
+	Version      int64      `json:"version"`
+	MigrateError string     `json:"migrate_error,omitempty"`
+	MigratedAt   *time.Time `json:"migrated_at,omitempty"`
+	CreatedAt    time.Time  `json:"created_at"`
+}
+
+// Isolated is t as the isolation layer binds it.
+func (t Tenant) Isolated() isolation.Tenant {
+	return isolation.Tenant{ID: t.ID, Slug: t.Slug, Strategy: t.Isolation, Server: t.Server, Placement: t.Placement}
+}
+
+var slugRule = regexp.MustCompile(`^[a-z][a-z0-9-]{2,62}$`)
+
+// ValidSlug reports whether s is a valid tenant slug: 3 to 63 characters of
+// a-z, 0-9 and -, starting with a letter.
+func ValidSlug(s string) bool { return slugRule.MatchString(s) }
+
+func checkSlug(s string) error {
+	if !ValidSlug(s) {
+		return &store.ValidationError{Field: "slug", Msg: "must be 3-63 characters of a-z, 0-9 and -, starting with a letter"}
+	}
+	return nil
+}
+
+// Service is the control plane. It is safe for concurrent use.
+type Service struct {
+	app      *pgxpool.Pool // serving role: authentication and readiness
+	owner    *pgxpool.Pool // owner: every write
+	strategy *isolation.Router
+	cfg      *config.Config
+	log      *slog.Logger
+}
+
+// New returns the control plane over pools, provisioning with strategy.
+func New(pools *postgres.Pools, strategy *isolation.Router, cfg *config.Config, log *slog.Logger) *Service {
+	return &Service{app: pools.App, owner: pools.Owner, strategy: strategy, cfg: cfg, log: log}
+}
+
+// writer returns the owner pool, which every control-plane write needs.
+func (s *Service) writer() (*pgxpool.Pool, error) {
+	if s.owner == nil {
+		return nil, isolation.ErrNoOwner
+	}
+	return s.owner, nil
+}
+
+// reader returns a pool that can read the control plane.
+func (s *Service) reader() (*pgxpool.Pool, error) {
+	switch {
+	case s.owner != nil:
+		return s.owner, nil
+	case s.app != nil:
+		return s.app, nil
+	}
+	return nil, errors.New("no database configured: set database.url or database.migrate_url")
+}
+
+const tenantColumns = `id, slug, name, isolation, status, server, placement, version, migrate_error, migrated_at, created_at`
+
+func scanTenant(row pgx.Row) (Tenant, error) {
+	var t Tenant
+	err := row.Scan(&t.ID, &t.Slug, &t.Name, &t.Isolation, &t.Status, &t.Server, &t.Placement,
+		&t.Version, &t.MigrateError, &t.MigratedAt, &t.CreatedAt)
+	return t, store.Translate(err)
+}
+
+// Tenants lists every tenant, ordered by slug.
+func (s *Service) Tenants(ctx context.Context) ([]Tenant, error) {
+	db, err := s.reader()
+	if err != nil {
+		return nil, err
+	}
+	rows, err := db.Query(ctx, `SELECT `+tenantColumns+` FROM bulkhead.tenants ORDER BY slug`)
+	if err != nil {
+		return nil, fmt.Errorf("list tenants: %w", store.Translate(err))
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Tenant, error) { return scanTenant(r) })
+	if err != nil {
+		return nil, fmt.Errorf("list tenants: %w", err)
+	}
+	return out, nil
+}
+
+// Tenant returns the tenant called slug, or store.ErrNotFound.
+func (s *Service) Tenant(ctx context.Context, slug string) (Tenant, error) {
+	if !ValidSlug(slug) {
+		return Tenant{}, store.ErrNotFound
+	}
+	db, err := s.reader()
+	if err != nil {
+		return Tenant{}, err
+	}
+	return scanTenant(db.QueryRow(ctx, `SELECT `+tenantColumns+` FROM bulkhead.tenants WHERE slug = $1`, slug))
+}
+
+// CreateTenant records a tenant and provisions its storage with the
+// configured strategy, at the migration head. name defaults to slug. A slug
+// already taken is a *store.ConflictError; if provisioning fails, nothing of
+// the tenant is left behind.
+func (s *Service) CreateTenant(ctx context.Context, slug, name string) (Tenant, error) {
+	if err := checkSlug(slug); err != nil {
+		return Tenant{}, err
+	}
+	if name == "" {
+		name = slug
+	}
+	if len(name) > 200 {
+		return Tenant{}, &store.ValidationError{Field: "name", Msg: "must be at most 200 characters"}
+	}
+	db, err := s.writer()
+	if err != nil {
+		return Tenant{}, err
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return Tenant{}, err
+	}
+	strategy := s.strategy.Default().Name()
+	if _, err := db.Exec(ctx,
+		`INSERT INTO bulkhead.tenants (id, slug, name, isolation, status) VALUES ($1, $2, $3, $4, $5)`,
+		id, slug, name, strategy, StatusProvisioning); err != nil {
+		return Tenant{}, fmt.Errorf("create tenant %s: %w", slug, store.Translate(err))
+	}
+	t := isolation.Tenant{ID: id, Slug: slug, Strategy: strategy}
+	placed, err := s.strategy.Provision(ctx, t)
+	var version int64
+	if err == nil {
+		version, err = s.strategy.Migrate(ctx, placed)
+	}
+	if err != nil {
+		s.undoCreate(t, placed)
+		return Tenant{}, fmt.Errorf("provision tenant %s: %w", slug, err)
+	}
+	row := db.QueryRow(ctx, `
+		UPDATE bulkhead.tenants
+		SET status = $2, server = $3, placement = $4, version = $5, migrated_at = now(), updated_at = now()
+		WHERE id = $1
+		RETURNING `+tenantColumns,
+		id, StatusActive, placed.Server, placed.Placement, version)
+	out, err := scanTenant(row)
+	if err != nil {
+		s.undoCreate(t, placed)
+		return Tenant{}, fmt.Errorf("activate tenant %s: %w", slug, err)
+	}
+	s.log.Info("tenant created", "tenant", slug, "tenant_id", id, "isolation", strategy, "placement", placed.Placement)
+	return out, nil
+}
+
+// undoCreate removes what a failed CreateTenant made. It runs on its own
+// context: the caller's may be what failed.
+func (s *Service) undoCreate(t, placed isolation.Tenant) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if placed.Strategy == "" {
+		placed = t
+	}
+	if err := s.strategy.Deprovision(ctx, placed); err != nil {
+		s.log.Error("undo tenant provisioning", "tenant", t.Slug, "tenant_id", t.ID, "err", err)
+		// Keep the row, marked, so an operator can see and delete it.
+		return
+	}
+	if _, err := s.owner.Exec(ctx, `DELETE FROM bulkhead.tenants WHERE id = $1`, t.ID); err != nil {
+		s.log.Error("undo tenant record", "tenant", t.Slug, "tenant_id", t.ID, "err", err)
+	}
+}
+
+// SetStatus suspends (StatusSuspended) or resumes (StatusActive) the tenant
+// called slug. A suspended tenant's keys are refused with 403.
+func (s *Service) SetStatus(ctx context.Context, slug, status string) (Tenant, error) {
+	if status != StatusActive && status != StatusSuspended {
+		return Tenant{}, fmt.Errorf("set status %q: not a settable status", status)
+	}
+	db, err := s.writer()
+	if err != nil {
+		return Tenant{}, err
+	}
+	row := db.QueryRow(ctx, `
+		UPDATE bulkhead.tenants SET status = $2, updated_at = now()
+		WHERE slug = $1 AND status IN ('active', 'suspended')
+		RETURNING `+tenantColumns, slug, status)
+	t, err := scanTenant(row)
+	if err != nil {
+		return Tenant{}, fmt.Errorf("set status of %s: %w", slug, err)
+	}
+	s.log.Info("tenant status changed", "tenant", slug, "tenant_id", t.ID, "status", status)
+	return t, nil
+}
+
+// DeleteTenant removes the tenant called slug: every row, schema, role or
+// database it has, its keys, and its record. It first marks the tenant
+// deleting, so that its keys stop working before its storage goes; a failed
+// delete can be run again.
+func (s *Service) DeleteTenant(ctx context.Context, slug string) (Tenant, error) {
+	db, err := s.writer()
+	if err != nil {
+		return Tenant{}, err
+	}
+	if !ValidSlug(slug) {
+		return Tenant{}, store.ErrNotFound
+	}
+	row := db.QueryRow(ctx, `
+		UPDATE bulkhead.tenants SET status = $2, updated_at = now() WHERE slug = $1
+		RETURNING `+tenantColumns, slug, StatusDeleting)
+	t, err := scanTenant(row)
+	if err != nil {
+		return Tenant{}, fmt.Errorf("delete tenant %s: %w", slug, err)
+	}
+	if err := s.strategy.Deprovision(ctx, t.Isolated()); err != nil {
+		return Tenant{}, fmt.Errorf("deprovision tenant %s: %w", slug, err)
+	}
+	if _, err := db.Exec(ctx, `DELETE FROM bulkhead.tenants WHERE id = $1`, t.ID); err != nil {
+		return Tenant{}, fmt.Errorf("delete tenant %s: %w", slug, store.Translate(err))
+	}
+	s.log.Info("tenant deleted", "tenant", slug, "tenant_id", t.ID)
+	return t, nil
+}
+
+// Key is an API key as created: Key is the secret, shown only here.
+type Key struct {
+	ID     string    `json:"id"`
+	Key    string    `json:"key"`
+	Tenant string    `json:"tenant"`
+	Role   auth.Role `json:"role"`
+}
+
+// CreateKey makes a key for the tenant called slug.
+func (s *Service) CreateKey(ctx context.Context, slug string, role auth.Role) (Key, error) {
+	db, err := s.writer()
+	if err != nil {
+		return Key{}, err
+	}
+	t, err := s.Tenant(ctx, slug)
+	if err != nil {
+		return Key{}, fmt.Errorf("create key for %s: %w", slug, err)
+	}
+	k := auth.NewKey()
+	if _, err := db.Exec(ctx,
+		`INSERT INTO bulkhead.api_keys (id, tenant_id, role, secret_hash) VALUES ($1, $2, $3, $4)`,
+		k.ID, t.ID, string(role), k.Hash); err != nil {
+		return Key{}, fmt.Errorf("create key for %s: %w", slug, store.Translate(err))
+	}
+	s.log.Info("key created", "tenant", slug, "tenant_id", t.ID, "key_id", k.ID, "role", role)
+	return Key{ID: k.ID, Key: k.Token, Tenant: slug, Role: role}, nil
+}
+
+// RevokeKey revokes the key with public id id; it stops working on the next
+// request. An unknown or already revoked key is store.ErrNotFound.
+func (s *Service) RevokeKey(ctx context.Context, id string) error {
+	db, err := s.writer()
+	if err != nil {
+		return err
+	}
+	if !auth.ValidID(id) {
+		return store.ErrNotFound
+	}
+	tag, err := db.Exec(ctx, `UPDATE bulkhead.api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL`, id)
+	if err != nil {
+		return fmt.Errorf("revoke key %s: %w", id, store.Translate(err))
+	}
+	if tag.RowsAffected() == 0 {
+		return store.ErrNotFound
+	}
+	s.log.Info("key revoked", "key_id", id)
+	return nil
+}
+
+// dummyHash keeps the time of a lookup for an unknown key close to that of
+// a known one.
+var dummyHash = make([]byte, 32)
+
+// Authenticate resolves a presented token to its principal, reading the
+// control plane as the serving role. It returns auth.ErrUnauthenticated for
+// a malformed, unknown or revoked key and auth.ErrSuspended for a key of a
+// tenant that is not active.
+func (s *Service) Authenticate(ctx context.Context, token string) (auth.Principal, error) {
+	id, secret, err := auth.Parse(token)
+	if err != nil {
+		return auth.Principal{}, err
+	}
+	db := s.app
+	if db == nil {
+		return auth.Principal{}, errors.New("authenticate: database.url is not set")
+	}
+	var (
+		p      auth.Principal
+		hash   []byte
+		status string
+	)
+	err = db.QueryRow(ctx, `
+		SELECT k.role, k.secret_hash, t.id, t.slug, t.isolation, t.server, t.placement, t.status
+		FROM bulkhead.api_keys k JOIN bulkhead.tenants t ON t.id = k.tenant_id
+		WHERE k.id = $1 AND k.revoked_at IS NULL`, id,
+	).Scan(&p.Role, &hash, &p.Tenant.ID, &p.Tenant.Slug, &p.Tenant.Strategy, &p.Tenant.Server, &p.Tenant.Placement, &status)
+	if err = store.Translate(err); errors.Is(err, store.ErrNotFound) {
+		auth.Match(secret, dummyHash)
+		return auth.Principal{}, auth.ErrUnauthenticated
+	} else if err != nil {
+		return auth.Principal{}, fmt.Errorf("authenticate: %w", err)
+	}
+	if !auth.Match(secret, hash) {
+		return auth.Principal{}, auth.ErrUnauthenticated
+	}
+	if status != StatusActive {
+		return auth.Principal{}, auth.ErrSuspended
+	}
+	p.KeyID = id
+	return p, nil
+}

@@ -1,0 +1,199 @@
+package finops
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/bulkheadhq/bulkhead/app/store"
+	"github.com/bulkheadhq/bulkhead/isolation"
+)
+
+// Providers are the cloud providers an account can belong to.
+var Providers = []string{"aws", "azure", "gcp"}
+
+// Account is a cloud account of a tenant.
+type Account struct {
+	ID         uuid.UUID
+	Provider   string
+	ExternalID string
+	Name       string
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
+}
+
+// AccountInput is a new account, or the changes to one (nil: unchanged).
+type AccountInput struct {
+	Provider   *string
+	ExternalID *string
+	Name       *string
+}
+
+var errBadCursor = &store.ValidationError{Field: "cursor", Msg: "not a cursor this list returned"}
+
+// ErrBadCursor is returned for a cursor the list did not produce.
+var ErrBadCursor error = errBadCursor
+
+func (in AccountInput) validate(create bool) error {
+	var errs []error
+	field := func(name string, v *string, check func(string) string) {
+		switch {
+		case v == nil && create:
+			errs = append(errs, &store.ValidationError{Field: name, Msg: "required"})
+		case v != nil:
+			if msg := check(*v); msg != "" {
+				errs = append(errs, &store.ValidationError{Field: name, Msg: msg})
+			}
+		}
+	}
+	text := func(s string) string {
+		if n := utf8.RuneCountInString(strings.TrimSpace(s)); n < 1 || n > 200 {
+			return "must be 1-200 characters"
+		}
+		return ""
+	}
+	field("provider", in.Provider, func(s string) string {
+		for _, p := range Providers {
+			if s == p {
+				return ""
+			}
+		}
+		return `must be one of "aws", "azure", "gcp"`
+	})
+	field("external_id", in.ExternalID, text)
+	field("name", in.Name, text)
+	return errors.Join(errs...)
+}
+
+const accountColumns = `id, provider, external_id, name, created_at, updated_at`
+
+func scanAccount(row pgx.Row) (Account, error) {
+	var a Account
+	err := row.Scan(&a.ID, &a.Provider, &a.ExternalID, &a.Name, &a.CreatedAt, &a.UpdatedAt)
+	return a, err
+}
+
+// CreateAccount creates an account of t. A provider and external id already
+// used by another account of t is a *store.ConflictError.
+func (s *Service) CreateAccount(ctx context.Context, t isolation.Tenant, in AccountInput) (Account, error) {
+	if err := in.validate(true); err != nil {
+		return Account{}, err
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return Account{}, err
+	}
+	var a Account
+	err = s.run(ctx, t, func(tx pgx.Tx) error {
+		a, err = scanAccount(tx.QueryRow(ctx, `
+			INSERT INTO accounts (tenant_id, id, provider, external_id, name)
+			VALUES ($1, $2, $3, $4, $5)
+			RETURNING `+accountColumns,
+			t.ID, id, *in.Provider, strings.TrimSpace(*in.ExternalID), strings.TrimSpace(*in.Name)))
+		return err
+	})
+	if err != nil {
+		return Account{}, fmt.Errorf("create account: %w", err)
+	}
+	return a, nil
+}
+
+// Account returns the account id of t, or store.ErrNotFound.
+func (s *Service) Account(ctx context.Context, t isolation.Tenant, id uuid.UUID) (Account, error) {
+	var a Account
+	err := s.run(ctx, t, func(tx pgx.Tx) (err error) {
+		a, err = scanAccount(tx.QueryRow(ctx,
+			`SELECT `+accountColumns+` FROM accounts WHERE tenant_id = $1 AND id = $2`, t.ID, id))
+		return err
+	})
+	return a, err
+}
+
+// Accounts returns a page of t's accounts in creation order, and the cursor
+// of the next page ("" on the last).
+func (s *Service) Accounts(ctx context.Context, t isolation.Tenant, p Page) ([]Account, string, error) {
+	after := uuid.Nil
+	if p.Cursor != "" {
+		key, err := decodeCursor(p.Cursor, 1)
+		if err != nil {
+			return nil, "", err
+		}
+		if after, err = uuid.Parse(key[0]); err != nil {
+			return nil, "", errBadCursor
+		}
+	}
+	limit := p.limit()
+	var out []Account
+	err := s.run(ctx, t, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `
+			SELECT `+accountColumns+` FROM accounts
+			WHERE tenant_id = $1 AND id > $2
+			ORDER BY id LIMIT $3`, t.ID, after, limit+1)
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Account, error) { return scanAccount(r) })
+		return err
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	next := ""
+	if len(out) > limit {
+		out = out[:limit]
+		next = encodeCursor(out[limit-1].ID.String())
+	}
+	return out, next, nil
+}
+
+// UpdateAccount changes the fields of in that are set, on the account id of
+// t; store.ErrNotFound when t has no such account.
+func (s *Service) UpdateAccount(ctx context.Context, t isolation.Tenant, id uuid.UUID, in AccountInput) (Account, error) {
+	if err := in.validate(false); err != nil {
+		return Account{}, err
+	}
+	trim := func(p *string) *string {
+		if p == nil {
+			return nil
+		}
+		v := strings.TrimSpace(*p)
+		return &v
+	}
+	var a Account
+	err := s.run(ctx, t, func(tx pgx.Tx) (err error) {
+		a, err = scanAccount(tx.QueryRow(ctx, `
+			UPDATE accounts SET
+				provider = COALESCE($3, provider),
+				external_id = COALESCE($4, external_id),
+				name = COALESCE($5, name),
+				updated_at = now()
+			WHERE tenant_id = $1 AND id = $2
+			RETURNING `+accountColumns, t.ID, id, in.Provider, trim(in.ExternalID), trim(in.Name)))
+		return err
+	})
+	return a, err
+}
+
+// DeleteAccount deletes the account id of t; store.ErrNotFound when t has no
+// such account, a *store.ConflictError while cost items or budgets refer to it.
+func (s *Service) DeleteAccount(ctx context.Context, t isolation.Tenant, id uuid.UUID) error {
+	return s.run(ctx, t, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `DELETE FROM accounts WHERE tenant_id = $1 AND id = $2`, t.ID, id)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return store.ErrNotFound
+		}
+		// Deferrable references are checked at commit; check them here so
+		// the error is the statement's and the conflict is reported.
+		_, err = tx.Exec(ctx, `SET CONSTRAINTS ALL IMMEDIATE`)
+		return err
+	})
+}

@@ -1,0 +1,167 @@
+package httpapi
+
+import (
+	"crypto/subtle"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/labstack/echo/v4"
+
+	"github.com/bulkheadhq/bulkhead/app/auth"
+	"github.com/bulkheadhq/bulkhead/isolation"
+)
+
+// Security schemes of openapi.yaml.
+const (
+	schemeAPIKey = "apiKey"
+	schemeAdmin  = "adminToken"
+)
+
+// securedRouter registers the generated routes, each behind the
+// authentication its operation's security requirement in the spec names (an
+// operation without its own inherits the document's: a tenant API key). A
+// route the spec does not describe cannot be registered: it panics at start,
+// so no route can exist without the check its document promises.
+type securedRouter struct {
+	*echo.Echo
+	spec *openapi3.T
+	h    *handlers
+}
+
+func (r securedRouter) add(method, path string, h echo.HandlerFunc, m []echo.MiddlewareFunc) *echo.Route {
+	// echo writes /v1/accounts/:id where OpenAPI writes /v1/accounts/{id}.
+	parts := strings.Split(path, "/")
+	for i, p := range parts {
+		if strings.HasPrefix(p, ":") {
+			parts[i] = "{" + p[1:] + "}"
+		}
+	}
+	item := r.spec.Paths.Find(strings.Join(parts, "/"))
+	var op *openapi3.Operation
+	if item != nil {
+		op = item.GetOperation(method)
+	}
+	if op == nil {
+		panic(fmt.Sprintf("httpapi: route %s %s is not in the OpenAPI document", method, path))
+	}
+	reqs := r.spec.Security
+	if op.Security != nil {
+		reqs = *op.Security
+	}
+	switch {
+	case len(reqs) == 0:
+	case hasScheme(reqs, schemeAdmin):
+		m = append([]echo.MiddlewareFunc{r.h.requireAdmin}, m...)
+	default:
+		m = append([]echo.MiddlewareFunc{r.h.requireKey}, m...)
+	}
+	return r.Echo.Add(method, path, h, m...)
+}
+
+func (r securedRouter) GET(path string, h echo.HandlerFunc, m ...echo.MiddlewareFunc) *echo.Route {
+	return r.add(http.MethodGet, path, h, m)
+}
+
+func (r securedRouter) POST(path string, h echo.HandlerFunc, m ...echo.MiddlewareFunc) *echo.Route {
+	return r.add(http.MethodPost, path, h, m)
+}
+
+func (r securedRouter) PUT(path string, h echo.HandlerFunc, m ...echo.MiddlewareFunc) *echo.Route {
+	return r.add(http.MethodPut, path, h, m)
+}
+
+func (r securedRouter) PATCH(path string, h echo.HandlerFunc, m ...echo.MiddlewareFunc) *echo.Route {
+	return r.add(http.MethodPatch, path, h, m)
+}
+
+func (r securedRouter) DELETE(path string, h echo.HandlerFunc, m ...echo.MiddlewareFunc) *echo.Route {
+	return r.add(http.MethodDelete, path, h, m)
+}
+
+func (r securedRouter) HEAD(path string, h echo.HandlerFunc, m ...echo.MiddlewareFunc) *echo.Route {
+	return r.add(http.MethodHead, path, h, m)
+}
+
+func (r securedRouter) OPTIONS(path string, h echo.HandlerFunc, m ...echo.MiddlewareFunc) *echo.Route {
+	return r.add(http.MethodOptions, path, h, m)
+}
+
+func (r securedRouter) CONNECT(path string, h echo.HandlerFunc, m ...echo.MiddlewareFunc) *echo.Route {
+	return r.add(http.MethodConnect, path, h, m)
+}
+
+func (r securedRouter) TRACE(path string, h echo.HandlerFunc, m ...echo.MiddlewareFunc) *echo.Route {
+	return r.add(http.MethodTrace, path, h, m)
+}
+
+func hasScheme(reqs openapi3.SecurityRequirements, scheme string) bool {
+	for _, r := range reqs {
+		if _, ok := r[scheme]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+func bearer(c echo.Context) (string, bool) {
+	v := c.Request().Header.Get(echo.HeaderAuthorization)
+	scheme, token, ok := strings.Cut(v, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	return strings.TrimSpace(token), true
+}
+
+// requireKey authenticates a tenant API key: the key alone decides the
+// tenant. A viewer key may only read.
+func (h *handlers) requireKey(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		token, ok := bearer(c)
+		if !ok {
+			return auth.ErrUnauthenticated
+		}
+		p, err := h.control.Authenticate(c.Request().Context(), token)
+		if err != nil {
+			return err
+		}
+		if m := c.Request().Method; m != http.MethodGet && m != http.MethodHead && !p.CanWrite() {
+			return newProblem(http.StatusForbidden, "this key is read-only (role viewer); writing needs an editor key")
+		}
+		c.SetRequest(c.Request().WithContext(auth.WithPrincipal(c.Request().Context(), p)))
+		return next(c)
+	}
+}
+
+// principal returns the request's principal. Routes behind requireKey
+// always have one; anything else fails closed.
+func principal(c echo.Context) (auth.Principal, error) {
+	p, ok := auth.FromContext(c.Request().Context())
+	if !ok {
+		return auth.Principal{}, auth.ErrUnauthenticated
+	}
+	return p, nil
+}
+
+// tenantOf returns the tenant the request is bound to, if any, for logs.
+func tenantOf(c echo.Context) (isolation.Tenant, bool) {
+	p, ok := auth.FromContext(c.Request().Context())
+	return p.Tenant, ok
+}
+
+// requireAdmin checks the admin token in constant time. With no token
+// configured the admin API does not exist: 404, as for any unknown route.
+func (h *handlers) requireAdmin(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		want := h.cfg.Admin.Token
+		if want == "" {
+			return echo.ErrNotFound
+		}
+		got, ok := bearer(c)
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
+			return newProblem(http.StatusUnauthorized, "the admin token is required: Authorization: Bearer <admin token>")
+		}
+		return next(c)
+	}
+}

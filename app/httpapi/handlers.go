@@ -1,0 +1,76 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/labstack/echo/v4"
+
+	"github.com/bulkheadhq/bulkhead/app/config"
+	"github.com/bulkheadhq/bulkhead/app/control"
+	"github.com/bulkheadhq/bulkhead/app/finops"
+)
+
+// handlers implements the generated ServerInterface.
+type handlers struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	control *control.Service
+	finops  *finops.Service
+	metrics *Metrics
+	spec    []byte
+}
+
+var _ ServerInterface = (*handlers)(nil)
+
+// loadSpec loads the embedded OpenAPI document, keeps its JSON for
+// /openapi.json, and returns it for deriving routes' security.
+func (h *handlers) loadSpec() (*openapi3.T, error) {
+	spec, err := GetSwagger()
+	if err != nil {
+		return nil, fmt.Errorf("load OpenAPI document: %w", err)
+	}
+	if h.spec, err = json.Marshal(spec); err != nil {
+		return nil, fmt.Errorf("encode OpenAPI document: %w", err)
+	}
+	return spec, nil
+}
+
+// Healthz answers while the process runs.
+func (h *handlers) Healthz(c echo.Context) error {
+	return c.JSON(http.StatusOK, Health{Status: "ok"})
+}
+
+// Readyz answers 200 when the database answers and migrations are at head.
+func (h *handlers) Readyz(c echo.Context) error {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+	defer cancel()
+	degraded, err := h.control.Ready(ctx)
+	if err != nil {
+		detail := err.Error()
+		h.log.WarnContext(ctx, "not ready", "err", err)
+		return c.JSON(http.StatusServiceUnavailable, Health{Status: "unavailable", Detail: &detail})
+	}
+	res := Health{Status: "ok"}
+	if len(degraded) > 0 {
+		d := map[string]string(degraded)
+		res.Status, res.Degraded = "degraded", &d
+	}
+	return c.JSON(http.StatusOK, res)
+}
+
+// Metrics serves the Prometheus metrics.
+func (h *handlers) Metrics(c echo.Context) error {
+	h.metrics.handler.ServeHTTP(c.Response(), c.Request())
+	return nil
+}
+
+// Openapi serves the OpenAPI document the routes are generated from.
+func (h *handlers) Openapi(c echo.Context) error {
+	return c.JSONBlob(http.StatusOK, h.spec)
+}

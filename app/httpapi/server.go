@@ -1,0 +1,265 @@
+// Package httpapi is Bulkhead's HTTP server: echo, the routes generated from
+// openapi.yaml, authentication, problem+json errors, request logs and
+// metrics. echo's types stay in this package.
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"go.uber.org/fx"
+
+	"github.com/bulkheadhq/bulkhead/app/config"
+	"github.com/bulkheadhq/bulkhead/app/control"
+	"github.com/bulkheadhq/bulkhead/app/finops"
+)
+
+// MaxBodyBytes bounds every request body.
+const MaxBodyBytes = 10 << 20
+
+// Server is the HTTP server. Start listens synchronously and serves in the
+// background; Stop drains in-flight requests.
+type Server struct {
+	echo *echo.Echo
+	addr string
+	ln   net.Listener
+	log  *slog.Logger
+	done chan error
+}
+
+// Params are the server's dependencies.
+type Params struct {
+	fx.In
+
+	Config  *config.Config
+	Log     *slog.Logger
+	Control *control.Service
+	FinOps  *finops.Service
+	Metrics *Metrics
+}
+
+// New builds the server: middleware, the generated routes, and the
+// problem+json error handler.
+func New(p Params) (*Server, error) {
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = errorHandler(p.Log)
+	e.JSONSerializer = serializer{}
+
+	h := &handlers{
+		cfg:     p.Config,
+		log:     p.Log,
+		control: p.Control,
+		finops:  p.FinOps,
+		metrics: p.Metrics,
+	}
+	spec, err := h.loadSpec()
+	if err != nil {
+		return nil, err
+	}
+	e.Use(
+		middleware.RequestID(),
+		p.Metrics.middleware,
+		requestLog(p.Log),
+		middleware.RecoverWithConfig(middleware.RecoverConfig{
+			DisableErrorHandler: true, // panics become errors, answered by errorHandler
+			LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
+				p.Log.ErrorContext(c.Request().Context(), "handler panic",
+					"request_id", c.Response().Header().Get(echo.HeaderXRequestID), "err", err, "stack", string(stack))
+				return err
+			},
+		}),
+		middleware.BodyLimit(fmt.Sprint(MaxBodyBytes/(1<<20))+"M"),
+	)
+	RegisterHandlers(securedRouter{Echo: e, spec: spec, h: h}, h)
+	return &Server{echo: e, addr: p.Config.HTTP.Addr, log: p.Log, done: make(chan error, 1)}, nil
+}
+
+// Handler returns the server's http.Handler, for tests.
+func (s *Server) Handler() http.Handler { return s.echo }
+
+// Addr returns the address the server listens on, once started.
+func (s *Server) Addr() string {
+	if s.ln == nil {
+		return s.addr
+	}
+	return s.ln.Addr().String()
+}
+
+// Start listens on the configured address and serves in a goroutine.
+func (s *Server) Start(ctx context.Context) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", s.addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", s.addr, err)
+	}
+	s.ln = ln
+	srv := &http.Server{
+		Handler:           s.echo,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	s.echo.Server = srv
+	go func() {
+		err := srv.Serve(ln)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		s.done <- err
+	}()
+	s.log.Info("serving", "addr", ln.Addr().String())
+	return nil
+}
+
+// Stop stops accepting connections and waits, within ctx, for in-flight
+// requests to finish.
+func (s *Server) Stop(ctx context.Context) error {
+	if s.ln == nil {
+		return nil
+	}
+	err := s.echo.Server.Shutdown(ctx)
+	if serveErr := <-s.done; serveErr != nil && err == nil {
+		err = serveErr
+	}
+	s.log.Info("stopped serving")
+	return err
+}
+
+func newServer(lc fx.Lifecycle, p Params) (*Server, error) {
+	s, err := New(p)
+	if err != nil {
+		return nil, err
+	}
+	lc.Append(fx.Hook{OnStart: s.Start, OnStop: s.Stop})
+	return s, nil
+}
+
+// Module provides the *Server, listening from start to stop, and its metrics.
+var Module = fx.Module("httpapi", fx.Provide(newServer, NewMetrics))
+
+// requestLog logs one line per request, with its request id and, once
+// authenticated, its tenant.
+func requestLog(log *slog.Logger) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			start := time.Now()
+			err := next(c)
+			if err != nil {
+				c.Error(err) // write the problem now, so its status is logged
+			}
+			req, res := c.Request(), c.Response()
+			attrs := []any{
+				"request_id", res.Header().Get(echo.HeaderXRequestID),
+				"method", req.Method,
+				"path", req.URL.Path,
+				"route", c.Path(),
+				"status", res.Status,
+				"bytes", res.Size,
+				"duration_ms", float64(time.Since(start).Microseconds()) / 1000,
+			}
+			if t, ok := tenantOf(c); ok {
+				attrs = append(attrs, "tenant_id", t.ID.String(), "tenant", t.Slug)
+			}
+			log.InfoContext(req.Context(), "request", attrs...)
+			return nil
+		}
+	}
+}
+
+// decodeJSON decodes a JSON request body into v strictly: the content type
+// must be JSON (415), the body well-formed (400), known fields only (400),
+// and within MaxBodyBytes (413). Numbers stay json.Number.
+func decodeJSON(c echo.Context, v any) error {
+	if err := requireContentType(c, echo.MIMEApplicationJSON); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(c.Request().Body)
+	dec.DisallowUnknownFields()
+	dec.UseNumber()
+	if err := dec.Decode(v); err != nil {
+		return jsonError(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return badRequest("body: unexpected data after the JSON value")
+	}
+	return nil
+}
+
+// requireContentType answers 415 unless the request's media type is one of
+// want.
+func requireContentType(c echo.Context, want ...string) error {
+	ct := c.Request().Header.Get(echo.HeaderContentType)
+	mt, _, err := mime.ParseMediaType(ct)
+	if err == nil {
+		for _, w := range want {
+			if mt == w {
+				return nil
+			}
+		}
+	}
+	if ct == "" {
+		ct = "none"
+	}
+	return newProblem(http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Type %s is not supported here; send %v", ct, want))
+}
+
+// jsonError words a JSON decoding error for the client.
+func jsonError(err error) error {
+	var (
+		he     *echo.HTTPError
+		syntax *json.SyntaxError
+		typ    *json.UnmarshalTypeError
+	)
+	switch {
+	case errors.As(err, &he):
+		return he // the body limit
+	case errors.Is(err, io.EOF):
+		return badRequest("body: empty; a JSON value is required")
+	case errors.As(err, &syntax):
+		return badRequest(fmt.Sprintf("body: malformed JSON at byte %d: %s", syntax.Offset, syntax.Error()))
+	case errors.As(err, &typ):
+		field := typ.Field
+		if field == "" {
+			field = "body"
+		}
+		return badRequest(fmt.Sprintf("%s: want a JSON %s, not %s", field, typ.Type.Kind(), typ.Value))
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return badRequest("body: truncated JSON")
+	}
+	return badRequest("body: " + err.Error())
+}
+
+func jsonEncode(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}
+
+// serializer is echo's JSON serializer without HTML escaping, decoding with
+// json.Number.
+type serializer struct{}
+
+func (serializer) Serialize(c echo.Context, i any, indent string) error {
+	enc := json.NewEncoder(c.Response())
+	enc.SetEscapeHTML(false)
+	if indent != "" {
+		enc.SetIndent("", indent)
+	}
+	return enc.Encode(i)
+}
+
+func (serializer) Deserialize(c echo.Context, i any) error {
+	dec := json.NewDecoder(c.Request().Body)
+	dec.UseNumber()
+	return dec.Decode(i)
+}

@@ -1,0 +1,98 @@
+// Package store holds what every Bulkhead store shares: the errors stores
+// return and the one place where driver errors are translated into them.
+// Nothing above a store imports pgconn.
+package store
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/bulkheadhq/bulkhead/isolation"
+)
+
+// ErrNotFound means the row does not exist for this tenant. Another tenant's
+// row is not found, never forbidden.
+var ErrNotFound = errors.New("not found")
+
+// ErrUnavailable means the database could not be reached or asked the
+// client to retry; answering 503 is right.
+var ErrUnavailable = isolation.ErrUnavailable
+
+// ValidationError is bad input: the field it concerns (a name, or a path
+// such as "[3].amount" into a list) and what is wrong with it.
+type ValidationError struct {
+	Field string
+	Msg   string
+}
+
+func (e *ValidationError) Error() string { return e.Field + ": " + e.Msg }
+
+// ConflictError is a unique-key violation, or a row still referenced.
+type ConflictError struct {
+	Constraint string
+}
+
+func (e *ConflictError) Error() string { return "conflict on " + e.Constraint }
+
+// ReferenceError is a reference to a row that does not exist for this
+// tenant (a foreign-key violation).
+type ReferenceError struct {
+	Constraint string
+}
+
+func (e *ReferenceError) Error() string { return "no such row for " + e.Constraint }
+
+// InvalidError is a value a table's CHECK constraint refused.
+type InvalidError struct {
+	Constraint string
+}
+
+func (e *InvalidError) Error() string { return "invalid value for " + e.Constraint }
+
+// Translate maps a driver error to the store errors; errors it does not
+// recognise pass through unchanged (and are answered as internal errors).
+func Translate(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		return ErrNotFound
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "23505": // unique_violation
+			return &ConflictError{Constraint: pgErr.ConstraintName}
+		case "23503": // foreign_key_violation
+			if strings.Contains(pgErr.Detail, "is still referenced") {
+				// A delete of a row something still points at.
+				return &ConflictError{Constraint: pgErr.ConstraintName}
+			}
+			return &ReferenceError{Constraint: pgErr.ConstraintName}
+		case "23514", "23502", "22001", "22003", "22007", "22008", "22P02": // check, not null, too long, out of range, bad date/time, bad text
+			return &InvalidError{Constraint: pgErr.ConstraintName}
+		case "42501": // insufficient_privilege
+			if strings.Contains(pgErr.Message, "row-level security") {
+				// A write outside the bound tenant: as if the row did not exist.
+				return ErrNotFound
+			}
+			return err
+		case "40001", "40P01", "53300", "57P01", "57P02", "57P03": // serialization, deadlock, too many connections, shutdown
+			return errors.Join(ErrUnavailable, err)
+		}
+		return err
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) || pgconn.SafeToRetry(err) || pgconn.Timeout(err) {
+		return errors.Join(ErrUnavailable, err)
+	}
+	return err
+}

@@ -1,0 +1,128 @@
+// Package isolation is the contract by which Bulkhead keeps tenants apart.
+//
+// A Strategy knows how to give a tenant storage and how to run work inside
+// it. Handlers and stores never learn which strategy is active: they receive
+// a pgx.Tx that is already bound to one tenant, from Strategy.Run, which is
+// the only way to touch tenant data. The implementations live in the
+// packages below this one (rls, schema, database); the conformance suite
+// every one of them passes is isolationtest.
+package isolation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// Strategy names, as recorded per tenant and configured in isolation.strategy.
+const (
+	RLS      = "rls"
+	Schema   = "schema"
+	Database = "database"
+)
+
+// Role names. The owner runs DDL and owns every table; the serving role does
+// DML under Row-Level Security and owns nothing; the system role bypasses RLS
+// for audited cross-tenant jobs and exists only when configured.
+const (
+	OwnerRole  = "bulkhead_owner"
+	AppRole    = "bulkhead_app"
+	SystemRole = "bulkhead_system"
+)
+
+// Setting is the transaction-local setting that carries the bound tenant.
+const Setting = "app.tenant_id"
+
+// Tenant is a tenant as the isolation layer sees it: its id, which every
+// binding and every generated name derives from, and where it lives.
+type Tenant struct {
+	ID   uuid.UUID
+	Slug string
+	// Strategy is the strategy the tenant was provisioned with.
+	Strategy string
+	// Server names the server holding the tenant (database strategy).
+	Server string
+	// Placement is the tenant's schema or database name, or empty.
+	Placement string
+}
+
+func (t Tenant) String() string { return t.Slug + " (" + t.ID.String() + ")" }
+
+// Strategy is one way of keeping tenants apart. Implementations are safe for
+// concurrent use. Methods that create or drop storage need owner privilege
+// (database.migrate_url) and return ErrNoOwner without it.
+type Strategy interface {
+	// Name is the strategy's name: RLS, Schema or Database.
+	Name() string
+	// Setup prepares what the strategy's tenants share (shared tables, a
+	// template database). It is idempotent and needs owner privilege.
+	Setup(ctx context.Context) error
+	// Provision gives t storage at the current migration head and returns t
+	// with its Strategy, Server and Placement set. On error it leaves nothing
+	// behind.
+	Provision(ctx context.Context, t Tenant) (Tenant, error)
+	// Deprovision removes every row, schema, role or database of t. Removing
+	// what is already gone is not an error.
+	Deprovision(ctx context.Context, t Tenant) error
+	// Migrate brings t's storage to the migration head and returns the
+	// version it reached; on error the version is what it had reached.
+	Migrate(ctx context.Context, t Tenant) (int64, error)
+	// Run runs fn in one transaction bound to t and commits it when fn
+	// returns nil. The binding is transaction-local and travels in the same
+	// network round trip as the transaction's BEGIN. It returns
+	// ErrUnavailable when no connection to t's storage could be had in time.
+	Run(ctx context.Context, t Tenant, fn func(pgx.Tx) error) error
+	// Verify reads the live catalogs and reports every way the isolation
+	// invariants do not hold for this strategy's storage.
+	Verify(ctx context.Context) ([]Finding, error)
+	// Ready reports whether the strategy can serve: nil, or an error saying
+	// what is missing. Degraded reports partial outages that do not stop
+	// serving as a whole (a server of the database strategy that is down).
+	Ready(ctx context.Context) (Degraded, error)
+}
+
+// Degraded names the parts of a strategy that cannot serve, with why; empty
+// when everything is healthy.
+type Degraded map[string]string
+
+var (
+	// ErrNoOwner means an operation needs owner privilege and no owner DSN
+	// (database.migrate_url) is configured.
+	ErrNoOwner = errors.New("no owner connection: database.migrate_url is not set")
+	// ErrNoTenant means work was attempted without a tenant to bind.
+	ErrNoTenant = errors.New("no tenant bound")
+	// ErrUnavailable means the tenant's storage could not be reached in time;
+	// the request may be retried.
+	ErrUnavailable = errors.New("tenant storage unavailable")
+)
+
+// UnknownStrategyError is returned for a strategy name no implementation has.
+type UnknownStrategyError struct{ Name string }
+
+func (e *UnknownStrategyError) Error() string {
+	return fmt.Sprintf("unknown isolation strategy %q", e.Name)
+}
+
+// BeginQuery is the statement string that opens a transaction bound to id.
+// It is sent as one simple-protocol message, so the binding costs no round
+// trip of its own, and the binding stays a statement of its own (Citus
+// propagates SET LOCAL but not set_config). id is a parsed UUID: its text
+// form cannot carry a quote.
+func BeginQuery(id uuid.UUID, extra ...string) string {
+	q := "BEGIN; SET LOCAL " + Setting + " = '" + id.String() + "'"
+	for _, s := range extra {
+		q += "; " + s
+	}
+	return q
+}
+
+// Bind returns the transaction options that bind id, for pgx.BeginTx.
+func Bind(id uuid.UUID, extra ...string) (pgx.TxOptions, error) {
+	if id == uuid.Nil {
+		return pgx.TxOptions{}, ErrNoTenant
+	}
+	return pgx.TxOptions{BeginQuery: BeginQuery(id, extra...)}, nil
+}

@@ -1,0 +1,136 @@
+// Package rls is the shared-tables isolation strategy: every tenant's rows
+// live in the same tables of the public schema, and PostgreSQL Row-Level
+// Security, forced and keyed on the transaction-local app.tenant_id, keeps
+// each transaction to one tenant's rows. Provisioning is free; it scales to
+// thousands of tenants on one cluster.
+package rls
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/bulkheadhq/bulkhead/isolation"
+	"github.com/bulkheadhq/bulkhead/migrations"
+)
+
+// schema holds the shared tenant tables. It is public so that the serving
+// role needs no search_path, which a transaction-mode pooler could not keep.
+const schema = "public"
+
+// Strategy is the shared-tables strategy. It is safe for concurrent use.
+type Strategy struct {
+	app   *pgxpool.Pool
+	owner *pgxpool.Pool
+}
+
+var _ isolation.Strategy = (*Strategy)(nil)
+
+// New returns the strategy serving with app (the serving role's pool) and
+// provisioning with owner (a pool whose sessions act as the owner role).
+// Either may be nil in a process that does not need it; the methods that
+// need the missing one then return an error.
+func New(app, owner *pgxpool.Pool) *Strategy {
+	return &Strategy{app: app, owner: owner}
+}
+
+var errNoApp = errors.New("no serving connection: database.url is not set")
+
+// Name returns isolation.RLS.
+func (s *Strategy) Name() string { return isolation.RLS }
+
+// Setup migrates the shared tenant tables and grants the serving role DML on
+// them.
+func (s *Strategy) Setup(ctx context.Context) error {
+	if s.owner == nil {
+		return isolation.ErrNoOwner
+	}
+	if _, err := isolation.MigrateTenantTables(ctx, s.owner.Config().ConnConfig, schema); err != nil {
+		return err
+	}
+	return isolation.GrantTenantTables(ctx, s.owner, schema, isolation.AppRole)
+}
+
+// Provision records nothing: a tenant of shared tables needs no storage of
+// its own.
+func (s *Strategy) Provision(_ context.Context, t isolation.Tenant) (isolation.Tenant, error) {
+	t.Strategy, t.Server, t.Placement = isolation.RLS, "", ""
+	return t, nil
+}
+
+// Deprovision deletes every row of t from every tenant table, in one
+// transaction bound to t, so that even this runs under the tenant policy.
+func (s *Strategy) Deprovision(ctx context.Context, t isolation.Tenant) error {
+	if s.owner == nil {
+		return isolation.ErrNoOwner
+	}
+	opts, err := isolation.Bind(t.ID)
+	if err != nil {
+		return err
+	}
+	return pgx.BeginTxFunc(ctx, s.owner, opts, func(tx pgx.Tx) error {
+		return isolation.DeleteTenantRows(ctx, tx, schema, t.ID)
+	})
+}
+
+// Migrate reports the shared tables' version: they are migrated once, by
+// Setup, for every tenant.
+func (s *Strategy) Migrate(ctx context.Context, _ isolation.Tenant) (int64, error) {
+	q, err := s.any()
+	if err != nil {
+		return 0, err
+	}
+	return isolation.TenantVersion(ctx, q, schema)
+}
+
+// Run runs fn in a transaction of the serving pool bound to t. The binding
+// is the SET LOCAL folded into the transaction's BEGIN.
+func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) error) error {
+	if s.app == nil {
+		return errNoApp
+	}
+	opts, err := isolation.Bind(t.ID)
+	if err != nil {
+		return err
+	}
+	return pgx.BeginTxFunc(ctx, s.app, opts, fn)
+}
+
+// Verify checks the serving role and the shared tenant tables.
+func (s *Strategy) Verify(ctx context.Context) ([]isolation.Finding, error) {
+	q, err := s.any()
+	if err != nil {
+		return nil, err
+	}
+	return isolation.CheckTenantTables(ctx, q, schema)
+}
+
+// Ready reports whether the shared tables are at the migration head.
+func (s *Strategy) Ready(ctx context.Context) (isolation.Degraded, error) {
+	q, err := s.any()
+	if err != nil {
+		return nil, err
+	}
+	v, err := isolation.TenantVersion(ctx, q, schema)
+	if err != nil {
+		return nil, err
+	}
+	if head := migrations.Tenant.Head(); v != head {
+		return nil, fmt.Errorf("tenant tables are at version %d, head is %d: run bulkhead migrate", v, head)
+	}
+	return nil, nil
+}
+
+// any returns the serving pool, or the owner's when there is none.
+func (s *Strategy) any() (*pgxpool.Pool, error) {
+	switch {
+	case s.app != nil:
+		return s.app, nil
+	case s.owner != nil:
+		return s.owner, nil
+	}
+	return nil, errNoApp
+}

@@ -1,0 +1,142 @@
+package isolation
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Querier is what the catalog helpers need of a connection, pool or
+// transaction.
+type Querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// roleSpec is a role Bulkhead needs and the attributes it must have.
+type roleSpec struct {
+	name   string
+	create string // attributes for CREATE ROLE
+	alter  string // attributes enforced on an existing role, or ""
+}
+
+func roleSpecs(system bool) []roleSpec {
+	specs := []roleSpec{
+		// The owner runs DDL: it creates tenant schemas, roles and
+		// databases. It never bypasses RLS: forced RLS binds it too.
+		{OwnerRole, "NOLOGIN NOSUPERUSER NOBYPASSRLS CREATEROLE CREATEDB", "NOSUPERUSER NOBYPASSRLS CREATEROLE CREATEDB"},
+		// The serving role: NOINHERIT, so that membership in a tenant role
+		// (schema strategy) grants nothing until SET ROLE.
+		{AppRole, "LOGIN NOINHERIT NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE", "NOINHERIT"},
+	}
+	if system {
+		specs = append(specs, roleSpec{SystemRole, "NOLOGIN NOINHERIT NOSUPERUSER BYPASSRLS NOCREATEDB NOCREATEROLE", ""})
+	}
+	return specs
+}
+
+// MissingRolesError names the roles that do not exist and could not be
+// created with the connection's privileges, with the statements that would.
+type MissingRolesError struct {
+	Roles      []string
+	Statements []string
+}
+
+func (e *MissingRolesError) Error() string {
+	return fmt.Sprintf("missing roles %s: connect as a role that may create them, or run: %s",
+		strings.Join(e.Roles, ", "), strings.Join(e.Statements, "; "))
+}
+
+// EnsureRoles makes sure Bulkhead's roles exist: the owner, the serving role
+// and, when system is set, the system role. Roles that are missing are
+// created when conn's user may (superuser, or CREATEROLE for roles without
+// BYPASSRLS); otherwise a *MissingRolesError names them. It is idempotent,
+// and lets conn's user act as the owner (SET ROLE) by granting it the owner
+// role when needed.
+func EnsureRoles(ctx context.Context, conn Querier, system bool) error {
+	var super, createRole bool
+	if err := conn.QueryRow(ctx,
+		`SELECT rolsuper, rolcreaterole FROM pg_roles WHERE rolname = current_user`,
+	).Scan(&super, &createRole); err != nil {
+		return fmt.Errorf("read current role: %w", err)
+	}
+	missing := &MissingRolesError{}
+	for _, spec := range roleSpecs(system) {
+		var exists bool
+		if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)`, spec.name).Scan(&exists); err != nil {
+			return fmt.Errorf("look up role %s: %w", spec.name, err)
+		}
+		ident := pgx.Identifier{spec.name}.Sanitize()
+		switch {
+		case exists && spec.alter != "" && (super || createRole):
+			if _, err := conn.Exec(ctx, "ALTER ROLE "+ident+" "+spec.alter); err != nil {
+				return fmt.Errorf("alter role %s: %w", spec.name, err)
+			}
+		case exists:
+		case super || (createRole && !strings.Contains(spec.create, " BYPASSRLS")):
+			if _, err := conn.Exec(ctx, "CREATE ROLE "+ident+" "+spec.create); err != nil {
+				if !isDuplicate(err) { // another migrator won the race
+					return fmt.Errorf("create role %s: %w", spec.name, err)
+				}
+			}
+		default:
+			missing.Roles = append(missing.Roles, spec.name)
+			missing.Statements = append(missing.Statements, "CREATE ROLE "+ident+" "+spec.create)
+		}
+	}
+	if len(missing.Roles) > 0 {
+		return missing
+	}
+	if !super {
+		var member bool
+		if err := conn.QueryRow(ctx, `SELECT pg_has_role(current_user, $1, 'MEMBER')`, OwnerRole).Scan(&member); err != nil {
+			return fmt.Errorf("check owner membership: %w", err)
+		}
+		if !member {
+			if _, err := conn.Exec(ctx, "GRANT "+pgx.Identifier{OwnerRole}.Sanitize()+" TO CURRENT_USER"); err != nil {
+				return fmt.Errorf("let %s act as %s: %w", "current user", OwnerRole, err)
+			}
+		}
+	}
+	return nil
+}
+
+// GrantDatabase gives the owner and the serving role what they need on the
+// current database: the owner may create schemas and tables in public, the
+// serving role may connect and use public. Needs the database's owner or a
+// superuser; idempotent.
+func GrantDatabase(ctx context.Context, conn Querier) error {
+	var db string
+	if err := conn.QueryRow(ctx, `SELECT current_database()`).Scan(&db); err != nil {
+		return fmt.Errorf("read current database: %w", err)
+	}
+	dbIdent := pgx.Identifier{db}.Sanitize()
+	owner, app := pgx.Identifier{OwnerRole}.Sanitize(), pgx.Identifier{AppRole}.Sanitize()
+	for _, stmt := range []string{
+		"GRANT CONNECT, CREATE, TEMPORARY ON DATABASE " + dbIdent + " TO " + owner,
+		"GRANT CONNECT ON DATABASE " + dbIdent + " TO " + app,
+		"GRANT USAGE, CREATE ON SCHEMA public TO " + owner,
+		"GRANT USAGE ON SCHEMA public TO " + app,
+	} {
+		if _, err := conn.Exec(ctx, stmt); err != nil {
+			return fmt.Errorf("%s: %w", stmt, err)
+		}
+	}
+	return nil
+}
+
+// AsOwner is the statement a migrator's session runs so that everything it
+// creates is owned by the owner role.
+var AsOwner = "SET ROLE " + pgx.Identifier{OwnerRole}.Sanitize()
+
+func isDuplicate(err error) bool {
+	var pgErr *pgconn.PgError
+	if !asPgError(err, &pgErr) {
+		return false
+	}
+	return pgErr.Code == "42710" || pgErr.Code == "23505" // duplicate_object, unique_violation
+}
