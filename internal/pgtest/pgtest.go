@@ -1,0 +1,332 @@
+// Package pgtest gives every test its own real PostgreSQL database.
+//
+// The server is the one BULKHEAD_TEST_DATABASE_URL names (a superuser DSN;
+// `make test` starts a throwaway cluster and sets it), or else a throwaway
+// cluster this process starts on first use and Main stops. Each test's
+// database is cloned from a template built once per migration set (keyed by
+// the migrations' hash, so concurrent test processes share it), and tests
+// connect as the serving role bulkhead_app — not a superuser, not an owner
+// — so Row-Level Security is really exercised. The database of a failed
+// test is kept for inspection, and its name logged.
+package pgtest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/goleak"
+
+	"github.com/bulkheadhq/bulkhead/app/config"
+	"github.com/bulkheadhq/bulkhead/app/control"
+	"github.com/bulkheadhq/bulkhead/app/postgres"
+	"github.com/bulkheadhq/bulkhead/internal/pgcluster"
+	"github.com/bulkheadhq/bulkhead/isolation"
+	"github.com/bulkheadhq/bulkhead/isolation/rls"
+	"github.com/bulkheadhq/bulkhead/migrations"
+)
+
+// EnvURL names the superuser DSN of the server tests use.
+const EnvURL = "BULKHEAD_TEST_DATABASE_URL"
+
+// AppPassword is the serving role's password on test servers, for servers
+// that do not trust local connections.
+const AppPassword = "bulkhead-test"
+
+var (
+	once    sync.Once
+	admin   *url.URL // superuser DSN, database postgres
+	cluster *pgcluster.Cluster
+	initErr error
+)
+
+// Main runs the tests of a package and then stops the cluster this process
+// started, if any, and checks that no goroutine leaked. Call it from
+// TestMain.
+func Main(m *testing.M) {
+	code := m.Run()
+	if cluster != nil {
+		if err := cluster.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "pgtest: stop cluster:", err)
+		}
+	}
+	if code == 0 {
+		if err := goleak.Find(goleak.IgnoreCurrent()); err != nil {
+			fmt.Fprintln(os.Stderr, "pgtest: leaked goroutines:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// Server returns the superuser DSN of the test server's postgres database,
+// starting a throwaway cluster on first use when EnvURL is not set.
+func Server(tb testing.TB) string {
+	tb.Helper()
+	once.Do(func() { initErr = start() })
+	if initErr != nil {
+		tb.Fatalf("pgtest: %v", initErr)
+	}
+	return admin.String()
+}
+
+func start() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dsn := os.Getenv(EnvURL)
+	if dsn == "" {
+		dir, err := os.MkdirTemp("", "bulkhead-pgtest-")
+		if err != nil {
+			return err
+		}
+		cluster, err = pgcluster.Start(ctx, pgcluster.Options{Dir: filepath.Join(dir, "pg")})
+		if err != nil {
+			return fmt.Errorf("start a throwaway PostgreSQL (or set %s): %w", EnvURL, err)
+		}
+		dsn = cluster.URL("postgres", "postgres")
+	}
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return fmt.Errorf("%s: not a URL: %w", EnvURL, err)
+	}
+	admin = u
+	return ensureRoles(ctx)
+}
+
+// ensureRoles creates Bulkhead's roles once per server: they are global to
+// the cluster, shared by every test process.
+func ensureRoles(ctx context.Context) error {
+	conn, err := pgx.Connect(ctx, admin.String())
+	if err != nil {
+		return fmt.Errorf("connect to the test server: %w", err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock(hashtext('bulkhead pgtest roles'))`); err != nil {
+		return err
+	}
+	defer conn.Exec(ctx, `SELECT pg_advisory_unlock(hashtext('bulkhead pgtest roles'))`)
+	if err := isolation.EnsureRoles(ctx, conn, true); err != nil {
+		return err
+	}
+	_, err = conn.Exec(ctx, `ALTER ROLE `+isolation.AppRole+` PASSWORD '`+AppPassword+`'`)
+	return err
+}
+
+// DB is one test's database.
+type DB struct {
+	Name string
+	// AdminURL connects as a superuser: for creating flaws on purpose.
+	AdminURL string
+	// MigrateURL is the database.migrate_url of the database: a superuser
+	// that acts as the owner.
+	MigrateURL string
+	// AppURL connects as the serving role.
+	AppURL string
+}
+
+// New returns a fresh database for tb with the control plane and the shared
+// tenant tables migrated, cloned from the template for the current
+// migrations. It is dropped when tb ends, unless tb failed.
+func New(tb testing.TB) *DB {
+	tb.Helper()
+	Server(tb)
+	tpl, err := template(context.Background())
+	if err != nil {
+		tb.Fatalf("pgtest: template: %v", err)
+	}
+	return create(tb, tpl)
+}
+
+// Empty returns a fresh database with nothing migrated, owned by the test
+// server's superuser, for tests of migration itself.
+func Empty(tb testing.TB) *DB {
+	tb.Helper()
+	Server(tb)
+	return create(tb, "template0")
+}
+
+func create(tb testing.TB, tpl string) *DB {
+	tb.Helper()
+	ctx := context.Background()
+	name := "test_" + randomHex(8)
+	conn, err := pgx.Connect(ctx, admin.String())
+	if err != nil {
+		tb.Fatalf("pgtest: connect: %v", err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `CREATE DATABASE `+pgx.Identifier{name}.Sanitize()+` TEMPLATE `+pgx.Identifier{tpl}.Sanitize()); err != nil {
+		tb.Fatalf("pgtest: create database: %v", err)
+	}
+	db := &DB{Name: name, AdminURL: dsn(name, "", "")}
+	db.MigrateURL = db.AdminURL
+	db.AppURL = dsn(name, isolation.AppRole, AppPassword)
+	// Database-level grants are not copied from a template.
+	if err := grantDatabase(ctx, db.AdminURL); err != nil {
+		tb.Fatalf("pgtest: grant on %s: %v", name, err)
+	}
+	tb.Cleanup(func() {
+		if tb.Failed() {
+			tb.Logf("pgtest: kept database %s for inspection", name)
+			return
+		}
+		conn, err := pgx.Connect(ctx, admin.String())
+		if err != nil {
+			tb.Logf("pgtest: drop %s: %v", name, err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, `DROP DATABASE IF EXISTS `+pgx.Identifier{name}.Sanitize()+` WITH (FORCE)`); err != nil {
+			tb.Logf("pgtest: drop %s: %v", name, err)
+		}
+	})
+	return db
+}
+
+func grantDatabase(ctx context.Context, dsn string) error {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	return isolation.GrantDatabase(ctx, conn)
+}
+
+// dsn is the DSN of database as user (the superuser when user is empty).
+func dsn(database, user, password string) string {
+	u := *admin
+	u.Path = "/" + database
+	if user != "" {
+		u.User = url.UserPassword(user, password)
+	}
+	return u.String()
+}
+
+var (
+	tplMu   sync.Mutex
+	tplName string
+)
+
+// template returns the name of the template database for the current
+// migrations, building it once per server under an advisory lock.
+func template(ctx context.Context) (string, error) {
+	tplMu.Lock()
+	defer tplMu.Unlock()
+	if tplName != "" {
+		return tplName, nil
+	}
+	name := "bulkhead_tpl_" + migrations.Control.Hash()[:8] + migrations.Tenant.Hash()[:8]
+	conn, err := pgx.Connect(ctx, admin.String())
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock(hashtext($1))`, name); err != nil {
+		return "", err
+	}
+	defer conn.Exec(ctx, `SELECT pg_advisory_unlock(hashtext($1))`, name)
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_database WHERE datname = $1)`, name).Scan(&exists); err != nil {
+		return "", err
+	}
+	if !exists {
+		building := name + "_build"
+		ident := pgx.Identifier{building}.Sanitize()
+		if _, err := conn.Exec(ctx, `DROP DATABASE IF EXISTS `+ident+` WITH (FORCE)`); err != nil {
+			return "", err
+		}
+		if _, err := conn.Exec(ctx, `CREATE DATABASE `+ident+` TEMPLATE template0`); err != nil {
+			return "", err
+		}
+		if err := migrate(ctx, dsn(building, "", "")); err != nil {
+			return "", fmt.Errorf("migrate template: %w", err)
+		}
+		if _, err := conn.Exec(ctx, `ALTER DATABASE `+ident+` RENAME TO `+pgx.Identifier{name}.Sanitize()); err != nil {
+			return "", err
+		}
+		if _, err := conn.Exec(ctx, `ALTER DATABASE `+pgx.Identifier{name}.Sanitize()+` WITH IS_TEMPLATE true`); err != nil {
+			return "", err
+		}
+	}
+	tplName = name
+	return name, nil
+}
+
+// migrate runs what `bulkhead migrate` runs on the database dsn names.
+func migrate(ctx context.Context, dsn string) error {
+	cfg := Config(&DB{MigrateURL: dsn})
+	pools, err := postgres.Open(cfg)
+	if err != nil {
+		return err
+	}
+	defer pools.Close()
+	svc := control.New(pools, isolation.NewRouter(rls.New(nil, pools.Owner)), cfg, Logger())
+	_, err = svc.Migrate(ctx, nil)
+	return err
+}
+
+// Config returns a valid configuration for db: the community profile with
+// db's serving and migrate URLs, no bootstrap tenant, the system role on.
+func Config(db *DB) *config.Config {
+	l, err := config.Load(config.Input{})
+	if err != nil {
+		panic(err)
+	}
+	cfg := l.Config
+	cfg.Database.URL = db.AppURL
+	cfg.Database.MigrateURL = db.MigrateURL
+	cfg.Tenants.Bootstrap = ""
+	cfg.System.Enabled = true
+	cfg.HTTP.Addr = "127.0.0.1:0"
+	return cfg
+}
+
+// Logger returns a logger for tests: silent unless BULKHEAD_TEST_LOG is set.
+func Logger() *slog.Logger {
+	if os.Getenv("BULKHEAD_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// Pool opens a pool on dsn for tb, closed when tb ends.
+func Pool(tb testing.TB, dsn string) *pgxpool.Pool {
+	tb.Helper()
+	p, err := pgxpool.New(context.Background(), dsn)
+	if err != nil {
+		tb.Fatalf("pgtest: pool: %v", err)
+	}
+	tb.Cleanup(p.Close)
+	return p
+}
+
+// Exec runs sql as the superuser on db, failing tb on error: for creating
+// flaws and fixtures the serving role may not.
+func (db *DB) Exec(tb testing.TB, sql string, args ...any) {
+	tb.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, db.AdminURL)
+	if err != nil {
+		tb.Fatalf("pgtest: connect: %v", err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, sql, args...); err != nil {
+		tb.Fatalf("pgtest: %s: %v", sql, err)
+	}
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
