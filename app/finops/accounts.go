@@ -35,11 +35,6 @@ type AccountInput struct {
 	Name       *string
 }
 
-var errBadCursor = &store.ValidationError{Field: "cursor", Msg: "not a cursor this list returned"}
-
-// ErrBadCursor is returned for a cursor the list did not produce.
-var ErrBadCursor error = errBadCursor
-
 func (in AccountInput) validate(create bool) error {
 	var errs []error
 	field := func(name string, v *string, check func(string) string) {
@@ -125,7 +120,7 @@ func (s *Service) Accounts(ctx context.Context, t isolation.Tenant, p Page) ([]A
 			return nil, "", err
 		}
 		if after, err = uuid.Parse(key[0]); err != nil {
-			return nil, "", errBadCursor
+			return nil, "", ErrBadCursor
 		}
 	}
 	limit := p.limit()

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"errors"
 	"net/http"
 
 	"github.com/google/uuid"
@@ -59,7 +60,9 @@ func (h *handlers) ListAccounts(c echo.Context, params ListAccountsParams) error
 		return err
 	}
 	list, next, err := h.finops.Accounts(c.Request().Context(), p.Tenant, page)
-	if err != nil {
+	if errors.Is(err, finops.ErrBadCursor) {
+		return badRequest(err.Error())
+	} else if err != nil {
 		return err
 	}
 	out := AccountPage{Items: make([]Account, len(list)), NextCursor: cursorJSON(next)}

@@ -41,12 +41,11 @@ func NewTo(w io.Writer, format, level string) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
-// FxLogger logs fx's own events at debug level; pass it to fx.WithLogger.
-func FxLogger(log *slog.Logger) fxevent.Logger {
-	l := &fxevent.SlogLogger{Logger: log}
-	l.UseLogLevel(slog.LevelDebug)
-	return l
-}
+// FxLogger is fx's event logger: silent. Every error fx reports is also
+// returned to the command, which reports it once; and it must not depend on
+// the configuration, or a bad configuration would make fx fall back to
+// printing its own multi-line report.
+func FxLogger() fxevent.Logger { return fxevent.NopLogger }
 
 // Module provides the *slog.Logger.
 var Module = fx.Module("logging", fx.Provide(New))

@@ -28,7 +28,10 @@ const (
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
 // usageError marks errors that are the caller's: bad arguments or flags.
@@ -36,10 +39,9 @@ type usageError struct{ error }
 
 func (e usageError) Unwrap() error { return e.error }
 
-// run runs the command line args and returns the exit status.
-func run(args, env []string, stdout, stderr io.Writer) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+// run runs the command line args and returns the exit status. Cancelling
+// ctx is what SIGTERM and SIGINT do: serve drains and returns.
+func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) int {
 	root := newRoot(env, stdout, stderr)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)

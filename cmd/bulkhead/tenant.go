@@ -17,7 +17,9 @@ func (c *cli) tenantCmd() *cobra.Command {
 		Use:   "tenant",
 		Short: "Tenant lifecycle: create, list, show, suspend, resume, delete",
 		Args:  args(cobra.NoArgs),
-		RunE:  func(cmd *cobra.Command, _ []string) error { return usageError{fmt.Errorf("tenant: missing subcommand")} },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return usageError{fmt.Errorf("tenant: missing subcommand")}
+		},
 	}
 	var name string
 	create := &cobra.Command{
