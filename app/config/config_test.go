@@ -1,0 +1,212 @@
+package config_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/bulkheadhq/bulkhead/app/config"
+)
+
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "bulkhead.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestLayersLaterWins(t *testing.T) {
+	t.Parallel()
+	file := writeFile(t, `
+profile: saas
+http:
+  addr: 127.0.0.1:9000
+database:
+  max_connections: 7
+  pooler: pgbouncer
+log:
+  level: warn
+`)
+	l, err := config.Load(config.Input{
+		File: file,
+		Env: []string{
+			"BULKHEAD_HTTP_ADDR=127.0.0.1:9001",
+			"BULKHEAD_DATABASE__MAX_CONNECTIONS=8",
+			"BULKHEAD_ISOLATION__DATABASE__MAX_CONNECTIONS=33",
+			"PATH=/bin",
+		},
+		Flags: []config.Flag{{Name: "http-addr", Key: "http.addr", Value: "127.0.0.1:9002"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := l.Config
+	checks := []struct {
+		key, got, want, source string
+	}{
+		{"profile", c.Profile, "saas", "file " + file},
+		{"isolation.strategy", c.Isolation.Strategy, "rls", "profile saas"},
+		{"system.enabled", boolString(c.System.Enabled), "true", "profile saas"},
+		{"database.pooler", c.Database.Pooler, "pgbouncer", "file " + file},
+		{"log.level", c.Log.Level, "warn", "file " + file},
+		{"database.max_connections", itoa(c.Database.MaxConnections), "8", "env BULKHEAD_DATABASE__MAX_CONNECTIONS"},
+		{"isolation.database.max_connections", itoa(c.Isolation.Database.MaxConnections), "33", "env BULKHEAD_ISOLATION__DATABASE__MAX_CONNECTIONS"},
+		{"http.addr", c.HTTP.Addr, "127.0.0.1:9002", "flag --http-addr"},
+		{"http.shutdown_timeout", c.HTTP.ShutdownTimeout.String(), "15s", "default"},
+	}
+	for _, ch := range checks {
+		if ch.got != ch.want {
+			t.Errorf("%s = %q, want %q", ch.key, ch.got, ch.want)
+		}
+		if got := l.Sources[ch.key]; got != ch.source {
+			t.Errorf("%s came from %q, want %q", ch.key, got, ch.source)
+		}
+	}
+}
+
+func TestProfileDefaults(t *testing.T) {
+	t.Parallel()
+	for profile, strategy := range map[string]string{
+		"saas": "rls", "regulated": "schema", "enterprise": "database", "community": "rls",
+	} {
+		l, err := config.Load(config.Input{Env: []string{"BULKHEAD_PROFILE=" + profile}})
+		if err != nil {
+			t.Fatalf("%s: %v", profile, err)
+		}
+		if l.Config.Isolation.Strategy != strategy {
+			t.Errorf("%s: strategy %q, want %q", profile, l.Config.Isolation.Strategy, strategy)
+		}
+		// An explicit strategy overrides the profile's.
+		l, err = config.Load(config.Input{Env: []string{"BULKHEAD_PROFILE=" + profile, "BULKHEAD_ISOLATION=schema"}})
+		if err != nil || l.Config.Isolation.Strategy != "schema" {
+			t.Errorf("%s with BULKHEAD_ISOLATION=schema: %v, %v", profile, l, err)
+		}
+	}
+	l, err := config.Load(config.Input{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Config.Profile != "community" || l.Config.Tenants.Bootstrap == "" {
+		t.Errorf("default profile: %+v", l.Config)
+	}
+}
+
+func TestBadConfigNamesEveryKey(t *testing.T) {
+	t.Parallel()
+	file := writeFile(t, "isolation:\n  stratgy: rls\nreplicas: 2\n")
+	cases := []struct {
+		name string
+		in   config.Input
+		want []string // each must appear in the one-line message
+	}{
+		{"unknown profile", config.Input{Env: []string{"BULKHEAD_PROFILE=cloud"}}, []string{"profile (from env BULKHEAD_PROFILE)", `"cloud"`}},
+		{"unknown strategy", config.Input{Flags: []config.Flag{{Name: "isolation", Key: "isolation.strategy", Value: "shard"}}}, []string{"isolation.strategy (from flag --isolation)", `"shard"`}},
+		{"unknown file keys", config.Input{File: file}, []string{"isolation.stratgy (from file " + file + "): unknown", "replicas (from file"}},
+		{"unknown env key", config.Input{Env: []string{"BULKHEAD_HTTP__ADRESS=x"}}, []string{"http.adress (from env BULKHEAD_HTTP__ADRESS): unknown"}},
+		{"unparsable DSN", config.Input{Env: []string{"BULKHEAD_DATABASE_URL=postgres://u:secret@host:notaport/db"}}, []string{"database.url (from env BULKHEAD_DATABASE_URL): not a valid PostgreSQL connection string"}},
+		{"wrong type", config.Input{Env: []string{"BULKHEAD_ISOLATION__DATABASE__MAX_CONNECTIONS=many"}}, []string{"isolation.database.max_connections", "want an integer"}},
+		{"short admin token", config.Input{Env: []string{"BULKHEAD_ADMIN_TOKEN=short"}}, []string{"admin.token", "at least 32"}},
+		{"all at once", config.Input{Env: []string{"BULKHEAD_PROFILE=cloud", "BULKHEAD_LOG_FORMAT=xml", "BULKHEAD_POOLER=x"}}, []string{"profile", "log.format", "BULKHEAD_POOLER"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := config.Load(tc.in)
+			if !config.IsConfigError(err) {
+				t.Fatalf("want a configuration error, got %v", err)
+			}
+			msg := err.Error()
+			if strings.Contains(msg, "\n") {
+				t.Errorf("message is not one line: %q", msg)
+			}
+			if strings.Contains(msg, "secret") {
+				t.Errorf("message shows a password: %q", msg)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("message %q does not contain %q", msg, w)
+				}
+			}
+		})
+	}
+}
+
+func TestReservedEnvironmentIsNotConfiguration(t *testing.T) {
+	t.Parallel()
+	_, err := config.Load(config.Input{Env: []string{
+		"BULKHEAD_TEST_DATABASE_URL=postgres://x/y", // the test harness's own
+		"BULKHEAD_CONFIG=",
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestServersFromEnvironment(t *testing.T) {
+	t.Parallel()
+	l, err := config.Load(config.Input{Env: []string{
+		`BULKHEAD_ISOLATION__DATABASE__SERVERS=[{name: pg-a, url: "postgres://bulkhead_app:pw@a/bulkhead"}, {name: pg-b, url: "postgres://bulkhead_app@b/bulkhead"}]`,
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := l.Config.Isolation.Database.Servers
+	if len(s) != 2 || s[0].Name != "pg-a" || s[1].URL != "postgres://bulkhead_app@b/bulkhead" {
+		t.Fatalf("servers: %+v", s)
+	}
+	_, err = config.Load(config.Input{Env: []string{`BULKHEAD_ISOLATION__DATABASE__SERVERS=[{name: pg-a, url: "postgres://a/b", port: 1}]`}})
+	if !config.IsConfigError(err) || !strings.Contains(err.Error(), "isolation.database.servers") {
+		t.Fatalf("unknown key inside a server: %v", err)
+	}
+}
+
+func TestEntriesRedactSecrets(t *testing.T) {
+	t.Parallel()
+	file := writeFile(t, `
+isolation:
+  database:
+    servers:
+      - name: pg-a
+        url: postgres://bulkhead_app:hunter2@a:5432/bulkhead
+`)
+	l, err := config.Load(config.Input{File: file, Env: []string{
+		"BULKHEAD_ADMIN_TOKEN=0123456789abcdef0123456789abcdefXYZ",
+		"BULKHEAD_DATABASE_URL=postgres://bulkhead_app:hunter2@db:5432/bulkhead",
+		"BULKHEAD_MIGRATE_DATABASE_URL=host=db user=postgres password=hunter2 dbname=bulkhead",
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all strings.Builder
+	for _, e := range l.Entries() {
+		all.WriteString(e.Key + "=" + strings.TrimSpace(strings.ReplaceAll(fmtValue(e.Value), "\n", " ")) + "\n")
+	}
+	out := all.String()
+	for _, secret := range []string{"hunter2", "0123456789abcdef"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("entries show %q:\n%s", secret, out)
+		}
+	}
+	if !strings.Contains(out, "postgres://bulkhead_app:REDACTED@db:5432/bulkhead") {
+		t.Errorf("database.url not shown redacted:\n%s", out)
+	}
+}
+
+func TestKeysHaveEnvironmentNames(t *testing.T) {
+	t.Parallel()
+	if got := config.EnvName("isolation.database.max_connections"); got != "BULKHEAD_ISOLATION__DATABASE__MAX_CONNECTIONS" {
+		t.Errorf("EnvName: %s", got)
+	}
+	for alias, key := range config.EnvAliases {
+		found := false
+		for _, k := range config.Keys() {
+			found = found || k == key
+		}
+		if !found {
+			t.Errorf("alias %s names unknown key %s", alias, key)
+		}
+	}
+}

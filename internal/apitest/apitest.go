@@ -1,0 +1,251 @@
+// Package apitest runs a whole Bulkhead server — the fx app `bulkhead serve`
+// builds — over a pgtest database, and speaks HTTP to it, for tests of the
+// API and of isolation through it.
+package apitest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/fx"
+
+	"github.com/bulkheadhq/bulkhead/app"
+	"github.com/bulkheadhq/bulkhead/app/auth"
+	"github.com/bulkheadhq/bulkhead/app/config"
+	"github.com/bulkheadhq/bulkhead/app/control"
+	"github.com/bulkheadhq/bulkhead/app/httpapi"
+	"github.com/bulkheadhq/bulkhead/app/logging"
+	"github.com/bulkheadhq/bulkhead/app/postgres"
+	"github.com/bulkheadhq/bulkhead/internal/pgtest"
+	"github.com/bulkheadhq/bulkhead/isolation"
+)
+
+// AdminToken is the admin token of every test server.
+const AdminToken = "test-admin-token-0123456789abcdef0123"
+
+// Env is a running server and what it runs on.
+type Env struct {
+	DB       *pgtest.DB
+	URL      string
+	Config   *config.Config
+	Control  *control.Service
+	Pools    *postgres.Pools
+	Strategy isolation.Strategy
+	Client   *http.Client
+	// Logs holds the server's log, as JSON lines.
+	Logs *Logs
+}
+
+// Logs is a log sink safe for concurrent use.
+type Logs struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *Logs) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+// Lines returns the log lines written so far, decoded.
+func (l *Logs) Lines() []map[string]any {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []map[string]any
+	for _, line := range bytes.Split(l.buf.Bytes(), []byte("\n")) {
+		var m map[string]any
+		if json.Unmarshal(line, &m) == nil {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// Option adjusts the environment variables a server starts with.
+type Option func(env map[string]string)
+
+// WithEnv sets one configuration variable, such as
+// BULKHEAD_ISOLATION=schema.
+func WithEnv(name, value string) Option {
+	return func(env map[string]string) { env[name] = value }
+}
+
+// WithStrategy selects the isolation strategy of new tenants.
+func WithStrategy(name string) Option { return WithEnv("BULKHEAD_ISOLATION", name) }
+
+// Start migrates db (setting up the configured strategy) and serves it on a
+// loopback port until tb ends. db may be nil for a fresh one.
+func Start(tb testing.TB, db *pgtest.DB, opts ...Option) *Env {
+	tb.Helper()
+	if db == nil {
+		db = pgtest.New(tb)
+	}
+	vars := map[string]string{
+		"BULKHEAD_DATABASE_URL":         db.AppURL,
+		"BULKHEAD_MIGRATE_DATABASE_URL": db.MigrateURL,
+		"BULKHEAD_HTTP_ADDR":            "127.0.0.1:0",
+		"BULKHEAD_ADMIN_TOKEN":          AdminToken,
+		"BULKHEAD_TENANTS__BOOTSTRAP":   "",
+		"BULKHEAD_SYSTEM__ENABLED":      "true",
+	}
+	for _, o := range opts {
+		o(vars)
+	}
+	in := config.Input{}
+	for k, v := range vars {
+		in.Env = append(in.Env, k+"="+v)
+	}
+	e := &Env{DB: db, Client: &http.Client{Timeout: 30 * time.Second}, Logs: &Logs{}}
+	var srv *httpapi.Server
+	a := fx.New(
+		app.Base(in), app.Server(),
+		fx.Decorate(func(cfg *config.Config) *slog.Logger {
+			var w io.Writer = e.Logs
+			if os.Getenv("BULKHEAD_TEST_LOG") != "" {
+				w = io.MultiWriter(e.Logs, os.Stderr)
+			}
+			return logging.NewTo(w, "json", cfg.Log.Level)
+		}),
+		fx.Populate(&srv, &e.Config, &e.Control, &e.Pools, &e.Strategy),
+	)
+	if err := a.Err(); err != nil {
+		tb.Fatalf("apitest: build server: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := e.Control.Migrate(ctx, nil); err != nil {
+		tb.Fatalf("apitest: migrate: %v", err)
+	}
+	if err := a.Start(ctx); err != nil {
+		tb.Fatalf("apitest: start server: %v", err)
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := a.Stop(ctx); err != nil {
+			tb.Errorf("apitest: stop server: %v", err)
+		}
+	})
+	e.URL = "http://" + srv.Addr()
+	return e
+}
+
+// Tenant is a tenant made for a test, with a key of each role.
+type Tenant struct {
+	control.Tenant
+	Editor string
+	Viewer string
+}
+
+// Tenant provisions a tenant called slug, with an editor and a viewer key.
+func (e *Env) Tenant(tb testing.TB, slug string) Tenant {
+	tb.Helper()
+	ctx := context.Background()
+	t, err := e.Control.CreateTenant(ctx, slug, "")
+	if err != nil {
+		tb.Fatalf("apitest: create tenant %s: %v", slug, err)
+	}
+	out := Tenant{Tenant: t}
+	for _, r := range []auth.Role{auth.Editor, auth.Viewer} {
+		k, err := e.Control.CreateKey(ctx, slug, r)
+		if err != nil {
+			tb.Fatalf("apitest: create key for %s: %v", slug, err)
+		}
+		if r == auth.Editor {
+			out.Editor = k.Key
+		} else {
+			out.Viewer = k.Key
+		}
+	}
+	return out
+}
+
+// Response is an HTTP response, its body read.
+type Response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+// JSON decodes the body into v, failing tb when it is not JSON of v's shape.
+func (r *Response) JSON(tb testing.TB, v any) {
+	tb.Helper()
+	if err := json.Unmarshal(r.Body, v); err != nil {
+		tb.Fatalf("apitest: decode %s: %v", r.Body, err)
+	}
+}
+
+// Map decodes a JSON object body.
+func (r *Response) Map(tb testing.TB) map[string]any {
+	tb.Helper()
+	var m map[string]any
+	r.JSON(tb, &m)
+	return m
+}
+
+func (r *Response) String() string { return fmt.Sprintf("%d %s", r.Status, r.Body) }
+
+// Do sends a request with the bearer token key (none when empty). body is
+// sent as is when it is a string or []byte, else encoded as JSON; a
+// Content-Type of JSON is set unless header sets another.
+func (e *Env) Do(tb testing.TB, method, path, key string, body any, header ...string) *Response {
+	tb.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	case []byte:
+		rd = bytes.NewReader(b)
+	default:
+		buf, err := json.Marshal(b)
+		if err != nil {
+			tb.Fatalf("apitest: encode body: %v", err)
+		}
+		rd = bytes.NewReader(buf)
+	}
+	req, err := http.NewRequest(method, e.URL+path, rd)
+	if err != nil {
+		tb.Fatalf("apitest: %v", err)
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	res, err := e.Client.Do(req)
+	if err != nil {
+		tb.Fatalf("apitest: %s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		tb.Fatalf("apitest: read %s %s: %v", method, path, err)
+	}
+	return &Response{Status: res.StatusCode, Header: res.Header, Body: b}
+}
+
+// Must is Do, failing tb unless the status is want.
+func (e *Env) Must(tb testing.TB, want int, method, path, key string, body any, header ...string) *Response {
+	tb.Helper()
+	r := e.Do(tb, method, path, key, body, header...)
+	if r.Status != want {
+		tb.Fatalf("%s %s: got %s, want %d", method, path, r, want)
+	}
+	return r
+}

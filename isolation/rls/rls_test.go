@@ -1,0 +1,338 @@
+package rls_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/bulkheadhq/bulkhead/internal/pgtest"
+	"github.com/bulkheadhq/bulkhead/isolation"
+	"github.com/bulkheadhq/bulkhead/isolation/rls"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// fixture is a database with two tenants, A and B, each with accounts.
+type fixture struct {
+	db       *pgtest.DB
+	strategy *rls.Strategy
+	app      *pgxpool.Pool
+	a, b     isolation.Tenant
+}
+
+// setup returns a fixture whose serving pool holds at most maxConns
+// connections (0: the default), each counted by writes when it is not nil.
+func setup(t testing.TB, maxConns int32, writes *atomic.Int64) fixture {
+	t.Helper()
+	db := pgtest.New(t)
+	cfg, err := pgxpool.ParseConfig(db.AppURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if maxConns > 0 {
+		cfg.MaxConns = maxConns
+	}
+	if writes != nil {
+		cfg.ConnConfig.DialFunc = countingDialer(writes)
+	}
+	app, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(app.Close)
+	f := fixture{db: db, strategy: rls.New(app, nil), app: app}
+	f.a = isolation.Tenant{ID: uuid.New(), Slug: "tenant-a", Strategy: isolation.RLS}
+	f.b = isolation.Tenant{ID: uuid.New(), Slug: "tenant-b", Strategy: isolation.RLS}
+	for _, tn := range []isolation.Tenant{f.a, f.b} {
+		err := f.strategy.Run(context.Background(), tn, func(tx pgx.Tx) error {
+			for i := range 3 {
+				if _, err := tx.Exec(context.Background(),
+					`INSERT INTO accounts (tenant_id, id, provider, external_id, name) VALUES ($1, $2, 'aws', $3, $4)`,
+					tn.ID, uuid.New(), fmt.Sprint(i), tn.Slug); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return f
+}
+
+func count(t *testing.T, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}, sql string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := q.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+func isRLSViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "42501"
+}
+
+// With no tenant bound, the serving role sees no row and can write none;
+// an empty setting behaves the same and raises no cast error.
+func TestFailsClosedWithoutTenant(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 1, nil)
+	ctx := context.Background()
+	if n := count(t, f.app, `SELECT count(*) FROM accounts`); n != 0 {
+		t.Fatalf("unbound read saw %d rows", n)
+	}
+	_, err := f.app.Exec(ctx, `INSERT INTO accounts (tenant_id, id, provider, external_id, name) VALUES ($1, $2, 'aws', 'x', 'x')`, f.a.ID, uuid.New())
+	if !isRLSViolation(err) {
+		t.Fatalf("unbound insert: got %v, want a row-level security violation", err)
+	}
+	for _, setting := range []string{`SET app.tenant_id = ''`, `SELECT set_config('app.tenant_id', '', false)`, `RESET app.tenant_id`} {
+		if _, err := f.app.Exec(ctx, setting); err != nil {
+			t.Fatalf("%s: %v", setting, err)
+		}
+		if n := count(t, f.app, `SELECT count(*) FROM accounts`); n != 0 {
+			t.Fatalf("after %s: read saw %d rows", setting, n)
+		}
+	}
+	// An empty binding is refused before it reaches the database.
+	if err := f.strategy.Run(ctx, isolation.Tenant{}, func(pgx.Tx) error { return nil }); !errors.Is(err, isolation.ErrNoTenant) {
+		t.Fatalf("Run with no tenant: %v", err)
+	}
+}
+
+// Inside A's transaction, SQL without any tenant predicate still reaches only
+// A's rows; B's rows cannot be read, changed, deleted or written.
+func TestBoundTransactionSeesOnlyItsTenant(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 0, nil)
+	ctx := context.Background()
+	for _, dir := range []struct{ self, other isolation.Tenant }{{f.a, f.b}, {f.b, f.a}} {
+		err := f.strategy.Run(ctx, dir.self, func(tx pgx.Tx) error {
+			if n := count(t, tx, `SELECT count(*) FROM accounts`); n != 3 {
+				t.Errorf("%s sees %d rows, want its 3", dir.self.Slug, n)
+			}
+			if n := count(t, tx, `SELECT count(*) FROM accounts WHERE tenant_id = $1`, dir.other.ID); n != 0 {
+				t.Errorf("%s sees %d of %s's rows", dir.self.Slug, n, dir.other.Slug)
+			}
+			for _, sql := range []string{
+				`UPDATE accounts SET name = 'pwned' WHERE tenant_id = $1`,
+				`DELETE FROM accounts WHERE tenant_id = $1`,
+			} {
+				tag, err := tx.Exec(ctx, sql, dir.other.ID)
+				if err != nil || tag.RowsAffected() != 0 {
+					t.Errorf("%s: %s affected %d rows (err %v)", dir.self.Slug, sql, tag.RowsAffected(), err)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = f.strategy.Run(ctx, dir.self, func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, `INSERT INTO accounts (tenant_id, id, provider, external_id, name) VALUES ($1, $2, 'aws', 'planted', 'x')`, dir.other.ID, uuid.New())
+			return err
+		})
+		if !isRLSViolation(err) {
+			t.Errorf("%s planting a row in %s: got %v, want a row-level security violation", dir.self.Slug, dir.other.Slug, err)
+		}
+		// Nothing of the other tenant changed.
+		err = f.strategy.Run(ctx, dir.other, func(tx pgx.Tx) error {
+			if n := count(t, tx, `SELECT count(*) FROM accounts WHERE name = $1`, dir.other.Slug); n != 3 {
+				t.Errorf("%s has %d untouched rows, want 3", dir.other.Slug, n)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// Hundreds of interleaved transactions of two tenants over a pool of two
+// connections each see only their own tenant, and no connection keeps a
+// tenant after its transaction.
+func TestTenantContextNeverOutlivesItsTransaction(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 2, nil)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan error, 400)
+	for i := range 400 {
+		tn := f.a
+		if i%2 == 1 {
+			tn = f.b
+		}
+		wg.Go(func() {
+			err := f.strategy.Run(ctx, tn, func(tx pgx.Tx) error {
+				rows, err := tx.Query(ctx, `SELECT tenant_id FROM accounts`)
+				if err != nil {
+					return err
+				}
+				ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+				if err != nil {
+					return err
+				}
+				if len(ids) != 3 {
+					return fmt.Errorf("%s saw %d rows", tn.Slug, len(ids))
+				}
+				for _, id := range ids {
+					if id != tn.ID {
+						return fmt.Errorf("%s saw a row of %s", tn.Slug, id)
+					}
+				}
+				if i%10 == 0 {
+					return errors.New("rolled back on purpose")
+				}
+				return nil
+			})
+			if err != nil && err.Error() != "rolled back on purpose" {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	// Every pooled connection reads as unbound now.
+	conns := make([]*pgxpool.Conn, 0, 2)
+	for range 2 {
+		c, err := f.app.Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	for _, c := range conns {
+		var setting *string
+		if err := c.QueryRow(ctx, `SELECT NULLIF(current_setting('app.tenant_id', true), '')`).Scan(&setting); err != nil {
+			t.Fatal(err)
+		}
+		if setting != nil {
+			t.Errorf("a pooled connection still carries tenant %s", *setting)
+		}
+		if n := count(t, c, `SELECT count(*) FROM accounts`); n != 0 {
+			t.Errorf("a pooled connection still reads %d rows", n)
+		}
+		c.Release()
+	}
+}
+
+// Binding the tenant costs no round trip: a tenant-bound read writes to the
+// network as often as the same read in a transaction without tenancy.
+func TestBindingRidesInTheBeginRoundTrip(t *testing.T) {
+	t.Parallel()
+	var writes atomic.Int64
+	f := setup(t, 1, &writes)
+	ctx := context.Background()
+	bound := func() error {
+		return f.strategy.Run(ctx, f.a, func(tx pgx.Tx) error {
+			return tx.QueryRow(ctx, `SELECT name FROM accounts WHERE tenant_id = $1 LIMIT 1`, f.a.ID).Scan(new(string))
+		})
+	}
+	unbound := func() error {
+		return pgx.BeginTxFunc(ctx, f.app, pgx.TxOptions{}, func(tx pgx.Tx) error {
+			err := tx.QueryRow(ctx, `SELECT name FROM accounts WHERE tenant_id = $1 LIMIT 1`, f.a.ID).Scan(new(string))
+			if errors.Is(err, pgx.ErrNoRows) { // no tenant: RLS shows nothing
+				err = nil
+			}
+			return err
+		})
+	}
+	measure := func(fn func() error) int64 {
+		if err := fn(); err != nil { // warm the statement cache
+			t.Fatal(err)
+		}
+		before := writes.Load()
+		if err := fn(); err != nil {
+			t.Fatal(err)
+		}
+		return writes.Load() - before
+	}
+	b, u := measure(bound), measure(unbound)
+	if b != u {
+		t.Fatalf("tenant-bound read took %d round trips, the same read without tenancy %d", b, u)
+	}
+	if b != 3 { // BEGIN (with the binding), the query, COMMIT
+		t.Errorf("a bound read took %d round trips, want 3", b)
+	}
+}
+
+func BenchmarkBinding(b *testing.B) {
+	var writes atomic.Int64
+	f := setup(b, 1, &writes)
+	ctx := context.Background()
+	read := func(tx pgx.Tx) error {
+		err := tx.QueryRow(ctx, `SELECT name FROM accounts WHERE tenant_id = $1 LIMIT 1`, f.a.ID).Scan(new(string))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		return err
+	}
+	for _, bc := range []struct {
+		name string
+		run  func() error
+	}{
+		{"unbound", func() error { return pgx.BeginTxFunc(ctx, f.app, pgx.TxOptions{}, read) }},
+		{"bound", func() error { return f.strategy.Run(ctx, f.a, read) }},
+		{"set_config", func() error { // the binding as a separate statement, for comparison
+			return pgx.BeginTxFunc(ctx, f.app, pgx.TxOptions{}, func(tx pgx.Tx) error {
+				if _, err := tx.Exec(ctx, `SELECT set_config('app.tenant_id', $1, true)`, f.a.ID.String()); err != nil {
+					return err
+				}
+				return read(tx)
+			})
+		}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			if err := bc.run(); err != nil {
+				b.Fatal(err)
+			}
+			start, n := writes.Load(), 0
+			for b.Loop() {
+				if err := bc.run(); err != nil {
+					b.Fatal(err)
+				}
+				n++
+			}
+			b.ReportMetric(float64(writes.Load()-start)/float64(n), "roundtrips/op")
+		})
+	}
+}
+
+// countingDialer counts the writes of every connection it dials: pgx
+// flushes once per round trip.
+func countingDialer(writes *atomic.Int64) pgconn.DialFunc {
+	var d net.Dialer
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &countingConn{Conn: c, writes: writes}, nil
+	}
+}
+
+type countingConn struct {
+	net.Conn
+	writes *atomic.Int64
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(p)
+}
