@@ -49,17 +49,29 @@ func Server() fx.Option {
 
 // NewStrategies is the one place the configured strategy is chosen: it
 // returns a Router provisioning with it and running tenants of every
-// strategy this build has. An unknown name is a configuration error.
+// strategy this build has (tenants keep the strategy they were provisioned
+// with). An unknown name is a configuration error.
 func NewStrategies(cfg *config.Config, pools *postgres.Pools) (*isolation.Router, error) {
-	shared := rls.New(pools.App, pools.Owner)
-	switch name := cfg.Isolation.Strategy; name {
-	case isolation.RLS:
-		return isolation.NewRouter(shared), nil
-	case isolation.Schema, isolation.Database:
-		return nil, config.Errorf("isolation.strategy", fmt.Sprintf("strategy %q is not available in this build yet", name))
-	default:
-		return nil, config.Errorf("isolation.strategy", (&isolation.UnknownStrategyError{Name: name}).Error())
+	all := []isolation.Strategy{
+		rls.New(pools.App, pools.Owner),
 	}
+	var def isolation.Strategy
+	var others []isolation.Strategy
+	for _, s := range all {
+		if s.Name() == cfg.Isolation.Strategy {
+			def = s
+		} else {
+			others = append(others, s)
+		}
+	}
+	if def == nil {
+		msg := (&isolation.UnknownStrategyError{Name: cfg.Isolation.Strategy}).Error()
+		if cfg.Isolation.Strategy == isolation.Schema || cfg.Isolation.Strategy == isolation.Database {
+			msg = fmt.Sprintf("strategy %q is not available in this build yet", cfg.Isolation.Strategy)
+		}
+		return nil, config.Errorf("isolation.strategy", msg)
+	}
+	return isolation.NewRouter(def, others...), nil
 }
 
 // registerSafetyCheck makes start fail, before anything listens, when the
