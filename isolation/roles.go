@@ -91,14 +91,23 @@ func EnsureRoles(ctx context.Context, conn Querier, system bool) error {
 	if len(missing.Roles) > 0 {
 		return missing
 	}
-	if !super {
+	if super {
+		return nil
+	}
+	// The migrator acts as the owner (SET ROLE), and operator commands as
+	// the system role: its login must be a member of both.
+	acts := []string{OwnerRole}
+	if system {
+		acts = append(acts, SystemRole)
+	}
+	for _, role := range acts {
 		var member bool
-		if err := conn.QueryRow(ctx, `SELECT pg_has_role(current_user, $1, 'MEMBER')`, OwnerRole).Scan(&member); err != nil {
-			return fmt.Errorf("check owner membership: %w", err)
+		if err := conn.QueryRow(ctx, `SELECT pg_has_role(current_user, $1, 'MEMBER')`, role).Scan(&member); err != nil {
+			return fmt.Errorf("check membership in %s: %w", role, err)
 		}
 		if !member {
-			if _, err := conn.Exec(ctx, "GRANT "+pgx.Identifier{OwnerRole}.Sanitize()+" TO CURRENT_USER"); err != nil {
-				return fmt.Errorf("let %s act as %s: %w", "current user", OwnerRole, err)
+			if _, err := conn.Exec(ctx, "GRANT "+pgx.Identifier{role}.Sanitize()+" TO CURRENT_USER"); err != nil {
+				return fmt.Errorf("let the migrate role act as %s: %w", role, err)
 			}
 		}
 	}

@@ -173,13 +173,21 @@ func (s *Service) CreateTenant(ctx context.Context, slug, name string) (Tenant, 
 		s.undoCreate(t, placed)
 		return Tenant{}, fmt.Errorf("provision tenant %s: %w", slug, err)
 	}
-	row := db.QueryRow(ctx, `
-		UPDATE bulkhead.tenants
-		SET status = $2, server = $3, placement = $4, version = $5, migrated_at = now(), updated_at = now()
-		WHERE id = $1
-		RETURNING `+tenantColumns,
-		id, StatusActive, placed.Server, placed.Placement, version)
-	out, err := scanTenant(row)
+	var out Tenant
+	err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) (err error) {
+		out, err = scanTenant(tx.QueryRow(ctx, `
+			UPDATE bulkhead.tenants
+			SET status = $2, server = $3, placement = $4, version = $5, migrated_at = now(), updated_at = now()
+			WHERE id = $1
+			RETURNING `+tenantColumns,
+			id, StatusActive, placed.Server, placed.Placement, version))
+		if err != nil {
+			return err
+		}
+		_, err = appendAudit(ctx, tx, Event{Action: ActionTenantCreate, Tenants: []string{slug},
+			Detail: map[string]any{"id": id, "isolation": strategy, "server": placed.Server, "placement": placed.Placement}})
+		return err
+	})
 	if err != nil {
 		s.undoCreate(t, placed)
 		return Tenant{}, fmt.Errorf("activate tenant %s: %w", slug, err)
@@ -216,11 +224,22 @@ func (s *Service) SetStatus(ctx context.Context, slug, status string) (Tenant, e
 	if err != nil {
 		return Tenant{}, err
 	}
-	row := db.QueryRow(ctx, `
-		UPDATE bulkhead.tenants SET status = $2, updated_at = now()
-		WHERE slug = $1 AND status IN ('active', 'suspended')
-		RETURNING `+tenantColumns, slug, status)
-	t, err := scanTenant(row)
+	action := ActionTenantResume
+	if status == StatusSuspended {
+		action = ActionTenantSuspend
+	}
+	var t Tenant
+	err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) (err error) {
+		t, err = scanTenant(tx.QueryRow(ctx, `
+			UPDATE bulkhead.tenants SET status = $2, updated_at = now()
+			WHERE slug = $1 AND status IN ('active', 'suspended')
+			RETURNING `+tenantColumns, slug, status))
+		if err != nil {
+			return err
+		}
+		_, err = appendAudit(ctx, tx, Event{Action: action, Tenants: []string{slug}})
+		return err
+	})
 	if err != nil {
 		return Tenant{}, fmt.Errorf("set status of %s: %w", slug, err)
 	}
@@ -250,8 +269,16 @@ func (s *Service) DeleteTenant(ctx context.Context, slug string) (Tenant, error)
 	if err := s.strategy.Deprovision(ctx, t.Isolated()); err != nil {
 		return Tenant{}, fmt.Errorf("deprovision tenant %s: %w", slug, err)
 	}
-	if _, err := db.Exec(ctx, `DELETE FROM bulkhead.tenants WHERE id = $1`, t.ID); err != nil {
-		return Tenant{}, fmt.Errorf("delete tenant %s: %w", slug, store.Translate(err))
+	err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `DELETE FROM bulkhead.tenants WHERE id = $1`, t.ID); err != nil {
+			return store.Translate(err)
+		}
+		_, err := appendAudit(ctx, tx, Event{Action: ActionTenantDelete, Tenants: []string{slug},
+			Detail: map[string]any{"id": t.ID, "isolation": t.Isolation, "server": t.Server, "placement": t.Placement}})
+		return err
+	})
+	if err != nil {
+		return Tenant{}, fmt.Errorf("delete tenant %s: %w", slug, err)
 	}
 	s.log.Info("tenant deleted", "tenant", slug, "tenant_id", t.ID)
 	return t, nil
@@ -276,10 +303,18 @@ func (s *Service) CreateKey(ctx context.Context, slug string, role auth.Role) (K
 		return Key{}, fmt.Errorf("create key for %s: %w", slug, err)
 	}
 	k := auth.NewKey()
-	if _, err := db.Exec(ctx,
-		`INSERT INTO bulkhead.api_keys (id, tenant_id, role, secret_hash) VALUES ($1, $2, $3, $4)`,
-		k.ID, t.ID, string(role), k.Hash); err != nil {
-		return Key{}, fmt.Errorf("create key for %s: %w", slug, store.Translate(err))
+	err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx,
+			`INSERT INTO bulkhead.api_keys (id, tenant_id, role, secret_hash) VALUES ($1, $2, $3, $4)`,
+			k.ID, t.ID, string(role), k.Hash); err != nil {
+			return store.Translate(err)
+		}
+		_, err := appendAudit(ctx, tx, Event{Action: ActionKeyCreate, Tenants: []string{slug},
+			Detail: map[string]any{"key_id": k.ID, "role": role}})
+		return err
+	})
+	if err != nil {
+		return Key{}, fmt.Errorf("create key for %s: %w", slug, err)
 	}
 	s.log.Info("key created", "tenant", slug, "tenant_id", t.ID, "key_id", k.ID, "role", role)
 	return Key{ID: k.ID, Key: k.Token, Tenant: slug, Role: role}, nil
@@ -295,12 +330,24 @@ func (s *Service) RevokeKey(ctx context.Context, id string) error {
 	if !auth.ValidID(id) {
 		return store.ErrNotFound
 	}
-	tag, err := db.Exec(ctx, `UPDATE bulkhead.api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL`, id)
+	err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		var slug string
+		err := tx.QueryRow(ctx, `
+			UPDATE bulkhead.api_keys k SET revoked_at = now()
+			FROM bulkhead.tenants t
+			WHERE k.id = $1 AND k.revoked_at IS NULL AND t.id = k.tenant_id
+			RETURNING t.slug`, id).Scan(&slug)
+		if err != nil {
+			return store.Translate(err)
+		}
+		_, err = appendAudit(ctx, tx, Event{Action: ActionKeyRevoke, Tenants: []string{slug}, Detail: map[string]any{"key_id": id}})
+		return err
+	})
 	if err != nil {
-		return fmt.Errorf("revoke key %s: %w", id, store.Translate(err))
-	}
-	if tag.RowsAffected() == 0 {
-		return store.ErrNotFound
+		if errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		return fmt.Errorf("revoke key %s: %w", id, err)
 	}
 	s.log.Info("key revoked", "key_id", id)
 	return nil

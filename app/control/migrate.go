@@ -72,6 +72,13 @@ func (s *Service) Migrate(ctx context.Context, progress Progress) (MigrationRepo
 			return MigrationReport{}, fmt.Errorf("set up %s strategy: %w", name, err)
 		}
 	}
+	if s.cfg.System.Enabled {
+		// The system role bypasses RLS but still needs privileges: it reads
+		// the shared tables for cross-tenant reports, and nothing else.
+		if _, err := s.owner.Exec(ctx, `GRANT SELECT ON ALL TABLES IN SCHEMA public TO `+pgx.Identifier{isolation.SystemRole}.Sanitize()); err != nil {
+			return MigrationReport{}, fmt.Errorf("grant the system role: %w", err)
+		}
+	}
 	if slug := s.cfg.Tenants.Bootstrap; slug != "" && len(tenants) == 0 {
 		if _, err := s.CreateTenant(ctx, slug, ""); err != nil {
 			return MigrationReport{}, fmt.Errorf("bootstrap tenant: %w", err)

@@ -10,6 +10,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/bulkheadhq/bulkhead/app/auth"
+	"github.com/bulkheadhq/bulkhead/app/control"
 	"github.com/bulkheadhq/bulkhead/isolation"
 )
 
@@ -162,6 +163,7 @@ func (h *handlers) requireAdmin(next echo.HandlerFunc) echo.HandlerFunc {
 		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
 			return newProblem(http.StatusUnauthorized, "the admin token is required: Authorization: Bearer <admin token>")
 		}
+		c.SetRequest(c.Request().WithContext(control.WithActor(c.Request().Context(), "admin-api")))
 		return next(c)
 	}
 }

@@ -17,7 +17,7 @@ import (
 func (c *cli) keyCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "key",
-		Short: "API keys: create, revoke",
+		Short: "API keys: create, revoke, grant",
 		Args:  args(cobra.NoArgs),
 		RunE:  func(cmd *cobra.Command, _ []string) error { return usageError{fmt.Errorf("key: missing subcommand")} },
 	}
@@ -48,13 +48,42 @@ func (c *cli) keyCmd() *cobra.Command {
 	}
 	create.Flags().StringVar(&tenant, "tenant", "", "the tenant's slug")
 	create.Flags().StringVar(&role, "role", "viewer", "viewer or editor")
-	cmd.AddCommand(create, &cobra.Command{
-		Use:   "revoke ID",
-		Short: "Revoke a key; it stops working on the next request",
+	var grantTenant, revokeTenant string
+	grant := &cobra.Command{
+		Use:   "grant ID --tenant SLUG",
+		Short: "Let a key read another tenant in consolidated reports",
+		Args:  args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			if grantTenant == "" {
+				return usageError{errors.New("key grant: --tenant is required")}
+			}
+			var svc *control.Service
+			return c.with(cmd.Context(), fx.Options(), func(ctx context.Context) error {
+				if err := svc.GrantKey(ctx, a[0], grantTenant); err != nil {
+					return notFound(err, "key "+a[0]+" or tenant "+grantTenant)
+				}
+				return c.print(map[string]any{"id": a[0], "tenant": grantTenant, "granted": true}, func(w io.Writer) {
+					fmt.Fprintf(w, "key %s may read tenant %s\n", a[0], grantTenant)
+				})
+			}, &svc)
+		},
+	}
+	grant.Flags().StringVar(&grantTenant, "tenant", "", "the tenant the key may read")
+	revoke := &cobra.Command{
+		Use:   "revoke ID [--tenant SLUG]",
+		Short: "Revoke a key (it stops working on the next request), or with --tenant only its grant to read that tenant",
 		Args:  args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			var svc *control.Service
 			return c.with(cmd.Context(), fx.Options(), func(ctx context.Context) error {
+				if revokeTenant != "" {
+					if err := svc.UngrantKey(ctx, a[0], revokeTenant); err != nil {
+						return notFound(err, "grant of tenant "+revokeTenant+" to key "+a[0])
+					}
+					return c.print(map[string]any{"id": a[0], "tenant": revokeTenant, "granted": false}, func(w io.Writer) {
+						fmt.Fprintf(w, "key %s may no longer read tenant %s\n", a[0], revokeTenant)
+					})
+				}
 				if err := svc.RevokeKey(ctx, a[0]); err != nil {
 					return notFound(err, "key "+a[0])
 				}
@@ -63,7 +92,9 @@ func (c *cli) keyCmd() *cobra.Command {
 				})
 			}, &svc)
 		},
-	})
+	}
+	revoke.Flags().StringVar(&revokeTenant, "tenant", "", "revoke only the key's grant to read this tenant")
+	cmd.AddCommand(create, grant, revoke)
 	return cmd
 }
 

@@ -350,3 +350,55 @@ func TestMigrateIsIdempotentAndReportsStatus(t *testing.T) {
 		t.Errorf("verify on a fresh database: exit %d: %s %s", code, out, stderr)
 	}
 }
+
+func TestAuditGrantAndUsageCommands(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	env := []string{"BULKHEAD_DATABASE_URL=" + db.AppURL, "BULKHEAD_MIGRATE_DATABASE_URL=" + db.MigrateURL, "BULKHEAD_SYSTEM__ENABLED=true"}
+	ok := func(args ...string) string {
+		t.Helper()
+		code, out, stderr := runCLI(t, env, args...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, stderr)
+		}
+		return out
+	}
+	ok("tenant", "create", "parent")
+	ok("tenant", "create", "child")
+	var key map[string]string
+	if err := json.Unmarshal([]byte(ok("key", "create", "--tenant", "parent", "-o", "json")), &key); err != nil {
+		t.Fatal(err)
+	}
+	ok("key", "grant", key["id"], "--tenant", "child")
+	ok("key", "revoke", key["id"], "--tenant", "child")
+	if code, _, _ := runCLI(t, env, "key", "revoke", key["id"], "--tenant", "child"); code != exitFailure {
+		t.Errorf("revoking a grant twice: exit %d", code)
+	}
+	if code, _, stderr := runCLI(t, env, "usage"); code != exitUsage || !strings.Contains(stderr, "reason") {
+		t.Errorf("usage without --reason: exit %d: %s", code, stderr)
+	}
+	if out := ok("usage", "--reason", "quarterly review", "-o", "json"); !strings.Contains(out, `"tenant": "child"`) {
+		t.Errorf("usage: %s", out)
+	}
+	var log []map[string]any
+	if err := json.Unmarshal([]byte(ok("audit", "list", "-o", "json")), &log); err != nil {
+		t.Fatal(err)
+	}
+	var actions []string
+	for _, e := range log {
+		actions = append(actions, e["action"].(string))
+	}
+	want := "tenant.create tenant.create key.create key.grant key.ungrant system.usage"
+	if strings.Join(actions, " ") != want {
+		t.Errorf("audit list: %v, want %s", actions, want)
+	}
+	if out := ok("audit", "verify"); !strings.Contains(out, "ok: 6 rows") {
+		t.Errorf("audit verify: %s", out)
+	}
+	db.Exec(t, `ALTER TABLE bulkhead.audit_log DISABLE TRIGGER USER`)
+	db.Exec(t, `UPDATE bulkhead.audit_log SET reason = 'routine' WHERE seq = 6`)
+	code, out, _ := runCLI(t, env, "audit", "verify", "-o", "json")
+	if code != exitFailure || !strings.Contains(out, `"seq": 6`) {
+		t.Errorf("audit verify after tampering: exit %d: %s", code, out)
+	}
+}

@@ -70,6 +70,8 @@ func newRoot(env []string, stdout, stderr io.Writer) *cobra.Command {
 		c.keyCmd(),
 		c.verifyCmd(),
 		c.configCmd(),
+		c.auditCmd(),
+		c.usageCmd(),
 	)
 	return root
 }
@@ -100,6 +102,9 @@ func args(check cobra.PositionalArgs) cobra.PositionalArgs {
 // with builds the Base app plus opts, starts it, runs fn, and stops it.
 // targets are filled by fx.Populate before fn runs.
 func (c *cli) with(ctx context.Context, opts fx.Option, fn func(context.Context) error, targets ...any) error {
+	if opts == nil {
+		opts = fx.Options()
+	}
 	a := fx.New(app.Base(c.input()), opts, fx.Populate(targets...))
 	if err := a.Err(); err != nil {
 		return err

@@ -1,0 +1,131 @@
+package system
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/bulkheadhq/bulkhead/app/control"
+	"github.com/bulkheadhq/bulkhead/isolation"
+)
+
+// ActionUsage is the audited action of a usage report.
+const ActionUsage = "system.usage"
+
+// TenantUsage is how much one tenant stores.
+type TenantUsage struct {
+	Tenant    string `json:"tenant"`
+	Isolation string `json:"isolation"`
+	Rows      int64  `json:"rows"`
+	// Bytes is the size of the tenant's rows (pg_column_size of each row),
+	// without indexes or free space.
+	Bytes  int64                 `json:"bytes"`
+	Tables map[string]TableUsage `json:"tables"`
+}
+
+// TableUsage is one tenant's share of one table.
+type TableUsage struct {
+	Rows  int64 `json:"rows"`
+	Bytes int64 `json:"bytes"`
+}
+
+// tenantTablesSQL lists the tenant tables of the first schema on the
+// search_path (public for shared tables and tenant databases, the tenant's
+// own schema for the schema strategy).
+const tenantTablesSQL = `
+	SELECT c.relname FROM pg_class c
+	WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p')
+	  AND EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped)
+	ORDER BY 1`
+
+// Usage reports rows and bytes per tenant. Tenants on shared tables are
+// counted in one pass per table as the system role (which bypasses RLS);
+// tenants with storage of their own are counted inside their own binding.
+// The whole report is one audited escalation.
+func (e *Escalator) Usage(ctx context.Context, reason string, strategy isolation.Strategy) ([]TenantUsage, error) {
+	tenants, err := e.control.Tenants(ctx)
+	if err != nil {
+		return nil, err
+	}
+	slugs := make([]string, len(tenants))
+	byID := make(map[uuid.UUID]*TenantUsage, len(tenants))
+	out := make([]TenantUsage, len(tenants))
+	for i, t := range tenants {
+		slugs[i] = t.Slug
+		out[i] = TenantUsage{Tenant: t.Slug, Isolation: t.Isolation, Tables: map[string]TableUsage{}}
+		byID[t.ID] = &out[i]
+	}
+	err = e.Run(ctx, ActionUsage, reason, slugs, func(tx pgx.Tx) error {
+		tables, err := tableNames(ctx, tx)
+		if err != nil {
+			return err
+		}
+		for _, table := range tables {
+			rows, err := tx.Query(ctx, `SELECT tenant_id, count(*), COALESCE(sum(pg_column_size(t.*)), 0)::bigint FROM `+
+				pgx.Identifier{"public", table}.Sanitize()+` t GROUP BY tenant_id`)
+			if err != nil {
+				return fmt.Errorf("usage of %s: %w", table, err)
+			}
+			var id uuid.UUID
+			var u TableUsage
+			_, err = pgx.ForEachRow(rows, []any{&id, &u.Rows, &u.Bytes}, func() error {
+				if tu, ok := byID[id]; ok && tu.Isolation == isolation.RLS {
+					tu.Tables[table] = u
+				}
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("usage of %s: %w", table, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for i, t := range tenants {
+		if t.Isolation == isolation.RLS || t.Status != control.StatusActive && t.Status != control.StatusSuspended {
+			continue
+		}
+		if err := strategy.Run(ctx, t.Isolated(), func(tx pgx.Tx) error { return ownUsage(ctx, tx, &out[i]) }); err != nil {
+			return nil, fmt.Errorf("usage of %s: %w", t.Slug, err)
+		}
+	}
+	for i := range out {
+		for _, u := range out[i].Tables {
+			out[i].Rows += u.Rows
+			out[i].Bytes += u.Bytes
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Tenant < out[j].Tenant })
+	return out, nil
+}
+
+// ownUsage counts a tenant's rows inside its own binding.
+func ownUsage(ctx context.Context, tx pgx.Tx, u *TenantUsage) error {
+	tables, err := tableNames(ctx, tx)
+	if err != nil {
+		return err
+	}
+	for _, table := range tables {
+		var tu TableUsage
+		err := tx.QueryRow(ctx, `SELECT count(*), COALESCE(sum(pg_column_size(t.*)), 0)::bigint FROM `+
+			pgx.Identifier{table}.Sanitize()+` t`).Scan(&tu.Rows, &tu.Bytes)
+		if err != nil {
+			return err
+		}
+		u.Tables[table] = tu
+	}
+	return nil
+}
+
+func tableNames(ctx context.Context, tx pgx.Tx) ([]string, error) {
+	rows, err := tx.Query(ctx, tenantTablesSQL)
+	if err != nil {
+		return nil, fmt.Errorf("list tenant tables: %w", err)
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
