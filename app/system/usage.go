@@ -32,15 +32,6 @@ type TableUsage struct {
 	Bytes int64 `json:"bytes"`
 }
 
-// tenantTablesSQL lists the tenant tables of the first schema on the
-// search_path (public for shared tables and tenant databases, the tenant's
-// own schema for the schema strategy).
-const tenantTablesSQL = `
-	SELECT c.relname FROM pg_class c
-	WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p')
-	  AND EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped)
-	ORDER BY 1`
-
 // Usage reports rows and bytes per tenant. Tenants on shared tables are
 // counted in one pass per table as the system role (which bypasses RLS);
 // tenants with storage of their own are counted inside their own binding.
@@ -59,7 +50,7 @@ func (e *Escalator) Usage(ctx context.Context, reason string, strategy isolation
 		byID[t.ID] = &out[i]
 	}
 	err = e.Run(ctx, ActionUsage, reason, slugs, func(tx pgx.Tx) error {
-		tables, err := tableNames(ctx, tx)
+		tables, err := isolation.TenantTables(ctx, tx)
 		if err != nil {
 			return err
 		}
@@ -106,7 +97,7 @@ func (e *Escalator) Usage(ctx context.Context, reason string, strategy isolation
 
 // ownUsage counts a tenant's rows inside its own binding.
 func ownUsage(ctx context.Context, tx pgx.Tx, u *TenantUsage) error {
-	tables, err := tableNames(ctx, tx)
+	tables, err := isolation.TenantTables(ctx, tx)
 	if err != nil {
 		return err
 	}
@@ -120,12 +111,4 @@ func ownUsage(ctx context.Context, tx pgx.Tx, u *TenantUsage) error {
 		u.Tables[table] = tu
 	}
 	return nil
-}
-
-func tableNames(ctx context.Context, tx pgx.Tx) ([]string, error) {
-	rows, err := tx.Query(ctx, tenantTablesSQL)
-	if err != nil {
-		return nil, fmt.Errorf("list tenant tables: %w", err)
-	}
-	return pgx.CollectRows(rows, pgx.RowTo[string])
 }

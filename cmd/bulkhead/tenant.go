@@ -86,6 +86,8 @@ func (c *cli) tenantCmd() *cobra.Command {
 			Args:  args(cobra.ExactArgs(1)),
 			RunE:  c.tenantOp((*control.Service).DeleteTenant),
 		},
+		c.exportCmd(),
+		c.importCmd(),
 	)
 	return cmd
 }

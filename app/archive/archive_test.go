@@ -1,0 +1,138 @@
+package archive_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/bulkheadhq/bulkhead/app/archive"
+	"github.com/bulkheadhq/bulkhead/app/store"
+	"github.com/bulkheadhq/bulkhead/internal/apitest"
+	"github.com/bulkheadhq/bulkhead/internal/pgtest"
+	"github.com/bulkheadhq/bulkhead/isolation"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// strategies are the strategies this build has.
+var strategies = []string{isolation.RLS}
+
+// fill gives the tenant a bit of every resource, through the API.
+func fill(t *testing.T, env *apitest.Env, tn apitest.Tenant) {
+	t.Helper()
+	for i := range 20 {
+		env.Must(t, 201, "POST", "/v1/accounts", tn.Editor, map[string]any{
+			"provider": []string{"aws", "azure", "gcp"}[i%3], "external_id": fmt.Sprintf("ext-%03d", i), "name": fmt.Sprintf("Account \"%d\" ünïcode", i),
+		})
+	}
+}
+
+func export(t *testing.T, env *apitest.Env, slug string) (string, archive.Manifest) {
+	t.Helper()
+	var buf bytes.Buffer
+	m, err := archive.New(env.Control, env.Strategy).Export(context.Background(), slug, &buf)
+	if err != nil {
+		t.Fatalf("export %s: %v", slug, err)
+	}
+	path := filepath.Join(t.TempDir(), slug+".jsonl")
+	if err := os.WriteFile(path, buf.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path, m
+}
+
+// rowLines are the row lines of an export: what must survive a round trip
+// byte for byte.
+func rowLines(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return strings.Join(lines[1:len(lines)-1], "\n")
+}
+
+func TestRoundTripBetweenStrategies(t *testing.T) {
+	t.Parallel()
+	for _, from := range strategies {
+		for _, to := range strategies {
+			t.Run(from+"-to-"+to, func(t *testing.T) {
+				t.Parallel()
+				src := apitest.Start(t, nil, apitest.WithStrategy(from))
+				tn := src.Tenant(t, "source")
+				fill(t, src, tn)
+				other := src.Tenant(t, "bystander")
+				fill(t, src, other)
+				path, m := export(t, src, "source")
+				if m.Tables[0].Name != "accounts" || m.Tables[0].Rows != 20 || m.SourceIsolation != from {
+					t.Fatalf("manifest %+v", m)
+				}
+
+				dst := apitest.Start(t, src.DB, apitest.WithStrategy(to))
+				imported, _, err := archive.New(dst.Control, dst.Strategy).Import(context.Background(), path, "restored")
+				if err != nil {
+					t.Fatalf("import: %v", err)
+				}
+				if imported.Isolation != to {
+					t.Errorf("imported onto %s, want %s", imported.Isolation, to)
+				}
+				again, m2 := export(t, dst, "restored")
+				if got, want := rowLines(t, again), rowLines(t, path); got != want {
+					t.Errorf("rows differ after the round trip:\n got %.300s\nwant %.300s", got, want)
+				}
+				for i := range m.Tables {
+					if m.Tables[i] != m2.Tables[i] {
+						t.Errorf("table %s: %+v after, %+v before", m.Tables[i].Name, m2.Tables[i], m.Tables[i])
+					}
+				}
+				// The restored tenant is a tenant like any other: its own
+				// keys see its rows, the source's keys do not.
+				key := dst.Must(t, 201, "POST", "/admin/v1/tenants/restored/keys", apitest.AdminToken, nil).Map(t)["key"].(string)
+				var page struct{ Items []map[string]any }
+				dst.Must(t, 200, "GET", "/v1/accounts?limit=1000", key, nil).JSON(t, &page)
+				if len(page.Items) != 20 {
+					t.Errorf("restored tenant lists %d accounts", len(page.Items))
+				}
+			})
+		}
+	}
+}
+
+func TestCorruptExportIsRefused(t *testing.T) {
+	t.Parallel()
+	env := apitest.Start(t, nil)
+	tn := env.Tenant(t, "source")
+	fill(t, env, tn)
+	path, _ := export(t, env, "source")
+	good, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(good), "\n"), "\n")
+	cases := map[string]string{
+		"a changed value":  strings.Replace(string(good), "ext-007", "ext-070", 1),
+		"a dropped row":    strings.Join(append(append([]string{}, lines[:3]...), lines[4:]...), "\n") + "\n",
+		"a truncated file": strings.Join(lines[:len(lines)-1], "\n") + "\n",
+		"not an export":    "hello\n",
+	}
+	for name, body := range cases {
+		bad := filepath.Join(t.TempDir(), "bad.jsonl")
+		if err := os.WriteFile(bad, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, _, err := archive.New(env.Control, env.Strategy).Import(context.Background(), bad, "restored")
+		var corrupt *archive.CorruptError
+		if !errors.As(err, &corrupt) {
+			t.Errorf("%s: import said %v, want a corrupt-export error", name, err)
+		}
+		if _, err := env.Control.Tenant(context.Background(), "restored"); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("%s: a refused import left tenant restored behind (%v)", name, err)
+		}
+	}
+}

@@ -1,0 +1,141 @@
+package archive
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"slices"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/bulkheadhq/bulkhead/app/control"
+	"github.com/bulkheadhq/bulkhead/isolation"
+	"github.com/bulkheadhq/bulkhead/migrations"
+)
+
+// importBatch is how many rows go into one INSERT.
+const importBatch = 5000
+
+// Import restores the export in the file at path into a new tenant called
+// slug, on whatever strategy is configured. It verifies every checksum
+// before it creates anything; the rows go in in one transaction bound to
+// the new tenant; and if anything fails, the new tenant is deleted again,
+// so nothing is left half-written.
+func (a *Archiver) Import(ctx context.Context, path, slug string) (control.Tenant, Manifest, error) {
+	m, err := verifyFile(path)
+	if err != nil {
+		return control.Tenant{}, Manifest{}, err
+	}
+	if head := migrations.Tenant.Head(); m.TenantVersion != head {
+		return control.Tenant{}, m, fmt.Errorf("import: the export is at tenant schema version %d, this server at %d", m.TenantVersion, head)
+	}
+	t, err := a.control.CreateTenant(ctx, slug, m.Tenant.Name)
+	if err != nil {
+		return control.Tenant{}, m, fmt.Errorf("import: %w", err)
+	}
+	if err := a.load(ctx, path, t, m); err != nil {
+		if _, derr := a.control.DeleteTenant(context.WithoutCancel(ctx), slug); derr != nil {
+			err = fmt.Errorf("%w (and removing the half-imported tenant failed: %v)", err, derr)
+		}
+		return control.Tenant{}, m, fmt.Errorf("import into %s: %w", slug, err)
+	}
+	if _, err := a.control.Audit(ctx, control.Event{Action: ActionImport, Tenants: []string{slug},
+		Detail: map[string]any{"from": m.Tenant.Slug, "source_isolation": m.SourceIsolation, "sha256": m.SHA256}}); err != nil {
+		return t, m, err
+	}
+	return t, m, nil
+}
+
+func verifyFile(path string) (Manifest, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Manifest{}, err
+	}
+	defer f.Close()
+	return Verify(f)
+}
+
+// load inserts the rows of the file into t, in one transaction. The file is
+// verified again as it is read: a file changed since the first pass fails
+// the transaction.
+func (a *Archiver) load(ctx context.Context, path string, t control.Tenant, m Manifest) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	tenantID, err := json.Marshal(t.ID)
+	if err != nil {
+		return err
+	}
+	return a.strategy.Run(ctx, t.Isolated(), func(tx pgx.Tx) error {
+		// References between tenant tables are deferrable: rows can come in
+		// any table order.
+		if _, err := tx.Exec(ctx, `SET CONSTRAINTS ALL DEFERRED`); err != nil {
+			return err
+		}
+		tables, err := isolation.TenantTables(ctx, tx)
+		if err != nil {
+			return err
+		}
+		for _, te := range m.Tables {
+			if te.Rows > 0 && !slices.Contains(tables, te.Name) {
+				return fmt.Errorf("table %s of the export does not exist here", te.Name)
+			}
+		}
+		var (
+			table string
+			batch []json.RawMessage
+		)
+		flush := func() error {
+			if len(batch) == 0 {
+				return nil
+			}
+			arr, err := json.Marshal(batch)
+			if err != nil {
+				return err
+			}
+			ident := pgx.Identifier{table}.Sanitize()
+			_, err = tx.Exec(ctx, `INSERT INTO `+ident+` SELECT * FROM jsonb_populate_recordset(NULL::`+ident+`, $1::jsonb)`, string(arr))
+			batch = batch[:0]
+			if err != nil {
+				return fmt.Errorf("insert into %s: %w", table, err)
+			}
+			return nil
+		}
+		var got *Manifest
+		err = scan(f, func(tbl string, row json.RawMessage) error {
+			if tbl != table {
+				if err := flush(); err != nil {
+					return err
+				}
+				table = tbl
+			}
+			// The importing tenant's id, in front of the row's own columns.
+			withTenant := make([]byte, 0, len(row)+len(tenantID)+16)
+			withTenant = append(withTenant, `{"tenant_id":`...)
+			withTenant = append(withTenant, tenantID...)
+			if len(row) > 2 {
+				withTenant = append(withTenant, ',')
+			}
+			withTenant = append(withTenant, row[1:]...)
+			batch = append(batch, withTenant)
+			if len(batch) >= importBatch {
+				return flush()
+			}
+			return nil
+		}, &got)
+		if err != nil {
+			return err
+		}
+		if got.SHA256 != m.SHA256 {
+			return &CorruptError{"the file changed while it was imported"}
+		}
+		if err := flush(); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `SET CONSTRAINTS ALL IMMEDIATE`)
+		return err
+	})
+}
