@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -47,12 +46,6 @@ func (in AccountInput) validate(create bool) error {
 			}
 		}
 	}
-	text := func(s string) string {
-		if n := utf8.RuneCountInString(strings.TrimSpace(s)); n < 1 || n > 200 {
-			return "must be 1-200 characters"
-		}
-		return ""
-	}
 	field("provider", in.Provider, func(s string) string {
 		for _, p := range Providers {
 			if s == p {
@@ -61,8 +54,8 @@ func (in AccountInput) validate(create bool) error {
 		}
 		return `must be one of "aws", "azure", "gcp"`
 	})
-	field("external_id", in.ExternalID, text)
-	field("name", in.Name, text)
+	field("external_id", in.ExternalID, checkText)
+	field("name", in.Name, checkText)
 	return errors.Join(errs...)
 }
 

@@ -14,11 +14,34 @@ import (
 	"strings"
 	"time"
 
+	rawjson "encoding/json"
+
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/labstack/echo/v4"
 	"github.com/oapi-codegen/runtime"
 	openapi_types "github.com/oapi-codegen/runtime/types"
 )
+
+// Defines values for BudgetPeriod.
+const (
+	Monthly   BudgetPeriod = "monthly"
+	Quarterly BudgetPeriod = "quarterly"
+	Yearly    BudgetPeriod = "yearly"
+)
+
+// Valid indicates whether the value is a known member of the BudgetPeriod enum.
+func (e BudgetPeriod) Valid() bool {
+	switch e {
+	case Monthly:
+		return true
+	case Quarterly:
+		return true
+	case Yearly:
+		return true
+	default:
+		return false
+	}
+}
 
 // Defines values for KeyRole.
 const (
@@ -122,6 +145,27 @@ func (e TenantStatus) Valid() bool {
 	}
 }
 
+// Defines values for SummarizeCostsParamsGroupBy.
+const (
+	SummarizeCostsParamsGroupByAccount SummarizeCostsParamsGroupBy = "account"
+	SummarizeCostsParamsGroupByDay     SummarizeCostsParamsGroupBy = "day"
+	SummarizeCostsParamsGroupByService SummarizeCostsParamsGroupBy = "service"
+)
+
+// Valid indicates whether the value is a known member of the SummarizeCostsParamsGroupBy enum.
+func (e SummarizeCostsParamsGroupBy) Valid() bool {
+	switch e {
+	case SummarizeCostsParamsGroupByAccount:
+		return true
+	case SummarizeCostsParamsGroupByDay:
+		return true
+	case SummarizeCostsParamsGroupByService:
+		return true
+	default:
+		return false
+	}
+}
+
 // Account defines model for Account.
 type Account struct {
 	CreatedAt  time.Time          `json:"created_at"`
@@ -157,6 +201,148 @@ type AccountUpdate struct {
 	Provider   *string `json:"provider,omitempty"`
 }
 
+// Budget defines model for Budget.
+type Budget struct {
+	AccountId *openapi_types.UUID `json:"account_id"`
+
+	// Amount An exact decimal amount with six decimals.
+	//
+	// Example: 12.345600
+	Amount    Money     `json:"amount"`
+	CreatedAt time.Time `json:"created_at"`
+
+	// Currency An active ISO 4217 currency code.
+	//
+	// Example: USD
+	Currency Currency           `json:"currency"`
+	Id       openapi_types.UUID `json:"id"`
+	Name     string             `json:"name"`
+	Period   BudgetPeriod       `json:"period"`
+
+	// PeriodEnd Last day of the reported period (one budget only).
+	PeriodEnd *openapi_types.Date `json:"period_end,omitempty"`
+
+	// PeriodStart First day of the reported period (one budget only).
+	PeriodStart *openapi_types.Date `json:"period_start,omitempty"`
+
+	// Remaining An exact decimal amount with six decimals.
+	//
+	// Example: 12.345600
+	Remaining *Money  `json:"remaining,omitempty"`
+	Service   *string `json:"service"`
+
+	// Spent An exact decimal amount with six decimals.
+	//
+	// Example: 12.345600
+	Spent     *Money    `json:"spent,omitempty"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// BudgetCreate defines model for BudgetCreate.
+type BudgetCreate struct {
+	// AccountId Count only this account's costs.
+	AccountId *string `json:"account_id,omitempty"`
+
+	// Amount An exact decimal, as a JSON string (`"12.3456"`) or number (`12.3456`),
+	// never read through a float; at most 6 decimal places, below 10^14 in
+	// magnitude.
+	Amount MoneyInput `json:"amount"`
+
+	// Currency An active ISO 4217 currency code.
+	//
+	// Example: USD
+	Currency Currency `json:"currency"`
+
+	// Name 1-200 characters, unique among the tenant's budgets.
+	Name string `json:"name"`
+
+	// Period monthly, quarterly or yearly (UTC calendar periods).
+	Period string `json:"period"`
+
+	// Service Count only this service's costs.
+	Service *string `json:"service,omitempty"`
+}
+
+// BudgetPage defines model for BudgetPage.
+type BudgetPage struct {
+	Items      []Budget `json:"items"`
+	NextCursor *string  `json:"next_cursor"`
+}
+
+// BudgetPeriod defines model for BudgetPeriod.
+type BudgetPeriod string
+
+// CostItem defines model for CostItem.
+type CostItem struct {
+	AccountId openapi_types.UUID `json:"account_id"`
+
+	// Amount An exact decimal amount with six decimals.
+	//
+	// Example: 12.345600
+	Amount    Money     `json:"amount"`
+	CreatedAt time.Time `json:"created_at"`
+
+	// Currency An active ISO 4217 currency code.
+	//
+	// Example: USD
+	Currency  Currency           `json:"currency"`
+	Id        openapi_types.UUID `json:"id"`
+	Service   string             `json:"service"`
+	UsageDate openapi_types.Date `json:"usage_date"`
+}
+
+// CostItemCreate defines model for CostItemCreate.
+type CostItemCreate struct {
+	// AccountId An account of this tenant.
+	AccountId openapi_types.UUID `json:"account_id"`
+
+	// Amount An exact decimal, as a JSON string (`"12.3456"`) or number (`12.3456`),
+	// never read through a float; at most 6 decimal places, below 10^14 in
+	// magnitude.
+	Amount MoneyInput `json:"amount"`
+
+	// Currency An active ISO 4217 currency code.
+	//
+	// Example: USD
+	Currency Currency `json:"currency"`
+
+	// Service 1-200 characters.
+	Service   string             `json:"service"`
+	UsageDate openapi_types.Date `json:"usage_date"`
+}
+
+// CostPage defines model for CostPage.
+type CostPage struct {
+	Items      []CostItem `json:"items"`
+	NextCursor *string    `json:"next_cursor"`
+}
+
+// CostSummary defines model for CostSummary.
+type CostSummary struct {
+	Items []CostTotal `json:"items"`
+}
+
+// CostTotal defines model for CostTotal.
+type CostTotal struct {
+	// Amount An exact decimal amount with six decimals.
+	//
+	// Example: 12.345600
+	Amount Money `json:"amount"`
+
+	// Currency An active ISO 4217 currency code.
+	//
+	// Example: USD
+	Currency Currency `json:"currency"`
+
+	// Key The service, the account id, or the day (YYYY-MM-DD).
+	Key string `json:"key"`
+}
+
+// Currency An active ISO 4217 currency code.
+//
+// Example: USD
+type Currency = string
+
 // FieldError defines model for FieldError.
 type FieldError struct {
 	Detail string `json:"detail"`
@@ -170,6 +356,12 @@ type Health struct {
 	Degraded *map[string]string `json:"degraded,omitempty"`
 	Detail   *string            `json:"detail,omitempty"`
 	Status   string             `json:"status"`
+}
+
+// IngestResult defines model for IngestResult.
+type IngestResult struct {
+	// Inserted How many cost items were written.
+	Inserted int `json:"inserted"`
 }
 
 // Key defines model for Key.
@@ -193,6 +385,16 @@ type KeyCreate struct {
 
 // KeyCreateRole defines model for KeyCreate.Role.
 type KeyCreateRole string
+
+// Money An exact decimal amount with six decimals.
+//
+// Example: 12.345600
+type Money = string
+
+// MoneyInput An exact decimal, as a JSON string (`"12.3456"`) or number (`12.3456`),
+// never read through a float; at most 6 decimal places, below 10^14 in
+// magnitude.
+type MoneyInput = rawjson.RawMessage
 
 // Problem defines model for Problem.
 type Problem struct {
@@ -240,8 +442,14 @@ type TenantList struct {
 	Items []Tenant `json:"items"`
 }
 
+// AccountFilter defines model for AccountFilter.
+type AccountFilter = openapi_types.UUID
+
 // Cursor defines model for Cursor.
 type Cursor = string
+
+// From defines model for From.
+type From = openapi_types.Date
 
 // ID defines model for ID.
 type ID = openapi_types.UUID
@@ -252,6 +460,9 @@ type Limit = int
 // Slug defines model for Slug.
 type Slug = string
 
+// To defines model for To.
+type To = openapi_types.Date
+
 // ListAccountsParams defines parameters for ListAccounts.
 type ListAccountsParams struct {
 	// Limit Page size, 1 to 1000.
@@ -260,6 +471,66 @@ type ListAccountsParams struct {
 	// Cursor The `next_cursor` of the previous page.
 	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
 }
+
+// ListBudgetsParams defines parameters for ListBudgets.
+type ListBudgetsParams struct {
+	// Limit Page size, 1 to 1000.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor The `next_cursor` of the previous page.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
+// GetBudgetParams defines parameters for GetBudget.
+type GetBudgetParams struct {
+	// At A day inside the period to report; today (UTC) when absent.
+	At *openapi_types.Date `form:"at,omitempty" json:"at,omitempty"`
+}
+
+// ListCostsParams defines parameters for ListCosts.
+type ListCostsParams struct {
+	// AccountId Only this account's items.
+	AccountId *AccountFilter `form:"account_id,omitempty" json:"account_id,omitempty"`
+
+	// From First usage date included (YYYY-MM-DD).
+	From *From `form:"from,omitempty" json:"from,omitempty"`
+
+	// To Last usage date included (YYYY-MM-DD).
+	To *To `form:"to,omitempty" json:"to,omitempty"`
+
+	// Limit Page size, 1 to 1000.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor The `next_cursor` of the previous page.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
+// IngestCostsJSONBody defines parameters for IngestCosts.
+type IngestCostsJSONBody = []CostItemCreate
+
+// IngestCostsParams defines parameters for IngestCosts.
+type IngestCostsParams struct {
+	// IdempotencyKey 1-255 printable ASCII characters chosen by the client.
+	IdempotencyKey *string `json:"Idempotency-Key,omitempty"`
+}
+
+// SummarizeCostsParams defines parameters for SummarizeCosts.
+type SummarizeCostsParams struct {
+	// From First usage date included (YYYY-MM-DD).
+	From *From `form:"from,omitempty" json:"from,omitempty"`
+
+	// To Last usage date included (YYYY-MM-DD).
+	To *To `form:"to,omitempty" json:"to,omitempty"`
+
+	// AccountId Only this account's items.
+	AccountId *AccountFilter `form:"account_id,omitempty" json:"account_id,omitempty"`
+
+	// GroupBy What to total by; `service` when absent.
+	GroupBy *SummarizeCostsParamsGroupBy `form:"group_by,omitempty" json:"group_by,omitempty"`
+}
+
+// SummarizeCostsParamsGroupBy defines parameters for SummarizeCosts.
+type SummarizeCostsParamsGroupBy string
 
 // AdminCreateTenantJSONRequestBody defines body for AdminCreateTenant for application/json ContentType.
 type AdminCreateTenantJSONRequestBody = TenantCreate
@@ -272,6 +543,12 @@ type CreateAccountJSONRequestBody = AccountCreate
 
 // UpdateAccountJSONRequestBody defines body for UpdateAccount for application/json ContentType.
 type UpdateAccountJSONRequestBody = AccountUpdate
+
+// CreateBudgetJSONRequestBody defines body for CreateBudget for application/json ContentType.
+type CreateBudgetJSONRequestBody = BudgetCreate
+
+// IngestCostsJSONRequestBody defines body for IngestCosts for application/json ContentType.
+type IngestCostsJSONRequestBody = IngestCostsJSONBody
 
 // ServerInterface represents all server handlers.
 type ServerInterface interface {
@@ -326,6 +603,27 @@ type ServerInterface interface {
 
 	// (PATCH /v1/accounts/{id})
 	UpdateAccount(ctx echo.Context, id ID) error
+	// ListBudgets List budgets, oldest first (without spending; get one for that).
+	// (GET /v1/budgets)
+	ListBudgets(ctx echo.Context, params ListBudgetsParams) error
+	// CreateBudget Create a budget.
+	// (POST /v1/budgets)
+	CreateBudget(ctx echo.Context) error
+
+	// (DELETE /v1/budgets/{id})
+	DeleteBudget(ctx echo.Context, id ID) error
+	// GetBudget One budget, with what was spent and what remains in its period.
+	// (GET /v1/budgets/{id})
+	GetBudget(ctx echo.Context, id ID, params GetBudgetParams) error
+	// ListCosts List cost line items by usage date, then id.
+	// (GET /v1/costs)
+	ListCosts(ctx echo.Context, params ListCostsParams) error
+	// IngestCosts Ingest cost line items, all or nothing.
+	// (POST /v1/costs)
+	IngestCosts(ctx echo.Context, params IngestCostsParams) error
+	// SummarizeCosts Total cost per service, account or day, per currency.
+	// (GET /v1/costs/summary)
+	SummarizeCosts(ctx echo.Context, params SummarizeCostsParams) error
 }
 
 // ServerInterfaceWrapper converts echo contexts to parameters.
@@ -565,6 +863,195 @@ func (w *ServerInterfaceWrapper) UpdateAccount(ctx echo.Context) error {
 	return err
 }
 
+// ListBudgets converts echo context to params.
+func (w *ServerInterfaceWrapper) ListBudgets(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListBudgetsParams
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", ctx.QueryParams(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter limit: %s", err))
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", ctx.QueryParams(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter cursor: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ListBudgets(ctx, params)
+	return err
+}
+
+// CreateBudget converts echo context to params.
+func (w *ServerInterfaceWrapper) CreateBudget(ctx echo.Context) error {
+	var err error
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.CreateBudget(ctx)
+	return err
+}
+
+// DeleteBudget converts echo context to params.
+func (w *ServerInterfaceWrapper) DeleteBudget(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.DeleteBudget(ctx, id)
+	return err
+}
+
+// GetBudget converts echo context to params.
+func (w *ServerInterfaceWrapper) GetBudget(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params GetBudgetParams
+	// ------------- Optional query parameter "at" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "at", ctx.QueryParams(), &params.At, runtime.BindQueryParameterOptions{Type: "string", Format: "date"})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter at: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.GetBudget(ctx, id, params)
+	return err
+}
+
+// ListCosts converts echo context to params.
+func (w *ServerInterfaceWrapper) ListCosts(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListCostsParams
+	// ------------- Optional query parameter "account_id" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "account_id", ctx.QueryParams(), &params.AccountId, runtime.BindQueryParameterOptions{Type: "string", Format: "uuid"})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter account_id: %s", err))
+	}
+
+	// ------------- Optional query parameter "from" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "from", ctx.QueryParams(), &params.From, runtime.BindQueryParameterOptions{Type: "string", Format: "date"})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter from: %s", err))
+	}
+
+	// ------------- Optional query parameter "to" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "to", ctx.QueryParams(), &params.To, runtime.BindQueryParameterOptions{Type: "string", Format: "date"})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter to: %s", err))
+	}
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", ctx.QueryParams(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter limit: %s", err))
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", ctx.QueryParams(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter cursor: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ListCosts(ctx, params)
+	return err
+}
+
+// IngestCosts converts echo context to params.
+func (w *ServerInterfaceWrapper) IngestCosts(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params IngestCostsParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "Idempotency-Key" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Idempotency-Key")]; found {
+		var IdempotencyKey string
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Idempotency-Key, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Idempotency-Key: %s", err))
+		}
+
+		params.IdempotencyKey = &IdempotencyKey
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.IngestCosts(ctx, params)
+	return err
+}
+
+// SummarizeCosts converts echo context to params.
+func (w *ServerInterfaceWrapper) SummarizeCosts(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params SummarizeCostsParams
+	// ------------- Optional query parameter "from" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "from", ctx.QueryParams(), &params.From, runtime.BindQueryParameterOptions{Type: "string", Format: "date"})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter from: %s", err))
+	}
+
+	// ------------- Optional query parameter "to" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "to", ctx.QueryParams(), &params.To, runtime.BindQueryParameterOptions{Type: "string", Format: "date"})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter to: %s", err))
+	}
+
+	// ------------- Optional query parameter "account_id" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "account_id", ctx.QueryParams(), &params.AccountId, runtime.BindQueryParameterOptions{Type: "string", Format: "uuid"})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter account_id: %s", err))
+	}
+
+	// ------------- Optional query parameter "group_by" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "group_by", ctx.QueryParams(), &params.GroupBy, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter group_by: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.SummarizeCosts(ctx, params)
+	return err
+}
+
 // This is a simple interface which specifies echo.Route addition functions which
 // are present on both echo.Echo and echo.Group, since we want to allow using
 // either of them for path registration
@@ -621,6 +1108,13 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 	router.DELETE(options.BaseURL+"/v1/accounts/:id", wrapper.DeleteAccount, options.OperationMiddlewares["deleteAccount"]...)
 	router.GET(options.BaseURL+"/v1/accounts/:id", wrapper.GetAccount, options.OperationMiddlewares["getAccount"]...)
 	router.PATCH(options.BaseURL+"/v1/accounts/:id", wrapper.UpdateAccount, options.OperationMiddlewares["updateAccount"]...)
+	router.GET(options.BaseURL+"/v1/costs", wrapper.ListCosts, options.OperationMiddlewares["listCosts"]...)
+	router.POST(options.BaseURL+"/v1/costs", wrapper.IngestCosts, options.OperationMiddlewares["ingestCosts"]...)
+	router.GET(options.BaseURL+"/v1/costs/summary", wrapper.SummarizeCosts, options.OperationMiddlewares["summarizeCosts"]...)
+	router.GET(options.BaseURL+"/v1/budgets", wrapper.ListBudgets, options.OperationMiddlewares["listBudgets"]...)
+	router.POST(options.BaseURL+"/v1/budgets", wrapper.CreateBudget, options.OperationMiddlewares["createBudget"]...)
+	router.DELETE(options.BaseURL+"/v1/budgets/:id", wrapper.DeleteBudget, options.OperationMiddlewares["deleteBudget"]...)
+	router.GET(options.BaseURL+"/v1/budgets/:id", wrapper.GetBudget, options.OperationMiddlewares["getBudget"]...)
 	router.GET(options.BaseURL+"/admin/v1/tenants", wrapper.AdminListTenants, options.OperationMiddlewares["adminListTenants"]...)
 	router.POST(options.BaseURL+"/admin/v1/tenants", wrapper.AdminCreateTenant, options.OperationMiddlewares["adminCreateTenant"]...)
 	router.DELETE(options.BaseURL+"/admin/v1/tenants/:slug", wrapper.AdminDeleteTenant, options.OperationMiddlewares["adminDeleteTenant"]...)
@@ -637,46 +1131,83 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"zFrdctu4FX6VM2hnNpnSEmU7uxvlykmarJukcRP3yvJEEHkkYkUCXACUrHg006fpg/VJOgBIijRJ/Wxi",
-	"x3eiAByc3+/8kLckEEkqOHKtyPCWpFTSBDVK+/Qqk0pI8ytEFUiWaiY4GZLLCGHM8UZ/CeyOMYgp6Agh",
-	"lbhgIlOQ0hn2iEeY2f5HhnJFPMJpgmRI3BniERVEmFBDXq9Ss6K0ZHxG1muPnL82/9vjKdXR5jQLiUck",
-	"/pExiSEZaplhldJUyIRqMiRZZnc2Kb9nCdNNmS7oDEGxr+jBALSAge/7XRLElkT12hCnNIs1GQ583yMJ",
-	"vWFJltgn88h4/ljyw7jGGUrL0Oc4m3UIq8zSNnHvirc2m1UquEJrwQspJjEm5mcguEZuJadpGrOAGsn7",
-	"qdvxt9+VUcNthfZfJU7JkPylv3GRvltV/YKuvbGuSMrh05tX8Pz02S+QltsKpi1XZ0EgMsdKKkWKUjPH",
-	"biCRagy/UF2zZUg1HmmWYNOgHsEbjZLT+AsLWzTiEff3Dr8oNN5yPpViwUKUe6jE7Vt7JEvDA+VYV618",
-	"5by8vLkuZM6rV9VW7crrkrqY/I6BNhzlKn9ljzQVf0eJzXAvePlJAQuLcKeOqAeDo2PfhyCikgYGPHrb",
-	"NFwnvtfRqg3ueNtSeUC/ZhJBSJgF6U7VbtfqFt0ZhGhqjmlM6j+2OUnh+evyGiolXVn1bPDUUOFZHNNJ",
-	"jEXM7/AXe3mdyBZR/m2dZacb/LkgaXLaYOMNwzj8u5RO1DoPIWrK4tZbpuZYu3/aJQ+oAgr/+Pzxn5AK",
-	"g7HyKGZzBIOq8GR8dXLdo4lRwPipcRcKRqDeTpdx93oFa22K/Q1prKM2aWaShmi5pmHIDMs0vqjtacjZ",
-	"oL5FJ0pTnal2vVdlyPe18f4OVy1+3aHoOa5+UpBmk5gFwMLWcJ07gs3DCgOJ+gWoSCw5CB5g63kpYutm",
-	"yE3WvCILhksXsCHTNc+u6Aw5dSllD2Q1DJZH8vs6NNOFmAWPZeavcLk32222rqTsvQMDTSipps5tnB3F",
-	"uMC4yMXKg6mQsKAxC20FAO6wrXX2gbBK7LagGONKUx60o4SxAyrdhS4NVy6rJI9opmPcEiy7zG5XCzLl",
-	"VVtD+qKCaYVJ6dIcsvmGeMSkmzZfvCx98dvLmz3LF6ZETJ3VN9zKWG2qVM/cQydUYSvPndCu8vJ0i7mK",
-	"+2wWUExws8MjNNBsYbWdqRS5QUGj8Bi1WW9jYoFS5TKUEjOufz4lrZVzI67zejmvjzY68bbBn7NWV5zv",
-	"1Es94k6Ofj6pVDOmUqJHXz3wj54D5SEceaA0lUYDsGQ6Agoxao1ydxayF3YL8J4p/a3lSe64jbhurTaa",
-	"rBitYJBJplefDUXHAg0Txi/FHHl7UrDroM0GeDK2Tz37NH7aK9zX3DJBKi2c5rdGWqeGVZqyd20J5wwc",
-	"wMPZxblJWx6MJ9GX//3nv+M9yK4tlk1Fk+yHLNbsKCf9hvGPqQITWfAkiEUWFkWx8iAQSkPMOIJVmAeT",
-	"LJyhVk9hGQmFI54TKf0UmALkUyEDDGGygguh9Ezi53+9B6YVxtPeiI/45UaqHFAV0ExHyLVp6tD51fgs",
-	"05GQ7KulPISXVkwYZb5/EsxxZX/g+IUp5Ed8jisIMWAhKlvZO84867Jc6Mi4K+NAixshoNwWT0DNMkoQ",
-	"HIcjXjy5865ZYKYmO/VPbXXGpsA0hMySBbxhSvfAZhMFVOKIj7ua0zE8KfrKpz34IDiuLGkOeEMDbdlP",
-	"aOyN+FIyrZG7YtAFk9OJYjfFNvXC8JHQFUxMWcJ1bbepDUecZ8kEpdUBU8BxgRJSKhWGoCMpspmJ3mks",
-	"qHZ2iZiCUARZgtaoVpFKZDLAomFSKBe2h5Ii06iG9s+3Iv9/xG3JOqUBmuMz5ChNvoCpFIlh98k4oXMs",
-	"F8ZPeyNeJrUheZnF8wipAcISSInfG/R8EyYiRU5TZjCq5/dOTH9JdWQjtG+Drr8Y9Oe4Uv3bOa7Ow7Vz",
-	"/RgdKhpQsUY5D01smQOfcCHm+M7WUrWpw7F/2owbaXeHhpVTf9CFRCWdzYjB7D89YH8Fhcjwqo4/V9fr",
-	"a5OPkoTKFRkSJwJQgw/WI5QWqYKlkHPrB9xayHRVhedbnKYzZasBQ5lcm/6nMje7ah3lWJ0eNMsxdDeW",
-	"cRFl1TtD3WERkwMu840Nm/hbpkCHTX8qCadlAGTiZJUjwOHW3m29Fu0L1aURl9Yvy0rfGfGlCFffWRt5",
-	"/bCu50pj43XDEoPvfHebFfJa0xnAPzDcDg3P54ftPz6+V4doi5v+rSmfdmPaa7tY8ZddsOaoPTJYc1JU",
-	"MrlNYi4wpVh64PzH5LmiKTDgF1HVDm/diPMWdZey/Afw8o2Ej8EAO/NC202bLX37JqAd93P/tQn67oua",
-	"vQnvgZRFNv/+MLmZpayb7ym+JyYaETpcJc/yKh9EmSqrGEXFK4hQ4v270Q/FP3NB5hra7+9BnyztHw0H",
-	"TsLwEcPCNvvko5L7MdBnR/xHW6gcBz1yG0V2pv+1s+T+LV+/R0XmrxXaXrPGbIF3JasVAce+D8uIxZi/",
-	"mhcBKgUy47UkX4qkcqkT1JIF3Y3Gh3x9p9Qab3Q/jSm7I2/LO+u6aAUH24S7kCJBHWGmIN/uAeN5xXOj",
-	"AW9SoezbFnCTxK0y571xrzBOq+Af8wb6G819d2bWGiLmrrOL83KcsFUXtcHDVjkl0nDV7dCf3PIP8WfL",
-	"monsZ/7JA1zHheno7ZU7QwidX5WVMuVqiVLZmjphs1zFQCUC1RAhDT3AWCE880+2mmMx6BfTwk6bmC77",
-	"rNh0aEHpvnVZezs35l/6GCS8N9tXX6O3AZr9aMgOzAtxH6R3PTkwj5TOYSwDd2e+Ig5RaZgyeWdUVMjU",
-	"Pa9w1XHxhcD9FOH1z0AeeFhRfvzwg6cVJ/c73RgcSH/w7J67h9JjndmB1r22w03vAFT/lm0fCbuZQ9V9",
-	"73V0cnK/LdpBRl93xHkroL9F3akk/yFirfLl1uNTfZcqD8t7569dK0R1EDUt4L5+ehCgzT+02gtoH8z4",
-	"+aeCdSd4bKB7+rhG0G0A2egq8xfR+TTWvtNz7prJOH+zPOz3B8e/9Pye3xsMf/V/9Uml+yy+NiCVCmjz",
-	"n+1MK39Uysn19fr/AQAA//8=",
+	"7Hzrctu4kv+rdPF/qsauQ8mUL7k4H/7lOJMZ7ySbbOzsqdkoJ4LIloQxBXAA0LKSctV5iH2GfbDzJFto",
+	"gBQpkZKV2LlsnW8SCQLo268bzW5+CmI5zaRAYXRw/CnImGJTNKjo30kcy1yY5zw1qOyFBHWseGa4FMFx",
+	"8EqkczATroG5gT9p4AanuhuEAbcj/sxRzYMwEGyKwXHgh33gSRAGOp7glNlZR1JNmQmOgzynO2ae2dHa",
+	"KC7Gwc1NGJzmSsuGHVxMEAYCr82HmEYMQI7ATBAyhVdc5hoyNsa27bhnaltZXfq5ktPVhZ9zpQ3kmo0R",
+	"EmYQuIjTPMEEdn7//fffOy9fdp49221beGTnbOSAnauRA2fP7DiaLGNmspiLOKbwz5wrTIJjo3Lcjrcv",
+	"+JSbVQpfW9I0/4gh9MBI6EVR1EZPSlNUl01wxPLUBMe9KAqDKbvm03xK/+xfLvzfcj9cGByjog2dp/m4",
+	"hVhtb60jd5W8C7lK2wv2BcIzcivR3djt6kwKjWRTr5UcpkgqFUthUBDvWZalPGZ2f3uZG/HXP7Td7KfK",
+	"Wn9ROAqOg/+3tzDaPXdX7xXz0op1cpmAN89P4fHh0UPIymEFEVVLJwhQMkNluNturJAZTD4ws0Jsx/Bp",
+	"A8VhgNcGlWCptfNVmYSBu7xBMwt+NzyfKXnFE4dIG1jixt2EQZ4lW9JxU9Wzd87OypXrRPq9hlVu1ZZ8",
+	"X84uh39gbOyOPMtP6ZFVxi8xcRX3ir1Y0E0K3PMIG0Kvsx9FEE+YYrGF8+46Dtcnv9WjVRksadtMh8A+",
+	"5gpBKhjH2UbWrufqGt5ZjFrlHLmg2o91SlJo/k25DFOKzYk9C8diZxF5mrJhigXqbNAXWrw+yRpS3pKy",
+	"bFSDzzOS1Z2ubONpnoyxwf4rLrvBZjewJAzYtICVdTJ4KQUSxz8HbeJcKRTxfNMip8W4u0AgVFwmm1Z0",
+	"PH3txpZPfUCRtLikhM0LQ1aYSWUwAfcQ7EiBMKQJQYp0Tu5pg+8pV9SGKdMWxNz5ogqnjAv757Zi16iu",
+	"eIy3MLIw0BluoVB3A/se3b0yV1Su1IRwKbb1BG3nEZy+tDmEuiXWJXlq75CIluPxWGqja2K7lemGwXVn",
+	"LDtfYs9nIsvN5xro7TxTCLngf+YIbCrFmFTYoGBEuFPbFudVmm99/qkUZpLOQ/gzZ8qgSufWhc2R2V87",
+	"by9OIWYpioQpbyF6t3H+ij6vl5MfWJXTdl5ms2a2K9pdeE/vNr6V86whrPWWwh4r3hWCDMKglGQQBk6Q",
+	"lYkWEjuV2pwZF5Zv4wD/jzm8iuKu3KPz0ociStl8Yl1B0RaErMzbrMgVHjXpQCG6BW6yJOHW4Fj6uiLK",
+	"EUs1hluA6okocNT5R649ujTB6TdDylasuVUY/yVC/Tx5tonwLtCotOJvhUd2A+f5dMrU/C5ouZCGpavE",
+	"NG6ubTtujlVY2xKnPkMzL3HefHL1uhJWT6zAk9A6W3vJRqTLmZj18rFL3VrZKqQ0GLzhVwhn56/gcL/3",
+	"EIqZIJYJ5RHxmk0zqzbB2/Nn1ssyYw9owXHw93cnnf96/+ng5i9NhvacY5r8rJTTvrosEjSMp42gO7KP",
+	"NXORboXANDD4t/NX/w6Z5MKg6qT8EiFjZgI7g3cH77uOLYNdy14GNmLYzFC3blhsrYmPvyJLzaSJmrFi",
+	"CSbtSNxA58rsa3iiDTO5bj7XVmnw45r2fibGqM0b1JSjXDFUodEeg1b5/qucwZSJOYVrLtcNM1QIM8WN",
+	"QVFhbDWjWbPWYvKmff2GTbjRogCXOP9JQ5YPUx4DTxrxfY0NxgrNE9ATORMgRYyNzyuZYjWwuuI4c4ma",
+	"hJsaCFZkSU5ys3zIbzjL9Y/49Vo403YwKvZY5pwru7z1tpt00KFfE0zgNYsNJBjzKUvBGRjMuJmA5tfF",
+	"dV3Hi95+9+Dw6EEU1VGj8//fRZ3H7//a73fpx6cHzQBSiRQ27qiKCm4G2Bn0ix30A4cFIp8OUcHOwF8f",
+	"7IZ9IfAKFShkCZiJkvl4AgxGqWTmCTADU6v3D0rKs5TFqEMYYipn0Iv+3jsELvpiysaCmzzBbl8EYSAF",
+	"vhoFx+9Wjbm84jYT3LyvnzwVm/2hpei+YbOXqG1kUT2advg0ky6z4ZPzfrxj8SQ4DlDEMuFivEeXrZgr",
+	"CfhbwzBa4NZNGRRMk06KV5gWmXUdwkgquGIpTyifD+5hep1wG8df8RQNYQwX2jDREqJb60Jt2nKFK8BZ",
+	"YlQYGG5SXAPNm4yZ7hbTlEutdSCvKxnKwlDZzD5E2eMgDMZx1ogwFyXCfPnLiluejLiWKXNSX+xWpXrx",
+	"Lii067Ah09i459Zcovavu9aIq1iPcrqaS+FSNC5YsTvIdYbC+lzL8BSNvd+0iStU2tNQUsyFeXB4C79F",
+	"Ub57/+azDguehOucrZNWG3pv5Evd4g46Dw4qhxp7MmOdjyFEncfARAKdECjbaTGPAJlBihZsN8c8tGA7",
+	"AS+4Nl8a1HvF/dyIno57ca64mZ/bGX0on0y5uJCXKJpdPd0HYwfAzoD+denfgCJr2ptdZYhMkZP0q06M",
+	"yegkm/HfGv2gPw7DyeszG4yEMBhOPvzzH/8zuMW0N4Rlo4aXsy/z1PCOn/o5F68yDdayYCdOZZ4UBwYd",
+	"uiAs5QJdJBYWOb9dmE2kxr7wk5R6ClwDipFUMSYwnMNrqc1Y4fl/vABuNKajbl/0xcWCKg+oGlhuJigM",
+	"j5lBp1eDk9xMpOIfaeZjeEpkQj+PooP4Euf0AwdP7ImmLy5xTk4zQV1JU4akskKaiVVXLoAVK0LMBIXq",
+	"wOxtVCAFHvdF8a9Mc/LEEsXgMDokr89HwA0knKYFvObadIG8iQamsC8Gba+aB7BTvCXe7QKFGzT1cmzR",
+	"Fz7YdUGGjy9Wgp8ndh9TNoehDTaFqY22J5G+8AGI5QHX4CKPjCmNK7GHk8uEa0hknE+RhEqM1DJXMRYv",
+	"MOzJkt6IKpkb1Md08Rfpr/cFHZBGLEb7+BgFKusvYKTk1G53ZzBll1jeGOy68MX7xuBpnl5OkFkgLIE0",
+	"iLq9bmTNRGYoWMYtRnWj7oEPQchC98jo9q56e5c413ufLnF+ltw41U/RoaIFFRLKWWJtyz7wBq/kJf5G",
+	"EXKthmA/Oly1G0Wj6UXTYdRrQ6JynkXBgB1/uMX4CgpRTFfFn3fvbQSnixRI4EgAZvGBNEIbmWmYSXVJ",
+	"eiBIQgKvTaH5hNNsrCkasDMH72/CWl3Su8bSEOLpVrUhdt6FZJxFEXv9i9AGiVgfcOEHrsgkWlPTsV0t",
+	"R8XhNJRzWDuZewTYXtqbpdfAfanbOOLc+kV5fnNCfCqT+R1zw8cPN3VfaWV8syKJ3h2v3SQFH2s6AURb",
+	"mtu25vl4u/H7+/eqEE12s/fJhk+bMe0Z3azoyyZYc7N9Z7DmqKh4cnJizjCVnIXg9Mf6ueJQYMFvwnQz",
+	"vLUjzi9o2pgVfQUtX1D4PQhgo19oWmkxZI8qC5tx3+svOejlQthbT3wLpCy8+d3D5CJDdrNadXiXmGhJ",
+	"aFEV7+W1Ty/aKKtIMKZzmKDC+1ejb4p/doHcHWjvXoPe0NzfGg4chcl3DAvr5ONTJfcjoHM3+beWUJkO",
+	"+s5lNKE3SB9bQ+5f/f17ZKR/idVUNJ3yK1ymrBYE7EcRzCY8Rd9xIGPUGlQuak6+JEl7qqdoFI/bDxov",
+	"/f2NVBu8NntZyvgSvQ0V6EtlTn6FdcS9VnKKZoK5Bj88BC58xHNtAK8zqendHrhM4lqa/dm4WwinkfBX",
+	"/gD9heJezpk1mohd6+T1WZlOWMuLWuJhLZ0KWTJvV+g37vY30WfamrXso+jgKywnpAG/5EYTQuFf+/tI",
+	"mQk9Q6Uppp7ysWcxMIXADEyQJSFgqhGOooO14rjq7RXZwlaZ2FP2STFo24DS9c7chBsH+gYmi4T3Jvtq",
+	"UXwToFEvFCXMC3K/ytn1YEs/UiqHlQws53xlmqA2MOJqKVVU0NSer3DRcVHvfz9BeL2p4ysnK8pWhm+c",
+	"rTi43+xGb8v5e0f3fHooNdaJHVhda1vUdAmg9j7x9Slhl3Ooqu+9pk4O7veItpXQb1rsvBHQf0HTyqTo",
+	"a9hapart+2N9Gyu383tnz9xRiJl4sioB18v0VYDWt03dCmi/mvB9m0ddCb430D38vlLQ7QDpX+quDeCe",
+	"+jE/dPxW6cpYG74VDPkBoje/1XrYBjszbiYyN0BpCi7GT8B1mCGVTpkJM7tVp1kQvCm0880o9wM4teas",
+	"rxzYFV02rXFd6N6/c6N9xbLxDUo/6ZLJ/4r9vk7s57S1WX/rkHbLkK+i1j9sxHfTbM0e0Bua210Dqi/y",
+	"cI/8pKHWgkdNXmWvXtGpR/DRF9buGBcaBswMYMfIhM1dqoENNQqz24UBtZIOwEjDUrdQpaxbjvrCTlVu",
+	"RdS3UnYGMJGAjmWGsFP0MjCR7EnVF77RYfcJDMqm2IElauBLhjvg9hCCwDGj1gPao7xCVSiSq6BdDnFL",
+	"pVhyeMslWpZsLjRPfJbSEWOk7/V9Ao4zO28vTner/Gn9hIvZ6usX9+8v24KwYdmZ+GPHXjWQeVX2Y3vE",
+	"n1kNnTGH8u4tNF1y6qat1lqn4MTe6lO3j/09kFHXaiUyq4vhN5xrNDZu4cJXyTGYsfSyLO9yb8wpsNGI",
+	"GpDFE7I/b8VUv4aJU0yqHmLUn04Vaemc+hZCO4vwmXhnu5QpTBJMmozHBiantO9tKa9/DukWUSN9O+gW",
+	"4y7kbUZ9V8Fq2bK3NlRd4OkPkWus15PCcF75SBB1q4miz8ZbkdP/aly6jL/Ug0FVvnV+ULPbgF7hxPpq",
+	"UNQqT5AlqEDJGQg25a6p3XqzNJ+SMyt7LgchDLx/sT8XXZf2n2/5CmFQuKkB9WUwMQep7Ao7f+aSSh85",
+	"pokO4fTNi+eOdhSJS70zeHvxvPMIhnOD/qkpU5d9QeYVx5gZTHa7cOLbQnpRFEZR5JmXURuJK2bdmUqF",
+	"vk61d7BLZa99wcrn4CV/Cjss1dKPOC66V0rO1SfnGlKmxqjIRwtCixC0BI0iIUdHt7WBPEslswRpOD3/",
+	"T6oj/ZlAh1CG66JRA5PjWjviNNe+fNZ5/rL5N+yLKrPdwCFS6S5LvapU2M4amgplgnYaL6WVEluvDC3d",
+	"NiQbarjpi6LjBhYNN0A+giWOQIV/YGxccDObyBRLmXiFO9zf7wsql4aBa1QZuLpjguJyHrsmqQr88x//",
+	"DdW2Qn9kw75YCOwnDSOZKzMBTHGKwoQwsCp9tPyQlQkp+xHs0Bxe/7mmq71dWq5WJK3LXjsry78RFQIG",
+	"ZwlOM2kszzu/4XwQkkCMmjtC6bW4JesSXcRWXhjKZN4XCrOUzR2f3CG1QAx3Wq0sYDpvaDBpjMpxsOvU",
+	"2W4LdbHRJ/UlHbd98bZdsqjaftwF6ybJZV1iZvoiK8u7iUv7hzCRudJNrsy1MbY4s5Vu8KMjyBQXhg1T",
+	"hJPz07OzaiNFbHVAWMyjQDjl1SDQiWURBS5xuxYSTtn1CxRjMwmO94+O6Gtvxf9eS4D4eaf1rVrCi4M7",
+	"fYzuzD3ZiyL6Ht1KL0YBy/X1Fq18CxQOi17mBSSETsfDAgL6Iuo9juJHuN95yA6HnYfxQdJ5hEejTtTb",
+	"Pzg8evDw0WM2DE+m7KMUP5/uh/vR/oNO1Osc9MKyZzB8e/7M1aI3fV7ua+Uham2zrZXJBBg2JvWGGoRe",
+	"f2g/DXa06jcHZFjFq2Guy2p/IxUmC9uUIwJPplJecTd1i1/S1e7a7z3e/CtJcp9JEqdAq407LE2pI9Vh",
+	"Z1OEVT1w7OnFJxYaDx4nZIHUHJbw0QgpIebtkaMDW9duQqcEMHKMFpmPFweQvuCaMpIWvbmgn4VFd+Gs",
+	"PGZQXOS6iagFioLEcmADZrvPQ/CP+HlnkLs9UqyeaOqM/Js9SxrpUiQwnD9ZxJy3SRaMlcyzD8N586dB",
+	"K98MKRocF1dY+fYoYU2f7Ln3w03xGY+2omhKGn3npxr69oezNhtVlN/dKD9royBh85BuljrbZHwr9X2+",
+	"JdDXxVN3lVPfXKW+x+94b6+3/7AbdaNu7/hR9CgKKnWAn5Y+CaxJ+Yrv8tKylQuLNx6L56iOsHKhUvxz",
+	"8/7mfwMAAP//",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

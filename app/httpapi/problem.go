@@ -10,6 +10,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/bulkheadhq/bulkhead/app/auth"
+	"github.com/bulkheadhq/bulkhead/app/finops"
 	"github.com/bulkheadhq/bulkhead/app/store"
 	"github.com/bulkheadhq/bulkhead/isolation"
 )
@@ -45,6 +46,23 @@ func badRequest(detail string) *problem { return newProblem(http.StatusBadReques
 var conflicts = map[string]string{
 	"accounts_external_id_key": "an account with this provider and external_id already exists",
 	"tenants_slug_key":         "a tenant with this slug already exists",
+	"budgets_name_key":         "a budget with this name already exists",
+	"cost_items_account_fkey":  "the account has cost items, which keep it from being deleted",
+	"budgets_account_fkey":     "budgets are scoped to the account: delete them before the account",
+}
+
+// clientErrors are the domain's errors that are the client's to fix, with
+// their status; the error's own message, written for clients, is the detail.
+var clientErrors = []struct {
+	err    error
+	status int
+}{
+	{finops.ErrBadCursor, http.StatusBadRequest},
+	{finops.ErrBadRange, http.StatusBadRequest},
+	{finops.ErrBadGroupBy, http.StatusBadRequest},
+	{finops.ErrBadIdempotencyKey, http.StatusBadRequest},
+	{finops.ErrTooManyCosts, http.StatusRequestEntityTooLarge},
+	{finops.ErrIdempotencyConflict, http.StatusConflict},
 }
 
 // toProblem maps any error a handler returns to the problem the client sees.
@@ -58,10 +76,18 @@ func toProblem(err error) (p *problem, ok bool) {
 		conflict   *store.ConflictError
 		reference  *store.ReferenceError
 		invalid    *store.InvalidError
+		format     *finops.FormatError
 	)
+	for _, c := range clientErrors {
+		if errors.Is(err, c.err) {
+			return newProblem(c.status, c.err.Error()), true
+		}
+	}
 	switch {
 	case errors.As(err, &pe):
 		return pe, true
+	case errors.As(err, &format):
+		return badRequest(format.Msg), true
 	case errors.As(err, &validation):
 		p := newProblem(http.StatusUnprocessableEntity, "")
 		for _, e := range flatten(err) {

@@ -1,0 +1,261 @@
+package finops
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/shopspring/decimal"
+
+	"github.com/bulkheadhq/bulkhead/app/store"
+	"github.com/bulkheadhq/bulkhead/isolation"
+)
+
+// Budget periods: UTC calendar months, quarters and years.
+const (
+	Monthly   = "monthly"
+	Quarterly = "quarterly"
+	Yearly    = "yearly"
+)
+
+// Periods are the budget periods.
+var Periods = []string{Monthly, Quarterly, Yearly}
+
+// PeriodOf returns the first and last day of the calendar period of kind
+// period (Monthly, Quarterly or Yearly) that contains the UTC day of at.
+func PeriodOf(period string, at time.Time) (start, end time.Time) {
+	y, m, _ := at.UTC().Date()
+	switch period {
+	case Monthly:
+		start = time.Date(y, m, 1, 0, 0, 0, 0, time.UTC)
+		return start, start.AddDate(0, 1, -1)
+	case Quarterly:
+		start = time.Date(y, (m-1)/3*3+1, 1, 0, 0, 0, 0, time.UTC)
+		return start, start.AddDate(0, 3, -1)
+	default:
+		start = time.Date(y, 1, 1, 0, 0, 0, 0, time.UTC)
+		return start, start.AddDate(1, 0, -1)
+	}
+}
+
+// Budget is an amount a tenant means to spend per period, in one currency,
+// optionally only on one account and/or one service.
+type Budget struct {
+	ID        uuid.UUID
+	Name      string
+	Amount    decimal.Decimal
+	Currency  string
+	Period    string
+	AccountID *uuid.UUID
+	Service   *string
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// BudgetStatus is a budget with what was spent in one of its periods.
+type BudgetStatus struct {
+	Budget
+	// PeriodStart and PeriodEnd are the period's first and last day.
+	PeriodStart, PeriodEnd time.Time
+	// Spent totals the period's cost items in the budget's currency and
+	// scope; Remaining is Amount - Spent, negative when over budget.
+	Spent, Remaining decimal.Decimal
+}
+
+// BudgetInput is a new budget as the client sent it: Amount is a JSON
+// number or string, AccountID a UUID's text, both parsed here.
+type BudgetInput struct {
+	Name      string
+	Amount    json.RawMessage
+	Currency  string
+	Period    string
+	AccountID *string
+	Service   *string
+}
+
+// parse validates in, returning every problem as a *store.ValidationError.
+func (in BudgetInput) parse() (Budget, error) {
+	var errs fieldErrors
+	b := Budget{Name: strings.TrimSpace(in.Name), Period: in.Period}
+	if msg := checkText(b.Name); msg != "" {
+		errs.add("name", msg)
+	}
+	var msg string
+	if b.Amount, msg = ParseAmountJSON(in.Amount); msg != "" {
+		errs.add("amount", msg)
+	} else if !b.Amount.IsPositive() {
+		errs.add("amount", "must be greater than 0")
+	}
+	if b.Currency, msg = parseCurrency(in.Currency); msg != "" {
+		errs.add("currency", msg)
+	}
+	switch in.Period {
+	case Monthly, Quarterly, Yearly:
+	case "":
+		errs.add("period", "required")
+	default:
+		errs.add("period", `must be one of "monthly", "quarterly", "yearly"`)
+	}
+	if in.AccountID != nil {
+		id, err := uuid.Parse(strings.TrimSpace(*in.AccountID))
+		if err != nil || id == uuid.Nil {
+			errs.add("account_id", "must be the id (a UUID) of one of your accounts")
+		}
+		b.AccountID = &id
+	}
+	if in.Service != nil {
+		s := strings.TrimSpace(*in.Service)
+		if msg := checkText(s); msg != "" {
+			errs.add("service", msg)
+		}
+		b.Service = &s
+	}
+	return b, errs.err()
+}
+
+const budgetColumns = `id, name, amount::text, currency, period, account_id, service, created_at, updated_at`
+
+func scanBudget(row pgx.Row) (Budget, error) {
+	var (
+		b      Budget
+		amount string
+	)
+	if err := row.Scan(&b.ID, &b.Name, &amount, &b.Currency, &b.Period, &b.AccountID, &b.Service, &b.CreatedAt, &b.UpdatedAt); err != nil {
+		return b, err
+	}
+	var err error
+	b.Amount, err = parseStoredAmount(amount)
+	return b, err
+}
+
+// CreateBudget creates a budget of t and returns it with its current
+// period's spending. Invalid input, or an account that is not t's, is a
+// *store.ValidationError per field; a name t already uses is a
+// *store.ConflictError.
+func (s *Service) CreateBudget(ctx context.Context, t isolation.Tenant, in BudgetInput) (BudgetStatus, error) {
+	b, err := in.parse()
+	if err != nil {
+		return BudgetStatus{}, err
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return BudgetStatus{}, err
+	}
+	var out BudgetStatus
+	err = s.run(ctx, t, func(tx pgx.Tx) error {
+		created, err := scanBudget(tx.QueryRow(ctx, `
+			INSERT INTO budgets (tenant_id, id, name, amount, currency, period, account_id, service)
+			VALUES ($1, $2, $3, $4::numeric, $5, $6, $7, $8)
+			RETURNING `+budgetColumns,
+			t.ID, id, b.Name, b.Amount.String(), b.Currency, b.Period, b.AccountID, b.Service))
+		if err != nil {
+			return err
+		}
+		out, err = budgetStatus(ctx, tx, t, created, time.Now())
+		return err
+	})
+	var ref *store.ReferenceError
+	if errors.As(err, &ref) && ref.Constraint == "budgets_account_fkey" {
+		// Another tenant's account is no account at all.
+		return BudgetStatus{}, errorsOf("account_id", "no such account")
+	}
+	if err != nil {
+		return BudgetStatus{}, fmt.Errorf("create budget: %w", err)
+	}
+	return out, nil
+}
+
+// Budget returns the budget id of t with its spending in the period that
+// contains at, or store.ErrNotFound.
+func (s *Service) Budget(ctx context.Context, t isolation.Tenant, id uuid.UUID, at time.Time) (BudgetStatus, error) {
+	var out BudgetStatus
+	err := s.run(ctx, t, func(tx pgx.Tx) error {
+		b, err := scanBudget(tx.QueryRow(ctx,
+			`SELECT `+budgetColumns+` FROM budgets WHERE tenant_id = $1 AND id = $2`, t.ID, id))
+		if err != nil {
+			return err
+		}
+		out, err = budgetStatus(ctx, tx, t, b, at)
+		return err
+	})
+	return out, err
+}
+
+// budgetStatus totals what b's scope spent in its period containing at.
+func budgetStatus(ctx context.Context, tx pgx.Tx, t isolation.Tenant, b Budget, at time.Time) (BudgetStatus, error) {
+	st := BudgetStatus{Budget: b}
+	st.PeriodStart, st.PeriodEnd = PeriodOf(b.Period, at)
+	var spent string
+	if err := tx.QueryRow(ctx, `
+		SELECT COALESCE(sum(amount), 0)::text FROM cost_items
+		WHERE tenant_id = $1 AND currency = $2 AND usage_date BETWEEN $3 AND $4
+		  AND ($5::uuid IS NULL OR account_id = $5)
+		  AND ($6::text IS NULL OR service = $6)`,
+		t.ID, b.Currency, st.PeriodStart, st.PeriodEnd, b.AccountID, b.Service,
+	).Scan(&spent); err != nil {
+		return st, err
+	}
+	var err error
+	if st.Spent, err = parseStoredAmount(spent); err != nil {
+		return st, err
+	}
+	st.Remaining = b.Amount.Sub(st.Spent)
+	return st, nil
+}
+
+// Budgets returns a page of t's budgets in creation order, and the cursor of
+// the next page ("" on the last). They come without spending: see Budget.
+func (s *Service) Budgets(ctx context.Context, t isolation.Tenant, p Page) ([]Budget, string, error) {
+	after := uuid.Nil
+	if p.Cursor != "" {
+		key, err := decodeCursor(p.Cursor, 1)
+		if err != nil {
+			return nil, "", err
+		}
+		if after, err = uuid.Parse(key[0]); err != nil {
+			return nil, "", ErrBadCursor
+		}
+	}
+	limit := p.limit()
+	var out []Budget
+	err := s.run(ctx, t, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `
+			SELECT `+budgetColumns+` FROM budgets
+			WHERE tenant_id = $1 AND id > $2
+			ORDER BY id LIMIT $3`, t.ID, after, limit+1)
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Budget, error) { return scanBudget(r) })
+		return err
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("list budgets: %w", err)
+	}
+	next := ""
+	if len(out) > limit {
+		out = out[:limit]
+		next = encodeCursor(out[limit-1].ID.String())
+	}
+	return out, next, nil
+}
+
+// DeleteBudget deletes the budget id of t; store.ErrNotFound when t has no
+// such budget.
+func (s *Service) DeleteBudget(ctx context.Context, t isolation.Tenant, id uuid.UUID) error {
+	return s.run(ctx, t, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `DELETE FROM budgets WHERE tenant_id = $1 AND id = $2`, t.ID, id)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return store.ErrNotFound
+		}
+		return nil
+	})
+}
