@@ -2,6 +2,7 @@ package isolation
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -22,19 +23,21 @@ type roleSpec struct {
 	name   string
 	create string // attributes for CREATE ROLE
 	alter  string // attributes enforced on an existing role, or ""
+	ok     string // pg_roles predicate true when alter is not needed
 }
 
 func roleSpecs(system bool) []roleSpec {
 	specs := []roleSpec{
 		// The owner runs DDL: it creates tenant schemas, roles and
 		// databases. It never bypasses RLS: forced RLS binds it too.
-		{OwnerRole, "NOLOGIN NOSUPERUSER NOBYPASSRLS CREATEROLE CREATEDB", "NOSUPERUSER NOBYPASSRLS CREATEROLE CREATEDB"},
+		{OwnerRole, "NOLOGIN NOSUPERUSER NOBYPASSRLS CREATEROLE CREATEDB", "NOSUPERUSER NOBYPASSRLS CREATEROLE CREATEDB",
+			"NOT rolsuper AND NOT rolbypassrls AND rolcreaterole AND rolcreatedb"},
 		// The serving role: NOINHERIT, so that membership in a tenant role
 		// (schema strategy) grants nothing until SET ROLE.
-		{AppRole, "LOGIN NOINHERIT NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE", "NOINHERIT"},
+		{AppRole, "LOGIN NOINHERIT NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE", "NOINHERIT", "NOT rolinherit"},
 	}
 	if system {
-		specs = append(specs, roleSpec{SystemRole, "NOLOGIN NOINHERIT NOSUPERUSER BYPASSRLS NOCREATEDB NOCREATEROLE", ""})
+		specs = append(specs, roleSpec{SystemRole, "NOLOGIN NOINHERIT NOSUPERUSER BYPASSRLS NOCREATEDB NOCREATEROLE", "", "true"})
 	}
 	return specs
 }
@@ -58,6 +61,20 @@ func (e *MissingRolesError) Error() string {
 // and lets conn's user act as the owner (SET ROLE) by granting it the owner
 // role when needed.
 func EnsureRoles(ctx context.Context, conn Querier, system bool) error {
+	// Roles are global to the cluster, and migrators of different databases
+	// race for them: PostgreSQL reports a lost race as "tuple concurrently
+	// updated". Everything here is idempotent, so run again.
+	for attempt := 0; ; attempt++ {
+		err := ensureRoles(ctx, conn, system)
+		var pgErr *pgconn.PgError
+		if attempt < 5 && errors.As(err, &pgErr) && pgErr.Code == "XX000" && strings.Contains(pgErr.Message, "concurrently") {
+			continue
+		}
+		return err
+	}
+}
+
+func ensureRoles(ctx context.Context, conn Querier, system bool) error {
 	var super, createRole bool
 	if err := conn.QueryRow(ctx,
 		`SELECT rolsuper, rolcreaterole FROM pg_roles WHERE rolname = current_user`,
@@ -66,13 +83,14 @@ func EnsureRoles(ctx context.Context, conn Querier, system bool) error {
 	}
 	missing := &MissingRolesError{}
 	for _, spec := range roleSpecs(system) {
-		var exists bool
-		if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)`, spec.name).Scan(&exists); err != nil {
+		var exists, ok bool
+		if err := conn.QueryRow(ctx, `SELECT count(*) > 0, COALESCE(bool_and(`+spec.ok+`), false) FROM pg_roles WHERE rolname = $1`,
+			spec.name).Scan(&exists, &ok); err != nil {
 			return fmt.Errorf("look up role %s: %w", spec.name, err)
 		}
 		ident := pgx.Identifier{spec.name}.Sanitize()
 		switch {
-		case exists && spec.alter != "" && (super || createRole):
+		case exists && !ok && spec.alter != "" && (super || createRole):
 			if _, err := conn.Exec(ctx, "ALTER ROLE "+ident+" "+spec.alter); err != nil {
 				return fmt.Errorf("alter role %s: %w", spec.name, err)
 			}

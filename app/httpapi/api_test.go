@@ -37,6 +37,7 @@ func TestAccounts(t *testing.T) {
 			t.Errorf("422 does not name %s: %s", field, r.Body)
 		}
 	}
+	env.Must(t, 422, "POST", "/v1/accounts", a.Editor, `{"provider":"aws","external_id":"x\u0000y","name":"nul"}`)
 	env.Must(t, 204, "DELETE", "/v1/accounts/"+id, a.Editor, nil)
 	env.Must(t, 404, "GET", "/v1/accounts/"+id, a.Editor, nil)
 	env.Must(t, 404, "DELETE", "/v1/accounts/"+id, a.Editor, nil)

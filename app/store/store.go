@@ -74,7 +74,7 @@ func Translate(err error) error {
 				return &ConflictError{Constraint: pgErr.ConstraintName}
 			}
 			return &ReferenceError{Constraint: pgErr.ConstraintName}
-		case "23514", "23502", "22001", "22003", "22007", "22008", "22P02": // check, not null, too long, out of range, bad date/time, bad text
+		case "23514", "23502", "22001", "22003", "22007", "22008", "22P02", "22021": // check, not null, too long, out of range, bad date/time, bad text, bad encoding
 			return &InvalidError{Constraint: pgErr.ConstraintName}
 		case "42501": // insufficient_privilege
 			if strings.Contains(pgErr.Message, "row-level security") {
