@@ -145,6 +145,27 @@ func (e TenantStatus) Valid() bool {
 	}
 }
 
+// Defines values for ConsolidatedCostSummaryParamsGroupBy.
+const (
+	ConsolidatedCostSummaryParamsGroupByAccount ConsolidatedCostSummaryParamsGroupBy = "account"
+	ConsolidatedCostSummaryParamsGroupByDay     ConsolidatedCostSummaryParamsGroupBy = "day"
+	ConsolidatedCostSummaryParamsGroupByService ConsolidatedCostSummaryParamsGroupBy = "service"
+)
+
+// Valid indicates whether the value is a known member of the ConsolidatedCostSummaryParamsGroupBy enum.
+func (e ConsolidatedCostSummaryParamsGroupBy) Valid() bool {
+	switch e {
+	case ConsolidatedCostSummaryParamsGroupByAccount:
+		return true
+	case ConsolidatedCostSummaryParamsGroupByDay:
+		return true
+	case ConsolidatedCostSummaryParamsGroupByService:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for SummarizeCostsParamsGroupBy.
 const (
 	SummarizeCostsParamsGroupByAccount SummarizeCostsParamsGroupBy = "account"
@@ -272,6 +293,30 @@ type BudgetPage struct {
 // BudgetPeriod defines model for BudgetPeriod.
 type BudgetPeriod string
 
+// ConsolidatedSummary defines model for ConsolidatedSummary.
+type ConsolidatedSummary struct {
+	// Items One item per key and currency, ordered by key, then currency.
+	Items []ConsolidatedTotal `json:"items"`
+
+	// Tenants Each tenant's total per currency, in the order asked.
+	Tenants []TenantTotals `json:"tenants"`
+}
+
+// ConsolidatedTotal defines model for ConsolidatedTotal.
+type ConsolidatedTotal struct {
+	// Amount An exact decimal amount with six decimals.
+	//
+	// Example: 12.345600
+	Amount Money `json:"amount"`
+
+	// Currency An active ISO 4217 currency code.
+	//
+	// Example: USD
+	Currency Currency      `json:"currency"`
+	Key      string        `json:"key"`
+	Shares   []TenantShare `json:"shares"`
+}
+
 // CostItem defines model for CostItem.
 type CostItem struct {
 	AccountId openapi_types.UUID `json:"account_id"`
@@ -343,12 +388,36 @@ type CostTotal struct {
 // Example: USD
 type Currency = string
 
+// CurrencyTotal defines model for CurrencyTotal.
+type CurrencyTotal struct {
+	// Amount An exact decimal amount with six decimals.
+	//
+	// Example: 12.345600
+	Amount Money `json:"amount"`
+
+	// Currency An active ISO 4217 currency code.
+	//
+	// Example: USD
+	Currency Currency `json:"currency"`
+}
+
 // FieldError defines model for FieldError.
 type FieldError struct {
 	Detail string `json:"detail"`
 
 	// Field The field, as a JSON pointer-like path (`[3].amount`) or a name.
 	Field string `json:"field"`
+}
+
+// GrantCreate defines model for GrantCreate.
+type GrantCreate struct {
+	// Tenant The slug of the tenant the key may read.
+	Tenant string `json:"tenant"`
+}
+
+// GrantList defines model for GrantList.
+type GrantList struct {
+	Items []string `json:"items"`
 }
 
 // Health defines model for Health.
@@ -442,6 +511,21 @@ type TenantList struct {
 	Items []Tenant `json:"items"`
 }
 
+// TenantShare defines model for TenantShare.
+type TenantShare struct {
+	// Amount An exact decimal amount with six decimals.
+	//
+	// Example: 12.345600
+	Amount Money  `json:"amount"`
+	Tenant string `json:"tenant"`
+}
+
+// TenantTotals defines model for TenantTotals.
+type TenantTotals struct {
+	Tenant string          `json:"tenant"`
+	Totals []CurrencyTotal `json:"totals"`
+}
+
 // AccountFilter defines model for AccountFilter.
 type AccountFilter = openapi_types.UUID
 
@@ -486,6 +570,24 @@ type GetBudgetParams struct {
 	// At A day inside the period to report; today (UTC) when absent.
 	At *openapi_types.Date `form:"at,omitempty" json:"at,omitempty"`
 }
+
+// ConsolidatedCostSummaryParams defines parameters for ConsolidatedCostSummary.
+type ConsolidatedCostSummaryParams struct {
+	// Tenants Comma-separated tenant slugs, at most 100.
+	Tenants string `form:"tenants" json:"tenants"`
+
+	// From First usage date included (YYYY-MM-DD).
+	From *From `form:"from,omitempty" json:"from,omitempty"`
+
+	// To Last usage date included (YYYY-MM-DD).
+	To *To `form:"to,omitempty" json:"to,omitempty"`
+
+	// GroupBy What to total by; `service` when absent.
+	GroupBy *ConsolidatedCostSummaryParamsGroupBy `form:"group_by,omitempty" json:"group_by,omitempty"`
+}
+
+// ConsolidatedCostSummaryParamsGroupBy defines parameters for ConsolidatedCostSummary.
+type ConsolidatedCostSummaryParamsGroupBy string
 
 // ListCostsParams defines parameters for ListCosts.
 type ListCostsParams struct {
@@ -532,6 +634,9 @@ type SummarizeCostsParams struct {
 // SummarizeCostsParamsGroupBy defines parameters for SummarizeCosts.
 type SummarizeCostsParamsGroupBy string
 
+// AdminGrantKeyJSONRequestBody defines body for AdminGrantKey for application/json ContentType.
+type AdminGrantKeyJSONRequestBody = GrantCreate
+
 // AdminCreateTenantJSONRequestBody defines body for AdminCreateTenant for application/json ContentType.
 type AdminCreateTenantJSONRequestBody = TenantCreate
 
@@ -555,6 +660,15 @@ type ServerInterface interface {
 	// AdminRevokeKey Revoke a key; it stops working on the next request.
 	// (DELETE /admin/v1/keys/{keyId})
 	AdminRevokeKey(ctx echo.Context, keyId string) error
+	// AdminListGrants The tenants a key may read in consolidated reports, besides its own.
+	// (GET /admin/v1/keys/{keyId}/grants)
+	AdminListGrants(ctx echo.Context, keyId string) error
+	// AdminGrantKey Let a key read another tenant in consolidated reports (read only, through that tenant's own binding).
+	// (POST /admin/v1/keys/{keyId}/grants)
+	AdminGrantKey(ctx echo.Context, keyId string) error
+	// AdminUngrantKey Withdraw a grant; it takes effect on the next request.
+	// (DELETE /admin/v1/keys/{keyId}/grants/{slug})
+	AdminUngrantKey(ctx echo.Context, keyId string, slug Slug) error
 
 	// (GET /admin/v1/tenants)
 	AdminListTenants(ctx echo.Context) error
@@ -615,6 +729,9 @@ type ServerInterface interface {
 	// GetBudget One budget, with what was spent and what remains in its period.
 	// (GET /v1/budgets/{id})
 	GetBudget(ctx echo.Context, id ID, params GetBudgetParams) error
+	// ConsolidatedCostSummary Cost summaries of several tenants the key may read, merged per currency.
+	// (GET /v1/consolidated/costs/summary)
+	ConsolidatedCostSummary(ctx echo.Context, params ConsolidatedCostSummaryParams) error
 	// ListCosts List cost line items by usage date, then id.
 	// (GET /v1/costs)
 	ListCosts(ctx echo.Context, params ListCostsParams) error
@@ -644,6 +761,62 @@ func (w *ServerInterfaceWrapper) AdminRevokeKey(ctx echo.Context) error {
 
 	// Invoke the callback with all the unmarshaled arguments
 	err = w.Handler.AdminRevokeKey(ctx, keyId)
+	return err
+}
+
+// AdminListGrants converts echo context to params.
+func (w *ServerInterfaceWrapper) AdminListGrants(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "keyId" -------------
+	var keyId string
+
+	err = runtime.BindStyledParameterWithOptions("simple", "keyId", ctx.Param("keyId"), &keyId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter keyId: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.AdminListGrants(ctx, keyId)
+	return err
+}
+
+// AdminGrantKey converts echo context to params.
+func (w *ServerInterfaceWrapper) AdminGrantKey(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "keyId" -------------
+	var keyId string
+
+	err = runtime.BindStyledParameterWithOptions("simple", "keyId", ctx.Param("keyId"), &keyId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter keyId: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.AdminGrantKey(ctx, keyId)
+	return err
+}
+
+// AdminUngrantKey converts echo context to params.
+func (w *ServerInterfaceWrapper) AdminUngrantKey(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "keyId" -------------
+	var keyId string
+
+	err = runtime.BindStyledParameterWithOptions("simple", "keyId", ctx.Param("keyId"), &keyId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter keyId: %s", err))
+	}
+
+	// ------------- Path parameter "slug" -------------
+	var slug Slug
+
+	err = runtime.BindStyledParameterWithOptions("simple", "slug", ctx.Param("slug"), &slug, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter slug: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.AdminUngrantKey(ctx, keyId, slug)
 	return err
 }
 
@@ -938,6 +1111,45 @@ func (w *ServerInterfaceWrapper) GetBudget(ctx echo.Context) error {
 	return err
 }
 
+// ConsolidatedCostSummary converts echo context to params.
+func (w *ServerInterfaceWrapper) ConsolidatedCostSummary(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ConsolidatedCostSummaryParams
+	// ------------- Required query parameter "tenants" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, true, "tenants", ctx.QueryParams(), &params.Tenants, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter tenants: %s", err))
+	}
+
+	// ------------- Optional query parameter "from" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "from", ctx.QueryParams(), &params.From, runtime.BindQueryParameterOptions{Type: "string", Format: "date"})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter from: %s", err))
+	}
+
+	// ------------- Optional query parameter "to" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "to", ctx.QueryParams(), &params.To, runtime.BindQueryParameterOptions{Type: "string", Format: "date"})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter to: %s", err))
+	}
+
+	// ------------- Optional query parameter "group_by" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "group_by", ctx.QueryParams(), &params.GroupBy, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter group_by: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ConsolidatedCostSummary(ctx, params)
+	return err
+}
+
 // ListCosts converts echo context to params.
 func (w *ServerInterfaceWrapper) ListCosts(ctx echo.Context) error {
 	var err error
@@ -1111,6 +1323,7 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 	router.GET(options.BaseURL+"/v1/costs", wrapper.ListCosts, options.OperationMiddlewares["listCosts"]...)
 	router.POST(options.BaseURL+"/v1/costs", wrapper.IngestCosts, options.OperationMiddlewares["ingestCosts"]...)
 	router.GET(options.BaseURL+"/v1/costs/summary", wrapper.SummarizeCosts, options.OperationMiddlewares["summarizeCosts"]...)
+	router.GET(options.BaseURL+"/v1/consolidated/costs/summary", wrapper.ConsolidatedCostSummary, options.OperationMiddlewares["consolidatedCostSummary"]...)
 	router.GET(options.BaseURL+"/v1/budgets", wrapper.ListBudgets, options.OperationMiddlewares["listBudgets"]...)
 	router.POST(options.BaseURL+"/v1/budgets", wrapper.CreateBudget, options.OperationMiddlewares["createBudget"]...)
 	router.DELETE(options.BaseURL+"/v1/budgets/:id", wrapper.DeleteBudget, options.OperationMiddlewares["deleteBudget"]...)
@@ -1123,6 +1336,9 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 	router.POST(options.BaseURL+"/admin/v1/tenants/:slug/resume", wrapper.AdminResumeTenant, options.OperationMiddlewares["adminResumeTenant"]...)
 	router.POST(options.BaseURL+"/admin/v1/tenants/:slug/keys", wrapper.AdminCreateKey, options.OperationMiddlewares["adminCreateKey"]...)
 	router.DELETE(options.BaseURL+"/admin/v1/keys/:keyId", wrapper.AdminRevokeKey, options.OperationMiddlewares["adminRevokeKey"]...)
+	router.GET(options.BaseURL+"/admin/v1/keys/:keyId/grants", wrapper.AdminListGrants, options.OperationMiddlewares["adminListGrants"]...)
+	router.POST(options.BaseURL+"/admin/v1/keys/:keyId/grants", wrapper.AdminGrantKey, options.OperationMiddlewares["adminGrantKey"]...)
+	router.DELETE(options.BaseURL+"/admin/v1/keys/:keyId/grants/:slug", wrapper.AdminUngrantKey, options.OperationMiddlewares["adminUngrantKey"]...)
 
 }
 
@@ -1131,83 +1347,93 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7Hzrctu4kv+rdPF/qsauQ8mUL7k4H/7lOJMZ7ySbbOzsqdkoJ4LIloQxBXAA0LKSctV5iH2GfbDzJFto",
-	"gBQpkZKV2LlsnW8SCQLo268bzW5+CmI5zaRAYXRw/CnImGJTNKjo30kcy1yY5zw1qOyFBHWseGa4FMFx",
-	"8EqkczATroG5gT9p4AanuhuEAbcj/sxRzYMwEGyKwXHgh33gSRAGOp7glNlZR1JNmQmOgzynO2ae2dHa",
-	"KC7Gwc1NGJzmSsuGHVxMEAYCr82HmEYMQI7ATBAyhVdc5hoyNsa27bhnaltZXfq5ktPVhZ9zpQ3kmo0R",
-	"EmYQuIjTPMEEdn7//fffOy9fdp49221beGTnbOSAnauRA2fP7DiaLGNmspiLOKbwz5wrTIJjo3Lcjrcv",
-	"+JSbVQpfW9I0/4gh9MBI6EVR1EZPSlNUl01wxPLUBMe9KAqDKbvm03xK/+xfLvzfcj9cGByjog2dp/m4",
-	"hVhtb60jd5W8C7lK2wv2BcIzcivR3djt6kwKjWRTr5UcpkgqFUthUBDvWZalPGZ2f3uZG/HXP7Td7KfK",
-	"Wn9ROAqOg/+3tzDaPXdX7xXz0op1cpmAN89P4fHh0UPIymEFEVVLJwhQMkNluNturJAZTD4ws0Jsx/Bp",
-	"A8VhgNcGlWCptfNVmYSBu7xBMwt+NzyfKXnFE4dIG1jixt2EQZ4lW9JxU9Wzd87OypXrRPq9hlVu1ZZ8",
-	"X84uh39gbOyOPMtP6ZFVxi8xcRX3ir1Y0E0K3PMIG0Kvsx9FEE+YYrGF8+46Dtcnv9WjVRksadtMh8A+",
-	"5gpBKhjH2UbWrufqGt5ZjFrlHLmg2o91SlJo/k25DFOKzYk9C8diZxF5mrJhigXqbNAXWrw+yRpS3pKy",
-	"bFSDzzOS1Z2ubONpnoyxwf4rLrvBZjewJAzYtICVdTJ4KQUSxz8HbeJcKRTxfNMip8W4u0AgVFwmm1Z0",
-	"PH3txpZPfUCRtLikhM0LQ1aYSWUwAfcQ7EiBMKQJQYp0Tu5pg+8pV9SGKdMWxNz5ogqnjAv757Zi16iu",
-	"eIy3MLIw0BluoVB3A/se3b0yV1Su1IRwKbb1BG3nEZy+tDmEuiXWJXlq75CIluPxWGqja2K7lemGwXVn",
-	"LDtfYs9nIsvN5xro7TxTCLngf+YIbCrFmFTYoGBEuFPbFudVmm99/qkUZpLOQ/gzZ8qgSufWhc2R2V87",
-	"by9OIWYpioQpbyF6t3H+ij6vl5MfWJXTdl5ms2a2K9pdeE/vNr6V86whrPWWwh4r3hWCDMKglGQQBk6Q",
-	"lYkWEjuV2pwZF5Zv4wD/jzm8iuKu3KPz0ociStl8Yl1B0RaErMzbrMgVHjXpQCG6BW6yJOHW4Fj6uiLK",
-	"EUs1hluA6okocNT5R649ujTB6TdDylasuVUY/yVC/Tx5tonwLtCotOJvhUd2A+f5dMrU/C5ouZCGpavE",
-	"NG6ubTtujlVY2xKnPkMzL3HefHL1uhJWT6zAk9A6W3vJRqTLmZj18rFL3VrZKqQ0GLzhVwhn56/gcL/3",
-	"EIqZIJYJ5RHxmk0zqzbB2/Nn1ssyYw9owXHw93cnnf96/+ng5i9NhvacY5r8rJTTvrosEjSMp42gO7KP",
-	"NXORboXANDD4t/NX/w6Z5MKg6qT8EiFjZgI7g3cH77uOLYNdy14GNmLYzFC3blhsrYmPvyJLzaSJmrFi",
-	"CSbtSNxA58rsa3iiDTO5bj7XVmnw45r2fibGqM0b1JSjXDFUodEeg1b5/qucwZSJOYVrLtcNM1QIM8WN",
-	"QVFhbDWjWbPWYvKmff2GTbjRogCXOP9JQ5YPUx4DTxrxfY0NxgrNE9ATORMgRYyNzyuZYjWwuuI4c4ma",
-	"hJsaCFZkSU5ys3zIbzjL9Y/49Vo403YwKvZY5pwru7z1tpt00KFfE0zgNYsNJBjzKUvBGRjMuJmA5tfF",
-	"dV3Hi95+9+Dw6EEU1VGj8//fRZ3H7//a73fpx6cHzQBSiRQ27qiKCm4G2Bn0ix30A4cFIp8OUcHOwF8f",
-	"7IZ9IfAKFShkCZiJkvl4AgxGqWTmCTADU6v3D0rKs5TFqEMYYipn0Iv+3jsELvpiysaCmzzBbl8EYSAF",
-	"vhoFx+9Wjbm84jYT3LyvnzwVm/2hpei+YbOXqG1kUT2advg0ky6z4ZPzfrxj8SQ4DlDEMuFivEeXrZgr",
-	"CfhbwzBa4NZNGRRMk06KV5gWmXUdwkgquGIpTyifD+5hep1wG8df8RQNYQwX2jDREqJb60Jt2nKFK8BZ",
-	"YlQYGG5SXAPNm4yZ7hbTlEutdSCvKxnKwlDZzD5E2eMgDMZx1ogwFyXCfPnLiluejLiWKXNSX+xWpXrx",
-	"Lii067Ah09i459Zcovavu9aIq1iPcrqaS+FSNC5YsTvIdYbC+lzL8BSNvd+0iStU2tNQUsyFeXB4C79F",
-	"Ub57/+azDguehOucrZNWG3pv5Evd4g46Dw4qhxp7MmOdjyFEncfARAKdECjbaTGPAJlBihZsN8c8tGA7",
-	"AS+4Nl8a1HvF/dyIno57ca64mZ/bGX0on0y5uJCXKJpdPd0HYwfAzoD+denfgCJr2ptdZYhMkZP0q06M",
-	"yegkm/HfGv2gPw7DyeszG4yEMBhOPvzzH/8zuMW0N4Rlo4aXsy/z1PCOn/o5F68yDdayYCdOZZ4UBwYd",
-	"uiAs5QJdJBYWOb9dmE2kxr7wk5R6ClwDipFUMSYwnMNrqc1Y4fl/vABuNKajbl/0xcWCKg+oGlhuJigM",
-	"j5lBp1eDk9xMpOIfaeZjeEpkQj+PooP4Euf0AwdP7ImmLy5xTk4zQV1JU4akskKaiVVXLoAVK0LMBIXq",
-	"wOxtVCAFHvdF8a9Mc/LEEsXgMDokr89HwA0knKYFvObadIG8iQamsC8Gba+aB7BTvCXe7QKFGzT1cmzR",
-	"Fz7YdUGGjy9Wgp8ndh9TNoehDTaFqY22J5G+8AGI5QHX4CKPjCmNK7GHk8uEa0hknE+RhEqM1DJXMRYv",
-	"MOzJkt6IKpkb1Md08Rfpr/cFHZBGLEb7+BgFKusvYKTk1G53ZzBll1jeGOy68MX7xuBpnl5OkFkgLIE0",
-	"iLq9bmTNRGYoWMYtRnWj7oEPQchC98jo9q56e5c413ufLnF+ltw41U/RoaIFFRLKWWJtyz7wBq/kJf5G",
-	"EXKthmA/Oly1G0Wj6UXTYdRrQ6JynkXBgB1/uMX4CgpRTFfFn3fvbQSnixRI4EgAZvGBNEIbmWmYSXVJ",
-	"eiBIQgKvTaH5hNNsrCkasDMH72/CWl3Su8bSEOLpVrUhdt6FZJxFEXv9i9AGiVgfcOEHrsgkWlPTsV0t",
-	"R8XhNJRzWDuZewTYXtqbpdfAfanbOOLc+kV5fnNCfCqT+R1zw8cPN3VfaWV8syKJ3h2v3SQFH2s6AURb",
-	"mtu25vl4u/H7+/eqEE12s/fJhk+bMe0Z3azoyyZYc7N9Z7DmqKh4cnJizjCVnIXg9Mf6ueJQYMFvwnQz",
-	"vLUjzi9o2pgVfQUtX1D4PQhgo19oWmkxZI8qC5tx3+svOejlQthbT3wLpCy8+d3D5CJDdrNadXiXmGhJ",
-	"aFEV7+W1Ty/aKKtIMKZzmKDC+1ejb4p/doHcHWjvXoPe0NzfGg4chcl3DAvr5ONTJfcjoHM3+beWUJkO",
-	"+s5lNKE3SB9bQ+5f/f17ZKR/idVUNJ3yK1ymrBYE7EcRzCY8Rd9xIGPUGlQuak6+JEl7qqdoFI/bDxov",
-	"/f2NVBu8NntZyvgSvQ0V6EtlTn6FdcS9VnKKZoK5Bj88BC58xHNtAK8zqendHrhM4lqa/dm4WwinkfBX",
-	"/gD9heJezpk1mohd6+T1WZlOWMuLWuJhLZ0KWTJvV+g37vY30WfamrXso+jgKywnpAG/5EYTQuFf+/tI",
-	"mQk9Q6Uppp7ysWcxMIXADEyQJSFgqhGOooO14rjq7RXZwlaZ2FP2STFo24DS9c7chBsH+gYmi4T3Jvtq",
-	"UXwToFEvFCXMC3K/ytn1YEs/UiqHlQws53xlmqA2MOJqKVVU0NSer3DRcVHvfz9BeL2p4ysnK8pWhm+c",
-	"rTi43+xGb8v5e0f3fHooNdaJHVhda1vUdAmg9j7x9Slhl3Ooqu+9pk4O7veItpXQb1rsvBHQf0HTyqTo",
-	"a9hapart+2N9Gyu383tnz9xRiJl4sioB18v0VYDWt03dCmi/mvB9m0ddCb430D38vlLQ7QDpX+quDeCe",
-	"+jE/dPxW6cpYG74VDPkBoje/1XrYBjszbiYyN0BpCi7GT8B1mCGVTpkJM7tVp1kQvCm0880o9wM4teas",
-	"rxzYFV02rXFd6N6/c6N9xbLxDUo/6ZLJ/4r9vk7s57S1WX/rkHbLkK+i1j9sxHfTbM0e0Bua210Dqi/y",
-	"cI/8pKHWgkdNXmWvXtGpR/DRF9buGBcaBswMYMfIhM1dqoENNQqz24UBtZIOwEjDUrdQpaxbjvrCTlVu",
-	"RdS3UnYGMJGAjmWGsFP0MjCR7EnVF77RYfcJDMqm2IElauBLhjvg9hCCwDGj1gPao7xCVSiSq6BdDnFL",
-	"pVhyeMslWpZsLjRPfJbSEWOk7/V9Ao4zO28vTner/Gn9hIvZ6usX9+8v24KwYdmZ+GPHXjWQeVX2Y3vE",
-	"n1kNnTGH8u4tNF1y6qat1lqn4MTe6lO3j/09kFHXaiUyq4vhN5xrNDZu4cJXyTGYsfSyLO9yb8wpsNGI",
-	"GpDFE7I/b8VUv4aJU0yqHmLUn04Vaemc+hZCO4vwmXhnu5QpTBJMmozHBiantO9tKa9/DukWUSN9O+gW",
-	"4y7kbUZ9V8Fq2bK3NlRd4OkPkWus15PCcF75SBB1q4miz8ZbkdP/aly6jL/Ug0FVvnV+ULPbgF7hxPpq",
-	"UNQqT5AlqEDJGQg25a6p3XqzNJ+SMyt7LgchDLx/sT8XXZf2n2/5CmFQuKkB9WUwMQep7Ao7f+aSSh85",
-	"pokO4fTNi+eOdhSJS70zeHvxvPMIhnOD/qkpU5d9QeYVx5gZTHa7cOLbQnpRFEZR5JmXURuJK2bdmUqF",
-	"vk61d7BLZa99wcrn4CV/Cjss1dKPOC66V0rO1SfnGlKmxqjIRwtCixC0BI0iIUdHt7WBPEslswRpOD3/",
-	"T6oj/ZlAh1CG66JRA5PjWjviNNe+fNZ5/rL5N+yLKrPdwCFS6S5LvapU2M4amgplgnYaL6WVEluvDC3d",
-	"NiQbarjpi6LjBhYNN0A+giWOQIV/YGxccDObyBRLmXiFO9zf7wsql4aBa1QZuLpjguJyHrsmqQr88x//",
-	"DdW2Qn9kw75YCOwnDSOZKzMBTHGKwoQwsCp9tPyQlQkp+xHs0Bxe/7mmq71dWq5WJK3LXjsry78RFQIG",
-	"ZwlOM2kszzu/4XwQkkCMmjtC6bW4JesSXcRWXhjKZN4XCrOUzR2f3CG1QAx3Wq0sYDpvaDBpjMpxsOvU",
-	"2W4LdbHRJ/UlHbd98bZdsqjaftwF6ybJZV1iZvoiK8u7iUv7hzCRudJNrsy1MbY4s5Vu8KMjyBQXhg1T",
-	"hJPz07OzaiNFbHVAWMyjQDjl1SDQiWURBS5xuxYSTtn1CxRjMwmO94+O6Gtvxf9eS4D4eaf1rVrCi4M7",
-	"fYzuzD3ZiyL6Ht1KL0YBy/X1Fq18CxQOi17mBSSETsfDAgL6Iuo9juJHuN95yA6HnYfxQdJ5hEejTtTb",
-	"Pzg8evDw0WM2DE+m7KMUP5/uh/vR/oNO1Osc9MKyZzB8e/7M1aI3fV7ua+Uham2zrZXJBBg2JvWGGoRe",
-	"f2g/DXa06jcHZFjFq2Guy2p/IxUmC9uUIwJPplJecTd1i1/S1e7a7z3e/CtJcp9JEqdAq407LE2pI9Vh",
-	"Z1OEVT1w7OnFJxYaDx4nZIHUHJbw0QgpIebtkaMDW9duQqcEMHKMFpmPFweQvuCaMpIWvbmgn4VFd+Gs",
-	"PGZQXOS6iagFioLEcmADZrvPQ/CP+HlnkLs9UqyeaOqM/Js9SxrpUiQwnD9ZxJy3SRaMlcyzD8N586dB",
-	"K98MKRocF1dY+fYoYU2f7Ln3w03xGY+2omhKGn3npxr69oezNhtVlN/dKD9royBh85BuljrbZHwr9X2+",
-	"JdDXxVN3lVPfXKW+x+94b6+3/7AbdaNu7/hR9CgKKnWAn5Y+CaxJ+Yrv8tKylQuLNx6L56iOsHKhUvxz",
-	"8/7mfwMAAP//",
+	"7F3rctu4kn6VLu6pil2HkiVfcnF+bCXOZI53kk02dnZqNsqJILIlYUwBHAC0rKRcdR5in2Ef7DzJFhog",
+	"RUqkLokvyan5Z5EgLn35uhtAt78EkZykUqAwOjj+EqRMsQkaVPTrWRTJTJiXPDGo7IMYdaR4argUwXHw",
+	"RiQzMGOugbmGDzRwgxPdDsKA2xZ/ZKhmQRgINsHgOPDNPvE4CAMdjXHCbK9DqSbMBMdBltEbM0tta20U",
+	"F6Pg+joMTjKlZc0MzscIfYFX5lNELfogh2DGCKnCSy4zDSkbYdN03DeVqSwP/VLJyfLAL7nSBjLNRggx",
+	"MwhcREkWYww7v/3222+t169bL17sNg08tH3WUsD2VUuB0xe2HXWWMjOe90UUU/hHxhXGwbFRGW5H21d8",
+	"ws3yCt/apWn+GUPogpHQ7XQ6TetJqIvysDEOWZaY4Ljb6YTBhF3xSTahX/YnF/5nMR8uDI5Q0YTOkmzU",
+	"sFhtX61a7vLyzuXy2l6xb2CekVux7tpOV6dSaCSdeqvkIEESqUgKg4Joz9I04RGz89tLXYu//q7tZL+U",
+	"xvqLwmFwHPzb3lxp99xbvZf3SyNWl8sEvHt5Ak8Ojx5BWjTLF1HWdIIAJVNUhrvpRgqZwfgTM0uLbRk+",
+	"qVlxGOCVQSVYYvV8mSdh4B6vkcyc3jXfp0pe8tgh0hqSuHbXYZCl8ZbruC7L2QenZ8XI1UX6uYZlalWG",
+	"/Fj0Lge/Y2TsjDzJT+iTZcIvEHEZ9/K5WNCNc9zzCBtCt7Xf6UA0ZopFFs7bqyhc7XyjT8s8WJC2qQ6B",
+	"fc4UglQwitK1pF1N1RW0sxi1TDkyQZU/VglJLvnXxTBMKTYj8swNi+1FZEnCBgnmqLNGXmjwaicrlvKe",
+	"hGWtGHydkizPdGkaz7N4hDX6XzLZNTq7hiRhwCY5rKziwWspkCj+NWgTZUqhiGbrBjnJ290EAqHiMl43",
+	"oqPpW9e2+OoTirjBJMVsliuywlQqgzG4j2BHCoQBdQhSJDMyT2tsTzGiNkyZJifmxgdVOGFc2B+bsl2j",
+	"uuQRbqBkYaBT3EKgbgb2Pbp7YS6JXCEJ4YJv6xe0nUVw8tJkEKqaWOXkiX1DLFr0xyOpja6wbSPVDYOr",
+	"1ki2vkWfT0Wama9V0M0sUwiZ4H9kCGwixYhE2KBgtHAntg3Gq1Dfav8TKcw4mYXwR8aUQZXMrAmbIbN/",
+	"7bw/P4GIJShipryG6N3a/kvyvJpPvmGZT9tZmfWS2SxoN2E9vdm4L+NZQVhrLYUNKz7kjAzCoOBkEAaO",
+	"kaWO5hw7kULLhJN6nmWTCVOzFaRZDIORwl4rE3CBM2AihpwRIUgVo8IYBjP7MrRSKorXFGRsQujyBM+l",
+	"YUkdzZ3w10zxJxaN56ph7Pc02/ksuSD1ockC0xcYbzy1c+qXJqWXZ9XA2XyqdVxdXusyGG7pV3wFBF3g",
+	"rNb26zFTuLmGOOqc2Y/WEscOWa/MftB6amlzalxEuY3v9i/mq5Uwd+kdhfqfcgd7/WbLkgPQYNxL/daz",
+	"rUSjVaybm3wWx9zqLEvellg5ZInGcAt/4JnIXQDn2nHttb/OE7g3I99oJjeKQL+FqV/HzyYW3oQhLbT4",
+	"vkypncB6y7fxWhpsVO3kmqZz79i/vOniZSUsb7YAj62Vp0c2mFrcRFzNnybMryVKaSk1Cm/4JcLp2Rs4",
+	"3O8+Kmw7RDKmLXC8YpPUik3w/uyFdRCZMajs13//8Kz1Px+/HFz/pU7R8lHvix2LursRqV5yTOKflHIq",
+	"U51xjIbxpNZSDO1n9aynVyEwDQz+4+zNf0IquTCoWgm/QEiZGcNO/8PBx7abYH/XygQD66GvlwI3bphP",
+	"rW5FPyvWvFvo0L1BZpNslEf4rh39aT3VCZuBQhavn6AfoHFir7g2m+DGEsW/Eh/+hiwx4zrejhSLMW42",
+	"ps1zmPe+QkK0YSbT9btq5an7dnVzPxUj1OYdajohWaKZ0KgM1kjh3+QUJkzMKFh0J20wRYUwVdwYFCUu",
+	"ls9TKgTNO6+b1y9YB/0N6nCBswca0myQ8Ah4XGuiV8BopNA8BT2WUwFSRFj7vZIJlsO6S45Tt00cc1Ox",
+	"YyVeFpqwgV/nwNd/4sdroEyT5uVzLE68SrPceNp1MugQsw7p8YpFBmKM+IQl4OAGptyMQfOr/LmuQn53",
+	"v31wePSw06kCf+vfP3RaTz7+tddr0x9fHtbbgJKzt3ZGZYx0PcBOv5fPoBc4ZBTZZIAKdvr+eX837AmB",
+	"l6gIkcCMlcxGY2AwTCQzT4EZmFi5f1isPE1YhDqEASZyCt3O37uHwEVPTNhIcJPF2O6JIAykwDfD4PjD",
+	"sjIXT9xkguuP1X0vxaa/ayna79j0NWrrHJY3xlp8kkq3r+qPBn17R+JxcBygiGTMxWiPHls2l47/NjZK",
+	"aM2Yrtu/xSRuJXiJSX6up0MYSgWXjMJnLgW4jzcO5kt2s8YT5UIbJhqiLKtdqE3TScUScBYYFQaGmwRX",
+	"QPM6Zaa3eTfFUCvN6dvS+UiuqGxqP6KzqyAMRlFaizDnBcJ8+1HphsEt1zJhjuvz2apEz0+iQzsOGzCN",
+	"tXNuPMnQ/rB9Bbvy8ehESXMp3Aax8zftDDKdorA21xI8QWPf103iEpX2ayhWzIV5eLiB3aJAzZ3++z3P",
+	"OU3CVcbWcasJvdfSpapxB62HB6W41HpVrPU5hE7rCe36tUKgsxaLeQTIDBK0YLvewaIBmxewqX+1fivq",
+	"G5yu8l7Wt8YBm9rpwjj7/pvn5XcgV/jGy+hSfLJZYFuJhNbRsZi5H2V55rQHEmWKm9mZHcITMp5wcS4v",
+	"UNQ7T/QejG0AO3361aZffQo3abJ2lAEyRW6HH3VsTErbOyn/pdazyKODZ29P3VZ1fzD+9M9//F9/g26v",
+	"yToMay7bvM4Sw1u+65dcvEk1WKyCnSiRWZxH0Tp0bm3C/Xa6NezuDGcXpmOpsSd8J4XmA9eAYihV5PbX",
+	"30ptRgrP/usVcKMxGbZ7oifO56vyJkoDy8wYheERM+g0tf8sM2Op+Gfq+Rie0zKhl3U6B9EFzugP7D+1",
+	"sVNP2ODJuiEx6lJcFRIICGnGFgC4AJaPCBETFAoCs69RgRR43BP5r2Jvnsd2UQwOO4fkR/EhcAMxp24B",
+	"r7g2bSD7rIEp7Il+09WhPuzkt35220B6R10vems94cMH57Z5j23JnXxq52HjxYF134WptLaRbk94l87S",
+	"gGtwvlzKlMYlb87xZcw1xDLKJkhMJUJqmakI83BVo7qkGy5KZgb1MT38WfrnPUEB+JBFaD8foUBlLTAM",
+	"lZzY6e70J+wCixf9XecQem8jeJ4lF2Nk1rQUpinotLvtjlUTmaJgKbeo3+60D7xTRxq6R0q3d9ndu8CZ",
+	"3vtygbPT+NqJfoLOzlgEIqacxla37Afv8FJe4C8Uc1TuhO13Dpf1RlFrujhw2Ok2QVPRz/wCmG1/uEX7",
+	"EgqRl1zGnw8frU+s833BwC0BmMUHkghtZKphKtUFyYE7RRJ4ZXLJJ8vHRpr8K9tz8PE6rNwz/VB71Y9o",
+	"utVdP9tvPWf2Rio/F/OXXGq4Yy3sz67dEns6K67rbXdNb75ZUnNRz9KOpmo1xh2QPaDtG729FGzD1fMC",
+	"wbRjbbExZEEsKh3H+SsiFHRpQj9uNMipuEM2h0EqdRMXib65ipEAPpfx7GbZ553J66rBt/O+3kSxcw7v",
+	"0B9WbcyUOwizGM98zLbreN7ZUvO/F6R4hcbLEslR1dA1iRXsUGMpEjoodzbDjJmZG0g5FTDgwkbVu3VC",
+	"tw4E9r5YhVoP1u/FqCxK65hq7WWs2FR8X1z41U8LmAMWwmzDLlADDocYmfuF7LB+0fOh9ugy+AK0l645",
+	"rIbzc9/wFvG8FJ3VALp1gWZedm8Dwmu41AyNDrbOi83OW4DHSrC9ET52b3jsOi74jZm7wdMn27Xf379V",
+	"gajTm00R8AW9LMnLOgx0vX1nHqtbRfnwy8YnTjGVnIbg5MeGMPkOmsXIMdP1MNiMOD+jaSJW5w6kfL7C",
+	"74EBa+3H1+O+l18y7os5axt3vAFS3p4XOT9Oul5OELpJTLRLaBAVH8BpfxZnvc/8NC6ZwRjddbXbFaN7",
+	"xT87QOZ2f29egt5R3/cNB26F8XcMC6v4488VbodBZ67z++ZQcXbynfNoTNctPje63H/z72+RkP7GR11+",
+	"Y8IvcXFlFSdgv9OB6Zgn6JODZYRag8pExcgXS9J+1RM0ikfNgcZr/37tqg1emb00YXxhvTXJogsZCX6E",
+	"VYt7q+QEzRgzDb55cZ3bjgt4lUpNF2HAHbutXLPf9mznzKld+Bu/N/qN7F48DqlVETvWs7enxU7xSlpU",
+	"9pRXrlMhi2fNAv3Ovb4XeaapWc0+6hzcwXBCGvBDrlUhFP6ao/eUmdBTVJp86gkfeRIDUwjMwBhZHAIm",
+	"GuGoc7CSHZfdvfwgqJEnNsp+ljfa1qF0ae4b7Dj4WgMWCW+N9+X81TpAo7IFdLqcL/dOYteDLe3IfLOP",
+	"awOLx3kyiVEbGHK1sKWUr6l5v8J5x3lq7u044dX86zverCiyju95t+Lgdnc3ulv23z265eihkFjHdmBV",
+	"qW0Q0wWA2vvCV5/2uT2Hsvje6tbJwe2GaFsx/bpBz2sB/Wc0jUTq3IWulW7xf3+kbyLldnbv9IULhZiJ",
+	"xssccGUH7gRofYWDjYD2zpjvM7KrQvC9ge7h97UF3QyQ/r7OSgfuuW/zQ/tvpQTqle5bTpAfwHvzU626",
+	"bbAz5WYsMwO0TcHF6Cm4YhBI94zNmJnKKWy+4HWunc8bvx3AqdRRuGPHLk+Ib/TrQne1ihvtM7SMryXw",
+	"QBdE/tP3uxvfz0lrvfxWIW1Dl68k1j+sx3ddr80e0GvqULlaMf7+nvvkgYZKtQyqx1CU1ciLahB89ITV",
+	"O8aFhj4zfdgxMmYzt9XABhqF2W1Dn6q+9F3lAjdQKQdKDnuCLonkUxHVqRSZkEzEoCOZIuzkuZtMxHtS",
+	"9YRP7Nx9Cv2ifk3fLqrv82ta4OYQgsARo1RLmqO8RJULkks3WXRxC6FYMHiLt2/tsrnQPPa7lG4xRvrL",
+	"MU/BUWbn/fnJbpk+jdUWzVaF6m7fXjY5YYOiiMiP7XtVQOZNUTrJI/7USuiUOZR3p9D0yImbtlJrjYJj",
+	"e6NN3d7390BWvm61R9Vm9vQ83btWu6tVQ1Km6JTQDpVZn7mQ1YbrWaG7aJzMeoIV9wSh7yZTGr8PU5kl",
+	"MQwQ/vmP/wUh84P6IdUdtWMmfEheuoh7QkhIFb/kCY4wBiUTujmXaYzpc0tXUh+mjNuInKAauZpWeXWW",
+	"npgXPiHeYGWlVGyjDecLSbLFEub3CCzuzK9Ocsff4n5ff+AvGFM39Li/+xSYmIG7DEeZuVwD64nSfe/S",
+	"VYXqve8aeCmXSiln8K8BmxM5mbCWRttoftnUXTUNi0y7bnPFT1O6WXVzl72o1uoG7c4ltaqu6VeSQ+mr",
+	"2wxmT6HvQb2/CVqOlMzST4NZfRnTUpGIPB1q/oQV4XPM6soL3Sq01lUuasBZrwimqNTzLwS3VvjB/eRI",
+	"iVkaL1GxpNDOxZz3sAwM5XpMOe4SSM09QfezCSt/wZlGYwM/LnwGCYMpSy6Ka6zuyhFFhhpRO8yhulHO",
+	"DSIdx9jJKt2sZ1SLz4MoZUmHthfhjzKd80NHLXGMcR082MjuhOa9remoln6+ed39kaL9osbLylh/7pD+",
+	"EIc11VwrGMxKBZF9kTIe16nDPLBfdGAp45ty4ar0oOoofToDj/RlP8+MtJYRFSg5BcEm3BXws+FAkk0o",
+	"GiiK9PTDOZaH0J+X6bG/fLmNEPq5EvcpC5zMLJUz2/kjk5QWxDGJdQgn7169dGtHEbuzSwbvz1+2HsNg",
+	"ZvIiaBOmLnqC1CuKMDUY77bh2dw0hp1OxxMvpaR1l+i1M5EKfQ5X92A3dG7C3KTCa/4cdliipW9xnOfK",
+	"F5Srdm7dH6ZGqCjIEYQWIWgJGr2rQ6+1gSxNJLML0nBy9t+UY/UTgQ6hDNd5WjjGx5X6NZNMexfDhU5F",
+	"taiwJ8rEdg0HSGltLPGiUiI7q6lCI2O03XguLaWfeWFoyO0n3lB6f0/k+f0wT+8HcrLJM8MJKPwdIw/0",
+	"07H1C3OeeIE73N/vCUolhL5Li++7nDyC4qIfOyaJCvmT5ZIufs8Le2LOsAcahjJT1olMcILChNC3In20",
+	"+JHlCQn7EexQH17+uaan3d3CfS0SCHVR2cPy8ldahYD+aYyTVBpL89YvOOuHxBCjZm6hdK/ILiuvRVg8",
+	"GMh41hMK04TNHJ3cLl+OGG67rzSAab2jxiQxKsP+rhNnOy3U+USfVod01Pb5HnbIPKPxSRusmSSTdYGp",
+	"6Yl0nhFiqbR/CGOZKV1nylzRlAZjtlQ+7OjIBgnCsEGC8Ozs5PS0nLYdWRkQFvNoJyHhZb/QsWXuGC5Q",
+	"u+IfTtjVKxQjMw6O94+OqLJ9/rvb4AZ+3XbnVjXE8p1PKrx/6r7sdjpUe38pYzmH5ep488IhcxQO8+JX",
+	"c0gInYyHOQT0RKf7pBM9xv3WI3Y4aD2KDuLWYzwatjrd/YPDo4ePHj9hg/DZhH2W4qeT/XC/s/+w1em2",
+	"DrphUaEkfH/2wuVp1pXSv6uN3EqRnsbUDgIMG/R5RQ1CLz80nxo9WrabfVKs/G4N10UmrJGKMqO8bsoh",
+	"gSdTCS+Zm6rGL8hqe+X/trj+c5f5NneZnQAtJ7WzJKH6Nw471wUcazdpnpEGUsQT8+EQ6UTB66ONhCzY",
+	"ulRsihLAyBFaZD6eByA9wTUd6Vj05oL+LAIiOC3CjNWVbGsw28Wj/DN+XQxysyHFckTz5/6BNxpr9g2+",
+	"1w2DirpRTQ6nbdarKAo1FnVQFcRsFq6P9pcuSPtyGT6xiCoPOPHNVOLrXxzv7XX3H7U77U67e/y487gT",
+	"lC5Sf1n490eahC//H0Q0bOnB/Mh4/h1dxC49KN2evP54/f8BAAD//w==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

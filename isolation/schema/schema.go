@@ -1,0 +1,308 @@
+// Package schema is the schema-per-tenant isolation strategy (profile
+// regulated): each tenant gets a schema and a NOLOGIN role, both named from
+// its UUID, and holds the tenant tables in that schema. Only the tenant's
+// role may use the schema, and the serving role, NOINHERIT, holds none of
+// the tenant roles' privileges until a tenant transaction runs SET LOCAL
+// ROLE. So a query naming another tenant's schema is refused, and a
+// search_path pointing at it finds nothing there (PostgreSQL leaves a
+// schema the role may not use out of the effective path); the tables keep
+// their tenant_id column and forced Row-Level Security policy, a second
+// wall behind the first.
+package schema
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/bulkheadhq/bulkhead/isolation"
+	"github.com/bulkheadhq/bulkhead/migrations"
+)
+
+// Strategy is the schema-per-tenant strategy. It is safe for concurrent use.
+type Strategy struct {
+	app   *pgxpool.Pool
+	owner *pgxpool.Pool
+}
+
+var _ isolation.Strategy = (*Strategy)(nil)
+
+// New returns the strategy serving with app (the serving role's pool) and
+// provisioning with owner (a pool whose sessions act as the owner role,
+// which has CREATEROLE). Either may be nil in a process that does not need
+// it; the methods that need the missing one then return an error.
+func New(app, owner *pgxpool.Pool) *Strategy {
+	return &Strategy{app: app, owner: owner}
+}
+
+var errNoApp = errors.New("no serving connection: database.url is not set")
+
+// prefix starts every tenant schema and role name. Names are the prefix and
+// the 32 hex digits of the tenant id: 34 characters, well within
+// PostgreSQL's 63, and never anything a user typed.
+const prefix = "t_"
+
+// Name returns the name of the schema and of the role of the tenant id. It
+// derives only from the UUID; callers still quote it with pgx.Identifier.
+func Name(id uuid.UUID) string {
+	return prefix + strings.ReplaceAll(id.String(), "-", "")
+}
+
+// namePattern matches tenant schema and role names, as a POSIX regular
+// expression for the catalog queries.
+const namePattern = `^t_[0-9a-f]{32}$`
+
+// Name returns isolation.Schema.
+func (s *Strategy) Name() string { return isolation.Schema }
+
+// Setup checks what every tenant of this strategy relies on: the owner may
+// create roles, and the serving role is NOINHERIT, so that membership in a
+// tenant role grants it nothing outside a tenant transaction. Tenant
+// schemas share nothing else. It needs the owner pool.
+func (s *Strategy) Setup(ctx context.Context) error {
+	if s.owner == nil {
+		return isolation.ErrNoOwner
+	}
+	var createRole, appInherits bool
+	err := s.owner.QueryRow(ctx, `
+		SELECT (SELECT rolcreaterole OR rolsuper FROM pg_roles WHERE rolname = $1),
+		       (SELECT rolinherit FROM pg_roles WHERE rolname = $2)`,
+		isolation.OwnerRole, isolation.AppRole).Scan(&createRole, &appInherits)
+	if err != nil {
+		return fmt.Errorf("read roles: %w", err)
+	}
+	if !createRole {
+		return fmt.Errorf("role %s lacks CREATEROLE, which tenant roles need: ALTER ROLE %s CREATEROLE",
+			isolation.OwnerRole, pgx.Identifier{isolation.OwnerRole}.Sanitize())
+	}
+	if appInherits {
+		return fmt.Errorf("role %s is INHERIT and would hold every tenant's privileges: ALTER ROLE %s NOINHERIT",
+			isolation.AppRole, pgx.Identifier{isolation.AppRole}.Sanitize())
+	}
+	return nil
+}
+
+// Provision creates t's role and schema, migrates the tenant tables into
+// the schema and grants the role DML on them. The role is NOLOGIN and
+// granted to the serving role, which gets its privileges only by SET ROLE;
+// the schema is owned by the owner role, and only the tenant's role may use
+// it. On error nothing of t is left behind; a name already taken (t was
+// provisioned before) is an error and left alone.
+func (s *Strategy) Provision(ctx context.Context, t isolation.Tenant) (isolation.Tenant, error) {
+	if s.owner == nil {
+		return t, isolation.ErrNoOwner
+	}
+	if t.ID == uuid.Nil {
+		return t, isolation.ErrNoTenant
+	}
+	name := Name(t.ID)
+	ident := pgx.Identifier{name}.Sanitize()
+	owner, app := pgx.Identifier{isolation.OwnerRole}.Sanitize(), pgx.Identifier{isolation.AppRole}.Sanitize()
+	// One simple-protocol message, so one implicit transaction: all of it
+	// or none, in one round trip.
+	ddl := strings.Join([]string{
+		"CREATE ROLE " + ident + " NOLOGIN NOINHERIT",
+		"GRANT " + ident + " TO " + app,
+		"CREATE SCHEMA " + ident + " AUTHORIZATION " + owner,
+		"REVOKE ALL ON SCHEMA " + ident + " FROM PUBLIC",
+		"GRANT USAGE ON SCHEMA " + ident + " TO " + ident,
+	}, "; ")
+	if _, err := s.owner.Exec(ctx, ddl); err != nil {
+		return t, fmt.Errorf("create schema and role of %s: %w", t, err)
+	}
+	if _, err := s.migrate(ctx, name); err != nil {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		if derr := s.drop(dctx, name); derr != nil {
+			return t, fmt.Errorf("provision %s: %w (and undo: %w)", t, err, derr)
+		}
+		return t, fmt.Errorf("provision %s: %w", t, err)
+	}
+	t.Strategy, t.Server, t.Placement = isolation.Schema, "", name
+	return t, nil
+}
+
+// Deprovision drops t's schema with everything in it, revokes whatever its
+// role was granted in the database (DROP OWNED), and drops the role, in one
+// transaction: on error nothing is dropped, and the error names what still
+// holds the role (a grant the owner role cannot revoke, such as one on the
+// database by its owner, or one in another database). What is already
+// gone is skipped.
+func (s *Strategy) Deprovision(ctx context.Context, t isolation.Tenant) error {
+	if s.owner == nil {
+		return isolation.ErrNoOwner
+	}
+	if t.ID == uuid.Nil {
+		return isolation.ErrNoTenant
+	}
+	if err := s.drop(ctx, Name(t.ID)); err != nil {
+		return fmt.Errorf("deprovision %s: %w", t, err)
+	}
+	return nil
+}
+
+// drop removes the schema and the role called name.
+func (s *Strategy) drop(ctx context.Context, name string) error {
+	ident := pgx.Identifier{name}.Sanitize()
+	return pgx.BeginTxFunc(ctx, s.owner, pgx.TxOptions{}, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "DROP SCHEMA IF EXISTS "+ident+" CASCADE"); err != nil {
+			return fmt.Errorf("drop schema %s: %w", name, err)
+		}
+		var exists bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)`, name).Scan(&exists); err != nil {
+			return fmt.Errorf("look up role %s: %w", name, err)
+		}
+		if !exists {
+			return nil
+		}
+		// DROP OWNED revokes every grant to the role in this database,
+		// wherever a mistake put one, so that DROP ROLE cannot fail on it.
+		// It needs membership in the role, held for this transaction only:
+		// the membership goes with the role.
+		for _, stmt := range []string{
+			"GRANT " + ident + " TO " + pgx.Identifier{isolation.OwnerRole}.Sanitize(),
+			"DROP OWNED BY " + ident,
+			"DROP ROLE " + ident,
+		} {
+			if _, err := tx.Exec(ctx, stmt); err != nil {
+				var pgErr *pgconn.PgError
+				if errors.As(err, &pgErr) && pgErr.Detail != "" {
+					// Names what still holds the role: a grant made by
+					// a role the owner cannot revoke for, say.
+					return fmt.Errorf("%s: %w: %s", stmt, err, pgErr.Detail)
+				}
+				return fmt.Errorf("%s: %w", stmt, err)
+			}
+		}
+		return nil
+	})
+}
+
+// Migrate brings t's schema to the tenant migration head (goose, with the
+// version table in the schema) and grants t's role DML on every tenant
+// table again, so that a table a migration added is reachable. A schema at
+// head is only re-granted. It returns the version reached.
+func (s *Strategy) Migrate(ctx context.Context, t isolation.Tenant) (int64, error) {
+	if s.owner == nil {
+		return 0, isolation.ErrNoOwner
+	}
+	if t.ID == uuid.Nil {
+		return 0, isolation.ErrNoTenant
+	}
+	name := Name(t.ID)
+	if t.Placement != "" && t.Placement != name {
+		return 0, fmt.Errorf("migrate %s: placement %q is not its schema %s", t, t.Placement, name)
+	}
+	var exists bool
+	if err := s.owner.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1)`, name).Scan(&exists); err != nil {
+		return 0, fmt.Errorf("migrate %s: %w", t, err)
+	}
+	if !exists {
+		return 0, fmt.Errorf("migrate %s: schema %s does not exist", t, name)
+	}
+	return s.migrate(ctx, name) // its errors name the schema
+}
+
+// migrate migrates schema name and grants its role DML on its tables.
+func (s *Strategy) migrate(ctx context.Context, name string) (int64, error) {
+	v, err := isolation.TenantVersion(ctx, s.owner, name)
+	if err != nil {
+		return v, err
+	}
+	if v != migrations.Tenant.Head() {
+		// goose takes a connection of its own; a schema at head does not
+		// pay for one.
+		if v, err = isolation.MigrateTenantTables(ctx, s.owner.Config().ConnConfig, name); err != nil {
+			return v, err
+		}
+	}
+	if err := isolation.GrantTenantTables(ctx, s.owner, name, name); err != nil {
+		return v, err
+	}
+	return v, nil
+}
+
+// Run runs fn in a transaction of the serving pool bound to t: the tenant
+// setting, the tenant's role and its schema as the only search_path entry
+// are all SET LOCAL, folded into the transaction's BEGIN.
+//
+// Tenants may sit at different migration versions, and a statement pgx
+// prepared for one tenant's table shape then fails on another's with
+// "cached plan must not change result type". pgx drops the stale statement
+// on that error, so Run retries the transaction once, on the same
+// connection; fn must therefore be safe to run again after a rollback (it
+// assigns its results rather than appending to them).
+func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) error) error {
+	if s.app == nil {
+		return errNoApp
+	}
+	opts, err := bind(t)
+	if err != nil {
+		return err
+	}
+	conn, err := s.app.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	err = pgx.BeginTxFunc(ctx, conn, opts, fn)
+	if staleStatement(err) {
+		err = pgx.BeginTxFunc(ctx, conn, opts, fn)
+	}
+	return err
+}
+
+// bind returns the transaction options binding t.
+func bind(t isolation.Tenant) (pgx.TxOptions, error) {
+	if t.ID == uuid.Nil {
+		return pgx.TxOptions{}, isolation.ErrNoTenant
+	}
+	name := Name(t.ID)
+	if t.Placement != "" && t.Placement != name {
+		// The record disagrees with the derivation: refuse rather than
+		// guess which one is right.
+		return pgx.TxOptions{}, fmt.Errorf("bind %s: placement %q is not its schema %s", t, t.Placement, name)
+	}
+	ident := pgx.Identifier{name}.Sanitize()
+	return isolation.Bind(t.ID, "SET LOCAL ROLE "+ident, "SET LOCAL search_path = "+ident)
+}
+
+// staleStatement reports whether err is PostgreSQL refusing a prepared
+// statement whose result shape changed since it was prepared.
+func staleStatement(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "0A000" &&
+		strings.Contains(pgErr.Message, "cached plan must not change result type")
+}
+
+// Ready reports whether the database answers. Tenants at different
+// migration versions still serve, so versions are migrate status's concern,
+// not readiness's.
+func (s *Strategy) Ready(ctx context.Context) (isolation.Degraded, error) {
+	p, err := s.any()
+	if err != nil {
+		return nil, err
+	}
+	if err := p.Ping(ctx); err != nil {
+		return nil, fmt.Errorf("ping: %w", err)
+	}
+	return nil, nil
+}
+
+// any returns the serving pool, or the owner's when there is none.
+func (s *Strategy) any() (*pgxpool.Pool, error) {
+	switch {
+	case s.app != nil:
+		return s.app, nil
+	case s.owner != nil:
+		return s.owner, nil
+	}
+	return nil, errNoApp
+}
