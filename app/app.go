@@ -6,6 +6,9 @@ package app
 import (
 	"context"
 	"fmt"
+	"log/slog"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"go.uber.org/fx"
 
@@ -16,7 +19,9 @@ import (
 	"github.com/bulkheadhq/bulkhead/app/logging"
 	"github.com/bulkheadhq/bulkhead/app/postgres"
 	"github.com/bulkheadhq/bulkhead/isolation"
+	"github.com/bulkheadhq/bulkhead/isolation/database"
 	"github.com/bulkheadhq/bulkhead/isolation/rls"
+	"github.com/bulkheadhq/bulkhead/isolation/schema"
 )
 
 // Base is what every command needs: configuration from in, logging, the
@@ -51,9 +56,16 @@ func Server() fx.Option {
 // returns a Router provisioning with it and running tenants of every
 // strategy this build has (tenants keep the strategy they were provisioned
 // with). An unknown name is a configuration error.
-func NewStrategies(cfg *config.Config, pools *postgres.Pools) (*isolation.Router, error) {
+func NewStrategies(lc fx.Lifecycle, cfg *config.Config, pools *postgres.Pools, log *slog.Logger) (*isolation.Router, error) {
+	perTenant, err := newDatabaseStrategy(cfg, pools, log)
+	if err != nil {
+		return nil, err
+	}
+	lc.Append(fx.StopHook(perTenant.Close))
 	all := []isolation.Strategy{
 		rls.New(pools.App, pools.Owner),
+		schema.New(pools.App, pools.Owner),
+		perTenant,
 	}
 	var def isolation.Strategy
 	var others []isolation.Strategy
@@ -66,38 +78,119 @@ func NewStrategies(cfg *config.Config, pools *postgres.Pools) (*isolation.Router
 	}
 	if def == nil {
 		msg := (&isolation.UnknownStrategyError{Name: cfg.Isolation.Strategy}).Error()
-		if cfg.Isolation.Strategy == isolation.Schema || cfg.Isolation.Strategy == isolation.Database {
-			msg = fmt.Sprintf("strategy %q is not available in this build yet", cfg.Isolation.Strategy)
-		}
 		return nil, config.Errorf("isolation.strategy", msg)
 	}
 	return isolation.NewRouter(def, others...), nil
 }
 
+// newDatabaseStrategy builds the database-per-tenant strategy from
+// isolation.database: its servers (or the server of database.url), its
+// connection budget, and tenant pools configured for database.pooler.
+func newDatabaseStrategy(cfg *config.Config, pools *postgres.Pools, log *slog.Logger) (*database.Strategy, error) {
+	dc := cfg.Isolation.Database
+	servers := []database.Server{{Name: database.DefaultServer, URL: cfg.Database.URL, MigrateURL: cfg.Database.MigrateURL}}
+	if len(dc.Servers) > 0 {
+		servers = servers[:0]
+		for _, s := range dc.Servers {
+			servers = append(servers, database.Server{Name: s.Name, URL: s.URL, MigrateURL: s.MigrateURL})
+		}
+	}
+	control := pools.App
+	if control == nil {
+		control = pools.Owner
+	}
+	s, err := database.New(database.Config{
+		Servers:        servers,
+		MaxConnections: dc.MaxConnections,
+		AcquireTimeout: dc.AcquireTimeout,
+		IdleTimeout:    dc.IdleTimeout,
+		PoolConfig: func(dsn string) (*pgxpool.Config, error) {
+			return postgres.PoolConfig(dsn, cfg.Database.Pooler, 0)
+		},
+		Control: control,
+		System:  cfg.System.Enabled,
+		Logger:  log,
+	})
+	if err != nil {
+		return nil, config.Errorf("isolation.database.servers", err.Error())
+	}
+	return s, nil
+}
+
 // registerSafetyCheck makes start fail, before anything listens, when the
-// serving role could bypass isolation or a critical invariant is broken.
-func registerSafetyCheck(lc fx.Lifecycle, cfg *config.Config, pools *postgres.Pools, strategy *isolation.Router) error {
+// serving role could bypass isolation, a critical invariant is broken, or
+// database.url goes through a transaction-mode pooler that database.pooler
+// does not declare. Warnings are logged and do not stop the start.
+func registerSafetyCheck(lc fx.Lifecycle, cfg *config.Config, pools *postgres.Pools, strategy *isolation.Router, log *slog.Logger) error {
 	if err := cfg.RequireServing(); err != nil {
 		return err
 	}
 	lc.Append(fx.StartHook(func(ctx context.Context) error {
-		return SafetyCheck(ctx, pools, strategy)
+		if err := checkPooler(ctx, cfg, pools, log); err != nil {
+			return err
+		}
+		findings, err := SafetyFindings(ctx, pools, strategy)
+		if err != nil {
+			return err
+		}
+		for _, f := range findings {
+			if f.Severity != isolation.Critical {
+				log.Warn("isolation finding", "code", f.Code, "object", f.Object, "detail", f.Detail, "fix", f.Fix)
+			}
+		}
+		if critical := isolation.CriticalOf(findings); len(critical) > 0 {
+			return &isolation.UnsafeError{Findings: critical}
+		}
+		return nil
 	}))
 	return nil
 }
 
+// checkPooler compares database.pooler with what postgres.DetectPooler
+// sees. Undeclared transaction pooling is a configuration error: the
+// statement-caching exec mode then fails at random once a statement
+// prepared on one server session runs on another (PgBouncer before 1.21).
+// Declared pooling that is not seen is only logged: the describe-caching
+// exec mode works on a direct connection too, at the cost of a describe
+// per new statement.
+func checkPooler(ctx context.Context, cfg *config.Config, pools *postgres.Pools, log *slog.Logger) error {
+	seen, err := postgres.DetectPooler(ctx, pools.App.Config().ConnConfig)
+	if err != nil {
+		return fmt.Errorf("check database.url for a pooler: %w", err)
+	}
+	declared := cfg.Database.Pooler == config.PoolerPgBouncer
+	switch {
+	case seen.Pooled && !declared:
+		return config.Errorf("database.pooler", fmt.Sprintf(
+			"database.url reaches PostgreSQL through a transaction-mode pooler (%s): set database.pooler to %s",
+			seen.Evidence, config.PoolerPgBouncer))
+	case !seen.Pooled && declared:
+		log.Warn("database.pooler is pgbouncer but no transaction pooling was seen on database.url; serving anyway",
+			"evidence", seen.Evidence)
+	default:
+		log.Debug("pooler check", "pooler", cfg.Database.Pooler, "pooled", seen.Pooled, "evidence", seen.Evidence)
+	}
+	return nil
+}
+
+// SafetyFindings returns every finding of isolation.VerifyAll for the
+// serving pool and strategy: what `bulkhead verify` prints.
+func SafetyFindings(ctx context.Context, pools *postgres.Pools, strategy isolation.Strategy) ([]isolation.Finding, error) {
+	findings, err := isolation.VerifyAll(ctx, pools.App, strategy)
+	if err != nil {
+		return nil, fmt.Errorf("verify isolation: %w", err)
+	}
+	return findings, nil
+}
+
 // SafetyCheck returns an *isolation.UnsafeError listing the critical
-// findings for the serving role and the strategies' storage, or nil.
+// findings of SafetyFindings, or nil: serve refuses to start on it.
 func SafetyCheck(ctx context.Context, pools *postgres.Pools, strategy isolation.Strategy) error {
-	findings, err := isolation.CheckServingRole(ctx, pools.App)
+	findings, err := SafetyFindings(ctx, pools, strategy)
 	if err != nil {
-		return fmt.Errorf("check serving role: %w", err)
+		return err
 	}
-	more, err := strategy.Verify(ctx)
-	if err != nil {
-		return fmt.Errorf("verify isolation: %w", err)
-	}
-	if critical := isolation.CriticalOf(append(findings, more...)); len(critical) > 0 {
+	if critical := isolation.CriticalOf(findings); len(critical) > 0 {
 		return &isolation.UnsafeError{Findings: critical}
 	}
 	return nil

@@ -19,7 +19,8 @@ const (
 	Warning  = "warning"
 )
 
-// Finding is one way the live database breaks an isolation invariant.
+// Finding is one way the live database breaks an isolation invariant. The
+// codes are the Code constants; docs/VERIFY.md lists each with its flaw.
 type Finding struct {
 	// Code is stable: scripts and tests match on it.
 	Code     string `json:"code"`
@@ -47,7 +48,7 @@ func (e *UnsafeError) Error() string {
 	return "refusing to serve: " + strings.Join(parts, "; ")
 }
 
-// Critical returns the critical findings of fs.
+// CriticalOf returns the critical findings of fs.
 func CriticalOf(fs []Finding) []Finding {
 	var out []Finding
 	for _, f := range fs {
@@ -86,12 +87,12 @@ func CheckServingRole(ctx context.Context, q Querier) ([]Finding, error) {
 	ident := pgx.Identifier{role}.Sanitize()
 	var out []Finding
 	if super {
-		out = append(out, Finding{"role-superuser", Critical, "role " + role,
+		out = append(out, Finding{CodeRoleSuperuser, Critical, "role " + role,
 			"the serving role is a superuser, which bypasses Row-Level Security",
 			"ALTER ROLE " + ident + " NOSUPERUSER, or serve as " + AppRole})
 	}
 	if bypass {
-		out = append(out, Finding{"role-bypassrls", Critical, "role " + role,
+		out = append(out, Finding{CodeRoleBypassRLS, Critical, "role " + role,
 			"the serving role has BYPASSRLS",
 			"ALTER ROLE " + ident + " NOBYPASSRLS"})
 	}
@@ -114,11 +115,11 @@ func CheckServingRole(ctx context.Context, q Querier) ([]Finding, error) {
 		}
 		obj := "table " + pgx.Identifier{schema, table}.Sanitize()
 		if direct {
-			out = append(out, Finding{"role-owns-tenant-table", Critical, obj,
+			out = append(out, Finding{CodeRoleOwnsTenantTable, Critical, obj,
 				"the serving role " + role + " owns a tenant table; owners can switch RLS off",
 				"ALTER TABLE " + pgx.Identifier{schema, table}.Sanitize() + " OWNER TO " + OwnerRole})
 		} else {
-			out = append(out, Finding{"role-member-of-owner", Critical, obj,
+			out = append(out, Finding{CodeRoleMemberOfOwner, Critical, obj,
 				"the serving role " + role + " is a member of " + owner + ", which owns a tenant table",
 				"REVOKE " + pgx.Identifier{owner}.Sanitize() + " FROM " + ident})
 		}
@@ -130,18 +131,33 @@ func CheckServingRole(ctx context.Context, q Querier) ([]Finding, error) {
 // LIKE pattern schemaLike, that lack Row-Level Security, lack forced RLS, or
 // lack a policy bound to the tenant setting, and permissive policies that
 // ignore the setting (they would be OR'ed in and open the table).
+//
+// Partitions are tables of their own here, as in PostgreSQL: querying a
+// partition directly applies its own policies, not its parent's, so each
+// needs RLS and a policy.
 func CheckTenantTables(ctx context.Context, q Querier, schemaLike string) ([]Finding, error) {
+	return checkTenantTables(ctx, q, schemaLike, false)
+}
+
+// checkTenantTables is CheckTenantTables, limited with reachable to the
+// tables the current user can reach directly: USAGE on the schema and any
+// privilege on the table or one of its columns.
+func checkTenantTables(ctx context.Context, q Querier, schemaLike string, reachable bool) ([]Finding, error) {
 	rows, err := q.Query(ctx, `
 		SELECT t.nspname, t.relname, c.relrowsecurity, c.relforcerowsecurity,
 		       EXISTS (SELECT FROM pg_policy p WHERE p.polrelid = t.oid AND p.polpermissive
 		               AND pg_get_expr(p.polqual, p.polrelid) LIKE '%current_setting(''`+Setting+`''%'),
 		       COALESCE((SELECT array_agg(p.polname ORDER BY p.polname) FROM pg_policy p
 		                 WHERE p.polrelid = t.oid AND p.polpermissive
-		                   AND COALESCE(pg_get_expr(p.polqual, p.polrelid), '') NOT LIKE '%current_setting(''`+Setting+`''%'), '{}')
+		                   AND COALESCE(pg_get_expr(p.polqual, p.polrelid), '') NOT LIKE '%current_setting(''`+Setting+`''%'), '{}'),
+		       COALESCE((SELECT i.inhparent::regclass::text FROM pg_inherits i WHERE i.inhrelid = t.oid AND c.relispartition), '')
 		FROM (`+tenantTables+`) t
 		JOIN pg_class c ON c.oid = t.oid
 		WHERE t.nspname LIKE $1
-		ORDER BY 1, 2`, schemaLike)
+		  AND (NOT $2 OR has_schema_privilege(c.relnamespace, 'USAGE')
+		       AND (has_table_privilege(c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
+		            OR has_any_column_privilege(c.oid, 'SELECT, INSERT, UPDATE, REFERENCES')))
+		ORDER BY 1, 2`, schemaLike, reachable)
 	if err != nil {
 		return nil, fmt.Errorf("read tenant tables: %w", err)
 	}
@@ -149,30 +165,34 @@ func CheckTenantTables(ctx context.Context, q Querier, schemaLike string) ([]Fin
 	var out []Finding
 	for rows.Next() {
 		var (
-			schema, table           string
+			schema, table, parent   string
 			enabled, forced, policy bool
 			loose                   []string
 		)
-		if err := rows.Scan(&schema, &table, &enabled, &forced, &policy, &loose); err != nil {
+		if err := rows.Scan(&schema, &table, &enabled, &forced, &policy, &loose, &parent); err != nil {
 			return nil, fmt.Errorf("read tenant tables: %w", err)
 		}
 		name := pgx.Identifier{schema, table}.Sanitize()
 		obj := "table " + name
+		if parent != "" {
+			// Its parent's RLS does not cover a partition read directly.
+			obj += " (partition of " + parent + ")"
+		}
 		if !enabled {
-			out = append(out, Finding{"table-rls-disabled", Critical, obj,
+			out = append(out, Finding{CodeTableRLSDisabled, Critical, obj,
 				"Row-Level Security is not enabled", "ALTER TABLE " + name + " ENABLE ROW LEVEL SECURITY"})
 		}
 		if !forced {
-			out = append(out, Finding{"table-rls-not-forced", Critical, obj,
+			out = append(out, Finding{CodeTableRLSNotForced, Critical, obj,
 				"Row-Level Security is not forced, so the table owner bypasses it", "ALTER TABLE " + name + " FORCE ROW LEVEL SECURITY"})
 		}
 		if !policy {
-			out = append(out, Finding{"table-no-tenant-policy", Critical, obj,
+			out = append(out, Finding{CodeTableNoTenantPolicy, Critical, obj,
 				"no permissive policy compares tenant_id with " + Setting,
 				"CREATE POLICY tenant_isolation ON " + name + " USING (tenant_id = NULLIF(current_setting('" + Setting + "', true), '')::uuid)"})
 		}
 		for _, p := range loose {
-			out = append(out, Finding{"table-loose-policy", Critical, obj,
+			out = append(out, Finding{CodeTableLoosePolicy, Critical, obj,
 				"permissive policy " + p + " does not use " + Setting + " and is OR'ed with the tenant policy",
 				"DROP POLICY " + pgx.Identifier{p}.Sanitize() + " ON " + name + ", or make it RESTRICTIVE"})
 		}

@@ -11,7 +11,10 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -26,6 +29,7 @@ import (
 	"github.com/bulkheadhq/bulkhead/app/httpapi"
 	"github.com/bulkheadhq/bulkhead/app/logging"
 	"github.com/bulkheadhq/bulkhead/app/postgres"
+	"github.com/bulkheadhq/bulkhead/internal/pgcluster"
 	"github.com/bulkheadhq/bulkhead/internal/pgtest"
 	"github.com/bulkheadhq/bulkhead/isolation"
 )
@@ -72,17 +76,85 @@ func (l *Logs) Lines() []map[string]any {
 	return out
 }
 
-// Option adjusts the environment variables a server starts with.
-type Option func(env map[string]string)
+// Option adjusts the server a test starts: its environment variables, its
+// fx graph, or what runs once it serves.
+type Option func(*Settings)
+
+// Settings is what Options adjust. Options run in order, after the test's
+// database is chosen and before the server is built.
+type Settings struct {
+	// TB is the test the server is for.
+	TB testing.TB
+	// DB is the test's database.
+	DB *pgtest.DB
+	// Env holds the configuration variables the server starts with.
+	Env map[string]string
+	// Fx are added to the server's fx app, after Base and Server.
+	Fx []fx.Option
+	// Started run, in order, once the server serves, before Start returns.
+	Started []func(tb testing.TB, e *Env)
+}
 
 // WithEnv sets one configuration variable, such as
 // BULKHEAD_ISOLATION=schema.
 func WithEnv(name, value string) Option {
-	return func(env map[string]string) { env[name] = value }
+	return func(s *Settings) { s.Env[name] = value }
 }
 
 // WithStrategy selects the isolation strategy of new tenants.
 func WithStrategy(name string) Option { return WithEnv("BULKHEAD_ISOLATION", name) }
+
+// WithFx adds options to the server's fx app: fx.Decorate, say, to wrap
+// what the server is built from.
+func WithFx(opts ...fx.Option) Option {
+	return func(s *Settings) { s.Fx = append(s.Fx, opts...) }
+}
+
+// WithStrategyDecorator wraps the isolation.Strategy that the domain (and
+// Env.Strategy) runs tenant work through; the control plane keeps the
+// undecorated Router. Tests use it to take a wall away or to inject faults.
+func WithStrategyDecorator(wrap func(isolation.Strategy) isolation.Strategy) Option {
+	return WithFx(fx.Decorate(wrap))
+}
+
+// WithStarted runs fn once the server serves, before Start returns: to
+// change the database under a server that passed its safety check.
+func WithStarted(fn func(tb testing.TB, e *Env)) Option {
+	return func(s *Settings) { s.Started = append(s.Started, fn) }
+}
+
+// EnvPgBouncer names the superuser DSN, through PgBouncer, of the test
+// server's postgres database; `withpg -pgbouncer` (and so `make test`)
+// sets it.
+const EnvPgBouncer = "BULKHEAD_TEST_PGBOUNCER_URL"
+
+// WithPgBouncer serves through PgBouncer in transaction mode (see
+// PgBouncer): the serving DSN (database.url) points at the test's database
+// through it, and database.pooler is pgbouncer. Migrations and
+// provisioning keep reaching PostgreSQL directly, as database.migrate_url
+// must.
+func WithPgBouncer() Option {
+	return func(s *Settings) {
+		s.Env["BULKHEAD_DATABASE_URL"] = PgBouncerURL(s.TB, s.DB)
+		s.Env["BULKHEAD_DATABASE__POOLER"] = config.PoolerPgBouncer
+	}
+}
+
+// PgBouncerURL returns the serving role's DSN of db through PgBouncer
+// (see PgBouncer).
+func PgBouncerURL(tb testing.TB, db *pgtest.DB) string {
+	tb.Helper()
+	u, err := url.Parse(PgBouncer(tb))
+	if err != nil {
+		tb.Fatalf("apitest: PgBouncer DSN: %v", err)
+	}
+	app, err := url.Parse(db.AppURL)
+	if err != nil {
+		tb.Fatalf("apitest: serving DSN: %v", err)
+	}
+	u.User, u.Path = app.User, "/"+db.Name
+	return u.String()
+}
 
 // Start migrates db (setting up the configured strategy) and serves it on a
 // loopback port until tb ends. db may be nil for a fresh one.
@@ -99,8 +171,9 @@ func Start(tb testing.TB, db *pgtest.DB, opts ...Option) *Env {
 		"BULKHEAD_TENANTS__BOOTSTRAP":   "",
 		"BULKHEAD_SYSTEM__ENABLED":      "true",
 	}
+	settings := &Settings{TB: tb, DB: db, Env: vars}
 	for _, o := range opts {
-		o(vars)
+		o(settings)
 	}
 	in := config.Input{}
 	for k, v := range vars {
@@ -117,6 +190,7 @@ func Start(tb testing.TB, db *pgtest.DB, opts ...Option) *Env {
 			}
 			return logging.NewTo(w, "json", cfg.Log.Level)
 		}),
+		fx.Options(settings.Fx...),
 		fx.Populate(&srv, &e.Config, &e.Control, &e.Pools, &e.Strategy),
 	)
 	if err := a.Err(); err != nil {
@@ -138,6 +212,9 @@ func Start(tb testing.TB, db *pgtest.DB, opts ...Option) *Env {
 		}
 	})
 	e.URL = "http://" + srv.Addr()
+	for _, fn := range settings.Started {
+		fn(tb, e)
+	}
 	return e
 }
 
@@ -248,4 +325,48 @@ func (e *Env) Must(tb testing.TB, want int, method, path, key string, body any, 
 		tb.Fatalf("%s %s: got %s, want %d", method, path, r, want)
 	}
 	return r
+}
+
+var (
+	bouncerMu  sync.Mutex
+	bouncerURL string
+)
+
+// PgBouncer returns the superuser DSN, through a transaction-mode
+// PgBouncer, of the test server's postgres database: EnvPgBouncer's when it
+// is set (`make test` sets it), or else that of a PgBouncer this process
+// starts in front of the pgtest server — a local cluster trusting local
+// connections, as those withpg and pgtest start are — on first use. That
+// one runs until the process exits (PgBouncer dies with its parent on
+// Linux). It fails tb when no PgBouncer can be had.
+func PgBouncer(tb testing.TB) string {
+	tb.Helper()
+	if u := os.Getenv(EnvPgBouncer); u != "" {
+		return u
+	}
+	bouncerMu.Lock()
+	defer bouncerMu.Unlock()
+	if bouncerURL != "" {
+		return bouncerURL
+	}
+	server, err := url.Parse(pgtest.Server(tb))
+	if err != nil {
+		tb.Fatalf("apitest: test server DSN: %v", err)
+	}
+	port, err := strconv.Atoi(server.Port())
+	if err != nil || (server.Hostname() != "127.0.0.1" && server.Hostname() != "localhost") {
+		tb.Fatalf("apitest: no %s, and the test server %s is not a local cluster to start PgBouncer in front of: run under `go run ./internal/cmd/withpg -pgbouncer --`", EnvPgBouncer, server.Redacted())
+	}
+	dir, err := os.MkdirTemp("", "bulkhead-apitest-pgbouncer-")
+	if err != nil {
+		tb.Fatalf("apitest: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	b, err := pgcluster.StartPgBouncer(ctx, pgcluster.PgBouncerOptions{Dir: filepath.Join(dir, "pgbouncer"), ServerPort: port})
+	if err != nil {
+		tb.Fatalf("apitest: start PgBouncer (or set %s): %v", EnvPgBouncer, err)
+	}
+	bouncerURL = b.URL("postgres", "postgres")
+	return bouncerURL
 }

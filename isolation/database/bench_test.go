@@ -1,0 +1,200 @@
+package database_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/bulkheadhq/bulkhead/internal/apitest"
+	"github.com/bulkheadhq/bulkhead/isolation"
+)
+
+// benchTenants is the number of tenants of BenchmarkPointRead:
+// BULKHEAD_BENCH_TENANTS, or 1,000.
+func benchTenants(b *testing.B) int {
+	if v := os.Getenv("BULKHEAD_BENCH_TENANTS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			b.Fatalf("BULKHEAD_BENCH_TENANTS=%q: want a positive number", v)
+		}
+		return n
+	}
+	return 1000
+}
+
+// BenchmarkProvision measures provisioning one tenant: the database cloned
+// from the template and its grants (provision), the migration check and
+// re-grant that follow (migrate), and the whole CreateTenant of the control
+// plane, records included (create-tenant).
+func BenchmarkProvision(b *testing.B) {
+	e := start(b, nil)
+	s := e.strategy(b)
+	ctx := context.Background()
+	b.Run("provision+migrate", func(b *testing.B) {
+		var prov, mig time.Duration
+		var made []isolation.Tenant
+		b.Cleanup(func() {
+			for _, t := range made {
+				_ = s.Deprovision(context.Background(), t)
+			}
+		})
+		for b.Loop() {
+			t := isolation.Tenant{ID: uuid.New(), Slug: "bench"}
+			begin := time.Now()
+			placed, err := s.Provision(ctx, t)
+			if err != nil {
+				b.Fatal(err)
+			}
+			made = append(made, placed)
+			mid := time.Now()
+			if _, err := s.Migrate(ctx, placed); err != nil {
+				b.Fatal(err)
+			}
+			prov += mid.Sub(begin)
+			mig += time.Since(mid)
+		}
+		b.ReportMetric(float64(prov.Milliseconds())/float64(len(made)), "provision-ms/op")
+		b.ReportMetric(float64(mig.Milliseconds())/float64(len(made)), "migrate-ms/op")
+	})
+	b.Run("create-tenant", func(b *testing.B) {
+		i := 0
+		for b.Loop() {
+			if _, err := e.Control.CreateTenant(ctx, fmt.Sprintf("bench-%06d", i), ""); err != nil {
+				b.Fatal(err)
+			}
+			i++
+		}
+	})
+}
+
+// target is a tenant and the id of one of its accounts.
+type target struct {
+	tenant  isolation.Tenant
+	account uuid.UUID
+}
+
+// seed creates n tenants on e, each with one account.
+func seed(b *testing.B, e *apitest.Env, n int) []target {
+	out := make([]target, n)
+	var g errgroup.Group
+	g.SetLimit(4)
+	for i := range out {
+		g.Go(func() error {
+			tn, err := e.Control.CreateTenant(context.Background(), fmt.Sprintf("read-%06d", i), "")
+			if err != nil {
+				return err
+			}
+			tg := target{tenant: tn.Isolated(), account: uuid.New()}
+			err = e.Strategy.Run(context.Background(), tg.tenant, func(tx pgx.Tx) error {
+				_, err := tx.Exec(context.Background(),
+					`INSERT INTO accounts (tenant_id, id, provider, external_id, name) VALUES ($1, $2, 'aws', 'x', 'x')`,
+					tg.tenant.ID, tg.account)
+				return err
+			})
+			out[i] = tg
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		b.Fatal(err)
+	}
+	return out
+}
+
+// BenchmarkPointRead reads one account by id through Strategy.Run, with
+// 1,000 tenants (BULKHEAD_BENCH_TENANTS) on the database strategy under a
+// budget of 50 connections, and the same on the shared-tables strategy
+// with a pool of 50, in the same run: tenants picked uniformly from all
+// (a working set far over the budget: most reads open a connection), and
+// from a hot set of 40 (a working set within it). It reports the p50 and
+// p99 latency, and how long Verify took over all the tenant databases.
+func BenchmarkPointRead(b *testing.B) {
+	n := benchTenants(b)
+	const budget, hot = 50, 40
+	perTenant := start(b, nil,
+		apitest.WithEnv("BULKHEAD_ISOLATION__DATABASE__MAX_CONNECTIONS", strconv.Itoa(budget)),
+		apitest.WithEnv("BULKHEAD_DATABASE__MAX_CONNECTIONS", strconv.Itoa(budget)))
+	shared := apitest.Start(b, nil, apitest.WithEnv("BULKHEAD_DATABASE__MAX_CONNECTIONS", strconv.Itoa(budget)))
+	begin := time.Now()
+	targets := map[string][]target{isolation.Database: seed(b, perTenant.Env, n)}
+	b.Logf("%d tenant databases provisioned in %s", n, time.Since(begin).Round(time.Millisecond))
+	targets[isolation.RLS] = seed(b, shared, n)
+	begin = time.Now()
+	fs, err := perTenant.Strategy.Verify(context.Background())
+	if err != nil || len(fs) > 0 {
+		b.Fatalf("verify: %v %v", fs, err)
+	}
+	verified := time.Since(begin)
+	b.Logf("verify over %d tenant databases took %s", n, verified.Round(time.Millisecond))
+	envs := map[string]*apitest.Env{isolation.Database: perTenant.Env, isolation.RLS: shared}
+	for _, pick := range []struct {
+		name string
+		of   func() int
+	}{
+		{"uniform", func() int { return rand.IntN(n) }},
+		{fmt.Sprintf("hot%d", hot), func() int { return rand.IntN(min(hot, n)) }},
+	} {
+		for _, strategy := range []string{isolation.RLS, isolation.Database} {
+			b.Run(pick.name+"/"+strategy, func(b *testing.B) {
+				pointReads(b, envs[strategy].Strategy, targets[strategy], pick.of)
+				if strategy == isolation.Database {
+					b.ReportMetric(verified.Seconds(), "verify-s")
+					b.ReportMetric(float64(perTenant.strategy(b).Stats().HighWater), "max-conns")
+				}
+			})
+		}
+	}
+}
+
+func pointReads(b *testing.B, s isolation.Strategy, targets []target, pick func() int) {
+	ctx := context.Background()
+	var (
+		mu          sync.Mutex
+		lat         []time.Duration
+		unavailable atomic.Int64
+	)
+	b.SetParallelism(8)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		var mine []time.Duration
+		for pb.Next() {
+			tg := targets[pick()]
+			begin := time.Now()
+			err := s.Run(ctx, tg.tenant, func(tx pgx.Tx) error {
+				var name string
+				return tx.QueryRow(ctx, `SELECT name FROM accounts WHERE tenant_id = $1 AND id = $2`, tg.tenant.ID, tg.account).Scan(&name)
+			})
+			mine = append(mine, time.Since(begin))
+			if errors.Is(err, isolation.ErrUnavailable) {
+				unavailable.Add(1)
+			} else if err != nil {
+				b.Error(err)
+				return
+			}
+		}
+		mu.Lock()
+		lat = append(lat, mine...)
+		mu.Unlock()
+	})
+	b.StopTimer()
+	if len(lat) == 0 {
+		return
+	}
+	slices.Sort(lat)
+	q := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) / 1000 }
+	b.ReportMetric(q(0.50), "p50-ms")
+	b.ReportMetric(q(0.99), "p99-ms")
+	b.ReportMetric(float64(unavailable.Load()), "unavailable")
+}

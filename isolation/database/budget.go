@@ -1,0 +1,204 @@
+package database
+
+import (
+	"container/list"
+	"context"
+	"io"
+	"net"
+	"sync"
+	"time"
+)
+
+// closeWait bounds how long closing a tenant connection waits for the server
+// to end the session before the connection's slot is given back. A backend
+// leaves pg_stat_activity before its socket closes, so once the server has
+// closed its end the slot is free on the server too; only a server that
+// stays silent this long is trusted to follow.
+const closeWait = 10 * time.Second
+
+// evictEvery is how often a waiter for a slot looks again for an idle
+// connection to close: connections can turn idle without passing a release
+// hook (a connection finished for an Acquire that gave up).
+const evictEvery = 20 * time.Millisecond
+
+// budget is the process-wide cap on open connections of the tenant pools:
+// a slot is taken before a connection is dialled and given back only once
+// the server has closed that connection. While the budget is spent, takers
+// queue in arrival order, each asking the pool cache to close an idle
+// connection of another pool; a freed slot goes to the first taker in line.
+// It is safe for concurrent use.
+type budget struct {
+	// evict closes one idle connection of a pool other than except (nil:
+	// of any pool), least recently used first, and reports whether it
+	// found one. It is called without mu held.
+	evict func(except *tenantPool) bool
+
+	mu      sync.Mutex
+	max     int
+	used    int
+	high    int       // most slots taken at once
+	closing int       // connections closing: their slots are on the way
+	waiters list.List // of *waiter, first in line at the front
+}
+
+type waiter struct {
+	pool    *tenantPool // the pool that needs the slot; nil: no pool
+	granted chan struct{}
+}
+
+func newBudget(max int) *budget {
+	return &budget{max: max, evict: func(*tenantPool) bool { return false }}
+}
+
+// take takes a slot for a connection of p, waiting until one is free or ctx
+// ends. It returns ctx's error when it ends first, and then holds no slot.
+func (b *budget) take(ctx context.Context, p *tenantPool) error {
+	b.mu.Lock()
+	if b.used < b.max && b.waiters.Len() == 0 {
+		b.used++
+		b.high = max(b.high, b.used)
+		b.mu.Unlock()
+		return nil
+	}
+	w := &waiter{pool: p, granted: make(chan struct{})}
+	e := b.waiters.PushBack(w)
+	b.mu.Unlock()
+
+	tick := time.NewTicker(evictEvery)
+	defer tick.Stop()
+	for {
+		if b.short() {
+			b.evict(p)
+		}
+		select {
+		case <-w.granted:
+			return nil
+		case <-tick.C:
+		case <-ctx.Done():
+			b.mu.Lock()
+			select {
+			case <-w.granted: // handed a slot as ctx ended: pass it on
+				b.mu.Unlock()
+				b.give()
+			default:
+				b.waiters.Remove(e)
+				b.mu.Unlock()
+			}
+			return ctx.Err()
+		}
+	}
+}
+
+// give gives a slot back: to the first waiter in line, or to the budget.
+func (b *budget) give() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if e := b.waiters.Front(); e != nil {
+		close(b.waiters.Remove(e).(*waiter).granted)
+		return
+	}
+	b.used--
+}
+
+// short reports whether fewer connections are closing than takers wait:
+// then a waiter closes an idle one rather than wait for a slot that no
+// close is bringing.
+func (b *budget) short() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.closing < b.waiters.Len()
+}
+
+// closing records that a connection holding a slot started to close; done
+// gives its slot back when it has.
+func (b *budget) closeStarted() {
+	b.mu.Lock()
+	b.closing++
+	b.mu.Unlock()
+}
+
+func (b *budget) closeDone() {
+	b.mu.Lock()
+	b.closing--
+	b.mu.Unlock()
+	b.give()
+}
+
+// othersWait reports whether a connection of a pool other than p is
+// waiting for a slot: a connection p releases then closes instead of
+// idling, so that the waiter gets its slot.
+func (b *budget) othersWait(p *tenantPool) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for e := b.waiters.Front(); e != nil; e = e.Next() {
+		if e.Value.(*waiter).pool != p {
+			return true
+		}
+	}
+	return false
+}
+
+// stats returns the slots taken, the most ever taken at once, and the
+// number of takers waiting.
+func (b *budget) stats() (used, high, waiting int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used, b.high, b.waiters.Len()
+}
+
+// dialer wraps dial so that every connection it makes holds a slot of b
+// from before it is dialled until the server has closed it. wait, when it
+// returns a context, also ends the wait for a slot: the Acquire the dial is
+// for, which may give up before the dial does.
+func (b *budget) dialer(p *tenantPool, dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		wait := ctx
+		if acq, ok := ctx.Value(acquireKey{}).(context.Context); ok {
+			var cancel context.CancelFunc
+			wait, cancel = context.WithCancel(ctx)
+			stop := context.AfterFunc(acq, cancel)
+			defer func() { stop(); cancel() }()
+		}
+		if err := b.take(wait, p); err != nil {
+			return nil, err
+		}
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			b.give()
+			return nil, err
+		}
+		return &slotConn{Conn: c, b: b}, nil
+	}
+}
+
+// acquireKey carries, in the context of a pool Acquire, that context
+// itself: the pool dials on a context of its own, which keeps the values
+// but not the cancellation of the Acquire's.
+type acquireKey struct{}
+
+// slotConn is a network connection holding a slot of the budget; closing
+// it waits for the server to close its end, then gives the slot back.
+type slotConn struct {
+	net.Conn
+	b    *budget
+	once sync.Once
+	err  error
+}
+
+// Close half-closes the connection, so that a server waiting for input
+// sees its end, waits up to closeWait for the server to close its side,
+// closes, and gives the slot back. It is idempotent.
+func (c *slotConn) Close() error {
+	c.once.Do(func() {
+		c.b.closeStarted()
+		defer c.b.closeDone()
+		if hc, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+			_ = hc.CloseWrite() // a broken connection reads EOF at once below
+		}
+		if c.Conn.SetReadDeadline(time.Now().Add(closeWait)) == nil {
+			_, _ = io.Copy(io.Discard, c.Conn) // until EOF, an error or the deadline
+		}
+		c.err = c.Conn.Close()
+	})
+	return c.err
+}

@@ -1,0 +1,203 @@
+package database_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/bulkheadhq/bulkhead/app/auth"
+	"github.com/bulkheadhq/bulkhead/internal/apitest"
+	"github.com/bulkheadhq/bulkhead/isolation"
+	"github.com/bulkheadhq/bulkhead/isolation/database"
+)
+
+// keyed is a tenant and its viewer key.
+type keyed struct {
+	slug, db, key string
+}
+
+// makeTenants creates n tenants, a few at a time, each with a viewer key.
+func makeTenants(t testing.TB, e *env, prefix string, n int) []keyed {
+	t.Helper()
+	out := make([]keyed, n)
+	var g errgroup.Group
+	g.SetLimit(4)
+	for i := range out {
+		g.Go(func() error {
+			slug := fmt.Sprintf("%s-%04d", prefix, i)
+			tn, err := e.Control.CreateTenant(context.Background(), slug, "")
+			if err != nil {
+				return err
+			}
+			k, err := e.Control.CreateKey(context.Background(), slug, auth.Viewer)
+			if err != nil {
+				return err
+			}
+			out[i] = keyed{slug: slug, db: tn.Placement, key: k.Key}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// get sends GET path with key and returns the status and Retry-After; it
+// is safe to call from any goroutine.
+func get(e *env, path, key string) (int, string, error) {
+	req, err := http.NewRequest("GET", e.URL+path, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	res, err := e.Client.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer res.Body.Close()
+	_, _ = io.Copy(io.Discard, res.Body)
+	return res.StatusCode, res.Header.Get("Retry-After"), nil
+}
+
+// With 200 tenants and concurrent requests across all of them, the
+// connections the server holds to tenant databases, as pg_stat_activity
+// shows them, never exceed the budget; every request ends in 200 or in 503
+// with Retry-After; and, one after the other, every tenant is served.
+func TestConnectionsNeverExceedTheBudget(t *testing.T) {
+	t.Parallel()
+	const tenants, budget, workers, perWorker = 200, 10, 40, 30
+	e := start(t, nil,
+		apitest.WithEnv("BULKHEAD_ISOLATION__DATABASE__MAX_CONNECTIONS", fmt.Sprint(budget)),
+		apitest.WithEnv("BULKHEAD_ISOLATION__DATABASE__ACQUIRE_TIMEOUT", "2s"))
+	begin := time.Now()
+	ts := makeTenants(t, e, "load", tenants)
+	t.Logf("%d tenants created in %s", tenants, time.Since(begin).Round(time.Millisecond))
+	begin = time.Now()
+	dbs := make([]string, len(ts))
+	for i, tn := range ts {
+		dbs[i] = tn.db
+	}
+
+	// Sample what the server holds, as often as it answers.
+	admin := e.adminConn(t, database.DefaultServer, "postgres")
+	ctx, stop := context.WithCancel(context.Background())
+	var held, samples atomic.Int64
+	sampled := make(chan error, 1)
+	go func() {
+		var err error
+		for ctx.Err() == nil && err == nil {
+			var n int64
+			err = admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE usename = $1 AND datname = ANY($2)`,
+				isolation.AppRole, dbs).Scan(&n)
+			if err == nil {
+				samples.Add(1)
+				if n > held.Load() {
+					held.Store(n)
+				}
+			}
+		}
+		if ctx.Err() != nil {
+			err = nil
+		}
+		sampled <- err
+	}()
+
+	var (
+		mu       sync.Mutex
+		statuses = map[int]int{}
+		problems []string
+	)
+	var g errgroup.Group
+	for w := range workers {
+		g.Go(func() error {
+			for i := range perWorker {
+				tn := ts[(w*perWorker+i)*7%tenants]
+				status, retry, err := get(e, "/v1/accounts", tn.key)
+				if err != nil {
+					return err
+				}
+				mu.Lock()
+				statuses[status]++
+				if status != 200 && (status != 503 || retry == "") {
+					problems = append(problems, fmt.Sprintf("%s: %d (Retry-After %q)", tn.slug, status, retry))
+				}
+				mu.Unlock()
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d concurrent requests in %s", workers*perWorker, time.Since(begin).Round(time.Millisecond))
+	begin = time.Now()
+	for i, tn := range ts { // one after the other, every tenant is served
+		if status, _, err := get(e, "/v1/accounts", tn.key); err != nil || status != 200 {
+			t.Errorf("tenant %d of %d alone: %d %v", i, tenants, status, err)
+		}
+	}
+	t.Logf("%d tenants one after the other in %s", tenants, time.Since(begin).Round(time.Millisecond))
+	stop()
+	if err := <-sampled; err != nil {
+		t.Fatal(err)
+	}
+	st := e.strategy(t).Stats()
+	t.Logf("statuses %v; at most %d of %d connections held over %d samples; stats %+v", statuses, held.Load(), budget, samples.Load(), st)
+	for _, p := range problems {
+		t.Error(p)
+	}
+	if held.Load() > budget {
+		t.Errorf("the server held %d connections to tenant databases, over the budget of %d", held.Load(), budget)
+	}
+	if st.HighWater > budget {
+		t.Errorf("%d tenant connections were open at once, over the budget of %d", st.HighWater, budget)
+	}
+	if held.Load() == 0 || samples.Load() < 10 {
+		t.Errorf("sampled %d times, saw at most %d connections: the sampling proves nothing", samples.Load(), held.Load())
+	}
+	if statuses[200] < workers*perWorker/2 {
+		t.Errorf("only %d of %d requests served", statuses[200], workers*perWorker)
+	}
+}
+
+// Connections of a tenant that stopped being used are closed after the
+// idle timeout, and so is its pool.
+func TestIdlePoolsClose(t *testing.T) {
+	t.Parallel()
+	e := start(t, nil, apitest.WithEnv("BULKHEAD_ISOLATION__DATABASE__IDLE_TIMEOUT", "300ms"))
+	ts := makeTenants(t, e, "idle", 3)
+	s := e.strategy(t)
+	for _, tn := range ts {
+		if status, _, err := get(e, "/v1/accounts", tn.key); err != nil || status != 200 {
+			t.Fatalf("%s: %d %v", tn.slug, status, err)
+		}
+	}
+	if st := s.Stats(); st.Pools != 3 || st.Open == 0 {
+		t.Fatalf("after serving three tenants: %+v", st)
+	}
+	admin := e.adminConn(t, database.DefaultServer, "postgres")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st := s.Stats()
+		n := count(t, admin, `SELECT count(*) FROM pg_stat_activity WHERE datname = ANY($1)`, []string{ts[0].db, ts[1].db, ts[2].db})
+		if st.Pools == 0 && st.Open == 0 && n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("idle for long past the timeout: %+v, %d sessions on the server", st, n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// A tenant idle that long is served again as before.
+	if status, _, err := get(e, "/v1/accounts", ts[0].key); err != nil || status != 200 {
+		t.Fatalf("after idling: %d %v", status, err)
+	}
+}

@@ -1,0 +1,246 @@
+package database
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+var errClosed = errors.New("database strategy closed")
+
+// poolKey names a tenant database: its server and its name.
+type poolKey struct{ server, db string }
+
+// tenantPool is the pool of one tenant database. Its connections are dialled
+// through the budget, so each holds a slot of it while open.
+type tenantPool struct {
+	key  poolKey
+	pool *pgxpool.Pool
+
+	// Guarded by cache.mu.
+	refs     int // Runs using the pool: it is not closed while they do
+	lastUsed time.Time
+	elem     *list.Element // place in cache.lru; nil once removed
+}
+
+// cache holds the tenant pools, most recently used first: created on first
+// use, closed when unused for idle, when more than max are open (the least
+// recently used unused ones), when their tenant is deprovisioned, and at
+// Close. It is safe for concurrent use.
+type cache struct {
+	budget *budget
+	idle   time.Duration
+	max    int
+	// config returns the pool configuration of db on server.
+	config func(key poolKey, p *tenantPool) (*pgxpool.Config, error)
+
+	mu          sync.Mutex
+	pools       map[poolKey]*tenantPool
+	lru         list.List // of *tenantPool, most recently used at the front
+	closed      bool
+	stopJanitor chan struct{} // nil until the first pool opens
+	wg          sync.WaitGroup
+}
+
+func newCache(b *budget, idle time.Duration, max int, config func(poolKey, *tenantPool) (*pgxpool.Config, error)) *cache {
+	c := &cache{budget: b, idle: idle, max: max, config: config, pools: map[poolKey]*tenantPool{}}
+	b.evict = c.evictIdle
+	return c
+}
+
+// get returns the pool of key, opening it if needed, and holds it open
+// until put.
+func (c *cache) get(key poolKey) (*tenantPool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, errClosed
+	}
+	if p := c.pools[key]; p != nil {
+		p.refs++
+		c.lru.MoveToFront(p.elem)
+		return p, nil
+	}
+	p := &tenantPool{key: key, refs: 1}
+	cfg, err := c.config(key, p)
+	if err != nil {
+		return nil, err
+	}
+	// Opening a pool contacts no server: it connects on first Acquire.
+	if p.pool, err = pgxpool.NewWithConfig(context.Background(), cfg); err != nil {
+		return nil, err
+	}
+	p.elem = c.lru.PushFront(p)
+	c.pools[key] = p
+	for e := c.lru.Back(); len(c.pools) > c.max && e != nil; {
+		prev := e.Prev()
+		if q := e.Value.(*tenantPool); q.refs == 0 {
+			c.removeLocked(q)
+			c.closeLocked(q)
+		}
+		e = prev
+	}
+	if c.stopJanitor == nil {
+		c.stopJanitor = make(chan struct{})
+		c.wg.Add(1)
+		go c.janitor(c.stopJanitor)
+	}
+	return p, nil
+}
+
+// put ends a use of p that get began.
+func (c *cache) put(p *tenantPool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p.refs--
+	p.lastUsed = time.Now()
+	if p.elem == nil && p.refs == 0 { // removed while in use
+		c.closeLocked(p)
+	}
+}
+
+// remove closes the pool of key, if open, and waits until its connections
+// are closed — unless a Run still uses it: then the last one closes it.
+func (c *cache) remove(key poolKey) {
+	c.mu.Lock()
+	p := c.pools[key]
+	if p == nil {
+		c.mu.Unlock()
+		return
+	}
+	c.removeLocked(p)
+	inUse := p.refs > 0
+	c.mu.Unlock()
+	if !inUse {
+		p.pool.Close()
+	}
+}
+
+// has reports whether a pool of key is open.
+func (c *cache) has(key poolKey) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pools[key] != nil
+}
+
+// len returns the number of open pools.
+func (c *cache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.pools)
+}
+
+func (c *cache) removeLocked(p *tenantPool) {
+	delete(c.pools, p.key)
+	c.lru.Remove(p.elem)
+	p.elem = nil
+}
+
+// closeLocked closes p in the background (closing waits for the server to
+// end each session), or at once after Close.
+func (c *cache) closeLocked(p *tenantPool) {
+	c.goLocked(p.pool.Close)
+}
+
+// goLocked runs fn in a goroutine that Close waits for, or, once Close has
+// begun, in a goroutine Close cannot see, which is fine for fn that ends by
+// itself (closing a connection or a pool does).
+func (c *cache) goLocked(fn func()) {
+	if c.closed {
+		go fn()
+		return
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		fn()
+	}()
+}
+
+// evictIdle closes one idle connection of the least recently used pool
+// that has one, other than except, and reports whether it found one. Its
+// slot goes to whoever waits first for one.
+func (c *cache) evictIdle(except *tenantPool) bool {
+	c.mu.Lock()
+	var cands []*tenantPool
+	for e := c.lru.Back(); e != nil; e = e.Prev() {
+		if p := e.Value.(*tenantPool); p != except && p.pool.Stat().IdleConns() > 0 {
+			cands = append(cands, p)
+		}
+	}
+	c.mu.Unlock()
+	for _, p := range cands {
+		conns := p.pool.AcquireAllIdle(context.Background())
+		if len(conns) == 0 {
+			continue // taken meanwhile
+		}
+		raw := conns[0].Hijack()
+		for _, other := range conns[1:] {
+			other.Release()
+		}
+		c.mu.Lock()
+		c.goLocked(func() { _ = raw.Close(context.Background()) })
+		c.mu.Unlock()
+		return true
+	}
+	return false
+}
+
+// janitor closes pools nobody used for c.idle, until stop closes.
+func (c *cache) janitor(stop <-chan struct{}) {
+	defer c.wg.Done()
+	every := min(max(c.idle/4, 10*time.Millisecond), 30*time.Second)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case now := <-tick.C:
+			c.mu.Lock()
+			for e := c.lru.Back(); e != nil; {
+				prev := e.Prev()
+				if p := e.Value.(*tenantPool); p.refs == 0 && now.Sub(p.lastUsed) >= c.idle {
+					c.removeLocked(p)
+					c.closeLocked(p)
+				}
+				e = prev
+			}
+			c.mu.Unlock()
+		}
+	}
+}
+
+// close closes every pool and waits until their connections are closed;
+// pools still in use close when their last Run ends. It is idempotent.
+func (c *cache) close() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	var idle []*tenantPool
+	for _, p := range c.pools {
+		c.removeLocked(p)
+		if p.refs == 0 {
+			idle = append(idle, p)
+		}
+	}
+	if c.stopJanitor != nil {
+		close(c.stopJanitor)
+	}
+	// Background work started so far is waited for below; what starts
+	// from now on runs without being counted.
+	c.closed = true
+	c.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, p := range idle {
+		wg.Go(p.pool.Close)
+	}
+	wg.Wait()
+	c.wg.Wait()
+}

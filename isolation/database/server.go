@@ -1,0 +1,175 @@
+package database
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/bulkheadhq/bulkhead/isolation"
+)
+
+// downFor is how long a server whose connection attempt failed is not
+// dialled again: its tenants are answered ErrUnavailable at once meanwhile,
+// so that an unreachable server cannot hold slots of the budget.
+const downFor = time.Second
+
+// server is one PostgreSQL server tenant databases live on.
+type server struct {
+	name string
+	// app is the serving role's pool configuration for the server's
+	// control database; tenant pools copy it with the database replaced.
+	// nil without a serving DSN.
+	app *pgxpool.Config
+	// owner is the owner-capable login for the server's control database;
+	// nil without one.
+	owner *pgx.ConnConfig
+
+	once      sync.Once
+	ownerPool *pgxpool.Pool // sessions act as the owner role
+	appPool   *pgxpool.Pool // readiness and catalog reads
+	poolErr   error
+
+	downUntil atomic.Int64 // unix nanoseconds
+	placing   atomic.Int64 // tenants being placed here now
+}
+
+// pools opens the server's own pools on first use. They connect lazily.
+func (s *server) pools() error {
+	s.once.Do(func() {
+		if s.owner != nil {
+			pc, err := pgxpool.ParseConfig("")
+			if err != nil {
+				s.poolErr = err
+				return
+			}
+			pc.ConnConfig = s.owner.Copy()
+			pc.MaxConns = 4
+			pc.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+				_, err := c.Exec(ctx, isolation.AsOwner)
+				return err
+			}
+			if s.ownerPool, err = pgxpool.NewWithConfig(context.Background(), pc); err != nil {
+				s.poolErr = fmt.Errorf("owner pool of server %s: %w", s.name, err)
+				return
+			}
+		}
+		if s.app != nil {
+			pc := s.app.Copy()
+			pc.MaxConns = 2
+			pc.MaxConnIdleTime = time.Minute
+			var err error
+			if s.appPool, err = pgxpool.NewWithConfig(context.Background(), pc); err != nil {
+				s.poolErr = fmt.Errorf("serving pool of server %s: %w", s.name, err)
+			}
+		}
+	})
+	return s.poolErr
+}
+
+// ownerDB returns the pool whose sessions act as the owner, or
+// isolation.ErrNoOwner.
+func (s *server) ownerDB() (*pgxpool.Pool, error) {
+	if err := s.pools(); err != nil {
+		return nil, err
+	}
+	if s.ownerPool == nil {
+		return nil, fmt.Errorf("server %s: %w", s.name, isolation.ErrNoOwner)
+	}
+	return s.ownerPool, nil
+}
+
+// reader returns a pool that reads the server's catalogs: the serving
+// role's, or the owner's in a process that does not serve.
+func (s *server) reader() (*pgxpool.Pool, error) {
+	if err := s.pools(); err != nil {
+		return nil, err
+	}
+	switch {
+	case s.appPool != nil:
+		return s.appPool, nil
+	case s.ownerPool != nil:
+		return s.ownerPool, nil
+	}
+	return nil, fmt.Errorf("server %s: no url or migrate_url", s.name)
+}
+
+// ownerConfig returns the owner's login for the database db of the server.
+func (s *server) ownerConfig(db string) (*pgx.ConnConfig, error) {
+	if s.owner == nil {
+		return nil, fmt.Errorf("server %s: %w", s.name, isolation.ErrNoOwner)
+	}
+	cfg := s.owner.Copy()
+	cfg.Database = db
+	return cfg, nil
+}
+
+// connectOwner connects to db of the server as the owner role.
+func (s *server) connectOwner(ctx context.Context, db string) (*pgx.Conn, error) {
+	cfg, err := s.ownerConfig(db)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := conn.Exec(ctx, isolation.AsOwner); err != nil {
+		conn.Close(context.Background())
+		return nil, err
+	}
+	return conn, nil
+}
+
+// down reports whether a recent connection attempt found the server
+// unreachable.
+func (s *server) down() bool { return time.Now().UnixNano() < s.downUntil.Load() }
+
+// noteDown marks the server down for a while when err says it could not be
+// reached, and reports whether it did.
+func (s *server) noteDown(err error) bool {
+	if !unreachable(err) {
+		return false
+	}
+	s.downUntil.Store(time.Now().Add(downFor).UnixNano())
+	return true
+}
+
+func (s *server) close() {
+	s.once.Do(func() {}) // no pools may open from now on
+	if s.ownerPool != nil {
+		s.ownerPool.Close()
+	}
+	if s.appPool != nil {
+		s.appPool.Close()
+	}
+}
+
+// unreachable reports whether err means the server could not be reached
+// at all, or is starting or shutting down: not a refusal of the request.
+func unreachable(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) {
+		return true
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "57P01", "57P02", "57P03": // admin/crash shutdown, cannot connect now
+			return true
+		}
+	}
+	var ce *pgconn.ConnectError
+	return errors.As(err, &ce) && pgconn.Timeout(err)
+}
