@@ -20,6 +20,9 @@ const (
 	CodeRoleSuperuser = "role-superuser"
 	// CodeRoleBypassRLS: the serving role has BYPASSRLS.
 	CodeRoleBypassRLS = "role-bypassrls"
+	// CodeRoleMemberOfBypasser: the serving role is a member of (may SET
+	// ROLE to) a superuser or BYPASSRLS role, such as bulkhead_system.
+	CodeRoleMemberOfBypasser = "role-member-of-bypasser"
 	// CodeRoleOwnsTenantTable: the serving role owns a tenant table.
 	CodeRoleOwnsTenantTable = "role-owns-tenant-table"
 	// CodeRoleMemberOfOwner: the serving role is a member of a role owning

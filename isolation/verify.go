@@ -72,8 +72,9 @@ const tenantTables = `
 	              WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped)`
 
 // CheckServingRole reports every way the role q is connected as could
-// bypass Row-Level Security: superuser, BYPASSRLS, owner of a tenant table,
-// or member of a role that owns one. All of these are critical.
+// bypass Row-Level Security: superuser, BYPASSRLS, member of a role that
+// is either (bulkhead_system, say: one SET ROLE away), owner of a tenant
+// table, or member of a role that owns one. All of these are critical.
 func CheckServingRole(ctx context.Context, q Querier) ([]Finding, error) {
 	var (
 		role                string
@@ -95,6 +96,15 @@ func CheckServingRole(ctx context.Context, q Querier) ([]Finding, error) {
 		out = append(out, Finding{CodeRoleBypassRLS, Critical, "role " + role,
 			"the serving role has BYPASSRLS",
 			"ALTER ROLE " + ident + " NOBYPASSRLS"})
+	}
+	bypassers, err := bypassingRoles(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	for _, b := range bypassers {
+		out = append(out, Finding{CodeRoleMemberOfBypasser, Critical, "role " + b,
+			"the serving role " + role + " may SET ROLE " + b + ", which bypasses Row-Level Security",
+			"REVOKE " + pgx.Identifier{b}.Sanitize() + " FROM " + ident})
 	}
 	rows, err := q.Query(ctx, `
 		SELECT t.nspname, t.relname, o.rolname, t.relowner = r.oid
@@ -250,4 +260,25 @@ func DeleteTenantRows(ctx context.Context, tx pgx.Tx, schema string, tenant uuid
 		}
 	}
 	return nil
+}
+
+// bypassingRoles lists the superuser and BYPASSRLS roles, other than itself,
+// that the current role is a member of: roles it can SET ROLE to, or whose
+// privileges it already holds. A serving role that reaches one is one
+// injected statement away from reading every tenant.
+func bypassingRoles(ctx context.Context, q Querier) ([]string, error) {
+	rows, err := q.Query(ctx, `
+		SELECT rolname FROM pg_roles
+		WHERE (rolsuper OR rolbypassrls)
+		  AND rolname <> current_user
+		  AND pg_has_role(current_user, oid, 'MEMBER')
+		ORDER BY 1`)
+	if err != nil {
+		return nil, fmt.Errorf("read bypassing roles: %w", err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("read bypassing roles: %w", err)
+	}
+	return names, nil
 }

@@ -207,6 +207,20 @@ func TestVerifyNamesABypassingServingRole(t *testing.T) {
 	}
 }
 
+// A serving role one SET ROLE away from a BYPASSRLS role (a grant of
+// bulkhead_system, say) is named, though it has no bypass of its own.
+func TestVerifyNamesAServingRoleThatCanBecomeABypasser(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	bypasser := role(t, db, `ALTER ROLE $ROLE NOLOGIN BYPASSRLS`)
+	name := role(t, db, `GRANT USAGE ON SCHEMA bulkhead TO $ROLE`,
+		`GRANT `+pgx.Identifier{bypasser}.Sanitize()+` TO $ROLE`)
+	fs := verifyAs(t, dsnAs(t, db, name))
+	if f, ok := find(fs, isolation.CodeRoleMemberOfBypasser, bypasser); !ok || f.Severity != isolation.Critical {
+		t.Fatalf("serving as a member of a BYPASSRLS role: verify reports %v", fs)
+	}
+}
+
 // What looks like a flaw but is not one is not reported: an invoker view, a
 // STABLE function reading the setting, a SECURITY DEFINER function owned by
 // the owner of tables under forced RLS, a tenant table the serving role
