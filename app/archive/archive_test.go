@@ -20,16 +20,39 @@ import (
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
 // strategies are the strategies this build has.
-var strategies = []string{isolation.RLS}
+var strategies = []string{isolation.RLS, isolation.Schema, isolation.Database}
 
-// fill gives the tenant a bit of every resource, through the API.
+// fill gives the tenant a bit of every resource, through the API: accounts
+// with awkward names, cost items in two currencies with amounts that a
+// float would not carry exactly, an idempotent ingest, and budgets, one
+// scoped to an account and a service.
 func fill(t *testing.T, env *apitest.Env, tn apitest.Tenant) {
 	t.Helper()
+	var accounts []string
 	for i := range 20 {
-		env.Must(t, 201, "POST", "/v1/accounts", tn.Editor, map[string]any{
+		a := env.Must(t, 201, "POST", "/v1/accounts", tn.Editor, map[string]any{
 			"provider": []string{"aws", "azure", "gcp"}[i%3], "external_id": fmt.Sprintf("ext-%03d", i), "name": fmt.Sprintf("Account \"%d\" ünïcode", i),
+		}).Map(t)
+		accounts = append(accounts, a["id"].(string))
+	}
+	var costs []map[string]any
+	for i := range 200 {
+		costs = append(costs, map[string]any{
+			"account_id": accounts[i%len(accounts)],
+			"service":    []string{"EC2", "S3", "Blob \"Storage\"", "BigQuery"}[i%4],
+			"usage_date": fmt.Sprintf("2026-%02d-%02d", 1+i%11, 1+i%28),
+			"amount":     fmt.Sprintf("%d.%06d", 1000000+i*7919, (i*104729)%1000000),
+			"currency":   []string{"USD", "EUR"}[i%2],
 		})
 	}
+	env.Must(t, 201, "POST", "/v1/costs", tn.Editor, costs, "Idempotency-Key", "fill-"+tn.Slug)
+	env.Must(t, 201, "POST", "/v1/budgets", tn.Editor, map[string]any{
+		"name": "everything", "amount": "12345.678901", "currency": "USD", "period": "monthly",
+	})
+	env.Must(t, 201, "POST", "/v1/budgets", tn.Editor, map[string]any{
+		"name": "one account's storage", "amount": 0.1, "currency": "EUR", "period": "yearly",
+		"account_id": accounts[3], "service": "S3",
+	})
 }
 
 func export(t *testing.T, env *apitest.Env, slug string) (string, archive.Manifest) {
@@ -70,7 +93,11 @@ func TestRoundTripBetweenStrategies(t *testing.T) {
 				other := src.Tenant(t, "bystander")
 				fill(t, src, other)
 				path, m := export(t, src, "source")
-				if m.Tables[0].Name != "accounts" || m.Tables[0].Rows != 20 || m.SourceIsolation != from {
+				rows := map[string]int64{}
+				for _, tb := range m.Tables {
+					rows[tb.Name] = tb.Rows
+				}
+				if rows["accounts"] != 20 || rows["cost_items"] != 200 || rows["budgets"] != 2 || m.SourceIsolation != from {
 					t.Fatalf("manifest %+v", m)
 				}
 
