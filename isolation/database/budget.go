@@ -138,6 +138,13 @@ func (b *budget) othersWait(p *tenantPool) bool {
 	return false
 }
 
+// full reports whether every slot is taken.
+func (b *budget) full() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used >= b.max
+}
+
 // stats returns the slots taken, the most ever taken at once, and the
 // number of takers waiting.
 func (b *budget) stats() (used, high, waiting int) {

@@ -223,9 +223,14 @@ func (s *Strategy) poolConfig(key poolKey, p *tenantPool) (*pgxpool.Config, erro
 	// slot included.
 	cfg.ConnConfig.ConnectTimeout = max(s.cfg.AcquireTimeout, 2*time.Second)
 	cfg.ConnConfig.DialFunc = s.budget.dialer(p, cfg.ConnConfig.DialFunc)
-	// A connection released while another pool waits for a slot closes,
-	// so that the slot goes where it is needed.
-	cfg.AfterRelease = func(*pgx.Conn) bool { return !s.budget.othersWait(p) }
+	// A surplus connection released while another pool waits for a slot
+	// closes, so that the slot goes where it is needed. A pool's last
+	// connection stays: the waiters evict idle connections least recently
+	// used first, and closing a busy tenant's only connection would make
+	// it dial again at once, churning the budget.
+	cfg.AfterRelease = func(*pgx.Conn) bool {
+		return p.pool.Stat().TotalConns() <= 1 || !s.budget.othersWait(p)
+	}
 	return cfg, nil
 }
 
@@ -278,6 +283,7 @@ func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) 
 	actx, cancel := context.WithTimeout(ctx, s.cfg.AcquireTimeout)
 	defer cancel()
 	for attempt := 0; ; attempt++ {
+		s.awaitOwn(actx, p)
 		conn, err := p.pool.Acquire(context.WithValue(actx, acquireKey{}, actx))
 		if err != nil {
 			if ctx.Err() != nil {
@@ -308,6 +314,34 @@ func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) 
 			return fmt.Errorf("%w: tenant %s: %w", isolation.ErrUnavailable, t, err)
 		}
 		return err
+	}
+}
+
+// ownWait bounds how long a Run waits for a connection of its own tenant's
+// pool to come free, while the budget is spent, before it dials another:
+// longer than a short transaction, shorter than starting a backend.
+const ownWait = 3 * time.Millisecond
+
+// awaitOwn waits, while the budget has no free slot and every connection of
+// p is busy, up to ownWait for one of them to come free. Dialling instead
+// would evict another tenant's idle connection, and that tenant would dial
+// again on its next request: with more active tenants than the budget has
+// connections, the pools would keep trading slots, each trade the price of
+// a backend start.
+func (s *Strategy) awaitOwn(ctx context.Context, p *tenantPool) {
+	var deadline time.Time
+	for {
+		st := p.pool.Stat()
+		if st.IdleConns() > 0 || st.TotalConns() == 0 || !s.budget.full() {
+			return
+		}
+		now := time.Now()
+		if deadline.IsZero() {
+			deadline = now.Add(ownWait)
+		} else if now.After(deadline) || ctx.Err() != nil {
+			return
+		}
+		time.Sleep(100 * time.Microsecond)
 	}
 }
 
