@@ -492,13 +492,33 @@ func (s *Strategy) Deprovision(ctx context.Context, t isolation.Tenant) error {
 	return nil
 }
 
-// drop drops db on srv, if it exists, forcing its sessions off.
+// drop drops db on srv, if it exists, forcing its sessions off: it closes
+// the database to new connections, terminates its client sessions and
+// drops it, which waits for them to end and stops autovacuum there.
+//
+// Not DROP DATABASE … WITH (FORCE): run by a role that is not a superuser,
+// it refuses whenever an autovacuum worker is in the database, since the
+// worker belongs to no role the owner is a member of.
 func (s *Strategy) drop(ctx context.Context, srv *server, db string) error {
 	owner, err := srv.ownerDB()
 	if err != nil {
 		return err
 	}
-	if _, err := owner.Exec(ctx, `DROP DATABASE IF EXISTS `+pgx.Identifier{db}.Sanitize()+` WITH (FORCE)`); err != nil {
+	ident := pgx.Identifier{db}.Sanitize()
+	_, err = owner.Exec(ctx, `ALTER DATABASE `+ident+` ALLOW_CONNECTIONS false`)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "3D000" { // invalid_catalog_name
+		return nil // gone already
+	}
+	if err != nil {
+		return fmt.Errorf("close database %s on server %s: %w", db, srv.name, err)
+	}
+	if _, err := owner.Exec(ctx, `
+		SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE datname = $1 AND backend_type = 'client backend' AND pid <> pg_backend_pid()`, db); err != nil {
+		return fmt.Errorf("end the sessions of database %s on server %s: %w", db, srv.name, err)
+	}
+	if _, err := owner.Exec(ctx, `DROP DATABASE IF EXISTS `+ident); err != nil {
 		return fmt.Errorf("drop database %s on server %s: %w", db, srv.name, err)
 	}
 	return nil
