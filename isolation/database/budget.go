@@ -3,6 +3,8 @@ package database
 import (
 	"container/list"
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -15,6 +17,10 @@ import (
 // closed its end the slot is free on the server too; only a server that
 // stays silent this long is trusted to follow.
 const closeWait = 10 * time.Second
+
+// errNoSlot is a connection attempt that gave up waiting for a slot of the
+// budget: back-pressure in this process, not a sign that the server is down.
+var errNoSlot = errors.New("no free connection in isolation.database.max_connections")
 
 // evictEvery is how often a waiter for a slot looks again for an idle
 // connection to close: connections can turn idle without passing a release
@@ -167,7 +173,7 @@ func (b *budget) dialer(p *tenantPool, dial func(ctx context.Context, network, a
 			defer func() { stop(); cancel() }()
 		}
 		if err := b.take(wait, p); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: %w", errNoSlot, err)
 		}
 		c, err := dial(ctx, network, addr)
 		if err != nil {

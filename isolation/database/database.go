@@ -219,9 +219,11 @@ func (s *Strategy) poolConfig(key poolKey, p *tenantPool) (*pgxpool.Config, erro
 	cfg.MinConns, cfg.MinIdleConns = 0, 0
 	cfg.MaxConnIdleTime = s.cfg.IdleTimeout
 	cfg.HealthCheckPeriod = min(max(s.cfg.IdleTimeout/2, 100*time.Millisecond), time.Minute)
-	// Bounds how long a connection attempt holds a slot, the wait for the
-	// slot included.
-	cfg.ConnConfig.ConnectTimeout = max(s.cfg.AcquireTimeout, 2*time.Second)
+	// Bounds a connection attempt, the wait for a slot included. The wait
+	// of a Run ends with its AcquireTimeout, so the attempt keeps
+	// connectAllowance for the server itself: a timeout then means the
+	// server did not answer, never that the budget was busy.
+	cfg.ConnConfig.ConnectTimeout = s.cfg.AcquireTimeout + connectAllowance
 	cfg.ConnConfig.DialFunc = s.budget.dialer(p, cfg.ConnConfig.DialFunc)
 	// A surplus connection released while another pool waits for a slot
 	// closes, so that the slot goes where it is needed. A pool's last
@@ -316,6 +318,10 @@ func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) 
 		return err
 	}
 }
+
+// connectAllowance is how long a connection attempt may take once it holds
+// a slot of the budget: dial, TLS, authentication.
+const connectAllowance = 5 * time.Second
 
 // ownWait bounds how long a Run waits for a connection of its own tenant's
 // pool to come free, while the budget is spent, before it dials another:

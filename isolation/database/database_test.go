@@ -230,11 +230,24 @@ func TestDeleteLeavesNoDatabaseAndNoPool(t *testing.T) {
 
 // A request that cannot get a connection within the acquire timeout is
 // answered 503 with Retry-After, never a 500 and never a hang.
+//
+// Waiting for the budget is back-pressure, not an outage: the server is not
+// taken for down, so the next request is served at once — also when the
+// acquire timeout is as long as a connection attempt's own.
 func TestSpentBudgetAnswers503(t *testing.T) {
 	t.Parallel()
+	for _, wait := range []string{"200ms", "2s"} {
+		t.Run(wait, func(t *testing.T) {
+			t.Parallel()
+			spentBudgetAnswers503(t, wait)
+		})
+	}
+}
+
+func spentBudgetAnswers503(t *testing.T, acquireTimeout string) {
 	e := start(t, nil,
 		apitest.WithEnv("BULKHEAD_ISOLATION__DATABASE__MAX_CONNECTIONS", "1"),
-		apitest.WithEnv("BULKHEAD_ISOLATION__DATABASE__ACQUIRE_TIMEOUT", "200ms"))
+		apitest.WithEnv("BULKHEAD_ISOLATION__DATABASE__ACQUIRE_TIMEOUT", acquireTimeout))
 	a, b := e.Tenant(t, "tenant-a"), e.Tenant(t, "tenant-b")
 	s := e.strategy(t)
 	ctx := context.Background()

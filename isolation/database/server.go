@@ -156,6 +156,9 @@ func (s *server) close() {
 // unreachable reports whether err means the server could not be reached
 // at all, or is starting or shutting down: not a refusal of the request.
 func unreachable(err error) bool {
+	if errors.Is(err, errNoSlot) {
+		return false // waiting for the budget, the server untried
+	}
 	var op *net.OpError
 	if errors.As(err, &op) && op.Op == "dial" {
 		return true
