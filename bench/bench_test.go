@@ -1,0 +1,130 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"encoding/xml"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/bulkheadhq/bulkhead/bench/harness"
+)
+
+// TestSmoke runs the whole harness at a tiny size — its own cluster, every
+// strategy and workload, one short round — and checks that it works and
+// writes the three files. It asserts no timing: only that every figure the
+// report is made of is there, no request failed, and the database strategy
+// stayed within its connection budget.
+func TestSmoke(t *testing.T) {
+	t.Parallel()
+	out := t.TempDir()
+	var stderr bytes.Buffer
+	code := run([]string{
+		"-out", out, "-q",
+		"-tenants", "6", "-large", "1", "-large-rows", "3000", "-small-rows", "50",
+		"-rounds", "1", "-duration", "300ms", "-fixed-duration", "300ms", "-warmup", "0s",
+		"-budget", "4", "-app-conns", "4", "-workers", "2", "-parallel", "2", "-provision-sample", "2",
+	}, &stderr)
+	if code != 0 {
+		t.Fatalf("bench exited %d: %s", code, stderr.String())
+	}
+
+	var figures map[string]any
+	if err := json.Unmarshal(readFile(t, out, "latest.json"), &figures); err != nil {
+		t.Fatalf("latest.json: %v", err)
+	}
+	machine, _ := figures["machine"].(map[string]any)
+	if v, _ := machine["postgresql"].(string); v == "" {
+		t.Errorf("latest.json: machine has no PostgreSQL version: %v", machine)
+	}
+	for _, s := range harness.Strategies {
+		for _, w := range harness.Workloads {
+			for _, m := range []string{"throughput_rps", "p50_ms", "p99_ms"} {
+				if v, ok := figures[s+"."+w+"."+m].(float64); !ok || v <= 0 {
+					t.Errorf("latest.json: %s.%s.%s = %v, want a positive number", s, w, m, figures[s+"."+w+"."+m])
+				}
+			}
+			if v := figures[s+"."+w+".errors"]; v != 0.0 {
+				t.Errorf("latest.json: %s.%s.errors = %v, want 0", s, w, v)
+			}
+			if s != harness.Baseline {
+				if _, ok := figures[s+"."+w+".p99_ratio"].(float64); !ok {
+					t.Errorf("latest.json: no %s.%s.p99_ratio", s, w)
+				}
+			}
+		}
+	}
+	for _, name := range []string{"schema.migrate_all_s", "database.migrate_all_s", "rls.provision_ms", "schema.provision_ms", "database.provision_ms"} {
+		if _, ok := figures[name].(float64); !ok {
+			t.Errorf("latest.json: no %s", name)
+		}
+	}
+	if n := figures["schema.migrate_all_tenants"]; n != 6.0 {
+		t.Errorf("latest.json: schema.migrate_all_tenants = %v, want 6", n)
+	}
+	peak, ok := figures["database.peak_connections"].(float64)
+	if !ok || peak < 1 || peak > 4 {
+		t.Errorf("latest.json: database.peak_connections = %v, want 1 to the budget of 4", figures["database.peak_connections"])
+	}
+	if met := figures["target.database_peak_connections.met"]; met != true {
+		t.Errorf("latest.json: target.database_peak_connections.met = %v, want true", met)
+	}
+
+	md := string(readFile(t, out, "latest.md"))
+	for _, want := range []string{"## Targets", "### point_read", "| baseline |", "| database |", "## Database strategy connections"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("latest.md has no %q", want)
+		}
+	}
+
+	svg := readFile(t, out, "latest.svg")
+	if err := wellFormed(svg); err != nil {
+		t.Errorf("latest.svg is not well-formed XML: %v", err)
+	}
+	if !bytes.Contains(svg, []byte("<rect")) {
+		t.Errorf("latest.svg draws no bar")
+	}
+}
+
+// TestFlags checks that bad flags exit 2 without starting anything.
+func TestFlags(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{
+		{"-strategies", "sharding"},
+		{"-tenants", "0"},
+		{"-rate-share", "2"},
+		{"extra"},
+	} {
+		var stderr bytes.Buffer
+		if code := run(args, &stderr); code != 2 {
+			t.Errorf("bench %q exited %d, want 2 (%s)", args, code, stderr.String())
+		}
+	}
+}
+
+func readFile(t *testing.T, dir, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// wellFormed reports whether b parses as XML to its end.
+func wellFormed(b []byte) error {
+	d := xml.NewDecoder(bytes.NewReader(b))
+	for {
+		_, err := d.Token()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}

@@ -1,0 +1,364 @@
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/bulkheadhq/bulkhead/app/auth"
+	"github.com/bulkheadhq/bulkhead/isolation"
+	"github.com/bulkheadhq/bulkhead/isolation/database"
+	"github.com/bulkheadhq/bulkhead/isolation/schema"
+	"github.com/bulkheadhq/bulkhead/migrations"
+)
+
+// Strategy names of the harness: the product's three and the baseline.
+const (
+	Baseline = "baseline"
+	RLS      = isolation.RLS
+	Schema   = isolation.Schema
+	Database = isolation.Database
+)
+
+// Strategies lists them in the order the runs alternate.
+var Strategies = []string{Baseline, RLS, Schema, Database}
+
+// deployment is one strategy's database, server and tenants.
+type deployment struct {
+	name    string
+	db      string // the control-plane database
+	srv     *server
+	tenants []placed // by tenant index
+	keys    []string // an editor key per tenant, by index
+}
+
+func (d *deployment) target() target { return target{name: d.name, url: d.srv.url, keys: d.keys} }
+
+// exec runs sql on database db as the superuser.
+func (h *harness) exec(ctx context.Context, db, sql string, args ...any) error {
+	conn, err := pgx.Connect(ctx, h.cluster.URL("postgres", db))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(ctx, sql, args...)
+	return err
+}
+
+// serverOptions returns the options of the server of database db.
+func (h *harness) serverOptions(name, db, strategy string) serverOptions {
+	return serverOptions{
+		name:     name,
+		appURL:   h.cluster.URL(isolation.AppRole, db),
+		ownerURL: h.cluster.URL("postgres", db),
+		strategy: strategy,
+		cfg:      h.cfg,
+		log:      h.serverLog,
+	}
+}
+
+// deploy creates strategy's database, migrates it and starts its server,
+// provisions every tenant (timing it), for schema and database takes the
+// tenants back to version 0 and times migrating them all again, and loads
+// the data set.
+func (h *harness) deploy(ctx context.Context, strategy string) (*deployment, error) {
+	d := &deployment{name: strategy, db: "bench_" + strategy}
+	if err := h.exec(ctx, "postgres", `CREATE DATABASE `+pgx.Identifier{d.db}.Sanitize()); err != nil {
+		return nil, fmt.Errorf("create database %s: %w", d.db, err)
+	}
+	o := h.serverOptions(strategy, d.db, strategy)
+	o.migrate = true
+	srv, err := startServer(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	d.srv = srv
+	if err := h.phase(strategy+".provision", func() error { return h.provision(ctx, d) }); err != nil {
+		return d, err
+	}
+	if strategy != RLS {
+		if err := h.phase(strategy+".reset", func() error { return h.reset(ctx, d) }); err != nil {
+			return d, err
+		}
+		begin := time.Now()
+		report, err := d.srv.control.Migrate(ctx, nil)
+		if err != nil {
+			return d, fmt.Errorf("migrate all %s tenants: %w", strategy, err)
+		}
+		h.set(strategy+".migrate_all_s", time.Since(begin).Seconds())
+		h.set(strategy+".migrate_all_tenants", float64(len(report.Tenants)))
+		h.logf("%s: migrated %d tenants from version 0 in %s", strategy, len(report.Tenants), time.Since(begin).Round(time.Millisecond))
+	}
+	err = h.phase(strategy+".load", func() error { return h.load(ctx, d) })
+	return d, err
+}
+
+// provision creates every tenant through the control plane, as `bulkhead
+// tenant create` does, and an editor key for each. The first
+// ProvisionSample tenants are created one at a time, each timed: that is
+// the provisioning time reported. The rest are created ProvisionParallel
+// at a time, to save the harness's time.
+func (h *harness) provision(ctx context.Context, d *deployment) error {
+	n := len(h.data.Tenants)
+	d.tenants, d.keys = make([]placed, n), make([]string, n)
+	create := func(i int) (time.Duration, error) {
+		spec := h.data.Tenants[i]
+		begin := time.Now()
+		t, err := d.srv.control.CreateTenant(ctx, spec.Slug, "")
+		if err != nil {
+			return 0, err
+		}
+		took := time.Since(begin)
+		k, err := d.srv.control.CreateKey(ctx, spec.Slug, auth.Editor)
+		if err != nil {
+			return 0, err
+		}
+		d.tenants[i], d.keys[i] = placed{spec: spec, id: t.ID, iso: t.Isolated()}, k.Key
+		return took, nil
+	}
+	sample := min(h.cfg.ProvisionSample, n)
+	took := make([]float64, 0, sample)
+	begin := time.Now()
+	for i := range sample {
+		t, err := create(i)
+		if err != nil {
+			return err
+		}
+		took = append(took, float64(t)/float64(time.Millisecond))
+	}
+	var g errgroup.Group
+	g.SetLimit(h.cfg.Parallel)
+	for i := sample; i < n; i++ {
+		g.Go(func() error {
+			_, err := create(i)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	slices.Sort(took)
+	if len(took) > 0 {
+		h.set(d.name+".provision_ms", median(took))
+		h.set(d.name+".provision_max_ms", took[len(took)-1])
+	}
+	h.set(d.name+".provision_all_s", time.Since(begin).Seconds())
+	return nil
+}
+
+// reset takes every tenant of d back to tenant migration version 0 — no
+// tenant table, goose's version table holding only its base row — and
+// records that in the control plane, so that migrating them all applies
+// the whole migration set to each.
+func (h *harness) reset(ctx context.Context, d *deployment) error {
+	tables := `DROP TABLE %[1]sidempotency_keys, %[1]sbudgets, %[1]scost_items, %[1]saccounts; ` +
+		`DELETE FROM %[1]s` + migrations.Tenant.Table + ` WHERE version_id > 0`
+	switch d.name {
+	case Schema:
+		g, gctx := errgroup.WithContext(ctx)
+		for _, part := range balance(d.tenants, h.cfg.Parallel) {
+			g.Go(func() error {
+				conn, err := pgx.Connect(gctx, h.cluster.URL("postgres", d.db))
+				if err != nil {
+					return err
+				}
+				defer conn.Close(context.Background())
+				for _, t := range part {
+					prefix := pgx.Identifier{schema.Name(t.id)}.Sanitize() + "."
+					if _, err := conn.Exec(gctx, fmt.Sprintf(tables, prefix)); err != nil {
+						return fmt.Errorf("reset %s: %w", t.spec.Slug, err)
+					}
+				}
+				return nil
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return err
+		}
+	case Database:
+		err := h.eachTenantDB(ctx, d, func(conn *pgx.Conn, t placed) error {
+			_, err := conn.Exec(ctx, fmt.Sprintf(tables, "public."))
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("reset %s: no per-tenant storage", d.name)
+	}
+	return h.exec(ctx, d.db, `UPDATE bulkhead.tenants SET version = 0`)
+}
+
+// eachTenantDB runs fn on a superuser connection to each tenant's database,
+// Parallel at a time.
+func (h *harness) eachTenantDB(ctx context.Context, d *deployment, fn func(*pgx.Conn, placed) error) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(h.cfg.Parallel)
+	for _, t := range d.tenants {
+		g.Go(func() error {
+			conn, err := pgx.Connect(gctx, h.cluster.URL("postgres", database.DBName(t.id)))
+			if err != nil {
+				return fmt.Errorf("tenant %s: %w", t.spec.Slug, err)
+			}
+			defer conn.Close(context.Background())
+			if err := fn(conn, t); err != nil {
+				return fmt.Errorf("tenant %s: %w", t.spec.Slug, err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// load generates the data set into d's tenants and analyzes the tables.
+func (h *harness) load(ctx context.Context, d *deployment) error {
+	switch d.name {
+	case RLS:
+		// Shared tables: a few statements, each loading a share of the
+		// tenants with about the same number of rows.
+		g, gctx := errgroup.WithContext(ctx)
+		for _, part := range balance(d.tenants, 2*h.cfg.Parallel) {
+			g.Go(func() error { return h.loadShared(gctx, d.db, "public", part) })
+		}
+		if err := g.Wait(); err != nil {
+			return err
+		}
+		return h.exec(ctx, d.db, `VACUUM (ANALYZE)`)
+	case Schema:
+		g, gctx := errgroup.WithContext(ctx)
+		parts := balance(d.tenants, h.cfg.Parallel)
+		for _, part := range parts {
+			g.Go(func() error {
+				conn, err := pgx.Connect(gctx, h.cluster.URL("postgres", d.db))
+				if err != nil {
+					return err
+				}
+				defer conn.Close(context.Background())
+				for _, t := range part {
+					if err := h.data.load(gctx, conn, schema.Name(t.id), []placed{t}); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return err
+		}
+		return h.exec(ctx, d.db, `VACUUM (ANALYZE)`)
+	case Database:
+		return h.eachTenantDB(ctx, d, func(conn *pgx.Conn, t placed) error {
+			if err := h.data.load(ctx, conn, "public", []placed{t}); err != nil {
+				return err
+			}
+			// The tenant tables only: a database-wide VACUUM would also
+			// vacuum each database's copy of the catalogs.
+			_, err := conn.Exec(ctx, `VACUUM (ANALYZE) public.accounts, public.cost_items, public.budgets`)
+			return err
+		})
+	}
+	return fmt.Errorf("load %s: unknown strategy", d.name)
+}
+
+func (h *harness) loadShared(ctx context.Context, db, schema string, tenants []placed) error {
+	conn, err := pgx.Connect(ctx, h.cluster.URL("postgres", db))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	return h.data.load(ctx, conn, schema, tenants)
+}
+
+// balance splits tenants into at most n parts of about equal row counts,
+// largest tenants first.
+func balance(tenants []placed, n int) [][]placed {
+	sorted := slices.Clone(tenants)
+	sort.SliceStable(sorted, func(a, b int) bool { return sorted[a].spec.Rows > sorted[b].spec.Rows })
+	n = max(min(n, len(sorted)), 1)
+	parts := make([][]placed, n)
+	rows := make([]int, n)
+	for _, t := range sorted {
+		j := 0
+		for k := range rows {
+			if rows[k] < rows[j] {
+				j = k
+			}
+		}
+		parts[j] = append(parts[j], t)
+		rows[j] += t.spec.Rows
+	}
+	return parts
+}
+
+// deployBaseline copies the RLS database (its control plane, tenants, keys
+// and data), which must have no sessions, and starts the baseline server on
+// the copy: the RLS server's configuration with the tenant work going
+// through noTenancy. Row-Level Security is disabled on the copy's tenant
+// tables only once the server has passed its start-up safety check, which
+// would rightly refuse them.
+func (h *harness) deployBaseline(ctx context.Context, rls *deployment) (*deployment, error) {
+	d := &deployment{name: Baseline, db: "bench_baseline", tenants: rls.tenants, keys: rls.keys}
+	err := h.phase("baseline.copy", func() error {
+		return h.exec(ctx, "postgres", `CREATE DATABASE `+pgx.Identifier{d.db}.Sanitize()+
+			` TEMPLATE `+pgx.Identifier{rls.db}.Sanitize()+` STRATEGY FILE_COPY`)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("copy %s: %w", rls.db, err)
+	}
+	o := h.serverOptions(Baseline, d.db, RLS)
+	o.baseline = true
+	if d.srv, err = startServer(ctx, o); err != nil {
+		return nil, err
+	}
+	var stmts []string
+	for _, t := range []string{"accounts", "cost_items", "budgets", "idempotency_keys"} {
+		stmts = append(stmts, `ALTER TABLE public.`+t+` NO FORCE ROW LEVEL SECURITY, DISABLE ROW LEVEL SECURITY`)
+	}
+	if err := h.exec(ctx, d.db, strings.Join(stmts, "; ")); err != nil {
+		return d, fmt.Errorf("disable RLS on the baseline: %w", err)
+	}
+	return d, nil
+}
+
+// restart starts d's server again after it was stopped.
+func (h *harness) restart(ctx context.Context, d *deployment) error {
+	srv, err := startServer(ctx, h.serverOptions(d.name, d.db, d.name))
+	if err != nil {
+		return err
+	}
+	d.srv = srv
+	return nil
+}
+
+// stopAll stops every server that runs, whatever happens to the others.
+func stopAll(deps map[string]*deployment) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var (
+		mu   sync.Mutex
+		errs []error
+		wg   sync.WaitGroup
+	)
+	for _, d := range deps {
+		if d == nil || d.srv == nil {
+			continue
+		}
+		wg.Go(func() {
+			if err := d.srv.stop(ctx); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}

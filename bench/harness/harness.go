@@ -1,0 +1,507 @@
+// Package harness measures what tenant isolation costs: it starts a
+// throwaway PostgreSQL, loads one skewed data set into a deployment of each
+// isolation strategy (rls, schema, database) and into a baseline with no
+// tenancy in the database, serves each with the real HTTP server in this
+// process, and drives them over loopback with vegeta, alternating the
+// strategies run by run. The figures go to bench/report.
+//
+// The baseline exists only here: a copy of the RLS database with Row-Level
+// Security disabled, served through a strategy whose transactions bind
+// nothing (noTenancy), so that the application's own tenant_id filter is
+// the only one left.
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/bulkheadhq/bulkhead/bench/report"
+	"github.com/bulkheadhq/bulkhead/internal/pgcluster"
+)
+
+// Config sizes a run. The zero value is not usable: start from Defaults.
+type Config struct {
+	// Tenants is how many tenants each strategy gets; the first Large of
+	// them have LargeRows cost items each, the others SmallRows on
+	// average (exponentially distributed).
+	Tenants, Large, LargeRows, SmallRows int
+	// Rounds is how many times each run is repeated; medians are reported.
+	Rounds int
+	// Duration is the length of each saturation run, FixedDuration that of
+	// each run at a fixed rate (longer: the rate is low where a strategy
+	// saturates early, and p99 needs samples), Warmup that of the
+	// unmeasured run of each workload and strategy before the first round.
+	Duration, FixedDuration, Warmup time.Duration
+	// Workers is the number of concurrent clients of a saturation run.
+	Workers int
+	// RateShare sets the fixed rate of the latency runs of a workload: this
+	// share of the lowest saturation throughput any strategy reached on it,
+	// so that every strategy runs below saturation.
+	RateShare float64
+	// Budget is the database strategy's connection budget
+	// (isolation.database.max_connections); AppConns the serving pool's
+	// size (database.max_connections).
+	Budget, AppConns int
+	// MigrateParallelism is isolation.migrate_parallelism.
+	MigrateParallelism int
+	// Parallel bounds the harness's own concurrent work: provisioning past
+	// the sample, loading, resetting.
+	Parallel int
+	// ProvisionSample is how many tenants are provisioned one at a time,
+	// each timed.
+	ProvisionSample int
+	// Strategies and Workloads select what runs (default: all).
+	Strategies, Workloads []string
+	// Dir holds the cluster; empty: a temporary directory, removed after.
+	Dir string
+	// Keep keeps the cluster's directory.
+	Keep bool
+	// Seed makes the data set and the request sequences repeatable.
+	Seed uint64
+	// Logf receives progress; nil discards it.
+	Logf func(format string, args ...any)
+}
+
+// Defaults is the configuration of `make bench`.
+func Defaults() Config {
+	return Config{
+		Tenants: 1000, Large: 10, LargeRows: 200_000, SmallRows: 1000,
+		Rounds: 3, Duration: 1500 * time.Millisecond, FixedDuration: 3 * time.Second, Warmup: 500 * time.Millisecond,
+		Workers: 8, RateShare: 0.5,
+		Budget: 50, AppConns: 20, MigrateParallelism: 4,
+		Parallel: 4, ProvisionSample: 25,
+		Strategies: Strategies, Workloads: Workloads,
+		Seed: 8,
+	}
+}
+
+// Validate reports what makes c unusable.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Tenants < 1 || c.Large < 0 || c.Large > c.Tenants {
+		errs = append(errs, fmt.Errorf("tenants %d, large %d: want 0 <= large <= tenants, tenants >= 1", c.Tenants, c.Large))
+	}
+	for name, v := range map[string]int{"large-rows": c.LargeRows, "small-rows": c.SmallRows, "rounds": c.Rounds,
+		"workers": c.Workers, "budget": c.Budget, "app-conns": c.AppConns, "parallel": c.Parallel,
+		"migrate-parallelism": c.MigrateParallelism} {
+		if v < 1 {
+			errs = append(errs, fmt.Errorf("%s %d: want at least 1", name, v))
+		}
+	}
+	if c.Duration <= 0 || c.FixedDuration <= 0 || c.Warmup < 0 {
+		errs = append(errs, fmt.Errorf("duration %s, fixed duration %s, warmup %s: want positive durations", c.Duration, c.FixedDuration, c.Warmup))
+	}
+	if c.RateShare <= 0 || c.RateShare > 1 {
+		errs = append(errs, fmt.Errorf("rate share %g: want (0, 1]", c.RateShare))
+	}
+	for _, s := range c.Strategies {
+		if !slices.Contains(Strategies, s) {
+			errs = append(errs, fmt.Errorf("strategy %q: want one of %s", s, strings.Join(Strategies, ", ")))
+		}
+	}
+	for _, w := range c.Workloads {
+		if !slices.Contains(Workloads, w) {
+			errs = append(errs, fmt.Errorf("workload %q: want one of %s", w, strings.Join(Workloads, ", ")))
+		}
+	}
+	if len(c.Strategies) == 0 || len(c.Workloads) == 0 {
+		errs = append(errs, errors.New("no strategy or no workload selected"))
+	}
+	return errors.Join(errs...)
+}
+
+// harness is one run's state.
+type harness struct {
+	cfg       Config
+	data      *dataset
+	cluster   *pgcluster.Cluster
+	serverLog io.Writer
+	logf      func(string, ...any)
+	begin     time.Time
+
+	mu      sync.Mutex
+	figures map[string]float64
+}
+
+func (h *harness) set(name string, v float64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.figures[name] = v
+}
+
+// phase runs fn and records how long it took as phase.<name>_s.
+func (h *harness) phase(name string, fn func() error) error {
+	begin := time.Now()
+	err := fn()
+	took := time.Since(begin)
+	h.set("phase."+name+"_s", took.Seconds())
+	h.logf("%s: %s", name, took.Round(time.Millisecond))
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return nil
+}
+
+// Run runs the benchmark that cfg describes and returns its results. It
+// starts and stops its own PostgreSQL; ctx ends it early.
+func Run(ctx context.Context, cfg Config) (*report.Results, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logf == nil {
+		cfg.Logf = func(string, ...any) {}
+	}
+	// The baseline is a copy of the RLS deployment.
+	if slices.Contains(cfg.Strategies, Baseline) && !slices.Contains(cfg.Strategies, RLS) {
+		cfg.Strategies = append(cfg.Strategies, RLS)
+	}
+	cfg.Strategies = slices.DeleteFunc(slices.Clone(Strategies), func(s string) bool { return !slices.Contains(cfg.Strategies, s) })
+	cfg.Workloads = slices.DeleteFunc(slices.Clone(Workloads), func(w string) bool { return !slices.Contains(cfg.Workloads, w) })
+
+	h := &harness{cfg: cfg, data: newDataset(cfg), logf: cfg.Logf, figures: map[string]float64{}, begin: time.Now()}
+	dir := cfg.Dir
+	if dir == "" {
+		var err error
+		if dir, err = os.MkdirTemp("", "bulkhead-bench-"); err != nil {
+			return nil, err
+		}
+	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	if !cfg.Keep {
+		defer os.RemoveAll(dir)
+	}
+	logFile, err := os.Create(filepath.Join(dir, "servers.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer logFile.Close()
+	h.serverLog = logFile
+	h.logf("data set: %s", h.data.describe())
+
+	var sharedBuffers string
+	err = h.phase("cluster", func() (err error) {
+		h.cluster, sharedBuffers, err = startCluster(ctx, dir, h.data.Rows, h.logf)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err := h.cluster.Stop(); err != nil {
+			h.logf("stop cluster: %v", err)
+		}
+	}()
+	admin, err := pgx.Connect(ctx, h.cluster.URL("postgres", "postgres"))
+	if err != nil {
+		return nil, err
+	}
+	m := machine(ctx, admin, sharedBuffers)
+	admin.Close(context.Background())
+
+	deps := map[string]*deployment{}
+	defer func() {
+		if err := stopAll(deps); err != nil {
+			h.logf("%v", err)
+		}
+	}()
+	if err := h.deployAll(ctx, deps); err != nil {
+		return nil, err
+	}
+	if err := h.measure(ctx, deps); err != nil {
+		return nil, err
+	}
+	var plans map[string]string
+	err = h.phase("diagnose", func() (err error) {
+		plans, err = h.diagnose(ctx, deps)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	h.set("dataset.tenants", float64(len(h.data.Tenants)))
+	h.set("dataset.large_tenants", float64(len(h.data.Large)))
+	h.set("dataset.cost_rows", float64(h.data.Rows))
+	h.set("run.total_s", time.Since(h.begin).Seconds())
+	return &report.Results{
+		Machine:    m,
+		Figures:    h.figures,
+		Strategies: cfg.Strategies,
+		Workloads:  cfg.Workloads,
+		Plans:      plans,
+		Settings: map[string]string{
+			"data set":                      h.data.describe(),
+			"requests":                      fmt.Sprintf("%.0f%% to the large tenants, the rest spread uniformly over the small ones; ingest: %d rows per request", largeShare*100, ingestRows),
+			"runs":                          fmt.Sprintf("%d rounds; each round runs every workload on every strategy in turn (%s), %s per saturation run and %s per fixed-rate run, after a %s warm-up", cfg.Rounds, strings.Join(cfg.Strategies, ", "), cfg.Duration, cfg.FixedDuration, cfg.Warmup),
+			"saturation":                    fmt.Sprintf("%d concurrent clients, no pacing", cfg.Workers),
+			"fixed rate":                    fmt.Sprintf("%.0f%% of the lowest median saturation throughput of the workload across strategies", cfg.RateShare*100),
+			"serving pool":                  fmt.Sprintf("%d connections (database.max_connections)", cfg.AppConns),
+			"database strategy":             fmt.Sprintf("budget %d connections (isolation.database.max_connections)", cfg.Budget),
+			"migrate parallelism":           fmt.Sprint(cfg.MigrateParallelism),
+			"PostgreSQL settings":           "fsync, synchronous_commit and full_page_writes off; wal_level minimal; jit off; shared_buffers " + sharedBuffers,
+			"provisioning timed on":         fmt.Sprintf("the first %d tenants, created one at a time", min(cfg.ProvisionSample, cfg.Tenants)),
+			"load generator":                "vegeta " + m.Vegeta + ", in the same process as the servers, over loopback",
+			"GOMAXPROCS":                    fmt.Sprint(runtime.GOMAXPROCS(0)),
+			"harness wall time (s)":         fmt.Sprintf("%.0f", time.Since(h.begin).Seconds()),
+			"load average (1 min) at start": fmt.Sprintf("%.2f", m.LoadAvg),
+		},
+	}, nil
+}
+
+// deployAll deploys every selected strategy. The RLS server is stopped
+// while its database is copied for the baseline, then started again.
+func (h *harness) deployAll(ctx context.Context, deps map[string]*deployment) error {
+	has := func(s string) bool { return slices.Contains(h.cfg.Strategies, s) }
+	if has(RLS) {
+		d, err := h.deploy(ctx, RLS)
+		deps[RLS] = d
+		if err != nil {
+			return err
+		}
+		if has(Baseline) {
+			if err := d.srv.stop(ctx); err != nil {
+				return err
+			}
+			d.srv = nil
+			if deps[Baseline], err = h.deployBaseline(ctx, d); err != nil {
+				return err
+			}
+			if err := h.restart(ctx, d); err != nil {
+				return err
+			}
+		}
+	}
+	for _, s := range []string{Schema, Database} {
+		if has(s) {
+			d, err := h.deploy(ctx, s)
+			deps[s] = d
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// run is one measured run.
+type run struct {
+	strategy, workload string
+	round              int
+	out                outcome
+}
+
+// measure runs the load: a warm-up of every workload on every strategy,
+// then Rounds rounds of saturation runs, then Rounds rounds of runs at a
+// fixed rate per workload, each round alternating the strategies. The
+// database strategy's sessions are sampled throughout.
+func (h *harness) measure(ctx context.Context, deps map[string]*deployment) error {
+	q := newRequests(h.data)
+	conn, err := pgx.Connect(ctx, h.cluster.URL("postgres", "postgres"))
+	if err != nil {
+		return err
+	}
+	smp := startSampler(ctx, conn, 50*time.Millisecond)
+	defer func() {
+		if smp != nil {
+			smp.Stop()
+		}
+	}()
+	do := func(strategy, w string, round int, rate float64, d time.Duration) outcome {
+		runtime.GC() // the previous run's garbage is not this one's cost
+		seed := h.cfg.Seed<<32 | uint64(round)<<8 | uint64(slices.Index(Workloads, w))
+		return attack(ctx, q.targeter(w, deps[strategy].target(), seed), rate, h.cfg.Workers, d)
+	}
+	check := func(r run) error {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if r.out.ok == 0 {
+			return fmt.Errorf("%s %s round %d: no request succeeded (%d failed, first: %s)",
+				r.strategy, r.workload, r.round, r.out.failed, r.out.firstError)
+		}
+		if r.out.failed > 0 {
+			h.logf("%s %s round %d: %d of %d requests failed, first: %s",
+				r.strategy, r.workload, r.round, r.out.failed, r.out.ok+r.out.failed, r.out.firstError)
+		}
+		return nil
+	}
+
+	err = h.phase("warmup", func() error {
+		for _, w := range h.cfg.Workloads {
+			for _, s := range h.cfg.Strategies {
+				if h.cfg.Warmup <= 0 {
+					continue
+				}
+				r := run{s, w, -1, do(s, w, 0, 0, h.cfg.Warmup)}
+				if err := check(r); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+
+	var saturated, fixed []run
+	err = h.phase("saturation", func() error {
+		for round := range h.cfg.Rounds {
+			for _, w := range h.cfg.Workloads {
+				for _, s := range h.cfg.Strategies {
+					r := run{s, w, round, do(s, w, round, 0, h.cfg.Duration)}
+					if err := check(r); err != nil {
+						return err
+					}
+					h.logf("saturation %d %-13s %-8s %8.1f req/s", round, w, s, r.out.throughput())
+					saturated = append(saturated, r)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	rates := map[string]float64{}
+	for _, w := range h.cfg.Workloads {
+		lowest := math.Inf(1)
+		for _, s := range h.cfg.Strategies {
+			lowest = min(lowest, median(values(saturated, s, w, func(o outcome) float64 { return o.throughput() })))
+		}
+		rates[w] = max(lowest*h.cfg.RateShare, 1)
+		h.set(w+".fixed_rate_rps", rates[w])
+	}
+	err = h.phase("fixed_rate", func() error {
+		for round := range h.cfg.Rounds {
+			for _, w := range h.cfg.Workloads {
+				for _, s := range h.cfg.Strategies {
+					r := run{s, w, round, do(s, w, round, rates[w], h.cfg.FixedDuration)}
+					if err := check(r); err != nil {
+						return err
+					}
+					h.logf("fixed %d %-13s %-8s %6.1f req/s p50 %7.2f ms p99 %7.2f ms", round, w, s, rates[w], r.out.quantile(0.5), r.out.quantile(0.99))
+					fixed = append(fixed, r)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	peak, samples := smp.Stop()
+	smp = nil
+	if d := deps[Database]; d != nil {
+		h.set("database.peak_connections", float64(peak))
+		h.set("database.connection_samples", float64(samples))
+		h.set("database.connection_budget", float64(h.cfg.Budget))
+		if st, ok := d.srv.perTenant(); ok {
+			h.set("database.pool_high_water", float64(st.Stats().HighWater))
+		}
+	}
+	h.summarize(saturated, fixed)
+	return nil
+}
+
+// summarize turns the runs into figures: per strategy and workload the
+// median over rounds of each measure and of its ratio to the baseline's in
+// the same round (and, for schema and database, to RLS's).
+func (h *harness) summarize(saturated, fixed []run) {
+	measures := []struct {
+		name string
+		runs []run
+		of   func(outcome) float64
+	}{
+		{"throughput_rps", saturated, outcome.throughput},
+		{"p50_ms", fixed, func(o outcome) float64 { return o.quantile(0.50) }},
+		{"p99_ms", fixed, func(o outcome) float64 { return o.quantile(0.99) }},
+	}
+	for _, w := range h.cfg.Workloads {
+		for _, s := range h.cfg.Strategies {
+			failed := 0
+			for _, r := range append(slices.Clone(saturated), fixed...) {
+				if r.strategy == s && r.workload == w {
+					failed += r.out.failed
+				}
+			}
+			h.set(s+"."+w+".errors", float64(failed))
+			for _, m := range measures {
+				key := s + "." + w + "." + m.name
+				h.set(key, median(values(m.runs, s, w, m.of)))
+				base, ratioName := strings.TrimSuffix(strings.TrimSuffix(m.name, "_rps"), "_ms"), ""
+				for _, ref := range []string{Baseline, RLS} {
+					if s == ref || !slices.Contains(h.cfg.Strategies, ref) || (ref == RLS && s == Baseline) {
+						continue
+					}
+					ratioName = base + "_ratio"
+					if ref == RLS {
+						ratioName = base + "_vs_rls"
+					}
+					rs := ratios(m.runs, s, ref, w, m.of)
+					h.set(s+"."+w+"."+ratioName, median(rs))
+					if len(rs) > 1 { // the spread over rounds: how far one round is to be trusted
+						h.set(s+"."+w+"."+ratioName+"_min", slices.Min(rs))
+						h.set(s+"."+w+"."+ratioName+"_max", slices.Max(rs))
+					}
+				}
+			}
+		}
+	}
+}
+
+// values returns of(run) of the runs of strategy s on workload w.
+func values(runs []run, s, w string, of func(outcome) float64) []float64 {
+	var out []float64
+	for _, r := range runs {
+		if r.strategy == s && r.workload == w {
+			out = append(out, of(r.out))
+		}
+	}
+	return out
+}
+
+// ratios returns, round by round, of(s's run) / of(ref's run) on w.
+func ratios(runs []run, s, ref, w string, of func(outcome) float64) []float64 {
+	byRound := map[int]float64{}
+	for _, r := range runs {
+		if r.strategy == ref && r.workload == w {
+			byRound[r.round] = of(r.out)
+		}
+	}
+	var out []float64
+	for _, r := range runs {
+		if r.strategy == s && r.workload == w {
+			if b, ok := byRound[r.round]; ok && b > 0 {
+				out = append(out, of(r.out)/b)
+			}
+		}
+	}
+	return out
+}
+
+// median of xs, NaN when empty.
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if n := len(s); n%2 == 1 {
+		return s[n/2]
+	} else {
+		return (s[n/2-1] + s[n/2]) / 2
+	}
+}

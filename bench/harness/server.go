@@ -1,0 +1,141 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/fx"
+
+	"github.com/bulkheadhq/bulkhead/app"
+	"github.com/bulkheadhq/bulkhead/app/config"
+	"github.com/bulkheadhq/bulkhead/app/control"
+	"github.com/bulkheadhq/bulkhead/app/httpapi"
+	"github.com/bulkheadhq/bulkhead/app/logging"
+	"github.com/bulkheadhq/bulkhead/app/postgres"
+	"github.com/bulkheadhq/bulkhead/isolation"
+	"github.com/bulkheadhq/bulkhead/isolation/database"
+)
+
+// adminToken is the admin token of every server the harness starts.
+const adminToken = "bench-admin-token-0123456789abcdef0123"
+
+// server is one `bulkhead serve` fx app running in this process on a
+// loopback port, as internal/apitest runs one for tests.
+type server struct {
+	name    string
+	app     *fx.App
+	url     string
+	control *control.Service
+	router  *isolation.Router
+	pools   *postgres.Pools
+}
+
+// serverOptions configures startServer.
+type serverOptions struct {
+	name     string
+	appURL   string // serving DSN (bulkhead_app)
+	ownerURL string // migrate DSN
+	strategy string // isolation.strategy of new tenants
+	cfg      Config
+	log      io.Writer
+	// baseline swaps the strategy the domain runs tenant work through for
+	// noTenancy: the baseline server.
+	baseline bool
+	// migrate runs the control plane's Migrate before the server starts,
+	// as `bulkhead migrate` would.
+	migrate bool
+}
+
+// startServer builds and starts the server. The configuration is the saas
+// profile's with the sizes of cfg; everything comes from the environment
+// list given to config, never from this process's environment.
+func startServer(ctx context.Context, o serverOptions) (*server, error) {
+	env := map[string]string{
+		"BULKHEAD_PROFILE":                              "saas",
+		"BULKHEAD_ISOLATION":                            o.strategy,
+		"BULKHEAD_DATABASE_URL":                         o.appURL,
+		"BULKHEAD_MIGRATE_DATABASE_URL":                 o.ownerURL,
+		"BULKHEAD_HTTP_ADDR":                            "127.0.0.1:0",
+		"BULKHEAD_ADMIN_TOKEN":                          adminToken,
+		"BULKHEAD_LOG_FORMAT":                           "json",
+		"BULKHEAD_LOG__LEVEL":                           "warn",
+		"BULKHEAD_TENANTS__BOOTSTRAP":                   "",
+		"BULKHEAD_SYSTEM__ENABLED":                      "false",
+		"BULKHEAD_DATABASE__MAX_CONNECTIONS":            strconv.Itoa(o.cfg.AppConns),
+		"BULKHEAD_ISOLATION__DATABASE__MAX_CONNECTIONS": strconv.Itoa(o.cfg.Budget),
+		"BULKHEAD_ISOLATION__MIGRATE_PARALLELISM":       strconv.Itoa(o.cfg.MigrateParallelism),
+	}
+	in := config.Input{}
+	for k, v := range env {
+		in.Env = append(in.Env, k+"="+v)
+	}
+	s := &server{name: o.name}
+	var srv *httpapi.Server
+	opts := []fx.Option{
+		app.Base(in), app.Server(),
+		fx.Decorate(func(cfg *config.Config) *slog.Logger {
+			return logging.NewTo(o.log, "json", cfg.Log.Level)
+		}),
+		fx.Populate(&srv, &s.control, &s.router, &s.pools),
+	}
+	if o.baseline {
+		opts = append(opts, fx.Decorate(func(st isolation.Strategy, pools *postgres.Pools) isolation.Strategy {
+			return &noTenancy{Strategy: st, pool: pools.App}
+		}))
+	}
+	s.app = fx.New(opts...)
+	if err := s.app.Err(); err != nil {
+		return nil, fmt.Errorf("build %s server: %w", o.name, err)
+	}
+	if o.migrate {
+		if _, err := s.control.Migrate(ctx, nil); err != nil {
+			return nil, fmt.Errorf("migrate %s: %w", o.name, err)
+		}
+	}
+	if err := s.app.Start(ctx); err != nil {
+		return nil, fmt.Errorf("start %s server: %w", o.name, err)
+	}
+	s.url = "http://" + srv.Addr()
+	return s, nil
+}
+
+// stop stops the server and closes its pools.
+func (s *server) stop(ctx context.Context) error {
+	if err := s.app.Stop(ctx); err != nil {
+		return fmt.Errorf("stop %s server: %w", s.name, err)
+	}
+	return nil
+}
+
+// perTenant returns the database strategy of the server, for its pool
+// statistics.
+func (s *server) perTenant() (*database.Strategy, bool) {
+	st, err := s.router.Strategy(isolation.Database)
+	if err != nil {
+		return nil, false
+	}
+	db, ok := st.(*database.Strategy)
+	return db, ok
+}
+
+// noTenancy is the baseline's strategy: Run opens a plain transaction on the
+// serving pool, binding nothing, so the only tenant filter left is the
+// application's own "tenant_id = $1". The transaction has the same shape as
+// the RLS strategy's (one BEGIN message, the statements, COMMIT), so the
+// difference measured is what the binding and the policy cost. It exists
+// only in the benchmark harness and serves a copy of the RLS database with
+// Row-Level Security disabled; nothing in the product can reach it.
+type noTenancy struct {
+	isolation.Strategy
+	pool *pgxpool.Pool
+}
+
+// Run runs fn in a plain transaction of the serving pool.
+func (b *noTenancy) Run(ctx context.Context, _ isolation.Tenant, fn func(pgx.Tx) error) error {
+	return pgx.BeginTxFunc(ctx, b.pool, pgx.TxOptions{}, fn)
+}

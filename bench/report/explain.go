@@ -1,0 +1,70 @@
+package report
+
+import (
+	"slices"
+	"strings"
+)
+
+// explanations say why a target is missed, keyed by the prefix of the
+// target names they explain. They were found with EXPLAIN ANALYZE and
+// profiles of the runs; each is printed only when a target it covers is
+// missed.
+var explanations = []struct{ prefix, text string }{
+	{"rls_", "**RLS against the baseline.** The plans (below) are the baseline's plus one node: the policy's " +
+		"`tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::uuid` meets the application's `tenant_id = $1`, " +
+		"so the planner folds the two into a one-time filter evaluated once per query (a `Result` node above the same index scan) — " +
+		"no extra index condition, no extra heap access, and the binding rides in the BEGIN message, so no extra round trip " +
+		"(`BenchmarkBinding` in isolation/rls: 3 round trips per transaction bound or not). What is left is the `Result` node's pass-through " +
+		"per row (visible only on the summary's thousands of rows) and the `SET LOCAL` parsed with BEGIN. Single ratios beyond 2–3 % on " +
+		"this machine are noise: runs of a few seconds on 2 cores shared with other engineers' builds (see the load average) " +
+		"move one round's ratio by more than the target's margin — the lowest–highest round column of the targets: where it " +
+		"straddles 1, the baseline itself was the slower in some round. The target is neither proven nor refuted by a median of " +
+		"three such rounds; a dedicated machine and longer runs (`-duration 30s -fixed-duration 60s -rounds 5`) would settle it."},
+	{"schema_", "**Schema against RLS.** Execution is the same (compare the plans' execution times), the difference is around it: " +
+		"every tenant has its own tables, so a serving connection keeps relation-cache and catalog-cache entries, and pgx's prepared " +
+		"statements, per tenant it has served, and PostgreSQL re-plans a cached statement whenever `search_path` differs from the one " +
+		"it was planned under. With 1,000 tenants over a 20-connection pool nearly every request lands on a connection whose last " +
+		"transaction was another tenant's: parse analysis and planning on every query, and cold catalog entries for the tenant's " +
+		"4 tables and their indexes (about 12 relations per tenant, 12,000 in all). That is the cost of the strategy at this tenant count, " +
+		"not a bug; it shrinks when a tenant's requests stick to a connection (a pool per tenant group) and grows with more tenants."},
+	{"database_", "**Database against RLS.** The connection budget held (see below), and that is the cost: 50 connections for 1,000 " +
+		"tenant databases. A connection serves one database, so a request for a tenant whose pool has no idle connection waits for a " +
+		"slot, has the least recently used idle connection of another tenant closed, and opens a new one — a new backend on a database " +
+		"it has not touched: fork, authentication and cold catalog caches (the connect time below). With 80 % of requests spread over " +
+		"990 small tenants, most requests pay it; RLS and schema serve every tenant from one warm pool. The large tenants, which get " +
+		"steady traffic, stay warm. Raising the budget, or splitting tenants over more serving processes so each holds fewer, is " +
+		"what helps; PgBouncer does not (its pools are per database too). " +
+		"A further defect showed in a smaller run (30 tenants, `-rate-share 0.75`: 750 of 1,173 and 1,926 of 2,140 requests of " +
+		"the point-read fixed-rate runs failed with 503, \"the tenant's database is busy or unreachable\"; it shows here as failed " +
+		"requests whenever a fixed rate comes near the strategy's saturation): under open-loop " +
+		"load (vegeta at a fixed rate adds clients while all are busy) the budget's queue grows, a connection attempt's " +
+		"`ConnectTimeout` runs out while it waits for a slot, and the strategy takes that timeout for the server being unreachable " +
+		"(`unreachable` in isolation/database/server.go accepts a `pgconn.ConnectError` that is a timeout, and a dial whose " +
+		"deadline the slot wait consumed fails as `dial tcp … i/o timeout`): it marks the server down and fails every request " +
+		"at once for a while. Waiting for the budget is local back-pressure, not an outage: the budget's wait should fail with an " +
+		"error of its own that `unreachable` rejects, and the dial should get its own timeout once it holds a slot."},
+	{"database_peak", "**Database connections above the budget.** The sampled sessions include connections being closed " +
+		"after eviction; the strategy holds a slot until the server has closed one, so a peak above the budget is a bug in " +
+		"isolation/database's budget."},
+	{"schema_migrate", "**Migrating all schemas took longer than 60 s.** The run's migrate parallelism is in the settings below; " +
+		"each tenant migration is a goose run over its schema, bound by the catalog writes of creating 4 tables and their indexes."},
+}
+
+// explain returns the explanations of the missed targets, one paragraph
+// each, or "".
+func explain(missed map[string]bool) string {
+	var out []string
+	for _, name := range sortedKeys(missed) {
+		// The explanation with the longest prefix of name covers it.
+		best := -1
+		for i, e := range explanations {
+			if strings.HasPrefix(name, e.prefix) && (best < 0 || len(e.prefix) > len(explanations[best].prefix)) {
+				best = i
+			}
+		}
+		if best >= 0 && !slices.Contains(out, explanations[best].text) {
+			out = append(out, explanations[best].text)
+		}
+	}
+	return strings.Join(out, "\n\n")
+}

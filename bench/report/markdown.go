@@ -1,0 +1,144 @@
+package report
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"time"
+)
+
+// Markdown is latest.md: the targets marked met or missed (with why, for
+// those missed), a table per workload, provisioning and migration times,
+// the database strategy's connections, and how the run was made.
+func Markdown(r *Results) string {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	m := r.Machine
+	p("# What isolation costs\n\n")
+	p("`make bench`, %s, on %s (%d cores, %.0f GiB), %s, Go %s, PostgreSQL %s; load average %.2f when the run began (the machine is shared).\n\n",
+		time.Now().UTC().Format("2006-01-02"), m.CPU, m.Cores, m.MemoryGiB, m.OS, strings.TrimPrefix(m.Go, "go"), m.PostgreSQL, m.LoadAvg)
+	p("Every figure is the median over rounds; a ratio is the median of each round's ratio to the baseline run in the same round ")
+	p("(the baseline is the RLS database with Row-Level Security disabled and no tenant bound: only the application's `tenant_id = $1` filter is left). ")
+	p("Throughput is at saturation; latency at a fixed rate below every strategy's saturation.\n\n")
+
+	targets := Evaluate(r)
+	p("## Targets\n\n| target | measured | lowest–highest round | limit | |\n|---|---:|---:|---:|---|\n")
+	missed := map[string]bool{}
+	for _, t := range targets {
+		op := "≤"
+		if t.AtLeast {
+			op = "≥"
+		}
+		verdict, measured := "not measured", "–"
+		if t.Known {
+			measured = num(t.Measured) + t.Unit
+			verdict = "met"
+			if !t.Met {
+				verdict = "**missed**"
+				missed[t.Name] = true
+			}
+		}
+		spread := "–"
+		if t.Spread {
+			spread = num(t.Min) + "–" + num(t.Max)
+		}
+		p("| %s | %s | %s | %s %s%s | %s |\n", t.Text, measured, spread, op, num(t.Limit), t.Unit, verdict)
+	}
+	p("\n")
+	if notes := explain(missed); notes != "" {
+		p("### Why the missed targets are missed\n\n%s\n\n", notes)
+	}
+
+	p("## Per workload\n\n")
+	for _, w := range r.Workloads {
+		rate, _ := r.Get(w + ".fixed_rate_rps")
+		p("### %s\n\n%s Latency at %s req/s.\n\n", w, workloadText[w], num(rate))
+		p("| strategy | req/s at saturation | × baseline | p50 ms | × baseline | p99 ms | × baseline | p50 × RLS | p99 × RLS | failed requests |\n")
+		p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		for _, s := range r.Strategies {
+			f := func(measure string) string { return r.cell(s + "." + w + "." + measure) }
+			p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", s,
+				f("throughput_rps"), f("throughput_ratio"), f("p50_ms"), f("p50_ratio"), f("p99_ms"), f("p99_ratio"),
+				f("p50_vs_rls"), f("p99_vs_rls"), f("errors"))
+		}
+		p("\n")
+	}
+
+	p("## Provisioning and migration\n\n")
+	p("| strategy | provision one tenant, median ms | slowest of the sample, ms | provision all tenants, s | migrate all tenants from version 0, s |\n|---|---:|---:|---:|---:|\n")
+	for _, s := range r.Strategies {
+		if s == "baseline" {
+			continue
+		}
+		f := func(measure string) string { return r.cell(s + "." + measure) }
+		p("| %s | %s | %s | %s | %s |\n", s, f("provision_ms"), f("provision_max_ms"), f("provision_all_s"), f("migrate_all_s"))
+	}
+	p("\nProvisioning goes through the control plane as `bulkhead tenant create` does: the tenant's record, its storage at the migration head, and its audit entry. ")
+	p("rls has no storage of its own to make; schema creates a role and a schema and migrates it; database clones a database from the pre-migrated template.\n\n")
+
+	if peak, ok := r.Get("database.peak_connections"); ok {
+		budget, _ := r.Get("database.connection_budget")
+		p("## Database strategy connections\n\n")
+		p("Peak serving-role sessions on tenant databases, sampled from `pg_stat_activity` every 50 ms through every run (%s samples): **%s** against a budget of %s. ",
+			r.cell("database.connection_samples"), num(peak), num(budget))
+		p("The strategy's own count of open tenant connections peaked at %s. ", r.cell("database.pool_high_water"))
+		p("Opening a serving connection to a tenant database and answering its first query took %s ms (median of 20 small tenants): ", r.cell("database.connect_ms"))
+		p("what a request pays when its tenant has no open connection.\n\n")
+	}
+
+	if len(r.Plans) > 0 {
+		p("## Plans\n\n")
+		p("`EXPLAIN (ANALYZE, BUFFERS)` of the store's queries for the first large tenant, after the runs, as the server runs them: ")
+		p("the serving role inside each strategy's transaction (the baseline's: a plain one), literals in place of parameters.\n\n")
+		for _, k := range sortedKeys(r.Plans) {
+			p("<details><summary>%s</summary>\n\n```\n%s\n```\n\n</details>\n\n", k, r.Plans[k])
+		}
+	}
+
+	p("## How this run was made\n\n")
+	for _, k := range sortedKeys(r.Settings) {
+		p("- %s: %s\n", k, r.Settings[k])
+	}
+	p("\nHarness phases (s):")
+	for _, k := range sortedKeys(r.Figures) {
+		if name, ok := strings.CutPrefix(k, "phase."); ok {
+			p(" %s %s;", strings.TrimSuffix(name, "_s"), num(r.Figures[k]))
+		}
+	}
+	p("\n")
+	return b.String()
+}
+
+// workloadText says what each workload requests.
+var workloadText = map[string]string{
+	"point_read":    "`GET /v1/accounts/{id}`: one account by primary key.",
+	"cost_list":     "`GET /v1/costs?from&to&limit=100`: the first page of one month's cost items (keyset on usage date and id).",
+	"cost_summary":  "`GET /v1/costs/summary?group_by=service&from&to`: one month's costs totalled per service.",
+	"ingest":        "`POST /v1/costs`: 1,000 cost items as JSON, all or nothing.",
+	"budget_status": "`GET /v1/budgets/{id}`: one budget with what was spent in its current month.",
+}
+
+// cell formats a figure for a table, "–" when it was not measured.
+func (r *Results) cell(name string) string {
+	v, ok := r.Get(name)
+	if !ok {
+		return "–"
+	}
+	return num(v)
+}
+
+// num formats v with three significant digits, without exponent.
+func num(v float64) string {
+	switch a := math.Abs(v); {
+	case v == math.Trunc(v) && a < 1e7:
+		return fmt.Sprintf("%.0f", v)
+	case a >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case a >= 10:
+		return fmt.Sprintf("%.1f", v)
+	case a >= 1:
+		return fmt.Sprintf("%.2f", v)
+	default:
+		return fmt.Sprintf("%.3f", v)
+	}
+}

@@ -1,0 +1,99 @@
+package report
+
+import (
+	"encoding/json"
+	"math"
+	"strings"
+	"testing"
+)
+
+func results() *Results {
+	return &Results{
+		Strategies: []string{"baseline", "rls", "schema", "database"},
+		Workloads:  []string{"point_read", "ingest"},
+		Figures: map[string]float64{
+			"dataset.tenants":                 1000,
+			"rls.point_read.p50_ratio":        1.01,
+			"rls.point_read.p50_ratio_min":    0.97,
+			"rls.point_read.p50_ratio_max":    1.04,
+			"rls.ingest.p50_ratio":            1.05,
+			"rls.point_read.throughput_ratio": 0.99,
+			"schema.point_read.p50_vs_rls":    1.2,
+			"database.peak_connections":       51,
+			"database.connection_budget":      50,
+			"schema.migrate_all_s":            30,
+			"schema.migrate_all_tenants":      1000,
+			"database.point_read.p99_vs_rls":  math.NaN(), // not measured
+		},
+	}
+}
+
+// TestEvaluate checks each kind of target: at most, at least, a budget
+// read from the figures, and a figure that was not measured.
+func TestEvaluate(t *testing.T) {
+	t.Parallel()
+	got := map[string]Target{}
+	for _, tg := range Evaluate(results()) {
+		got[tg.Name] = tg
+	}
+	for name, want := range map[string]struct{ known, met bool }{
+		"rls_point_read_p50_vs_baseline":        {true, true},
+		"rls_ingest_p50_vs_baseline":            {true, false},
+		"rls_point_read_throughput_vs_baseline": {true, true},
+		"schema_point_read_p50_vs_rls":          {true, false},
+		"database_peak_connections":             {true, false},
+		"schema_migrate_all_s":                  {true, true},
+		"database_point_read_p99_vs_rls":        {false, false},
+	} {
+		tg, ok := got[name]
+		if !ok {
+			t.Errorf("no target %s", name)
+			continue
+		}
+		if tg.Known != want.known || tg.Met != want.met {
+			t.Errorf("%s: known %v met %v, want %v %v", name, tg.Known, tg.Met, want.known, want.met)
+		}
+	}
+	if tg := got["rls_point_read_p50_vs_baseline"]; !tg.Spread || tg.Min != 0.97 || tg.Max != 1.04 {
+		t.Errorf("rls point read spread: %+v, want 0.97–1.04", tg)
+	}
+}
+
+// TestExplain checks that a missed target gets the explanation with the
+// longest matching prefix, each explanation at most once.
+func TestExplain(t *testing.T) {
+	t.Parallel()
+	got := explain(map[string]bool{"database_peak_connections": true, "schema_point_read_p50_vs_rls": true, "schema_ingest_p50_vs_rls": true})
+	if !strings.Contains(got, "above the budget") || strings.Contains(got, "**Database against RLS.**") {
+		t.Errorf("peak connections missed: explanation %q, want the budget's, not the latency one", got)
+	}
+	if n := strings.Count(got, "**Schema against RLS.**"); n != 1 {
+		t.Errorf("schema explanation appears %d times, want once", n)
+	}
+	if got := explain(nil); got != "" {
+		t.Errorf("nothing missed: explanation %q, want none", got)
+	}
+}
+
+// TestJSON checks that latest.json is one flat object without the
+// figures that were not measured, with the targets and the machine.
+func TestJSON(t *testing.T) {
+	t.Parallel()
+	b, err := JSON(results())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := m["database.point_read.p99_vs_rls"]; ok {
+		t.Error("a NaN figure was written")
+	}
+	if m["target.database_peak_connections.met"] != false || m["rls.point_read.p50_ratio"] != 1.01 {
+		t.Errorf("figures: %v", m)
+	}
+	if _, ok := m["machine"].(map[string]any); !ok {
+		t.Error("no machine object")
+	}
+}

@@ -1,0 +1,83 @@
+package report
+
+import (
+	"fmt"
+	"slices"
+)
+
+// Workload and strategy names the targets refer to (the harness's).
+const (
+	pointRead = "point_read"
+	ingest    = "ingest"
+)
+
+// Target is one of the targets, evaluated on a run.
+type Target struct {
+	// Name is the target's key in latest.json (target.<Name>.met).
+	Name string
+	// Text says what is measured against what, for the report.
+	Text string
+	// Measured and Limit: met when Measured <= Limit (AtLeast false) or
+	// Measured >= Limit (AtLeast true).
+	Measured, Limit float64
+	AtLeast         bool
+	Unit            string
+	// Known is false when the run did not measure it (a strategy or
+	// workload not selected).
+	Known, Met bool
+	// Min and Max are the lowest and highest round's value of a ratio
+	// (Spread false when the run has no such figures): how far one
+	// round is to be trusted.
+	Min, Max float64
+	Spread   bool
+}
+
+// Evaluate evaluates the targets on r. Latency ratios are medians
+// over rounds of each round's ratio; read latency is judged on p50, the
+// quantile a few hundred requests per run resolve to a per cent or two.
+func Evaluate(r *Results) []Target {
+	var out []Target
+	add := func(name, text, figure string, limit float64, atLeast bool, unit string) {
+		t := Target{Name: name, Text: text, Limit: limit, AtLeast: atLeast, Unit: unit}
+		t.Measured, t.Known = r.Get(figure)
+		lo, okLo := r.Get(figure + "_min")
+		hi, okHi := r.Get(figure + "_max")
+		t.Min, t.Max, t.Spread = lo, hi, okLo && okHi
+		if t.Known {
+			t.Met = t.Measured <= limit
+			if atLeast {
+				t.Met = t.Measured >= limit
+			}
+		}
+		out = append(out, t)
+	}
+	for _, w := range r.Workloads {
+		if w == ingest {
+			add("rls_ingest_p50_vs_baseline", "RLS ingest p50 latency ≤ 1.03× baseline",
+				"rls.ingest.p50_ratio", 1.03, false, "×")
+			continue
+		}
+		add("rls_"+w+"_p50_vs_baseline", fmt.Sprintf("RLS read latency ≤ 1.02× baseline: %s p50", w),
+			"rls."+w+".p50_ratio", 1.02, false, "×")
+	}
+	if slices.Contains(r.Workloads, pointRead) {
+		add("rls_point_read_throughput_vs_baseline", "Tenant-scoped point read throughput ≥ 0.95× the same read without tenancy (RLS)",
+			"rls.point_read.throughput_ratio", 0.95, true, "×")
+	}
+	tenants, _ := r.Get("dataset.tenants")
+	for _, w := range r.Workloads {
+		add("schema_"+w+"_p50_vs_rls", fmt.Sprintf("Schema ≤ 1.10× RLS latency at %.0f tenants: %s p50", tenants, w),
+			"schema."+w+".p50_vs_rls", 1.10, false, "×")
+	}
+	budget, _ := r.Get("database.connection_budget")
+	for _, w := range r.Workloads {
+		add("database_"+w+"_p99_vs_rls", fmt.Sprintf("Database p99 ≤ 2× RLS under a %.0f-connection budget: %s", budget, w),
+			"database."+w+".p99_vs_rls", 2, false, "×")
+	}
+	add("database_peak_connections", "Database strategy never above its connection budget (peak tenant sessions in pg_stat_activity)",
+		"database.peak_connections", budget, false, "")
+	n, _ := r.Get("schema.migrate_all_tenants")
+	add("schema_migrate_all_s", fmt.Sprintf("Migrate %.0f tenant schemas ≤ 60 s", n),
+		"schema.migrate_all_s", 60, false, "s")
+	return out
+}
