@@ -24,6 +24,15 @@ const (
 	Database = "database"
 )
 
+// SharedSchema holds the tenant tables that tenants of the RLS strategy
+// share, their rows told apart by tenant_id alone.
+const SharedSchema = "public"
+
+// SharesTables reports whether tenants of the strategy named name keep
+// their rows in the shared tables of SharedSchema; the others have storage
+// of their own (a schema, a database).
+func SharesTables(name string) bool { return name == RLS }
+
 // Role names. The owner runs DDL and owns every table; the serving role does
 // DML under Row-Level Security and owns nothing; the system role bypasses RLS
 // for audited cross-tenant jobs and exists only when configured.
@@ -92,6 +101,9 @@ var (
 	// ErrNoOwner means an operation needs owner privilege and no owner DSN
 	// (database.migrate_url) is configured.
 	ErrNoOwner = errors.New("no owner connection: database.migrate_url is not set")
+	// ErrNoApp means an operation needs the serving role's connection and
+	// no serving DSN (database.url, or a server's url) is configured.
+	ErrNoApp = errors.New("no serving connection: database.url (or isolation.database.servers[].url) is not set")
 	// ErrNoTenant means work was attempted without a tenant to bind.
 	ErrNoTenant = errors.New("no tenant bound")
 	// ErrUnavailable means the tenant's storage could not be reached in time;

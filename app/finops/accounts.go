@@ -106,38 +106,9 @@ func (s *Service) Account(ctx context.Context, t isolation.Tenant, id uuid.UUID)
 // Accounts returns a page of t's accounts in creation order, and the cursor
 // of the next page ("" on the last).
 func (s *Service) Accounts(ctx context.Context, t isolation.Tenant, p Page) ([]Account, string, error) {
-	after := uuid.Nil
-	if p.Cursor != "" {
-		key, err := decodeCursor(p.Cursor, 1)
-		if err != nil {
-			return nil, "", err
-		}
-		if after, err = uuid.Parse(key[0]); err != nil {
-			return nil, "", ErrBadCursor
-		}
-	}
-	limit := p.limit()
-	var out []Account
-	err := s.run(ctx, t, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `
-			SELECT `+accountColumns+` FROM accounts
-			WHERE tenant_id = $1 AND id > $2
-			ORDER BY id LIMIT $3`, t.ID, after, limit+1)
-		if err != nil {
-			return err
-		}
-		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Account, error) { return scanAccount(r) })
-		return err
-	})
-	if err != nil {
-		return nil, "", err
-	}
-	next := ""
-	if len(out) > limit {
-		out = out[:limit]
-		next = encodeCursor(out[limit-1].ID.String())
-	}
-	return out, next, nil
+	return idPage(ctx, s, t, p, `SELECT `+accountColumns+` FROM accounts
+		WHERE tenant_id = $1 AND id > $2
+		ORDER BY id LIMIT $3`, scanAccount, func(a Account) uuid.UUID { return a.ID })
 }
 
 // UpdateAccount changes the fields of in that are set, on the account id of

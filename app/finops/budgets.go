@@ -211,36 +211,11 @@ func budgetStatus(ctx context.Context, tx pgx.Tx, t isolation.Tenant, b Budget, 
 // Budgets returns a page of t's budgets in creation order, and the cursor of
 // the next page ("" on the last). They come without spending: see Budget.
 func (s *Service) Budgets(ctx context.Context, t isolation.Tenant, p Page) ([]Budget, string, error) {
-	after := uuid.Nil
-	if p.Cursor != "" {
-		key, err := decodeCursor(p.Cursor, 1)
-		if err != nil {
-			return nil, "", err
-		}
-		if after, err = uuid.Parse(key[0]); err != nil {
-			return nil, "", ErrBadCursor
-		}
-	}
-	limit := p.limit()
-	var out []Budget
-	err := s.run(ctx, t, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `
-			SELECT `+budgetColumns+` FROM budgets
-			WHERE tenant_id = $1 AND id > $2
-			ORDER BY id LIMIT $3`, t.ID, after, limit+1)
-		if err != nil {
-			return err
-		}
-		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Budget, error) { return scanBudget(r) })
-		return err
-	})
+	out, next, err := idPage(ctx, s, t, p, `SELECT `+budgetColumns+` FROM budgets
+		WHERE tenant_id = $1 AND id > $2
+		ORDER BY id LIMIT $3`, scanBudget, func(b Budget) uuid.UUID { return b.ID })
 	if err != nil {
 		return nil, "", fmt.Errorf("list budgets: %w", err)
-	}
-	next := ""
-	if len(out) > limit {
-		out = out[:limit]
-		next = encodeCursor(out[limit-1].ID.String())
 	}
 	return out, next, nil
 }

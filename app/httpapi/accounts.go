@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"errors"
 	"net/http"
 
 	"github.com/google/uuid"
@@ -60,16 +59,10 @@ func (h *handlers) ListAccounts(c echo.Context, params ListAccountsParams) error
 		return err
 	}
 	list, next, err := h.finops.Accounts(c.Request().Context(), p.Tenant, page)
-	if errors.Is(err, finops.ErrBadCursor) {
-		return badRequest(err.Error())
-	} else if err != nil {
+	if err != nil {
 		return err
 	}
-	out := AccountPage{Items: make([]Account, len(list)), NextCursor: cursorJSON(next)}
-	for i, a := range list {
-		out.Items[i] = accountJSON(a)
-	}
-	return c.JSON(http.StatusOK, out)
+	return c.JSON(http.StatusOK, AccountPage{Items: convert(list, accountJSON), NextCursor: cursorJSON(next)})
 }
 
 // GetAccount returns one account; another tenant's is not found.
@@ -134,4 +127,14 @@ func cursorJSON(next string) *string {
 		return nil
 	}
 	return &next
+}
+
+// convert returns the items of in, each converted by to: a page of the
+// domain's values as the API's.
+func convert[T, U any](in []T, to func(T) U) []U {
+	out := make([]U, len(in))
+	for i, x := range in {
+		out[i] = to(x)
+	}
+	return out
 }

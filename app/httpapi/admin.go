@@ -46,11 +46,7 @@ func (h *handlers) AdminListTenants(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	out := TenantList{Items: make([]Tenant, len(list))}
-	for i, t := range list {
-		out.Items[i] = tenantJSON(t)
-	}
-	return c.JSON(http.StatusOK, out)
+	return c.JSON(http.StatusOK, TenantList{Items: convert(list, tenantJSON)})
 }
 
 // AdminGetTenant returns one tenant.

@@ -72,11 +72,7 @@ func (h *handlers) ListBudgets(c echo.Context, params ListBudgetsParams) error {
 	if err != nil {
 		return err
 	}
-	out := BudgetPage{Items: make([]Budget, len(list)), NextCursor: cursorJSON(next)}
-	for i, b := range list {
-		out.Items[i] = budgetJSON(b)
-	}
-	return c.JSON(http.StatusOK, out)
+	return c.JSON(http.StatusOK, BudgetPage{Items: convert(list, budgetJSON), NextCursor: cursorJSON(next)})
 }
 
 // GetBudget returns one budget with its spending in the period containing

@@ -102,11 +102,7 @@ func (h *handlers) ListCosts(c echo.Context, params ListCostsParams) error {
 	if err != nil {
 		return err
 	}
-	out := CostPage{Items: make([]CostItem, len(list)), NextCursor: cursorJSON(next)}
-	for i, x := range list {
-		out.Items[i] = costJSON(x)
-	}
-	return c.JSON(http.StatusOK, out)
+	return c.JSON(http.StatusOK, CostPage{Items: convert(list, costJSON), NextCursor: cursorJSON(next)})
 }
 
 // SummarizeCosts totals the tenant's costs by service, account or day, per

@@ -56,14 +56,14 @@ func (e *Escalator) Usage(ctx context.Context, reason string, strategy isolation
 		}
 		for _, table := range tables {
 			rows, err := tx.Query(ctx, `SELECT tenant_id, count(*), COALESCE(sum(pg_column_size(t.*)), 0)::bigint FROM `+
-				pgx.Identifier{"public", table}.Sanitize()+` t GROUP BY tenant_id`)
+				pgx.Identifier{isolation.SharedSchema, table}.Sanitize()+` t GROUP BY tenant_id`)
 			if err != nil {
 				return fmt.Errorf("usage of %s: %w", table, err)
 			}
 			var id uuid.UUID
 			var u TableUsage
 			_, err = pgx.ForEachRow(rows, []any{&id, &u.Rows, &u.Bytes}, func() error {
-				if tu, ok := byID[id]; ok && tu.Isolation == isolation.RLS {
+				if tu, ok := byID[id]; ok && isolation.SharesTables(tu.Isolation) {
 					tu.Tables[table] = u
 				}
 				return nil
@@ -78,7 +78,7 @@ func (e *Escalator) Usage(ctx context.Context, reason string, strategy isolation
 		return nil, err
 	}
 	for i, t := range tenants {
-		if t.Isolation == isolation.RLS || t.Status != control.StatusActive && t.Status != control.StatusSuspended {
+		if isolation.SharesTables(t.Isolation) || t.Status != control.StatusActive && t.Status != control.StatusSuspended {
 			continue
 		}
 		if err := strategy.Run(ctx, t.Isolated(), func(tx pgx.Tx) error { return ownUsage(ctx, tx, &out[i]) }); err != nil {

@@ -86,24 +86,13 @@ func StartPgBouncer(ctx context.Context, opts PgBouncerOptions) (*PgBouncer, err
 	if opts.ServerPort == 0 {
 		return nil, errors.New("pgcluster: PgBouncerOptions.ServerPort is 0")
 	}
-	dir, err := filepath.Abs(opts.Dir)
-	if err != nil {
-		return nil, fmt.Errorf("pgcluster: %w", err)
-	}
 	bin, err := FindPgBouncer()
 	if err != nil {
 		return nil, err
 	}
-	acct, err := serverAccount()
+	dir, acct, logf, err := workDir(opts.Dir, opts.Logf)
 	if err != nil {
-		return nil, fmt.Errorf("pgcluster: %w", err)
-	}
-	logf := opts.Logf
-	if logf == nil {
-		logf = func(string, ...any) {}
-	}
-	if err := prepareDir(dir, acct, logf); err != nil {
-		return nil, fmt.Errorf("pgcluster: %w", err)
+		return nil, err
 	}
 	b := &PgBouncer{dir: dir, logPath: filepath.Join(dir, "pgbouncer.log"), logf: logf}
 	authFile := filepath.Join(dir, "userlist.txt")

@@ -145,10 +145,6 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("pgcluster: Options.Dir is empty")
 	}
-	dir, err := filepath.Abs(opts.Dir)
-	if err != nil {
-		return nil, fmt.Errorf("pgcluster: %w", err)
-	}
 	settings, err := serverSettings(opts.Settings)
 	if err != nil {
 		return nil, err
@@ -157,16 +153,9 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	acct, err := serverAccount()
+	dir, acct, logf, err := workDir(opts.Dir, opts.Logf)
 	if err != nil {
-		return nil, fmt.Errorf("pgcluster: %w", err)
-	}
-	logf := opts.Logf
-	if logf == nil {
-		logf = func(string, ...any) {}
-	}
-	if err := prepareDir(dir, acct, logf); err != nil {
-		return nil, fmt.Errorf("pgcluster: %w", err)
+		return nil, err
 	}
 	c := &Cluster{
 		bin:      bin,

@@ -80,6 +80,27 @@ func (a *account) canSearch(fi fs.FileInfo) bool {
 	}
 }
 
+// workDir resolves dir, finds the account the server runs as and prepares
+// dir for it, for a cluster or a PgBouncer: the absolute dir, the account
+// and logf, or a no-op logger when logf is nil.
+func workDir(dir string, logf func(string, ...any)) (string, *account, func(string, ...any), error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", nil, nil, fmt.Errorf("pgcluster: %w", err)
+	}
+	acct, err := serverAccount()
+	if err != nil {
+		return "", nil, nil, fmt.Errorf("pgcluster: %w", err)
+	}
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	if err := prepareDir(abs, acct, logf); err != nil {
+		return "", nil, nil, fmt.Errorf("pgcluster: %w", err)
+	}
+	return abs, acct, logf, nil
+}
+
 // prepareDir creates dir (absolute) for a server owned by a, and makes sure
 // a can reach it. A parent a cannot enter is opened for it (search only, no
 // listing) when it is one prepareDir created or lies inside the temporary

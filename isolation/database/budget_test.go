@@ -14,6 +14,7 @@ import (
 
 	"github.com/bulkheadhq/bulkhead/app/auth"
 	"github.com/bulkheadhq/bulkhead/internal/apitest"
+	"github.com/bulkheadhq/bulkhead/internal/pgtest"
 	"github.com/bulkheadhq/bulkhead/isolation"
 	"github.com/bulkheadhq/bulkhead/isolation/database"
 )
@@ -187,7 +188,7 @@ func TestIdlePoolsClose(t *testing.T) {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		st := s.Stats()
-		n := count(t, admin, `SELECT count(*) FROM pg_stat_activity WHERE datname = ANY($1)`, []string{ts[0].db, ts[1].db, ts[2].db})
+		n := pgtest.Count(t, admin, `SELECT count(*) FROM pg_stat_activity WHERE datname = ANY($1)`, []string{ts[0].db, ts[1].db, ts[2].db})
 		if st.Pools == 0 && st.Open == 0 && n == 0 {
 			break
 		}

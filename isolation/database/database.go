@@ -97,8 +97,6 @@ type Strategy struct {
 
 var _ isolation.Strategy = (*Strategy)(nil)
 
-var errNoApp = errors.New("no serving connection: database.url (or the server's url) is not set")
-
 // New returns the strategy cfg describes. It contacts no server; an error
 // means cfg is invalid.
 func New(cfg Config) (*Strategy, error) {
@@ -211,7 +209,7 @@ func (s *Strategy) Close() {
 func (s *Strategy) poolConfig(key poolKey, p *tenantPool) (*pgxpool.Config, error) {
 	srv := s.servers[key.server]
 	if srv == nil || srv.app == nil {
-		return nil, errNoApp
+		return nil, isolation.ErrNoApp
 	}
 	cfg := srv.app.Copy()
 	cfg.ConnConfig.Database = key.db
@@ -272,7 +270,7 @@ func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) 
 		return err
 	}
 	if srv.app == nil {
-		return errNoApp
+		return isolation.ErrNoApp
 	}
 	if srv.down() {
 		return fmt.Errorf("%w: server %s is down", isolation.ErrUnavailable, srv.name)

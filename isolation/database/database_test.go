@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/bulkheadhq/bulkhead/internal/apitest"
+	"github.com/bulkheadhq/bulkhead/internal/pgtest"
 	"github.com/bulkheadhq/bulkhead/isolation"
 	"github.com/bulkheadhq/bulkhead/isolation/database"
 	"github.com/bulkheadhq/bulkhead/migrations"
@@ -70,10 +71,10 @@ func TestProvisionGivesEachTenantItsDatabase(t *testing.T) {
 	inA := e.adminConn(t, database.DefaultServer, database.DBName(a.ID))
 	inB := e.adminConn(t, database.DefaultServer, database.DBName(b.ID))
 	control := e.adminConn(t, database.DefaultServer, e.DB.Name)
-	if n := count(t, inA, `SELECT count(*) FROM accounts`); n != 1 {
+	if n := pgtest.Count(t, inA, `SELECT count(*) FROM accounts`); n != 1 {
 		t.Errorf("%s's database holds %d accounts, want 1", a.Slug, n)
 	}
-	if n := count(t, inB, `SELECT count(*) FROM accounts`) + count(t, control, `SELECT count(*) FROM accounts`); n != 0 {
+	if n := pgtest.Count(t, inB, `SELECT count(*) FROM accounts`) + pgtest.Count(t, control, `SELECT count(*) FROM accounts`); n != 0 {
 		t.Errorf("%d accounts outside %s's database", n, a.Slug)
 	}
 }
@@ -145,7 +146,7 @@ func TestPolicyHoldsInsideTheDatabase(t *testing.T) {
 	exec(t, in, `INSERT INTO accounts (tenant_id, id, provider, external_id, name) VALUES ($1, $1, 'aws', 'planted', 'planted')`, planted)
 	ctx := context.Background()
 	err := e.strategy(t).Run(ctx, a.Isolated(), func(tx pgx.Tx) error {
-		if n := count(t, tx, `SELECT count(*) FROM accounts`); n != 1 {
+		if n := pgtest.Count(t, tx, `SELECT count(*) FROM accounts`); n != 1 {
 			t.Errorf("%s sees %d accounts in its database, want its 1", a.Slug, n)
 		}
 		if tag, err := tx.Exec(ctx, `UPDATE accounts SET name = 'x' WHERE id = $1`, planted); err != nil || tag.RowsAffected() != 0 {
@@ -165,7 +166,7 @@ func TestPolicyHoldsInsideTheDatabase(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	if n := count(t, conn, `SELECT count(*) FROM accounts`); n != 0 {
+	if n := pgtest.Count(t, conn, `SELECT count(*) FROM accounts`); n != 0 {
 		t.Errorf("an unbound connection to %s's database sees %d rows", a.Slug, n)
 	}
 }
@@ -211,10 +212,10 @@ func TestDeleteLeavesNoDatabaseAndNoPool(t *testing.T) {
 		t.Error("the transaction of a deleted tenant committed")
 	}
 	admin := e.adminConn(t, database.DefaultServer, "postgres")
-	if n := count(t, admin, `SELECT count(*) FROM pg_database WHERE datname = $1`, a.Placement); n != 0 {
+	if n := pgtest.Count(t, admin, `SELECT count(*) FROM pg_database WHERE datname = $1`, a.Placement); n != 0 {
 		t.Errorf("the database of a deleted tenant is still there")
 	}
-	if n := count(t, admin, `SELECT count(*) FROM pg_stat_activity WHERE datname = $1`, a.Placement); n != 0 {
+	if n := pgtest.Count(t, admin, `SELECT count(*) FROM pg_stat_activity WHERE datname = $1`, a.Placement); n != 0 {
 		t.Errorf("%d sessions of a deleted tenant's database remain", n)
 	}
 	if s.HasPool(a.Isolated()) {

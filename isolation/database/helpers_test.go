@@ -189,17 +189,6 @@ func withUser(t testing.TB, dsn, user string) string {
 	return u.String()
 }
 
-func count(t testing.TB, q interface {
-	QueryRow(context.Context, string, ...any) pgx.Row
-}, sql string, args ...any) int {
-	t.Helper()
-	var n int
-	if err := q.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-	return n
-}
-
 func exec(t testing.TB, conn *pgx.Conn, sql string, args ...any) {
 	t.Helper()
 	if _, err := conn.Exec(context.Background(), sql, args...); err != nil {

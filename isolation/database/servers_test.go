@@ -11,6 +11,7 @@ import (
 	"github.com/bulkheadhq/bulkhead/app/control"
 	"github.com/bulkheadhq/bulkhead/internal/apitest"
 	"github.com/bulkheadhq/bulkhead/internal/pgcluster"
+	"github.com/bulkheadhq/bulkhead/internal/pgtest"
 	"github.com/bulkheadhq/bulkhead/isolation"
 	"github.com/bulkheadhq/bulkhead/migrations"
 )
@@ -55,7 +56,7 @@ func TestASecondServer(t *testing.T) {
 	}
 	for _, tn := range spare {
 		conn := e.adminConn(t, "spare", tn.Placement)
-		if n := count(t, conn, `SELECT count(*) FROM accounts`); n != 1 {
+		if n := pgtest.Count(t, conn, `SELECT count(*) FROM accounts`); n != 1 {
 			t.Errorf("%s's database on spare holds %d accounts, want 1", tn.Slug, n)
 		}
 	}

@@ -268,7 +268,7 @@ func (s *Strategy) checkServer(ctx context.Context, srv *server) ([]isolation.Fi
 // but within the budget.
 func (s *Strategy) connectApp(ctx context.Context, srv *server, db string) (*pgx.Conn, error) {
 	if srv.app == nil {
-		return nil, errNoApp
+		return nil, isolation.ErrNoApp
 	}
 	cfg := srv.app.ConnConfig.Copy()
 	cfg.Database = db

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/bulkheadhq/bulkhead/app"
+	"github.com/bulkheadhq/bulkhead/internal/pgtest"
 	"github.com/bulkheadhq/bulkhead/isolation"
 	"github.com/bulkheadhq/bulkhead/isolation/database"
 )
@@ -114,7 +115,7 @@ func TestSetupKeepsTheTemplateAndDropsStaleOnes(t *testing.T) {
 	if after := oid(); after != before {
 		t.Errorf("setup rebuilt a current template (oid %d, then %d)", before, after)
 	}
-	if n := count(t, admin, `SELECT count(*) FROM pg_database WHERE datname = $1`, stale); n != 0 {
+	if n := pgtest.Count(t, admin, `SELECT count(*) FROM pg_database WHERE datname = $1`, stale); n != 0 {
 		t.Errorf("the stale template %s is still there", stale)
 	}
 	tn := e.Tenant(t, "after-setup")

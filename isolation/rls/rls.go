@@ -7,7 +7,6 @@ package rls
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -19,7 +18,7 @@ import (
 
 // schema holds the shared tenant tables. It is public so that the serving
 // role needs no search_path, which a transaction-mode pooler could not keep.
-const schema = "public"
+const schema = isolation.SharedSchema
 
 // Strategy is the shared-tables strategy. It is safe for concurrent use.
 type Strategy struct {
@@ -36,8 +35,6 @@ var _ isolation.Strategy = (*Strategy)(nil)
 func New(app, owner *pgxpool.Pool) *Strategy {
 	return &Strategy{app: app, owner: owner}
 }
-
-var errNoApp = errors.New("no serving connection: database.url is not set")
 
 // Name returns isolation.RLS.
 func (s *Strategy) Name() string { return isolation.RLS }
@@ -90,7 +87,7 @@ func (s *Strategy) Migrate(ctx context.Context, _ isolation.Tenant) (int64, erro
 // is the SET LOCAL folded into the transaction's BEGIN.
 func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) error) error {
 	if s.app == nil {
-		return errNoApp
+		return isolation.ErrNoApp
 	}
 	opts, err := isolation.Bind(t.ID)
 	if err != nil {
@@ -132,5 +129,5 @@ func (s *Strategy) any() (*pgxpool.Pool, error) {
 	case s.owner != nil:
 		return s.owner, nil
 	}
-	return nil, errNoApp
+	return nil, isolation.ErrNoApp
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -42,7 +41,7 @@ func setup(t testing.TB, maxConns int32, writes *atomic.Int64) fixture {
 		cfg.MaxConns = maxConns
 	}
 	if writes != nil {
-		cfg.ConnConfig.DialFunc = countingDialer(writes)
+		cfg.ConnConfig.DialFunc = pgtest.CountingDialer(writes)
 	}
 	app, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
@@ -70,17 +69,6 @@ func setup(t testing.TB, maxConns int32, writes *atomic.Int64) fixture {
 	return f
 }
 
-func count(t *testing.T, q interface {
-	QueryRow(context.Context, string, ...any) pgx.Row
-}, sql string, args ...any) int {
-	t.Helper()
-	var n int
-	if err := q.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-	return n
-}
-
 func isRLSViolation(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == "42501"
@@ -92,7 +80,7 @@ func TestFailsClosedWithoutTenant(t *testing.T) {
 	t.Parallel()
 	f := setup(t, 1, nil)
 	ctx := context.Background()
-	if n := count(t, f.app, `SELECT count(*) FROM accounts`); n != 0 {
+	if n := pgtest.Count(t, f.app, `SELECT count(*) FROM accounts`); n != 0 {
 		t.Fatalf("unbound read saw %d rows", n)
 	}
 	_, err := f.app.Exec(ctx, `INSERT INTO accounts (tenant_id, id, provider, external_id, name) VALUES ($1, $2, 'aws', 'x', 'x')`, f.a.ID, uuid.New())
@@ -103,7 +91,7 @@ func TestFailsClosedWithoutTenant(t *testing.T) {
 		if _, err := f.app.Exec(ctx, setting); err != nil {
 			t.Fatalf("%s: %v", setting, err)
 		}
-		if n := count(t, f.app, `SELECT count(*) FROM accounts`); n != 0 {
+		if n := pgtest.Count(t, f.app, `SELECT count(*) FROM accounts`); n != 0 {
 			t.Fatalf("after %s: read saw %d rows", setting, n)
 		}
 	}
@@ -121,10 +109,10 @@ func TestBoundTransactionSeesOnlyItsTenant(t *testing.T) {
 	ctx := context.Background()
 	for _, dir := range []struct{ self, other isolation.Tenant }{{f.a, f.b}, {f.b, f.a}} {
 		err := f.strategy.Run(ctx, dir.self, func(tx pgx.Tx) error {
-			if n := count(t, tx, `SELECT count(*) FROM accounts`); n != 3 {
+			if n := pgtest.Count(t, tx, `SELECT count(*) FROM accounts`); n != 3 {
 				t.Errorf("%s sees %d rows, want its 3", dir.self.Slug, n)
 			}
-			if n := count(t, tx, `SELECT count(*) FROM accounts WHERE tenant_id = $1`, dir.other.ID); n != 0 {
+			if n := pgtest.Count(t, tx, `SELECT count(*) FROM accounts WHERE tenant_id = $1`, dir.other.ID); n != 0 {
 				t.Errorf("%s sees %d of %s's rows", dir.self.Slug, n, dir.other.Slug)
 			}
 			for _, sql := range []string{
@@ -150,7 +138,7 @@ func TestBoundTransactionSeesOnlyItsTenant(t *testing.T) {
 		}
 		// Nothing of the other tenant changed.
 		err = f.strategy.Run(ctx, dir.other, func(tx pgx.Tx) error {
-			if n := count(t, tx, `SELECT count(*) FROM accounts WHERE name = $1`, dir.other.Slug); n != 3 {
+			if n := pgtest.Count(t, tx, `SELECT count(*) FROM accounts WHERE name = $1`, dir.other.Slug); n != 3 {
 				t.Errorf("%s has %d untouched rows, want 3", dir.other.Slug, n)
 			}
 			return nil
@@ -225,7 +213,7 @@ func TestTenantContextNeverOutlivesItsTransaction(t *testing.T) {
 		if setting != nil {
 			t.Errorf("a pooled connection still carries tenant %s", *setting)
 		}
-		if n := count(t, c, `SELECT count(*) FROM accounts`); n != 0 {
+		if n := pgtest.Count(t, c, `SELECT count(*) FROM accounts`); n != 0 {
 			t.Errorf("a pooled connection still reads %d rows", n)
 		}
 		c.Release()
@@ -312,27 +300,4 @@ func BenchmarkBinding(b *testing.B) {
 			b.ReportMetric(float64(writes.Load()-start)/float64(n), "roundtrips/op")
 		})
 	}
-}
-
-// countingDialer counts the writes of every connection it dials: pgx
-// flushes once per round trip.
-func countingDialer(writes *atomic.Int64) pgconn.DialFunc {
-	var d net.Dialer
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := d.DialContext(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		return &countingConn{Conn: c, writes: writes}, nil
-	}
-}
-
-type countingConn struct {
-	net.Conn
-	writes *atomic.Int64
-}
-
-func (c *countingConn) Write(p []byte) (int, error) {
-	c.writes.Add(1)
-	return c.Conn.Write(p)
 }

@@ -40,7 +40,7 @@ func leftovers(t *testing.T, db *pgtest.DB, name string, roleOID uint32) map[str
 		              + (SELECT count(*) FROM pg_class WHERE relacl::text LIKE '%' || $1 || '%')
 		              + (SELECT count(*) FROM pg_namespace WHERE nspacl::text LIKE '%' || $1 || '%')`,
 	} {
-		if n := count(t, conn, sql, name, roleOID); n != 0 {
+		if n := pgtest.Count(t, conn, sql, name, roleOID); n != 0 {
 			out[what] = n
 		}
 	}
@@ -82,7 +82,7 @@ func TestDeprovisionLeavesNothing(t *testing.T) {
 		t.Fatalf("deprovisioning past a grant it cannot revoke: got %v, want an error naming it", err)
 	}
 	err = f.strategy.Run(ctx, a, func(tx pgx.Tx) error {
-		if n := count(t, tx, `SELECT count(*) FROM accounts`); n != rowsPer {
+		if n := pgtest.Count(t, tx, `SELECT count(*) FROM accounts`); n != rowsPer {
 			t.Errorf("after a failed deprovisioning %s has %d rows, want %d", a.Slug, n, rowsPer)
 		}
 		return nil
@@ -103,7 +103,7 @@ func TestDeprovisionLeavesNothing(t *testing.T) {
 		t.Errorf("left behind: %v", got)
 	}
 	err = f.strategy.Run(ctx, b, func(tx pgx.Tx) error {
-		if n := count(t, tx, `SELECT count(*) FROM accounts`); n != rowsPer {
+		if n := pgtest.Count(t, tx, `SELECT count(*) FROM accounts`); n != rowsPer {
 			t.Errorf("%s has %d rows left, want %d", b.Slug, n, rowsPer)
 		}
 		return nil
@@ -141,7 +141,7 @@ func TestProvisionFailureLeavesNothing(t *testing.T) {
 		t.Fatal("provisioning an existing tenant again succeeded")
 	}
 	err := f.strategy.Run(ctx, existing, func(tx pgx.Tx) error {
-		if n := count(t, tx, `SELECT count(*) FROM accounts`); n != rowsPer {
+		if n := pgtest.Count(t, tx, `SELECT count(*) FROM accounts`); n != rowsPer {
 			t.Errorf("%s has %d rows after a second provisioning, want %d", existing.Slug, n, rowsPer)
 		}
 		return nil
@@ -176,10 +176,10 @@ func TestSlugFullOfSQLReachesNoDDL(t *testing.T) {
 	if tn.Placement != schema.Name(tn.ID) {
 		t.Errorf("placement %q", tn.Placement)
 	}
-	if n := count(t, f.owner, `SELECT count(*) FROM pg_namespace WHERE nspname = 'x'`); n != 1 {
+	if n := pgtest.Count(t, f.owner, `SELECT count(*) FROM pg_namespace WHERE nspname = 'x'`); n != 1 {
 		t.Error("schema x was dropped")
 	}
-	if n := count(t, f.owner, `
+	if n := pgtest.Count(t, f.owner, `
 		SELECT (SELECT count(*) FROM pg_namespace WHERE nspname LIKE '%drop%' OR nspname LIKE 'a%')
 		     + (SELECT count(*) FROM pg_roles WHERE rolname LIKE '%drop%')`); n != 0 {
 		t.Errorf("%d schemas or roles are named from the slug", n)

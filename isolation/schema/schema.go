@@ -42,8 +42,6 @@ func New(app, owner *pgxpool.Pool) *Strategy {
 	return &Strategy{app: app, owner: owner}
 }
 
-var errNoApp = errors.New("no serving connection: database.url is not set")
-
 // prefix starts every tenant schema and role name. Names are the prefix and
 // the 32 hex digits of the tenant id: 34 characters, well within
 // PostgreSQL's 63, and never anything a user typed.
@@ -241,7 +239,7 @@ func (s *Strategy) migrate(ctx context.Context, name string) (int64, error) {
 // assigns its results rather than appending to them).
 func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) error) error {
 	if s.app == nil {
-		return errNoApp
+		return isolation.ErrNoApp
 	}
 	opts, err := bind(t)
 	if err != nil {
@@ -304,5 +302,5 @@ func (s *Strategy) any() (*pgxpool.Pool, error) {
 	case s.owner != nil:
 		return s.owner, nil
 	}
-	return nil, errNoApp
+	return nil, isolation.ErrNoApp
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"sync"
@@ -137,17 +136,6 @@ func newControl(t testing.TB, f *fixture) *control.Service {
 }
 
 func ident(tn isolation.Tenant) string { return pgx.Identifier{schema.Name(tn.ID)}.Sanitize() }
-
-func count(t testing.TB, q interface {
-	QueryRow(context.Context, string, ...any) pgx.Row
-}, sql string, args ...any) int {
-	t.Helper()
-	var n int
-	if err := q.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-	return n
-}
 
 func code(err error) string {
 	var pgErr *pgconn.PgError
@@ -302,10 +290,10 @@ func TestOtherTenantsSchemaIsOutOfReach(t *testing.T) {
 		})
 		// Its own schema, unqualified and qualified, still holds its rows.
 		err := f.strategy.Run(ctx, dir.self, func(tx pgx.Tx) error {
-			if n := count(t, tx, `SELECT count(*) FROM accounts`); n != rowsPer {
+			if n := pgtest.Count(t, tx, `SELECT count(*) FROM accounts`); n != rowsPer {
 				t.Errorf("%s sees %d rows, want %d", dir.self.Slug, n, rowsPer)
 			}
-			if n := count(t, tx, `SELECT count(*) FROM `+ident(dir.self)+`.accounts WHERE name = $1`, dir.self.Slug); n != rowsPer {
+			if n := pgtest.Count(t, tx, `SELECT count(*) FROM `+ident(dir.self)+`.accounts WHERE name = $1`, dir.self.Slug); n != rowsPer {
 				t.Errorf("%s sees %d of its rows qualified, want %d", dir.self.Slug, n, rowsPer)
 			}
 			return nil
@@ -340,12 +328,12 @@ func TestServingRoleReadsNoTenantTableUnbound(t *testing.T) {
 			t.Errorf("read of %s bound by setting only: got %v, want a permission error", tn.Slug, err)
 		}
 	}
-	if n := count(t, f.app, `
+	if n := pgtest.Count(t, f.app, `
 		SELECT count(*) FROM pg_namespace
 		WHERE nspname ~ '^t_[0-9a-f]{32}$' AND has_schema_privilege(current_user, oid, 'USAGE')`); n != 0 {
 		t.Errorf("the serving role may use %d tenant schemas", n)
 	}
-	if n := count(t, f.app, `
+	if n := pgtest.Count(t, f.app, `
 		SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 		WHERE n.nspname ~ '^t_[0-9a-f]{32}$' AND c.relkind = 'r'
 		  AND has_table_privilege(current_user, c.oid, 'SELECT, INSERT, UPDATE, DELETE')`); n != 0 {
@@ -476,7 +464,7 @@ func TestBindingRidesInTheBeginRoundTrip(t *testing.T) {
 	var writes atomic.Int64
 	f := setup(t, options{tenants: 1, app: func(c *pgxpool.Config) {
 		c.MaxConns = 1
-		c.ConnConfig.DialFunc = countingDialer(&writes)
+		c.ConnConfig.DialFunc = pgtest.CountingDialer(&writes)
 	}})
 	ctx := context.Background()
 	tn := f.tenants[0]
@@ -517,27 +505,4 @@ func TestBindingRidesInTheBeginRoundTrip(t *testing.T) {
 	if bound != unbound || bound != 4 { // BEGIN (with the binding), two queries, COMMIT
 		t.Fatalf("bound transaction took %d round trips, unbound %d; want 4 each", bound, unbound)
 	}
-}
-
-// countingDialer counts the writes of every connection it dials: pgx
-// flushes once per round trip.
-func countingDialer(writes *atomic.Int64) pgconn.DialFunc {
-	var d net.Dialer
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := d.DialContext(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		return &countingConn{Conn: c, writes: writes}, nil
-	}
-}
-
-type countingConn struct {
-	net.Conn
-	writes *atomic.Int64
-}
-
-func (c *countingConn) Write(p []byte) (int, error) {
-	c.writes.Add(1)
-	return c.Conn.Write(p)
 }
