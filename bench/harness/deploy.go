@@ -163,24 +163,14 @@ func (h *harness) reset(ctx context.Context, d *deployment) error {
 		`DELETE FROM %[1]s` + migrations.Tenant.Table + ` WHERE version_id > 0`
 	switch d.name {
 	case Schema:
-		g, gctx := errgroup.WithContext(ctx)
-		for _, part := range balance(d.tenants, h.cfg.Parallel) {
-			g.Go(func() error {
-				conn, err := pgx.Connect(gctx, h.cluster.URL("postgres", d.db))
-				if err != nil {
-					return err
-				}
-				defer conn.Close(context.Background())
-				for _, t := range part {
-					prefix := pgx.Identifier{schema.Name(t.id)}.Sanitize() + "."
-					if _, err := conn.Exec(gctx, fmt.Sprintf(tables, prefix)); err != nil {
-						return fmt.Errorf("reset %s: %w", t.spec.Slug, err)
-					}
-				}
-				return nil
-			})
-		}
-		if err := g.Wait(); err != nil {
+		err := h.eachTenantSchema(ctx, d, func(ctx context.Context, conn *pgx.Conn, t placed) error {
+			prefix := pgx.Identifier{schema.Name(t.id)}.Sanitize() + "."
+			if _, err := conn.Exec(ctx, fmt.Sprintf(tables, prefix)); err != nil {
+				return fmt.Errorf("reset %s: %w", t.spec.Slug, err)
+			}
+			return nil
+		})
+		if err != nil {
 			return err
 		}
 	case Database:
@@ -195,6 +185,28 @@ func (h *harness) reset(ctx context.Context, d *deployment) error {
 		return fmt.Errorf("reset %s: no per-tenant storage", d.name)
 	}
 	return h.exec(ctx, d.db, `UPDATE bulkhead.tenants SET version = 0`)
+}
+
+// eachTenantSchema runs fn for each tenant of d, on Parallel superuser
+// connections to d's database, each taking a balanced share of the tenants.
+func (h *harness) eachTenantSchema(ctx context.Context, d *deployment, fn func(context.Context, *pgx.Conn, placed) error) error {
+	g, gctx := errgroup.WithContext(ctx)
+	for _, part := range balance(d.tenants, h.cfg.Parallel) {
+		g.Go(func() error {
+			conn, err := pgx.Connect(gctx, h.cluster.URL("postgres", d.db))
+			if err != nil {
+				return err
+			}
+			defer conn.Close(context.Background())
+			for _, t := range part {
+				if err := fn(gctx, conn, t); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	return g.Wait()
 }
 
 // eachTenantDB runs fn on a superuser connection to each tenant's database,
@@ -233,24 +245,10 @@ func (h *harness) load(ctx context.Context, d *deployment) error {
 		}
 		return h.exec(ctx, d.db, `VACUUM (ANALYZE)`)
 	case Schema:
-		g, gctx := errgroup.WithContext(ctx)
-		parts := balance(d.tenants, h.cfg.Parallel)
-		for _, part := range parts {
-			g.Go(func() error {
-				conn, err := pgx.Connect(gctx, h.cluster.URL("postgres", d.db))
-				if err != nil {
-					return err
-				}
-				defer conn.Close(context.Background())
-				for _, t := range part {
-					if err := h.data.load(gctx, conn, schema.Name(t.id), []placed{t}); err != nil {
-						return err
-					}
-				}
-				return nil
-			})
-		}
-		if err := g.Wait(); err != nil {
+		err := h.eachTenantSchema(ctx, d, func(ctx context.Context, conn *pgx.Conn, t placed) error {
+			return h.data.load(ctx, conn, schema.Name(t.id), []placed{t})
+		})
+		if err != nil {
 			return err
 		}
 		return h.exec(ctx, d.db, `VACUUM (ANALYZE)`)
