@@ -8,8 +8,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/fx"
 
@@ -42,8 +45,19 @@ func PoolConfig(dsn, pooler string, maxConns int) (*pgxpool.Config, error) {
 	if maxConns > 0 {
 		cfg.MaxConns = int32(maxConns)
 	}
+	// A cancelled request stops its statement in PostgreSQL: a cancel
+	// request at once, and should it land before the server began the
+	// statement (a cancel then is ignored), the connection is closed
+	// after cancelGrace, which sends another.
+	cfg.ConnConfig.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
+		return &pgconn.CancelRequestContextWatcherHandler{Conn: c, DeadlineDelay: cancelGrace}
+	}
 	return cfg, nil
 }
+
+// cancelGrace is how long a cancelled statement may take to end after the
+// cancel request before its connection is closed.
+const cancelGrace = time.Second
 
 // ExecMode is the pgx query exec mode that works with pooler.
 func ExecMode(pooler string) pgx.QueryExecMode {
