@@ -46,6 +46,8 @@ type Params struct {
 	Control *control.Service
 	FinOps  *finops.Service
 	Metrics *Metrics
+	// Verify serves GET /admin/v1/verify; without it that answers 503.
+	Verify Verifier `optional:"true"`
 }
 
 // New builds the server: middleware, the generated routes, and the
@@ -57,11 +59,13 @@ func New(p Params) (*Server, error) {
 	e.JSONSerializer = serializer{}
 
 	h := &handlers{
-		cfg:     p.Config,
-		log:     p.Log,
-		control: p.Control,
-		finops:  p.FinOps,
-		metrics: p.Metrics,
+		cfg:       p.Config,
+		log:       p.Log,
+		control:   p.Control,
+		finops:    p.FinOps,
+		metrics:   p.Metrics,
+		verify:    p.Verify,
+		verifying: make(chan struct{}, 1),
 	}
 	spec, err := h.loadSpec()
 	if err != nil {
