@@ -133,11 +133,19 @@ func (p *page) ready(what string) {
 	p.do(what, chromedp.WaitReady(chromedp.CSS(`body[data-ready="true"]`)))
 }
 
-// visit loads a console URL (a full page load) and waits for its view.
+// settled waits until everything the view asked for has arrived.
+func (p *page) settled(what string) {
+	p.t.Helper()
+	p.do(what, chromedp.WaitReady(chromedp.CSS(`body[data-settled="true"]`)))
+}
+
+// visit loads a console URL (a full page load) and waits until its view is
+// drawn and all it asked for has arrived.
 func (p *page) visit(path string) {
 	p.t.Helper()
 	p.do("visit "+path, chromedp.Navigate(p.env.URL+path))
 	p.ready("visit " + path)
+	p.settled("visit " + path)
 }
 
 // signIn loads the console at path and signs in with key, typing it and
@@ -150,6 +158,7 @@ func (p *page) signIn(path, secret string) {
 		chromedp.SendKeys(chromedp.ID("secret"), secret+"\r"),
 	)
 	p.ready("after signing in at " + path)
+	p.settled("after signing in at " + path)
 }
 
 // text is the page's visible text.

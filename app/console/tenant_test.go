@@ -109,6 +109,7 @@ func testDashboardTotalsMatchTheAPI(t *testing.T, b *browser.Browser) {
 	// Stacked by account: the same totals, split by account.
 	p.do("stack by account", chromedp.Evaluate[chromedp.Void](`(() => { const s = document.getElementById('c-by'); s.value = 'account'; s.dispatchEvent(new Event('change')); })()`))
 	p.ready("stacked by account")
+	p.settled("stacked by account")
 	_, perAccount := sums(t, summary(t, env, a.Viewer, rng+"&group_by=account"))
 	checkAmounts(t, "account", entries(p, ".key-totals td[data-amount]", "data-key"), withCurrency(perAccount, "USD"))
 	checkAmounts(t, "total by account", entries(p, "[data-total-currency]", "data-total-currency"), perCurrency)

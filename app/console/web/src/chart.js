@@ -93,8 +93,11 @@ export function stackedBars(container, { buckets, series, interval, currency }) 
     if (width !== plot.width) plot.setSize({ width, height: HEIGHT });
   });
   resize.observe(container);
+  let live = true;
   return {
     destroy() {
+      if (!live) return;
+      live = false;
       resize.disconnect();
       plot.destroy();
     },

@@ -21,6 +21,8 @@ export class Capabilities {
     const body = this.resolve(ingest?.requestBody ?? {});
     /** ingestTypes lists the media types POST /v1/costs takes. */
     this.ingestTypes = Object.keys(body.content ?? {});
+    /** focus says whether POST /v1/costs reads FOCUS billing exports. */
+    this.focus = /FOCUS/.test(`${ingest?.description ?? ''} ${body.description ?? ''}`);
     const ingestParams = (ingest?.parameters ?? []).map((p) => this.resolve(p));
     /** gzip says whether uploads may be sent with Content-Encoding: gzip. */
     this.gzip = ingestParams.some((p) => p.in === 'header' && p.name.toLowerCase() === 'content-encoding')

@@ -126,7 +126,7 @@ async function verifySection(ctx) {
       const res = await ctx.api.get('/admin/v1/verify', null, { signal: ctx.signal });
       const items = res.items ?? [];
       replace(out, h('p', { class: items.length ? 'msg msg-warn' : 'msg msg-ok' },
-        `${items.length} findings, ${res.critical ?? 0} critical (checked ${res.checked_at ?? 'now'}).`),
+        `${items.length} findings, ${res.critical ?? 0} critical (checked ${res.checked_at ? `${res.checked_at.slice(0, 19).replace('T', ' ')} UTC` : 'now'}).`),
       items.length ? table({ caption: 'Findings, critical first',
         columns: [{ title: 'Code' }, { title: 'Severity' }, { title: 'Object' }, { title: 'Detail' }, { title: 'Fix' }],
         rows: items.map((f) => h('tr', { dataset: { code: f.code } }, h('th', { scope: 'row' }, f.code),

@@ -55,25 +55,15 @@ function addCell(cell, key, currency, amount) {
 }
 
 /**
- * loadSpend fetches what the chart needs. Stacked by a dimension, it asks
- * one summary per bucket (a day or a month) grouped by that dimension:
- * that works for every dimension the server groups by. Not stacked, one
- * summary by day (or by month where the server has it; else the days are
- * added up here, exactly).
+ * loadTotals fetches the spend per bucket, not split: one summary by day
+ * (or by month where the server has it; else the days are added up here,
+ * exactly). It is the dashboard's first paint, whatever the stacking.
  */
-async function loadSpend(ctx, s) {
+async function loadTotals(ctx, s) {
   const buckets = dates.buckets(s.from, s.to, s.interval);
-  const base = { from: s.from, to: s.to, metric: s.metric || undefined, account_id: s.account || undefined };
   const cells = buckets.map(() => new Map());
-  if (s.by) {
-    await Promise.all(buckets.map(async (b, i) => {
-      const res = await ctx.api.get('/v1/costs/summary', { ...base, from: b.from, to: b.to, group_by: s.by }, { signal: ctx.signal });
-      for (const it of res.items) addCell(cells[i], it.key, it.currency, it.amount);
-    }));
-    return { buckets, cells };
-  }
   const byMonth = s.interval === 'month' && ctx.caps.hasMonth;
-  const res = await ctx.api.get('/v1/costs/summary', { ...base, group_by: byMonth ? 'month' : 'day' }, { signal: ctx.signal });
+  const res = await ctx.api.get('/v1/costs/summary', { ...filters(s), group_by: byMonth ? 'month' : 'day' }, { signal: ctx.signal });
   const index = new Map(buckets.map((b, i) => [b.key, i]));
   for (const it of res.items) {
     const key = s.interval === 'month' ? it.key.slice(0, 7) : it.key.slice(0, 10);
@@ -81,6 +71,26 @@ async function loadSpend(ctx, s) {
     if (i !== undefined) addCell(cells[i], 'Total', it.currency, it.amount);
   }
   return { buckets, cells };
+}
+
+/**
+ * loadStacked fetches the spend per bucket split by s.by: one summary per
+ * bucket (a day or a month) grouped by that dimension, which works for
+ * every dimension the server groups by.
+ */
+async function loadStacked(ctx, s) {
+  const buckets = dates.buckets(s.from, s.to, s.interval);
+  const cells = buckets.map(() => new Map());
+  await Promise.all(buckets.map(async (b, i) => {
+    const res = await ctx.api.get('/v1/costs/summary', { ...filters(s), from: b.from, to: b.to, group_by: s.by }, { signal: ctx.signal });
+    for (const it of res.items) addCell(cells[i], it.key, it.currency, it.amount);
+  }));
+  return { buckets, cells };
+}
+
+/** filters are the summary parameters every request of the dashboard shares. */
+function filters(s) {
+  return { from: s.from, to: s.to, metric: s.metric || undefined, account_id: s.account || undefined };
 }
 
 /** totals adds the cells up per key and per currency, exactly. */
@@ -162,12 +172,19 @@ export async function costsView(ctx) {
     h('h2', { id: 'top-h' }, 'Top against the previous period'));
   root.append(chartSection, topSection);
 
-  const spend = await loadSpend(ctx, s);
-  const sums = totals(spend.cells);
+  // First paint: the exact totals per bucket and currency, drawn unsplit;
+  // then, when stacked, the split, which takes one summary per bucket.
+  const unsplit = await loadTotals(ctx, s);
+  let sums = totals(unsplit.cells);
   const currency = pickCurrency(s.currency, sums.byCurrency);
   await names; // account names for keys, fetched alongside
-  renderSpend(ctx, chartSection, s, spend, sums, currency);
+  renderSpend(ctx, chartSection, { ...s, by: '' }, unsplit, sums, currency, s.by ? label(s.by).toLowerCase() : null);
   ctx.ready('costs');
+  if (s.by && sums.byCurrency.size > 0) {
+    const spend = await loadStacked(ctx, s);
+    sums = totals(spend.cells);
+    renderSpend(ctx, chartSection, s, spend, sums, currency);
+  }
   await renderTop(ctx, topSection, s, currency, sums);
   return root;
 }
@@ -215,8 +232,16 @@ function keyLabel(ctx, dim, key) {
   return key;
 }
 
-function renderSpend(ctx, section, s, spend, sums, currency) {
+// charts holds each section's chart, to replace it when the split arrives.
+const charts = new WeakMap();
+
+/**
+ * renderSpend draws the chart, the exact totals and the data table into
+ * section; splitting names the dimension still being fetched, if any.
+ */
+function renderSpend(ctx, section, s, spend, sums, currency, splitting = null) {
   const heading = section.querySelector('h2');
+  charts.get(section)?.destroy();
   if (sums.byCurrency.size === 0) {
     replace(section, heading, message('No costs in this range.'));
     section.dataset.state = 'empty';
@@ -254,6 +279,7 @@ function renderSpend(ctx, section, s, spend, sums, currency) {
     h('h3', null, 'Exact totals'), totalsList,
     s.by ? table({ caption: `By ${label(s.by).toLowerCase()}, ${currency}`, className: 'key-totals',
       columns: [{ title: label(s.by) }, { title: currency, num: true }], rows: keyRows }) : null,
+    splitting ? h('p', { class: 'loading' }, `Splitting by ${splitting}…`) : null,
     sums.byCurrency.size > 1 ? h('p', { class: 'hint' }, `The chart shows ${currency}; set Currency to see another.`) : null);
 
   const dataRows = spend.buckets.map((b, i) => h('tr', null, h('th', { scope: 'row' }, b.key),
@@ -266,8 +292,10 @@ function renderSpend(ctx, section, s, spend, sums, currency) {
       rows: dataRows }));
 
   replace(section, heading, h('div', { class: 'spend-grid' }, figure, aside), data);
-  section.dataset.state = 'ready';
-  ctx.own(stackedBars(chart, { buckets: spend.buckets, series, interval: s.interval, currency }));
+  section.dataset.state = splitting ? 'totals' : 'ready';
+  const plot = stackedBars(chart, { buckets: spend.buckets, series, interval: s.interval, currency });
+  charts.set(section, plot);
+  ctx.own(plot);
 }
 
 /** previous is the period of the same length just before [from, to]. */

@@ -104,6 +104,7 @@ export async function uploadView(ctx) {
       }
       button.disabled = true;
       input.value = '';
+      root.querySelector('#u-list').hidden = false;
       try {
         // One at a time: each is all or nothing, and the server's ingest
         // is the bottleneck anyway.
@@ -116,9 +117,9 @@ export async function uploadView(ctx) {
   button);
   root.append(
     h('p', { id: 'u-help' }, `Each file is ingested whole or not at all. This server takes ${exts.join(', ') || 'CSV'} files of cost rows`,
-      ctx.caps.ingestTypes.includes('text/csv') ? ' (account_id, service, usage_date, amount, currency, or a FOCUS export)' : '', '.'),
+      ctx.caps.ingestTypes.includes('text/csv') ? ` (a header row of account_id, service, usage_date, amount, currency${ctx.caps.focus ? ', or a FOCUS export' : ''})` : '', '.'),
     form,
-    h('section', { 'aria-labelledby': 'u-h' }, h('h2', { id: 'u-h' }, 'Uploads'),
+    h('section', { 'aria-labelledby': 'u-h', id: 'u-list', hidden: true }, h('h2', { id: 'u-h' }, 'Uploads'),
       table({ caption: 'Files sent in this session', className: 'uploads',
         columns: COLUMNS, rows })));
   ctx.mount(root);
