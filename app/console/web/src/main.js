@@ -158,13 +158,15 @@ async function renderTenant(path, signal) {
   const api = tenantClient();
   if (!state.me) {
     try {
-      state.me = await api.get('/v1/me', null, { signal });
+      state.me = await (state.mePromise ?? api.get('/v1/me', null, { signal }));
     } catch (err) {
       if (err instanceof ApiError && err.status === 401) {
         state.signInError = 'The key was refused; sign in again.';
         return render();
       }
       throw err;
+    } finally {
+      state.mePromise = null;
     }
   }
   tenantNav();
@@ -252,14 +254,25 @@ async function render() {
   titled(path.startsWith(`${BASE}/admin`) ? 'Operator console' : 'Console');
   replace(main(), h('p', { class: 'loading' }, 'Loading…'));
   try {
-    if (!state.caps) state.caps = await loadCapabilities();
+    if (!state.caps) {
+      // Who the key is and what the server can do, asked at once.
+      const isAdmin = path === `${BASE}/admin` || path.startsWith(`${BASE}/admin/`);
+      if (!isAdmin && session.key && !state.me) {
+        state.mePromise = tenantClient().get('/v1/me', null, { signal });
+        state.mePromise.catch(() => {}); // handled where it is awaited
+      }
+      state.caps = await loadCapabilities();
+    }
     if (path === `${BASE}/admin` || path.startsWith(`${BASE}/admin/`)) await renderAdmin(path, signal);
     else await renderTenant(path, signal);
     if (moved && !signal.aborted) focusHeading();
     const h1 = main().querySelector('h1');
     if (h1) titled(h1.textContent);
     // Everything the view asked for has arrived (tests wait for this).
-    if (!signal.aborted) document.body.dataset.settled = 'true';
+    if (!signal.aborted) {
+      window.performance.mark('bulkhead:settled');
+      document.body.dataset.settled = 'true';
+    }
   } catch (err) {
     if (signal.aborted || err?.name === 'AbortError') return;
     if (err instanceof ApiError && err.status === 401) {

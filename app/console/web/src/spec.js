@@ -91,7 +91,8 @@ function choices(schema) {
 /** loadCapabilities fetches /openapi.json; a server without one offers the basics. */
 export async function loadCapabilities() {
   try {
-    const res = await fetch('/openapi.json', { headers: { Accept: 'application/json' } });
+    // No extra headers: the page preloads this very request (index.html).
+    const res = await fetch('/openapi.json');
     if (res.ok) return new Capabilities(await res.json());
   } catch {
     // fall through: the console still signs in and shows what it can
