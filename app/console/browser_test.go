@@ -61,6 +61,7 @@ func TestConsole(t *testing.T) {
 		{"ShowsOnlyTheKeysTenant", testShowsOnlyTheKeysTenant},
 		{"Budgets", testBudgets},
 		{"OperatorConsole", testOperatorConsole},
+		{"Units", testUnits},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -118,9 +119,9 @@ func (p *page) do(what string, actions ...chromedp.Action[chromedp.Void]) {
 }
 
 // eval evaluates a JavaScript expression in the page.
-func eval[T any](p *page, expr string) T {
+func eval[T any](p *page, expr string, opts ...chromedp.EvaluateOption) T {
 	p.t.Helper()
-	v, err := browser.Run(p.tab, step, chromedp.Evaluate[T](expr))
+	v, err := browser.Run(p.tab, step, chromedp.Evaluate[T](expr, opts...))
 	if err != nil {
 		p.t.Fatalf("evaluate %s: %v", expr, err)
 	}
