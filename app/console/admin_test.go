@@ -48,7 +48,12 @@ func testOperatorConsole(t *testing.T, b *browser.Browser) {
 		}
 	}
 
-	// Suspend, confirmed; the tenant's key is refused; resume.
+	// A tenant's console open in another tab.
+	tenantTab := open(t, b, env)
+	tenantTab.signIn("/console/budgets", acme.Viewer)
+
+	// Suspend, confirmed; the tenant's key is refused, in its console too;
+	// resume.
 	for _, act := range []struct{ verb, status string }{{"suspend", "suspended"}, {"resume", "active"}} {
 		p.do(act.verb,
 			chromedp.Click(chromedp.CSS(fmt.Sprintf(`button[aria-label^="%s tenant acme"]`, strings.ToUpper(act.verb[:1])+act.verb[1:]))),
@@ -57,6 +62,10 @@ func testOperatorConsole(t *testing.T, b *browser.Browser) {
 		got := env.Must(t, 200, "GET", "/admin/v1/tenants/acme", apitest.AdminToken, nil).Map(t)["status"]
 		if got != act.status {
 			t.Errorf("after %s the API says %v", act.verb, got)
+		}
+		tenantTab.visit("/console/budgets")
+		if refused := strings.Contains(tenantTab.text(), "suspended"); refused != (act.status == "suspended") {
+			t.Errorf("after %s the tenant's console says %q", act.verb, tenantTab.text())
 		}
 		if act.status == "suspended" {
 			env.Must(t, 403, "GET", "/v1/accounts", acme.Viewer, nil)

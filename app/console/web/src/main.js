@@ -164,6 +164,14 @@ async function renderTenant(path, signal) {
         state.signInError = 'The key was refused; sign in again.';
         return render();
       }
+      if (err instanceof ApiError && err.status === 403) {
+        // A suspended tenant: say so, and let the person sign out.
+        renderNav([], null, signOut);
+        replace(main(), h('div', { class: 'view', dataset: { state: 'refused' } }, h('h1', { tabindex: '-1' }, 'Refused'),
+          message(`The server refuses this key: ${err.message}.`, 'error')));
+        document.body.dataset.ready = 'true';
+        return undefined;
+      }
       throw err;
     } finally {
       state.mePromise = null;

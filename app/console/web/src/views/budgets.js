@@ -53,6 +53,9 @@ function row(ctx, b) {
     h('td', null, h('span', { class: `badge ${st.cls}` }, st.text)));
 }
 
+// MAX_SHOWN bounds the budgets shown with their spending.
+const MAX_SHOWN = 200;
+
 const COLUMNS = [
   { title: 'Budget' }, { title: 'Period' }, { title: 'Scope' }, { title: 'Amount', num: true }, { title: 'Spent', num: true },
   { title: 'Remaining', num: true }, { title: 'Projected at period end', num: true }, { title: 'Status' },
@@ -63,7 +66,7 @@ export async function budgetsView(ctx) {
   const section = h('section', { dataset: { state: 'loading' } }, h('p', { class: 'loading' }, 'Loading…'));
   root.append(section);
   ctx.mount(root);
-  const list = await ctx.api.all('/v1/budgets', {}, { signal: ctx.signal });
+  const list = await ctx.api.all('/v1/budgets', {}, { signal: ctx.signal, maxPages: 1 });
   await ctx.accountNames();
   if (!list.length) {
     replace(section, message('No budgets yet. Create one with POST /v1/budgets.'));
@@ -71,9 +74,12 @@ export async function budgetsView(ctx) {
     ctx.ready('budgets');
     return root;
   }
-  // The list has no spending; each budget's own answer has.
-  const full = await Promise.all(list.map((b) => ctx.api.get(`/v1/budgets/${b.id}`, null, { signal: ctx.signal })));
+  // The list has no spending; each budget's own answer has: one request
+  // each, so only the first MAX_SHOWN.
+  const shown = list.slice(0, MAX_SHOWN);
+  const full = await Promise.all(shown.map((b) => ctx.api.get(`/v1/budgets/${b.id}`, null, { signal: ctx.signal })));
   replace(section, table({ caption: 'Budgets in their current period', columns: COLUMNS, rows: full.map((b) => row(ctx, b)) }),
+    list.length > shown.length ? message(`Showing the first ${shown.length} of ${list.length} budgets.`) : null,
     h('p', { class: 'hint' }, 'Projected: the spend so far at the same daily rate until the period ends.'));
   section.dataset.state = 'ready';
   ctx.ready('budgets');
