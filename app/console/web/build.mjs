@@ -7,7 +7,7 @@
 //   node build.mjs [--out DIR] [--manifest FILE]
 import * as esbuild from 'esbuild';
 import { createHash } from 'node:crypto';
-import { copyFileSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -16,7 +16,10 @@ const arg = (name, def) => {
   const i = process.argv.indexOf(name);
   return i > 0 ? resolve(process.argv[i + 1]) : def;
 };
-const out = arg('--out', join(here, '..', 'dist'));
+const dest = arg('--out', join(here, '..', 'dist'));
+// Built beside dest and swapped in at the end, so a Go build running
+// meanwhile embeds the old build or the new one, never half of one.
+const out = `${dest}.building`;
 const manifest = arg('--manifest', join(here, '..', 'build.json'));
 
 // SOURCES are what the build reads besides node_modules, which
@@ -53,13 +56,20 @@ copyFileSync(join(here, 'icon.svg'), join(out, 'assets', 'icon.svg'));
 writeFileSync(join(out, 'assets', 'licenses.txt'),
   `uPlot ${uplot.version} (https://github.com/leeoniya/uPlot)\n\n${readFileSync(join(here, 'node_modules', 'uplot', 'LICENSE'), 'utf8')}`);
 
+const outputs = hashes(out, files(out));
+const old = `${dest}.old`;
+rmSync(old, { recursive: true, force: true });
+if (existsSync(dest)) renameSync(dest, old);
+renameSync(out, dest);
+rmSync(old, { recursive: true, force: true });
+
 const sources = SOURCES.flatMap((s) => (s === 'src' ? files(join(here, s)) : [join(here, s)]));
 const doc = {
   comment: 'Written by app/console/web/build.mjs (make console); checked by app/console tests. Do not edit.',
   esbuild: esbuild.version,
   uplot: uplot.version,
   sources: hashes(here, sources),
-  outputs: hashes(out, files(out)),
+  outputs,
 };
 writeFileSync(manifest, `${JSON.stringify(doc, null, 2)}\n`);
-console.log(`console: built ${Object.keys(doc.outputs).length} files into ${relative(process.cwd(), out) || '.'}`);
+console.log(`console: built ${Object.keys(doc.outputs).length} files into ${relative(process.cwd(), dest) || '.'}`);

@@ -162,6 +162,7 @@ export async function costsView(ctx) {
   if (s.note) root.append(message(s.note));
   if (s.from > s.to) {
     root.append(message('The first day is after the last day.', 'error'));
+    ctx.ready('costs');
     return root;
   }
 

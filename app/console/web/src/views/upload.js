@@ -68,6 +68,16 @@ function send(file, kind, key, idempotencyKey, onProgress, signal) {
   });
 }
 
+/**
+ * idempotencyKey is a random key for one file's POST, so a retry cannot
+ * write it twice. (crypto.randomUUID exists only in secure contexts; a
+ * console served over plain HTTP on a private network has getRandomValues.)
+ */
+function idempotencyKey() {
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  return `console-${[...b].map((x) => x.toString(16).padStart(2, '0')).join('')}`;
+}
+
 /** track polls an import that the server runs after answering 202, until it ends. */
 async function track(ctx, location, show) {
   for (let i = 0; i < 3600; i++) {
@@ -140,7 +150,7 @@ async function uploadOne(ctx, file, rows) {
     progress.remove();
     return;
   }
-  const key = crypto.randomUUID();
+  const key = idempotencyKey();
   try {
     const res = await send(file, kind, ctx.key, key, (phase, loaded, total) => {
       if (phase === 'upload') {
