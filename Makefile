@@ -8,6 +8,7 @@ BIN      := bin/bulkhead
 GOFLAGS_TEST ?=
 TESTFLAGS ?= -count=1 -timeout 20m
 WITHPG   := $(GO) run ./internal/cmd/withpg
+CONSOLE  := app/console/web
 
 .PHONY: help
 help: ## List the targets
@@ -65,9 +66,27 @@ helm/test: ## Lint, render and test the chart on Helm 3 and Helm 4, offline
 	scripts/helm-test.sh
 	cd helm && $(GO) test -count=1 ./...
 
+.PHONY: console
+console: ## Rebuild the web console into app/console/dist (needs npm; the build is committed, so make build does not)
+	cd $(CONSOLE) && npm ci --no-audit --no-fund --loglevel=error && node build.mjs
+
+.PHONY: console/check
+console/check: ## Rebuild the console from scratch elsewhere; fail unless it is byte for byte the committed build
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; mkdir "$$tmp/web"; \
+	(cd $(CONSOLE) && tar --exclude=./node_modules -cf - .) | (cd "$$tmp/web" && tar -xf -); \
+	(cd "$$tmp/web" && npm ci --no-audit --no-fund --loglevel=error && node build.mjs --out "$$tmp/dist" --manifest "$$tmp/build.json") >/dev/null; \
+	diff -r app/console/dist "$$tmp/dist"; diff app/console/build.json "$$tmp/build.json"; \
+	echo "ok   app/console/dist is the build of app/console/web"
+
+.PHONY: console/screenshots
+console/screenshots: deps ## Retake the README's console screenshots (docs/console-*.png) with the browser tests
+	$(WITHPG) -pgbouncer -- env BULKHEAD_CONSOLE_SCREENSHOTS=$(CURDIR)/docs \
+		$(GO) test -count=1 -run 'TestConsole/(DashboardTotalsMatchTheAPI|UploadShowsProgressAndLands|OperatorConsole)$$' ./app/console
+
 .PHONY: bench
-bench: deps build ## Run the benchmark harness; writes bench/results/latest.{json,md,svg}
+bench: deps build ## Run the benchmarks; write bench/results/latest.{json,md,svg} and console-latest.{json,md}
 	$(GO) run ./bench -out bench/results
+	$(GO) run ./bench/console -out bench/results
 
 .PHONY: clean
 clean: ## Remove build output and the dev database

@@ -47,6 +47,7 @@ func Server() fx.Option {
 	return fx.Options(
 		finops.Module,
 		httpapi.Module,
+		fx.Provide(newVerifier),
 		fx.Invoke(registerSafetyCheck),
 		fx.Invoke(func(*httpapi.Server) {}),
 	)
@@ -181,6 +182,14 @@ func SafetyFindings(ctx context.Context, pools *postgres.Pools, strategy isolati
 		return nil, fmt.Errorf("verify isolation: %w", err)
 	}
 	return findings, nil
+}
+
+// newVerifier lets the admin API report what `bulkhead verify` does, over
+// the same pool and every strategy the server runs.
+func newVerifier(pools *postgres.Pools, strategy *isolation.Router) httpapi.Verifier {
+	return func(ctx context.Context) ([]isolation.Finding, error) {
+		return SafetyFindings(ctx, pools, strategy)
+	}
 }
 
 // SafetyCheck returns an *isolation.UnsafeError listing the critical

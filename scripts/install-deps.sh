@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests and `make run` need and the machine lacks: a
-# PostgreSQL server (15 where the distribution has it, else its default) and
-# PgBouncer. Only as root with apt-get; anywhere else it prints what to
-# install and exits 1. Idempotent, and a quick no-op when both are present.
+# PostgreSQL server (15 where the distribution has it, else its default),
+# PgBouncer, and Chromium (with a font) for the web console's browser tests.
+# Only as root with apt-get; anywhere else it prints what to install and
+# exits 1. Idempotent, and a quick no-op when all are present.
 #
 # The tests run throwaway clusters of their own, so the packaged ones must
 # not run: services are kept from starting while installing, a cluster the
@@ -30,11 +31,23 @@ have_pgbouncer() {
 	command -v pgbouncer >/dev/null || [[ -x /usr/sbin/pgbouncer ]]
 }
 
+# The browser tests take BULKHEAD_CHROMIUM, else the first of these on PATH
+# (internal/browser).
+have_chromium() {
+	if [[ -n ${BULKHEAD_CHROMIUM:-} ]]; then
+		[[ -x $BULKHEAD_CHROMIUM ]]
+		return
+	fi
+	command -v chromium >/dev/null || command -v chromium-browser >/dev/null ||
+		command -v google-chrome >/dev/null || command -v google-chrome-stable >/dev/null
+}
+
 missing=()
 have_postgres || missing+=(postgresql)
 have_pgbouncer || missing+=(pgbouncer)
+have_chromium || missing+=(chromium)
 if ((${#missing[@]} == 0)); then
-	echo "ok   PostgreSQL and PgBouncer present"
+	echo "ok   PostgreSQL, PgBouncer and Chromium present"
 	exit 0
 fi
 
@@ -51,15 +64,17 @@ if [[ $(id -u) != 0 ]] || ! command -v apt-get >/dev/null; then
 			pkgs=()
 			[[ " ${missing[*]} " == *" postgresql "* ]] && pkgs+=(postgresql-15)
 			[[ " ${missing[*]} " == *" pgbouncer "* ]] && pkgs+=(pgbouncer)
+			[[ " ${missing[*]} " == *" chromium "* ]] && pkgs+=(chromium fonts-dejavu-core)
 			echo "  sudo apt-get update && sudo apt-get install -y ${pkgs[*]}"
 			if [[ " ${pkgs[*]} " == *" postgresql-15 "* ]]; then
 				echo "  (or postgresql, the distribution's default, where there is no postgresql-15)"
 			fi
 		else
-			echo "  Debian/Ubuntu: apt-get install postgresql-15 pgbouncer"
-			echo "  Fedora/RHEL:   dnf install postgresql-server pgbouncer"
-			echo "  macOS:         brew install postgresql@15 pgbouncer"
-			echo "or set PG_BINDIR to a directory holding initdb and postgres."
+			echo "  Debian/Ubuntu: apt-get install postgresql-15 pgbouncer chromium"
+			echo "  Fedora/RHEL:   dnf install postgresql-server pgbouncer chromium"
+			echo "  macOS:         brew install postgresql@15 pgbouncer; brew install --cask chromium"
+			echo "or set PG_BINDIR to a directory holding initdb and postgres,"
+			echo "and BULKHEAD_CHROMIUM to a Chromium or Chrome binary."
 		fi
 	} >&2
 	exit 1
@@ -77,6 +92,7 @@ candidate() {
 want=()
 [[ " ${missing[*]} " == *" postgresql "* ]] && want+=(postgresql-15)
 [[ " ${missing[*]} " == *" pgbouncer "* ]] && want+=(pgbouncer)
+[[ " ${missing[*]} " == *" chromium "* ]] && want+=(chromium fonts-dejavu-core)
 updated=0
 for pkg in "${want[@]}"; do
 	if ! candidate "$pkg" && ((updated == 0)); then
@@ -143,8 +159,8 @@ if [[ " ${pkgs[*]} " == *" pgbouncer "* ]]; then
 	fi
 fi
 
-if ! have_postgres || ! have_pgbouncer; then
-	echo "install-deps: installed ${pkgs[*]} but still cannot find initdb/postgres and pgbouncer" >&2
+if ! have_postgres || ! have_pgbouncer || ! have_chromium; then
+	echo "install-deps: installed ${pkgs[*]} but still cannot find initdb/postgres, pgbouncer and chromium" >&2
 	exit 1
 fi
 echo "ok   installed ${pkgs[*]} ($((SECONDS - start))s)"

@@ -13,14 +13,26 @@ import (
 func tenantJSON(t control.Tenant) Tenant {
 	created, version := t.CreatedAt, t.Version
 	return Tenant{
-		Id:        t.ID,
-		Slug:      t.Slug,
-		Name:      t.Name,
-		Isolation: TenantIsolation(t.Isolation),
-		Status:    TenantStatus(t.Status),
-		Version:   &version,
-		CreatedAt: &created,
+		Id:           t.ID,
+		Slug:         t.Slug,
+		Name:         t.Name,
+		Isolation:    TenantIsolation(t.Isolation),
+		Status:       TenantStatus(t.Status),
+		Server:       nonEmpty(t.Server),
+		Placement:    nonEmpty(t.Placement),
+		Version:      &version,
+		MigrateError: nonEmpty(t.MigrateError),
+		MigratedAt:   t.MigratedAt,
+		CreatedAt:    &created,
 	}
+}
+
+// nonEmpty is s, or nil (the field left out) when s is empty.
+func nonEmpty(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
 }
 
 // AdminCreateTenant provisions a tenant.

@@ -79,6 +79,24 @@ func (e KeyCreateRole) Valid() bool {
 	}
 }
 
+// Defines values for MeRole.
+const (
+	MeRoleEditor MeRole = "editor"
+	MeRoleViewer MeRole = "viewer"
+)
+
+// Valid indicates whether the value is a known member of the MeRole enum.
+func (e MeRole) Valid() bool {
+	switch e {
+	case MeRoleEditor:
+		return true
+	case MeRoleViewer:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for Provider.
 const (
 	Aws   Provider = "aws"
@@ -409,6 +427,22 @@ type FieldError struct {
 	Field string `json:"field"`
 }
 
+// Finding defines model for Finding.
+type Finding struct {
+	// Code Stable; docs/VERIFY.md lists each.
+	Code   string `json:"code"`
+	Detail string `json:"detail"`
+
+	// Fix One line saying how to mend it.
+	Fix string `json:"fix"`
+
+	// Object What the finding concerns: a role, table, schema, ...
+	Object string `json:"object"`
+
+	// Severity critical (serve refuses to start on it) or warning.
+	Severity string `json:"severity"`
+}
+
 // GrantCreate defines model for GrantCreate.
 type GrantCreate struct {
 	// Tenant The slug of the tenant the key may read.
@@ -455,6 +489,25 @@ type KeyCreate struct {
 // KeyCreateRole defines model for KeyCreate.Role.
 type KeyCreateRole string
 
+// Me defines model for Me.
+type Me struct {
+	// KeyId The key's public id.
+	KeyId string `json:"key_id"`
+
+	// Role viewer: read only; editor: may also write.
+	Role   MeRole   `json:"role"`
+	Tenant MeTenant `json:"tenant"`
+}
+
+// MeRole viewer: read only; editor: may also write.
+type MeRole string
+
+// MeTenant defines model for MeTenant.
+type MeTenant struct {
+	Name string `json:"name"`
+	Slug string `json:"slug"`
+}
+
 // Money An exact decimal amount with six decimals.
 //
 // Example: 12.345600
@@ -486,10 +539,24 @@ type Tenant struct {
 	CreatedAt *time.Time         `json:"created_at,omitempty"`
 	Id        openapi_types.UUID `json:"id"`
 	Isolation TenantIsolation    `json:"isolation"`
-	Name      string             `json:"name"`
-	Slug      string             `json:"slug"`
-	Status    TenantStatus       `json:"status"`
-	Version   *int64             `json:"version,omitempty"`
+
+	// MigrateError Why the tenant's last migration failed, when it did.
+	MigrateError *string `json:"migrate_error,omitempty"`
+
+	// MigratedAt When the tenant was last migrated.
+	MigratedAt *time.Time `json:"migrated_at,omitempty"`
+	Name       string     `json:"name"`
+
+	// Placement Where the tenant's rows live: its schema or database name; empty for rls.
+	Placement *string `json:"placement,omitempty"`
+
+	// Server The database server holding the tenant (database strategy), when placed on one.
+	Server *string      `json:"server,omitempty"`
+	Slug   string       `json:"slug"`
+	Status TenantStatus `json:"status"`
+
+	// Version The tenant's migration version.
+	Version *int64 `json:"version,omitempty"`
 }
 
 // TenantIsolation defines model for Tenant.Isolation.
@@ -524,6 +591,15 @@ type TenantShare struct {
 type TenantTotals struct {
 	Tenant string          `json:"tenant"`
 	Totals []CurrencyTotal `json:"totals"`
+}
+
+// VerifyReport defines model for VerifyReport.
+type VerifyReport struct {
+	CheckedAt time.Time `json:"checked_at"`
+
+	// Critical How many of the findings are critical.
+	Critical int       `json:"critical"`
+	Items    []Finding `json:"items"`
 }
 
 // AccountFilter defines model for AccountFilter.
@@ -690,6 +766,9 @@ type ServerInterface interface {
 
 	// (POST /admin/v1/tenants/{slug}/suspend)
 	AdminSuspendTenant(ctx echo.Context, slug Slug) error
+	// AdminVerify What `bulkhead verify` reports, read live.
+	// (GET /admin/v1/verify)
+	AdminVerify(ctx echo.Context) error
 	// Healthz 200 while the process runs.
 	// (GET /healthz)
 	Healthz(ctx echo.Context) error
@@ -741,6 +820,9 @@ type ServerInterface interface {
 	// SummarizeCosts Total cost per service, account or day, per currency.
 	// (GET /v1/costs/summary)
 	SummarizeCosts(ctx echo.Context, params SummarizeCostsParams) error
+	// GetMe Who the key speaks for, and what it may do.
+	// (GET /v1/me)
+	GetMe(ctx echo.Context) error
 }
 
 // ServerInterfaceWrapper converts echo contexts to parameters.
@@ -915,6 +997,15 @@ func (w *ServerInterfaceWrapper) AdminSuspendTenant(ctx echo.Context) error {
 
 	// Invoke the callback with all the unmarshaled arguments
 	err = w.Handler.AdminSuspendTenant(ctx, slug)
+	return err
+}
+
+// AdminVerify converts echo context to params.
+func (w *ServerInterfaceWrapper) AdminVerify(ctx echo.Context) error {
+	var err error
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.AdminVerify(ctx)
 	return err
 }
 
@@ -1264,6 +1355,15 @@ func (w *ServerInterfaceWrapper) SummarizeCosts(ctx echo.Context) error {
 	return err
 }
 
+// GetMe converts echo context to params.
+func (w *ServerInterfaceWrapper) GetMe(ctx echo.Context) error {
+	var err error
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.GetMe(ctx)
+	return err
+}
+
 // This is a simple interface which specifies echo.Route addition functions which
 // are present on both echo.Echo and echo.Group, since we want to allow using
 // either of them for path registration
@@ -1315,6 +1415,7 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 	router.GET(options.BaseURL+"/readyz", wrapper.Readyz, options.OperationMiddlewares["readyz"]...)
 	router.GET(options.BaseURL+"/metrics", wrapper.Metrics, options.OperationMiddlewares["metrics"]...)
 	router.GET(options.BaseURL+"/openapi.json", wrapper.Openapi, options.OperationMiddlewares["openapi"]...)
+	router.GET(options.BaseURL+"/v1/me", wrapper.GetMe, options.OperationMiddlewares["getMe"]...)
 	router.GET(options.BaseURL+"/v1/accounts", wrapper.ListAccounts, options.OperationMiddlewares["listAccounts"]...)
 	router.POST(options.BaseURL+"/v1/accounts", wrapper.CreateAccount, options.OperationMiddlewares["createAccount"]...)
 	router.DELETE(options.BaseURL+"/v1/accounts/:id", wrapper.DeleteAccount, options.OperationMiddlewares["deleteAccount"]...)
@@ -1335,6 +1436,7 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 	router.POST(options.BaseURL+"/admin/v1/tenants/:slug/suspend", wrapper.AdminSuspendTenant, options.OperationMiddlewares["adminSuspendTenant"]...)
 	router.POST(options.BaseURL+"/admin/v1/tenants/:slug/resume", wrapper.AdminResumeTenant, options.OperationMiddlewares["adminResumeTenant"]...)
 	router.POST(options.BaseURL+"/admin/v1/tenants/:slug/keys", wrapper.AdminCreateKey, options.OperationMiddlewares["adminCreateKey"]...)
+	router.GET(options.BaseURL+"/admin/v1/verify", wrapper.AdminVerify, options.OperationMiddlewares["adminVerify"]...)
 	router.DELETE(options.BaseURL+"/admin/v1/keys/:keyId", wrapper.AdminRevokeKey, options.OperationMiddlewares["adminRevokeKey"]...)
 	router.GET(options.BaseURL+"/admin/v1/keys/:keyId/grants", wrapper.AdminListGrants, options.OperationMiddlewares["adminListGrants"]...)
 	router.POST(options.BaseURL+"/admin/v1/keys/:keyId/grants", wrapper.AdminGrantKey, options.OperationMiddlewares["adminGrantKey"]...)
@@ -1347,93 +1449,106 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7F3rctu4kn6VLu6pil2HkiVfcnF+bCXOZI53kk02dnZqNsqJILIlYUwBHAC0rKRcdR5in2Ef7DzJFhog",
-	"RUqkLokvyan5Z5EgLn35uhtAt78EkZykUqAwOjj+EqRMsQkaVPTrWRTJTJiXPDGo7IMYdaR4argUwXHw",
-	"RiQzMGOugbmGDzRwgxPdDsKA2xZ/ZKhmQRgINsHgOPDNPvE4CAMdjXHCbK9DqSbMBMdBltEbM0tta20U",
-	"F6Pg+joMTjKlZc0MzscIfYFX5lNELfogh2DGCKnCSy4zDSkbYdN03DeVqSwP/VLJyfLAL7nSBjLNRggx",
-	"MwhcREkWYww7v/3222+t169bL17sNg08tH3WUsD2VUuB0xe2HXWWMjOe90UUU/hHxhXGwbFRGW5H21d8",
-	"ws3yCt/apWn+GUPogpHQ7XQ6TetJqIvysDEOWZaY4Ljb6YTBhF3xSTahX/YnF/5nMR8uDI5Q0YTOkmzU",
-	"sFhtX61a7vLyzuXy2l6xb2CekVux7tpOV6dSaCSdeqvkIEESqUgKg4Joz9I04RGz89tLXYu//q7tZL+U",
-	"xvqLwmFwHPzb3lxp99xbvZf3SyNWl8sEvHt5Ak8Ojx5BWjTLF1HWdIIAJVNUhrvpRgqZwfgTM0uLbRk+",
-	"qVlxGOCVQSVYYvV8mSdh4B6vkcyc3jXfp0pe8tgh0hqSuHbXYZCl8ZbruC7L2QenZ8XI1UX6uYZlalWG",
-	"/Fj0Lge/Y2TsjDzJT+iTZcIvEHEZ9/K5WNCNc9zzCBtCt7Xf6UA0ZopFFs7bqyhc7XyjT8s8WJC2qQ6B",
-	"fc4UglQwitK1pF1N1RW0sxi1TDkyQZU/VglJLvnXxTBMKTYj8swNi+1FZEnCBgnmqLNGXmjwaicrlvKe",
-	"hGWtGHydkizPdGkaz7N4hDX6XzLZNTq7hiRhwCY5rKziwWspkCj+NWgTZUqhiGbrBjnJ290EAqHiMl43",
-	"oqPpW9e2+OoTirjBJMVsliuywlQqgzG4j2BHCoQBdQhSJDMyT2tsTzGiNkyZJifmxgdVOGFc2B+bsl2j",
-	"uuQRbqBkYaBT3EKgbgb2Pbp7YS6JXCEJ4YJv6xe0nUVw8tJkEKqaWOXkiX1DLFr0xyOpja6wbSPVDYOr",
-	"1ki2vkWfT0Wama9V0M0sUwiZ4H9kCGwixYhE2KBgtHAntg3Gq1Dfav8TKcw4mYXwR8aUQZXMrAmbIbN/",
-	"7bw/P4GIJShipryG6N3a/kvyvJpPvmGZT9tZmfWS2SxoN2E9vdm4L+NZQVhrLYUNKz7kjAzCoOBkEAaO",
-	"kaWO5hw7kULLhJN6nmWTCVOzFaRZDIORwl4rE3CBM2AihpwRIUgVo8IYBjP7MrRSKorXFGRsQujyBM+l",
-	"YUkdzZ3w10zxJxaN56ph7Pc02/ksuSD1ockC0xcYbzy1c+qXJqWXZ9XA2XyqdVxdXusyGG7pV3wFBF3g",
-	"rNb26zFTuLmGOOqc2Y/WEscOWa/MftB6amlzalxEuY3v9i/mq5Uwd+kdhfqfcgd7/WbLkgPQYNxL/daz",
-	"rUSjVaybm3wWx9zqLEvellg5ZInGcAt/4JnIXQDn2nHttb/OE7g3I99oJjeKQL+FqV/HzyYW3oQhLbT4",
-	"vkypncB6y7fxWhpsVO3kmqZz79i/vOniZSUsb7YAj62Vp0c2mFrcRFzNnybMryVKaSk1Cm/4JcLp2Rs4",
-	"3O8+Kmw7RDKmLXC8YpPUik3w/uyFdRCZMajs13//8Kz1Px+/HFz/pU7R8lHvix2LursRqV5yTOKflHIq",
-	"U51xjIbxpNZSDO1n9aynVyEwDQz+4+zNf0IquTCoWgm/QEiZGcNO/8PBx7abYH/XygQD66GvlwI3bphP",
-	"rW5FPyvWvFvo0L1BZpNslEf4rh39aT3VCZuBQhavn6AfoHFir7g2m+DGEsW/Eh/+hiwx4zrejhSLMW42",
-	"ps1zmPe+QkK0YSbT9btq5an7dnVzPxUj1OYdajohWaKZ0KgM1kjh3+QUJkzMKFh0J20wRYUwVdwYFCUu",
-	"ls9TKgTNO6+b1y9YB/0N6nCBswca0myQ8Ah4XGuiV8BopNA8BT2WUwFSRFj7vZIJlsO6S45Tt00cc1Ox",
-	"YyVeFpqwgV/nwNd/4sdroEyT5uVzLE68SrPceNp1MugQsw7p8YpFBmKM+IQl4OAGptyMQfOr/LmuQn53",
-	"v31wePSw06kCf+vfP3RaTz7+tddr0x9fHtbbgJKzt3ZGZYx0PcBOv5fPoBc4ZBTZZIAKdvr+eX837AmB",
-	"l6gIkcCMlcxGY2AwTCQzT4EZmFi5f1isPE1YhDqEASZyCt3O37uHwEVPTNhIcJPF2O6JIAykwDfD4PjD",
-	"sjIXT9xkguuP1X0vxaa/ayna79j0NWrrHJY3xlp8kkq3r+qPBn17R+JxcBygiGTMxWiPHls2l47/NjZK",
-	"aM2Yrtu/xSRuJXiJSX6up0MYSgWXjMJnLgW4jzcO5kt2s8YT5UIbJhqiLKtdqE3TScUScBYYFQaGmwRX",
-	"QPM6Zaa3eTfFUCvN6dvS+UiuqGxqP6KzqyAMRlFaizDnBcJ8+1HphsEt1zJhjuvz2apEz0+iQzsOGzCN",
-	"tXNuPMnQ/rB9Bbvy8ehESXMp3Aax8zftDDKdorA21xI8QWPf103iEpX2ayhWzIV5eLiB3aJAzZ3++z3P",
-	"OU3CVcbWcasJvdfSpapxB62HB6W41HpVrPU5hE7rCe36tUKgsxaLeQTIDBK0YLvewaIBmxewqX+1fivq",
-	"G5yu8l7Wt8YBm9rpwjj7/pvn5XcgV/jGy+hSfLJZYFuJhNbRsZi5H2V55rQHEmWKm9mZHcITMp5wcS4v",
-	"UNQ7T/QejG0AO3361aZffQo3abJ2lAEyRW6HH3VsTErbOyn/pdazyKODZ29P3VZ1fzD+9M9//F9/g26v",
-	"yToMay7bvM4Sw1u+65dcvEk1WKyCnSiRWZxH0Tp0bm3C/Xa6NezuDGcXpmOpsSd8J4XmA9eAYihV5PbX",
-	"30ptRgrP/usVcKMxGbZ7oifO56vyJkoDy8wYheERM+g0tf8sM2Op+Gfq+Rie0zKhl3U6B9EFzugP7D+1",
-	"sVNP2ODJuiEx6lJcFRIICGnGFgC4AJaPCBETFAoCs69RgRR43BP5r2Jvnsd2UQwOO4fkR/EhcAMxp24B",
-	"r7g2bSD7rIEp7Il+09WhPuzkt35220B6R10vems94cMH57Z5j23JnXxq52HjxYF134WptLaRbk94l87S",
-	"gGtwvlzKlMYlb87xZcw1xDLKJkhMJUJqmakI83BVo7qkGy5KZgb1MT38WfrnPUEB+JBFaD8foUBlLTAM",
-	"lZzY6e70J+wCixf9XecQem8jeJ4lF2Nk1rQUpinotLvtjlUTmaJgKbeo3+60D7xTRxq6R0q3d9ndu8CZ",
-	"3vtygbPT+NqJfoLOzlgEIqacxla37Afv8FJe4C8Uc1TuhO13Dpf1RlFrujhw2Ok2QVPRz/wCmG1/uEX7",
-	"EgqRl1zGnw8frU+s833BwC0BmMUHkghtZKphKtUFyYE7RRJ4ZXLJJ8vHRpr8K9tz8PE6rNwz/VB71Y9o",
-	"utVdP9tvPWf2Rio/F/OXXGq4Yy3sz67dEns6K67rbXdNb75ZUnNRz9KOpmo1xh2QPaDtG729FGzD1fMC",
-	"wbRjbbExZEEsKh3H+SsiFHRpQj9uNMipuEM2h0EqdRMXib65ipEAPpfx7GbZ553J66rBt/O+3kSxcw7v",
-	"0B9WbcyUOwizGM98zLbreN7ZUvO/F6R4hcbLEslR1dA1iRXsUGMpEjoodzbDjJmZG0g5FTDgwkbVu3VC",
-	"tw4E9r5YhVoP1u/FqCxK65hq7WWs2FR8X1z41U8LmAMWwmzDLlADDocYmfuF7LB+0fOh9ugy+AK0l645",
-	"rIbzc9/wFvG8FJ3VALp1gWZedm8Dwmu41AyNDrbOi83OW4DHSrC9ET52b3jsOi74jZm7wdMn27Xf379V",
-	"gajTm00R8AW9LMnLOgx0vX1nHqtbRfnwy8YnTjGVnIbg5MeGMPkOmsXIMdP1MNiMOD+jaSJW5w6kfL7C",
-	"74EBa+3H1+O+l18y7os5axt3vAFS3p4XOT9Oul5OELpJTLRLaBAVH8BpfxZnvc/8NC6ZwRjddbXbFaN7",
-	"xT87QOZ2f29egt5R3/cNB26F8XcMC6v4488VbodBZ67z++ZQcXbynfNoTNctPje63H/z72+RkP7GR11+",
-	"Y8IvcXFlFSdgv9OB6Zgn6JODZYRag8pExcgXS9J+1RM0ikfNgcZr/37tqg1emb00YXxhvTXJogsZCX6E",
-	"VYt7q+QEzRgzDb55cZ3bjgt4lUpNF2HAHbutXLPf9mznzKld+Bu/N/qN7F48DqlVETvWs7enxU7xSlpU",
-	"9pRXrlMhi2fNAv3Ovb4XeaapWc0+6hzcwXBCGvBDrlUhFP6ao/eUmdBTVJp86gkfeRIDUwjMwBhZHAIm",
-	"GuGoc7CSHZfdvfwgqJEnNsp+ljfa1qF0ae4b7Dj4WgMWCW+N9+X81TpAo7IFdLqcL/dOYteDLe3IfLOP",
-	"awOLx3kyiVEbGHK1sKWUr6l5v8J5x3lq7u044dX86zverCiyju95t+Lgdnc3ulv23z265eihkFjHdmBV",
-	"qW0Q0wWA2vvCV5/2uT2Hsvje6tbJwe2GaFsx/bpBz2sB/Wc0jUTq3IWulW7xf3+kbyLldnbv9IULhZiJ",
-	"xssccGUH7gRofYWDjYD2zpjvM7KrQvC9ge7h97UF3QyQ/r7OSgfuuW/zQ/tvpQTqle5bTpAfwHvzU626",
-	"bbAz5WYsMwO0TcHF6Cm4YhBI94zNmJnKKWy+4HWunc8bvx3AqdRRuGPHLk+Ib/TrQne1ihvtM7SMryXw",
-	"QBdE/tP3uxvfz0lrvfxWIW1Dl68k1j+sx3ddr80e0GvqULlaMf7+nvvkgYZKtQyqx1CU1ciLahB89ITV",
-	"O8aFhj4zfdgxMmYzt9XABhqF2W1Dn6q+9F3lAjdQKQdKDnuCLonkUxHVqRSZkEzEoCOZIuzkuZtMxHtS",
-	"9YRP7Nx9Cv2ifk3fLqrv82ta4OYQgsARo1RLmqO8RJULkks3WXRxC6FYMHiLt2/tsrnQPPa7lG4xRvrL",
-	"MU/BUWbn/fnJbpk+jdUWzVaF6m7fXjY5YYOiiMiP7XtVQOZNUTrJI/7USuiUOZR3p9D0yImbtlJrjYJj",
-	"e6NN3d7390BWvm61R9Vm9vQ83btWu6tVQ1Km6JTQDpVZn7mQ1YbrWaG7aJzMeoIV9wSh7yZTGr8PU5kl",
-	"MQwQ/vmP/wUh84P6IdUdtWMmfEheuoh7QkhIFb/kCY4wBiUTujmXaYzpc0tXUh+mjNuInKAauZpWeXWW",
-	"npgXPiHeYGWlVGyjDecLSbLFEub3CCzuzK9Ocsff4n5ff+AvGFM39Li/+xSYmIG7DEeZuVwD64nSfe/S",
-	"VYXqve8aeCmXSiln8K8BmxM5mbCWRttoftnUXTUNi0y7bnPFT1O6WXVzl72o1uoG7c4ltaqu6VeSQ+mr",
-	"2wxmT6HvQb2/CVqOlMzST4NZfRnTUpGIPB1q/oQV4XPM6soL3Sq01lUuasBZrwimqNTzLwS3VvjB/eRI",
-	"iVkaL1GxpNDOxZz3sAwM5XpMOe4SSM09QfezCSt/wZlGYwM/LnwGCYMpSy6Ka6zuyhFFhhpRO8yhulHO",
-	"DSIdx9jJKt2sZ1SLz4MoZUmHthfhjzKd80NHLXGMcR082MjuhOa9remoln6+ed39kaL9osbLylh/7pD+",
-	"EIc11VwrGMxKBZF9kTIe16nDPLBfdGAp45ty4ar0oOoofToDj/RlP8+MtJYRFSg5BcEm3BXws+FAkk0o",
-	"GiiK9PTDOZaH0J+X6bG/fLmNEPq5EvcpC5zMLJUz2/kjk5QWxDGJdQgn7169dGtHEbuzSwbvz1+2HsNg",
-	"ZvIiaBOmLnqC1CuKMDUY77bh2dw0hp1OxxMvpaR1l+i1M5EKfQ5X92A3dG7C3KTCa/4cdliipW9xnOfK",
-	"F5Srdm7dH6ZGqCjIEYQWIWgJGr2rQ6+1gSxNJLML0nBy9t+UY/UTgQ6hDNd5WjjGx5X6NZNMexfDhU5F",
-	"taiwJ8rEdg0HSGltLPGiUiI7q6lCI2O03XguLaWfeWFoyO0n3lB6f0/k+f0wT+8HcrLJM8MJKPwdIw/0",
-	"07H1C3OeeIE73N/vCUolhL5Li++7nDyC4qIfOyaJCvmT5ZIufs8Le2LOsAcahjJT1olMcILChNC3In20",
-	"+JHlCQn7EexQH17+uaan3d3CfS0SCHVR2cPy8ldahYD+aYyTVBpL89YvOOuHxBCjZm6hdK/ILiuvRVg8",
-	"GMh41hMK04TNHJ3cLl+OGG67rzSAab2jxiQxKsP+rhNnOy3U+USfVod01Pb5HnbIPKPxSRusmSSTdYGp",
-	"6Yl0nhFiqbR/CGOZKV1nylzRlAZjtlQ+7OjIBgnCsEGC8Ozs5PS0nLYdWRkQFvNoJyHhZb/QsWXuGC5Q",
-	"u+IfTtjVKxQjMw6O94+OqLJ9/rvb4AZ+3XbnVjXE8p1PKrx/6r7sdjpUe38pYzmH5ep488IhcxQO8+JX",
-	"c0gInYyHOQT0RKf7pBM9xv3WI3Y4aD2KDuLWYzwatjrd/YPDo4ePHj9hg/DZhH2W4qeT/XC/s/+w1em2",
-	"DrphUaEkfH/2wuVp1pXSv6uN3EqRnsbUDgIMG/R5RQ1CLz80nxo9WrabfVKs/G4N10UmrJGKMqO8bsoh",
-	"gSdTCS+Zm6rGL8hqe+X/trj+c5f5NneZnQAtJ7WzJKH6Nw471wUcazdpnpEGUsQT8+EQ6UTB66ONhCzY",
-	"ulRsihLAyBFaZD6eByA9wTUd6Vj05oL+LAIiOC3CjNWVbGsw28Wj/DN+XQxysyHFckTz5/6BNxpr9g2+",
-	"1w2DirpRTQ6nbdarKAo1FnVQFcRsFq6P9pcuSPtyGT6xiCoPOPHNVOLrXxzv7XX3H7U77U67e/y487gT",
-	"lC5Sf1n490eahC//H0Q0bOnB/Mh4/h1dxC49KN2evP54/f8BAAD//w==",
+	"7H3rchs3svCrdPHbqki1Q4qUZCeWfnylyHFWJ/axjyVvKsf0muBMk0Q0A0wAjCjapap9iPMM58H2SU6h",
+	"gbmRM7zYli9b+UdyMECj791oNN93QpmkUqAwunPyvpMyxRI0qOjbWRjKTJgnPDao7A8R6lDx1HApOied",
+	"5yJegJlxDcwN/E4DN5joXifocDvijwzVohN0BEuwc9Lxw97yqBN0dDjDhNlZJ1IlzHROOllGT8witaO1",
+	"UVxMO3d3Qec8U1o2QHA1QxgJvDVvQxoxAjkBM0NIFd5wmWlI2RTbwHHv1EBZXfqJksnqwk+40gYyzaYI",
+	"ETMIXIRxFmEEe7/99ttv3WfPuo8f77ctPLFzNmLAztWIgYvHdhxNljIzK+cijCn8I+MKo86JURnuhtun",
+	"POFmdYcv7NY0f4cBDMBIGPT7/bb9xDRFddkIJyyLTedk0O8HnYTd8iRL6Jv9yoX/WsDDhcEpKgLoMs6m",
+	"LZvV9tG67a5u70qu7u0p+wjiGbkT6e4suDqVQiPJ1AslxzESS4VSGBSEe5amMQ+Zhe8gdSP++ru2wL6v",
+	"rPUXhZPOSef/HZRCe+Ce6oN8Xlqxvl0m4OWTc3h0/OB7SIth+Saqkk4qQMkUleEO3FAhMxi9ZWZls13D",
+	"k4YdBx28NagEi62cr9Ik6LifN3Bmju+G91Mlb3jkNNIGlLhxd0EnS6Md93FX5bPXTs6Kleub9LAGVWzV",
+	"lnxTzC7Hv2NoLEQe5ef0yiril5C4qvdyWKzSjXK95zVsAIPuYb8P4YwpFlp13luH4frkW71apcESt811",
+	"AOxdphCkgmmYbkTteqyuwZ3VUauYIxNU+7COSXLOvyuWYUqxBaGnNCx2FpHFMRvHmGudDfxCi9cnWbOV",
+	"V8QsG9ngw4RkFdIVMH7Moik2yH/FZDfI7AaUBB2W5GplHQ2eSYGE8Q/RNmGmFIpwsWmR83zcp9BAqLiM",
+	"Nq3ocPrCjS3eeosiajFJEVvkgqwwlcpgBO4l2JMCYUwTghTxgszTBttTrKgNU6bNifnkiypMGBf2y7Zk",
+	"16hueIhbCFnQ0SnuwFCfRu177e6ZucJyBScES76t39BuFsHxS5tBqEtinZLn9gmRaNkfD6U2uka2rUQ3",
+	"6Nx2p7L7MfJ8IdLMfKiAbmeZAsgE/yNDYIkUU2Jhg4LRxh3bthivQnzr8ydSmFm8COCPjCmDKl5YE7ZA",
+	"Zj/tvbo6h5DFKCKmvITo/cb5K/y8nk5+YJVOu1mZzZzZzmifwnp6s/GljGdNw1prKWxY8TonZCfoFJTs",
+	"BB1HyMpEJcXOpdAy5iSel1mSMLVYg5rlMBgp7LU8Ade4ACYiyAkRgFQRKoxgvLAPA8ulonhMQcY2iK4C",
+	"eCUNi5tw7pi/AcSfWDgrRcPY9wnaEkouSHwIWGD6GqOtQbuieQkovQpVC2VzUJuourrXVWW4o1/xASro",
+	"GheNtl/PmMLtJcRh59K+tBE5dslmYfaLNmNLmwvjIspdfLd/M1+tonNXnlGo/zZ3sDcnW1YcgBbjXpm3",
+	"mWwVHK0jXWnyWRRxK7MsflEh5YTFGoMd/IEzkbsAzrXj2kt/kyfwxYx8q5ncKgL9GKJ+GD3bSPgpDGkh",
+	"xV/KlFoANlu+rffSYqMagWsD54vr/tWki+eVoJpsAR5ZK08/2WBqOYm4nj5tOr8RKZWtNAi84TcIF5fP",
+	"4fhw8H1h2yGUEaXA8ZYlqWWbzqvLx9ZBZMagsm//4/VZ97/fvD+6+0uToOWrfilyLMvuVqh6wjGOflLK",
+	"iUwd4ggN43GjpZjY15pJT48CYBoY/Mfl8/+EVHJhUHVjfo2QMjODvdHrozc9B+Bo3/IEA+uhb+YCt26Q",
+	"g9a8IxH5oHopRSujBh16aayOOIVIhvrg7z+9vHjyWy+JIObaaEAWzhqV6lrU3Db7vjEXCJotuJjCTM7B",
+	"SEhQRMBN4xJ+RytT/TpjhmRo4jYKoRQhKqFPgIGSsRU6u6UAHIsE0Ou1RF83qLhpkJJQccNDFsOelWME",
+	"hZNMo3WIgVIkIAVwQ4SbMyW4mG6mHGG/smixwQKZDnVNJP1ZsfYEsDPYLWoozqZ50saNo482+EjYAhSy",
+	"aDPkfoFWwJ5ybbYxBSsE+ECV/zdksZk1ietUsQijdv+oHYZy9jWcrQ0zmW5OlFZB9+OaYL8QU9TmJWo6",
+	"9FrBmdCoDDYolr/JOSRMLCj+d4enMEeFMFfcGBQVKlaPyGoIzSdvgusXbLLmLRruGhffaUizccxD4FGj",
+	"cK2xjKFCcwp6JucCrOg2vm8FuRqp33Ccu8x/xE3NNanQspCELVx1Z0/9K369Fsy0SV4OY3GIWYFya7Cb",
+	"ePBZw2LXuHj7MQQpga2+7eA7IU1A+aZTcJCekIJgsZbEYs4x+CBarLX26MLeNp3jwQ7y3b9pRNZVsVYd",
+	"Za1pee1PjjeIsTtEbj1ccq5Kk4uFtyw0EGHIExaDs/Mw52YGmt/mv+u6rzU47B0dP3jY79c9ru7/f93v",
+	"Pnrz1+GwRx/eP2x2vipR1kaIqs6JmwH2RsMcgmHHuSQiS8aoYG/kfx/tB0MhrPly3GJmSmbTGTCYxJKZ",
+	"U2AGEqudHhY7T2MWog5gjLGcw6D/j8ExcDEUCZsKbrIIe0NhDaHA55POyetVShW/OGA6d2/qCWfF5r9r",
+	"KXov2fwZahuVVTPSXZ6k0h1o+DN5P96heNY56aAIpXUiDuhnywGVc/etvUG0/qNuOjjBOOrGeINxfqCu",
+	"A5hIBTeM8lZcCnAvb51FqzisDSEgF9ow0ZLesMyN2rQdEa6Yt8KSBB3DTYxrDOgmWaKn+TTFUmv92BeV",
+	"g8lc87C5fYkOjTtBZxqmjbqnTR98SCZqy6wS1zJmjuoltCrWZQlIYNdhY6axEeaETxUz+BbzUGTZ6V3U",
+	"jy1ipg24lywTTRiPMQpgPkPrmkLUYgX8MjkOlhdBUXUV56y2jkv1boe29hNRqxISFM3LK6zvUsm5hpjf",
+	"4Alwo71Db5VTjksKm04Bk9QsSLBUrFuPWrClMqyYzA2CmYwpsKigYq8cYywqpot9j2zakLWdIEWzK9Ni",
+	"baoCl3MMHcZrLoU7W3OhuuWhTKcorG9rRSZGY583sdENKu25cHWfBVpLvvHja4Tlwjw83sKfpJxYxUZW",
+	"pSBY5wQ7+WzzqjZa7frGjroPjyopQBvtsO67APrdR3TA0g1czGYJSiaYQYzWvG4OfGjB9g1sG/dszvp/",
+	"RDBUPTb42JTLtv5z4Zz5+dvh8oc9a2LWVXtSvLJdDrGWdNqExwJyv0oT5H9HxSeLl5i7Dks2ZIbh9a6n",
+	"GT6dsCas8zG6T2loYAohf60ptgt25LM8KbTtsVsBclDd8Sq6SLOGmeJmcWmX8nwXJVxcyWtsUUT0HIwd",
+	"AHsj+tajbyNKhBLQdpUxMkWBhl91ZkxKBw8p/6XR9c7V9dmLC3eIOhrP3v7rn/872mLaO3KfJg1loM+y",
+	"2PCun/oJF89TTTYD9sJYZlGe39WBi84pz0WIDPLqgn2Yz6TGofCTFIoSuAYUE6lCd/L7QmozVXj5X0+t",
+	"wcN40huKobgqd+V9OA0sMzMUlkgGnWIbnWVmJhV/RzOfwI+0TRhm/f5ReI0L+oCjU8tpQ3GNC/LTI9QV",
+	"QxeQzhTSzKy+5AJYviKETJC1BWYfo7L27mQo8m+FceGR3RSD4/4xBRp84h0SOy3gLdemB+TAEpsPxait",
+	"qHUEe3k96n4PSE3R1MvhzFD4LIiLa3xIsxJvnVo4bFQ7tpZemNpoqYANhY95LA64BhfspExpXAl3HF1m",
+	"XEMkw8w6NPYNi0gtMxViLtHOpSBXJjOoT+jHn6X/fSgoNTxhIdrXpyiQHC2YKJlYcPdGCbvG4sFo30VM",
+	"3h3v/JjF1zNk1hIXlr/T7w16fcqgpihYyq2R7PV7Rz7qIQk9IKE7uBkcXONCH7y/xsVFdOdYP0Znlq3a",
+	"I6JcRFa27Asv8UZe4y+UOqlVKx/2j1flRtFoKmk77g/aVFQxT1mabMcf7zC+ooUojKzqn9dvbNCo8xOr",
+	"jtsCMKsfiCO0kamGuVTXxAfOAxZ4a3LOJ/3LppoCEDtz5411ZCs3IF43FqETTneqQrfzNlPmYKryig1f",
+	"ftlAHeuQ/OzGrZCnv6aQfLcC8jLn21BCbnFHoFqJcaUb31EWWu/OBbtQtXRvtSNtkd+2SiysFIr44kXK",
+	"SmjSfjaykHPxGckcdFKp26hI+M1FjBjwRxktPi35vO99Vzf/Fu67bQQ7p/AefaBQac6dCrM6nvmkxr6j",
+	"eX9Hyf9aNMVTNJ6XiI/qhq6NrWCvSKUGhc0wdGSVG0g5FzB2/th+E9NtUgIH761AbVbWr8S0ykqbiGrt",
+	"ZaTYXHxdVPjVgwXMKRbS2YZdowacTDA0X1ZlB82bLpc6oGtKS6q9UoC3Xp1f+YH3qM8rwWyDQrcu0MLz",
+	"7n2o8AYqtatGp7auirOBe1CPtdzEVvpx8InXbqKCz1x+Hn36aLfxh4f3yhBNcrOtBnxMDyv8skkHutm+",
+	"Mo/V7aKajbTxiRNMJedBU1qUG5gx3awG2zXOz2jakNX/DFxe7vBrIMBG+/Hhet/zLxn35dvUW0+8haa8",
+	"Py+yPBW/W726+il1ot1CC6v4AE77kgLrfeZFBfECZugKqe+Xjb6o/rMLZC5Z/uk56CXN/aXVgdth9BWr",
+	"hXX08cc290OgSzf5l6ZQcTT1rdDohvL7Fdd76erVDMNrl8mL+U3lcJBNGRfaFdBV8rfihinu8g7aZVap",
+	"9ldMqRYRNFKGIXApy3hhR43GPm0HDpYRRBK1S71S3eVQIAtnRYEjZTJJ0VFhIxXqwl69YHM/gLy0MACX",
+	"nR8KO6EU2KWM9ITf9uDC3yqzQarbZMgMi+VU9+C5QKBkP6hMaGAG2FAYnuAJzGc8RjsVPQqKWDjPDbuE",
+	"7+Ejn4h+iUYtumcTg2rkSzxW+deds9wn49ZOclrYNz9xCYrjFphwpT+MjQ93c50f9I/uK2ieMdPAZkXq",
+	"i3IUlr3b8g8zqrF81xqg/s0/v0fq+TLPpj4VFvJlhNT2f9jve551TV5kiFoT71Y3XGxJ+10naBQP28Py",
+	"Z/75xl0bvDUHacz40n4bmn4s3Sz1K6zb3AslEzQzzDT44cW1PLsu4G0qNXdlIXQ+uXbP/pCglxOncePP",
+	"/UnCR5J7+fCwUSLtWmcvLopzlbW4qJ3ArN2nZflFO0O/dI+/CD8TaBWFcM/LCWnAL7lRhHxBUGkEhZ6j",
+	"0mSqiioSd1zNDFhlEwDGGuFB/2gtOW4GB/mxaStNnnJtzvJBu4Zfrl3RFvk53zPKKtB7o321D0mTQqP2",
+	"U1S6km/3s2R6djU/ZWqcawPLh98yjqwvQOazZlfyPbVn91wsmbdYuZ+Qtd5H5zOn9oruMV84t3d0v7nA",
+	"wY7zDx7cc6xdcKwjO7A617aw6ZKCOnjP15+NuwxdlX3vNdF4dL8JjZ2Iftci540K/Wc0rUjqfw5Zq9zG",
+	"/PpQ34bK3ezexWOXOGAmnK1SwLWP+iyK1neq2krRfjbi+846dSb42pTu8dd1YNOuIH1121oH7kc/5pv2",
+	"3yqNcNa6bzlCvgHvzYNad9tgb87NTGYGKKnHxfQUXFMvpOp6M2OmVrOQb3iTa+f7/9yPwqn1w/rMjl3e",
+	"2KjVrwvK9J27iG58T6jvdIHkP32/z+P7OW5t5t+6StvS5auw9Tfr8d01S3Njcpz6ibqef77a1b3ynYZa",
+	"1zPqq1W0R8ubo5H6GAord4wLDSNmRrBnZMQWLtXAxhqF2e/BiLr3jVwHKp+nLi8+y8lQUElVDoqog1J0",
+	"tGAiAh3KFGEv78HBRHQglU/Sh7h/CqOiD+HIbmrkr2t2wcEQgMApo5YZBKO8QZUzUkNq+2c0BVMsGbzl",
+	"WnW7bS40j3yW0m3GSJ+mPQWHmb1XV+f7Vfy0ds02OzUcvn972eaEjYtmcN+271VTMs+LFphe488th86Z",
+	"0/KuZoN+cuymLddao+DI3mpTd/f9vSKrFiceUNfAA1227WmU7nr3t5QpOtixS2XWZy54taWYsTjjGgpW",
+	"VNXCyAFTWX8Ec5nFEYwR/vXP/wEh87KWCfWPt2vGfEJeuoiGQkhIFb/hMU4xcodqXEOmMaLXLV5JfJgy",
+	"LhGZoJq63qR5l72hKBvYEW2wtlNqmtaDq6XOGMUWyqobq3fKQmPu6FtUw5YHLnYa+nm0fwp0v4eOy6gd",
+	"B9fAhqJyO6JS2FO/JdGgXqot76qdmDYom3OZJKyr0Q4qS7NdYXZQXNwetHduN5U6xE9XGkk987cYdyVp",
+	"VFMfGOm7FI4XpzDySn20jbacKpmlb8eL5nb0lWZf+d3M8hdWhM8Ra2oTea+qtakDZYue9YJgio6L/0bq",
+	"1jI/uK8c6dYnHX+zuJDO5UY3QVUxVPtq5nqXlFTpCbqvbbryF1xoNDbw48Lft2IwZ/F1UfTtCvQoMqQi",
+	"ANI51P/TuUEk4xgVV7bplipGRaGAFCEGdhbhjzKd80NHLVGEUZN6sJHdOcG9q+mo/4XHp5fdbynaL3r1",
+	"rY31S4f0mzisqd9MhPGi8scWvtksj5rEoQzslx1YaiBC90jr+KAudyM6Aw/1zSi/dm0tIypQcg6CJf6C",
+	"vQ0H4iyhaKBotjgKSl0ewKhst2i/+bZpAYxyIR5RUxEys9SWdu+PTNIlOo5xpAM4f/n0ids7isidXTJ4",
+	"dfWk+wOMFyZvZpswdT0UJF5hiKnBaL8HZ6VpDPr9vkdeWil92UukQl8AMzjaD5ybUJpUeMZ/hD1qpONG",
+	"nOStVwrM1Se37g9TU1QU5AjSFgFoCRq9q0OPtYEsjSWLqPDo/PLvdCPxJ1I6pGW4zruMYHRS60OYZNq7",
+	"GC50Krp+BkNRRbYbOEa6BMpizyoVtLOGboIyQjuNp9LKZU3PDC2tYog21C1mKPJ2MVB2i6ESpTF5ZpiA",
+	"wt8x9Ip+PrN+YU4Tz3DHh4dDQRdvYeS6rIzcDVZSxcU8dk1iFfInq635fM4Lh6Ik2HcaJjJT1omMqZFF",
+	"ACPL0g+WX7I0IWZ/AHs0h+d/Tm0tYLBfuK/FdVtdtPOytPyVdiFgdBFhkkpjcd79BRejgAhi1MJtlKrw",
+	"7LbyntLFD2MZLYZCYRqzhfYXzJW2IYjTGC7dV1nAdF/SYOIYleFo37EztYDSOaCn9SUdtn1FmF0yv//7",
+	"qAfWTJLJusbUDEVa3p+yWDo8hpnMlG4yZa5TWosxW2kD++CBDRKEq487uzy/uKj2hAgtDwir8yiTEPOq",
+	"X+jIUjqGS9iu+YcJu32KYmpmnZPDBw/oH4ry74MWN/DD0p079YLNM5/0B0oX7s1Bv0//obRy2z9Xy/X1",
+	"yj5UpRYO8iampUoIHI8HuQoYiv7gUT/8AQ+737Pjcff78Cjq/oAPJt3+4PDo+MHD7394xMbBWcLeSfHT",
+	"+WFw2D982O0PukeDoGh4Fby6fOxuNTf9JdLnSuTWOvO1XoQihWGDPi+oncDzD8HTIEerdnNEgpXX1nBd",
+	"3Bs3UtE9Qi+bckLKk6mYV8xNXeKXeLW39j/K7v7MMt9nltkx0GoLCBbH1E7N6c5NAcfGJM0ZSSBFPBGf",
+	"TJBOFLw82kjIKlvXuICiBDByilYzn5QByFBwTUc6VntzalxUBkRwUYQZ6/+RoEFnu3iUv8MPi0E+bUix",
+	"GtH8mT/wRmND3uBrTRjUxI0a/jhps15F0XC76GevIGKLYNto312jaT30cB0282ZglMcjz40lSC4S5SV7",
+	"cOadC/L4YI5jf0fcusSaLfaBabpbwKmX8LWQc8tq7lq5BGnFmSwLF1MbJoxcp81RnscYiqJ4PyDP0DXg",
+	"LJ5X+3U2n008w/usvHmGa+5qlfjL8fWZOebXmSySQjpFdm09eRWUmXnfHiaS7ZWrK0X4vhORL8Cnpi5O",
+	"12Uq9q2FTg4OBoff9/q9fm9w8kP/h36nckfl/dJ/nmrSVPkfjxKPVn4o6wvK96hqv/JDBeC7N3f/FwAA",
+	"//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

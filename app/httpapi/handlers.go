@@ -24,6 +24,10 @@ type handlers struct {
 	finops  *finops.Service
 	metrics *Metrics
 	spec    []byte
+	// verify runs GET /admin/v1/verify; verifying holds a token while one
+	// runs (capacity 1).
+	verify    Verifier
+	verifying chan struct{}
 }
 
 var _ ServerInterface = (*handlers)(nil)

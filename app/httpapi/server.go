@@ -13,6 +13,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -20,6 +21,7 @@ import (
 	"go.uber.org/fx"
 
 	"github.com/bulkheadhq/bulkhead/app/config"
+	"github.com/bulkheadhq/bulkhead/app/console"
 	"github.com/bulkheadhq/bulkhead/app/control"
 	"github.com/bulkheadhq/bulkhead/app/finops"
 )
@@ -46,6 +48,8 @@ type Params struct {
 	Control *control.Service
 	FinOps  *finops.Service
 	Metrics *Metrics
+	// Verify serves GET /admin/v1/verify; without it that answers 503.
+	Verify Verifier `optional:"true"`
 }
 
 // New builds the server: middleware, the generated routes, and the
@@ -57,11 +61,13 @@ func New(p Params) (*Server, error) {
 	e.JSONSerializer = serializer{}
 
 	h := &handlers{
-		cfg:     p.Config,
-		log:     p.Log,
-		control: p.Control,
-		finops:  p.FinOps,
-		metrics: p.Metrics,
+		cfg:       p.Config,
+		log:       p.Log,
+		control:   p.Control,
+		finops:    p.FinOps,
+		metrics:   p.Metrics,
+		verify:    p.Verify,
+		verifying: make(chan struct{}, 1),
 	}
 	spec, err := h.loadSpec()
 	if err != nil {
@@ -82,6 +88,9 @@ func New(p Params) (*Server, error) {
 		middleware.BodyLimit(fmt.Sprint(MaxBodyBytes/(1<<20))+"M"),
 	)
 	RegisterHandlers(securedRouter{Echo: e, spec: spec, h: h}, h)
+	if err := mountConsole(e); err != nil {
+		return nil, err
+	}
 	return &Server{echo: e, addr: p.Config.HTTP.Addr, log: p.Log, done: make(chan error, 1)}, nil
 }
 
@@ -146,6 +155,23 @@ func newServer(lc fx.Lifecycle, p Params) (*Server, error) {
 
 // Module provides the *Server, listening from start to stop, and its metrics.
 var Module = fx.Module("httpapi", fx.Provide(newServer, NewMetrics))
+
+// mountConsole serves the web console under console.Prefix. It is static
+// and public — a client of the API like any other, holding no data — so no
+// key guards it; the API it calls does.
+func mountConsole(e *echo.Echo) error {
+	h, err := console.New()
+	if err != nil {
+		return err
+	}
+	serve := echo.WrapHandler(h)
+	e.GET(console.Prefix+"*", serve)
+	e.HEAD(console.Prefix+"*", serve)
+	e.GET(strings.TrimSuffix(console.Prefix, "/"), func(c echo.Context) error {
+		return c.Redirect(http.StatusMovedPermanently, console.Prefix)
+	})
+	return nil
+}
 
 // requestLog logs one line per request, with its request id and, once
 // authenticated, its tenant.

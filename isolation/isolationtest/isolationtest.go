@@ -79,6 +79,7 @@ func run(t *testing.T, strategy string, rawSQL bool, opts []apitest.Option) {
 			s.attackBudgets(t, self, other)
 			s.attackConsolidated(t, self, other)
 			s.attackWithGrant(t, self, other)
+			s.attackMe(t, self, other)
 			if rawSQL {
 				s.attackSQL(t, self, other)
 			}

@@ -152,7 +152,8 @@ var (
 )
 
 // normalise rewrites a JSON body so that two servers' answers compare:
-// ids, times, secrets and the isolation name become placeholders.
+// ids, times, secrets and the isolation name become placeholders, and
+// where a tenant lives (placement, server: the strategy's) is left out.
 func normalise(body []byte) string {
 	var v any
 	if json.Unmarshal(body, &v) != nil {
@@ -162,6 +163,8 @@ func normalise(body []byte) string {
 	walk = func(key string, v any) any {
 		switch x := v.(type) {
 		case map[string]any:
+			delete(x, "placement")
+			delete(x, "server")
 			for k, e := range x {
 				x[k] = walk(k, e)
 			}

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -91,7 +92,7 @@ func run(bin, dir string) error {
 		if err := json.Unmarshal(out, &key); err != nil {
 			return fmt.Errorf("read the demo key: %w", err)
 		}
-		banner(key.Key, lookup(env, "BULKHEAD_ADMIN_TOKEN"))
+		banner(baseURL(lookup(env, "BULKHEAD_HTTP_ADDR")), key.Key, lookup(env, "BULKHEAD_ADMIN_TOKEN"))
 	}
 
 	serve := exec.Command(bin, "serve")
@@ -152,22 +153,39 @@ func adminToken(dir string) (string, error) {
 	return token, os.WriteFile(path, []byte(token+"\n"), 0o600)
 }
 
-func banner(key, token string) {
-	fmt.Printf(`
-Bulkhead is starting on http://127.0.0.1:8080 (profile community, isolation rls).
+// baseURL is where a browser on this machine reaches the server listening
+// on addr (http.addr; 127.0.0.1:8080 when unset).
+func baseURL(addr string) string {
+	if addr == "" {
+		addr = "127.0.0.1:8080"
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "http://" + addr
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
 
-  tenant:      %[1]s
-  editor key:  %[2]s
-  admin token: %[3]s
+func banner(base, key, token string) {
+	fmt.Printf(`
+Bulkhead is starting on %[1]s (profile community, isolation rls).
+
+  console:     %[1]s/console/  (sign in with the editor key; operators with the admin token at %[1]s/console/admin)
+  tenant:      %[2]s
+  editor key:  %[3]s
+  admin token: %[4]s
 
 Try it:
 
-  curl -s -X POST http://127.0.0.1:8080/v1/accounts -H 'Authorization: Bearer %[2]s' -H 'Content-Type: application/json' -d '{"provider":"aws","external_id":"123456789012","name":"production"}'
-  curl -s http://127.0.0.1:8080/v1/accounts -H 'Authorization: Bearer %[2]s'
+  curl -s -X POST %[1]s/v1/accounts -H 'Authorization: Bearer %[3]s' -H 'Content-Type: application/json' -d '{"provider":"aws","external_id":"123456789012","name":"production"}'
+  curl -s %[1]s/v1/accounts -H 'Authorization: Bearer %[3]s'
 
 Ctrl-C stops the server and the database.
 
-`, demo, key, token)
+`, base, demo, key, token)
 }
 
 func hasEnv(env []string, name string) bool { return lookup(env, name) != "" }
