@@ -21,6 +21,10 @@ build: ## Build bin/bulkhead
 deps: ## Install what the tests and `make run` need (PostgreSQL, PgBouncer) where missing
 	scripts/install-deps.sh
 
+.PHONY: deps/citus
+deps/citus: deps ## Build Citus from the vendored source into the local PostgreSQL 15 (cached)
+	scripts/install-citus.sh
+
 .PHONY: run
 run: deps build ## Serve on http://127.0.0.1:8080 over a throwaway PostgreSQL under .dev/
 	$(GO) run ./internal/cmd/devrun -bin $(BIN)
@@ -31,6 +35,14 @@ test: deps lint generate/check test/go helm/test ## Run every test against a rea
 .PHONY: test/go
 test/go: ## Run the Go tests under a throwaway PostgreSQL and PgBouncer
 	$(WITHPG) -pgbouncer -- $(GO) test $(GOFLAGS_TEST) $(TESTFLAGS) ./...
+
+# The packages whose tests pass on a Citus coordinator so far, and the
+# Citus-only tests (build tag citus).
+CITUS_PKGS ?= ./internal/... ./isolation/rls/
+
+.PHONY: test/citus
+test/citus: deps/citus ## Run the isolation tests on a Citus coordinator and two workers
+	$(WITHPG) -citus -pgbouncer -- $(GO) test -tags citus $(TESTFLAGS) $(CITUS_PKGS)
 
 .PHONY: test/race
 test/race: deps ## Run the Go tests with the race detector
