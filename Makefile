@@ -36,13 +36,21 @@ test: deps lint generate/check test/go helm/test ## Run every test against a rea
 test/go: ## Run the Go tests under a throwaway PostgreSQL and PgBouncer
 	$(WITHPG) -pgbouncer -- $(GO) test $(GOFLAGS_TEST) $(TESTFLAGS) ./...
 
-# The packages whose tests pass on a Citus coordinator so far, and the
-# Citus-only tests (build tag citus).
-CITUS_PKGS ?= ./internal/... ./isolation/rls/
+# On Citus so far: the cluster's own test, migrate and the control plane, and
+# the shared-tables strategy with its Citus-only tests (build tag citus).
+# Skipped until ingest is Citus-ready (COPY under RLS): the suites that seed
+# costs through the API. Not yet: the schema strategy's package (verify
+# refuses the LOGIN tenant roles Citus needs, and tenant roles of test
+# databases side by side collide: Citus records distributed roles per
+# database, roles are global), the database strategy.
+CITUS_SKIP ?= TestConformance
+CITUS_GOTEST := $(GO) test -tags citus $(TESTFLAGS)
 
 .PHONY: test/citus
 test/citus: deps/citus ## Run the isolation tests on a Citus coordinator and two workers
-	$(WITHPG) -citus -pgbouncer -- $(GO) test -tags citus $(TESTFLAGS) $(CITUS_PKGS)
+	$(WITHPG) -citus -- bash -c '\
+		$(CITUS_GOTEST) -run Citus ./internal/pgcluster && \
+		$(CITUS_GOTEST) -skip "$(CITUS_SKIP)" ./app/control ./isolation/rls'
 
 .PHONY: test/race
 test/race: deps ## Run the Go tests with the race detector

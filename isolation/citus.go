@@ -75,10 +75,10 @@ func UseCitus(ctx context.Context, q Querier, mode string) (bool, error) {
 // *CitusError naming what it may not:
 //
 //   - it must be the coordinator, with at least one active worker;
-//   - the owner role must be LOGIN, since Citus opens the connections to
-//     the workers that carry the owner's DDL as the current role (the
-//     workers' authentication must admit only the coordinator: see
-//     docs/DESIGN.md);
+//   - the owner role, and the system role where it exists, must be LOGIN,
+//     since Citus opens the connections to the workers that carry their
+//     work as the current role (the workers' authentication must admit
+//     only the coordinator: see docs/DESIGN.md);
 //   - the workers' databases need the grants GrantDatabase gives on the
 //     coordinator's (Citus does not carry database-level grants over):
 //     the owner's DDL (a schema, the shards) runs there as the owner;
@@ -105,17 +105,22 @@ func PrepareCitus(ctx context.Context, q Querier) error {
 		return &CitusError{"the Citus coordinator has no active worker: register each with SELECT citus_add_node('HOST', PORT)"}
 	}
 
-	owner := pgx.Identifier{OwnerRole}.Sanitize()
-	var canLogin bool
-	if err := q.QueryRow(ctx, `SELECT rolcanlogin FROM pg_roles WHERE rolname = $1`, OwnerRole).Scan(&canLogin); err != nil {
-		return fmt.Errorf("read role %s: %w", OwnerRole, err)
+	rows, err := q.Query(ctx, `SELECT rolname FROM pg_roles WHERE rolname = ANY($1) AND NOT rolcanlogin ORDER BY 1`,
+		[]string{OwnerRole, SystemRole})
+	if err != nil {
+		return fmt.Errorf("read roles: %w", err)
 	}
-	if !canLogin {
-		if _, err := q.Exec(ctx, `ALTER ROLE `+owner+` LOGIN`); err != nil {
+	nologin, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("read roles: %w", err)
+	}
+	for _, role := range nologin {
+		ident := pgx.Identifier{role}.Sanitize()
+		if _, err := q.Exec(ctx, `ALTER ROLE `+ident+` LOGIN`); err != nil {
 			if insufficientPrivilege(err) {
-				return &CitusError{fmt.Sprintf("role %s must be LOGIN on a Citus cluster (Citus runs the owner's DDL on the workers as that role): ALTER ROLE %s LOGIN", OwnerRole, owner)}
+				return &CitusError{fmt.Sprintf("role %s must be LOGIN on a Citus cluster (Citus runs its work on the workers as that role): ALTER ROLE %s LOGIN", role, ident)}
 			}
-			return fmt.Errorf("let %s log in: %w", OwnerRole, err)
+			return fmt.Errorf("let %s log in: %w", role, err)
 		}
 	}
 
