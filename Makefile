@@ -22,6 +22,10 @@ build: ## Build bin/bulkhead
 deps: ## Install what the tests and `make run` need (PostgreSQL, PgBouncer) where missing
 	scripts/install-deps.sh
 
+.PHONY: deps/citus
+deps/citus: deps ## Build Citus from the vendored source into the local PostgreSQL 15 (cached)
+	scripts/install-citus.sh
+
 .PHONY: run
 run: deps build ## Serve on http://127.0.0.1:8080 over a throwaway PostgreSQL under .dev/
 	$(GO) run ./internal/cmd/devrun -bin $(BIN)
@@ -32,6 +36,22 @@ test: deps lint generate/check test/go helm/test ## Run every test against a rea
 .PHONY: test/go
 test/go: ## Run the Go tests under a throwaway PostgreSQL and PgBouncer
 	$(WITHPG) -pgbouncer -- $(GO) test $(GOFLAGS_TEST) $(TESTFLAGS) ./...
+
+# On Citus so far: the cluster's own test, migrate and the control plane, and
+# the shared-tables strategy with its Citus-only tests (build tag citus).
+# Skipped until ingest is Citus-ready (COPY under RLS): the suites that seed
+# costs through the API. Not yet: the schema strategy's package (verify
+# refuses the LOGIN tenant roles Citus needs, and tenant roles of test
+# databases side by side collide: Citus records distributed roles per
+# database, roles are global), the database strategy.
+CITUS_SKIP ?= TestConformance
+CITUS_GOTEST := $(GO) test -tags citus $(TESTFLAGS)
+
+.PHONY: test/citus
+test/citus: deps/citus ## Run the isolation tests on a Citus coordinator and two workers
+	$(WITHPG) -citus -- bash -c '\
+		$(CITUS_GOTEST) -run Citus ./internal/pgcluster && \
+		$(CITUS_GOTEST) -skip "$(CITUS_SKIP)" ./app/control ./isolation/rls'
 
 .PHONY: test/race
 test/race: deps ## Run the Go tests with the race detector

@@ -63,9 +63,10 @@ func NewStrategies(lc fx.Lifecycle, cfg *config.Config, pools *postgres.Pools, l
 		return nil, err
 	}
 	lc.Append(fx.StopHook(perTenant.Close))
+	citus := isolation.WithCitus(cfg.Database.Citus)
 	all := []isolation.Strategy{
-		rls.New(pools.App, pools.Owner),
-		schema.New(pools.App, pools.Owner),
+		rls.New(pools.App, pools.Owner, citus),
+		schema.New(pools.App, pools.Owner, citus),
 		perTenant,
 	}
 	var def isolation.Strategy

@@ -141,19 +141,24 @@ func GrantDatabase(ctx context.Context, conn Querier) error {
 	if err := conn.QueryRow(ctx, `SELECT current_database()`).Scan(&db); err != nil {
 		return fmt.Errorf("read current database: %w", err)
 	}
-	dbIdent := pgx.Identifier{db}.Sanitize()
-	owner, app := pgx.Identifier{OwnerRole}.Sanitize(), pgx.Identifier{AppRole}.Sanitize()
-	for _, stmt := range []string{
-		"GRANT CONNECT, CREATE, TEMPORARY ON DATABASE " + dbIdent + " TO " + owner,
-		"GRANT CONNECT ON DATABASE " + dbIdent + " TO " + app,
-		"GRANT USAGE, CREATE ON SCHEMA public TO " + owner,
-		"GRANT USAGE ON SCHEMA public TO " + app,
-	} {
+	for _, stmt := range databaseGrants(db) {
 		if _, err := conn.Exec(ctx, stmt); err != nil {
 			return fmt.Errorf("%s: %w", stmt, err)
 		}
 	}
 	return nil
+}
+
+// databaseGrants are the statements of GrantDatabase for database db.
+func databaseGrants(db string) []string {
+	dbIdent := pgx.Identifier{db}.Sanitize()
+	owner, app := pgx.Identifier{OwnerRole}.Sanitize(), pgx.Identifier{AppRole}.Sanitize()
+	return []string{
+		"GRANT CONNECT, CREATE, TEMPORARY ON DATABASE " + dbIdent + " TO " + owner,
+		"GRANT CONNECT ON DATABASE " + dbIdent + " TO " + app,
+		"GRANT USAGE, CREATE ON SCHEMA public TO " + owner,
+		"GRANT USAGE ON SCHEMA public TO " + app,
+	}
 }
 
 // AsOwner is the statement a migrator's session runs so that everything it

@@ -33,6 +33,13 @@ const (
 	PoolerPgBouncer = "pgbouncer"
 )
 
+// Citus modes, as configured in database.citus.
+const (
+	CitusAuto = "auto"
+	CitusOn   = "on"
+	CitusOff  = "off"
+)
+
 // Config is the effective configuration. Its koanf tags are the YAML keys;
 // the environment names derive from them (see Load).
 type Config struct {
@@ -83,6 +90,11 @@ type Database struct {
 	Pooler     string `koanf:"pooler"`
 	// MaxConnections sizes the serving pool.
 	MaxConnections int `koanf:"max_connections"`
+	// Citus says whether the database is a Citus coordinator whose
+	// tenant tables (rls) and tenant schemas (schema) are distributed
+	// over its workers: auto (when the citus extension is installed),
+	// on (required) or off.
+	Citus string `koanf:"citus"`
 }
 
 // HTTP configures the listener.
@@ -130,6 +142,7 @@ func defaults() map[string]any {
 		"database.migrate_url":               "",
 		"database.pooler":                    PoolerNone,
 		"database.max_connections":           10,
+		"database.citus":                     CitusAuto,
 		"http.addr":                          "127.0.0.1:8080",
 		"http.shutdown_timeout":              "15s",
 		"admin.token":                        "",
@@ -159,6 +172,7 @@ func (c *Config) Validate() error {
 	oneOf("profile", c.Profile, profiles.Names()...)
 	oneOf("isolation.strategy", c.Isolation.Strategy, StrategyRLS, StrategySchema, StrategyDatabase)
 	oneOf("database.pooler", c.Database.Pooler, PoolerNone, PoolerPgBouncer)
+	oneOf("database.citus", c.Database.Citus, CitusAuto, CitusOn, CitusOff)
 	oneOf("log.format", c.Log.Format, "", "json", "text")
 	oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 

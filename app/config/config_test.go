@@ -109,6 +109,7 @@ func TestBadConfigNamesEveryKey(t *testing.T) {
 		{"unparsable DSN", config.Input{Env: []string{"BULKHEAD_DATABASE_URL=postgres://u:secret@host:notaport/db"}}, []string{"database.url (from env BULKHEAD_DATABASE_URL): not a valid PostgreSQL connection string"}},
 		{"wrong type", config.Input{Env: []string{"BULKHEAD_ISOLATION__DATABASE__MAX_CONNECTIONS=many"}}, []string{"isolation.database.max_connections", "want an integer"}},
 		{"short admin token", config.Input{Env: []string{"BULKHEAD_ADMIN_TOKEN=short"}}, []string{"admin.token", "at least 32"}},
+		{"unknown Citus mode", config.Input{Env: []string{"BULKHEAD_DATABASE__CITUS=yes"}}, []string{"database.citus (from env BULKHEAD_DATABASE__CITUS)", `"yes" is not one of auto, on, off`}},
 		{"all at once", config.Input{Env: []string{"BULKHEAD_PROFILE=cloud", "BULKHEAD_LOG_FORMAT=xml", "BULKHEAD_POOLER=x"}}, []string{"profile", "log.format", "BULKHEAD_POOLER"}},
 	}
 	for _, tc := range cases {

@@ -111,6 +111,16 @@ func (s *Service) migrateControl(ctx context.Context) error {
 	if err := isolation.GrantDatabase(ctx, conn); err != nil {
 		return err
 	}
+	citus, err := isolation.UseCitus(ctx, conn, s.cfg.Database.Citus)
+	if err != nil {
+		return err
+	}
+	if citus {
+		// The control plane stays in ordinary tables of the coordinator.
+		if err := isolation.PrepareCitus(ctx, conn); err != nil {
+			return err
+		}
+	}
 	if _, err := conn.Exec(ctx, isolation.AsOwner); err != nil {
 		return err
 	}

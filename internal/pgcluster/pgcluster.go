@@ -111,6 +111,14 @@ type Options struct {
 	// Persistent reuses a cluster already in Dir/data instead of
 	// requiring a fresh one; it initializes one when there is none.
 	Persistent bool
+	// AvoidEphemeralPorts picks the port (when Port is 0) outside the
+	// range the kernel hands out for outgoing connections: a node of a
+	// cluster whose members open many connections to each other could
+	// otherwise find its port taken by one of them before it binds.
+	AvoidEphemeralPorts bool
+	// ClientTLS, when set, is the certificate URL's DSNs present, for a
+	// server whose pg_hba.conf admits TCP clients only with one.
+	ClientTLS *ClientTLS
 	// Logf, when set, receives progress messages.
 	Logf func(format string, args ...any)
 }
@@ -119,14 +127,15 @@ type Options struct {
 // lets any role in without a password, over TCP on 127.0.0.1 and the unix
 // socket. Its methods are safe for concurrent use.
 type Cluster struct {
-	bin      string
-	dir      string
-	data     string
-	logPath  string
-	socket   string // unix_socket_directories; empty: no socket
-	settings []string
-	acct     *account
-	logf     func(string, ...any)
+	bin       string
+	dir       string
+	data      string
+	logPath   string
+	socket    string // unix_socket_directories; empty: no socket
+	settings  []string
+	acct      *account
+	logf      func(string, ...any)
+	clientTLS *ClientTLS
 
 	port int // fixed once Start returns
 
@@ -158,14 +167,15 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		return nil, err
 	}
 	c := &Cluster{
-		bin:      bin,
-		dir:      dir,
-		data:     filepath.Join(dir, "data"),
-		logPath:  filepath.Join(dir, "postgres.log"),
-		socket:   dir,
-		settings: settings,
-		acct:     acct,
-		logf:     logf,
+		bin:       bin,
+		dir:       dir,
+		data:      filepath.Join(dir, "data"),
+		logPath:   filepath.Join(dir, "postgres.log"),
+		socket:    dir,
+		settings:  settings,
+		acct:      acct,
+		logf:      logf,
+		clientTLS: opts.ClientTLS,
 	}
 	// sun_path holds 108 bytes, NUL included.
 	if len(filepath.Join(dir, ".s.PGSQL.65535")) > 107 {
@@ -188,7 +198,11 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	for attempt := 1; ; attempt++ {
 		c.port = opts.Port
 		if c.port == 0 {
-			if c.port, err = freePort(); err != nil {
+			pick := freePort
+			if opts.AvoidEphemeralPorts {
+				pick = portOutsideEphemeral
+			}
+			if c.port, err = pick(); err != nil {
 				return nil, fmt.Errorf("pgcluster: %w", err)
 			}
 		}
@@ -416,8 +430,13 @@ func (c *Cluster) Dir() string { return c.dir }
 func (c *Cluster) BinDir() string { return c.bin }
 
 // URL returns a DSN for user on database over TCP, without TLS:
-// postgres://user@127.0.0.1:port/database?sslmode=disable.
+// postgres://user@127.0.0.1:port/database?sslmode=disable; or, when the
+// cluster was started with Options.ClientTLS, over TLS presenting that
+// certificate and verifying the server's against its authority.
 func (c *Cluster) URL(user, database string) string {
+	if c.clientTLS != nil {
+		return c.clientTLS.dsn(c.port, user, database)
+	}
 	return dsn(c.port, user, database)
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -259,6 +260,60 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// portOutsideEphemeral returns a TCP port on 127.0.0.1 that nothing
+// listens on right now and that lies outside the kernel's range for
+// outgoing connections (/proc/sys/net/ipv4/ip_local_port_range; Linux's
+// default where that cannot be read), so that no outgoing connection can
+// hold it when the server binds it. Another process may still take it
+// first; callers retry with a new one when binding fails.
+func portOutsideEphemeral() (int, error) {
+	lo, hi := 32768, 60999
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			l, err1 := strconv.Atoi(f[0])
+			h, err2 := strconv.Atoi(f[1])
+			if err1 == nil && err2 == nil && l <= h {
+				lo, hi = l, h
+			}
+		}
+	}
+	// Below the range from 10000 (under it live well-known services),
+	// and above it.
+	var spans [][2]int
+	if lo > 10000 {
+		spans = append(spans, [2]int{10000, lo - 1})
+	}
+	if hi < 65535 {
+		spans = append(spans, [2]int{hi + 1, 65535})
+	}
+	total := 0
+	for _, s := range spans {
+		total += s[1] - s[0] + 1
+	}
+	if total == 0 {
+		return 0, fmt.Errorf("no port outside the ephemeral range %d-%d", lo, hi)
+	}
+	for range 200 {
+		n := rand.IntN(total)
+		port := 0
+		for _, s := range spans {
+			if size := s[1] - s[0] + 1; n < size {
+				port = s[0] + n
+				break
+			} else {
+				n -= size
+			}
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return port, nil
+	}
+	return 0, fmt.Errorf("find a free port outside the ephemeral range %d-%d: 200 tried, all taken", lo, hi)
 }
 
 // proc is a server process this package started.

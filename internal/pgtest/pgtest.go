@@ -8,6 +8,12 @@
 // connect as the serving role bulkhead_app — not a superuser, not an owner
 // — so Row-Level Security is really exercised. The database of a failed
 // test is kept for inspection, and its name logged.
+//
+// When that database has the citus extension, the server is taken for a
+// Citus coordinator with its workers registered there (as `withpg -citus`
+// starts one): every database is then created, cloned and dropped on the
+// coordinator and on every worker alike (see citus.go), and has the citus
+// extension and the workers registered.
 package pgtest
 
 import (
@@ -49,6 +55,7 @@ var (
 	admin   *url.URL // superuser DSN, database postgres
 	cluster *pgcluster.Cluster
 	initErr error
+	citus   bool // the server is a Citus coordinator
 )
 
 // Main runs the tests of a package and then stops the cluster this process
@@ -101,7 +108,18 @@ func start() error {
 		return fmt.Errorf("%s: not a URL: %w", EnvURL, err)
 	}
 	admin = u
+	if citus, err = detectCitus(ctx); err != nil {
+		return err
+	}
 	return ensureRoles(ctx)
+}
+
+// Citus reports whether the test server is a Citus coordinator, starting
+// it as Server does.
+func Citus(tb testing.TB) bool {
+	tb.Helper()
+	Server(tb)
+	return citus
 }
 
 // ensureRoles creates Bulkhead's roles once per server: they are global to
@@ -119,8 +137,14 @@ func ensureRoles(ctx context.Context) error {
 	if err := isolation.EnsureRoles(ctx, conn, true); err != nil {
 		return err
 	}
-	_, err = conn.Exec(ctx, `ALTER ROLE `+isolation.AppRole+` PASSWORD '`+AppPassword+`'`)
-	return err
+	if _, err = conn.Exec(ctx, `ALTER ROLE `+isolation.AppRole+` PASSWORD '`+AppPassword+`'`); err != nil {
+		return err
+	}
+	if citus {
+		// Roles are created on the workers too: Citus propagates them.
+		return isolation.PrepareCitus(ctx, conn)
+	}
+	return nil
 }
 
 // DB is one test's database.
@@ -153,6 +177,13 @@ func New(tb testing.TB) *DB {
 func Empty(tb testing.TB) *DB {
 	tb.Helper()
 	Server(tb)
+	if citus {
+		base, err := citusBase(context.Background())
+		if err != nil {
+			tb.Fatalf("pgtest: Citus base database: %v", err)
+		}
+		return create(tb, base)
+	}
 	return create(tb, "template0")
 }
 
@@ -165,14 +196,14 @@ func create(tb testing.TB, tpl string) *DB {
 		tb.Fatalf("pgtest: connect: %v", err)
 	}
 	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, `CREATE DATABASE `+pgx.Identifier{name}.Sanitize()+` TEMPLATE `+pgx.Identifier{tpl}.Sanitize()); err != nil {
+	if err := cloneDatabase(ctx, conn, name, tpl); err != nil {
 		tb.Fatalf("pgtest: create database: %v", err)
 	}
 	db := &DB{Name: name, AdminURL: dsn(name, "", "")}
 	db.MigrateURL = db.AdminURL
 	db.AppURL = dsn(name, isolation.AppRole, AppPassword)
-	// Database-level grants are not copied from a template.
-	if err := grantDatabase(ctx, db.AdminURL); err != nil {
+	// Database-level grants and settings are not copied from a template.
+	if err := prepareDatabase(ctx, db.AdminURL); err != nil {
 		tb.Fatalf("pgtest: grant on %s: %v", name, err)
 	}
 	tb.Cleanup(func() {
@@ -186,20 +217,53 @@ func create(tb testing.TB, tpl string) *DB {
 			return
 		}
 		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, `DROP DATABASE IF EXISTS `+pgx.Identifier{name}.Sanitize()+` WITH (FORCE)`); err != nil {
+		if err := dropDatabase(ctx, conn, name); err != nil {
 			tb.Logf("pgtest: drop %s: %v", name, err)
 		}
 	})
 	return db
 }
 
-func grantDatabase(ctx context.Context, dsn string) error {
+// cloneDatabase creates database name from tpl, on every node of a Citus
+// cluster.
+func cloneDatabase(ctx context.Context, conn *pgx.Conn, name, tpl string) error {
+	stmt := `CREATE DATABASE ` + pgx.Identifier{name}.Sanitize() + ` TEMPLATE ` + pgx.Identifier{tpl}.Sanitize()
+	if citus {
+		if err := onWorkers(ctx, conn, stmt); err != nil {
+			return err
+		}
+	}
+	_, err := conn.Exec(ctx, stmt)
+	return err
+}
+
+// dropDatabase drops database name, on every node of a Citus cluster.
+func dropDatabase(ctx context.Context, conn *pgx.Conn, name string) error {
+	stmt := `DROP DATABASE IF EXISTS ` + pgx.Identifier{name}.Sanitize() + ` WITH (FORCE)`
+	if _, err := conn.Exec(ctx, stmt); err != nil {
+		return err
+	}
+	if citus {
+		return onWorkers(ctx, conn, stmt)
+	}
+	return nil
+}
+
+// prepareDatabase gives the database dsn names what `bulkhead migrate`
+// would: the database-level grants, and on Citus the database's settings.
+func prepareDatabase(ctx context.Context, dsn string) error {
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
 		return err
 	}
 	defer conn.Close(ctx)
-	return isolation.GrantDatabase(ctx, conn)
+	if err := isolation.GrantDatabase(ctx, conn); err != nil {
+		return err
+	}
+	if citus {
+		return isolation.PrepareCitus(ctx, conn)
+	}
+	return nil
 }
 
 // dsn is the DSN of database as user (the superuser when user is empty).
@@ -240,26 +304,41 @@ func template(ctx context.Context) (string, error) {
 		return "", err
 	}
 	if !exists {
+		from := "template0"
+		if citus {
+			if from, err = citusBase(ctx); err != nil {
+				return "", err
+			}
+		}
 		building := name + "_build"
-		ident := pgx.Identifier{building}.Sanitize()
-		if _, err := conn.Exec(ctx, `DROP DATABASE IF EXISTS `+ident+` WITH (FORCE)`); err != nil {
+		if err := dropDatabase(ctx, conn, building); err != nil {
 			return "", err
 		}
-		if _, err := conn.Exec(ctx, `CREATE DATABASE `+ident+` TEMPLATE template0`); err != nil {
+		if err := cloneDatabase(ctx, conn, building, from); err != nil {
 			return "", err
 		}
 		if err := migrate(ctx, dsn(building, "", "")); err != nil {
 			return "", fmt.Errorf("migrate template: %w", err)
 		}
-		if _, err := conn.Exec(ctx, `ALTER DATABASE `+ident+` RENAME TO `+pgx.Identifier{name}.Sanitize()); err != nil {
-			return "", err
-		}
-		if _, err := conn.Exec(ctx, `ALTER DATABASE `+pgx.Identifier{name}.Sanitize()+` WITH IS_TEMPLATE true`); err != nil {
+		if err := finishTemplate(ctx, conn, building, name); err != nil {
 			return "", err
 		}
 	}
 	tplName = name
 	return name, nil
+}
+
+// finishTemplate renames the database building to name and makes it a
+// template, on every node of a Citus cluster.
+func finishTemplate(ctx context.Context, conn *pgx.Conn, building, name string) error {
+	if citus {
+		return finishCitusTemplate(ctx, conn, building, name)
+	}
+	if _, err := conn.Exec(ctx, `ALTER DATABASE `+pgx.Identifier{building}.Sanitize()+` RENAME TO `+pgx.Identifier{name}.Sanitize()); err != nil {
+		return err
+	}
+	_, err := conn.Exec(ctx, `ALTER DATABASE `+pgx.Identifier{name}.Sanitize()+` WITH IS_TEMPLATE true`)
+	return err
 }
 
 // migrate runs what `bulkhead migrate` runs on the database dsn names.

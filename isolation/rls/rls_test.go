@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/bulkheadhq/bulkhead/app/postgres"
 	"github.com/bulkheadhq/bulkhead/internal/pgtest"
 	"github.com/bulkheadhq/bulkhead/isolation"
 	"github.com/bulkheadhq/bulkhead/isolation/rls"
@@ -299,5 +300,50 @@ func BenchmarkBinding(b *testing.B) {
 			}
 			b.ReportMetric(float64(writes.Load()-start)/float64(n), "roundtrips/op")
 		})
+	}
+}
+
+// Deleting a tenant removes every row it has in every tenant table, the
+// rows that reference others first, so that no foreign key needs deferring
+// (Citus does not carry SET CONSTRAINTS ALL DEFERRED to its workers), and
+// leaves the other tenant's rows alone.
+func TestDeprovisionDeletesReferencingRowsFirst(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 0, nil)
+	ctx := context.Background()
+	for _, tn := range []isolation.Tenant{f.a, f.b} {
+		err := f.strategy.Run(ctx, tn, func(tx pgx.Tx) error {
+			for _, q := range []string{
+				`INSERT INTO cost_items (tenant_id, id, account_id, service, usage_date, amount, currency)
+				 SELECT tenant_id, gen_random_uuid(), id, 's', '2025-01-01', 1, 'USD' FROM accounts WHERE tenant_id = $1 RETURNING id`,
+				`INSERT INTO budgets (tenant_id, id, name, amount, currency, period, account_id)
+				 SELECT tenant_id, gen_random_uuid(), 'b' || id, 1, 'USD', 'monthly', id FROM accounts WHERE tenant_id = $1 RETURNING id`,
+			} {
+				if _, err := tx.Exec(ctx, q, tn.ID); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("write %s: %v", tn, err)
+		}
+	}
+	pools, err := postgres.Open(pgtest.Config(f.db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pools.Close)
+
+	if err := rls.New(nil, pools.Owner).Deprovision(ctx, f.a); err != nil {
+		t.Fatal(err)
+	}
+	admin := pgtest.Pool(t, f.db.AdminURL)
+	for _, table := range []string{"accounts", "cost_items", "budgets"} {
+		for tn, want := range map[isolation.Tenant]int{f.a: 0, f.b: 3} {
+			if n := pgtest.Count(t, admin, `SELECT count(*) FROM `+table+` WHERE tenant_id = $1`, tn.ID); n != want {
+				t.Errorf("%s holds %d rows of %s after deleting %s, want %d", table, n, tn.Slug, f.a.Slug, want)
+			}
+		}
 	}
 }

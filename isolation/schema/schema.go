@@ -8,6 +8,12 @@
 // schema the role may not use out of the effective path); the tables keep
 // their tenant_id column and forced Row-Level Security policy, a second
 // wall behind the first.
+//
+// On Citus, each tenant schema is a distributed schema (schema-based
+// sharding): its tables form one shard group on one worker. Citus opens
+// the connections to that worker as the current role, the tenant's role
+// after SET ROLE, so there tenant roles are LOGIN, without a password,
+// and the workers admit only the coordinator (docs/DESIGN.md).
 package schema
 
 import (
@@ -30,6 +36,7 @@ import (
 type Strategy struct {
 	app   *pgxpool.Pool
 	owner *pgxpool.Pool
+	opts  isolation.Options
 }
 
 var _ isolation.Strategy = (*Strategy)(nil)
@@ -38,8 +45,8 @@ var _ isolation.Strategy = (*Strategy)(nil)
 // provisioning with owner (a pool whose sessions act as the owner role,
 // which has CREATEROLE). Either may be nil in a process that does not need
 // it; the methods that need the missing one then return an error.
-func New(app, owner *pgxpool.Pool) *Strategy {
-	return &Strategy{app: app, owner: owner}
+func New(app, owner *pgxpool.Pool, opts ...isolation.Option) *Strategy {
+	return &Strategy{app: app, owner: owner, opts: isolation.NewOptions(opts...)}
 }
 
 // prefix starts every tenant schema and role name. Names are the prefix and
@@ -88,11 +95,12 @@ func (s *Strategy) Setup(ctx context.Context) error {
 }
 
 // Provision creates t's role and schema, migrates the tenant tables into
-// the schema and grants the role DML on them. The role is NOLOGIN and
-// granted to the serving role, which gets its privileges only by SET ROLE;
-// the schema is owned by the owner role, and only the tenant's role may use
-// it. On error nothing of t is left behind; a name already taken (t was
-// provisioned before) is an error and left alone.
+// the schema and grants the role DML on them. The role is NOLOGIN (LOGIN
+// on Citus, see the package comment) and granted to the serving role,
+// which gets its privileges only by SET ROLE; the schema is owned by the
+// owner role, and only the tenant's role may use it. On Citus the schema
+// is created distributed. On error nothing of t is left behind; a name
+// already taken (t was provisioned before) is an error and left alone.
 func (s *Strategy) Provision(ctx context.Context, t isolation.Tenant) (isolation.Tenant, error) {
 	if s.owner == nil {
 		return t, isolation.ErrNoOwner
@@ -100,18 +108,29 @@ func (s *Strategy) Provision(ctx context.Context, t isolation.Tenant) (isolation
 	if t.ID == uuid.Nil {
 		return t, isolation.ErrNoTenant
 	}
+	citus, err := isolation.UseCitus(ctx, s.owner, s.opts.Citus)
+	if err != nil {
+		return t, err
+	}
 	name := Name(t.ID)
 	ident := pgx.Identifier{name}.Sanitize()
 	owner, app := pgx.Identifier{isolation.OwnerRole}.Sanitize(), pgx.Identifier{isolation.AppRole}.Sanitize()
+	login := "NOLOGIN"
+	var stmts []string
+	if citus {
+		login = "LOGIN"
+		// Transaction-local: only this schema becomes distributed.
+		stmts = append(stmts, "SELECT set_config('citus.enable_schema_based_sharding', 'on', true)")
+	}
 	// One simple-protocol message, so one implicit transaction: all of it
 	// or none, in one round trip.
-	ddl := strings.Join([]string{
-		"CREATE ROLE " + ident + " NOLOGIN NOINHERIT",
-		"GRANT " + ident + " TO " + app,
-		"CREATE SCHEMA " + ident + " AUTHORIZATION " + owner,
-		"REVOKE ALL ON SCHEMA " + ident + " FROM PUBLIC",
-		"GRANT USAGE ON SCHEMA " + ident + " TO " + ident,
-	}, "; ")
+	ddl := strings.Join(append(stmts,
+		"CREATE ROLE "+ident+" "+login+" NOINHERIT",
+		"GRANT "+ident+" TO "+app,
+		"CREATE SCHEMA "+ident+" AUTHORIZATION "+owner,
+		"REVOKE ALL ON SCHEMA "+ident+" FROM PUBLIC",
+		"GRANT USAGE ON SCHEMA "+ident+" TO "+ident,
+	), "; ")
 	if _, err := s.owner.Exec(ctx, ddl); err != nil {
 		return t, fmt.Errorf("create schema and role of %s: %w", t, err)
 	}
@@ -208,7 +227,9 @@ func (s *Strategy) Migrate(ctx context.Context, t isolation.Tenant) (int64, erro
 	return s.migrate(ctx, name) // its errors name the schema
 }
 
-// migrate migrates schema name and grants its role DML on its tables.
+// migrate migrates schema name and grants its role DML on its tables. On
+// Citus it also makes the schema distributed and its role LOGIN, for a
+// tenant provisioned before the database became a Citus coordinator.
 func (s *Strategy) migrate(ctx context.Context, name string) (int64, error) {
 	v, err := isolation.TenantVersion(ctx, s.owner, name)
 	if err != nil {
@@ -219,6 +240,24 @@ func (s *Strategy) migrate(ctx context.Context, name string) (int64, error) {
 		// pay for one.
 		if v, err = isolation.MigrateTenantTables(ctx, s.owner.Config().ConnConfig, name); err != nil {
 			return v, err
+		}
+	}
+	citus, err := isolation.UseCitus(ctx, s.owner, s.opts.Citus)
+	if err != nil {
+		return v, err
+	}
+	if citus {
+		if err := isolation.DistributeSchema(ctx, s.owner, name); err != nil {
+			return v, err
+		}
+		var login bool
+		if err := s.owner.QueryRow(ctx, `SELECT rolcanlogin FROM pg_roles WHERE rolname = $1`, name).Scan(&login); err != nil {
+			return v, fmt.Errorf("read role %s: %w", name, err)
+		}
+		if !login {
+			if _, err := s.owner.Exec(ctx, `ALTER ROLE `+pgx.Identifier{name}.Sanitize()+` LOGIN`); err != nil {
+				return v, fmt.Errorf("let role %s log in on the Citus workers: %w", name, err)
+			}
 		}
 	}
 	if err := isolation.GrantTenantTables(ctx, s.owner, name, name); err != nil {

@@ -150,7 +150,8 @@ const (
 	undefinedTable        = "42P01"
 )
 
-// Provisioning makes a schema and a NOLOGIN role named from the UUID, the
+// Provisioning makes a schema and a NOLOGIN role (LOGIN, and the schema
+// distributed, on Citus) named from the UUID, the
 // schema owned by the owner role and usable by the tenant's role alone, the
 // tenant tables owned by the owner with forced RLS, DML granted to the
 // tenant's role only, and the migration version recorded in the schema.
@@ -180,8 +181,18 @@ func TestProvisionShape(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if login || inherit {
-		t.Errorf("tenant role: login %v inherit %v, want NOLOGIN NOINHERIT", login, inherit)
+	// On Citus the role must log in on the workers (docs/DESIGN.md).
+	if wantLogin := pgtest.Citus(t); login != wantLogin || inherit {
+		t.Errorf("tenant role: login %v inherit %v, want login %v and NOINHERIT", login, inherit, wantLogin)
+	}
+	if pgtest.Citus(t) {
+		var distributed bool
+		if err := f.owner.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_dist_schema WHERE schemaid = to_regnamespace($1))`, name).Scan(&distributed); err != nil {
+			t.Fatal(err)
+		}
+		if !distributed {
+			t.Errorf("schema %s is not a distributed schema", name)
+		}
 	}
 	if !appMember || appPrivs {
 		t.Errorf("serving role: member %v, holds privileges %v; want a member without the privileges", appMember, appPrivs)

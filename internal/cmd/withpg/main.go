@@ -1,7 +1,7 @@
 // Command withpg runs a command against a throwaway PostgreSQL cluster and,
 // with -pgbouncer, a PgBouncer in front of it:
 //
-//	go run ./internal/cmd/withpg [-dir DIR] [-pgbouncer] -- CMD ARGS...
+//	go run ./internal/cmd/withpg [-dir DIR] [-citus] [-pgbouncer] -- CMD ARGS...
 //
 // It starts the cluster in a fresh directory under DIR (by default tmp/ in
 // the repository, or the system's temporary directory outside it), creates
@@ -11,6 +11,16 @@
 //	BULKHEAD_TEST_PGBOUNCER_URL  the same through PgBouncer (-pgbouncer only)
 //	BULKHEAD_TEST_PG_BINDIR      the PostgreSQL binaries
 //	BULKHEAD_TEST_PG_DIR         the cluster's directory (data in data/)
+//
+// With -citus the cluster is a Citus coordinator and two workers
+// (pgcluster.StartCitus; `make deps/citus` installs Citus): the database
+// postgres of the coordinator has the citus extension and both workers
+// registered, BULKHEAD_TEST_DATABASE_URL and PgBouncer lead to the
+// coordinator, BULKHEAD_TEST_PG_DIR is the coordinator's directory, and
+//
+//	BULKHEAD_TEST_CITUS_WORKER_URLS  the workers' superuser DSNs, space-separated
+//
+// (they present the cluster's node certificate, as the workers require).
 //
 // When BULKHEAD_TEST_DATABASE_URL is already set, withpg starts nothing and
 // runs CMD against that server. SIGINT and SIGTERM are passed on to CMD.
@@ -31,6 +41,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -44,6 +55,7 @@ const (
 	envBouncer  = "BULKHEAD_TEST_PGBOUNCER_URL"
 	envBinDir   = "BULKHEAD_TEST_PG_BINDIR"
 	envDir      = "BULKHEAD_TEST_PG_DIR"
+	envWorkers  = "BULKHEAD_TEST_CITUS_WORKER_URLS"
 	exitFailure = 1
 	exitUsage   = 2
 )
@@ -56,11 +68,12 @@ func run(args []string) int {
 	fs := flag.NewFlagSet("withpg", flag.ContinueOnError)
 	parent := fs.String("dir", "", "create the throwaway cluster's directory under `DIR` (default: tmp/ in the repository)")
 	bouncer := fs.Bool("pgbouncer", false, "also start PgBouncer (transaction pooling) and set "+envBouncer)
+	citus := fs.Bool("citus", false, "start a Citus coordinator and two workers instead of one server, and set "+envWorkers)
 	poolSize := fs.Int("pool-size", 20, "PgBouncer's default_pool_size")
 	keep := fs.Bool("keep", false, "keep the directory even when CMD succeeds")
 	verbose := fs.Bool("v", false, "log what the servers do")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: withpg [-dir DIR] [-pgbouncer] [-pool-size N] [-keep] [-v] -- CMD ARGS...")
+		fmt.Fprintln(fs.Output(), "usage: withpg [-dir DIR] [-citus] [-pgbouncer] [-pool-size N] [-keep] [-v] -- CMD ARGS...")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -86,7 +99,7 @@ func run(args []string) int {
 	if *verbose {
 		logf = func(format string, args ...any) { fmt.Fprintf(os.Stderr, "withpg: "+format+"\n", args...) }
 	}
-	s := &servers{bouncer: *bouncer, poolSize: *poolSize, logf: logf}
+	s := &servers{citus: *citus, bouncer: *bouncer, poolSize: *poolSize, logf: logf}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	started := make(chan error, 1)
 	go func() { started <- s.start(ctx, *parent) }()
@@ -108,13 +121,23 @@ func run(args []string) int {
 		return exitFailure
 	}
 
-	env := withoutVars(os.Environ(), envURL, envBouncer, envBinDir, envDir)
+	env := withoutVars(os.Environ(), envURL, envBouncer, envBinDir, envDir, envWorkers)
 	env = append(env,
 		envURL+"="+s.cluster.URL("postgres", "postgres"),
 		envBinDir+"="+s.cluster.BinDir(),
 		envDir+"="+s.cluster.Dir(),
 	)
 	summary := fmt.Sprintf("withpg: PostgreSQL on 127.0.0.1:%d", s.cluster.Port())
+	if s.citusCluster != nil {
+		var urls, ports []string
+		for _, w := range s.citusCluster.Workers {
+			urls = append(urls, w.URL("postgres", "postgres"))
+			ports = append(ports, strconv.Itoa(w.Port()))
+		}
+		env = append(env, envWorkers+"="+strings.Join(urls, " "))
+		summary = fmt.Sprintf("withpg: Citus coordinator on 127.0.0.1:%d, workers on %s, up after %s",
+			s.cluster.Port(), strings.Join(ports, " and "), s.took.Round(time.Millisecond))
+	}
 	if s.pgbouncer != nil {
 		env = append(env, envBouncer+"="+s.pgbouncer.URL("postgres", "postgres"))
 		summary += fmt.Sprintf(", PgBouncer on 127.0.0.1:%d", s.pgbouncer.Port())
@@ -129,13 +152,16 @@ func run(args []string) int {
 
 // servers are the cluster and PgBouncer withpg runs, and their directory.
 type servers struct {
+	citus    bool
 	bouncer  bool
 	poolSize int
 	logf     func(string, ...any)
 
-	dir       string // the fresh directory holding both
-	cluster   *pgcluster.Cluster
-	pgbouncer *pgcluster.PgBouncer
+	dir          string             // the fresh directory holding both
+	cluster      *pgcluster.Cluster // the server, or the Citus coordinator
+	citusCluster *pgcluster.Citus   // -citus only
+	pgbouncer    *pgcluster.PgBouncer
+	took         time.Duration // to start the servers
 }
 
 func (s *servers) start(ctx context.Context, parent string) error {
@@ -170,10 +196,23 @@ func (s *servers) startIn(ctx context.Context, parent string) error {
 	if err := os.Chmod(dir, 0o711); err != nil {
 		return err
 	}
-	s.cluster, err = pgcluster.Start(ctx, pgcluster.Options{Dir: filepath.Join(dir, "pg"), Logf: s.logf})
-	if err != nil {
+	begin := time.Now()
+	if s.citus {
+		s.citusCluster, err = pgcluster.StartCitus(ctx, pgcluster.CitusOptions{
+			Dir: filepath.Join(dir, "citus"),
+			// Every test database holds its own shards; fewer of them
+			// make cloning and migrating test databases faster.
+			Settings: map[string]string{"citus.shard_count": "8"},
+			Logf:     s.logf,
+		})
+		if err != nil {
+			return err
+		}
+		s.cluster = s.citusCluster.Coordinator
+	} else if s.cluster, err = pgcluster.Start(ctx, pgcluster.Options{Dir: filepath.Join(dir, "pg"), Logf: s.logf}); err != nil {
 		return err
 	}
+	s.took = time.Since(begin)
 	if !s.bouncer {
 		return nil
 	}
@@ -196,6 +235,13 @@ func (s *servers) stop() bool {
 		}
 		s.pgbouncer = nil
 	}
+	if s.citusCluster != nil {
+		if err := s.citusCluster.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "withpg:", err)
+			clean = false
+		}
+		s.citusCluster, s.cluster = nil, nil
+	}
 	if s.cluster != nil {
 		if err := s.cluster.Stop(); err != nil {
 			fmt.Fprintln(os.Stderr, "withpg:", err)
@@ -208,7 +254,7 @@ func (s *servers) stop() bool {
 
 // hasLogs reports whether a server got as far as writing a log.
 func (s *servers) hasLogs() bool {
-	for _, log := range []string{"pg/postgres.log", "pgbouncer/pgbouncer.log"} {
+	for _, log := range []string{"pg/postgres.log", "citus/coordinator/postgres.log", "pgbouncer/pgbouncer.log"} {
 		if _, err := os.Stat(filepath.Join(s.dir, log)); err == nil {
 			return true
 		}
@@ -229,7 +275,7 @@ func (s *servers) cleanup(remove bool) {
 		}
 		return
 	}
-	fmt.Fprintf(os.Stderr, "withpg: kept %s for inspection (logs: pg/postgres.log, pgbouncer/pgbouncer.log)\n", dir)
+	fmt.Fprintf(os.Stderr, "withpg: kept %s for inspection (logs: pg/postgres.log or citus/*/postgres.log, pgbouncer/pgbouncer.log)\n", dir)
 }
 
 // runCmd runs args with env and inherited stdio, passing sigs on to it, and

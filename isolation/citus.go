@@ -1,0 +1,356 @@
+package isolation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Citus modes, as configured in database.citus: whether the database is a
+// Citus coordinator whose tenant tables are to be distributed over its
+// workers.
+const (
+	// CitusAuto treats the database as Citus when the citus extension is
+	// installed in it.
+	CitusAuto = "auto"
+	// CitusOn requires the extension: its absence is an error.
+	CitusOn = "on"
+	// CitusOff treats the database as plain PostgreSQL even when the
+	// extension is there: tenant tables stay on the coordinator.
+	CitusOff = "off"
+)
+
+// DistributionColumn is the column every tenant table is distributed on,
+// so that one tenant's rows of every table sit together in one shard
+// group, and the composite foreign keys stay within it.
+const DistributionColumn = "tenant_id"
+
+// PropagateSetting is the Citus setting that makes a transaction's SET
+// LOCAL statements, the tenant binding among them, reach the workers; it
+// must hold for the whole database (see PrepareCitus).
+const PropagateSetting = "citus.propagate_set_commands"
+
+// CitusError is something a Citus cluster lacks that Bulkhead cannot fix
+// with the privileges it has. Its message is one line that says what to
+// run.
+type CitusError struct{ Msg string }
+
+func (e *CitusError) Error() string { return e.Msg }
+
+// IsCitus reports whether the current database of q has the citus
+// extension installed.
+func IsCitus(ctx context.Context, q Querier) (bool, error) {
+	var ok bool
+	if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus')`).Scan(&ok); err != nil {
+		return false, fmt.Errorf("look for the citus extension: %w", err)
+	}
+	return ok, nil
+}
+
+// UseCitus reports whether the current database of q is to be used as a
+// Citus coordinator under mode (CitusAuto, CitusOn or CitusOff; empty
+// means CitusAuto). With CitusOn, a database without the extension is a
+// *CitusError.
+func UseCitus(ctx context.Context, q Querier, mode string) (bool, error) {
+	if mode == CitusOff {
+		return false, nil
+	}
+	ok, err := IsCitus(ctx, q)
+	if err != nil {
+		return false, err
+	}
+	if !ok && mode == CitusOn {
+		return false, &CitusError{"database.citus is on, but the database has no citus extension: CREATE EXTENSION citus on the coordinator and every worker, then register the workers with citus_add_node"}
+	}
+	return ok, nil
+}
+
+// PrepareCitus readies the current database of q, a Citus coordinator, for
+// Bulkhead, fixing what the connection's role may and returning a
+// *CitusError naming what it may not:
+//
+//   - it must be the coordinator, with at least one active worker;
+//   - the owner role, and the system role where it exists, must be LOGIN,
+//     since Citus opens the connections to the workers that carry their
+//     work as the current role (the workers' authentication must admit
+//     only the coordinator: see docs/DESIGN.md);
+//   - the workers' databases need the grants GrantDatabase gives on the
+//     coordinator's (Citus does not carry database-level grants over):
+//     the owner's DDL (a schema, the shards) runs there as the owner;
+//   - PropagateSetting must be 'local' for the database, so that the
+//     tenant binding reaches the workers for every role, the owner's
+//     role-switched sessions included. Sessions opened before it was set
+//     do not see it.
+//
+// q connects with database.migrate_url's own identity, not as the owner.
+// It is idempotent.
+func PrepareCitus(ctx context.Context, q Querier) error {
+	var coordinator bool
+	var workers int
+	if err := q.QueryRow(ctx, `
+		SELECT citus_is_coordinator(),
+		       (SELECT count(*) FROM pg_dist_node WHERE groupid <> 0 AND isactive AND noderole = 'primary')`,
+	).Scan(&coordinator, &workers); err != nil {
+		return fmt.Errorf("read the Citus nodes: %w", err)
+	}
+	if !coordinator {
+		return &CitusError{"database.migrate_url does not lead to the Citus coordinator: point database.url and database.migrate_url at the coordinator"}
+	}
+	if workers == 0 {
+		return &CitusError{"the Citus coordinator has no active worker: register each with SELECT citus_add_node('HOST', PORT)"}
+	}
+
+	rows, err := q.Query(ctx, `SELECT rolname FROM pg_roles WHERE rolname = ANY($1) AND NOT rolcanlogin ORDER BY 1`,
+		[]string{OwnerRole, SystemRole})
+	if err != nil {
+		return fmt.Errorf("read roles: %w", err)
+	}
+	nologin, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("read roles: %w", err)
+	}
+	for _, role := range nologin {
+		ident := pgx.Identifier{role}.Sanitize()
+		if _, err := q.Exec(ctx, `ALTER ROLE `+ident+` LOGIN`); err != nil {
+			if insufficientPrivilege(err) {
+				return &CitusError{fmt.Sprintf("role %s must be LOGIN on a Citus cluster (Citus runs its work on the workers as that role): ALTER ROLE %s LOGIN", role, ident)}
+			}
+			return fmt.Errorf("let %s log in: %w", role, err)
+		}
+	}
+
+	var db string
+	if err := q.QueryRow(ctx, `SELECT current_database()`).Scan(&db); err != nil {
+		return fmt.Errorf("read current database: %w", err)
+	}
+	for _, stmt := range databaseGrants(db) {
+		// A worker that has the metadata would otherwise try to pass
+		// the grant on to the other nodes, which only the coordinator
+		// may; run_command_on_workers's connection ends after it.
+		if err := OnWorkers(ctx, q, "SET citus.enable_ddl_propagation TO off; "+stmt); err != nil {
+			return err
+		}
+	}
+
+	var settings []string
+	if err := q.QueryRow(ctx, `
+		SELECT COALESCE((
+			SELECT s.setconfig FROM pg_db_role_setting s
+			WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database()) AND s.setrole = 0
+		), '{}')`).Scan(&settings); err != nil {
+		return fmt.Errorf("read the database's settings: %w", err)
+	}
+	if !slices.Contains(settings, PropagateSetting+"=local") {
+		stmt := `ALTER DATABASE ` + pgx.Identifier{db}.Sanitize() + ` SET ` + PropagateSetting + ` = 'local'`
+		if _, err := q.Exec(ctx, stmt); err != nil {
+			if insufficientPrivilege(err) {
+				return &CitusError{fmt.Sprintf("the tenant binding reaches the Citus workers only with %s = 'local' for the whole database: %s (as the database's owner)", PropagateSetting, stmt)}
+			}
+			return fmt.Errorf("%s: %w", stmt, err)
+		}
+	}
+	return nil
+}
+
+// DistributeTenantTables distributes every tenant table of schema (on the
+// coordinator q connects to, as the tables' owner) that is not distributed
+// yet: on DistributionColumn, in one co-location group with the tenant
+// tables already distributed, referenced tables before the tables that
+// reference them. It is idempotent; run it after every migration run, so
+// that a table a later migration adds is distributed too. A tenant table
+// that Citus already manages in another way (another distribution column,
+// another co-location group, a reference table) is a *CitusError: it
+// cannot be fixed without moving its rows, which is the operator's call.
+//
+// Citus refuses a foreign key from a local table to a distributed one, so a
+// migration that adds a tenant table must add its foreign keys to existing
+// tenant tables in a later migration than the one creating it.
+func DistributeTenantTables(ctx context.Context, q Querier, schema string) error {
+	rows, err := q.Query(ctx, `
+		SELECT c.relname,
+		       p.partmethod IS NOT NULL,
+		       COALESCE(p.partmethod::text, ''),
+		       COALESCE(CASE WHEN p.partmethod = 'h' THEN column_to_column_name(p.logicalrelid, p.partkey) END, ''),
+		       COALESCE(p.colocationid, 0),
+		       ARRAY(SELECT DISTINCT r.relname FROM pg_constraint f JOIN pg_class r ON r.oid = f.confrelid
+		             WHERE f.conrelid = c.oid AND f.contype = 'f' AND f.confrelid <> c.oid
+		               AND r.relnamespace = c.relnamespace ORDER BY 1)
+		FROM pg_class c
+		JOIN pg_namespace n ON n.oid = c.relnamespace
+		LEFT JOIN pg_dist_partition p ON p.logicalrelid = c.oid
+		WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+		  AND EXISTS (SELECT FROM pg_attribute a
+		              WHERE a.attrelid = c.oid AND a.attname = $2 AND NOT a.attisdropped)
+		ORDER BY 1`, schema, DistributionColumn)
+	if err != nil {
+		return fmt.Errorf("list tenant tables of %s: %w", schema, err)
+	}
+	type table struct {
+		name        string
+		distributed bool
+		method      string
+		column      string
+		colocation  int64
+		references  []string
+	}
+	tables, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (table, error) {
+		var t table
+		err := r.Scan(&t.name, &t.distributed, &t.method, &t.column, &t.colocation, &t.references)
+		return t, err
+	})
+	if err != nil {
+		return fmt.Errorf("list tenant tables of %s: %w", schema, err)
+	}
+
+	anchor, group := "", int64(0)
+	var todo []table
+	for _, t := range tables {
+		qualified := pgx.Identifier{schema, t.name}.Sanitize()
+		switch {
+		case !t.distributed:
+			todo = append(todo, t)
+		case t.method != "h" || t.column != DistributionColumn:
+			return &CitusError{fmt.Sprintf("tenant table %s is managed by Citus but not hash-distributed on %s: SELECT undistribute_table('%s'), then run bulkhead migrate again", qualified, DistributionColumn, qualified)}
+		case group == 0:
+			anchor, group = t.name, t.colocation
+		case t.colocation != group:
+			return &CitusError{fmt.Sprintf("tenant table %s is not co-located with %s: SELECT update_distributed_table_colocation('%s', colocate_with => '%s')",
+				qualified, pgx.Identifier{schema, anchor}.Sanitize(), qualified, pgx.Identifier{schema, anchor}.Sanitize())}
+		}
+	}
+
+	// Referenced tables first: Citus accepts a foreign key between two
+	// co-located distributed tables, never from a distributed table to a
+	// local one.
+	done := map[string]bool{}
+	for _, t := range tables {
+		done[t.name] = t.distributed
+	}
+	for len(todo) > 0 {
+		progressed := false
+		rest := todo[:0:0]
+		for _, t := range todo {
+			ready := true
+			for _, ref := range t.references {
+				if known, ok := done[ref]; ok && !known {
+					ready = false
+				}
+			}
+			if !ready {
+				rest = append(rest, t)
+				continue
+			}
+			colocate := "none" // the first one founds the group
+			if anchor != "" {
+				colocate = pgx.Identifier{schema, anchor}.Sanitize()
+			}
+			qualified := pgx.Identifier{schema, t.name}.Sanitize()
+			if _, err := q.Exec(ctx, `SELECT create_distributed_table($1::regclass, $2, colocate_with => $3)`,
+				qualified, DistributionColumn, colocate); err != nil {
+				return fmt.Errorf("distribute %s on %s: %w", qualified, DistributionColumn, err)
+			}
+			if anchor == "" {
+				anchor = t.name
+			}
+			done[t.name] = true
+			progressed = true
+		}
+		if !progressed {
+			names := make([]string, len(rest))
+			for i, t := range rest {
+				names[i] = t.name
+			}
+			return fmt.Errorf("distribute the tenant tables of %s: foreign keys form a cycle among %s", schema, strings.Join(names, ", "))
+		}
+		todo = rest
+	}
+	return nil
+}
+
+// DistributeSchema makes schema a distributed schema of Citus's
+// schema-based sharding, when it is not one already: its tables move, as
+// one shard group, to one worker. Tables created in it later are
+// distributed with it by Citus itself. q acts as the schema's owner.
+func DistributeSchema(ctx context.Context, q Querier, schema string) error {
+	var distributed bool
+	if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_dist_schema WHERE schemaid = to_regnamespace($1))`,
+		pgx.Identifier{schema}.Sanitize()).Scan(&distributed); err != nil {
+		return fmt.Errorf("look up distributed schema %s: %w", schema, err)
+	}
+	if distributed {
+		return nil
+	}
+	if _, err := q.Exec(ctx, `SELECT citus_schema_distribute($1::regnamespace)`, pgx.Identifier{schema}.Sanitize()); err != nil {
+		return fmt.Errorf("distribute schema %s: %w", schema, err)
+	}
+	return nil
+}
+
+// OnWorkers runs stmt on every active worker of the Citus coordinator q
+// connects to, in the database of the same name, as the current role,
+// outside a transaction block (run_command_on_workers), and returns an
+// error naming each worker where it failed. A statement the workers refuse
+// for lack of privilege is a *CitusError.
+func OnWorkers(ctx context.Context, q Querier, stmt string) error {
+	rows, err := q.Query(ctx, `SELECT nodename, nodeport, success, result FROM run_command_on_workers($1)`, stmt)
+	if err != nil {
+		return fmt.Errorf("on the Citus workers: %s: %w", stmt, err)
+	}
+	type result struct {
+		Node    string
+		Port    int
+		Success bool
+		Result  string
+	}
+	results, err := pgx.CollectRows(rows, pgx.RowToStructByPos[result])
+	if err != nil {
+		return fmt.Errorf("on the Citus workers: %s: %w", stmt, err)
+	}
+	var failed []string
+	denied := false
+	for _, r := range results {
+		if !r.Success {
+			failed = append(failed, fmt.Sprintf("%s:%d: %s", r.Node, r.Port, r.Result))
+			denied = denied || strings.Contains(r.Result, "permission denied") || strings.Contains(r.Result, "must be owner")
+		}
+	}
+	switch {
+	case len(failed) == 0:
+		return nil
+	case denied:
+		return &CitusError{fmt.Sprintf("run on every Citus worker, as a role that may: %s (%s)", stmt, strings.Join(failed, "; "))}
+	}
+	return fmt.Errorf("on the Citus workers: %s: %s", stmt, strings.Join(failed, "; "))
+}
+
+func insufficientPrivilege(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "42501"
+}
+
+// Options are what the rls and schema strategies take besides their pools.
+type Options struct {
+	// Citus is database.citus: CitusAuto (the default when empty),
+	// CitusOn or CitusOff.
+	Citus string
+}
+
+// Option sets one of Options.
+type Option func(*Options)
+
+// WithCitus sets Options.Citus.
+func WithCitus(mode string) Option { return func(o *Options) { o.Citus = mode } }
+
+// NewOptions applies opts to the defaults.
+func NewOptions(opts ...Option) Options {
+	o := Options{Citus: CitusAuto}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
