@@ -170,6 +170,9 @@ func Start(tb testing.TB, db *pgtest.DB, opts ...Option) *Env {
 		"BULKHEAD_ADMIN_TOKEN":          AdminToken,
 		"BULKHEAD_TENANTS__BOOTSTRAP":   "",
 		"BULKHEAD_SYSTEM__ENABLED":      "true",
+		// A first connection to a new tenant database can take seconds on
+		// a loaded machine; tests of the timeout itself set their own.
+		"BULKHEAD_ISOLATION__DATABASE__ACQUIRE_TIMEOUT": pgtest.AcquireTimeout.String(),
 	}
 	settings := &Settings{TB: tb, DB: db, Env: vars}
 	for _, o := range opts {

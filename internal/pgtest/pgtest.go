@@ -367,8 +367,15 @@ func Config(db *DB) *config.Config {
 	cfg.Tenants.Bootstrap = ""
 	cfg.System.Enabled = true
 	cfg.HTTP.Addr = "127.0.0.1:0"
+	// A first connection to a new tenant database can take seconds on a
+	// loaded machine: the default (2s) is for serving, not for tests.
+	cfg.Isolation.Database.AcquireTimeout = AcquireTimeout
 	return cfg
 }
+
+// AcquireTimeout is how long the database strategy waits for a tenant
+// connection in tests, unless a test sets its own.
+const AcquireTimeout = 30 * time.Second
 
 // Logger returns a logger for tests: silent unless BULKHEAD_TEST_LOG is set.
 func Logger() *slog.Logger {

@@ -100,7 +100,7 @@ func run(args []string) int {
 		logf = func(format string, args ...any) { fmt.Fprintf(os.Stderr, "withpg: "+format+"\n", args...) }
 	}
 	s := &servers{citus: *citus, bouncer: *bouncer, poolSize: *poolSize, logf: logf}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	started := make(chan error, 1)
 	go func() { started <- s.start(ctx, *parent) }()
 	var err error
