@@ -190,3 +190,103 @@ func TestCitusDistributesATableAddedLater(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A tenant that outgrows its neighbours gets a shard of its own
+// (isolate_tenant_to_new_shard, which splits every co-located table) and that
+// shard group moves to another worker (citus_move_shard_placement) while
+// Bulkhead keeps its connections: the tenant's rows are then only on the new
+// worker, the strategy still serves them, and the other tenant, who shared
+// the old shard, still sees only its own.
+func TestCitusMovesATenantToAnotherWorker(t *testing.T) {
+	t.Parallel()
+	if !pgtest.Citus(t) {
+		t.Fatal("the test server is not a Citus coordinator: run this through `make test/citus`")
+	}
+	ctx := context.Background()
+	db := pgtest.New(t)
+	admin := pgtest.Pool(t, db.AdminURL)
+	s := rls.New(pgtest.Pool(t, db.AppURL), nil)
+
+	a := isolation.Tenant{ID: uuid.New(), Slug: "tenant-a", Strategy: isolation.RLS}
+	b := isolation.Tenant{ID: uuid.New(), Slug: "tenant-b", Strategy: isolation.RLS}
+	write := func(tn isolation.Tenant, n int) {
+		t.Helper()
+		if err := s.Run(ctx, tn, func(tx pgx.Tx) error {
+			for range n {
+				if _, err := tx.Exec(ctx, `INSERT INTO accounts (tenant_id, id, provider, external_id, name)
+					VALUES ($1, gen_random_uuid(), 'aws', gen_random_uuid()::text, 'n') RETURNING id`, tn.ID); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatalf("write %s: %v", tn, err)
+		}
+	}
+	count := func(tn isolation.Tenant) (n int) {
+		t.Helper()
+		if err := s.Run(ctx, tn, func(tx pgx.Tx) error {
+			return tx.QueryRow(ctx, `SELECT count(*) FROM accounts`).Scan(&n)
+		}); err != nil {
+			t.Fatalf("read %s: %v", tn, err)
+		}
+		return n
+	}
+	write(a, 3)
+	write(b, 2)
+
+	// The tenant's own shard, on whichever worker the split left it.
+	var shard int64
+	if err := admin.QueryRow(ctx, `SELECT isolate_tenant_to_new_shard('accounts', $1::uuid, 'CASCADE')`, a.ID).Scan(&shard); err != nil {
+		t.Fatalf("isolate_tenant_to_new_shard: %v", err)
+	}
+	var fromHost, toHost string
+	var fromPort, toPort int
+	if err := admin.QueryRow(ctx, `
+		SELECT p.nodename, p.nodeport, w.nodename, w.nodeport
+		FROM pg_dist_shard_placement p, pg_dist_node w
+		WHERE p.shardid = $1 AND w.noderole = 'primary' AND w.groupid <> 0 AND w.isactive
+		  AND (w.nodename, w.nodeport) <> (p.nodename, p.nodeport)
+		LIMIT 1`, shard).Scan(&fromHost, &fromPort, &toHost, &toPort); err != nil {
+		t.Fatalf("find the shard's worker and another: %v", err)
+	}
+	if _, err := admin.Exec(ctx, `SELECT citus_move_shard_placement($1, $2, $3, $4, $5, shard_transfer_mode := 'block_writes')`,
+		shard, fromHost, fromPort, toHost, toPort); err != nil {
+		t.Fatalf("citus_move_shard_placement: %v", err)
+	}
+
+	// Only the new worker holds the tenant's rows, for every co-located table.
+	var placements []int
+	rows, err := admin.Query(ctx, `
+		SELECT DISTINCT p.nodeport FROM pg_dist_shard_placement p
+		WHERE p.shardid = get_shard_id_for_distribution_column('accounts', $1::uuid)`, a.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if placements, err = pgx.CollectRows(rows, pgx.RowTo[int]); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(placements, []int{toPort}) {
+		t.Fatalf("after the move the tenant's shard is on workers %v, want only %d", placements, toPort)
+	}
+	var onTarget string
+	if err := admin.QueryRow(ctx, `
+		SELECT result FROM run_command_on_placements('accounts',
+			format($$SELECT count(*) FROM %%s WHERE tenant_id = %L$$, $1::text))
+		WHERE shardid = $2`, a.ID, shard).Scan(&onTarget); err != nil {
+		t.Fatal(err)
+	}
+	if onTarget != "3" {
+		t.Errorf("the moved shard holds %s of the tenant's 3 accounts", onTarget)
+	}
+
+	// Through the same pool, both tenants are served, each its own rows,
+	// and writes reach the moved shard.
+	write(a, 1)
+	if n := count(a); n != 4 {
+		t.Errorf("tenant a sees %d accounts after the move, want 4", n)
+	}
+	if n := count(b); n != 2 {
+		t.Errorf("tenant b sees %d accounts after the move, want 2", n)
+	}
+}
