@@ -45,7 +45,7 @@ install() {
 			done
 			local n
 			n="$(grep -vc '^go: ' "$tmp/build.log" || true)"
-			echo "..   helm $version: $n packages compiled (the rest from the Go build cache), then linking; $((SECONDS - start))s"
+			echo "..   helm $version: $n packages compiled so far (those in the Go build cache are reused), $((SECONDS - start))s"
 		done
 		if ! wait "$pid"; then
 			echo "FAIL helm $version: go install failed:" >&2
