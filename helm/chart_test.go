@@ -28,6 +28,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	kjson "sigs.k8s.io/json"
@@ -58,6 +59,11 @@ var kinds = map[string]func() metav1.Object{
 	"policy/v1/PodDisruptionBudget":          func() metav1.Object { return &policyv1.PodDisruptionBudget{} },
 	"autoscaling/v2/HorizontalPodAutoscaler": func() metav1.Object { return &autoscalingv2.HorizontalPodAutoscaler{} },
 	"networking.k8s.io/v1/NetworkPolicy":     func() metav1.Object { return &networkingv1.NetworkPolicy{} },
+	"networking.k8s.io/v1/Ingress":           func() metav1.Object { return &networkingv1.Ingress{} },
+	// Custom resources: no Go types here, so decoded loosely and checked
+	// field by field in TestIngressRouteAndMonitor.
+	"monitoring.coreos.com/v1/ServiceMonitor": func() metav1.Object { return &unstructured.Unstructured{} },
+	"gateway.networking.k8s.io/v1/HTTPRoute":  func() metav1.Object { return &unstructured.Unstructured{} },
 }
 
 // rendered is one render of the chart, every object decoded strictly.
@@ -85,6 +91,26 @@ func one[T any](t *testing.T, r *rendered) *T {
 		t.Fatalf("want one %T, got %d", *new(T), len(objs))
 	}
 	return objs[0]
+}
+
+// component returns the Deployment of the given component label, or nil.
+func component(r *rendered, name string) *appsv1.Deployment {
+	for _, d := range all[appsv1.Deployment](r) {
+		if d.Labels["app.kubernetes.io/component"] == name {
+			return d
+		}
+	}
+	return nil
+}
+
+// serving returns the Deployment of the serving pods, failing without one.
+func serving(t *testing.T, r *rendered) *appsv1.Deployment {
+	t.Helper()
+	d := component(r, "server")
+	if d == nil {
+		t.Fatal("no server Deployment")
+	}
+	return d
 }
 
 // named returns the rendered object of type T called name, or nil.
@@ -438,11 +464,18 @@ func walkKeys(prefix string, v any, fn func(path string, inList bool)) {
 	walk(prefix, v, false)
 }
 
+// secretKeys are the keys the contract lets come from a file, NAME_FILE.
+var secretKeys = []string{"database.url", "database.migrate_url", "admin.token"}
+
 // unknownEnv returns the BULKHEAD_ names among names that the contract does
-// not know.
+// not know: its names, and NAME_FILE for the names of a secret key.
 func (c contract) unknownEnv(names []string) []string {
 	var out []string
 	for _, n := range names {
+		if base, ok := strings.CutSuffix(n, "_FILE"); ok && c.env[base] && (slices.ContainsFunc(secretKeys, func(k string) bool { return envName(k) == base }) ||
+			base == "BULKHEAD_DATABASE_URL" || base == "BULKHEAD_MIGRATE_DATABASE_URL" || base == "BULKHEAD_ADMIN_TOKEN") {
+			continue
+		}
 		if strings.HasPrefix(n, "BULKHEAD_") && !c.env[n] {
 			out = append(out, n)
 		}
@@ -579,7 +612,7 @@ func TestProfiles(t *testing.T) {
 			}
 
 			// The server: serve, probes, config mounted and named.
-			d := one[appsv1.Deployment](t, r)
+			d := serving(t, r)
 			server := d.Spec.Template.Spec.Containers[0]
 			if !slices.Equal(server.Args, []string{"serve"}) {
 				t.Errorf("server args = %v, want [serve]", server.Args)
@@ -884,7 +917,7 @@ func TestBundledPostgreSQL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := one[appsv1.Deployment](t, r); !sel.Matches(labels.Set(d.Spec.Template.Labels)) {
+	if d := serving(t, r); !sel.Matches(labels.Set(d.Spec.Template.Labels)) {
 		t.Errorf("NetworkPolicy %s does not admit the server pods", pgName)
 	}
 }
@@ -905,7 +938,7 @@ func TestChecksumsRollPods(t *testing.T) {
 	t.Parallel()
 	checksums := func(overrides ...map[string]any) (config, secret string) {
 		t.Helper()
-		a := one[appsv1.Deployment](t, mustRender(t, []string{profileFile("saas")}, overrides...)).Spec.Template.Annotations
+		a := serving(t, mustRender(t, []string{profileFile("saas")}, overrides...)).Spec.Template.Annotations
 		return a["checksum/config"], a["checksum/secret"]
 	}
 	baseConfig, baseSecret := checksums()
@@ -913,7 +946,7 @@ func TestChecksumsRollPods(t *testing.T) {
 	if againConfig != baseConfig || againSecret != baseSecret {
 		t.Errorf("the same values give different checksums")
 	}
-	poolerConfig, poolerSecret := checksums(values("config.database.pooler", "pgbouncer"))
+	poolerConfig, poolerSecret := checksums(values("config.database.pooler", "none"))
 	if poolerConfig == baseConfig {
 		t.Errorf("checksum/config unchanged after config.database.pooler changed")
 	}
@@ -932,7 +965,7 @@ func TestChecksumsRollPods(t *testing.T) {
 func TestEnterpriseIsSingleTenantOnDatabases(t *testing.T) {
 	t.Parallel()
 	r := mustRender(t, []string{profileFile("enterprise")})
-	d := one[appsv1.Deployment](t, r)
+	d := serving(t, r)
 	if d.Spec.Replicas == nil || *d.Spec.Replicas != 1 {
 		t.Errorf("enterprise replicas = %v, want 1", d.Spec.Replicas)
 	}
@@ -964,7 +997,7 @@ func TestEveryOption(t *testing.T) {
 			t.Errorf("config key %s is not in the contract", path)
 		}
 	})
-	d := one[appsv1.Deployment](t, r)
+	d := serving(t, r)
 	if want := "bulkheadhq/bulkhead@sha256:" + strings.Repeat("ab", 32); d.Spec.Template.Spec.Containers[0].Image != want {
 		t.Errorf("image %s, want %s", d.Spec.Template.Spec.Containers[0].Image, want)
 	}
@@ -1077,5 +1110,263 @@ func TestNotes(t *testing.T) {
 	r = mustRender(t, []string{profileFile("saas")}, values("existingSecret", "bulkhead-db"))
 	if strings.Contains(r.notes, "WARNING") || !strings.Contains(r.notes, "port-forward service/"+releaseName) {
 		t.Errorf("NOTES with existingSecret:\n%s", r.notes)
+	}
+}
+
+// secretKeysRead returns the Secret keys a pod template's containers read
+// (init containers included), by environment or mounted file.
+func secretKeysRead(spec corev1.PodSpec, initContainers bool) []string {
+	var out []string
+	cs := spec.Containers
+	if initContainers {
+		cs = append(slices.Clone(spec.InitContainers), cs...)
+	}
+	mounted := map[string]bool{}
+	for _, c := range cs {
+		for _, e := range c.Env {
+			if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+				out = append(out, e.ValueFrom.SecretKeyRef.Key)
+			}
+		}
+		for _, m := range c.VolumeMounts {
+			mounted[m.Name] = true
+		}
+	}
+	for _, v := range spec.Volumes {
+		if v.Secret != nil && mounted[v.Name] {
+			for _, it := range v.Secret.Items {
+				out = append(out, it.Key)
+			}
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// The owner DSN (its role bypasses Row-Level Security) and the admin token
+// reach only the admin pod and the migration; the serving container reads
+// the serving DSN alone, whether secrets are variables or files.
+func TestOwnerDSNOnlyWhereProvisioning(t *testing.T) {
+	t.Parallel()
+	for _, p := range []string{"saas", "regulated", "enterprise", "community"} {
+		for _, files := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/files=%v", p, files), func(t *testing.T) {
+				t.Parallel()
+				r := mustRender(t, []string{profileFile(p)}, values("existingSecret", "bulkhead-db", "secretFiles.enabled", files))
+				d := serving(t, r)
+				if got := secretKeysRead(corev1.PodSpec{Containers: d.Spec.Template.Spec.Containers, Volumes: d.Spec.Template.Spec.Volumes}, false); !slices.Equal(got, []string{"BULKHEAD_DATABASE_URL"}) {
+					t.Errorf("serving container reads %v, want only BULKHEAD_DATABASE_URL", got)
+				}
+				if p != "community" && len(d.Spec.Template.Spec.InitContainers) > 0 {
+					t.Errorf("serving pods of %s have init containers %v", p, d.Spec.Template.Spec.InitContainers)
+				}
+				a := component(r, "admin")
+				if a == nil {
+					t.Fatal("no admin Deployment")
+				}
+				want := []string{"BULKHEAD_ADMIN_TOKEN", "BULKHEAD_DATABASE_URL", "BULKHEAD_MIGRATE_DATABASE_URL"}
+				if got := secretKeysRead(a.Spec.Template.Spec, true); !slices.Equal(got, want) {
+					t.Errorf("admin pod reads %v, want %v", got, want)
+				}
+				if a.Spec.Replicas == nil || *a.Spec.Replicas != 1 || a.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
+					t.Errorf("admin Deployment: replicas %v, strategy %s; want 1, Recreate", a.Spec.Replicas, a.Spec.Strategy.Type)
+				}
+				for _, j := range all[batchv1.Job](r) {
+					if got := secretKeysRead(j.Spec.Template.Spec, true); slices.Contains(got, "BULKHEAD_ADMIN_TOKEN") || !slices.Contains(got, "BULKHEAD_MIGRATE_DATABASE_URL") {
+						t.Errorf("migration Job reads %v", got)
+					}
+				}
+				// Nothing routes to the admin pod from outside.
+				for _, svc := range all[corev1.Service](r) {
+					if svc.Spec.Selector["app.kubernetes.io/component"] == "admin" && svc.Spec.Type != corev1.ServiceTypeClusterIP {
+						t.Errorf("admin Service %s is %s", svc.Name, svc.Spec.Type)
+					}
+				}
+			})
+		}
+	}
+	r := mustRender(t, []string{profileFile("saas")}, values("existingSecret", "bulkhead-db", "admin.enabled", false))
+	if a := component(r, "admin"); a != nil {
+		t.Errorf("admin.enabled false still renders %s", a.Name)
+	}
+	for _, d := range all[appsv1.Deployment](r) {
+		if got := secretKeysRead(d.Spec.Template.Spec, true); slices.Contains(got, "BULKHEAD_MIGRATE_DATABASE_URL") {
+			t.Errorf("Deployment %s reads the owner DSN with admin.enabled false", d.Name)
+		}
+	}
+}
+
+// With secretFiles the pods get BULKHEAD_*_FILE naming files of a volume
+// holding exactly those keys, readable by the user only, and no secret in
+// the environment.
+func TestSecretFiles(t *testing.T) {
+	t.Parallel()
+	r := mustRender(t, []string{profileFile("saas")}, values("existingSecret", "bulkhead-db", "secretFiles.enabled", true))
+	for _, p := range podSpecs(r) {
+		for _, c := range containers(p.spec) {
+			for _, e := range c.Env {
+				if e.ValueFrom != nil {
+					t.Errorf("%s %s: %s from %v", p.owner, c.Name, e.Name, e.ValueFrom)
+				}
+				if key, ok := strings.CutSuffix(e.Name, "_FILE"); ok && e.Value != "/var/run/secrets/bulkhead/"+key {
+					t.Errorf("%s %s: %s = %q", p.owner, c.Name, e.Name, e.Value)
+				}
+			}
+		}
+		for _, v := range p.spec.Volumes {
+			if v.Secret != nil && (v.Secret.DefaultMode == nil || *v.Secret.DefaultMode != 0o400 || v.Secret.SecretName != "bulkhead-db") {
+				t.Errorf("%s volume %s: %+v", p.owner, v.Name, v.Secret)
+			}
+		}
+	}
+	if _, err := render(t, []string{profileFile("saas")}, values("secretFiles.enabled", true, "secrets.databaseUrl", "postgres://a@db/x")); err == nil || !strings.Contains(err.Error(), "secrets.adminToken") {
+		t.Errorf("secretFiles without an admin token for the admin pod: %v, want a failure naming secrets.adminToken", err)
+	}
+}
+
+// poolOf is database.max_connections of the rendered config file.
+func poolOf(t *testing.T, r *rendered) int {
+	t.Helper()
+	for _, cm := range all[corev1.ConfigMap](r) {
+		if cm.Labels["app.kubernetes.io/component"] == "" {
+			n, _ := lookupPath(configFile(t, cm), "database.max_connections").(float64)
+			return int(n)
+		}
+	}
+	t.Fatal("no ConfigMap")
+	return 0
+}
+
+// Every pod that can run at once, with its pool, fits database.maxConnections
+// less the reserve; a pool that would not fit fails the render naming the
+// keys; 0 derives the largest that fits.
+func TestConnectionBudget(t *testing.T) {
+	t.Parallel()
+	for _, p := range []string{"", "saas", "regulated", "enterprise", "community"} {
+		r := mustRender(t, []string{profileFile(p)})
+		pool := poolOf(t, r)
+		d := serving(t, r)
+		replicas := 0
+		if d.Spec.Replicas != nil {
+			replicas = int(*d.Spec.Replicas)
+		}
+		for _, h := range all[autoscalingv2.HorizontalPodAutoscaler](r) {
+			replicas = int(h.Spec.MaxReplicas)
+		}
+		pods := replicas + (replicas+3)/4 + len(all[appsv1.Deployment](r)) - 1
+		vals, err := chartutil.ReadValuesFile(chartDir + "/values.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		limit := 100
+		if p != "" {
+			pv, err := chartutil.ReadValuesFile(profileFile(p))
+			if err != nil {
+				t.Fatal(err)
+			}
+			merge(vals, pv.AsMap())
+		}
+		if db, ok := vals["database"].(map[string]any); ok {
+			limit = int(db["maxConnections"].(float64)) - int(db["reservedConnections"].(float64))
+		}
+		tenant := 0
+		if p == "enterprise" {
+			tenant = 50
+		}
+		if need := pods*(pool+tenant) + 4; pool < 2 || need > limit {
+			t.Errorf("profile %q: %d pods x (%d + %d) + 4 = %d connections, limit %d", p, pods, pool, tenant, need, limit)
+		}
+	}
+	if got := poolOf(t, mustRender(t, []string{profileFile("saas")})); got != (1000-10-4)/(25+1) {
+		t.Errorf("saas derived pool %d, want %d", got, (1000-10-4)/(25+1))
+	}
+	for _, o := range []map[string]any{
+		values("database.maxConnections", 100, "config.database.pooler", "none", "config.database.max_connections", 40),
+		values("database.maxConnections", 50),
+	} {
+		if _, err := render(t, []string{profileFile("saas")}, o); err == nil || !strings.Contains(err.Error(), "database.maxConnections") {
+			t.Errorf("saas with %v: %v, want a failure naming database.maxConnections", o, err)
+		}
+	}
+}
+
+// The optional Ingress, HTTPRoute and ServiceMonitor point at the serving
+// Service, never the admin one, and each refuses to render half-configured.
+func TestIngressRouteAndMonitor(t *testing.T) {
+	t.Parallel()
+	r := mustRender(t, []string{profileFile("saas")})
+	if n := len(all[networkingv1.Ingress](r)) + len(all[unstructured.Unstructured](r)); n != 0 {
+		t.Errorf("%d Ingress/HTTPRoute/ServiceMonitor objects by default", n)
+	}
+	r = mustRender(t, []string{profileFile("saas"), "testdata/values-everything.yaml"})
+	const svc = "bulkhead-everything"
+	ing := one[networkingv1.Ingress](t, r)
+	if len(ing.Spec.Rules) != 2 || *ing.Spec.IngressClassName != "nginx" || len(ing.Spec.TLS) != 1 {
+		t.Errorf("Ingress spec %+v", ing.Spec)
+	}
+	for _, rule := range ing.Spec.Rules {
+		if b := rule.HTTP.Paths[0].Backend.Service; b.Name != svc || b.Port.Name != "http" {
+			t.Errorf("Ingress rule %s routes to %s:%s", rule.Host, b.Name, b.Port.Name)
+		}
+	}
+	server := named[corev1.Service](r, svc)
+	for _, u := range all[unstructured.Unstructured](r) {
+		switch u.GetKind() {
+		case "HTTPRoute":
+			refs, _, _ := unstructured.NestedSlice(u.Object, "spec", "rules")
+			backend := refs[0].(map[string]any)["backendRefs"].([]any)[0].(map[string]any)
+			if backend["name"] != svc || backend["port"] != int64(server.Spec.Ports[0].Port) {
+				t.Errorf("HTTPRoute backend %v, want %s:%d", backend, svc, server.Spec.Ports[0].Port)
+			}
+			parents, _, _ := unstructured.NestedSlice(u.Object, "spec", "parentRefs")
+			if len(parents) != 1 || parents[0].(map[string]any)["name"] != "public" {
+				t.Errorf("HTTPRoute parentRefs %v", parents)
+			}
+		case "ServiceMonitor":
+			sel, _, _ := unstructured.NestedStringMap(u.Object, "spec", "selector", "matchLabels")
+			if !labels.SelectorFromSet(sel).Matches(labels.Set(server.Labels)) || sel["app.kubernetes.io/component"] != "server" {
+				t.Errorf("ServiceMonitor selects %v, not the serving Service %v", sel, server.Labels)
+			}
+			eps, _, _ := unstructured.NestedSlice(u.Object, "spec", "endpoints")
+			if ep := eps[0].(map[string]any); ep["port"] != "http" || ep["path"] != "/metrics" || ep["interval"] != "1m" {
+				t.Errorf("ServiceMonitor endpoint %v", ep)
+			}
+			if u.GetLabels()["release"] != "prometheus" {
+				t.Errorf("ServiceMonitor labels %v lack metrics.serviceMonitor.labels", u.GetLabels())
+			}
+		default:
+			t.Errorf("unexpected %s", u.GetKind())
+		}
+	}
+	if n := len(all[unstructured.Unstructured](r)); n != 2 {
+		t.Errorf("%d custom resources, want an HTTPRoute and a ServiceMonitor", n)
+	}
+	for key, o := range map[string]map[string]any{
+		"ingress.hosts":        values("ingress.enabled", true),
+		"httpRoute.parentRefs": values("httpRoute.enabled", true),
+	} {
+		if _, err := render(t, []string{profileFile("saas")}, o); err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("%v: %v, want a failure naming %s", o, err, key)
+		}
+	}
+}
+
+// NOTES lead from install to a first key through the admin pod, or say how
+// without it.
+func TestFirstKeyNotes(t *testing.T) {
+	t.Parallel()
+	r := mustRender(t, []string{profileFile("saas")}, values("existingSecret", "bulkhead-db"))
+	for _, want := range []string{
+		"kubectl --namespace bulkhead exec deploy/bulkhead-admin -- /bulkhead tenant create acme",
+		"kubectl --namespace bulkhead exec deploy/bulkhead-admin -- /bulkhead key create --tenant acme --role editor",
+		"port-forward service/bulkhead-admin",
+	} {
+		if !strings.Contains(r.notes, want) {
+			t.Errorf("NOTES lack %q:\n%s", want, r.notes)
+		}
+	}
+	r = mustRender(t, []string{profileFile("saas")}, values("existingSecret", "bulkhead-db", "admin.enabled", false))
+	if strings.Contains(r.notes, "bulkhead-admin") || !strings.Contains(r.notes, "bulkhead tenant create acme") {
+		t.Errorf("NOTES with admin.enabled false:\n%s", r.notes)
 	}
 }

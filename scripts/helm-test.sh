@@ -50,6 +50,12 @@ for major in 3 4; do
 		check "helm$major template $p" pass \
 			"$helm" template bulkhead "$chart" --namespace bulkhead --kube-version "$kube_version" -f "$values"
 	done
+	# Every optional toggle at once (admin component, secret files, Ingress,
+	# HTTPRoute, ServiceMonitor), and the connection budget guard.
+	check "helm$major template every option" pass \
+		"$helm" template bulkhead "$chart" --namespace bulkhead --kube-version "$kube_version" -f "$chart/values-saas.yaml" -f "$root/helm/testdata/values-everything.yaml"
+	check "helm$major template rejects pools over database.maxConnections" "fail:database.maxConnections" \
+		"$helm" template bulkhead "$chart" --kube-version "$kube_version" -f "$chart/values-saas.yaml" --set config.database.pooler=none,database.maxConnections=100,config.database.max_connections=40
 	# The typo must be caught on top of a valid profile, for lint and template.
 	reason="additional properties 'replicaCont' not allowed"
 	check "helm$major lint rejects replicaCont" "fail:$reason" \

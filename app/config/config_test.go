@@ -211,3 +211,60 @@ func TestKeysHaveEnvironmentNames(t *testing.T) {
 		}
 	}
 }
+
+// A secret key may come from the file NAME_FILE names, under the short name
+// or the long one; setting it both ways, or naming a file that cannot be
+// read, is an error naming the key.
+func TestSecretsFromFiles(t *testing.T) {
+	t.Parallel()
+	dsn := writeFile(t, "postgres://bulkhead_app:hunter2@db/bulkhead\n")
+	owner := writeFile(t, "postgres://bulkhead_owner:hunter3@db/bulkhead")
+	token := writeFile(t, "0123456789abcdef0123456789abcdef\r\n")
+	l, err := config.Load(config.Input{Env: []string{
+		"BULKHEAD_DATABASE__URL_FILE=" + dsn,
+		"BULKHEAD_MIGRATE_DATABASE_URL_FILE=" + owner,
+		"BULKHEAD_ADMIN_TOKEN_FILE=" + token,
+	}})
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	c := l.Config
+	if c.Database.URL != "postgres://bulkhead_app:hunter2@db/bulkhead" ||
+		c.Database.MigrateURL != "postgres://bulkhead_owner:hunter3@db/bulkhead" ||
+		c.Admin.Token != "0123456789abcdef0123456789abcdef" {
+		t.Errorf("got url %q, migrate_url %q, token %q: want the files' contents without the newline",
+			c.Database.URL, c.Database.MigrateURL, c.Admin.Token)
+	}
+	if got := l.Sources["admin.token"]; got != "env BULKHEAD_ADMIN_TOKEN_FILE" {
+		t.Errorf("source of admin.token = %q", got)
+	}
+
+	cases := []struct {
+		name string
+		env  []string
+		want string
+	}{
+		{"both", []string{"BULKHEAD_DATABASE_URL=postgres://a@db/x", "BULKHEAD_DATABASE_URL_FILE=" + dsn},
+			"database.url (from env BULKHEAD_DATABASE_URL_FILE): set by both BULKHEAD_DATABASE_URL and BULKHEAD_DATABASE_URL_FILE"},
+		{"both, long and short names", []string{"BULKHEAD_DATABASE__MIGRATE_URL_FILE=" + owner, "BULKHEAD_MIGRATE_DATABASE_URL=postgres://a@db/x"},
+			"database.migrate_url (from env BULKHEAD_DATABASE__MIGRATE_URL_FILE): set by both BULKHEAD_MIGRATE_DATABASE_URL"},
+		{"missing file", []string{"BULKHEAD_ADMIN_TOKEN_FILE=/nonexistent/token"},
+			"admin.token (from env BULKHEAD_ADMIN_TOKEN_FILE): cannot read /nonexistent/token"},
+		{"not a secret", []string{"BULKHEAD_LOG__FORMAT_FILE=" + token},
+			"log.format_file (from env BULKHEAD_LOG__FORMAT_FILE): unknown configuration key"},
+		{"short token in a file", []string{"BULKHEAD_ADMIN_TOKEN_FILE=" + writeFile(t, "short\n")},
+			"admin.token (from env BULKHEAD_ADMIN_TOKEN_FILE): must be at least 32"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := config.Load(config.Input{Env: tc.env})
+			if !config.IsConfigError(err) {
+				t.Fatalf("want a configuration error, got %v", err)
+			}
+			if msg := err.Error(); !strings.Contains(msg, tc.want) || strings.Contains(msg, "hunter") {
+				t.Errorf("message %q: want it to contain %q and no password", msg, tc.want)
+			}
+		})
+	}
+}

@@ -203,20 +203,53 @@ func sourceOf(sources map[string]string, key string) string {
 	return sources[key]
 }
 
+// SecretKeys are the keys whose value may instead be read from a file: the
+// environment variable NAME_FILE, for any NAME that sets the key, names the
+// file (a mounted Kubernetes or Docker secret), so that the secret is in no
+// process environment.
+var SecretKeys = []string{"database.url", "database.migrate_url", "admin.token"}
+
+// EnvFileSuffix ends the name of a variable that names a secret's file.
+const EnvFileSuffix = "_FILE"
+
+// envKey is the key a BULKHEAD_ variable name sets: its alias, or the key
+// path in capitals with __ between levels.
+func envKey(name string) string {
+	if key, alias := EnvAliases[name]; alias {
+		return key
+	}
+	return strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(name, EnvPrefix), "__", "."))
+}
+
+// secretFileKey returns the secret key that the variable name sets from a
+// file, if it is one.
+func secretFileKey(name string) (string, bool) {
+	base, ok := strings.CutSuffix(name, EnvFileSuffix)
+	if !ok {
+		return "", false
+	}
+	key := envKey(base)
+	return key, slices.Contains(SecretKeys, key)
+}
+
 // fromEnv maps BULKHEAD_ variables to keys: the short aliases, and otherwise
 // the key path in capitals with __ between levels. Unknown names are problems.
+// A secret key may instead come from the file NAME_FILE names; setting it both
+// ways is a problem, not a precedence.
 func fromEnv(env []string, leaves map[string]reflect.Type, problems *Error) layer {
 	vals := map[string]any{}
 	names := map[string]string{}
+	var files []string // NAME=PATH of the secret files, read after the rest
 	for _, kv := range env {
 		name, val, ok := strings.Cut(kv, "=")
 		if !ok || !strings.HasPrefix(name, EnvPrefix) || slices.Contains(envReserved, name) || strings.HasPrefix(name, envTestPrefix) {
 			continue
 		}
-		key, alias := EnvAliases[name]
-		if !alias {
-			key = strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(name, EnvPrefix), "__", "."))
+		if _, secret := secretFileKey(name); secret {
+			files = append(files, kv)
+			continue
 		}
+		key := envKey(name)
 		t, known := leaves[key]
 		if !known {
 			problems.addFrom(key, "env "+name, "unknown configuration key")
@@ -233,6 +266,24 @@ func fromEnv(env []string, leaves map[string]reflect.Type, problems *Error) laye
 			v = parsed
 		}
 		vals[key] = v
+		names[key] = name
+	}
+	for _, kv := range files {
+		name, path, _ := strings.Cut(kv, "=")
+		key, _ := secretFileKey(name)
+		if other, set := names[key]; set {
+			problems.addFrom(key, "env "+name, fmt.Sprintf("set by both %s and %s: use one", other, name))
+			delete(vals, key)
+			continue
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			problems.addFrom(key, "env "+name, fmt.Sprintf("cannot read %s: %v", path, errors.Unwrap(err)))
+			continue
+		}
+		// A file written by `echo` or an editor ends in a newline that is
+		// no part of the secret.
+		vals[key] = strings.TrimRight(string(b), "\r\n")
 		names[key] = name
 	}
 	l := layer{k: koanf.New("."), source: func(key string) string { return "env " + names[key] }}

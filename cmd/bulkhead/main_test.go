@@ -57,6 +57,7 @@ func TestBadConfigurationExits2NamingTheKey(t *testing.T) {
 		{"unknown key", []string{"BULKHEAD_HTTP__PORT=8080"}, []string{"serve"}, "http.port (from env BULKHEAD_HTTP__PORT): unknown configuration key"},
 		{"unparsable DSN", []string{"BULKHEAD_DATABASE_URL=postgres://x:y@h:port/db"}, []string{"serve"}, "database.url (from env BULKHEAD_DATABASE_URL)"},
 		{"no DSN to serve with", nil, []string{"serve"}, "database.url: required"},
+		{"secret set twice", []string{"BULKHEAD_ADMIN_TOKEN=0123456789abcdef0123456789abcdef", "BULKHEAD_ADMIN_TOKEN_FILE=/nonexistent"}, []string{"config"}, "admin.token (from env BULKHEAD_ADMIN_TOKEN_FILE): set by both BULKHEAD_ADMIN_TOKEN and BULKHEAD_ADMIN_TOKEN_FILE"},
 		{"no DSN to migrate with", nil, []string{"migrate"}, "database.migrate_url: required"},
 		{"bad flag", nil, []string{"tenant", "create", "--nope"}, "unknown flag"},
 		{"missing argument", nil, []string{"tenant", "show"}, "accepts 1 arg"},

@@ -54,6 +54,40 @@ Deployment from selecting the migration Job's or PostgreSQL's pods.
 app.kubernetes.io/component: server
 {{- end }}
 
+{{- define "bulkhead.adminSelectorLabels" -}}
+{{ include "bulkhead.selectorLabels" . }}
+app.kubernetes.io/component: admin
+{{- end }}
+
+{{/*
+Egress of the chart's Bulkhead pods: DNS, and PostgreSQL (the bundled one
+when it is on).
+*/}}
+{{- define "bulkhead.egressRules" -}}
+- ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+{{- if .Values.postgresql.enabled }}
+- ports:
+    - port: 5432
+      protocol: TCP
+  to:
+    - podSelector:
+        matchLabels:
+          {{- include "bulkhead.postgresqlSelectorLabels" . | nindent 10 }}
+{{- else }}
+- ports:
+    - port: {{ .Values.networkPolicy.egress.postgresql.port }}
+      protocol: TCP
+  {{- with .Values.networkPolicy.egress.postgresql.to }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
+{{- end }}
+
 {{- define "bulkhead.postgresqlSelectorLabels" -}}
 {{ include "bulkhead.selectorLabels" . }}
 app.kubernetes.io/component: postgresql
@@ -105,6 +139,7 @@ isolation:
     {{- end }}
 database:
   pooler: {{ .Values.config.database.pooler }}
+  max_connections: {{ include "bulkhead.poolSize" . }}
 http:
   addr: "0.0.0.0:{{ include "bulkhead.containerPort" . }}"
 log:
@@ -112,6 +147,56 @@ log:
 {{- end }}
 
 {{- define "bulkhead.containerPort" -}}8080{{- end }}
+
+{{/*
+Connection sizing. The most server pods that can run at once: the replicas (the
+autoscaler's maximum when it is on) plus the rolling update's surge of 25%,
+rounded up. The admin component is one pod, replaced without surge.
+*/}}
+{{- define "bulkhead.maxServerPods" -}}
+{{- $n := ternary .Values.autoscaling.maxReplicas .Values.replicaCount .Values.autoscaling.enabled | int }}
+{{- add $n (div (add $n 3) 4) }}
+{{- end }}
+
+{{- define "bulkhead.adminPods" -}}{{ ternary 1 0 .Values.admin.enabled }}{{- end }}
+
+{{/*
+Connections of one pod besides its serving pool: the database strategy's
+tenant pools (isolation.database.max_connections).
+*/}}
+{{- define "bulkhead.tenantPoolSize" -}}
+{{- ternary .Values.config.isolation.database.max_connections 0 (eq .Values.config.isolation.strategy "database") | int }}
+{{- end }}
+
+{{/*
+The owner pool of the admin component (app/postgres opens 4 connections).
+*/}}
+{{- define "bulkhead.ownerPoolSize" -}}4{{- end }}
+
+{{/*
+database.max_connections of every pod: config.database.max_connections, or
+when that is 0 the largest pool for which every pod at once fits
+database.maxConnections less database.reservedConnections. Fails the render,
+naming the keys, when the pods would need more connections than that.
+*/}}
+{{- define "bulkhead.poolSize" -}}
+{{- $budget := sub (int .Values.database.maxConnections) (int .Values.database.reservedConnections) | int }}
+{{- $pods := add (include "bulkhead.maxServerPods" . | int) (include "bulkhead.adminPods" . | int) | int }}
+{{- $owner := mul (include "bulkhead.adminPods" . | int) (include "bulkhead.ownerPoolSize" . | int) | int }}
+{{- $tenant := include "bulkhead.tenantPoolSize" . | int }}
+{{- $pool := int .Values.config.database.max_connections }}
+{{- if eq $pool 0 }}
+{{- $pool = div (sub (sub $budget $owner) (mul $pods $tenant)) $pods | int }}
+{{- if lt $pool 2 }}
+{{- fail (printf "database.maxConnections: %d (less %d reserved) leaves a pool of %d per pod for %d pods at once (replicas or autoscaling.maxReplicas, plus 25%% rolling surge, plus the admin pod): raise database.maxConnections to what your server allows, lower the replicas, or put PgBouncer in front (config.database.pooler: pgbouncer)" (int .Values.database.maxConnections) (int .Values.database.reservedConnections) $pool $pods) }}
+{{- end }}
+{{- end }}
+{{- $need := add (mul $pods (add $pool $tenant)) $owner | int }}
+{{- if gt $need $budget }}
+{{- fail (printf "database.maxConnections: %d pods at once (replicas or autoscaling.maxReplicas, plus 25%% rolling surge, plus the admin pod) x %d connections (config.database.max_connections%s) + %d owner = %d, more than database.maxConnections %d less database.reservedConnections %d: lower config.database.max_connections (0 derives it) or the replicas, raise database.maxConnections to what your server allows, or put PgBouncer in front (config.database.pooler: pgbouncer)" $pods (add $pool $tenant) (ternary " + isolation.database.max_connections" "" (gt $tenant 0)) $owner $need (int .Values.database.maxConnections) (int .Values.database.reservedConnections)) }}
+{{- end }}
+{{- $pool }}
+{{- end }}
 
 {{/*
 The passwords of the bundled PostgreSQL: the superuser's (migrations and
@@ -195,41 +280,83 @@ seccompProfile:
 {{- end }}
 
 {{/*
-Environment of the server and migration containers. Every BULKHEAD_ name is
-one of CONTRACT.md's (the chart test checks this). The Secret keys the given
-container cannot do without are required; the others optional.
-Call with (dict "root" $ "secretName" NAME "migrate" BOOL).
+The Secret keys each component reads, and whether each is required. Only the
+admin component and the migration hold the owner DSN
+(BULKHEAD_MIGRATE_DATABASE_URL), whose role bypasses Row-Level Security; only
+the admin component holds the admin token. The serving pods get the serving
+DSN alone. With secretFiles.enabled every key a component reads is required,
+since a *_FILE variable naming a missing file stops the process.
+Call with (dict "root" $ "component" "server"|"admin"|"migrate"); returns JSON
+{KEY: required}.
+*/}}
+{{- define "bulkhead.secretKeys" -}}
+{{- $files := .root.Values.secretFiles.enabled }}
+{{- if eq .component "server" }}
+{{- toJson (dict "BULKHEAD_DATABASE_URL" true) }}
+{{- else if eq .component "admin" }}
+{{- toJson (dict "BULKHEAD_DATABASE_URL" true "BULKHEAD_MIGRATE_DATABASE_URL" true "BULKHEAD_ADMIN_TOKEN" $files) }}
+{{- else }}
+{{- toJson (dict "BULKHEAD_DATABASE_URL" $files "BULKHEAD_MIGRATE_DATABASE_URL" true) }}
+{{- end }}
+{{- end }}
+
+{{- define "bulkhead.secretFilesDir" -}}/var/run/secrets/bulkhead{{- end }}
+
+{{/*
+Environment of a component's containers. Every BULKHEAD_ name is one of
+CONTRACT.md's (the chart test checks this): the Secret's keys as variables,
+or with secretFiles.enabled as NAME_FILE naming the mounted file.
+Call with (dict "root" $ "secretName" NAME "component" "server"|"admin"|"migrate").
 */}}
 {{- define "bulkhead.env" -}}
 - name: BULKHEAD_CONFIG
   value: /etc/bulkhead/config.yaml
-- name: BULKHEAD_DATABASE_URL
+{{- $keys := include "bulkhead.secretKeys" . | fromJson }}
+{{- range $key := keys $keys | sortAlpha }}
+{{- if $.root.Values.secretFiles.enabled }}
+- name: {{ $key }}_FILE
+  value: {{ include "bulkhead.secretFilesDir" $.root }}/{{ $key }}
+{{- else }}
+- name: {{ $key }}
   valueFrom:
     secretKeyRef:
-      name: {{ .secretName }}
-      key: BULKHEAD_DATABASE_URL
-      {{- if .migrate }}
+      name: {{ $.secretName }}
+      key: {{ $key }}
+      {{- if not (get $keys $key) }}
       optional: true
       {{- end }}
-- name: BULKHEAD_MIGRATE_DATABASE_URL
-  valueFrom:
-    secretKeyRef:
-      name: {{ .secretName }}
-      key: BULKHEAD_MIGRATE_DATABASE_URL
-      {{- if not .migrate }}
-      optional: true
-      {{- end }}
-{{- if not .migrate }}
-- name: BULKHEAD_ADMIN_TOKEN
-  valueFrom:
-    secretKeyRef:
-      name: {{ .secretName }}
-      key: BULKHEAD_ADMIN_TOKEN
-      optional: true
+{{- end }}
 {{- end }}
 {{- range .root.Values.extraEnv }}
 - name: {{ .name }}
   value: {{ .value | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+With secretFiles.enabled, the volume holding exactly the Secret keys the
+component reads, readable only by its user. Call like bulkhead.env.
+*/}}
+{{- define "bulkhead.secretVolume" -}}
+{{- if .root.Values.secretFiles.enabled }}
+- name: secrets-{{ .component }}
+  secret:
+    secretName: {{ .secretName }}
+    defaultMode: 0400
+    items:
+      {{- $keys := include "bulkhead.secretKeys" . | fromJson }}
+      {{- range $key := keys $keys | sortAlpha }}
+      - key: {{ $key }}
+        path: {{ $key }}
+      {{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "bulkhead.secretVolumeMount" -}}
+{{- if .root.Values.secretFiles.enabled }}
+- name: secrets-{{ .component }}
+  mountPath: {{ include "bulkhead.secretFilesDir" .root }}
+  readOnly: true
 {{- end }}
 {{- end }}
 
@@ -243,15 +370,31 @@ Call with (dict "root" $ "secretName" NAME "configMapName" NAME).
   imagePullPolicy: {{ .root.Values.image.pullPolicy }}
   args: ["migrate"]
   env:
-    {{- include "bulkhead.env" (dict "root" .root "secretName" .secretName "migrate" true) | nindent 4 }}
+    {{- include "bulkhead.env" (dict "root" .root "secretName" .secretName "component" "migrate") | nindent 4 }}
   volumeMounts:
     - name: config
       mountPath: /etc/bulkhead
       readOnly: true
+    {{- include "bulkhead.secretVolumeMount" (dict "root" .root "component" "migrate") | nindent 4 }}
     - name: tmp
       mountPath: /tmp
   resources:
     {{- toYaml .root.Values.migration.resources | nindent 4 }}
   securityContext:
     {{- include "bulkhead.containerSecurityContext" .root | nindent 4 }}
+{{- end }}
+
+{{/*
+Settings the schema cannot check alone; each failure names its key.
+*/}}
+{{- define "bulkhead.validate" -}}
+{{- if and .Values.ingress.enabled (not .Values.ingress.hosts) }}
+{{- fail "ingress.hosts: name at least one host when ingress.enabled is true" }}
+{{- end }}
+{{- if and .Values.httpRoute.enabled (not .Values.httpRoute.parentRefs) }}
+{{- fail "httpRoute.parentRefs: name at least one Gateway when httpRoute.enabled is true" }}
+{{- end }}
+{{- if and .Values.secretFiles.enabled .Values.admin.enabled (not .Values.existingSecret) (not .Values.secrets.adminToken) }}
+{{- fail "secrets.adminToken: with secretFiles.enabled the admin component reads BULKHEAD_ADMIN_TOKEN from a file, so set it (or admin.enabled: false)" }}
+{{- end }}
 {{- end }}
