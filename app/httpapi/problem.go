@@ -63,6 +63,7 @@ var clientErrors = []struct {
 	{finops.ErrBadIdempotencyKey, http.StatusBadRequest},
 	{finops.ErrTooManyCosts, http.StatusRequestEntityTooLarge},
 	{finops.ErrIdempotencyConflict, http.StatusConflict},
+	{finops.ErrIdempotencyInProgress, http.StatusConflict},
 }
 
 // toProblem maps any error a handler returns to the problem the client sees.
