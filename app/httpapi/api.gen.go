@@ -145,6 +145,30 @@ func (e TenantStatus) Valid() bool {
 	}
 }
 
+// Defines values for AdminTenantStatsParamsBy.
+const (
+	DbTime     AdminTenantStatsParamsBy = "db_time"
+	Rejections AdminTenantStatsParamsBy = "rejections"
+	Requests   AdminTenantStatsParamsBy = "requests"
+	Waits      AdminTenantStatsParamsBy = "waits"
+)
+
+// Valid indicates whether the value is a known member of the AdminTenantStatsParamsBy enum.
+func (e AdminTenantStatsParamsBy) Valid() bool {
+	switch e {
+	case DbTime:
+		return true
+	case Rejections:
+		return true
+	case Requests:
+		return true
+	case Waits:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for ConsolidatedCostSummaryParamsGroupBy.
 const (
 	ConsolidatedCostSummaryParamsGroupByAccount ConsolidatedCostSummaryParamsGroupBy = "account"
@@ -455,6 +479,18 @@ type KeyCreate struct {
 // KeyCreateRole defines model for KeyCreate.Role.
 type KeyCreateRole string
 
+// LimitOverrides defines model for LimitOverrides.
+type LimitOverrides struct {
+	// Burst Requests at once per API key of the tenant, 1 to 1000000.
+	Burst *int `json:"burst,omitempty"`
+
+	// MaxConcurrent Transactions the tenant may run at once in one server process, 1 to 10000.
+	MaxConcurrent *int `json:"max_concurrent,omitempty"`
+
+	// Rate Requests per second per API key of the tenant, above 0.
+	Rate *float64 `json:"rate,omitempty"`
+}
+
 // Money An exact decimal amount with six decimals.
 //
 // Example: 12.345600
@@ -506,6 +542,18 @@ type TenantCreate struct {
 	Slug string `json:"slug"`
 }
 
+// TenantLimits defines model for TenantLimits.
+type TenantLimits struct {
+	// Effective The overrides, or the configured defaults of the answering process; a rate of 0 is no limit.
+	Effective struct {
+		Burst         int     `json:"burst"`
+		MaxConcurrent int     `json:"max_concurrent"`
+		Rate          float64 `json:"rate"`
+	} `json:"effective"`
+	Overrides LimitOverrides `json:"overrides"`
+	Tenant    string         `json:"tenant"`
+}
+
 // TenantList defines model for TenantList.
 type TenantList struct {
 	Items []Tenant `json:"items"`
@@ -518,6 +566,34 @@ type TenantShare struct {
 	// Example: 12.345600
 	Amount Money  `json:"amount"`
 	Tenant string `json:"tenant"`
+}
+
+// TenantStat defines model for TenantStat.
+type TenantStat struct {
+	// DbSeconds Time its transactions held a connection.
+	DbSeconds float64 `json:"db_seconds"`
+
+	// Rejections Requests refused for a rate limit, its concurrency cap or a full queue.
+	Rejections int64 `json:"rejections"`
+	Requests   int64 `json:"requests"`
+
+	// Tenant The slug; `(others)` for the tenants added up; empty for a deleted tenant.
+	Tenant      string             `json:"tenant"`
+	TenantId    openapi_types.UUID `json:"tenant_id"`
+	WaitSeconds float64            `json:"wait_seconds"`
+
+	// Waits Transactions that waited for a connection slot.
+	Waits int64 `json:"waits"`
+}
+
+// TenantStats defines model for TenantStats.
+type TenantStats struct {
+	By      string       `json:"by"`
+	Items   []TenantStat `json:"items"`
+	Minutes int          `json:"minutes"`
+
+	// Since Start of the first minute counted.
+	Since time.Time `json:"since"`
 }
 
 // TenantTotals defines model for TenantTotals.
@@ -546,6 +622,21 @@ type Slug = string
 
 // To defines model for To.
 type To = openapi_types.Date
+
+// AdminTenantStatsParams defines parameters for AdminTenantStats.
+type AdminTenantStatsParams struct {
+	// Minutes The window, in whole minutes up to now (at most limits.stats.retention).
+	Minutes *int `form:"minutes,omitempty" json:"minutes,omitempty"`
+
+	// By What to rank by.
+	By *AdminTenantStatsParamsBy `form:"by,omitempty" json:"by,omitempty"`
+
+	// Limit How many tenants, 1 to 100.
+	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
+}
+
+// AdminTenantStatsParamsBy defines parameters for AdminTenantStats.
+type AdminTenantStatsParamsBy string
 
 // ListAccountsParams defines parameters for ListAccounts.
 type ListAccountsParams struct {
@@ -643,6 +734,9 @@ type AdminCreateTenantJSONRequestBody = TenantCreate
 // AdminCreateKeyJSONRequestBody defines body for AdminCreateKey for application/json ContentType.
 type AdminCreateKeyJSONRequestBody = KeyCreate
 
+// AdminSetTenantLimitsJSONRequestBody defines body for AdminSetTenantLimits for application/json ContentType.
+type AdminSetTenantLimitsJSONRequestBody = LimitOverrides
+
 // CreateAccountJSONRequestBody defines body for CreateAccount for application/json ContentType.
 type CreateAccountJSONRequestBody = AccountCreate
 
@@ -675,6 +769,9 @@ type ServerInterface interface {
 
 	// (POST /admin/v1/tenants)
 	AdminCreateTenant(ctx echo.Context) error
+	// AdminTenantStats The top tenants by requests, database time, waits or rejections over the last minutes.
+	// (GET /admin/v1/tenants/stats)
+	AdminTenantStats(ctx echo.Context, params AdminTenantStatsParams) error
 	// AdminDeleteTenant Delete the tenant and every row, schema or database it has.
 	// (DELETE /admin/v1/tenants/{slug})
 	AdminDeleteTenant(ctx echo.Context, slug Slug) error
@@ -684,6 +781,12 @@ type ServerInterface interface {
 
 	// (POST /admin/v1/tenants/{slug}/keys)
 	AdminCreateKey(ctx echo.Context, slug Slug) error
+	// AdminGetTenantLimits The tenant's overrides of the configured limits, and the limits in force for it.
+	// (GET /admin/v1/tenants/{slug}/limits)
+	AdminGetTenantLimits(ctx echo.Context, slug Slug) error
+	// AdminSetTenantLimits Replace the tenant's overrides; null (or absent) keeps the configured default. Audited.
+	// (PUT /admin/v1/tenants/{slug}/limits)
+	AdminSetTenantLimits(ctx echo.Context, slug Slug) error
 
 	// (POST /admin/v1/tenants/{slug}/resume)
 	AdminResumeTenant(ctx echo.Context, slug Slug) error
@@ -838,6 +941,38 @@ func (w *ServerInterfaceWrapper) AdminCreateTenant(ctx echo.Context) error {
 	return err
 }
 
+// AdminTenantStats converts echo context to params.
+func (w *ServerInterfaceWrapper) AdminTenantStats(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params AdminTenantStatsParams
+	// ------------- Optional query parameter "minutes" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "minutes", ctx.QueryParams(), &params.Minutes, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter minutes: %s", err))
+	}
+
+	// ------------- Optional query parameter "by" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "by", ctx.QueryParams(), &params.By, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter by: %s", err))
+	}
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", ctx.QueryParams(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter limit: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.AdminTenantStats(ctx, params)
+	return err
+}
+
 // AdminDeleteTenant converts echo context to params.
 func (w *ServerInterfaceWrapper) AdminDeleteTenant(ctx echo.Context) error {
 	var err error
@@ -883,6 +1018,38 @@ func (w *ServerInterfaceWrapper) AdminCreateKey(ctx echo.Context) error {
 
 	// Invoke the callback with all the unmarshaled arguments
 	err = w.Handler.AdminCreateKey(ctx, slug)
+	return err
+}
+
+// AdminGetTenantLimits converts echo context to params.
+func (w *ServerInterfaceWrapper) AdminGetTenantLimits(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "slug" -------------
+	var slug Slug
+
+	err = runtime.BindStyledParameterWithOptions("simple", "slug", ctx.Param("slug"), &slug, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter slug: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.AdminGetTenantLimits(ctx, slug)
+	return err
+}
+
+// AdminSetTenantLimits converts echo context to params.
+func (w *ServerInterfaceWrapper) AdminSetTenantLimits(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "slug" -------------
+	var slug Slug
+
+	err = runtime.BindStyledParameterWithOptions("simple", "slug", ctx.Param("slug"), &slug, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter slug: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.AdminSetTenantLimits(ctx, slug)
 	return err
 }
 
@@ -1330,6 +1497,9 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 	router.GET(options.BaseURL+"/v1/budgets/:id", wrapper.GetBudget, options.OperationMiddlewares["getBudget"]...)
 	router.GET(options.BaseURL+"/admin/v1/tenants", wrapper.AdminListTenants, options.OperationMiddlewares["adminListTenants"]...)
 	router.POST(options.BaseURL+"/admin/v1/tenants", wrapper.AdminCreateTenant, options.OperationMiddlewares["adminCreateTenant"]...)
+	router.GET(options.BaseURL+"/admin/v1/tenants/stats", wrapper.AdminTenantStats, options.OperationMiddlewares["adminTenantStats"]...)
+	router.GET(options.BaseURL+"/admin/v1/tenants/:slug/limits", wrapper.AdminGetTenantLimits, options.OperationMiddlewares["adminGetTenantLimits"]...)
+	router.PUT(options.BaseURL+"/admin/v1/tenants/:slug/limits", wrapper.AdminSetTenantLimits, options.OperationMiddlewares["adminSetTenantLimits"]...)
 	router.DELETE(options.BaseURL+"/admin/v1/tenants/:slug", wrapper.AdminDeleteTenant, options.OperationMiddlewares["adminDeleteTenant"]...)
 	router.GET(options.BaseURL+"/admin/v1/tenants/:slug", wrapper.AdminGetTenant, options.OperationMiddlewares["adminGetTenant"]...)
 	router.POST(options.BaseURL+"/admin/v1/tenants/:slug/suspend", wrapper.AdminSuspendTenant, options.OperationMiddlewares["adminSuspendTenant"]...)
@@ -1347,93 +1517,107 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7F3rctu4kn6VLu6pil2HkiVfcnF+bCXOZI53kk02dnZqNsqJILIlYUwBHAC0rKRcdR5in2Ef7DzJFhog",
-	"RUqkLokvyan5Z5EgLn35uhtAt78EkZykUqAwOjj+EqRMsQkaVPTrWRTJTJiXPDGo7IMYdaR4argUwXHw",
-	"RiQzMGOugbmGDzRwgxPdDsKA2xZ/ZKhmQRgINsHgOPDNPvE4CAMdjXHCbK9DqSbMBMdBltEbM0tta20U",
-	"F6Pg+joMTjKlZc0MzscIfYFX5lNELfogh2DGCKnCSy4zDSkbYdN03DeVqSwP/VLJyfLAL7nSBjLNRggx",
-	"MwhcREkWYww7v/3222+t169bL17sNg08tH3WUsD2VUuB0xe2HXWWMjOe90UUU/hHxhXGwbFRGW5H21d8",
-	"ws3yCt/apWn+GUPogpHQ7XQ6TetJqIvysDEOWZaY4Ljb6YTBhF3xSTahX/YnF/5nMR8uDI5Q0YTOkmzU",
-	"sFhtX61a7vLyzuXy2l6xb2CekVux7tpOV6dSaCSdeqvkIEESqUgKg4Joz9I04RGz89tLXYu//q7tZL+U",
-	"xvqLwmFwHPzb3lxp99xbvZf3SyNWl8sEvHt5Ak8Ojx5BWjTLF1HWdIIAJVNUhrvpRgqZwfgTM0uLbRk+",
-	"qVlxGOCVQSVYYvV8mSdh4B6vkcyc3jXfp0pe8tgh0hqSuHbXYZCl8ZbruC7L2QenZ8XI1UX6uYZlalWG",
-	"/Fj0Lge/Y2TsjDzJT+iTZcIvEHEZ9/K5WNCNc9zzCBtCt7Xf6UA0ZopFFs7bqyhc7XyjT8s8WJC2qQ6B",
-	"fc4UglQwitK1pF1N1RW0sxi1TDkyQZU/VglJLvnXxTBMKTYj8swNi+1FZEnCBgnmqLNGXmjwaicrlvKe",
-	"hGWtGHydkizPdGkaz7N4hDX6XzLZNTq7hiRhwCY5rKziwWspkCj+NWgTZUqhiGbrBjnJ290EAqHiMl43",
-	"oqPpW9e2+OoTirjBJMVsliuywlQqgzG4j2BHCoQBdQhSJDMyT2tsTzGiNkyZJifmxgdVOGFc2B+bsl2j",
-	"uuQRbqBkYaBT3EKgbgb2Pbp7YS6JXCEJ4YJv6xe0nUVw8tJkEKqaWOXkiX1DLFr0xyOpja6wbSPVDYOr",
-	"1ki2vkWfT0Wama9V0M0sUwiZ4H9kCGwixYhE2KBgtHAntg3Gq1Dfav8TKcw4mYXwR8aUQZXMrAmbIbN/",
-	"7bw/P4GIJShipryG6N3a/kvyvJpPvmGZT9tZmfWS2SxoN2E9vdm4L+NZQVhrLYUNKz7kjAzCoOBkEAaO",
-	"kaWO5hw7kULLhJN6nmWTCVOzFaRZDIORwl4rE3CBM2AihpwRIUgVo8IYBjP7MrRSKorXFGRsQujyBM+l",
-	"YUkdzZ3w10zxJxaN56ph7Pc02/ksuSD1ockC0xcYbzy1c+qXJqWXZ9XA2XyqdVxdXusyGG7pV3wFBF3g",
-	"rNb26zFTuLmGOOqc2Y/WEscOWa/MftB6amlzalxEuY3v9i/mq5Uwd+kdhfqfcgd7/WbLkgPQYNxL/daz",
-	"rUSjVaybm3wWx9zqLEvellg5ZInGcAt/4JnIXQDn2nHttb/OE7g3I99oJjeKQL+FqV/HzyYW3oQhLbT4",
-	"vkypncB6y7fxWhpsVO3kmqZz79i/vOniZSUsb7YAj62Vp0c2mFrcRFzNnybMryVKaSk1Cm/4JcLp2Rs4",
-	"3O8+Kmw7RDKmLXC8YpPUik3w/uyFdRCZMajs13//8Kz1Px+/HFz/pU7R8lHvix2LursRqV5yTOKflHIq",
-	"U51xjIbxpNZSDO1n9aynVyEwDQz+4+zNf0IquTCoWgm/QEiZGcNO/8PBx7abYH/XygQD66GvlwI3bphP",
-	"rW5FPyvWvFvo0L1BZpNslEf4rh39aT3VCZuBQhavn6AfoHFir7g2m+DGEsW/Eh/+hiwx4zrejhSLMW42",
-	"ps1zmPe+QkK0YSbT9btq5an7dnVzPxUj1OYdajohWaKZ0KgM1kjh3+QUJkzMKFh0J20wRYUwVdwYFCUu",
-	"ls9TKgTNO6+b1y9YB/0N6nCBswca0myQ8Ah4XGuiV8BopNA8BT2WUwFSRFj7vZIJlsO6S45Tt00cc1Ox",
-	"YyVeFpqwgV/nwNd/4sdroEyT5uVzLE68SrPceNp1MugQsw7p8YpFBmKM+IQl4OAGptyMQfOr/LmuQn53",
-	"v31wePSw06kCf+vfP3RaTz7+tddr0x9fHtbbgJKzt3ZGZYx0PcBOv5fPoBc4ZBTZZIAKdvr+eX837AmB",
-	"l6gIkcCMlcxGY2AwTCQzT4EZmFi5f1isPE1YhDqEASZyCt3O37uHwEVPTNhIcJPF2O6JIAykwDfD4PjD",
-	"sjIXT9xkguuP1X0vxaa/ayna79j0NWrrHJY3xlp8kkq3r+qPBn17R+JxcBygiGTMxWiPHls2l47/NjZK",
-	"aM2Yrtu/xSRuJXiJSX6up0MYSgWXjMJnLgW4jzcO5kt2s8YT5UIbJhqiLKtdqE3TScUScBYYFQaGmwRX",
-	"QPM6Zaa3eTfFUCvN6dvS+UiuqGxqP6KzqyAMRlFaizDnBcJ8+1HphsEt1zJhjuvz2apEz0+iQzsOGzCN",
-	"tXNuPMnQ/rB9Bbvy8ehESXMp3Aax8zftDDKdorA21xI8QWPf103iEpX2ayhWzIV5eLiB3aJAzZ3++z3P",
-	"OU3CVcbWcasJvdfSpapxB62HB6W41HpVrPU5hE7rCe36tUKgsxaLeQTIDBK0YLvewaIBmxewqX+1fivq",
-	"G5yu8l7Wt8YBm9rpwjj7/pvn5XcgV/jGy+hSfLJZYFuJhNbRsZi5H2V55rQHEmWKm9mZHcITMp5wcS4v",
-	"UNQ7T/QejG0AO3361aZffQo3abJ2lAEyRW6HH3VsTErbOyn/pdazyKODZ29P3VZ1fzD+9M9//F9/g26v",
-	"yToMay7bvM4Sw1u+65dcvEk1WKyCnSiRWZxH0Tp0bm3C/Xa6NezuDGcXpmOpsSd8J4XmA9eAYihV5PbX",
-	"30ptRgrP/usVcKMxGbZ7oifO56vyJkoDy8wYheERM+g0tf8sM2Op+Gfq+Rie0zKhl3U6B9EFzugP7D+1",
-	"sVNP2ODJuiEx6lJcFRIICGnGFgC4AJaPCBETFAoCs69RgRR43BP5r2Jvnsd2UQwOO4fkR/EhcAMxp24B",
-	"r7g2bSD7rIEp7Il+09WhPuzkt35220B6R10vems94cMH57Z5j23JnXxq52HjxYF134WptLaRbk94l87S",
-	"gGtwvlzKlMYlb87xZcw1xDLKJkhMJUJqmakI83BVo7qkGy5KZgb1MT38WfrnPUEB+JBFaD8foUBlLTAM",
-	"lZzY6e70J+wCixf9XecQem8jeJ4lF2Nk1rQUpinotLvtjlUTmaJgKbeo3+60D7xTRxq6R0q3d9ndu8CZ",
-	"3vtygbPT+NqJfoLOzlgEIqacxla37Afv8FJe4C8Uc1TuhO13Dpf1RlFrujhw2Ok2QVPRz/wCmG1/uEX7",
-	"EgqRl1zGnw8frU+s833BwC0BmMUHkghtZKphKtUFyYE7RRJ4ZXLJJ8vHRpr8K9tz8PE6rNwz/VB71Y9o",
-	"utVdP9tvPWf2Rio/F/OXXGq4Yy3sz67dEns6K67rbXdNb75ZUnNRz9KOpmo1xh2QPaDtG729FGzD1fMC",
-	"wbRjbbExZEEsKh3H+SsiFHRpQj9uNMipuEM2h0EqdRMXib65ipEAPpfx7GbZ553J66rBt/O+3kSxcw7v",
-	"0B9WbcyUOwizGM98zLbreN7ZUvO/F6R4hcbLEslR1dA1iRXsUGMpEjoodzbDjJmZG0g5FTDgwkbVu3VC",
-	"tw4E9r5YhVoP1u/FqCxK65hq7WWs2FR8X1z41U8LmAMWwmzDLlADDocYmfuF7LB+0fOh9ugy+AK0l645",
-	"rIbzc9/wFvG8FJ3VALp1gWZedm8Dwmu41AyNDrbOi83OW4DHSrC9ET52b3jsOi74jZm7wdMn27Xf379V",
-	"gajTm00R8AW9LMnLOgx0vX1nHqtbRfnwy8YnTjGVnIbg5MeGMPkOmsXIMdP1MNiMOD+jaSJW5w6kfL7C",
-	"74EBa+3H1+O+l18y7os5axt3vAFS3p4XOT9Oul5OELpJTLRLaBAVH8BpfxZnvc/8NC6ZwRjddbXbFaN7",
-	"xT87QOZ2f29egt5R3/cNB26F8XcMC6v4488VbodBZ67z++ZQcXbynfNoTNctPje63H/z72+RkP7GR11+",
-	"Y8IvcXFlFSdgv9OB6Zgn6JODZYRag8pExcgXS9J+1RM0ikfNgcZr/37tqg1emb00YXxhvTXJogsZCX6E",
-	"VYt7q+QEzRgzDb55cZ3bjgt4lUpNF2HAHbutXLPf9mznzKld+Bu/N/qN7F48DqlVETvWs7enxU7xSlpU",
-	"9pRXrlMhi2fNAv3Ovb4XeaapWc0+6hzcwXBCGvBDrlUhFP6ao/eUmdBTVJp86gkfeRIDUwjMwBhZHAIm",
-	"GuGoc7CSHZfdvfwgqJEnNsp+ljfa1qF0ae4b7Dj4WgMWCW+N9+X81TpAo7IFdLqcL/dOYteDLe3IfLOP",
-	"awOLx3kyiVEbGHK1sKWUr6l5v8J5x3lq7u044dX86zverCiyju95t+Lgdnc3ulv23z265eihkFjHdmBV",
-	"qW0Q0wWA2vvCV5/2uT2Hsvje6tbJwe2GaFsx/bpBz2sB/Wc0jUTq3IWulW7xf3+kbyLldnbv9IULhZiJ",
-	"xssccGUH7gRofYWDjYD2zpjvM7KrQvC9ge7h97UF3QyQ/r7OSgfuuW/zQ/tvpQTqle5bTpAfwHvzU626",
-	"bbAz5WYsMwO0TcHF6Cm4YhBI94zNmJnKKWy+4HWunc8bvx3AqdRRuGPHLk+Ib/TrQne1ihvtM7SMryXw",
-	"QBdE/tP3uxvfz0lrvfxWIW1Dl68k1j+sx3ddr80e0GvqULlaMf7+nvvkgYZKtQyqx1CU1ciLahB89ITV",
-	"O8aFhj4zfdgxMmYzt9XABhqF2W1Dn6q+9F3lAjdQKQdKDnuCLonkUxHVqRSZkEzEoCOZIuzkuZtMxHtS",
-	"9YRP7Nx9Cv2ifk3fLqrv82ta4OYQgsARo1RLmqO8RJULkks3WXRxC6FYMHiLt2/tsrnQPPa7lG4xRvrL",
-	"MU/BUWbn/fnJbpk+jdUWzVaF6m7fXjY5YYOiiMiP7XtVQOZNUTrJI/7USuiUOZR3p9D0yImbtlJrjYJj",
-	"e6NN3d7390BWvm61R9Vm9vQ83btWu6tVQ1Km6JTQDpVZn7mQ1YbrWaG7aJzMeoIV9wSh7yZTGr8PU5kl",
-	"MQwQ/vmP/wUh84P6IdUdtWMmfEheuoh7QkhIFb/kCY4wBiUTujmXaYzpc0tXUh+mjNuInKAauZpWeXWW",
-	"npgXPiHeYGWlVGyjDecLSbLFEub3CCzuzK9Ocsff4n5ff+AvGFM39Li/+xSYmIG7DEeZuVwD64nSfe/S",
-	"VYXqve8aeCmXSiln8K8BmxM5mbCWRttoftnUXTUNi0y7bnPFT1O6WXVzl72o1uoG7c4ltaqu6VeSQ+mr",
-	"2wxmT6HvQb2/CVqOlMzST4NZfRnTUpGIPB1q/oQV4XPM6soL3Sq01lUuasBZrwimqNTzLwS3VvjB/eRI",
-	"iVkaL1GxpNDOxZz3sAwM5XpMOe4SSM09QfezCSt/wZlGYwM/LnwGCYMpSy6Ka6zuyhFFhhpRO8yhulHO",
-	"DSIdx9jJKt2sZ1SLz4MoZUmHthfhjzKd80NHLXGMcR082MjuhOa9remoln6+ed39kaL9osbLylh/7pD+",
-	"EIc11VwrGMxKBZF9kTIe16nDPLBfdGAp45ty4ar0oOoofToDj/RlP8+MtJYRFSg5BcEm3BXws+FAkk0o",
-	"GiiK9PTDOZaH0J+X6bG/fLmNEPq5EvcpC5zMLJUz2/kjk5QWxDGJdQgn7169dGtHEbuzSwbvz1+2HsNg",
-	"ZvIiaBOmLnqC1CuKMDUY77bh2dw0hp1OxxMvpaR1l+i1M5EKfQ5X92A3dG7C3KTCa/4cdliipW9xnOfK",
-	"F5Srdm7dH6ZGqCjIEYQWIWgJGr2rQ6+1gSxNJLML0nBy9t+UY/UTgQ6hDNd5WjjGx5X6NZNMexfDhU5F",
-	"taiwJ8rEdg0HSGltLPGiUiI7q6lCI2O03XguLaWfeWFoyO0n3lB6f0/k+f0wT+8HcrLJM8MJKPwdIw/0",
-	"07H1C3OeeIE73N/vCUolhL5Li++7nDyC4qIfOyaJCvmT5ZIufs8Le2LOsAcahjJT1olMcILChNC3In20",
-	"+JHlCQn7EexQH17+uaan3d3CfS0SCHVR2cPy8ldahYD+aYyTVBpL89YvOOuHxBCjZm6hdK/ILiuvRVg8",
-	"GMh41hMK04TNHJ3cLl+OGG67rzSAab2jxiQxKsP+rhNnOy3U+USfVod01Pb5HnbIPKPxSRusmSSTdYGp",
-	"6Yl0nhFiqbR/CGOZKV1nylzRlAZjtlQ+7OjIBgnCsEGC8Ozs5PS0nLYdWRkQFvNoJyHhZb/QsWXuGC5Q",
-	"u+IfTtjVKxQjMw6O94+OqLJ9/rvb4AZ+3XbnVjXE8p1PKrx/6r7sdjpUe38pYzmH5ep488IhcxQO8+JX",
-	"c0gInYyHOQT0RKf7pBM9xv3WI3Y4aD2KDuLWYzwatjrd/YPDo4ePHj9hg/DZhH2W4qeT/XC/s/+w1em2",
-	"DrphUaEkfH/2wuVp1pXSv6uN3EqRnsbUDgIMG/R5RQ1CLz80nxo9WrabfVKs/G4N10UmrJGKMqO8bsoh",
-	"gSdTCS+Zm6rGL8hqe+X/trj+c5f5NneZnQAtJ7WzJKH6Nw471wUcazdpnpEGUsQT8+EQ6UTB66ONhCzY",
-	"ulRsihLAyBFaZD6eByA9wTUd6Vj05oL+LAIiOC3CjNWVbGsw28Wj/DN+XQxysyHFckTz5/6BNxpr9g2+",
-	"1w2DirpRTQ6nbdarKAo1FnVQFcRsFq6P9pcuSPtyGT6xiCoPOPHNVOLrXxzv7XX3H7U77U67e/y487gT",
-	"lC5Sf1n490eahC//H0Q0bOnB/Mh4/h1dxC49KN2evP54/f8BAAD//w==",
+	"7D3tcts4kq/Sxduq2LWULH8kM7F/XGWcyaxvkksudm5rLspGENmSMKYABgCtKClX7UPcM9yD7ZNcoQF+",
+	"SaQ+HNvxbO0vWyIINPq7G43W1yCS01QKFEYHx1+DlCk2RYOKPj2LIpkJ84InBpX9IkYdKZ4aLkVwHLwW",
+	"yRzMhGtgbuAjDdzgVHeDMOB2xKcM1TwIA8GmGBwHfthHHgdhoKMJTpmddSTVlJngOMgyemLmqR2tjeJi",
+	"HFxfh8FpprRsgOBigjAQ+Nl8jGjEAOQIzAQhVXjFZaYhZWNsA8e9UwNleekXSk6XF37BlTaQaTZGiJlB",
+	"4CJKshhj2Pntt99+67x61Xn+fLdt4ZGdsxEDdq5GDJw9t+NospSZSTkXYUzhp4wrjINjozLcDrcv+ZSb",
+	"5R2+sVvT/AuGsA9Gwn6v12vbT0JTVJeNccSyxATH+71eGEzZZz7NpvTJfuTCfyzg4cLgGBUBdJ5k45bN",
+	"avto1XaXt3chl/f2kn0D8YzcinTXFlydSqGRZOqNksMEiaUiKQwKwj1L04RHzMK3l7oRf/5dW2C/Vtb6",
+	"k8JRcBz8214ptHvuqd7L56UV69tlAt6+OIWnR49/gLQYlm+iKumkApRMURnuwI0UMoPxR2aWNtsxfNqw",
+	"4zDAzwaVYImV82WahIH7eg1n5vhueD9V8orHTiOtQYkbdx0GWRpvuY/rKp+9d3JWrFzfpIc1rGKrtuSH",
+	"YnY5/B0jYyHyKD+lV5YRv4DEZb2Xw2KVbpzrPa9hQ9jvHPR6EE2YYpFV591VGK5PvtGrVRoscNtMh8C+",
+	"ZApBKhhH6VrUrsbqCtxZHbWMOTJBtX9WMUnO+dfFMkwpNif0lIbFziKyJGHDBHOts4ZfaPH6JCu28o6Y",
+	"ZS0b3ExIliFdAuOnLB5jg/xXTHaDzK5BSRiwaa5WVtHglRRIGL+JtokypVBE83WLnObjbkMDoeIyXrei",
+	"w+kbN7Z46yOKuMUkxWyeC7LCVCqDMbiXYEcKhCFNCFIkczJPa2xPsaI2TJk2J+bWF1U4ZVzYD5uSXaO6",
+	"4hFuIGRhoFPcgqFuR+177e6ZucJyBSeEC76t39B2FsHxS5tBqEtinZKn9gmRaNEfj6Q2uka2jUQ3DD53",
+	"xrLzLfJ8JtLM3FRAN7NMIWSCf8oQ2FSKMbGwQcFo445tW4xXIb71+adSmEkyD+FTxpRBlcytCZsjs//t",
+	"vLs4hYglKGKmvITo3cb5K/y8mk5+YJVO21mZ9ZzZzmi3YT292fhexrOmYa21FDaseJ8TMgiDgpJBGDhC",
+	"ViYqKXYqhZYJJ/E8z6ZTpuYrULMYBiOFvZYn4BLnwEQMOSFCkCpGhTEM5/ZhaLlUFI8pyNgE0VUAL6Rh",
+	"SRPOHfM3gPgziyalaBj7PkFbQskFiQ8BC0xfYrwxaBc0LwGll6FqoWwOahNVl/e6rAy39CtuoIIucd5o",
+	"+/WEKdxcQhx2zu1La5Fjl2wWZr9oM7a0OTMuotzGd/sn89UqOnfpGYX6H3MHe32yZckBaDHulXmbyVbB",
+	"0SrSlSafxTG3MsuSNxVSjliiMdzCH3gmchfAuXZce+lv8gS+m5FvNZMbRaDfQtSb0bONhLdhSAsp/l6m",
+	"1AKw3vJtvJcWG9UIXBs43133LyddPK+E1WQL8NhaefrKBlOLScTV9GnT+Y1IqWylQeANv0I4O38NRwf7",
+	"PxS2HSIZUwocP7NpatkmeHf+3DqIzBhU9u2/vX/W+Z8PXw+v/9QkaPmq34sci7K7EapecEzin5VyIlOH",
+	"OEbDeNJoKUb2tWbS06MQmAYG/3H++j8hlVwYVJ2EXyKkzExgZ/D+8EPXATjYtTzBwHro67nArRvmoDXt",
+	"6BfF2rOFTru38GySjfMI342jf62nOmVzUMji9QD6BVoBe8m12URvLGH8hvrhL8gSM2mi7VixGON2Y9oO",
+	"Qzn7Cg7RhplMN2fVqqD7cU2wn4kxavMWNZ2QLOFMaFQGG7jwL3IGUybmFCy6kzaYoUKYKW4MigoVq+cp",
+	"NYTmkzfB9Ss2qf4WcbjE+SMNaTZMeAQ8bjTRK9RopNCcgJ7ImQApImx8X8kEq2HdFceZSxPH3NTsWIWW",
+	"hSRs4Nc55etf8eu1YKZN8nIYixOvCpQbg93Eg3Qu9/oKleKx17SbO4fDTOkGdfAWP2WojQZmCOsUBD57",
+	"c0bKoKYiKqd+/uCvxe0oOI2O+T5GUji93KSMFBPamikpdFUbkRbKRAEUtyzhbC0qSJWMUOsqQJuBozy9",
+	"WlBgt64xkiJehQU2lFcIvXriU2Z24VYYRDYdetlboqqzg032Gz+zyECMEZ+yBJwRgRk3E9D8c/69rhvy",
+	"/YPu4dHjJ71e3Zx3/v19r/P0w5/7/S798/VJs2WvuPBrIapaPjcD7Az6OQT9wNk7t3XYGfjvB7thXwi0",
+	"dLR2BsxEyWw8AQajRDJzYmk+tdrsSbHzNGER6hCGmMgZ7Pf+tn8EXPTFlI0FN1mM3b4IwkAKfD0Kjt8v",
+	"q+ivi3T4UM9mKjb7XUvRfctmr1Bbl7+a7uzwaSpdttwf+PrxDsWT4DhAEcmYi/EefW3JXDnU3djVQOuc",
+	"6KasPCZxJ8ErTPLTWh3CSCq4YpQU4VKAe3njFE3FG2qIL7jQhomW2Fk5eWk7f1oyhxUBNNwkuMLgrlPR",
+	"9DSfplhqpZP0pnLqlatfNrMv0YlkEAbjKG20GxeF3fj2A/ANUxZcy4Q5qpfQqkSX9QWhXYcNmcZGmFvP",
+	"p7QvoVhBrnw9OifUXAqX9ndRhIUg0ykK60lZhCdo7PMmIK5Qab+HYsdcmCdHG3gjFH67mg6fyS5xEq5y",
+	"oRy12mzyWrzUJe6w8+Swkm2wJoB1voTQ6zylXG4nBDpBszqPFDKDBK2yXe8204LtGyAbrxtOfUcjdIRo",
+	"dJ9k7hUUcWckxYiPM4UxeEdEFyUBQs+Q9LW3pCfAwNpGO6AHXIOQQBU83aDVjdjE2Ldb4GXLuWwpq1hb",
+	"mNtPFHpwmtApq37SKk244FVt4TAWXmK5Vlgh1CoibxYarc8if0O8VE1Df2sIvzXG/Pwr4DKsAUXx8KNz",
+	"0Bqs5AWfInCjwVSdygkmMTArDQLpq2a/bYH7LNS/u/F6hcOocJRpjMkUewkisQkJjoJfozlELHXB/yhL",
+	"EviUYYY1QNrUY2Ft9UbaNFwb9p/AYEeaCSq9OyC4S9dWA4tjjCFLTwCnqZn7fZGux7iSL24JsTY9Vpgx",
+	"bqp03IAc9hW9Nn5gBuzAgiIl1UEn0myE8UaOdWnhMirMaRJWOTKHcmGDNV5azfANen/YfOR0E11BItXg",
+	"7E25yAy2eGyai6Z8/Lm1frk9GVHViJsGKAHqzgpvUFyRw5IvHFoEhGu1mD9qXJEEW2bZ4pXNMti1lOc6",
+	"rVtwil9lGXI67Igyxc383C6Rx/NTLi7kJYpmCabnYOwA2BnQpy59GlBemYC1qwyRKcov+FUnxqR0jpPy",
+	"XxuDzTzw9jFvCIPh5OM//v5/gw2mvaaAYdRQVfsqSwzv+KlfcPE61WDdV9iJEpnFebpchy5/lXB/bm5j",
+	"PVessQuzidTYF36Swhm0XgqKkVSRO0h/I7UZKzz/r5dW92Iy6vZFX1yUu1JFoiMzExSGR1Zdk/M2eJaZ",
+	"iVT8C818DD/RNqGf9XqH0SXO6R8cnFhm74tLnFNkGqOu5wVEDEKaifWruLD2wK0IEROU8wUmSPOCFHjc",
+	"F/mn4hCex3ZTDI56RxRa8xFwAzGnaQE/c226QCGbBqawLwZtNcID2MnLe3e7QFaapl4M4PvC5wldJO+D",
+	"+KUMw4mFY8rmMETQKExttFW0feGjfIsD6z5SeJ8yZY3jQoDv6DLhGmIZZVMkohIitcxUhLlScbmeRxqU",
+	"tBrhmL78Rfrv+4Iy7SMWoX19jAKt+Y1hpOTUgrszmLJLLB4Mdl2OwAegwU9ZcjlBZrV6Ea0Eve5+t0e+",
+	"Y4qCpdwGAt1e99DH+SSheyR0e1f7e5c413tfL3F+Fl871rdm0v5nNRAR5Sy2smVfeItX8hJ/peRirfj7",
+	"oHe0LDeKRlOF4FFvv001FfOUld52/NEW4ytaiBInVf3z/sP1Bxv0+QPAwG0BmNUPxBHayFTDTKpL4gNX",
+	"LiLws8k5n1wFNtYUctuZgw/XYe1CyfvGmn7C6VZF/XbeZsrsjVVeAOOrWRuoY/3xX9y4JfL0VtTlb1eP",
+	"X56KNFTkW9wRqIWjpR+Rw6a354JtqHpRdf9qJ0BWiUWVuhtfC0p5OE3azzq5cibukcxhkErdRkXCby5i",
+	"xIA/yXh+u+Tz+YXrusG3cF9vItg5hXfoHys2ZsadCrM6nvk03q6jeW9LyX8omuIlGs9LxEd1Q9fGVrBD",
+	"g6VIqCLO2Qxy6QsDKWcChlzEXIx3m5hunRLY+2oFar2yfifGVVZaR1RrL2PFZuJhUeGvHixgTrGQzjbs",
+	"EjW4HMX3Vdlh86bLpfbo1teCaq/UM65W5xd+4B3q80oup0GhWxdo7nn3LlR4A5XaVaNTWxcL8eutqsda",
+	"/nUj/bh/y2s3UcHn6u9Hnz7dbvzBwZ0yRJPc7Ok8y+ClZyEM9PkfSieD4+DFM1dysOlCLapOLeZXui+Q",
+	"RRNQGEkV67yC2JJYSTrGEwg7lCHTXYKkO0oyPflIvvwVS3ZP+qIxQV1O6VwOl3LogpdyEDIf2Rc+AUEH",
+	"xsM5/WEKi9yWDV7KFJg/OVyWmGpSZkkBLgfmMy5iOaOi6dlEJuizIdouaCQIOYOd/GCzhgCFlv25FK23",
+	"SyspkeXLtI/X3Z1dBPavZFElKCYuYThvW5SyLg3rVVNfxflULRvm0zx5Kqwx91U1Ai0FLZ5hyzP+G900",
+	"rl80XoOrD3duKxw7tXj/Rqb5ru9FXd2y+lkIKcrNWCHMWSSE/PQSLJ+ElK7VIBWUfOKUj8VIwoq0ol7r",
+	"7+UabkMf7zk9rFjEdV6ez4I/LB/P7aJaOcNE7BW3svrI8Z9FcIF4bmDCdLOj1+5T/YKmDVm9e7Dj5Q4f",
+	"AgHWesg392w9/1L4sth+Y+OJN/AF7y5OLivjrpd7Hdym12e30MIqPkWlfVmhja/zwsJkDhN0N2/ulo2+",
+	"k4fn+Scp6gg2kGlfdHAPsRKts1K+H2nvID0sTXtRBbA478+T1ZViCwe8Ow4gI0afrWNIhxV0Msk3i7M3",
+	"FvasjcLnDRS+fYlfrKDYJPh7AKz1kNJrd+mPvUUqoKxfhi5Y+AREliSwIxWwoUZhduESMdUtRURdeJbF",
+	"3B/wbqOQFOrM1WDdvkl7S3N/b//E7TB+wH7KKvr46r67IdC5m/x7U6ioYHzgNJrQVZYvrdb7L/75HSLS",
+	"36Zp6h2V8Ctc3FlN4Rz0ejCb8AR94zWfwslELeootqT9rqdoFI/afZZX/vnaXRv8bPbShPGF/TY04lro",
+	"9uBXWLW5N0pO0Uww0+CHF1fl7bqAn1Op6VIGuPqXlXv2J83dnDiNG3/tj6O/kdyLFSiNImLXevbmrDic",
+	"X4mL2jH+yn0qZPG8naHfusffhZ8JNCvZj3uH97CckAb8kmtFCIW/QupDd5cX1eRbTvnYo9ilNw1MkMUh",
+	"YKIRHvcOV5Ljan8vr71ppclLrs2zfNC2vqlrIbjBIY/v43inybdqb7AmhUYtIanGO9/uvfiHh1vakfJ8",
+	"lWsDixVUMolRG58Yr/pm+Z7aj4hcuJ63PbubGKHe2+6ez4eKjm7f+YDo8G4PlPa3nH//8R1HKAXHOrID",
+	"q3NtC5suKKi9r3x1gZVLglbZ905zuYd3GwZuRfTrFjlvVOi/oGlFUu8+ZK3SIeHhob4NldvZvbPnLhRi",
+	"JposU8C1dLwXReu7R95zLmYN8X23uzoTPDSle/SwTv3bFaQvkV7pwP3kx/yh/bdKc7qV7luOkD+A9+ZB",
+	"rbttsDPjZiIzA5Sm4GJ8Aq7RJvqrOszUCt/yDa9z7XxPvrtROLUelffs2OXNBlv9utBVs9N1LHd30Pdp",
+	"fKQLJP/L97sf389xazP/1lXahi5fha3/sB7fdbM0N5ZnXbiqKy7j/MqEe+WRhlonUup1WbQszRuWkvro",
+	"Cyt3jAsNA2YGsGNkzOYu1eDT/10YUEfdgesKmR8EFP1l5KgvqC43B0XUQSnuPDIRg45kirCT98ViIt6T",
+	"qi9806zdExgUvYEHdlMD3+WiAw6GEASOGbWxIhipNsQzUkPp1i9oCqZYWbP1jPpycaF5jHk1m92Mkb4e",
+	"+QQcZnbeXZzuVvHT+ksWZqsfAbh7e9nmhA2LBq1/bN+rpmReF22pvcafucugTsu7shj6yrEbncdy1/KF",
+	"y7jVpm7v+3tFVq1w36NOvnu6bKXXKN31jqwpU1S2YJfKrM9c8GpLRXzo7nYl875gZZ3kwAFTWX8AM5kl",
+	"MQwR/vH3/wUh88qhEf2mi10z4SPy0kXcF1RZya94gmOMQcmELivQrWf7en7KbcF1icgpqrHrF553vu2L",
+	"sqks0QZrO6VGpl24WGhAVmyhLGxyxaF5WRl39C2uVAyG/k4XTUNfD3ZPgIk5uPsH1PWMa2B9UbliV6md",
+	"ql+1a1Av1Ta01e6Ia5TNqZxOWUejHVTe73G3e8Ki382KGkdTKWa/vfp6+h2bDcZdyKC9jtR1Dh7OT2Dg",
+	"lfpgE205VjJLP7ZWmZYNOPMi0/IbVoTPMWtq3XynqrWpK3SLnvWCYIouyP9E6tYyP7iP3FXBaLxCxZJC",
+	"Ohf7CYZVxVDtdZ3rXVJSpSfoPrbpyl9xrtHYwI8Lf2mXwYwll8XNIVcDSZGhRtRO51BPbucGkYxj7HiV",
+	"LjMy+p0Dr0Sp7VhoZxH+KNM5P0UleZN6sJHdqdQ3CLfrP6t1+7L7R4r2i/65K2P90iH9QxzW1K+3w3Be",
+	"+bEp3wCex03iUAb2iw4s9V2j9gN1fFAHoAGdgUf6apD3J7KWERUoOQPBptz9OIINB5JsStFA0QB5EJa6",
+	"PIRB2QLZfvKtTEMY5EI8oF5sZGapVfzOp0zSTWyOSaxDOH378oXbO4rYnV0yeHfxovMjDOcmbzA/Zeqy",
+	"L0i8oghTg/FuF56VpjHs9XoeeSm1jnN363emUqG/Nr9/uBs6N6E0qfCK/wQ7LNHSjzjOO9YVmKtPbt0f",
+	"psaoKMgRpC1C0BI05gV99rE2kKWJZHZDGk7P/5uutf9MSoe0DNd5czaMj2u9gaeZ9i6GC52KTtxhX1SR",
+	"7QYOkToJsMSzSgXtrKHDr4zRTuOptHTj3zNDS4c9og012euLvMselE32gJxs8sxw6gv2naJ3V15ymniG",
+	"Ozo46Avq3gAD15xu4NogkCou5rFrEquQP1ltl5u3p+mLkmCPNIxkpqwTmeAUhQlhYFn68eJLlibE7I9h",
+	"h+bw/M81fbu/W7ivRc8GXXRNtbT8K+1CwOAsxmkqjcV551ecD0IiiFFzt1GqK7Lbyn/nofhiKON5XyhM",
+	"EzbXlUYpucZw6b7KAqZDpXpz4hiV4WDXsbMFC3UO6El9SYdtf8XWLpk3kXjaBWsmyWRdYmr6Ii0v4Vos",
+	"HRzBRGZKN5ky15C2xZgttWZ//NgGCcKwYYLw7Pz07KzaPC2yPCCszqNMQsKrfqEjS+kYLmC75h9O2eeX",
+	"KMZmEhwfPHY3n/LP+y1u4M3SnVv1Z88zn3TX6My96ZqkNjSJydVyfb2yfWephcO8sXipEkLH42GuAvqi",
+	"t/+0F/2IB50f2NGw80N0GHd+xMejTm//4PDo8ZMffnzKhuGzKfsixc+nB+FB7+BJp7ffOdwPiz6h4bvz",
+	"5641RtPPFN5XIrfWALn1Ni0pDBv0eUENQs8/BE+DHC3bzQEJVl5bw3XRfMRIRZfRvWzKESlPphJeMTd1",
+	"iV/g1e7K3w29/leW+S6zzI6BlvsIsSShLrROd64LONYmaZ6RBFLEE/PRCOlEwcujjYSssnXdb9x9UyPH",
+	"aDXzcRmA9AXXdKRjtbdvbFwERHBWhBmrfyWoQWe7eJR/wZvFILcbUixHNP/KH3ijsSZv8FATBjVxozZo",
+	"Ttpc12z/IxjFb8woiNk8XB/tLxVI+w5l/hIDXT537JupxLccO97b2z/4odvr9rr7xz/2fuwFlULqrws/",
+	"La2J+fLfd6ZlK1+UR8ble1SIXfmiUj15/eH6/wMAAP//",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
