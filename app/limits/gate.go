@@ -174,8 +174,11 @@ func (g *Gate) capOf(ctx context.Context, t isolation.Tenant) int {
 // bounded by the GateConfig's Bounds unless ctx carries its own.
 func (g *Gate) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) error) error {
 	begin := time.Now()
-	release, err := g.acquire(ctx, t)
-	waited := time.Since(begin)
+	release, queued, err := g.acquire(ctx, t)
+	var waited time.Duration
+	if queued {
+		waited = time.Since(begin)
+	}
 	if err != nil {
 		if g.cfg.Observe != nil && ctx.Err() == nil {
 			g.cfg.Observe(t, Outcome{Waited: waited, Rejected: true})
@@ -196,10 +199,10 @@ func (g *Gate) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) erro
 }
 
 // acquire takes a slot of t's pool, waiting boundedly, and returns the
-// function that gives it back (once).
-func (g *Gate) acquire(ctx context.Context, t isolation.Tenant) (release func(), err error) {
+// function that gives it back (once), and whether it had to queue.
+func (g *Gate) acquire(ctx context.Context, t isolation.Tenant) (release func(), queued bool, err error) {
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	name, slots := g.cfg.Pool(t)
 	slots = max(slots, 1)
@@ -221,7 +224,7 @@ func (g *Gate) acquire(ctx context.Context, t isolation.Tenant) (release func(),
 		s.held++
 		p.held++
 		g.mu.Unlock()
-		return g.releaser(p, s), nil
+		return g.releaser(p, s), false, nil
 	}
 	var refused error
 	switch {
@@ -234,7 +237,7 @@ func (g *Gate) acquire(ctx context.Context, t isolation.Tenant) (release func(),
 		g.countLocked(refused, false)
 		g.forgetLocked(p, s)
 		g.mu.Unlock()
-		return nil, refused
+		return nil, false, refused
 	}
 	w := &waiter{since: time.Now(), ready: make(chan struct{})}
 	e := s.waiters.PushBack(w)
@@ -248,7 +251,7 @@ func (g *Gate) acquire(ctx context.Context, t isolation.Tenant) (release func(),
 		g.mu.Lock()
 		g.countLocked(nil, true)
 		g.mu.Unlock()
-		return g.releaser(p, s), nil
+		return g.releaser(p, s), true, nil
 	case <-timer.C:
 	case <-ctx.Done():
 	}
@@ -256,7 +259,7 @@ func (g *Gate) acquire(ctx context.Context, t isolation.Tenant) (release func(),
 	defer g.mu.Unlock()
 	if w.granted { // granted as the wait ended: take it
 		g.countLocked(nil, true)
-		return g.releaser(p, s), nil
+		return g.releaser(p, s), true, nil
 	}
 	s.waiters.Remove(e)
 	p.queued--
@@ -266,14 +269,14 @@ func (g *Gate) acquire(ctx context.Context, t isolation.Tenant) (release func(),
 	g.forgetLocked(p, s)
 	if err := ctx.Err(); err != nil {
 		g.countLocked(nil, true)
-		return nil, err
+		return nil, true, err
 	}
 	refused = ErrBusy
 	if ownCap {
 		refused = ErrTenantBusy
 	}
 	g.countLocked(refused, true)
-	return nil, refused
+	return nil, true, refused
 }
 
 // releaser returns the function giving s's slot of p back, once.

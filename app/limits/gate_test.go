@@ -321,3 +321,50 @@ func TestGateStateIsBounded(t *testing.T) {
 		t.Errorf("after 1000 tenants came and went: %+v", st)
 	}
 }
+
+// Observe hears of every Run: a wait only when the Run queued, a
+// rejection when it was refused, and the time it held its slot.
+func TestGateObserves(t *testing.T) {
+	t.Parallel()
+	b := newBlocking()
+	var mu sync.Mutex
+	var seen []Outcome
+	g := gate(b, 1, func(c *GateConfig) {
+		c.MaxConcurrent, c.MaxQueued = 1, 1
+		c.Observe = func(_ isolation.Tenant, o Outcome) {
+			mu.Lock()
+			seen = append(seen, o)
+			mu.Unlock()
+		}
+	})
+	ctx := context.Background()
+	first := run(ctx, g, tenant("a"))
+	entered(t, b)
+	second := run(ctx, g, tenant("a"))
+	waitQueued(t, g, 1)
+	if err := result(t, run(ctx, g, tenant("a"))); !errors.Is(err, ErrTenantBusy) {
+		t.Fatalf("third: %v", err)
+	}
+	close(b.release)
+	for _, done := range []<-chan error{first, second} {
+		if err := result(t, done); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var waits, rejections, immediate int
+	for _, o := range seen {
+		switch {
+		case o.Rejected:
+			rejections++
+		case o.Waited > 0:
+			waits++
+		default:
+			immediate++
+		}
+	}
+	if len(seen) != 3 || waits != 1 || rejections != 1 || immediate != 1 {
+		t.Errorf("outcomes %+v: want one immediate, one that waited, one refused", seen)
+	}
+}
