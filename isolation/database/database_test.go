@@ -261,7 +261,13 @@ func spentBudgetAnswers503(t *testing.T, acquireTimeout string) {
 			return nil
 		})
 	}()
-	<-inTx
+	select { // a Run that never got its connection fails the test, not hangs it
+	case <-inTx:
+	case err := <-done:
+		t.Fatalf("Run ended before its transaction began: %v (stats %+v)", err, s.Stats())
+	case <-time.After(time.Minute):
+		t.Fatal("Run never began its transaction")
+	}
 	for _, tn := range []apitest.Tenant{a, b} { // a's own pool is full too
 		begin := time.Now()
 		r := e.Must(t, 503, "GET", "/v1/accounts", tn.Viewer, nil)
