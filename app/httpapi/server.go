@@ -31,12 +31,11 @@ const MaxBodyBytes = 10 << 20
 // Server is the HTTP server. Start listens synchronously and serves in the
 // background; Stop drains in-flight requests.
 type Server struct {
-	echo    *echo.Echo
-	cfg     config.HTTP
-	ln      *boundedListener
-	log     *slog.Logger
-	metrics *Metrics
-	done    chan error
+	echo *echo.Echo
+	cfg  config.HTTP
+	ln   *boundedListener
+	log  *slog.Logger
+	done chan error
 }
 
 // Params are the server's dependencies.
@@ -95,7 +94,7 @@ func New(p Params) (*Server, error) {
 		middleware.BodyLimit(fmt.Sprint(MaxBodyBytes/(1<<20))+"M"),
 	)
 	RegisterHandlers(securedRouter{Echo: e, spec: spec, h: h}, h)
-	s := &Server{echo: e, cfg: p.Config.HTTP, log: p.Log, metrics: p.Metrics, done: make(chan error, 1)}
+	s := &Server{echo: e, cfg: p.Config.HTTP, log: p.Log, done: make(chan error, 1)}
 	p.Metrics.watch(s, p.Gate)
 	return s, nil
 }

@@ -93,6 +93,10 @@ func (r *Rates) decide(key string, p Policy, n int) Decision {
 			// bucket: raising a limit helps at once.
 			b.lim = rate.NewLimiter(rate.Limit(p.Rate), burst)
 		}
+	} else if n == 0 {
+		// No bucket is a full one: a Peek makes none, so that clients
+		// that never spend take no room.
+		return Decision{Allowed: true, Remaining: burst}
 	} else {
 		b = &bucket{key: key, lim: rate.NewLimiter(rate.Limit(p.Rate), burst)}
 		r.buckets[key] = r.lru.PushFront(b)

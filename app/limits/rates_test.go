@@ -46,6 +46,9 @@ func TestRatesTokenBucket(t *testing.T) {
 	if d := r.Take("k", p); !d.Allowed {
 		t.Fatalf("half a second later: %+v", d)
 	}
+	if d := r.Peek("never", p); !d.Allowed || d.Remaining != 3 || r.Len() != 1 {
+		t.Fatalf("peek at a key never seen: %+v, %d buckets", d, r.Len())
+	}
 	if d := r.Take("other", p); !d.Allowed || d.Remaining != 2 {
 		t.Fatalf("another key has its own bucket: %+v", d)
 	}
