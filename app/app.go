@@ -70,6 +70,7 @@ func NewGate(s isolation.Strategy, cfg *config.Config, usage *limits.Usage) *lim
 	c := cfg.Limits.Concurrency
 	return limits.NewGate(s, limits.GateConfig{
 		MaxConcurrent:  c.PerTenant,
+		MaxShare:       c.MaxShare,
 		MaxQueued:      c.QueuePerTenant,
 		MaxQueuedTotal: c.Queue,
 		QueueTimeout:   c.QueueTimeout,

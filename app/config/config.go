@@ -152,6 +152,9 @@ type Concurrency struct {
 	// PerTenant is how many transactions one tenant may run at once in one
 	// process (a tenant's override replaces it).
 	PerTenant int `koanf:"per_tenant"`
+	// MaxShare is the largest share of a pool's slots one tenant may hold,
+	// its override included: (0, 1].
+	MaxShare float64 `koanf:"max_share"`
 	// QueuePerTenant is how many more may wait; beyond, 429 at once.
 	QueuePerTenant int `koanf:"queue_per_tenant"`
 	// Queue is how many may wait in all; beyond, 503 at once.
@@ -212,6 +215,7 @@ func defaults() map[string]any {
 		"http.max_connections":                 1024,
 		"http.trusted_proxies":                 []any{},
 		"limits.concurrency.per_tenant":        8,
+		"limits.concurrency.max_share":         0.5,
 		"limits.concurrency.queue_per_tenant":  32,
 		"limits.concurrency.queue":             1024,
 		"limits.concurrency.queue_timeout":     "2s",
@@ -357,6 +361,9 @@ func (c *Config) validateLimits(e *Error) {
 		if k.r < 0 || math.IsNaN(k.r) || math.IsInf(k.r, 0) {
 			e.add(k.key, fmt.Sprintf("must be a number of requests per second, or 0 for no limit, not %v", k.r))
 		}
+	}
+	if s := c.Limits.Concurrency.MaxShare; !(s > 0 && s <= 1) {
+		e.add("limits.concurrency.max_share", fmt.Sprintf("must be a share above 0 and at most 1, not %v", s))
 	}
 	if c.HTTP.WriteTimeout > 0 && c.Database.StatementTimeout >= c.HTTP.WriteTimeout {
 		e.add("database.statement_timeout", fmt.Sprintf("%s must be shorter than http.write_timeout (%s), or a statement outlives its answer",

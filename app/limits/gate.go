@@ -37,6 +37,10 @@ type GateConfig struct {
 	// one pool, unless its override (WithOverride) says otherwise; it is
 	// never more than the pool's slots.
 	MaxConcurrent int
+	// MaxShare is the largest share of a pool's slots one tenant may hold,
+	// overrides included (at least one slot); 0 or 1 leaves only the cap.
+	// It keeps a small pool from going, nearly all of it, to one tenant.
+	MaxShare float64
 	// MaxQueued is how many Runs of one tenant may wait; one more is
 	// refused at once with ErrTenantBusy.
 	MaxQueued int
@@ -77,7 +81,7 @@ type Outcome struct {
 // of connections, and what one tenant must not do is hold them while
 // others wait. So each pool has as many slots as the Gate may hand out,
 // each tenant may hold at most its cap of them (a semaphore per tenant,
-// sized min(cap, slots)), and a slot that comes free while tenants wait
+// sized min(cap, MaxShare × slots)), and a slot that comes free while tenants wait
 // goes to the waiting tenant holding the fewest slots (oldest waiter
 // first among equals): max-min fair sharing, work-conserving — a lone
 // tenant may use up to its cap, and a tenant over its fair share gets no
@@ -160,6 +164,14 @@ func WithOverride(ctx context.Context, tenant uuid.UUID, o Override) context.Con
 	return context.WithValue(ctx, overrideKey{}, override{tenant, o})
 }
 
+// shareOf is the most slots of a pool of slots one tenant may hold.
+func (g *Gate) shareOf(slots int) int {
+	if g.cfg.MaxShare <= 0 || g.cfg.MaxShare >= 1 {
+		return slots
+	}
+	return max(int(float64(slots)*g.cfg.MaxShare), 1)
+}
+
 func (g *Gate) capOf(ctx context.Context, t isolation.Tenant) int {
 	if o, ok := ctx.Value(overrideKey{}).(override); ok && o.tenant == t.ID && o.o.MaxConcurrent > 0 {
 		return o.o.MaxConcurrent
@@ -218,7 +230,7 @@ func (g *Gate) acquire(ctx context.Context, t isolation.Tenant) (release func(),
 		s = &share{id: t.ID}
 		p.tenants[t.ID] = s
 	}
-	s.cap = min(g.capOf(ctx, t), slots)
+	s.cap = min(g.capOf(ctx, t), g.shareOf(slots))
 	g.dispatchLocked(p) // the slots or a cap may have grown
 	if s.waiters.Len() == 0 && s.held < s.cap && p.held < p.slots {
 		s.held++

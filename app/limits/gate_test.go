@@ -368,3 +368,32 @@ func TestGateObserves(t *testing.T) {
 		t.Errorf("outcomes %+v: want one immediate, one that waited, one refused", seen)
 	}
 }
+
+// No tenant holds more than MaxShare of a pool's slots, whatever its cap;
+// the share is at least one slot.
+func TestGateMaxShare(t *testing.T) {
+	t.Parallel()
+	b := newBlocking()
+	g := gate(b, 4, func(c *GateConfig) { c.MaxConcurrent, c.MaxQueued, c.MaxShare = 8, 0, 0.5 })
+	ctx := context.Background()
+	a := tenant("a")
+	held := []<-chan error{run(ctx, g, a), run(ctx, g, a)}
+	entered(t, b)
+	entered(t, b)
+	if err := result(t, run(ctx, g, a)); !errors.Is(err, ErrTenantBusy) {
+		t.Errorf("a third Run with half of 4 slots as the share: %v, want ErrTenantBusy", err)
+	}
+	over := WithOverride(ctx, a.ID, Override{MaxConcurrent: 100})
+	if err := result(t, run(over, g, a)); !errors.Is(err, ErrTenantBusy) {
+		t.Errorf("an override above the share: %v, want ErrTenantBusy", err)
+	}
+	tiny := gate(b, 1, func(c *GateConfig) { c.MaxShare = 0.1 })
+	held = append(held, run(ctx, tiny, a))
+	entered(t, b)
+	close(b.release)
+	for _, done := range held {
+		if err := result(t, done); err != nil {
+			t.Error(err)
+		}
+	}
+}
