@@ -141,8 +141,9 @@ func (h *harness) noisyOn(ctx context.Context, d *deployment, idle int) error {
 		}
 		h.set(prefix+".flooder_500", float64(got["500"]))
 		h.set(prefix+".rss_mb", rssMB())
-		h.logf("noisy %-8s %-15s p50 %7.2f ms p99 %7.2f ms (%.2f× quiet), victim failed %d, flooder %v",
-			s, a, under.quantile(0.5), under.quantile(0.99), under.quantile(0.99)/quiet.quantile(0.99), under.failed, codes.snapshot())
+		h.logf("noisy %-8s %-15s p50 %7.2f ms p99 %7.2f ms (%.2f× quiet), victim failed %d%s, flooder %v",
+			s, a, under.quantile(0.5), under.quantile(0.99), under.quantile(0.99)/quiet.quantile(0.99), under.failed,
+			firstError(under), codes.snapshot())
 	}
 	metricsAfter, err := metricsSize(ctx, tgt.url)
 	if err != nil {
@@ -392,4 +393,12 @@ func noisySettings(cfg Config) string {
 		cfg.NoisyRate, cfg.NoisyDuration, cfg.NoisyDuration,
 		AttackSummaries, noisySummaries, AttackSameKey, noisyLongIngest, noisySameKey,
 		AttackIdleFlood, cfg.NoisyIdleConns, noisyFloodWorker, noisyMethodBytes)
+}
+
+// firstError is ", first: …" naming an outcome's first failure, or "".
+func firstError(o outcome) string {
+	if o.failed == 0 {
+		return ""
+	}
+	return ", first: " + strings.TrimSpace(o.firstError)
 }
