@@ -91,18 +91,24 @@ func Markdown(r *Results) string {
 		p("A small tenant's point reads (`GET /v1/accounts/{id}`) at %s req/s, alone and then under each attack of another tenant or of clients without a key ", r.cell("noisy.victim_rate_rps"))
 		p("(%s idle connections for the last). The servers keep the product's default load walls, but no per-key rate limit.\n\n", r.cell("noisy.idle_connections"))
 		p("| strategy | attack | victim p50 ms | victim p99 ms | p99 × quiet | victim failed | flooder's answers | RSS MiB |\n|---|---|---:|---:|---:|---:|---|---:|\n")
+		var noisy []string
 		for _, s := range r.Strategies {
 			if _, ok := r.Get("noisy." + s + ".quiet.p99_ms"); !ok {
 				continue
 			}
+			noisy = append(noisy, s)
 			p("| %s | quiet | %s | %s | 1 | – | – | %s |\n", s, r.cell("noisy."+s+".quiet.p50_ms"), r.cell("noisy."+s+".quiet.p99_ms"), r.cell("noisy."+s+".rss_mb_before"))
 			for _, a := range noisyAttacks {
 				f := "noisy." + s + "." + a
 				p("| %s | %s | %s | %s | %s | %s | %s | %s |\n", s, noisyText[a], r.cell(f+".p50_ms"), r.cell(f+".p99_ms"),
 					r.cell(f+".p99_vs_quiet"), r.cell(f+".victim_failed"), r.codes(f+".flooder."), r.cell(f+".rss_mb"))
 			}
-			p("\n`/metrics` of %s: %s bytes before the attacks, %s after.\n\n", s, r.cell("noisy."+s+".metrics_bytes_before"), r.cell("noisy."+s+".metrics_bytes_after"))
 		}
+		p("\n`/metrics` around the flood of made-up methods:\n\n| strategy | bytes before | bytes after | × before |\n|---|---:|---:|---:|\n")
+		for _, s := range noisy {
+			p("| %s | %s | %s | %s |\n", s, r.cell("noisy."+s+".metrics_bytes_before"), r.cell("noisy."+s+".metrics_bytes_after"), r.cell("noisy."+s+".metrics_growth"))
+		}
+		p("\n")
 	}
 
 	if len(r.Plans) > 0 {

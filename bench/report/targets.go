@@ -96,7 +96,7 @@ func Evaluate(r *Results) []Target {
 			add("noisy_"+s+"_"+a+"_flooder_500", fmt.Sprintf("The flooder of %s gets 429/409, never 500 (%s)", noisyText[a], s),
 				"noisy."+s+"."+a+".flooder_500", 0, false, "")
 		}
-		add("noisy_"+s+"_metrics_growth", fmt.Sprintf("/metrics size after every attack ≤ 1.1× before (%s)", s),
+		add("noisy_"+s+"_metrics_growth", fmt.Sprintf("/metrics size after the made-up-method flood ≤ 1.1× before (%s)", s),
 			"noisy."+s+".metrics_growth", 1.1, false, "×")
 	}
 	n, _ := r.Get("schema.migrate_all_tenants")
