@@ -107,9 +107,18 @@ func (h *harness) noisyOn(ctx context.Context, d *deployment, idle int) error {
 		case AttackSameKey:
 			wg.Go(func() { h.floodSameKey(actx, tgt, attacker, codes) })
 		case AttackIdleFlood:
-			// /metrics is measured around the flood of made-up methods:
-			// the other attacks' answers may add their (bounded) series
-			// the first time a route answers a status.
+			// /metrics is measured around the flood of made-up methods,
+			// once one request of each kind the attack sends, and one
+			// scrape, have made their (bounded) series: what is measured
+			// is whether the flood's size shows, not whether a route
+			// answered a status for the first time.
+			_, _ = madeUpMethod(ctx, tgt.url, 0)
+			if warm, err := openIdle(ctx, tgt.url, 2); err == nil {
+				closeAll(warm)
+			}
+			if _, setupErr = metricsSize(ctx, tgt.url); setupErr != nil {
+				break
+			}
 			if metricsBefore, setupErr = metricsSize(ctx, tgt.url); setupErr != nil {
 				break
 			}
@@ -299,30 +308,36 @@ func closeAll(conns []net.Conn) {
 // floodMethods sends requests with made-up 8 KB methods and no key until
 // ctx ends.
 func floodMethods(ctx context.Context, u string, codes *statusCounts) {
+	for i := 1; ctx.Err() == nil; i++ {
+		code, err := madeUpMethod(ctx, u, i)
+		if ctx.Err() == nil {
+			codes.add(code, err)
+		}
+	}
+}
+
+// madeUpMethod sends one request with the i-th made-up 8 KB method, on a
+// connection of its own, and returns its status.
+func madeUpMethod(ctx context.Context, u string, i int) (int, error) {
 	host, err := hostOf(u)
 	if err != nil {
-		return
+		return 0, err
 	}
-	pad := strings.Repeat("M", noisyMethodBytes)
 	var d net.Dialer
-	for i := 0; ctx.Err() == nil; i++ {
-		c, err := d.DialContext(ctx, "tcp", host)
-		if err != nil {
-			codes.add(0, err)
-			continue
-		}
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		fmt.Fprintf(c, "X%d%s /v1/accounts HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", i, pad, host)
-		res, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err == nil {
-			_, _ = io.Copy(io.Discard, res.Body)
-			res.Body.Close()
-			codes.add(res.StatusCode, nil)
-		} else if ctx.Err() == nil {
-			codes.add(0, err)
-		}
-		c.Close()
+	c, err := d.DialContext(ctx, "tcp", host)
+	if err != nil {
+		return 0, err
 	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(c, "X%d%s /v1/accounts HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", i, strings.Repeat("M", noisyMethodBytes), host)
+	res, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return 0, err
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	return res.StatusCode, nil
 }
 
 func hostOf(u string) (string, error) {
