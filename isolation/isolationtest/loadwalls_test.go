@@ -150,6 +150,54 @@ func TestLoadWallFairShare(t *testing.T) {
 	}
 }
 
+// A tenant's concurrency override, set through the admin API, replaces
+// limits.concurrency.per_tenant for that tenant at its next request: one
+// running transaction fills a cap of 1 (the next request is refused 429 at
+// once, while another tenant is served), and a cap raised to 2 admits a
+// second. The Gate is the same in front of every strategy; rls shows it.
+func TestLoadWallConcurrencyOverride(t *testing.T) {
+	t.Parallel()
+	h := &holding{slug: "noisy", entered: make(chan struct{}, 10), release: make(chan struct{})}
+	env := apitest.Start(t, nil, apitest.WithStrategy(isolation.RLS),
+		apitest.WithEnv("BULKHEAD_LIMITS__CONCURRENCY__PER_TENANT", "4"),
+		apitest.WithEnv("BULKHEAD_LIMITS__CONCURRENCY__QUEUE_PER_TENANT", "0"),
+		apitest.WithEnv("BULKHEAD_LIMITS__CONCURRENCY__QUEUE_TIMEOUT", "10m"),
+		apitest.WithEnv("BULKHEAD_DATABASE__MAX_CONNECTIONS", "9"),
+		apitest.WithStrategyDecorator(func(inner isolation.Strategy) isolation.Strategy {
+			h.Strategy = inner
+			return h
+		}))
+	noisy, quiet := env.Tenant(t, "noisy"), env.Tenant(t, "quiet")
+	released := false
+	defer func() {
+		if !released {
+			close(h.release)
+		}
+	}()
+	env.Must(t, 200, "PUT", "/admin/v1/tenants/noisy/limits", apitest.AdminToken, map[string]any{"max_concurrent": 1})
+	held := []<-chan *apitest.Response{get(env, "/v1/accounts", noisy.Viewer)}
+	awaitEntered(t, h)
+	r := env.Do(t, "GET", "/v1/accounts", noisy.Viewer, nil)
+	if r.Status != 429 || r.Header.Get("Retry-After") == "" || r.Header.Get("Content-Type") != "application/problem+json" {
+		t.Errorf("the noisy tenant at its override of 1: %s %v", r, r.Header)
+	}
+	env.Must(t, 200, "GET", "/v1/accounts", quiet.Viewer, nil)
+
+	env.Must(t, 200, "PUT", "/admin/v1/tenants/noisy/limits", apitest.AdminToken, map[string]any{"max_concurrent": 2})
+	held = append(held, get(env, "/v1/accounts", noisy.Viewer))
+	awaitEntered(t, h) // admitted beside the first
+	if r := env.Do(t, "GET", "/v1/accounts", noisy.Viewer, nil); r.Status != 429 {
+		t.Errorf("the noisy tenant at its override of 2: %s", r)
+	}
+	close(h.release)
+	released = true
+	for i, ch := range held {
+		if r := await(t, ch, fmt.Sprint("noisy request ", i)); r.Status != 200 {
+			t.Errorf("noisy request %d: %s", i, r)
+		}
+	}
+}
+
 func queuedRuns(env *apitest.Env) int {
 	n := 0
 	for _, st := range env.Gate.Stats() {
