@@ -227,6 +227,37 @@ func TestConnectionCapMakesRoom(t *testing.T) {
 	}
 }
 
+// A keep-alive connection left idle between requests is closed by the
+// server once http.idle_timeout has passed: idle clients do not keep their
+// descriptors.
+func TestIdleConnectionsAreClosed(t *testing.T) {
+	t.Parallel()
+	env := apitest.Start(t, nil, apitest.WithEnv("BULKHEAD_HTTP__IDLE_TIMEOUT", "200ms"))
+	u, _ := url.Parse(env.URL)
+	c, err := net.DialTimeout("tcp", u.Host, bound)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(bound))
+	fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: %s\r\n\r\n", u.Host)
+	rd := bufio.NewReader(c)
+	res, err := http.ReadResponse(rd, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || res.Close {
+		t.Fatalf("a keep-alive request: %d, closed %v", res.StatusCode, res.Close)
+	}
+	// Nothing more is sent: the server ends the connection (EOF), long
+	// before the test's own deadline would.
+	if n, err := rd.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("an idle keep-alive connection: read %d bytes, %v; want the server to close it", n, err)
+	}
+}
+
 // A body that stops arriving is answered 408 once http.read_timeout has
 // passed: the connection is not held for ever.
 func TestStalledBodyTimesOut(t *testing.T) {
