@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/bulkheadhq/bulkhead/app/control"
 	"github.com/bulkheadhq/bulkhead/app/finops"
 	"github.com/bulkheadhq/bulkhead/app/httpapi"
+	"github.com/bulkheadhq/bulkhead/app/limits"
 	"github.com/bulkheadhq/bulkhead/app/logging"
 	"github.com/bulkheadhq/bulkhead/app/postgres"
 	"github.com/bulkheadhq/bulkhead/isolation"
@@ -41,16 +43,85 @@ func Base(in config.Input) fx.Option {
 	)
 }
 
-// Server adds what serving needs to Base: the domain and the HTTP server,
+// Server adds what serving needs to Base: the load walls, the domain —
+// whose tenant work goes through the admission Gate — and the HTTP server,
 // which starts listening only after the safety check passed.
 func Server() fx.Option {
 	return fx.Options(
-		finops.Module,
+		fx.Provide(NewGate, newUsage, newRecorder),
+		fx.Module("serving",
+			fx.Decorate(func(g *limits.Gate) isolation.Strategy { return g }),
+			finops.Module,
+		),
 		httpapi.Module,
 		fx.Provide(newVerifier),
 		fx.Invoke(registerSafetyCheck),
-		fx.Invoke(func(*httpapi.Server) {}),
+		fx.Invoke(func(*httpapi.Server, *limits.Recorder) {}),
 	)
+}
+
+// NewGate is the admission Gate in front of the strategy that the domain
+// runs tenant work through. rls and schema tenants share the serving pool,
+// less one connection kept for authenticating keys and the other reads of
+// the control plane; database tenants share the connection budget of
+// isolation.database.max_connections.
+func NewGate(s isolation.Strategy, cfg *config.Config, usage *limits.Usage) *limits.Gate {
+	serving := max(cfg.Database.MaxConnections-1, 1)
+	budget := cfg.Isolation.Database.MaxConnections
+	c := cfg.Limits.Concurrency
+	return limits.NewGate(s, limits.GateConfig{
+		MaxConcurrent:  c.PerTenant,
+		MaxShare:       c.MaxShare,
+		MaxQueued:      c.QueuePerTenant,
+		MaxQueuedTotal: c.Queue,
+		QueueTimeout:   c.QueueTimeout,
+		Bounds: isolation.Bounds{
+			Statement:         cfg.Database.StatementTimeout,
+			Lock:              cfg.Database.LockTimeout,
+			IdleInTransaction: cfg.Database.IdleInTransactionTimeout,
+		},
+		Pool: func(t isolation.Tenant) (string, int) {
+			name := t.Strategy
+			if name == "" {
+				name = cfg.Isolation.Strategy
+			}
+			if name == isolation.Database {
+				return "budget", budget
+			}
+			return "serving", serving
+		},
+		Observe: func(t isolation.Tenant, o limits.Outcome) { usage.Observe(t.ID, o) },
+	})
+}
+
+func newUsage(cfg *config.Config) *limits.Usage { return limits.NewUsage(cfg.Limits.Stats.Tenants) }
+
+// newRecorder records the usage counters in the control plane every
+// limits.stats.flush_interval while the server runs, and once more when it
+// stops.
+func newRecorder(lc fx.Lifecycle, usage *limits.Usage, ctl *control.Service, cfg *config.Config, log *slog.Logger) *limits.Recorder {
+	r := limits.NewRecorder(usage, ctl, cfg.Limits.Stats.Top, log)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	lc.Append(fx.Hook{
+		OnStart: func(context.Context) error {
+			go func() {
+				defer close(done)
+				r.Run(ctx, cfg.Limits.Stats.FlushInterval, 5*time.Second)
+			}()
+			return nil
+		},
+		OnStop: func(stop context.Context) error {
+			cancel()
+			select {
+			case <-done:
+				return nil
+			case <-stop.Done():
+				return stop.Err()
+			}
+		},
+	})
+	return r
 }
 
 // NewStrategies is the one place the configured strategy is chosen: it

@@ -28,6 +28,7 @@ func TestSmoke(t *testing.T) {
 		"-tenants", "6", "-large", "1", "-large-rows", "3000", "-small-rows", "50",
 		"-rounds", "1", "-duration", "300ms", "-fixed-duration", "300ms", "-warmup", "0s",
 		"-budget", "4", "-app-conns", "4", "-workers", "2", "-parallel", "2", "-provision-sample", "2",
+		"-noisy-duration", "300ms", "-noisy-rate", "20", "-noisy-idle", "100",
 	}, &stderr)
 	if code != 0 {
 		t.Fatalf("bench exited %d: %s", code, stderr.String())
@@ -74,8 +75,29 @@ func TestSmoke(t *testing.T) {
 		t.Errorf("latest.json: target.database_peak_connections.met = %v, want true", met)
 	}
 
+	// The noisy-neighbour workload: every figure there, and the flooder
+	// never answered 500.
+	for _, s := range harness.Strategies[1:] {
+		for _, name := range []string{"quiet.p50_ms", "quiet.p99_ms", "metrics_bytes_before", "metrics_bytes_after", "metrics_growth", "rss_mb_after"} {
+			if v, ok := figures["noisy."+s+"."+name].(float64); !ok || v <= 0 {
+				t.Errorf("latest.json: noisy.%s.%s = %v, want a positive number", s, name, figures["noisy."+s+"."+name])
+			}
+		}
+		for _, a := range harness.Attacks {
+			prefix := "noisy." + s + "." + a
+			for _, name := range []string{".p50_ms", ".p99_ms", ".p99_vs_quiet"} {
+				if v, ok := figures[prefix+name].(float64); !ok || v <= 0 {
+					t.Errorf("latest.json: %s%s = %v, want a positive number", prefix, name, figures[prefix+name])
+				}
+			}
+			if v := figures[prefix+".flooder_500"]; v != 0.0 {
+				t.Errorf("latest.json: %s.flooder_500 = %v, want 0", prefix, v)
+			}
+		}
+	}
+
 	md := string(readFile(t, out, "latest.md"))
-	for _, want := range []string{"## Targets", "### point_read", "| baseline |", "| database |", "## Database strategy connections"} {
+	for _, want := range []string{"## Targets", "### point_read", "| baseline |", "| database |", "## Database strategy connections", "## Noisy neighbour"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("latest.md has no %q", want)
 		}
@@ -97,6 +119,7 @@ func TestFlags(t *testing.T) {
 		{"-strategies", "sharding"},
 		{"-tenants", "0"},
 		{"-rate-share", "2"},
+		{"-noisy-rate", "0"},
 		{"extra"},
 	} {
 		var stderr bytes.Buffer

@@ -57,6 +57,10 @@ func run(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.Dir, "dir", "", "put the cluster under `DIR` (default: a temporary directory)")
 	fs.BoolVar(&cfg.Keep, "keep", false, "keep the cluster's directory")
 	fs.Uint64Var(&cfg.Seed, "seed", cfg.Seed, "seed of the data set and the request sequences")
+	fs.BoolVar(&cfg.Noisy, "noisy", cfg.Noisy, "run the noisy-neighbour workload")
+	fs.DurationVar(&cfg.NoisyDuration, "noisy-duration", cfg.NoisyDuration, "length of each noisy-neighbour run")
+	fs.Float64Var(&cfg.NoisyRate, "noisy-rate", cfg.NoisyRate, "the victim's point reads per second")
+	fs.IntVar(&cfg.NoisyIdleConns, "noisy-idle", cfg.NoisyIdleConns, "idle connections of the idle-and-flood attack (fewer if the file limit says so)")
 	quiet := fs.Bool("q", false, "print no progress")
 	if err := fs.Parse(args); err != nil {
 		return 2

@@ -1023,7 +1023,8 @@ func TestSchemaRejects(t *testing.T) {
 	}{
 		{"typo at the top (testdata/values-typo.yaml)", typo.AsMap(), "'replicaCont' not allowed"},
 		{"typo in config", values("config.isolation.strategyy", "rls"), "'strategyy' not allowed"},
-		{"key the server does not know", values("config.http.addr", "0.0.0.0:9090"), "'http' not allowed"},
+		{"a key the chart sets itself", values("config.http.addr", "0.0.0.0:9090"), "'addr' not allowed"},
+		{"a limit of the wrong shape", values("config.limits.concurrency.queue_timeout", "soon"), "queue_timeout"},
 		{"DSN in the config file", values("config.database.url", "postgres://x@y/z"), "'url' not allowed"},
 		{"typo in postgresql", values("postgresql.persistance.size", "1Gi"), "'persistance' not allowed"},
 		{"typo in a list item", values("tolerations", []any{map[string]any{"key": "a", "efect": "NoSchedule"}}), "'efect' not allowed"},

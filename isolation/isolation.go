@@ -12,6 +12,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -81,8 +84,11 @@ type Strategy interface {
 	Migrate(ctx context.Context, t Tenant) (int64, error)
 	// Run runs fn in one transaction bound to t and commits it when fn
 	// returns nil. The binding is transaction-local and travels in the same
-	// network round trip as the transaction's BEGIN. It returns
-	// ErrUnavailable when no connection to t's storage could be had in time.
+	// network round trip as the transaction's BEGIN, and so do the
+	// Bounds ctx carries (WithBounds). It returns ErrUnavailable when no
+	// connection to t's storage could be had in time. A panic in fn
+	// returns the connection (and whatever else Run holds) before it
+	// propagates.
 	Run(ctx context.Context, t Tenant, fn func(pgx.Tx) error) error
 	// Verify reads the live catalogs and reports every way the isolation
 	// invariants do not hold for this strategy's storage.
@@ -137,4 +143,67 @@ func Bind(id uuid.UUID, extra ...string) (pgx.TxOptions, error) {
 		return pgx.TxOptions{}, ErrNoTenant
 	}
 	return pgx.TxOptions{BeginQuery: BeginQuery(id, extra...)}, nil
+}
+
+// BindRun returns the options of a transaction Strategy.Run opens for id:
+// Bind's, with the strategy's own statements (extra) and then the
+// statements of the Bounds ctx carries (WithBounds). They all travel in the
+// one BEGIN message, so the bounds cost no round trip either.
+func BindRun(ctx context.Context, id uuid.UUID, extra ...string) (pgx.TxOptions, error) {
+	b, _ := BoundsFrom(ctx)
+	return Bind(id, append(slices.Clip(extra), b.Statements()...)...)
+}
+
+// Bounds are the database-side limits of one transaction of Run, each set
+// with SET LOCAL in the transaction's BEGIN query, so that PostgreSQL
+// itself ends the work that runs past them and a connection can never hang
+// on it. A zero field sets nothing: the server's (or the role's) setting
+// holds.
+type Bounds struct {
+	// Statement is statement_timeout: one statement running longer is
+	// cancelled (SQLSTATE 57014).
+	Statement time.Duration
+	// Lock is lock_timeout: one wait for a lock longer than this fails the
+	// statement (SQLSTATE 55P03).
+	Lock time.Duration
+	// IdleInTransaction is idle_in_transaction_session_timeout: a
+	// transaction left idle this long has its session ended by the server
+	// (SQLSTATE 25P03), which frees its locks and its connection.
+	IdleInTransaction time.Duration
+}
+
+// Statements returns the SET LOCAL statements of b, in a fixed order. The
+// values are whole milliseconds formatted here, never input; a positive
+// duration below a millisecond is one millisecond (0 would turn the
+// timeout off).
+func (b Bounds) Statements() []string {
+	var out []string
+	for _, s := range []struct {
+		name string
+		d    time.Duration
+	}{
+		{"statement_timeout", b.Statement},
+		{"lock_timeout", b.Lock},
+		{"idle_in_transaction_session_timeout", b.IdleInTransaction},
+	} {
+		if s.d > 0 {
+			ms := max(s.d.Milliseconds(), 1)
+			out = append(out, "SET LOCAL "+s.name+" = "+strconv.FormatInt(ms, 10))
+		}
+	}
+	return out
+}
+
+type boundsKey struct{}
+
+// WithBounds returns ctx carrying b: the transactions Run opens under it
+// are bounded by b (see BindRun).
+func WithBounds(ctx context.Context, b Bounds) context.Context {
+	return context.WithValue(ctx, boundsKey{}, b)
+}
+
+// BoundsFrom returns the Bounds ctx carries, and whether it carries any.
+func BoundsFrom(ctx context.Context) (Bounds, bool) {
+	b, ok := ctx.Value(boundsKey{}).(Bounds)
+	return b, ok
 }

@@ -110,6 +110,19 @@ type Principal struct {
 	KeyID  string
 	Role   Role
 	Tenant isolation.Tenant
+	// Limits are the tenant's overrides of the configured limits, read
+	// with the key.
+	Limits Limits
+}
+
+// Limits are a tenant's overrides of the configured limits; a zero field
+// keeps the configured default.
+type Limits struct {
+	// MaxConcurrent is how many transactions the tenant may run at once.
+	MaxConcurrent int
+	// Rate and Burst shape the token bucket of each of its keys.
+	Rate  float64
+	Burst int
 }
 
 // CanWrite reports whether p may change data.

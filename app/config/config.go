@@ -8,6 +8,7 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"regexp"
 	"slices"
@@ -51,6 +52,7 @@ type Config struct {
 	Log       Log       `koanf:"log"`
 	Tenants   Tenants   `koanf:"tenants"`
 	System    System    `koanf:"system"`
+	Limits    Limits    `koanf:"limits"`
 }
 
 // Isolation selects and tunes the isolation strategy new tenants are
@@ -95,12 +97,37 @@ type Database struct {
 	// over its workers: auto (when the citus extension is installed),
 	// on (required) or off.
 	Citus string `koanf:"citus"`
+	// StatementTimeout, LockTimeout and IdleInTransactionTimeout bound
+	// every tenant transaction of a request (SET LOCAL in its BEGIN); 0
+	// leaves the server's setting.
+	StatementTimeout         time.Duration `koanf:"statement_timeout"`
+	LockTimeout              time.Duration `koanf:"lock_timeout"`
+	IdleInTransactionTimeout time.Duration `koanf:"idle_in_transaction_timeout"`
 }
 
 // HTTP configures the listener.
 type HTTP struct {
 	Addr            string        `koanf:"addr"`
 	ShutdownTimeout time.Duration `koanf:"shutdown_timeout"`
+	// ReadHeaderTimeout bounds reading a request's headers; ReadTimeout
+	// the whole request, body included (the body's read deadline);
+	// WriteTimeout the time from the end of the headers to the end of the
+	// response; IdleTimeout how long a keep-alive connection may wait for
+	// its next request. Routes may be given longer read and write
+	// allowances of their own.
+	ReadHeaderTimeout time.Duration `koanf:"read_header_timeout"`
+	ReadTimeout       time.Duration `koanf:"read_timeout"`
+	WriteTimeout      time.Duration `koanf:"write_timeout"`
+	IdleTimeout       time.Duration `koanf:"idle_timeout"`
+	// MaxHeaderBytes bounds the request line and headers.
+	MaxHeaderBytes int `koanf:"max_header_bytes"`
+	// MaxConnections caps the open client connections; at the cap, the
+	// oldest idle one is closed for a new one, or the new one is.
+	MaxConnections int `koanf:"max_connections"`
+	// TrustedProxies lists the networks (CIDR) of proxies whose
+	// X-Forwarded-For names the client; empty: the peer address is the
+	// client's.
+	TrustedProxies []string `koanf:"trusted_proxies"`
 }
 
 // Admin configures the admin API.
@@ -123,6 +150,51 @@ type Tenants struct {
 	Bootstrap string `koanf:"bootstrap"`
 }
 
+// Limits configures the load walls: how much of a server one tenant, one
+// key or one client address may take.
+type Limits struct {
+	Concurrency Concurrency `koanf:"concurrency"`
+	Rate        RateLimit   `koanf:"rate"`
+	AuthFailure RateLimit   `koanf:"auth_failures"`
+	Stats       Stats       `koanf:"stats"`
+}
+
+// Concurrency configures the admission of tenant transactions.
+type Concurrency struct {
+	// PerTenant is how many transactions one tenant may run at once in one
+	// process (a tenant's override replaces it).
+	PerTenant int `koanf:"per_tenant"`
+	// MaxShare is the largest share of a pool's slots one tenant may hold,
+	// its override included: (0, 1].
+	MaxShare float64 `koanf:"max_share"`
+	// QueuePerTenant is how many more may wait; beyond, 429 at once.
+	QueuePerTenant int `koanf:"queue_per_tenant"`
+	// Queue is how many may wait in all; beyond, 503 at once.
+	Queue int `koanf:"queue"`
+	// QueueTimeout bounds a wait; then 429 (the tenant's own cap) or 503.
+	QueueTimeout time.Duration `koanf:"queue_timeout"`
+}
+
+// RateLimit is a token bucket per key: Rate per second, Burst at once,
+// for at most Tracked keys at a time. A Rate of 0 turns it off.
+type RateLimit struct {
+	Rate    float64 `koanf:"rate"`
+	Burst   int     `koanf:"burst"`
+	Tracked int     `koanf:"tracked"`
+}
+
+// Stats configures the per-tenant usage counters of `tenant stats`.
+type Stats struct {
+	// FlushInterval is how often a server records its counters in the
+	// control plane; Retention how long they are kept there.
+	FlushInterval time.Duration `koanf:"flush_interval"`
+	Retention     time.Duration `koanf:"retention"`
+	// Tenants bounds the tenants counted one by one between flushes; Top
+	// is how many of each measure a flush records (the rest are added up).
+	Tenants int `koanf:"tenants"`
+	Top     int `koanf:"top"`
+}
+
 // System configures the audited cross-tenant system role.
 type System struct {
 	Enabled bool `koanf:"enabled"`
@@ -131,25 +203,50 @@ type System struct {
 // defaults are the built-in values, the lowest layer.
 func defaults() map[string]any {
 	return map[string]any{
-		"profile":                            profiles.Default,
-		"isolation.strategy":                 StrategyRLS,
-		"isolation.migrate_parallelism":      4,
-		"isolation.database.max_connections": 50,
-		"isolation.database.acquire_timeout": "2s",
-		"isolation.database.idle_timeout":    "5m",
-		"isolation.database.servers":         []any{},
-		"database.url":                       "",
-		"database.migrate_url":               "",
-		"database.pooler":                    PoolerNone,
-		"database.max_connections":           10,
-		"database.citus":                     CitusAuto,
-		"http.addr":                          "127.0.0.1:8080",
-		"http.shutdown_timeout":              "15s",
-		"admin.token":                        "",
-		"log.format":                         "",
-		"log.level":                          "info",
-		"tenants.bootstrap":                  "",
-		"system.enabled":                     false,
+		"profile":                              profiles.Default,
+		"isolation.strategy":                   StrategyRLS,
+		"isolation.migrate_parallelism":        4,
+		"isolation.database.max_connections":   50,
+		"isolation.database.acquire_timeout":   "2s",
+		"isolation.database.idle_timeout":      "5m",
+		"isolation.database.servers":           []any{},
+		"database.url":                         "",
+		"database.migrate_url":                 "",
+		"database.pooler":                      PoolerNone,
+		"database.max_connections":             10,
+		"database.citus":                       CitusAuto,
+		"database.statement_timeout":           "30s",
+		"database.lock_timeout":                "5s",
+		"database.idle_in_transaction_timeout": "60s",
+		"http.addr":                            "127.0.0.1:8080",
+		"http.shutdown_timeout":                "15s",
+		"http.read_header_timeout":             "10s",
+		"http.read_timeout":                    "60s",
+		"http.write_timeout":                   "60s",
+		"http.idle_timeout":                    "60s",
+		"http.max_header_bytes":                64 << 10,
+		"http.max_connections":                 1024,
+		"http.trusted_proxies":                 []any{},
+		"limits.concurrency.per_tenant":        8,
+		"limits.concurrency.max_share":         0.5,
+		"limits.concurrency.queue_per_tenant":  32,
+		"limits.concurrency.queue":             1024,
+		"limits.concurrency.queue_timeout":     "2s",
+		"limits.rate.rate":                     100.0,
+		"limits.rate.burst":                    200,
+		"limits.rate.tracked":                  10000,
+		"limits.auth_failures.rate":            1.0,
+		"limits.auth_failures.burst":           20,
+		"limits.auth_failures.tracked":         10000,
+		"limits.stats.flush_interval":          "10s",
+		"limits.stats.retention":               "1h",
+		"limits.stats.tenants":                 10000,
+		"limits.stats.top":                     100,
+		"admin.token":                          "",
+		"log.format":                           "",
+		"log.level":                            "info",
+		"tenants.bootstrap":                    "",
+		"system.enabled":                       false,
 	}
 }
 
@@ -184,6 +281,7 @@ func (c *Config) Validate() error {
 	e.positiveDuration("isolation.database.acquire_timeout", c.Isolation.Database.AcquireTimeout)
 	e.positiveDuration("isolation.database.idle_timeout", c.Isolation.Database.IdleTimeout)
 	e.positiveDuration("http.shutdown_timeout", c.HTTP.ShutdownTimeout)
+	c.validateLimits(&e)
 
 	seen := map[string]bool{}
 	for i, s := range c.Isolation.Database.Servers {
@@ -214,6 +312,82 @@ func (c *Config) Validate() error {
 		e.add("tenants.bootstrap", fmt.Sprintf("%q is not a slug: 3-63 characters of a-z, 0-9 and -, starting with a letter", c.Tenants.Bootstrap))
 	}
 	return e.err()
+}
+
+// validateLimits checks the load walls' keys.
+func (c *Config) validateLimits(e *Error) {
+	type dur struct {
+		key string
+		d   time.Duration
+	}
+	for _, k := range []dur{
+		{"database.statement_timeout", c.Database.StatementTimeout},
+		{"database.lock_timeout", c.Database.LockTimeout},
+		{"database.idle_in_transaction_timeout", c.Database.IdleInTransactionTimeout},
+	} {
+		if k.d < 0 {
+			e.add(k.key, fmt.Sprintf("must be a duration such as 30s, or 0 to leave the server's setting, not %s", k.d))
+		}
+	}
+	for _, k := range []dur{
+		{"http.read_header_timeout", c.HTTP.ReadHeaderTimeout},
+		{"http.read_timeout", c.HTTP.ReadTimeout},
+		{"http.write_timeout", c.HTTP.WriteTimeout},
+		{"http.idle_timeout", c.HTTP.IdleTimeout},
+		{"limits.concurrency.queue_timeout", c.Limits.Concurrency.QueueTimeout},
+		{"limits.stats.flush_interval", c.Limits.Stats.FlushInterval},
+		{"limits.stats.retention", c.Limits.Stats.Retention},
+	} {
+		e.positiveDuration(k.key, k.d)
+	}
+	type num struct {
+		key string
+		n   int
+	}
+	for _, k := range []num{
+		{"http.max_header_bytes", c.HTTP.MaxHeaderBytes},
+		{"http.max_connections", c.HTTP.MaxConnections},
+		{"limits.concurrency.per_tenant", c.Limits.Concurrency.PerTenant},
+		{"limits.rate.burst", c.Limits.Rate.Burst},
+		{"limits.rate.tracked", c.Limits.Rate.Tracked},
+		{"limits.auth_failures.burst", c.Limits.AuthFailure.Burst},
+		{"limits.auth_failures.tracked", c.Limits.AuthFailure.Tracked},
+		{"limits.stats.tenants", c.Limits.Stats.Tenants},
+		{"limits.stats.top", c.Limits.Stats.Top},
+	} {
+		e.positive(k.key, k.n)
+	}
+	for _, k := range []num{
+		{"limits.concurrency.queue_per_tenant", c.Limits.Concurrency.QueuePerTenant},
+		{"limits.concurrency.queue", c.Limits.Concurrency.Queue},
+	} {
+		if k.n < 0 {
+			e.add(k.key, fmt.Sprintf("must be 0 or more, not %d", k.n))
+		}
+	}
+	for _, k := range []struct {
+		key string
+		r   float64
+	}{
+		{"limits.rate.rate", c.Limits.Rate.Rate},
+		{"limits.auth_failures.rate", c.Limits.AuthFailure.Rate},
+	} {
+		if k.r < 0 || math.IsNaN(k.r) || math.IsInf(k.r, 0) {
+			e.add(k.key, fmt.Sprintf("must be a number of requests per second, or 0 for no limit, not %v", k.r))
+		}
+	}
+	if s := c.Limits.Concurrency.MaxShare; !(s > 0 && s <= 1) {
+		e.add("limits.concurrency.max_share", fmt.Sprintf("must be a share above 0 and at most 1, not %v", s))
+	}
+	if c.HTTP.WriteTimeout > 0 && c.Database.StatementTimeout >= c.HTTP.WriteTimeout {
+		e.add("database.statement_timeout", fmt.Sprintf("%s must be shorter than http.write_timeout (%s), or a statement outlives its answer",
+			c.Database.StatementTimeout, c.HTTP.WriteTimeout))
+	}
+	for i, p := range c.HTTP.TrustedProxies {
+		if _, _, err := net.ParseCIDR(p); err != nil {
+			e.add(fmt.Sprintf("http.trusted_proxies[%d]", i), fmt.Sprintf("%q is not a network such as 10.0.0.0/8", p))
+		}
+	}
 }
 
 // RequireServing reports what serving needs beyond Validate: a database URL.

@@ -111,6 +111,19 @@ func TestBadConfigNamesEveryKey(t *testing.T) {
 		{"short admin token", config.Input{Env: []string{"BULKHEAD_ADMIN_TOKEN=short"}}, []string{"admin.token", "at least 32"}},
 		{"unknown Citus mode", config.Input{Env: []string{"BULKHEAD_DATABASE__CITUS=yes"}}, []string{"database.citus (from env BULKHEAD_DATABASE__CITUS)", `"yes" is not one of auto, on, off`}},
 		{"all at once", config.Input{Env: []string{"BULKHEAD_PROFILE=cloud", "BULKHEAD_LOG_FORMAT=xml", "BULKHEAD_POOLER=x"}}, []string{"profile", "log.format", "BULKHEAD_POOLER"}},
+		{"load walls", config.Input{Env: []string{
+			"BULKHEAD_LIMITS__CONCURRENCY__PER_TENANT=0",
+			"BULKHEAD_LIMITS__RATE__RATE=-1",
+			"BULKHEAD_HTTP__MAX_CONNECTIONS=0",
+			"BULKHEAD_DATABASE__STATEMENT_TIMEOUT=2m",
+			"BULKHEAD_HTTP__TRUSTED_PROXIES=[10.0.0.0/33]",
+			"BULKHEAD_LIMITS__CONCURRENCY__QUEUE_TIMEOUT=0s",
+		}}, []string{
+			"limits.concurrency.per_tenant (from env BULKHEAD_LIMITS__CONCURRENCY__PER_TENANT): must be at least 1",
+			"limits.rate.rate", "http.max_connections",
+			"database.statement_timeout (from env BULKHEAD_DATABASE__STATEMENT_TIMEOUT): 2m0s must be shorter than http.write_timeout",
+			"http.trusted_proxies[0]", "limits.concurrency.queue_timeout",
+		}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

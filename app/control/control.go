@@ -375,11 +375,16 @@ func (s *Service) Authenticate(ctx context.Context, token string) (auth.Principa
 		hash   []byte
 		status string
 	)
+	// The tenant's limit overrides come in the same query: no round trip
+	// of their own.
 	err = db.QueryRow(ctx, `
-		SELECT k.role, k.secret_hash, t.id, t.slug, t.isolation, t.server, t.placement, t.status
+		SELECT k.role, k.secret_hash, t.id, t.slug, t.isolation, t.server, t.placement, t.status,
+		       COALESCE(l.max_concurrent, 0), COALESCE(l.rate, 0), COALESCE(l.burst, 0)
 		FROM bulkhead.api_keys k JOIN bulkhead.tenants t ON t.id = k.tenant_id
+		LEFT JOIN bulkhead.tenant_limits l ON l.tenant_id = t.id
 		WHERE k.id = $1 AND k.revoked_at IS NULL`, id,
-	).Scan(&p.Role, &hash, &p.Tenant.ID, &p.Tenant.Slug, &p.Tenant.Strategy, &p.Tenant.Server, &p.Tenant.Placement, &status)
+	).Scan(&p.Role, &hash, &p.Tenant.ID, &p.Tenant.Slug, &p.Tenant.Strategy, &p.Tenant.Server, &p.Tenant.Placement, &status,
+		&p.Limits.MaxConcurrent, &p.Limits.Rate, &p.Limits.Burst)
 	if err = store.Translate(err); errors.Is(err, store.ErrNotFound) {
 		auth.Match(secret, dummyHash)
 		return auth.Principal{}, auth.ErrUnauthenticated

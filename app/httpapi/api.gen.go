@@ -163,6 +163,30 @@ func (e TenantStatus) Valid() bool {
 	}
 }
 
+// Defines values for AdminTenantStatsParamsBy.
+const (
+	DbTime     AdminTenantStatsParamsBy = "db_time"
+	Rejections AdminTenantStatsParamsBy = "rejections"
+	Requests   AdminTenantStatsParamsBy = "requests"
+	Waits      AdminTenantStatsParamsBy = "waits"
+)
+
+// Valid indicates whether the value is a known member of the AdminTenantStatsParamsBy enum.
+func (e AdminTenantStatsParamsBy) Valid() bool {
+	switch e {
+	case DbTime:
+		return true
+	case Rejections:
+		return true
+	case Requests:
+		return true
+	case Waits:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for ConsolidatedCostSummaryParamsGroupBy.
 const (
 	ConsolidatedCostSummaryParamsGroupByAccount ConsolidatedCostSummaryParamsGroupBy = "account"
@@ -489,6 +513,18 @@ type KeyCreate struct {
 // KeyCreateRole defines model for KeyCreate.Role.
 type KeyCreateRole string
 
+// LimitOverrides defines model for LimitOverrides.
+type LimitOverrides struct {
+	// Burst Requests at once per API key of the tenant, 1 to 1000000.
+	Burst *int `json:"burst,omitempty"`
+
+	// MaxConcurrent Transactions the tenant may run at once in one server process, 1 to 10000.
+	MaxConcurrent *int `json:"max_concurrent,omitempty"`
+
+	// Rate Requests per second per API key of the tenant, above 0.
+	Rate *float64 `json:"rate,omitempty"`
+}
+
 // Me defines model for Me.
 type Me struct {
 	// KeyId The key's public id.
@@ -573,6 +609,18 @@ type TenantCreate struct {
 	Slug string `json:"slug"`
 }
 
+// TenantLimits defines model for TenantLimits.
+type TenantLimits struct {
+	// Effective The overrides, or the configured defaults of the answering process; a rate of 0 is no limit.
+	Effective struct {
+		Burst         int     `json:"burst"`
+		MaxConcurrent int     `json:"max_concurrent"`
+		Rate          float64 `json:"rate"`
+	} `json:"effective"`
+	Overrides LimitOverrides `json:"overrides"`
+	Tenant    string         `json:"tenant"`
+}
+
 // TenantList defines model for TenantList.
 type TenantList struct {
 	Items []Tenant `json:"items"`
@@ -585,6 +633,34 @@ type TenantShare struct {
 	// Example: 12.345600
 	Amount Money  `json:"amount"`
 	Tenant string `json:"tenant"`
+}
+
+// TenantStat defines model for TenantStat.
+type TenantStat struct {
+	// DbSeconds Time its transactions held a connection.
+	DbSeconds float64 `json:"db_seconds"`
+
+	// Rejections Requests refused for a rate limit, its concurrency cap or a full queue.
+	Rejections int64 `json:"rejections"`
+	Requests   int64 `json:"requests"`
+
+	// Tenant The slug; `(others)` for the tenants added up; empty for a deleted tenant.
+	Tenant      string             `json:"tenant"`
+	TenantId    openapi_types.UUID `json:"tenant_id"`
+	WaitSeconds float64            `json:"wait_seconds"`
+
+	// Waits Transactions that waited for a connection slot.
+	Waits int64 `json:"waits"`
+}
+
+// TenantStats defines model for TenantStats.
+type TenantStats struct {
+	By      string       `json:"by"`
+	Items   []TenantStat `json:"items"`
+	Minutes int          `json:"minutes"`
+
+	// Since Start of the first minute counted.
+	Since time.Time `json:"since"`
 }
 
 // TenantTotals defines model for TenantTotals.
@@ -622,6 +698,21 @@ type Slug = string
 
 // To defines model for To.
 type To = openapi_types.Date
+
+// AdminTenantStatsParams defines parameters for AdminTenantStats.
+type AdminTenantStatsParams struct {
+	// Minutes The window, in whole minutes up to now (at most limits.stats.retention).
+	Minutes *int `form:"minutes,omitempty" json:"minutes,omitempty"`
+
+	// By What to rank by.
+	By *AdminTenantStatsParamsBy `form:"by,omitempty" json:"by,omitempty"`
+
+	// Limit How many tenants, 1 to 100.
+	Limit *int `form:"limit,omitempty" json:"limit,omitempty"`
+}
+
+// AdminTenantStatsParamsBy defines parameters for AdminTenantStats.
+type AdminTenantStatsParamsBy string
 
 // ListAccountsParams defines parameters for ListAccounts.
 type ListAccountsParams struct {
@@ -719,6 +810,9 @@ type AdminCreateTenantJSONRequestBody = TenantCreate
 // AdminCreateKeyJSONRequestBody defines body for AdminCreateKey for application/json ContentType.
 type AdminCreateKeyJSONRequestBody = KeyCreate
 
+// AdminSetTenantLimitsJSONRequestBody defines body for AdminSetTenantLimits for application/json ContentType.
+type AdminSetTenantLimitsJSONRequestBody = LimitOverrides
+
 // CreateAccountJSONRequestBody defines body for CreateAccount for application/json ContentType.
 type CreateAccountJSONRequestBody = AccountCreate
 
@@ -751,6 +845,9 @@ type ServerInterface interface {
 
 	// (POST /admin/v1/tenants)
 	AdminCreateTenant(ctx echo.Context) error
+	// AdminTenantStats The top tenants by requests, database time, waits or rejections over the last minutes.
+	// (GET /admin/v1/tenants/stats)
+	AdminTenantStats(ctx echo.Context, params AdminTenantStatsParams) error
 	// AdminDeleteTenant Delete the tenant and every row, schema or database it has.
 	// (DELETE /admin/v1/tenants/{slug})
 	AdminDeleteTenant(ctx echo.Context, slug Slug) error
@@ -760,6 +857,12 @@ type ServerInterface interface {
 
 	// (POST /admin/v1/tenants/{slug}/keys)
 	AdminCreateKey(ctx echo.Context, slug Slug) error
+	// AdminGetTenantLimits The tenant's overrides of the configured limits, and the limits in force for it.
+	// (GET /admin/v1/tenants/{slug}/limits)
+	AdminGetTenantLimits(ctx echo.Context, slug Slug) error
+	// AdminSetTenantLimits Replace the tenant's overrides; null (or absent) keeps the configured default. Audited.
+	// (PUT /admin/v1/tenants/{slug}/limits)
+	AdminSetTenantLimits(ctx echo.Context, slug Slug) error
 
 	// (POST /admin/v1/tenants/{slug}/resume)
 	AdminResumeTenant(ctx echo.Context, slug Slug) error
@@ -920,6 +1023,38 @@ func (w *ServerInterfaceWrapper) AdminCreateTenant(ctx echo.Context) error {
 	return err
 }
 
+// AdminTenantStats converts echo context to params.
+func (w *ServerInterfaceWrapper) AdminTenantStats(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params AdminTenantStatsParams
+	// ------------- Optional query parameter "minutes" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "minutes", ctx.QueryParams(), &params.Minutes, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter minutes: %s", err))
+	}
+
+	// ------------- Optional query parameter "by" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "by", ctx.QueryParams(), &params.By, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter by: %s", err))
+	}
+
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", ctx.QueryParams(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter limit: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.AdminTenantStats(ctx, params)
+	return err
+}
+
 // AdminDeleteTenant converts echo context to params.
 func (w *ServerInterfaceWrapper) AdminDeleteTenant(ctx echo.Context) error {
 	var err error
@@ -965,6 +1100,38 @@ func (w *ServerInterfaceWrapper) AdminCreateKey(ctx echo.Context) error {
 
 	// Invoke the callback with all the unmarshaled arguments
 	err = w.Handler.AdminCreateKey(ctx, slug)
+	return err
+}
+
+// AdminGetTenantLimits converts echo context to params.
+func (w *ServerInterfaceWrapper) AdminGetTenantLimits(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "slug" -------------
+	var slug Slug
+
+	err = runtime.BindStyledParameterWithOptions("simple", "slug", ctx.Param("slug"), &slug, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter slug: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.AdminGetTenantLimits(ctx, slug)
+	return err
+}
+
+// AdminSetTenantLimits converts echo context to params.
+func (w *ServerInterfaceWrapper) AdminSetTenantLimits(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "slug" -------------
+	var slug Slug
+
+	err = runtime.BindStyledParameterWithOptions("simple", "slug", ctx.Param("slug"), &slug, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter slug: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.AdminSetTenantLimits(ctx, slug)
 	return err
 }
 
@@ -1431,6 +1598,9 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 	router.GET(options.BaseURL+"/v1/budgets/:id", wrapper.GetBudget, options.OperationMiddlewares["getBudget"]...)
 	router.GET(options.BaseURL+"/admin/v1/tenants", wrapper.AdminListTenants, options.OperationMiddlewares["adminListTenants"]...)
 	router.POST(options.BaseURL+"/admin/v1/tenants", wrapper.AdminCreateTenant, options.OperationMiddlewares["adminCreateTenant"]...)
+	router.GET(options.BaseURL+"/admin/v1/tenants/stats", wrapper.AdminTenantStats, options.OperationMiddlewares["adminTenantStats"]...)
+	router.GET(options.BaseURL+"/admin/v1/tenants/:slug/limits", wrapper.AdminGetTenantLimits, options.OperationMiddlewares["adminGetTenantLimits"]...)
+	router.PUT(options.BaseURL+"/admin/v1/tenants/:slug/limits", wrapper.AdminSetTenantLimits, options.OperationMiddlewares["adminSetTenantLimits"]...)
 	router.DELETE(options.BaseURL+"/admin/v1/tenants/:slug", wrapper.AdminDeleteTenant, options.OperationMiddlewares["adminDeleteTenant"]...)
 	router.GET(options.BaseURL+"/admin/v1/tenants/:slug", wrapper.AdminGetTenant, options.OperationMiddlewares["adminGetTenant"]...)
 	router.POST(options.BaseURL+"/admin/v1/tenants/:slug/suspend", wrapper.AdminSuspendTenant, options.OperationMiddlewares["adminSuspendTenant"]...)
@@ -1449,106 +1619,119 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H3rchs3svCrdPHbqki1Q4qUZCeWfnylyHFWJ/axjyVvKsf0muBMk0Q0A0wAjCjapap9iPMM58H2SU6h",
-	"gbmRM7zYli9b+UdyMECj791oNN93QpmkUqAwunPyvpMyxRI0qOjbWRjKTJgnPDao7A8R6lDx1HApOied",
-	"5yJegJlxDcwN/E4DN5joXifocDvijwzVohN0BEuwc9Lxw97yqBN0dDjDhNlZJ1IlzHROOllGT8witaO1",
-	"UVxMO3d3Qec8U1o2QHA1QxgJvDVvQxoxAjkBM0NIFd5wmWlI2RTbwHHv1EBZXfqJksnqwk+40gYyzaYI",
-	"ETMIXIRxFmEEe7/99ttv3WfPuo8f77ctPLFzNmLAztWIgYvHdhxNljIzK+cijCn8I+MKo86JURnuhtun",
-	"POFmdYcv7NY0f4cBDMBIGPT7/bb9xDRFddkIJyyLTedk0O8HnYTd8iRL6Jv9yoX/WsDDhcEpKgLoMs6m",
-	"LZvV9tG67a5u70qu7u0p+wjiGbkT6e4suDqVQiPJ1AslxzESS4VSGBSEe5amMQ+Zhe8gdSP++ru2wL6v",
-	"rPUXhZPOSef/HZRCe+Ce6oN8Xlqxvl0m4OWTc3h0/OB7SIth+Saqkk4qQMkUleEO3FAhMxi9ZWZls13D",
-	"k4YdBx28NagEi62cr9Ik6LifN3Bmju+G91Mlb3jkNNIGlLhxd0EnS6Md93FX5bPXTs6Kleub9LAGVWzV",
-	"lnxTzC7Hv2NoLEQe5ef0yiril5C4qvdyWKzSjXK95zVsAIPuYb8P4YwpFlp13luH4frkW71apcESt811",
-	"AOxdphCkgmmYbkTteqyuwZ3VUauYIxNU+7COSXLOvyuWYUqxBaGnNCx2FpHFMRvHmGudDfxCi9cnWbOV",
-	"V8QsG9ngw4RkFdIVMH7Moik2yH/FZDfI7AaUBB2W5GplHQ2eSYGE8Q/RNmGmFIpwsWmR83zcp9BAqLiM",
-	"Nq3ocPrCjS3eeosiajFJEVvkgqwwlcpgBO4l2JMCYUwTghTxgszTBttTrKgNU6bNifnkiypMGBf2y7Zk",
-	"16hueIhbCFnQ0SnuwFCfRu177e6ZucJyBScES76t39BuFsHxS5tBqEtinZLn9gmRaNkfD6U2uka2rUQ3",
-	"6Nx2p7L7MfJ8IdLMfKiAbmeZAsgE/yNDYIkUU2Jhg4LRxh3bthivQnzr8ydSmFm8COCPjCmDKl5YE7ZA",
-	"Zj/tvbo6h5DFKCKmvITo/cb5K/y8nk5+YJVOu1mZzZzZzmifwnp6s/GljGdNw1prKWxY8TonZCfoFJTs",
-	"BB1HyMpEJcXOpdAy5iSel1mSMLVYg5rlMBgp7LU8Ade4ACYiyAkRgFQRKoxgvLAPA8ulonhMQcY2iK4C",
-	"eCUNi5tw7pi/AcSfWDgrRcPY9wnaEkouSHwIWGD6GqOtQbuieQkovQpVC2VzUJuourrXVWW4o1/xASro",
-	"GheNtl/PmMLtJcRh59K+tBE5dslmYfaLNmNLmwvjIspdfLd/M1+tonNXnlGo/zZ3sDcnW1YcgBbjXpm3",
-	"mWwVHK0jXWnyWRRxK7MsflEh5YTFGoMd/IEzkbsAzrXj2kt/kyfwxYx8q5ncKgL9GKJ+GD3bSPgpDGkh",
-	"xV/KlFoANlu+rffSYqMagWsD54vr/tWki+eVoJpsAR5ZK08/2WBqOYm4nj5tOr8RKZWtNAi84TcIF5fP",
-	"4fhw8H1h2yGUEaXA8ZYlqWWbzqvLx9ZBZMagsm//4/VZ97/fvD+6+0uToOWrfilyLMvuVqh6wjGOflLK",
-	"iUwd4ggN43GjpZjY15pJT48CYBoY/Mfl8/+EVHJhUHVjfo2QMjODvdHrozc9B+Bo3/IEA+uhb+YCt26Q",
-	"g9a8IxH5oHopRSujBh16aayOOIVIhvrg7z+9vHjyWy+JIObaaEAWzhqV6lrU3Db7vjEXCJotuJjCTM7B",
-	"SEhQRMBN4xJ+RytT/TpjhmRo4jYKoRQhKqFPgIGSsRU6u6UAHIsE0Ou1RF83qLhpkJJQccNDFsOelWME",
-	"hZNMo3WIgVIkIAVwQ4SbMyW4mG6mHGG/smixwQKZDnVNJP1ZsfYEsDPYLWoozqZ50saNo482+EjYAhSy",
-	"aDPkfoFWwJ5ybbYxBSsE+ECV/zdksZk1ietUsQijdv+oHYZy9jWcrQ0zmW5OlFZB9+OaYL8QU9TmJWo6",
-	"9FrBmdCoDDYolr/JOSRMLCj+d4enMEeFMFfcGBQVKlaPyGoIzSdvgusXbLLmLRruGhffaUizccxD4FGj",
-	"cK2xjKFCcwp6JucCrOg2vm8FuRqp33Ccu8x/xE3NNanQspCELVx1Z0/9K369Fsy0SV4OY3GIWYFya7Cb",
-	"ePBZw2LXuHj7MQQpga2+7eA7IU1A+aZTcJCekIJgsZbEYs4x+CBarLX26MLeNp3jwQ7y3b9pRNZVsVYd",
-	"Za1pee1PjjeIsTtEbj1ccq5Kk4uFtyw0EGHIExaDs/Mw52YGmt/mv+u6rzU47B0dP3jY79c9ru7/f93v",
-	"Pnrz1+GwRx/eP2x2vipR1kaIqs6JmwH2RsMcgmHHuSQiS8aoYG/kfx/tB0MhrPly3GJmSmbTGTCYxJKZ",
-	"U2AGEqudHhY7T2MWog5gjLGcw6D/j8ExcDEUCZsKbrIIe0NhDaHA55POyetVShW/OGA6d2/qCWfF5r9r",
-	"KXov2fwZahuVVTPSXZ6k0h1o+DN5P96heNY56aAIpXUiDuhnywGVc/etvUG0/qNuOjjBOOrGeINxfqCu",
-	"A5hIBTeM8lZcCnAvb51FqzisDSEgF9ow0ZLesMyN2rQdEa6Yt8KSBB3DTYxrDOgmWaKn+TTFUmv92BeV",
-	"g8lc87C5fYkOjTtBZxqmjbqnTR98SCZqy6wS1zJmjuoltCrWZQlIYNdhY6axEeaETxUz+BbzUGTZ6V3U",
-	"jy1ipg24lywTTRiPMQpgPkPrmkLUYgX8MjkOlhdBUXUV56y2jkv1boe29hNRqxISFM3LK6zvUsm5hpjf",
-	"4Alwo71Db5VTjksKm04Bk9QsSLBUrFuPWrClMqyYzA2CmYwpsKigYq8cYywqpot9j2zakLWdIEWzK9Ni",
-	"baoCl3MMHcZrLoU7W3OhuuWhTKcorG9rRSZGY583sdENKu25cHWfBVpLvvHja4Tlwjw83sKfpJxYxUZW",
-	"pSBY5wQ7+WzzqjZa7frGjroPjyopQBvtsO67APrdR3TA0g1czGYJSiaYQYzWvG4OfGjB9g1sG/dszvp/",
-	"RDBUPTb42JTLtv5z4Zz5+dvh8oc9a2LWVXtSvLJdDrGWdNqExwJyv0oT5H9HxSeLl5i7Dks2ZIbh9a6n",
-	"GT6dsCas8zG6T2loYAohf60ptgt25LM8KbTtsVsBclDd8Sq6SLOGmeJmcWmX8nwXJVxcyWtsUUT0HIwd",
-	"AHsj+tajbyNKhBLQdpUxMkWBhl91ZkxKBw8p/6XR9c7V9dmLC3eIOhrP3v7rn/872mLaO3KfJg1loM+y",
-	"2PCun/oJF89TTTYD9sJYZlGe39WBi84pz0WIDPLqgn2Yz6TGofCTFIoSuAYUE6lCd/L7QmozVXj5X0+t",
-	"wcN40huKobgqd+V9OA0sMzMUlkgGnWIbnWVmJhV/RzOfwI+0TRhm/f5ReI0L+oCjU8tpQ3GNC/LTI9QV",
-	"QxeQzhTSzKy+5AJYviKETJC1BWYfo7L27mQo8m+FceGR3RSD4/4xBRp84h0SOy3gLdemB+TAEpsPxait",
-	"qHUEe3k96n4PSE3R1MvhzFD4LIiLa3xIsxJvnVo4bFQ7tpZemNpoqYANhY95LA64BhfspExpXAl3HF1m",
-	"XEMkw8w6NPYNi0gtMxViLtHOpSBXJjOoT+jHn6X/fSgoNTxhIdrXpyiQHC2YKJlYcPdGCbvG4sFo30VM",
-	"3h3v/JjF1zNk1hIXlr/T7w16fcqgpihYyq2R7PV7Rz7qIQk9IKE7uBkcXONCH7y/xsVFdOdYP0Znlq3a",
-	"I6JcRFa27Asv8UZe4y+UOqlVKx/2j1flRtFoKmk77g/aVFQxT1mabMcf7zC+ooUojKzqn9dvbNCo8xOr",
-	"jtsCMKsfiCO0kamGuVTXxAfOAxZ4a3LOJ/3LppoCEDtz5411ZCs3IF43FqETTneqQrfzNlPmYKryig1f",
-	"ftlAHeuQ/OzGrZCnv6aQfLcC8jLn21BCbnFHoFqJcaUb31EWWu/OBbtQtXRvtSNtkd+2SiysFIr44kXK",
-	"SmjSfjaykHPxGckcdFKp26hI+M1FjBjwRxktPi35vO99Vzf/Fu67bQQ7p/AefaBQac6dCrM6nvmkxr6j",
-	"eX9Hyf9aNMVTNJ6XiI/qhq6NrWCvSKUGhc0wdGSVG0g5FzB2/th+E9NtUgIH761AbVbWr8S0ykqbiGrt",
-	"ZaTYXHxdVPjVgwXMKRbS2YZdowacTDA0X1ZlB82bLpc6oGtKS6q9UoC3Xp1f+YH3qM8rwWyDQrcu0MLz",
-	"7n2o8AYqtatGp7auirOBe1CPtdzEVvpx8InXbqKCz1x+Hn36aLfxh4f3yhBNcrOtBnxMDyv8skkHutm+",
-	"Mo/V7aKajbTxiRNMJedBU1qUG5gx3awG2zXOz2jakNX/DFxe7vBrIMBG+/Hhet/zLxn35dvUW0+8haa8",
-	"Py+yPBW/W726+il1ot1CC6v4AE77kgLrfeZFBfECZugKqe+Xjb6o/rMLZC5Z/uk56CXN/aXVgdth9BWr",
-	"hXX08cc290OgSzf5l6ZQcTT1rdDohvL7Fdd76erVDMNrl8mL+U3lcJBNGRfaFdBV8rfihinu8g7aZVap",
-	"9ldMqRYRNFKGIXApy3hhR43GPm0HDpYRRBK1S71S3eVQIAtnRYEjZTJJ0VFhIxXqwl69YHM/gLy0MACX",
-	"nR8KO6EU2KWM9ITf9uDC3yqzQarbZMgMi+VU9+C5QKBkP6hMaGAG2FAYnuAJzGc8RjsVPQqKWDjPDbuE",
-	"7+Ejn4h+iUYtumcTg2rkSzxW+deds9wn49ZOclrYNz9xCYrjFphwpT+MjQ93c50f9I/uK2ieMdPAZkXq",
-	"i3IUlr3b8g8zqrF81xqg/s0/v0fq+TLPpj4VFvJlhNT2f9jve551TV5kiFoT71Y3XGxJ+10naBQP28Py",
-	"Z/75xl0bvDUHacz40n4bmn4s3Sz1K6zb3AslEzQzzDT44cW1PLsu4G0qNXdlIXQ+uXbP/pCglxOncePP",
-	"/UnCR5J7+fCwUSLtWmcvLopzlbW4qJ3ArN2nZflFO0O/dI+/CD8TaBWFcM/LCWnAL7lRhHxBUGkEhZ6j",
-	"0mSqiioSd1zNDFhlEwDGGuFB/2gtOW4GB/mxaStNnnJtzvJBu4Zfrl3RFvk53zPKKtB7o321D0mTQqP2",
-	"U1S6km/3s2R6djU/ZWqcawPLh98yjqwvQOazZlfyPbVn91wsmbdYuZ+Qtd5H5zOn9oruMV84t3d0v7nA",
-	"wY7zDx7cc6xdcKwjO7A617aw6ZKCOnjP15+NuwxdlX3vNdF4dL8JjZ2Iftci540K/Wc0rUjqfw5Zq9zG",
-	"/PpQ34bK3ezexWOXOGAmnK1SwLWP+iyK1neq2krRfjbi+846dSb42pTu8dd1YNOuIH1121oH7kc/5pv2",
-	"3yqNcNa6bzlCvgHvzYNad9tgb87NTGYGKKnHxfQUXFMvpOp6M2OmVrOQb3iTa+f7/9yPwqn1w/rMjl3e",
-	"2KjVrwvK9J27iG58T6jvdIHkP32/z+P7OW5t5t+6StvS5auw9Tfr8d01S3Njcpz6ibqef77a1b3ynYZa",
-	"1zPqq1W0R8ubo5H6GAord4wLDSNmRrBnZMQWLtXAxhqF2e/BiLr3jVwHKp+nLi8+y8lQUElVDoqog1J0",
-	"tGAiAh3KFGEv78HBRHQglU/Sh7h/CqOiD+HIbmrkr2t2wcEQgMApo5YZBKO8QZUzUkNq+2c0BVMsGbzl",
-	"WnW7bS40j3yW0m3GSJ+mPQWHmb1XV+f7Vfy0ds02OzUcvn972eaEjYtmcN+271VTMs+LFphe488th86Z",
-	"0/KuZoN+cuymLddao+DI3mpTd/f9vSKrFiceUNfAA1227WmU7nr3t5QpOtixS2XWZy54taWYsTjjGgpW",
-	"VNXCyAFTWX8Ec5nFEYwR/vXP/wEh87KWCfWPt2vGfEJeuoiGQkhIFb/hMU4xcodqXEOmMaLXLV5JfJgy",
-	"LhGZoJq63qR5l72hKBvYEW2wtlNqmtaDq6XOGMUWyqobq3fKQmPu6FtUw5YHLnYa+nm0fwp0v4eOy6gd",
-	"B9fAhqJyO6JS2FO/JdGgXqot76qdmDYom3OZJKyr0Q4qS7NdYXZQXNwetHduN5U6xE9XGkk987cYdyVp",
-	"VFMfGOm7FI4XpzDySn20jbacKpmlb8eL5nb0lWZf+d3M8hdWhM8Ra2oTea+qtakDZYue9YJgio6L/0bq",
-	"1jI/uK8c6dYnHX+zuJDO5UY3QVUxVPtq5nqXlFTpCbqvbbryF1xoNDbw48Lft2IwZ/F1UfTtCvQoMqQi",
-	"ANI51P/TuUEk4xgVV7bplipGRaGAFCEGdhbhjzKd80NHLVGEUZN6sJHdOcG9q+mo/4XHp5fdbynaL3r1",
-	"rY31S4f0mzisqd9MhPGi8scWvtksj5rEoQzslx1YaiBC90jr+KAudyM6Aw/1zSi/dm0tIypQcg6CJf6C",
-	"vQ0H4iyhaKBotjgKSl0ewKhst2i/+bZpAYxyIR5RUxEys9SWdu+PTNIlOo5xpAM4f/n0ids7isidXTJ4",
-	"dfWk+wOMFyZvZpswdT0UJF5hiKnBaL8HZ6VpDPr9vkdeWil92UukQl8AMzjaD5ybUJpUeMZ/hD1qpONG",
-	"nOStVwrM1Se37g9TU1QU5AjSFgFoCRq9q0OPtYEsjSWLqPDo/PLvdCPxJ1I6pGW4zruMYHRS60OYZNq7",
-	"GC50Krp+BkNRRbYbOEa6BMpizyoVtLOGboIyQjuNp9LKZU3PDC2tYog21C1mKPJ2MVB2i6ESpTF5ZpiA",
-	"wt8x9Ip+PrN+YU4Tz3DHh4dDQRdvYeS6rIzcDVZSxcU8dk1iFfInq635fM4Lh6Ik2HcaJjJT1omMqZFF",
-	"ACPL0g+WX7I0IWZ/AHs0h+d/Tm0tYLBfuK/FdVtdtPOytPyVdiFgdBFhkkpjcd79BRejgAhi1MJtlKrw",
-	"7LbyntLFD2MZLYZCYRqzhfYXzJW2IYjTGC7dV1nAdF/SYOIYleFo37EztYDSOaCn9SUdtn1FmF0yv//7",
-	"qAfWTJLJusbUDEVa3p+yWDo8hpnMlG4yZa5TWosxW2kD++CBDRKEq487uzy/uKj2hAgtDwir8yiTEPOq",
-	"X+jIUjqGS9iu+YcJu32KYmpmnZPDBw/oH4ry74MWN/DD0p079YLNM5/0B0oX7s1Bv0//obRy2z9Xy/X1",
-	"yj5UpRYO8iampUoIHI8HuQoYiv7gUT/8AQ+737Pjcff78Cjq/oAPJt3+4PDo+MHD7394xMbBWcLeSfHT",
-	"+WFw2D982O0PukeDoGh4Fby6fOxuNTf9JdLnSuTWOvO1XoQihWGDPi+oncDzD8HTIEerdnNEgpXX1nBd",
-	"3Bs3UtE9Qi+bckLKk6mYV8xNXeKXeLW39j/K7v7MMt9nltkx0GoLCBbH1E7N6c5NAcfGJM0ZSSBFPBGf",
-	"TJBOFLw82kjIKlvXuICiBDByilYzn5QByFBwTUc6VntzalxUBkRwUYQZ6/+RoEFnu3iUv8MPi0E+bUix",
-	"GtH8mT/wRmND3uBrTRjUxI0a/jhps15F0XC76GevIGKLYNto312jaT30cB0282ZglMcjz40lSC4S5SV7",
-	"cOadC/L4YI5jf0fcusSaLfaBabpbwKmX8LWQc8tq7lq5BGnFmSwLF1MbJoxcp81RnscYiqJ4PyDP0DXg",
-	"LJ5X+3U2n008w/usvHmGa+5qlfjL8fWZOebXmSySQjpFdm09eRWUmXnfHiaS7ZWrK0X4vhORL8Cnpi5O",
-	"12Uq9q2FTg4OBoff9/q9fm9w8kP/h36nckfl/dJ/nmrSVPkfjxKPVn4o6wvK96hqv/JDBeC7N3f/FwAA",
-	"//8=",
+	"7H3rcts4lvCrnNI3VZFrKFm+JN2xf3zldjo93k422diZrt4oE0HkkYQ2BTAAaFlJuWoeYp9hH2yeZAsH",
+	"4E0idXFsJ5nqX7YkEpdzv+HgcyuU00QKFEa3jj63EqbYFA0q+nQShjIV5jmPDSr7RYQ6VDwxXIrWUeuV",
+	"iOdgJlwDcw8+0sANTnW3FbS4feJjimreClqCTbF11PKPfeBRK2jpcIJTZkcdSTVlpnXUSlP6xcwT+7Q2",
+	"iotx6+YmaJ2mSsuaFVxMEAYCr82HkJ4YgByBmSAkCq+4TDUkbIxNy3HvVJayPPVzJafLEz/nShtINRsj",
+	"RMwgcBHGaYQRtH///fffOy9fdp4922maeGTHrIWAHasWAmfP7HM0WMLMpBiLIKbwY8oVRq0jo1LcDrYv",
+	"+JSb5R2+tlvT/BMGsAdGwl6v12vaT0xDlKeNcMTS2LSO9nq9oDVl13yaTumT/ciF/5ivhwuDY1S0oPM4",
+	"HTdsVtufVm13eXsXcnlvL9gXIM/IrVB3Y5erEyk0Ek+9VnIYI5FUKIVBQbBnSRLzkNn17Sbuib/+oe1i",
+	"P5fm+ovCUeuo9f92C6bddb/q3WxcmrG6XSbgzfNTeHr4+AdI8seyTZQ5nUSAkgkqw91yQ4XMYPSBmaXN",
+	"dgyf1uw4aOG1QSVYbPl8GSdBy329hjIzeNe8nyh5xSMnkdaAxD13E7TSJNpyHzdlOnvn+CyfubpJv9ag",
+	"DK3KlO/z0eXwDwyNXZEH+Sm9sgz4BSAuy71sLVboRpnc8xI2gL3Ofq8H4YQpFlpx3l0F4ergG71axsEC",
+	"tc10AOxTqhCkgnGYrAXtaqiugJ2VUcuQIxVU+WcVkWSUf5NPw5RicwJPoVjsKCKNYzaMMZM6a+iFJq8O",
+	"smIrb4lY1pLB7ZhkeaVLy/gpjcZYw/8llV3Ds2tAErTYNBMrq3DwUgokiN9G2oSpUijC+bpJTrPn7kIC",
+	"oeIyWjejg+lr92z+1gcUUYNKitg8Y2SFiVQGI3AvQVsKhCENCFLEc1JPa3RPPqM2TJkmI+bOJ1U4ZVzY",
+	"D5uiXaO64iFuwGRBSye4BUHdjdj30t0Tc4nkckoIFmxbv6HtNIKjlyaFUOXEKiZP7S+EokV7PJTa6Ara",
+	"NmLdoHXdGcvOl/DzmUhSc1sG3UwzBZAK/jFFYFMpxkTCBgWjjTuybVBeOftWx59KYSbxPICPKVMGVTy3",
+	"KmyOzP7XfntxCiGLUURMeQ7RO7Xjl+h5NZ78g2U8badl1lNmM6Hdhfb0auNrKc+KhLXaUli34l2GyFbQ",
+	"yjHZCloOkaWBCoydSqFlzIk9z9PplKn5CtAsusFIbq+lCbjEOTARQYaIAKSKUGEEw7n9MbBUKvKfycnY",
+	"BNDlBV5Iw+I6mDvir1nizyycFKxh7Pu02mKVXBD70GKB6UuMNl7aBY1Li9LLq2rAbLbUOqwu73VZGG5p",
+	"V9xCBF3ivFb36wlTuDmHOOic25fWAsdOWc/MftJ6aGlzZpxHuY3t9m9mq5Vk7tJv5Op/yAzs9cGWJQOg",
+	"QbmXxq1HWwlGq1BXqHwWRdzyLItfl1A5YrHGYAt74ERkJoAz7bj23F9nCXw1Jd+oJjfyQL8EqbfDZxMK",
+	"70KR5lz8tVSpXcB6zbfxXhp0VO3impbz1WX/ctDF00pQDrYAj6yWp6+sM7UYRFyNnyaZXwuU0lZqGN7w",
+	"K4Sz81dwuL/3Q67bIZQRhcDxmk0TSzatt+fPrIHIjEFl3/7Hu5POf7//fHDzlzpGy2b9WuhY5N2NQPWc",
+	"Yxz9rJRjmeqKIzSMx7WaYmRfq0c9/RQA08DgP85f/SckkguDqhPzS4SEmQm0B+8O3nfdAgc7liYYWAt9",
+	"PRW4eYNsafU7EpF3qhdCtDKqkaHnxsqIY4hkqHf//vObs+e/d6cRxFwbDcjCSa1QXQma63rbN+YCQbM5",
+	"F2OYyBkYCVMUEXBTO4Xf0dJQv02YIR4auY1CKEWISugjYKBkbJnObikARyIBdLsN3tcVKm5quCRU3PCQ",
+	"xdC2fIygcJRqtAYxUIgEpABuCHEzpgQX4/WYI+iXJs03mAPTga4Opb8o1hwAdgq7QQzF6TgL2rjn6F/r",
+	"fEzZHBSyaP3K/QSNC3vBtdlEFSwh4JYi/2/IYjOpY9exYhFGzfZR8xqK0VdQtjbMpLo+UFpeun+ubu1n",
+	"YozavEFNSa8lmAmNymCNYPmbnMGUiTn5/y55CjNUCDPFjUFRwmI5RVYBaDZ43bp+xTpt3iDhLnH+SEOS",
+	"DmMeAo9qmWuFZgwVmmPQEzkTYFm39n3LyGVP/YrjzEX+I24qpkkJlzknbGCqO33qX/HzNUCmifOyNeZJ",
+	"zNIqN152HQ1SqvXVFSrFI688N7f3h6nSNeLgDX5M0cp0Zgjq5NefvD4jYVAREaVErs/lNliSOaVR5vaD",
+	"lcOkauuEkWJCW8tDCl2WRiSFUpEviluScOYTKkiUDFHr8oI2W47y+GoAgd26xlCKaBUU2FBeIfSqsWyZ",
+	"2okb1yDS6dDz3hJWX9aQ0CXOP3wJmxUkWH7bUd0RyXeKIh6Do78jAjiLtSTB4cy9W3HYShsOXTCjSZP4",
+	"ZQfZ7t/XAusin6sKssZki/b1AGuEsysNaEwZOgO0znDGaxYaiDDkUxaDs95gxs0ENL/OvtdVC3pvv3tw",
+	"+PhJr1e1ozv//12v8/T9X/v9Lv3z+Um9SV3yndeuqGxyuhGgPehnK+i3nKHpCBTaA//9YCfoC2GNEkct",
+	"ZqJkOp4Ag1EsmTm2nDm1OudJvvMkZiHqAIYYyxns9f6xdwhc9MWUjQU3aYTdvrDmjcBXo9bRu2VMfV7k",
+	"lvfVNIJisz+0FN03bPYStfW1y3mGDp8m0qWpfKWFf96BeNI6aqEIpTUNd+lrSwGlaoqNbXy0XoGuS4dh",
+	"HHVivMI4K5PQAYykgitG0UguBbiXN46NltyQGseeC22YaAhaKSfVmhK/S0ZLSUwabmJcYRat4yX6NRsm",
+	"n2qld/K6lG7OJA+b2ZeoFKAVtMZhUit7muTBbeKLG8YKuZYxc1gvVqtiXRT2BHYeNmQaa9c85WOrij5g",
+	"5mAuujLzajIqZtqAe8kS0YjxGKMAZhO0DgdEDVrAT5PBYHESFGWVO2OVeVwAfzOwNee5rUiY1mr+3ybW",
+	"TK3sUsmZhphf4RFwo72bZoVTBktyho8Bp4mZE2OpWDcm0LCh3i8fzBsTExmTu1gCRbt4xlhQjOc7Hti0",
+	"Ias7rTlSP3W9tikzXEYxVGKhuRQuY+oCMJaGUp2gsB6LZZkYjf29joyuUGlPhcv7zMFa0I1/voJYLsyT",
+	"ww28BIp0lnRkmQuCVa6N488mW3mt1q5u7KDz5KAU2LWmGet8CqDXeUpps07gPHGLUFLBDGK06nW9O0sT",
+	"Nm+AbG9dU2AzGqFDXC0WZGat5yG+UIoRH6cKI/AOgs6rr4SeIWlob+EeAwNLgPaBHnANQgIVS3Zbjeb9",
+	"JkZ4s2W8bNEuW7BlqC2M7QcK/HLqwCnL/ssq3bfg7WzhyOX2ZDFXUELUKiRvFrJYn7D7gjhGOeP3pdHS",
+	"rSHmx1+xLsNqQBQNPzjHqcYuuuBTJIFuys7eBOMImOUGgfRVvT+1QH121X+45/UKR84F5iLSEZ6DiG0C",
+	"WkdOr+EcQpa4OOsojWP4mGKKG4nH3L7SFa5pfnxdOO4YBm1pJqj0zoDWXegjDSyKMII0Kes+BqQbMCql",
+	"5hocs00zuDPGTRmPG6DDvqLX+vXMmhfc5BgpsA46luY2CqnYWTlak+EkKFNktsqFDVZoaTXB18j9YX12",
+	"/zaygliqxryfcpEabLDRNRdhfdhemUyfjKhAzw0DlGva3KpblPN+LdnEgQVAsFaK+aqOFcHpZZLNX9ks",
+	"WVjJLq2Tujml+FnqVv53VHw0f4OZN7ngVkwwvNy2bMHnDVbEb3OMUe5CA1MI2WvdWoGyHaVl2Z9N62vy",
+	"JQflHS+Di4ztMFXczM/tVFlYcsrFhbzEBtuUfgdjH4D2gD516dOAMp60aDvLEJmi2JOfdWJMQhUGCf+1",
+	"NhqTWfA+dBfAYDj58K9//u9gg2FvyKMe1Zz3eJnGhnf80M+5eJVociOgHcYyjbJErg5cGJ4SWgTIICsj",
+	"3IHZRGrsCz9Ibjtbow7FSKrQlXi9ltqMFZ7/1wurqjAedfuiLy6KXak8XpuaCQqLJIPO1h2cpGYiFf9E",
+	"Ix/BT7RN6Ke93kF4iXP6BwfHltL64hLnFLqJUFfDmyICIc3EmqFcWPXpZoSQCXLAgAlSVNYFOuqL7FPu",
+	"b/DIborBYe+QYk985H1UOyzgNdemCxTTIDLvi0HT6ZUBtLODJztdIKOGhl6McPWFT3e4UJePci2F4I7t",
+	"OqZsDkPr/AlTedrqpb7wYTALA2ttU/wrYcraEgsRMIeXCdcQyTC1Pq59wwJSy1SFmHG08zLJu7UC9Ii+",
+	"/EX67/uCcsAjFqJ9fYwCyfeGkZJTu9z2YMouMf9hsOOCaD5C0/opjS8nyKwSzJ3BVq+71+2RqZ2gYAm3",
+	"flO31z3wgTDi0F1iut2rvd1LnOvdz5c4P4tuHOlbq8L+Z8UeIeUssrxlX3iDV/ISf6UcSeVY0n7vcJlv",
+	"FD1NteuHvb0mEZWPU5xBss8fbvF8SQpRZLEsf969v3lvfWpfmtJyWwBm5QNRhDYy0TCT6pLowAVFBF6b",
+	"jPJJ/rKxppiUHbn1/iaoHHV8V3vajGC61XEzO249ZnbHKivN9OcsarBj3Zdf3HNL6OmtODG23UmxIrlb",
+	"c1bMwo6Wmtul+hHZt3p7KtgGqxdla7mSyLZCLCxVhPpTChSo1iT9rE8gZ+IB0Ry0EqmbsEjwzViMCPAn",
+	"Gc3vFn0+HHNTVf923TebMHaG4Tb9Q9GzGXcizMp45uPcOw7nvS05/1uRFC/QeFoiOqoquiaygnaeXQty",
+	"nUEeUK4g5UzA0NljO3VEt04I7H62DLVeWL8V4zIprUOq1ZeRYjPxbWHhN78sYE6wkMw27BI1uJDO1xXZ",
+	"Qf2mi6l26TzygmgvVdqvFucX/sF7lOel0FeNQLcm0NzT7n2I8BosNYtGJ7YuFtz9OxWPlXD1RvJx747n",
+	"rsOCT2Y9jDx9ut3z+/v3ShB1fLOrs6CM554FN9CHyyj6Do6CF0tHyMCmVg+oOpUQidJ9gSycgMJQqkhn",
+	"Z1ssipWkPLdAaFNAUXdpJd1RnOrJB7Llr1i8c9wXtfH8YkhncrgITRc8l4OQ2ZN94eM1VPcynNMfpjAP",
+	"BVrnpYgY+tT6MseUY1hLAnDZMZ9xEckZHeeZTWSMPnik7YRGgpAzaGeZ/woAFFry51I09j0oRZCW2zw8",
+	"XtfVob7aU4Ji4hKG86ZJKUhVM185UpgncCvBQx/LySKHtaHCshJoiOt4gi1KlW7VA6PaAmMNrN7fu65w",
+	"5NRg/RuZZLt+EHF1x+JnwaUoNmOZMCORoMgiWzoJKLqtQSoo6MQJHwsRn1Un8l9r72USbkMb7xn9WNKI",
+	"66w8nzT4tmw8t4tyCp6JyAtuZeVRTS0ANzBhut7Qa7apfkHTBKzeA+jxYoffAgLWWsi3t2w9/ZL7stgY",
+	"auOBN7AF789PLgp8b5a78Nyl1We30EAqPkSlfXW09a+z+uh4DhN0Z0Lvl4y+koXn6SfOyy424Glfo/EA",
+	"vhLNs5K/H2lvIH1bkrZSGZSXR2TB6lJtilu8SweQEqPP1jCkZAUlcvlmfvbGzJ42Yfi8BsN3z/GLBSeb",
+	"OH/fAGl9S+G1+7TH3iBV31VrBnMSPgaRxjG0pQI21CjMDlwiJrqh5qoLJ2nEfT58G4GkUKeuZO3uVdob",
+	"Gvtr2yduh9E3bKeswo8vnrwfBJ27wb82hvIC0e8FR1dUUtEYrzmdYHipvZq5KpXosjHjQrvDiaWUubhi",
+	"irtUj3bJbDpXLcZ0zhM0UlIncFnieE6hkqHPlIJbywAiiV690ZlWH/PJDo9S8pgsLzo0SoegoV09DLsT",
+	"QHZsMwBXENEXdkApsENFACN+3YUz37FHIYu8OGKGxXKsu/BKIFB9BahU0Bks1hfWpTyC2YTHSGEf+1OQ",
+	"px+ydLzLse8/9bn/N2jUvHMyMqiao0GutOU+CbdSPNNAvlmRS5BXuLg42O3c/+2ilY97B/eVp5gwU0Nm",
+	"ebaR0kKWvJs0zoTOr35qtHX/5n+/R+z5I7R1PUDtyhcBUtn/fq/nadY10PUBz1RUfPR8S9rveopG8bDZ",
+	"wn/pf1+7a4PXZjeJGV/Yb01D1YWuXX6GVZt7reQUzQRTDf7xvOWRnRfwOpGau8MZVBK2cs++LqObIad2",
+	"46988cYXonuxXquWI+1cJ6/P8lKWlbCoFL2s3Kcl+XkzQb9xP38VeqallQTCPU8npAE/5VoW8sdyCiVI",
+	"WQRNqio/y+EqBJkBK2wCwFgjPO4drETH1d5uVqnWiJMXXJuT7KFtPTnXCnqDlKjvx32voepyj9c6gUat",
+	"vekASbbdB/GmtlU/RTUC1wYW6w1lHFlbwKWRynol21NzQtUFt7L2tffjUVd7FD9wNjXvzPuV06kH95t+",
+	"3dty/L3H9+zP5xTr0A6sSrUNZLogoHY/89XliC5lUCbfe818HNxv0GQrpN808HmtQP8FTSOQeg/Ba6VO",
+	"V98e6JtAuZ3eO3vmAgfMhJNlDLjW3A8iaH0X8AeOXK5Bvu9aXCWCb03oHn5bNTLNAtIfKFhpwP3kn/mu",
+	"7bdSk+GV5lsGkO/AevNLrZpt0J5xM5GpAQrqcTE+BtcwHf05QGYqZaLZhteZdr638v0InEqv8Qc27LKm",
+	"0Y12XVCE7/zBZN9v+5HOgfyn7fcwtp+j1nr6rYq0DU2+Ell/txbfTT031wbHL1yNIpdRdsDIvfJIQ6Wj",
+	"PPUsz1vPZ43nSXz0heU7xoWGATMDaBsZsbkLNfhkWRcGdDPCwHX3ztJmeVM5OeoLqmLPliKqS8kPVDMR",
+	"gQ5lgtDO+psyEe1K5YP0Ie4cwyC/42FgNzXwTZM64NYQgMAxo3aktEaqpPKEVBPa/gVNThQrKxxPqL8q",
+	"F5pHmNV+2s0Y6cO0x+Ag0357cbpThk/jjWRmq8uc7l9fNhlhw7zR/vdte1WEzKv8ehEv8WfupLmT8q6I",
+	"jL5y5EbVC9z1eeMyatSp29v+XpCVz4Ps0o0Mu7poiVzL3dXO+glTlNixU6XWZs5pteH8SJ7j6gtWVBUP",
+	"3GJK8w9gJtM4giHCv/75PyBkVmc3orv57JwxH5GVLqK+oDpkfsVjHGPkkmpcA7VUsK9nNSF2uS4QOUU1",
+	"dve+ZDcY9EVxOQDhBis7pYb0XbhY6Dqab6EoA3Sl1FkRJnf4zQ8gFQkXOwx9Pdg5BjpSTekyanXKNbC+",
+	"KB1ILVUaVg+m1oiX8nUC5S7Xa4TNqZxOWUejfag4DefOwgV5+7QVFcGmdPTj7k6j0H2EGzx3IVvNVdfu",
+	"Bojh/BgGXqgPNpGWYyXT5ENjTXbRSD0ryS6+Ybn7HLG6KzjuVbTW3e7RIGc9I5j8Not/I3FriR/cR+5q",
+	"xij9zeKcOxebCAdlwVC+sySTuySkCkvQfWySlb/iXKOxjh8X/og7gxmLL/Nzdq5imDxDKgIgmUN3qzgz",
+	"iHgco7xxGvWKwigvFJAixMCOInwq0xk/+bmLOvFgPbtTqW/hblevR7173v2evP38HoSVvn5hkH4XyZpq",
+	"MwgYzkuXhvqLfHhUxw6FY79owFIbT2rdUYUHtRcbUA481FeDrPmZ1YyoQMkZCDb1be6sOxCnU/IG8oss",
+	"BkEhywMYFFdZ2E++JX0Ag4yJB9Tak9QsXfnT/phK6lvAMY50AKdvXjx3e0cRudwlg7cXzzs/wnBusouC",
+	"pkxd9gWxVxhiYjDa6cJJoRqDXq/ngZeUSl/aU6nQF8DsHewEzkwoVCq85D9Bm9rZuieOsgaoOeSqg1vz",
+	"h6kxKnJyBEmLALQEjVn5q/1ZG0iTWLKICo9Oz/9OTSB+JqFDUobrrNcnRkeVOx6mqfYmhnOd8htVgr4o",
+	"A9s9OETqu8FiTyolsLOamxpkhHYYj6Wl/hieGBoathJuqGdrX2RNW6Ho2UolSkOyzHDqj7c4Qe8OiGU4",
+	"8QR3uL/fF9TrBAau1+nANQ0hUZyPY+ckUiF7snztQdb7qi8KhD3SMJKpskZkTO0kAxhYkn68+JLFCRH7",
+	"Y2jTGJ7+OTWXhL2d3HzNO5zovFW6xeVvtAsBg7MIp4k0FuadX3E+CAghRs3dRqkKz24ru68r/2Ioo3lf",
+	"KExiNtelLkyZxHDhvtIEpkOFrXOiGJXiYMeRMzVi1tlCj6tTOmj7ijA7ZdZy5WkXrJoklXWJiemLpDiy",
+	"bqG0fwgTmSpdp8pcF/oGZbZ0xc7jx9ZJEK4+7uT89Oys3JkxtDQgrMyjSELMy3ahQ0thGC5Au2IfTtn1",
+	"CxRjM2kd7T925wSzz3sNZuDtwp1b3bOTRT7pZN6Ze9N1Rq9psJSJ5ep8RTfoQgoH2QUxhUgIHI0HmQjo",
+	"i97e0174I+53fmCHw84P4UHU+REfjzq9vf2Dw8dPfvjxKRsGJ1P2SYqfT/eD/d7+k05vr3OwF+Rtp4O3",
+	"589cI5m666YfKpBbufWg8ew5CQzr9HlGbQWefmg9NXy0rDcHxFhZbQ3XeaseIxW1bvC8KUckPJmKeUnd",
+	"VDl+gVa7K+9/v/kzynyfUWZHQMtdt1gcU1NzJzvXORxrgzQnxIHk8UR8NELKKHh+tJ6QFbauV5Q7nW3k",
+	"GK1kPiockL7gmlI6Vnr72wxyhwjOcjdj9W2PNTLb+aP8E97OB7lbl2LZo/kzfuCVxpq4wbcaMKiwG/VY",
+	"dNzmrsrwl5nldwUqiNg82NTbd8doGpMe7p6LrCU3xfHIcmNTJBOJ4pJdOPHGBVl8MMOhb8tjTWLN5jvA",
+	"NJ0t4HRP06WQM0tqrpOPBGnZmTQLF2PrJgzcfReDLI7RF3nxfkCWobsGI/+9fGtGfW7iJd5n5c1LXHF4",
+	"tIBfBq8HppjfJjIPCukE2aW15FVQROZ9R75INleuLhXh++aPvgCf+no4WZeq2HdzPNrd3dv/odvr9rp7",
+	"Rz/2fuy1SmdU8gsiSpWf+XeORktfFPUFxXtUtV/6orTgm/c3/xcAAP//",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"crypto/subtle"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -116,21 +117,35 @@ func bearer(c echo.Context) (string, bool) {
 }
 
 // requireKey authenticates a tenant API key: the key alone decides the
-// tenant. A viewer key may only read.
+// tenant. A client address that failed to authenticate too often lately
+// is refused 429 before its key is looked up; a key whose rate limit is
+// spent, 429 after. A viewer key may only read. The tenant's limit
+// overrides, read with the key, go in the request's context for the
+// admission Gate.
 func (h *handlers) requireKey(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		token, ok := bearer(c)
 		if !ok {
 			return auth.ErrUnauthenticated
 		}
+		if err := h.limits.refuseThrottled(c); err != nil {
+			return err
+		}
 		p, err := h.control.Authenticate(c.Request().Context(), token)
+		if errors.Is(err, auth.ErrUnauthenticated) {
+			h.limits.failed(c)
+		}
 		if err != nil {
+			return err
+		}
+		if err := h.limits.admit(c, p); err != nil {
 			return err
 		}
 		if m := c.Request().Method; m != http.MethodGet && m != http.MethodHead && !p.CanWrite() {
 			return newProblem(http.StatusForbidden, "this key is read-only (role viewer); writing needs an editor key")
 		}
-		c.SetRequest(c.Request().WithContext(auth.WithPrincipal(c.Request().Context(), p)))
+		ctx := withTenantLimits(auth.WithPrincipal(c.Request().Context(), p), p)
+		c.SetRequest(c.Request().WithContext(ctx))
 		return next(c)
 	}
 }
@@ -159,8 +174,12 @@ func (h *handlers) requireAdmin(next echo.HandlerFunc) echo.HandlerFunc {
 		if want == "" {
 			return echo.ErrNotFound
 		}
+		if err := h.limits.refuseThrottled(c); err != nil {
+			return err
+		}
 		got, ok := bearer(c)
 		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
+			h.limits.failed(c)
 			return newProblem(http.StatusUnauthorized, "the admin token is required: Authorization: Bearer <admin token>")
 		}
 		c.SetRequest(c.Request().WithContext(control.WithActor(c.Request().Context(), "admin-api")))

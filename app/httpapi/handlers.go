@@ -14,16 +14,19 @@ import (
 	"github.com/bulkheadhq/bulkhead/app/config"
 	"github.com/bulkheadhq/bulkhead/app/control"
 	"github.com/bulkheadhq/bulkhead/app/finops"
+	"github.com/bulkheadhq/bulkhead/app/limits"
 )
 
 // handlers implements the generated ServerInterface.
 type handlers struct {
-	cfg     *config.Config
-	log     *slog.Logger
-	control *control.Service
-	finops  *finops.Service
-	metrics *Metrics
-	spec    []byte
+	cfg      *config.Config
+	log      *slog.Logger
+	control  *control.Service
+	finops   *finops.Service
+	metrics  *Metrics
+	recorder *limits.Recorder
+	limits   *rateLimits
+	spec     []byte
 	// verify runs GET /admin/v1/verify; verifying holds a token while one
 	// runs (capacity 1).
 	verify    Verifier

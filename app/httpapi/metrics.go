@@ -10,15 +10,22 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/bulkheadhq/bulkhead/app/limits"
 	"github.com/bulkheadhq/bulkhead/app/postgres"
 )
 
-// Metrics is the process's Prometheus registry: HTTP requests by route and
-// status, the serving pool, and the Go runtime.
+// Metrics is the process's Prometheus registry: HTTP requests by method,
+// route and status, client connections, the load walls' refusals and
+// pools, the serving pool, and the Go runtime. Every label takes values
+// from a fixed set, whatever clients send: unknown methods are "other",
+// unmatched paths "unmatched", and no label names a tenant (per-tenant
+// figures are `bulkhead tenant stats`'s).
 type Metrics struct {
-	requests *prometheus.CounterVec
-	duration *prometheus.HistogramVec
-	handler  http.Handler
+	reg        *prometheus.Registry
+	requests   *prometheus.CounterVec
+	duration   *prometheus.HistogramVec
+	rejections *prometheus.CounterVec
+	handler    http.Handler
 }
 
 // NewMetrics registers the metrics on a registry of its own (never the
@@ -26,6 +33,7 @@ type Metrics struct {
 func NewMetrics(pools *postgres.Pools) *Metrics {
 	reg := prometheus.NewRegistry()
 	m := &Metrics{
+		reg: reg,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bulkhead_http_requests_total",
 			Help: "HTTP requests answered, by method, route and status.",
@@ -35,8 +43,15 @@ func NewMetrics(pools *postgres.Pools) *Metrics {
 			Help:    "Time to answer HTTP requests, by method and route.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"method", "route"}),
+		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bulkhead_limit_rejections_total",
+			Help: "Requests refused by a rate limit, by reason: rate_limit (a key's bucket), auth_failures (a client address that failed to authenticate too often).",
+		}, []string{"reason"}),
 	}
-	reg.MustRegister(m.requests, m.duration,
+	for _, r := range []string{"rate_limit", "auth_failures"} {
+		m.rejections.WithLabelValues(r) // every series from the start
+	}
+	reg.MustRegister(m.requests, m.duration, m.rejections,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if pools.App != nil {
@@ -44,6 +59,51 @@ func NewMetrics(pools *postgres.Pools) *Metrics {
 	}
 	m.handler = promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 	return m
+}
+
+// rejected counts a request refused for reason (one of the fixed set).
+func (m *Metrics) rejected(reason string) { m.rejections.WithLabelValues(reason).Inc() }
+
+// watch registers the gauges of the server's connections and of the
+// admission Gate's pools (labelled by pool: "serving" or "budget").
+func (m *Metrics) watch(s *Server, g *limits.Gate) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "bulkhead_http_connections_open",
+			Help: "Client connections open (at most http.max_connections).",
+		}, func() float64 { n, _ := s.openConns(); return float64(n) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "bulkhead_http_connections_shed_total",
+			Help: "Client connections closed at http.max_connections: idle ones closed to make room, or new ones refused.",
+		}, func() float64 { _, n := s.openConns(); return float64(n) }),
+	)
+	if g != nil {
+		m.reg.MustRegister(gateCollector{g})
+	}
+}
+
+// knownMethods are the methods the method label keeps; any other is
+// "other", so that made-up methods cannot grow the label set.
+var knownMethods = map[string]bool{
+	http.MethodGet: true, http.MethodHead: true, http.MethodPost: true, http.MethodPut: true,
+	http.MethodPatch: true, http.MethodDelete: true, http.MethodOptions: true,
+	http.MethodConnect: true, http.MethodTrace: true,
+}
+
+// methodLabel is method, or "other" when it is not a standard one.
+func methodLabel(method string) string {
+	if knownMethods[method] {
+		return method
+	}
+	return "other"
+}
+
+// statusLabel is the status code, or "other" outside 100-599.
+func statusLabel(code int) string {
+	if code < 100 || code > 599 {
+		return "other"
+	}
+	return strconv.Itoa(code)
 }
 
 func (m *Metrics) middleware(next echo.HandlerFunc) echo.HandlerFunc {
@@ -57,9 +117,44 @@ func (m *Metrics) middleware(next echo.HandlerFunc) echo.HandlerFunc {
 		if route == "" {
 			route = "unmatched"
 		}
-		method := c.Request().Method
-		m.requests.WithLabelValues(method, route, strconv.Itoa(c.Response().Status)).Inc()
+		method := methodLabel(c.Request().Method)
+		m.requests.WithLabelValues(method, route, statusLabel(c.Response().Status)).Inc()
 		m.duration.WithLabelValues(method, route).Observe(time.Since(start).Seconds())
 		return nil
 	}
+}
+
+// gateCollector exports the admission Gate's pools.
+type gateCollector struct{ g *limits.Gate }
+
+var (
+	gateSlots = prometheus.NewDesc("bulkhead_admission_slots", "Connection slots the admission gate hands out in a pool.", []string{"pool"}, nil)
+	gateHeld  = prometheus.NewDesc("bulkhead_admission_held", "Slots held by running tenant transactions.", []string{"pool"}, nil)
+	gateQueue = prometheus.NewDesc("bulkhead_admission_queued", "Tenant transactions waiting for a slot.", []string{"pool"}, nil)
+	gateTens  = prometheus.NewDesc("bulkhead_admission_tenants", "Tenants holding or waiting for a slot.", []string{"pool"}, nil)
+	gateWaits = prometheus.NewDesc("bulkhead_admission_waits_total", "Tenant transactions that waited for a slot.", nil, nil)
+	gateRefus = prometheus.NewDesc("bulkhead_admission_rejections_total",
+		"Tenant transactions refused, by reason: tenant_busy (the tenant's cap and queue are full: 429), server_busy (no slot came free in time, or the queue of all tenants is full: 503).",
+		[]string{"reason"}, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (gateCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{gateSlots, gateHeld, gateQueue, gateTens, gateWaits, gateRefus} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c gateCollector) Collect(ch chan<- prometheus.Metric) {
+	for name, st := range c.g.Stats() {
+		ch <- prometheus.MustNewConstMetric(gateSlots, prometheus.GaugeValue, float64(st.Slots), name)
+		ch <- prometheus.MustNewConstMetric(gateHeld, prometheus.GaugeValue, float64(st.Held), name)
+		ch <- prometheus.MustNewConstMetric(gateQueue, prometheus.GaugeValue, float64(st.Queued), name)
+		ch <- prometheus.MustNewConstMetric(gateTens, prometheus.GaugeValue, float64(st.Tenants), name)
+	}
+	t := c.g.Totals()
+	ch <- prometheus.MustNewConstMetric(gateWaits, prometheus.CounterValue, float64(t.Waits))
+	ch <- prometheus.MustNewConstMetric(gateRefus, prometheus.CounterValue, float64(t.TenantBusy), "tenant_busy")
+	ch <- prometheus.MustNewConstMetric(gateRefus, prometheus.CounterValue, float64(t.ServerBusy), "server_busy")
 }

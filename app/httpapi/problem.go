@@ -11,6 +11,7 @@ import (
 
 	"github.com/bulkheadhq/bulkhead/app/auth"
 	"github.com/bulkheadhq/bulkhead/app/finops"
+	"github.com/bulkheadhq/bulkhead/app/limits"
 	"github.com/bulkheadhq/bulkhead/app/store"
 	"github.com/bulkheadhq/bulkhead/isolation"
 )
@@ -63,6 +64,7 @@ var clientErrors = []struct {
 	{finops.ErrBadIdempotencyKey, http.StatusBadRequest},
 	{finops.ErrTooManyCosts, http.StatusRequestEntityTooLarge},
 	{finops.ErrIdempotencyConflict, http.StatusConflict},
+	{finops.ErrIdempotencyInProgress, http.StatusConflict},
 }
 
 // toProblem maps any error a handler returns to the problem the client sees.
@@ -77,6 +79,7 @@ func toProblem(err error) (p *problem, ok bool) {
 		reference  *store.ReferenceError
 		invalid    *store.InvalidError
 		format     *finops.FormatError
+		timeout    *store.TimeoutError
 	)
 	for _, c := range clientErrors {
 		if errors.Is(err, c.err) {
@@ -121,10 +124,39 @@ func toProblem(err error) (p *problem, ok bool) {
 		p := newProblem(http.StatusServiceUnavailable, "the tenant's database is busy or unreachable; retry shortly")
 		p.retryAfter = "1"
 		return p, true
+	case errors.Is(err, limits.ErrTenantBusy):
+		p := newProblem(http.StatusTooManyRequests, limits.ErrTenantBusy.Error())
+		p.retryAfter = "1"
+		return p, true
+	case errors.Is(err, limits.ErrBusy):
+		p := newProblem(http.StatusServiceUnavailable, limits.ErrBusy.Error())
+		p.retryAfter = "1"
+		return p, true
+	case errors.As(err, &timeout):
+		return timeoutProblem(timeout), true
+	case bodyTimedOut(err):
+		return newProblem(http.StatusRequestTimeout, "the request body did not arrive in the time allowed"), true
 	case errors.As(err, &he):
 		return httpErrorProblem(he), true
 	}
 	return newProblem(http.StatusInternalServerError, "internal error; the request id identifies it in the server log"), false
+}
+
+// timeoutProblem words work the database ended at a bound of its
+// transaction: the request ran too long (504) or waited too long for a
+// lock another request holds (503); either may be retried.
+func timeoutProblem(e *store.TimeoutError) *problem {
+	var p *problem
+	switch e.Setting {
+	case store.LockTimeout:
+		p = newProblem(http.StatusServiceUnavailable, "the request waited too long for data another request is changing; retry shortly")
+	case store.IdleInTransactionTimeout:
+		p = newProblem(http.StatusGatewayTimeout, "the request's transaction stayed idle too long and was ended; nothing was written")
+	default:
+		p = newProblem(http.StatusGatewayTimeout, "the request took longer than the database allows and was stopped; nothing was written")
+	}
+	p.retryAfter = "1"
+	return p
 }
 
 // httpErrorProblem words echo's own errors: unknown routes, wrong methods,

@@ -24,6 +24,7 @@ import (
 	"github.com/bulkheadhq/bulkhead/app/console"
 	"github.com/bulkheadhq/bulkhead/app/control"
 	"github.com/bulkheadhq/bulkhead/app/finops"
+	"github.com/bulkheadhq/bulkhead/app/limits"
 )
 
 // MaxBodyBytes bounds every request body.
@@ -33,8 +34,8 @@ const MaxBodyBytes = 10 << 20
 // background; Stop drains in-flight requests.
 type Server struct {
 	echo *echo.Echo
-	addr string
-	ln   net.Listener
+	cfg  config.HTTP
+	ln   *boundedListener
 	log  *slog.Logger
 	done chan error
 }
@@ -43,11 +44,14 @@ type Server struct {
 type Params struct {
 	fx.In
 
-	Config  *config.Config
-	Log     *slog.Logger
-	Control *control.Service
-	FinOps  *finops.Service
-	Metrics *Metrics
+	Config   *config.Config
+	Log      *slog.Logger
+	Control  *control.Service
+	FinOps   *finops.Service
+	Metrics  *Metrics
+	Usage    *limits.Usage
+	Recorder *limits.Recorder
+	Gate     *limits.Gate
 	// Verify serves GET /admin/v1/verify; without it that answers 503.
 	Verify Verifier `optional:"true"`
 }
@@ -59,6 +63,11 @@ func New(p Params) (*Server, error) {
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = errorHandler(p.Log)
 	e.JSONSerializer = serializer{}
+	ips, err := ipExtractor(p.Config.HTTP.TrustedProxies)
+	if err != nil {
+		return nil, err
+	}
+	e.IPExtractor = ips
 
 	h := &handlers{
 		cfg:       p.Config,
@@ -66,6 +75,8 @@ func New(p Params) (*Server, error) {
 		control:   p.Control,
 		finops:    p.FinOps,
 		metrics:   p.Metrics,
+		recorder:  p.Recorder,
+		limits:    newRateLimits(p.Config.Limits, p.Usage, p.Metrics.rejected),
 		verify:    p.Verify,
 		verifying: make(chan struct{}, 1),
 	}
@@ -85,13 +96,16 @@ func New(p Params) (*Server, error) {
 				return err
 			},
 		}),
+		allowances(routeAllowances(p.Config)),
 		middleware.BodyLimit(fmt.Sprint(MaxBodyBytes/(1<<20))+"M"),
 	)
 	RegisterHandlers(securedRouter{Echo: e, spec: spec, h: h}, h)
 	if err := mountConsole(e); err != nil {
 		return nil, err
 	}
-	return &Server{echo: e, addr: p.Config.HTTP.Addr, log: p.Log, done: make(chan error, 1)}, nil
+	s := &Server{echo: e, cfg: p.Config.HTTP, log: p.Log, done: make(chan error, 1)}
+	p.Metrics.watch(s, p.Gate)
+	return s, nil
 }
 
 // Handler returns the server's http.Handler, for tests.
@@ -100,34 +114,50 @@ func (s *Server) Handler() http.Handler { return s.echo }
 // Addr returns the address the server listens on, once started.
 func (s *Server) Addr() string {
 	if s.ln == nil {
-		return s.addr
+		return s.cfg.Addr
 	}
 	return s.ln.Addr().String()
 }
 
-// Start listens on the configured address and serves in a goroutine.
+// Start listens on the configured address and serves in a goroutine. The
+// server's bounds are http.*'s: header, read (the body's deadline), write
+// and idle timeouts, the header size, and the cap on open connections.
 func (s *Server) Start(ctx context.Context) error {
 	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", s.addr)
+	ln, err := lc.Listen(ctx, "tcp", s.cfg.Addr)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", s.addr, err)
+		return fmt.Errorf("listen on %s: %w", s.cfg.Addr, err)
 	}
-	s.ln = ln
+	s.ln = newBoundedListener(ln, s.cfg.MaxConnections)
 	srv := &http.Server{
 		Handler:           s.echo,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
+		ReadTimeout:       s.cfg.ReadTimeout,
+		WriteTimeout:      s.cfg.WriteTimeout,
+		IdleTimeout:       s.cfg.IdleTimeout,
+		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
+		ConnState:         s.ln.track,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
 	s.echo.Server = srv
 	go func() {
-		err := srv.Serve(ln)
+		err := srv.Serve(s.ln)
 		if errors.Is(err, http.ErrServerClosed) {
 			err = nil
 		}
 		s.done <- err
 	}()
-	s.log.Info("serving", "addr", ln.Addr().String())
+	s.log.Info("serving", "addr", ln.Addr().String(), "max_connections", s.cfg.MaxConnections)
 	return nil
+}
+
+// openConns returns the client connections open, and those closed to make
+// room for others or refused at the cap.
+func (s *Server) openConns() (open int, shed int64) {
+	if s.ln == nil {
+		return 0, 0
+	}
+	return s.ln.open(), s.ln.closed.Load()
 }
 
 // Stop stops accepting connections and waits, within ctx, for in-flight
@@ -186,7 +216,7 @@ func requestLog(log *slog.Logger) echo.MiddlewareFunc {
 			req, res := c.Request(), c.Response()
 			attrs := []any{
 				"request_id", res.Header().Get(echo.HeaderXRequestID),
-				"method", req.Method,
+				"method", truncate(req.Method, 32), // made-up methods run to kilobytes
 				"path", req.URL.Path,
 				"route", c.Path(),
 				"status", res.Status,
@@ -200,6 +230,14 @@ func requestLog(log *slog.Logger) echo.MiddlewareFunc {
 			return nil
 		}
 	}
+}
+
+// truncate cuts s to at most n bytes, marking the cut.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
 
 // decodeJSON decodes a JSON request body into v strictly: the content type
@@ -261,6 +299,8 @@ func jsonError(err error) error {
 		return badRequest(fmt.Sprintf("%s: want a JSON %s, not %s", field, typ.Type.Kind(), typ.Value))
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return badRequest("body: truncated JSON")
+	case bodyTimedOut(err):
+		return err // 408
 	}
 	return badRequest("body: " + err.Error())
 }

@@ -54,6 +54,23 @@ type InvalidError struct {
 
 func (e *InvalidError) Error() string { return "invalid value for " + e.Constraint }
 
+// TimeoutError is work PostgreSQL ended because it ran past one of the
+// bounds of its transaction (isolation.Bounds). Setting names the bound:
+// statement_timeout, lock_timeout or idle_in_transaction_session_timeout.
+// The request may be retried; the work was rolled back.
+type TimeoutError struct {
+	Setting string
+}
+
+func (e *TimeoutError) Error() string { return "ended by " + e.Setting }
+
+// Bound settings, as TimeoutError.Setting names them.
+const (
+	StatementTimeout         = "statement_timeout"
+	LockTimeout              = "lock_timeout"
+	IdleInTransactionTimeout = "idle_in_transaction_session_timeout"
+)
+
 // Translate maps a driver error to the store errors; errors it does not
 // recognise pass through unchanged (and are answered as internal errors).
 func Translate(err error) error {
@@ -82,6 +99,16 @@ func Translate(err error) error {
 				return ErrNotFound
 			}
 			return err
+		// Classified by SQLSTATE alone, never by message text (which is
+		// translated with lc_messages). 57014 is also what a cancel
+		// request raises: the request's context has ended then, and no
+		// one reads the answer.
+		case "57014": // query_canceled
+			return &TimeoutError{Setting: StatementTimeout}
+		case "55P03": // lock_not_available
+			return &TimeoutError{Setting: LockTimeout}
+		case "25P03": // idle_in_transaction_session_timeout
+			return &TimeoutError{Setting: IdleInTransactionTimeout}
 		case "40001", "40P01", "53300", "57P01", "57P02", "57P03": // serialization, deadlock, too many connections, shutdown
 			return errors.Join(ErrUnavailable, err)
 		}

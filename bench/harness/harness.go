@@ -70,6 +70,13 @@ type Config struct {
 	Keep bool
 	// Seed makes the data set and the request sequences repeatable.
 	Seed uint64
+	// Noisy runs the noisy-neighbour workload after the others: a small
+	// tenant's point reads at NoisyRate for NoisyDuration alone, then under
+	// each attack (NoisyIdleConns idle connections for the last).
+	Noisy          bool
+	NoisyDuration  time.Duration
+	NoisyRate      float64
+	NoisyIdleConns int
 	// Logf receives progress; nil discards it.
 	Logf func(format string, args ...any)
 }
@@ -83,7 +90,8 @@ func Defaults() Config {
 		Budget: 50, AppConns: 20, MigrateParallelism: 4,
 		Parallel: 4, ProvisionSample: 25,
 		Strategies: Strategies, Workloads: Workloads,
-		Seed: 8,
+		Seed:  8,
+		Noisy: true, NoisyDuration: 5 * time.Second, NoisyRate: 50, NoisyIdleConns: 20_000,
 	}
 }
 
@@ -102,6 +110,9 @@ func (c Config) Validate() error {
 	}
 	if c.Duration <= 0 || c.FixedDuration <= 0 || c.Warmup < 0 {
 		errs = append(errs, fmt.Errorf("duration %s, fixed duration %s, warmup %s: want positive durations", c.Duration, c.FixedDuration, c.Warmup))
+	}
+	if c.Noisy && (c.NoisyDuration <= 0 || c.NoisyRate <= 0 || c.NoisyIdleConns < 0) {
+		errs = append(errs, fmt.Errorf("noisy duration %s, rate %g, idle connections %d: want a positive duration and rate", c.NoisyDuration, c.NoisyRate, c.NoisyIdleConns))
 	}
 	if c.RateShare <= 0 || c.RateShare > 1 {
 		errs = append(errs, fmt.Errorf("rate share %g: want (0, 1]", c.RateShare))
@@ -223,6 +234,11 @@ func Run(ctx context.Context, cfg Config) (*report.Results, error) {
 	if err := h.measure(ctx, deps); err != nil {
 		return nil, err
 	}
+	if cfg.Noisy {
+		if err := h.phase("noisy", func() error { return h.noisyNeighbour(ctx, deps) }); err != nil {
+			return nil, err
+		}
+	}
 	var plans map[string]string
 	err = h.phase("diagnose", func() (err error) {
 		plans, err = h.diagnose(ctx, deps)
@@ -256,6 +272,7 @@ func Run(ctx context.Context, cfg Config) (*report.Results, error) {
 			"GOMAXPROCS":                    fmt.Sprint(runtime.GOMAXPROCS(0)),
 			"harness wall time (s)":         fmt.Sprintf("%.0f", time.Since(h.begin).Seconds()),
 			"load average (1 min) at start": fmt.Sprintf("%.2f", m.LoadAvg),
+			"noisy neighbour":               noisySettings(cfg),
 		},
 	}, nil
 }

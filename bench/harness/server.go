@@ -69,6 +69,10 @@ func startServer(ctx context.Context, o serverOptions) (*server, error) {
 		"BULKHEAD_DATABASE__MAX_CONNECTIONS":            strconv.Itoa(o.cfg.AppConns),
 		"BULKHEAD_ISOLATION__DATABASE__MAX_CONNECTIONS": strconv.Itoa(o.cfg.Budget),
 		"BULKHEAD_ISOLATION__MIGRATE_PARALLELISM":       strconv.Itoa(o.cfg.MigrateParallelism),
+		// What isolation costs is measured without per-key rate limits:
+		// the load generator sends far more per key than a client would.
+		// Every other load wall keeps its default.
+		"BULKHEAD_LIMITS__RATE__RATE": "0",
 	}
 	in := config.Input{}
 	for k, v := range env {

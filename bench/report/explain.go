@@ -43,6 +43,14 @@ var explanations = []struct{ prefix, text string }{
 	{"database_peak", "**Database connections above the budget.** The sampled sessions include connections being closed " +
 		"after eviction; the strategy holds a slot until the server has closed one, so a peak above the budget is a bug in " +
 		"isolation/database's budget."},
+	{"noisy_", "**The victim under a noisy neighbour.** The walls bound what the attacker may hold — connections " +
+		"(`limits.concurrency.per_tenant` slots of the pool or budget, the rest of its requests 429 or queued), time per statement, " +
+		"lock waits (409 at once for a key in use), open connections and metric series — but not CPU: the attacker's capped " +
+		"transactions, the 429s and the HTTP work of refusing a flood still run on the same cores as the victim's reads. On a " +
+		"2-core machine shared with the load generator, the harness and PostgreSQL, a few heavy summaries at once are enough " +
+		"to lengthen the victim's tail even though it never waits for a connection (compare its failed requests: none). A " +
+		"lower per-tenant cap (`bulkhead tenant limits SLUG --max-concurrent 2` for a known-heavy tenant), more cores, or " +
+		"PostgreSQL on its own machine narrow the gap; the flooder's status codes and the /metrics size show the walls held."},
 	{"schema_migrate", "**Migrating all schemas took longer than 60 s.** The run's migrate parallelism is in the settings below; " +
 		"each tenant migration is a goose run over its schema, bound by the catalog writes of creating 4 tables and their indexes."},
 }

@@ -86,6 +86,31 @@ func Markdown(r *Results) string {
 		p("what a request pays when its tenant has no open connection.\n\n")
 	}
 
+	if _, ok := r.Get("noisy.victim_rate_rps"); ok {
+		p("## Noisy neighbour\n\n")
+		p("A small tenant's point reads (`GET /v1/accounts/{id}`) at %s req/s, alone and then under each attack of another tenant or of clients without a key ", r.cell("noisy.victim_rate_rps"))
+		p("(%s idle connections for the last). The servers keep the product's default load walls, but no per-key rate limit.\n\n", r.cell("noisy.idle_connections"))
+		p("| strategy | attack | victim p50 ms | victim p99 ms | p99 × quiet | victim failed | flooder's answers | RSS MiB |\n|---|---|---:|---:|---:|---:|---|---:|\n")
+		var noisy []string
+		for _, s := range r.Strategies {
+			if _, ok := r.Get("noisy." + s + ".quiet.p99_ms"); !ok {
+				continue
+			}
+			noisy = append(noisy, s)
+			p("| %s | quiet | %s | %s | 1 | – | – | %s |\n", s, r.cell("noisy."+s+".quiet.p50_ms"), r.cell("noisy."+s+".quiet.p99_ms"), r.cell("noisy."+s+".rss_mb_before"))
+			for _, a := range noisyAttacks {
+				f := "noisy." + s + "." + a
+				p("| %s | %s | %s | %s | %s | %s | %s | %s |\n", s, noisyText[a], r.cell(f+".p50_ms"), r.cell(f+".p99_ms"),
+					r.cell(f+".p99_vs_quiet"), r.cell(f+".victim_failed"), r.codes(f+".flooder."), r.cell(f+".rss_mb"))
+			}
+		}
+		p("\n`/metrics` around the flood of made-up methods:\n\n| strategy | bytes before | bytes after | × before |\n|---|---:|---:|---:|\n")
+		for _, s := range noisy {
+			p("| %s | %s | %s | %s |\n", s, r.cell("noisy."+s+".metrics_bytes_before"), r.cell("noisy."+s+".metrics_bytes_after"), r.cell("noisy."+s+".metrics_growth"))
+		}
+		p("\n")
+	}
+
 	if len(r.Plans) > 0 {
 		p("## Plans\n\n")
 		p("`EXPLAIN (ANALYZE, BUFFERS)` of the store's queries for the first large tenant, after the runs, as the server runs them: ")
@@ -116,6 +141,20 @@ var workloadText = map[string]string{
 	"cost_summary":  "`GET /v1/costs/summary?group_by=service&from&to`: one month's costs totalled per service.",
 	"ingest":        "`POST /v1/costs`: 1,000 cost items as JSON, all or nothing.",
 	"budget_status": "`GET /v1/budgets/{id}`: one budget with what was spent in its current month.",
+}
+
+// codes lists the figures under prefix (status codes) as "429: 120, 409: 45".
+func (r *Results) codes(prefix string) string {
+	var parts []string
+	for _, k := range sortedKeys(r.Figures) {
+		if code, ok := strings.CutPrefix(k, prefix); ok {
+			parts = append(parts, code+": "+num(r.Figures[k]))
+		}
+	}
+	if len(parts) == 0 {
+		return "–"
+	}
+	return strings.Join(parts, ", ")
 }
 
 // cell formats a figure for a table, "–" when it was not measured.

@@ -11,6 +11,16 @@ const (
 	ingest    = "ingest"
 )
 
+// noisyAttacks are the harness's noisy-neighbour attacks, in report order.
+var noisyAttacks = []string{"summaries", "same_key_ingest", "idle_flood"}
+
+// noisyText says what each attack is, in a few words.
+var noisyText = map[string]string{
+	"summaries":       "64 concurrent month summaries",
+	"same_key_ingest": "45 same-key ingests behind a long one",
+	"idle_flood":      "idle connections and a made-up-method flood",
+}
+
 // Target is one of the targets, evaluated on a run.
 type Target struct {
 	// Name is the target's key in latest.json (target.<Name>.met).
@@ -76,6 +86,19 @@ func Evaluate(r *Results) []Target {
 	}
 	add("database_peak_connections", "Database strategy never above its connection budget (peak tenant sessions in pg_stat_activity)",
 		"database.peak_connections", budget, false, "")
+	for _, s := range r.Strategies {
+		if _, ok := r.Get("noisy." + s + ".quiet.p99_ms"); !ok {
+			continue
+		}
+		for _, a := range noisyAttacks {
+			add("noisy_"+s+"_"+a+"_p99_vs_quiet", fmt.Sprintf("Victim p99 under %s ≤ 2× its quiet p99 (%s)", noisyText[a], s),
+				"noisy."+s+"."+a+".p99_vs_quiet", 2, false, "×")
+			add("noisy_"+s+"_"+a+"_flooder_500", fmt.Sprintf("The flooder of %s gets 429/409, never 500 (%s)", noisyText[a], s),
+				"noisy."+s+"."+a+".flooder_500", 0, false, "")
+		}
+		add("noisy_"+s+"_metrics_growth", fmt.Sprintf("/metrics size after the made-up-method flood ≤ 1.1× before (%s)", s),
+			"noisy."+s+".metrics_growth", 1.1, false, "×")
+	}
 	n, _ := r.Get("schema.migrate_all_tenants")
 	add("schema_migrate_all_s", fmt.Sprintf("Migrate %.0f tenant schemas ≤ 60 s", n),
 		"schema.migrate_all_s", 60, false, "s")

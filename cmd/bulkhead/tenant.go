@@ -15,7 +15,7 @@ import (
 func (c *cli) tenantCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "tenant",
-		Short: "Tenant lifecycle: create, list, show, suspend, resume, delete",
+		Short: "Tenant lifecycle: create, list, show, suspend, resume, delete; limits and stats",
 		Args:  args(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return usageError{fmt.Errorf("tenant: missing subcommand")}
@@ -88,6 +88,8 @@ func (c *cli) tenantCmd() *cobra.Command {
 		},
 		c.exportCmd(),
 		c.importCmd(),
+		c.limitsCmd(),
+		c.statsCmd(),
 	)
 	return cmd
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/bulkheadhq/bulkhead/app/config"
 	"github.com/bulkheadhq/bulkhead/app/control"
 	"github.com/bulkheadhq/bulkhead/app/httpapi"
+	"github.com/bulkheadhq/bulkhead/app/limits"
 	"github.com/bulkheadhq/bulkhead/app/logging"
 	"github.com/bulkheadhq/bulkhead/app/postgres"
 	"github.com/bulkheadhq/bulkhead/internal/pgcluster"
@@ -45,6 +46,10 @@ type Env struct {
 	Control  *control.Service
 	Pools    *postgres.Pools
 	Strategy isolation.Strategy
+	// Gate is the admission Gate the domain runs tenant work through (it
+	// wraps Strategy), and Recorder records its per-tenant usage.
+	Gate     *limits.Gate
+	Recorder *limits.Recorder
 	Client   *http.Client
 	// Logs holds the server's log, as JSON lines.
 	Logs *Logs
@@ -173,6 +178,13 @@ func Start(tb testing.TB, db *pgtest.DB, opts ...Option) *Env {
 		// A first connection to a new tenant database can take seconds on
 		// a loaded machine; tests of the timeout itself set their own.
 		"BULKHEAD_ISOLATION__DATABASE__ACQUIRE_TIMEOUT": pgtest.AcquireTimeout.String(),
+		// Tests hammer one key, and send bad ones on purpose, from one
+		// address: the rate limits are on, but out of their way. The
+		// tests of the limits set their own.
+		"BULKHEAD_LIMITS__RATE__RATE":           "1000000",
+		"BULKHEAD_LIMITS__RATE__BURST":          "1000000",
+		"BULKHEAD_LIMITS__AUTH_FAILURES__RATE":  "1000000",
+		"BULKHEAD_LIMITS__AUTH_FAILURES__BURST": "1000000",
 	}
 	settings := &Settings{TB: tb, DB: db, Env: vars}
 	for _, o := range opts {
@@ -194,7 +206,7 @@ func Start(tb testing.TB, db *pgtest.DB, opts ...Option) *Env {
 			return logging.NewTo(w, "json", cfg.Log.Level)
 		}),
 		fx.Options(settings.Fx...),
-		fx.Populate(&srv, &e.Config, &e.Control, &e.Pools, &e.Strategy),
+		fx.Populate(&srv, &e.Config, &e.Control, &e.Pools, &e.Strategy, &e.Gate, &e.Recorder),
 	)
 	if err := a.Err(); err != nil {
 		tb.Fatalf("apitest: build server: %v", err)

@@ -260,8 +260,10 @@ func (s *Strategy) locate(t isolation.Tenant) (*server, string, error) {
 // isolation.ErrUnavailable; so does it at once while t's server is known
 // to be down. A pooled connection found dead by its BEGIN (the server
 // restarted) empties the pool of t and is replaced once: nothing ran yet.
+// The connection, and with it its slot of the budget, is released in a
+// deferred call: a panic in fn returns both.
 func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) error) error {
-	opts, err := isolation.Bind(t.ID)
+	opts, err := isolation.BindRun(ctx, t.ID)
 	if err != nil {
 		return err
 	}
@@ -294,18 +296,11 @@ func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) 
 			}
 			return fmt.Errorf("%w: tenant %s: %w", isolation.ErrUnavailable, t, err)
 		}
-		tx, err := conn.BeginTx(ctx, opts)
-		if err != nil {
-			dead := conn.Conn().IsClosed()
-			conn.Release()
-			if dead && attempt == 0 && ctx.Err() == nil {
-				p.pool.Reset() // its other idle connections died with this one
-				continue
-			}
-			return err
+		retry, err := runOn(ctx, conn, opts, fn, attempt == 0)
+		if retry {
+			p.pool.Reset() // its other idle connections died with this one
+			continue
 		}
-		err = runTx(ctx, tx, fn)
-		conn.Release()
 		if stalePlan(err) {
 			// The tenant's tables changed under the pool's cached
 			// statements (a migration ran): start its connections afresh,
@@ -315,6 +310,18 @@ func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) 
 		}
 		return err
 	}
+}
+
+// runOn runs fn in a transaction of conn and releases conn, whatever
+// happens, panics included. It reports retry when conn was found dead by
+// the BEGIN and mayRetry allows another attempt: nothing ran yet.
+func runOn(ctx context.Context, conn *pgxpool.Conn, opts pgx.TxOptions, fn func(pgx.Tx) error, mayRetry bool) (retry bool, err error) {
+	defer conn.Release()
+	tx, err := conn.BeginTx(ctx, opts)
+	if err != nil {
+		return mayRetry && conn.Conn().IsClosed() && ctx.Err() == nil, err
+	}
+	return false, runTx(ctx, tx, fn)
 }
 
 // connectAllowance is how long a connection attempt may take once it holds

@@ -52,7 +52,15 @@ func RunLoad(t *testing.T, strategy string, lo LoadOptions, opts ...apitest.Opti
 	if lo.Tenants < 2 || lo.Workers < 1 || lo.Rounds < 1 {
 		t.Fatalf("isolationtest: RunLoad needs at least 2 tenants, 1 worker and 1 round: %+v", lo)
 	}
-	env := apitest.Start(t, nil, append([]apitest.Option{apitest.WithStrategy(strategy)}, opts...)...)
+	// The load asserts answers, not speed: a busy machine may take seconds
+	// to start a backend or to free a slot, so the waits for a connection
+	// (the database strategy's) and for a slot of the admission gate are
+	// long here, and still bounded. opts may say otherwise.
+	env := apitest.Start(t, nil, append([]apitest.Option{
+		apitest.WithStrategy(strategy),
+		apitest.WithEnv("BULKHEAD_ISOLATION__DATABASE__ACQUIRE_TIMEOUT", "30s"),
+		apitest.WithEnv("BULKHEAD_LIMITS__CONCURRENCY__QUEUE_TIMEOUT", "30s"),
+	}, opts...)...)
 	tenants := make([]apitest.Tenant, lo.Tenants)
 	for i := range tenants {
 		tenants[i] = env.Tenant(t, fmt.Sprintf("load-%d", i))

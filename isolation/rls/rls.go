@@ -108,12 +108,14 @@ func (s *Strategy) Migrate(ctx context.Context, _ isolation.Tenant) (int64, erro
 }
 
 // Run runs fn in a transaction of the serving pool bound to t. The binding
-// is the SET LOCAL folded into the transaction's BEGIN.
+// is the SET LOCAL folded into the transaction's BEGIN. pgx.BeginTxFunc
+// rolls back in a deferred call, and rolling back a pool transaction
+// releases its connection, so a panic in fn returns the connection.
 func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) error) error {
 	if s.app == nil {
 		return isolation.ErrNoApp
 	}
-	opts, err := isolation.Bind(t.ID)
+	opts, err := isolation.BindRun(ctx, t.ID)
 	if err != nil {
 		return err
 	}

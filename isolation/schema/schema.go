@@ -280,7 +280,7 @@ func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) 
 	if s.app == nil {
 		return isolation.ErrNoApp
 	}
-	opts, err := bind(t)
+	opts, err := bind(ctx, t)
 	if err != nil {
 		return err
 	}
@@ -296,8 +296,8 @@ func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) 
 	return err
 }
 
-// bind returns the transaction options binding t.
-func bind(t isolation.Tenant) (pgx.TxOptions, error) {
+// bind returns the transaction options binding t, bounded as ctx says.
+func bind(ctx context.Context, t isolation.Tenant) (pgx.TxOptions, error) {
 	if t.ID == uuid.Nil {
 		return pgx.TxOptions{}, isolation.ErrNoTenant
 	}
@@ -308,7 +308,7 @@ func bind(t isolation.Tenant) (pgx.TxOptions, error) {
 		return pgx.TxOptions{}, fmt.Errorf("bind %s: placement %q is not its schema %s", t, t.Placement, name)
 	}
 	ident := pgx.Identifier{name}.Sanitize()
-	return isolation.Bind(t.ID, "SET LOCAL ROLE "+ident, "SET LOCAL search_path = "+ident)
+	return isolation.BindRun(ctx, t.ID, "SET LOCAL ROLE "+ident, "SET LOCAL search_path = "+ident)
 }
 
 // staleStatement reports whether err is PostgreSQL refusing a prepared

@@ -140,8 +140,22 @@ isolation:
 database:
   pooler: {{ .Values.config.database.pooler }}
   max_connections: {{ include "bulkhead.poolSize" . }}
+  statement_timeout: {{ .Values.config.database.statement_timeout | quote }}
+  lock_timeout: {{ .Values.config.database.lock_timeout | quote }}
+  idle_in_transaction_timeout: {{ .Values.config.database.idle_in_transaction_timeout | quote }}
 http:
   addr: "0.0.0.0:{{ include "bulkhead.containerPort" . }}"
+  {{- with .Values.config.http }}
+  read_header_timeout: {{ .read_header_timeout | quote }}
+  read_timeout: {{ .read_timeout | quote }}
+  write_timeout: {{ .write_timeout | quote }}
+  idle_timeout: {{ .idle_timeout | quote }}
+  max_header_bytes: {{ .max_header_bytes | int }}
+  max_connections: {{ .max_connections | int }}
+  trusted_proxies: {{ .trusted_proxies | toJson }}
+  {{- end }}
+limits:
+  {{- toYaml .Values.config.limits | nindent 2 }}
 log:
   format: {{ .Values.config.log.format }}
 {{- end }}
