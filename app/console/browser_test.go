@@ -22,7 +22,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 
 // step bounds every browser action: generous for a busy machine, and a
 // failure (with a screenshot) rather than a hang.
-const step = time.Minute
+const step = 3 * time.Minute
 
 // envScreenshots names a directory to write the README's screenshots to
 // (make console/screenshots); without it they go to the test's TempDir.
@@ -44,7 +44,7 @@ type page struct {
 // other) on a server of its own. The browser closes when all are done.
 func TestConsole(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	b, err := browser.Start(ctx, filepath.Join(t.TempDir(), "chromium"), 1280, 900)
 	if err != nil {
