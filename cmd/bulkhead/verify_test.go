@@ -11,6 +11,7 @@ import (
 
 	"github.com/bulkheadhq/bulkhead/internal/pgtest"
 	"github.com/bulkheadhq/bulkhead/isolation"
+	"github.com/bulkheadhq/bulkhead/isolation/verify"
 )
 
 // verifyBinary runs the built bulkhead verify -o json against db and
@@ -62,7 +63,7 @@ func TestVerifyCommand(t *testing.T) {
 		}
 		codes = append(codes, f.Code)
 	}
-	for _, want := range []string{isolation.CodeTableRLSNotForced, isolation.CodeTableDangerousGrant, isolation.CodeViewNotSecurityInvoker} {
+	for _, want := range []string{verify.CodeTableRLSNotForced, verify.CodeTableDangerousGrant, verify.CodeViewNotSecurityInvoker} {
 		if !strings.Contains(strings.Join(codes, " "), want) {
 			t.Errorf("verify does not report %s: %v", want, findings)
 		}
@@ -79,7 +80,8 @@ func TestServeRefusesACriticalFinding(t *testing.T) {
 	db := pgtest.New(t)
 	db.Exec(t, `CREATE FUNCTION current_tenant() RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT current_setting('app.tenant_id', true) $$`)
 	code, _, stderr := runCLI(t, []string{"BULKHEAD_DATABASE_URL=" + db.AppURL, "BULKHEAD_HTTP_ADDR=127.0.0.1:0"}, "serve")
-	if code != exitUsage || !strings.Contains(stderr, isolation.CodeFunctionImmutableSetting) {
-		t.Fatalf("serve over an IMMUTABLE tenant function: exit %d, want 2 naming %s; stderr: %s", code, isolation.CodeFunctionImmutableSetting, stderr)
+	if code != exitUsage || !strings.Contains(stderr, verify.CodeFunctionImmutableSetting) {
+		t.Fatalf("serve over an IMMUTABLE tenant function: exit %d, want 2 naming %s; stderr: %s", code, verify.CodeFunctionImmutableSetting, stderr)
 	}
 }
+

@@ -14,6 +14,7 @@ import (
 	"github.com/bulkheadhq/bulkhead/internal/pgtest"
 	"github.com/bulkheadhq/bulkhead/isolation"
 	"github.com/bulkheadhq/bulkhead/isolation/database"
+	"github.com/bulkheadhq/bulkhead/isolation/verify"
 	"github.com/bulkheadhq/bulkhead/migrations"
 )
 
@@ -55,7 +56,7 @@ func TestProvisionGivesEachTenantItsDatabase(t *testing.T) {
 		}
 		// Inside, the tenant tables keep their forced policy: two walls.
 		in := e.adminConn(t, database.DefaultServer, db)
-		if fs, err := isolation.CheckTenantTables(context.Background(), in, "public"); err != nil || len(fs) > 0 {
+		if fs, err := verify.TenantTables(context.Background(), in, "public"); err != nil || len(fs) > 0 {
 			t.Errorf("tenant tables of %s: %v %v", db, fs, err)
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/bulkheadhq/bulkhead/isolation"
+	"github.com/bulkheadhq/bulkhead/isolation/verify"
 	"github.com/bulkheadhq/bulkhead/migrations"
 )
 
@@ -96,13 +97,13 @@ func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) 
 	return pgx.BeginTxFunc(ctx, s.app, opts, fn)
 }
 
-// Verify checks the serving role and the shared tenant tables.
+// Verify checks the shared tenant tables (verify.TenantTables).
 func (s *Strategy) Verify(ctx context.Context) ([]isolation.Finding, error) {
 	q, err := s.any()
 	if err != nil {
 		return nil, err
 	}
-	return isolation.CheckTenantTables(ctx, q, schema)
+	return verify.TenantTables(ctx, q, schema)
 }
 
 // Ready reports whether the shared tables are at the migration head.

@@ -1,0 +1,98 @@
+package verify
+
+import (
+	"context"
+	"strings"
+
+	"github.com/bulkheadhq/bulkhead/isolation"
+)
+
+// Functions reports functions, outside the system schemas, that read the
+// tenant setting (its name in any case) and are IMMUTABLE — the planner
+// may fold the call into a cached plan, serving one tenant's value to the
+// next — and every SECURITY DEFINER function the serving role may execute
+// that runs as another role. Bulkhead creates none, and the serving role
+// should be able to run nothing with rights it does not hold:
+//
+//   - function-definer-bypasses: its owner bypasses RLS (a superuser, a
+//     BYPASSRLS role, or the owner of a tenant table whose RLS is not
+//     forced);
+//   - function-definer-owner: its owner owns tenant tables, or inherits
+//     from a role that does, and so may ALTER them — switch RLS off, drop
+//     the policy — whatever the body says, when the body runs SQL it is
+//     given or can be made to;
+//   - function-definer: any other, critical when its owner holds
+//     privileges on a tenant table (another tenant's role, say), a warning
+//     otherwise.
+func Functions(ctx context.Context, q isolation.Querier) ([]Finding, error) {
+	var (
+		out []Finding
+		fn  string
+	)
+	err := collect(ctx, q, "functions", `
+		SELECT p.oid::regprocedure::text
+		FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+		WHERE p.provolatile = 'i' AND p.prokind IN ('f', 'p')
+		  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+		  AND lower(p.prosrc || COALESCE(pg_get_function_sqlbody(p.oid), '')) LIKE '%' || $1 || '%'
+		ORDER BY 1`, []any{isolation.Setting}, []any{&fn}, func() error {
+		out = append(out, finding(CodeFunctionImmutableSetting, critical, "function "+fn,
+			"the function reads "+isolation.Setting+" and is IMMUTABLE: a cached plan can serve one tenant's value to another",
+			"ALTER FUNCTION "+fn+" STABLE"))
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	var (
+		owner                              string
+		super, bypass, mayAlter, holdsRows bool
+		unforced                           []string
+	)
+	err = collect(ctx, q, "security definer functions", `
+		WITH tt AS (`+isolation.TenantTableQuery+`)
+		SELECT p.oid::regprocedure::text, o.rolname, o.rolsuper, o.rolbypassrls,
+		       ARRAY(SELECT t.oid::regclass::text FROM tt t JOIN pg_class c ON c.oid = t.oid
+		             WHERE NOT c.relforcerowsecurity AND pg_has_role(p.proowner, t.relowner, 'USAGE') ORDER BY 1),
+		       EXISTS (SELECT FROM tt t WHERE pg_has_role(p.proowner, t.relowner, 'USAGE')),
+		       EXISTS (SELECT FROM tt t WHERE has_table_privilege(p.proowner, t.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER'))
+		FROM pg_proc p
+		JOIN pg_namespace n ON n.oid = p.pronamespace
+		JOIN pg_roles o ON o.oid = p.proowner
+		WHERE p.prosecdef AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+		  AND o.rolname <> current_user
+		  AND has_schema_privilege(n.oid, 'USAGE') AND has_function_privilege(p.oid, 'EXECUTE')
+		ORDER BY 1`, nil, []any{&fn, &owner, &super, &bypass, &unforced, &mayAlter, &holdsRows}, func() error {
+		revoke := "REVOKE EXECUTE ON FUNCTION " + fn + " FROM PUBLIC, " + ident(isolation.AppRole) + ", or ALTER FUNCTION " + fn + " SECURITY INVOKER"
+		runs := "the serving role may execute this SECURITY DEFINER function, which runs as " + owner + ", "
+		var why string
+		switch {
+		case super:
+			why = "a superuser"
+		case bypass:
+			why = "BYPASSRLS"
+		case len(unforced) > 0:
+			why = "the owner of tenant tables whose RLS is not forced (" + strings.Join(unforced, ", ") + ")"
+		}
+		switch {
+		case why != "":
+			out = append(out, finding(CodeFunctionDefinerBypasses, critical, "function "+fn,
+				runs+why+", so it bypasses Row-Level Security", revoke))
+		case mayAlter:
+			out = append(out, finding(CodeFunctionDefinerOwner, critical, "function "+fn,
+				runs+"which owns tenant tables and may ALTER them: switch Row-Level Security off, drop the policy", revoke))
+		case holdsRows:
+			out = append(out, finding(CodeFunctionDefiner, critical, "function "+fn,
+				runs+"which holds privileges on tenant tables: another tenant's, or outside the tenant binding", revoke))
+		default:
+			out = append(out, finding(CodeFunctionDefiner, warning, "function "+fn,
+				runs+"with rights the serving role does not hold; Bulkhead creates no such function", revoke))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
