@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/bulkheadhq/bulkhead/internal/apitest"
 	"github.com/bulkheadhq/bulkhead/internal/pgtest"
 	"github.com/bulkheadhq/bulkhead/isolation"
 	"github.com/bulkheadhq/bulkhead/isolation/verify"
@@ -85,3 +86,37 @@ func TestServeRefusesACriticalFinding(t *testing.T) {
 	}
 }
 
+// Verify finds nothing on a database set up as `make run` sets one up — a
+// new database, whose PUBLIC may create temporary tables until migrate
+// revokes it, migrated as the superuser — nor after a tenant is
+// provisioned on each strategy, nor when it reads the catalogs through
+// PgBouncer in transaction mode.
+func TestVerifyIsCleanOnEveryStrategy(t *testing.T) {
+	t.Parallel()
+	db := pgtest.Empty(t)
+	db.Exec(t, `GRANT TEMPORARY ON DATABASE `+db.Name+` TO PUBLIC`) // as CREATE DATABASE leaves it
+	env := []string{"BULKHEAD_MIGRATE_DATABASE_URL=" + db.MigrateURL, "BULKHEAD_DATABASE_URL=" + db.AppURL}
+	if code, _, stderr := runCLI(t, env, "migrate"); code != exitOK {
+		t.Fatalf("migrate: exit %d: %s", code, stderr)
+	}
+	clean := func(step string, env []string) {
+		t.Helper()
+		if code, out, stderr := runCLI(t, env, "verify"); code != exitOK {
+			t.Errorf("verify %s: exit %d:\n%s%s", step, code, out, stderr)
+		}
+	}
+	clean("after migrate", env)
+	for _, s := range []string{isolation.Schema, isolation.Database} {
+		slug := "on-" + s
+		if code, _, stderr := runCLI(t, env, "--isolation", s, "tenant", "create", slug); code != exitOK {
+			t.Fatalf("tenant create --isolation %s: exit %d: %s", s, code, stderr)
+		}
+		t.Cleanup(func() { runCLI(t, env, "tenant", "delete", slug, "--yes") })
+		clean("after provisioning on "+s, env)
+	}
+	if code, _, stderr := runCLI(t, env, "migrate"); code != exitOK {
+		t.Fatalf("migrate again: exit %d: %s", code, stderr)
+	}
+	clean("after migrating again", env)
+	clean("through PgBouncer", []string{"BULKHEAD_DATABASE_URL=" + apitest.PgBouncerURL(t, db), "BULKHEAD_DATABASE__POOLER=pgbouncer"})
+}

@@ -37,6 +37,11 @@ import (
 // schema holds the tenant tables inside each tenant database.
 const schema = "public"
 
+// searchPath is the binding's search_path: the tenant tables, then the
+// session's temporary schema, explicitly last, so that no temporary table
+// can shadow a tenant table (tenant databases give no TEMPORARY anyway).
+var searchPath = "SET LOCAL search_path = " + pgx.Identifier{schema}.Sanitize() + ", pg_temp"
+
 // DefaultServer names the one server of a deployment that lists none: the
 // server of database.url.
 const DefaultServer = "default"
@@ -261,7 +266,7 @@ func (s *Strategy) locate(t isolation.Tenant) (*server, string, error) {
 // to be down. A pooled connection found dead by its BEGIN (the server
 // restarted) empties the pool of t and is replaced once: nothing ran yet.
 func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) error) error {
-	opts, err := isolation.Bind(t.ID)
+	opts, err := isolation.Bind(t.ID, searchPath)
 	if err != nil {
 		return err
 	}

@@ -18,7 +18,8 @@ import (
 )
 
 // schema holds the shared tenant tables. It is public so that the serving
-// role needs no search_path, which a transaction-mode pooler could not keep.
+// role needs no session-level search_path, which a transaction-mode pooler
+// could not keep; the binding sets one transaction-locally.
 const schema = isolation.SharedSchema
 
 // Strategy is the shared-tables strategy. It is safe for concurrent use.
@@ -84,13 +85,20 @@ func (s *Strategy) Migrate(ctx context.Context, _ isolation.Tenant) (int64, erro
 	return isolation.TenantVersion(ctx, q, schema)
 }
 
+// searchPath is the binding's search_path: the shared tables, then the
+// session's temporary schema, explicitly last. Unnamed, pg_temp would be
+// searched first, and a temporary table named like a tenant table would
+// shadow it for the rest of the pooled session.
+var searchPath = "SET LOCAL search_path = " + pgx.Identifier{schema}.Sanitize() + ", pg_temp"
+
 // Run runs fn in a transaction of the serving pool bound to t. The binding
-// is the SET LOCAL folded into the transaction's BEGIN.
+// is the SET LOCALs of the tenant setting and of searchPath, folded into
+// the transaction's BEGIN.
 func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) error) error {
 	if s.app == nil {
 		return isolation.ErrNoApp
 	}
-	opts, err := isolation.Bind(t.ID)
+	opts, err := isolation.Bind(t.ID, searchPath)
 	if err != nil {
 		return err
 	}
