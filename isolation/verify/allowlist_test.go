@@ -183,6 +183,20 @@ var allowList = []struct {
 		[]string{`ALTER ROLE $APP IN DATABASE $DB SET "APP.TENANT_ID" = '0190a1b2-0000-7000-8000-000000000001'`},
 		[]string{`ALTER ROLE $APP IN DATABASE $DB SET statement_timeout = '5s'`}},
 
+	// What the tenant predicate runs, and what runs on the migrator's DDL.
+	{"current_setting replaced", verify.CodeFunctionBuiltinAltered, "current_setting(text,boolean)", isolation.Critical,
+		[]string{`CREATE OR REPLACE FUNCTION pg_catalog.current_setting(text, boolean) RETURNS text LANGUAGE sql STABLE
+			AS $$ SELECT '0190a1b2-0000-7000-8000-000000000001' $$`},
+		[]string{`ALTER FUNCTION pg_catalog.current_setting(text, boolean) COST 2`}},
+	{"current_setting made IMMUTABLE", verify.CodeFunctionBuiltinAltered, "current_setting(text,boolean)", isolation.Critical,
+		[]string{`ALTER FUNCTION pg_catalog.current_setting(text, boolean) IMMUTABLE`},
+		[]string{`ALTER FUNCTION pg_catalog.current_setting(text, boolean) STABLE`}},
+	{"an event trigger", verify.CodeEventTrigger, `event trigger "watch"`, isolation.Critical,
+		[]string{`CREATE FUNCTION watch() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN END $$`,
+			`CREATE EVENT TRIGGER watch ON ddl_command_end EXECUTE FUNCTION watch()`},
+		[]string{`CREATE FUNCTION watch() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN END $$`,
+			`CREATE EVENT TRIGGER watch ON ddl_command_end EXECUTE FUNCTION watch()`, `ALTER EVENT TRIGGER watch DISABLE`}},
+
 	// Functions the serving role may execute.
 	{"a definer function of the owner that runs what it is given", verify.CodeFunctionDefinerOwner, "run_sql(text)", isolation.Critical,
 		[]string{`CREATE FUNCTION run_sql(q text) RETURNS void LANGUAGE plpgsql SECURITY DEFINER AS $$ BEGIN EXECUTE q; END $$`,

@@ -131,6 +131,16 @@ const (
 	// tenant table, a warning otherwise.
 	CodeFunctionDefiner = "function-definer"
 
+	// CodeFunctionBuiltinAltered: a function or operator the tenant
+	// predicate runs (current_setting, NULLIF's text =, uuid =, the
+	// text-to-uuid conversion) is no longer PostgreSQL's own: replaced by
+	// CREATE OR REPLACE, or its volatility changed.
+	CodeFunctionBuiltinAltered = "function-builtin-altered"
+	// CodeEventTrigger: an event trigger, which runs its function on the
+	// DDL of whoever migrates, with that role's rights: it can undo what
+	// verify checked, after it checked.
+	CodeEventTrigger = "event-trigger"
+
 	// CodeControlWriteGrant: the serving role may write to, or create in,
 	// the control plane (schema bulkhead), which it must only read.
 	CodeControlWriteGrant = "control-write-grant"

@@ -2,6 +2,7 @@ package verify
 
 import (
 	"context"
+	"fmt"
 	"strings"
 
 	"github.com/bulkheadhq/bulkhead/isolation"
@@ -95,4 +96,85 @@ func Functions(ctx context.Context, q isolation.Querier) ([]Finding, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// predicateFunctions are the functions the tenant predicate runs, with
+// their source and volatility as PostgreSQL ships them (language
+// internal): current_setting, the text equality NULLIF uses, the uuid
+// equality, and the text-to-uuid conversion (text's output, uuid's input).
+var predicateFunctions = []struct{ signature, src, volatility string }{
+	{"pg_catalog.current_setting(text,boolean)", "show_config_by_name_missing_ok", "s"},
+	{"pg_catalog.texteq(text,text)", "texteq", "i"},
+	{"pg_catalog.uuid_eq(uuid,uuid)", "uuid_eq", "i"},
+	{"pg_catalog.textout(text)", "textout", "i"},
+	{"pg_catalog.uuid_in(cstring)", "uuid_in", "i"},
+}
+
+// predicateOperators are the operators the tenant predicate uses, with the
+// function each must run.
+var predicateOperators = []struct{ signature, code string }{
+	{"pg_catalog.=(text,text)", "texteq"},
+	{"pg_catalog.=(uuid,uuid)", "uuid_eq"},
+}
+
+// Builtins reports the functions and operators the tenant predicate runs
+// when they are not PostgreSQL's own any more: a superuser may CREATE OR
+// REPLACE a built-in function, or change its volatility, and every policy
+// then calls what it was given. (current_setting made IMMUTABLE lets a
+// cached plan serve one tenant's value to the next.) The policies'
+// expressions are checked by TenantTables; this checks what they call.
+func Builtins(ctx context.Context, q isolation.Querier) ([]Finding, error) {
+	var out []Finding
+	for _, f := range predicateFunctions {
+		var lang, src, volatility string
+		err := q.QueryRow(ctx, `
+			SELECT l.lanname, p.prosrc, p.provolatile::text
+			FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
+			WHERE p.oid = to_regprocedure($1)`, f.signature).Scan(&lang, &src, &volatility)
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", f.signature, err)
+		}
+		if lang != "internal" || strings.TrimSpace(src) != f.src || volatility != f.volatility {
+			out = append(out, finding(CodeFunctionBuiltinAltered, critical, "function "+f.signature,
+				fmt.Sprintf("the tenant predicate calls %s, which is no longer PostgreSQL's own: language %s, source %q, volatility %s (shipped: internal %s, volatility %s)",
+					f.signature, lang, strings.TrimSpace(src), volatility, f.src, f.volatility),
+				"restore it from a fresh initdb of the same release (CREATE OR REPLACE FUNCTION "+f.signature+" … LANGUAGE internal AS '"+f.src+"'), then find who replaced it"))
+		}
+	}
+	for _, o := range predicateOperators {
+		var code string
+		if err := q.QueryRow(ctx, `SELECT oprcode::text FROM pg_operator WHERE oid = to_regoperator($1)`, o.signature).Scan(&code); err != nil {
+			return nil, fmt.Errorf("read %s: %w", o.signature, err)
+		}
+		if code != o.code {
+			out = append(out, finding(CodeFunctionBuiltinAltered, critical, "operator "+o.signature,
+				"the tenant predicate uses "+o.signature+", which runs "+code+" instead of "+o.code,
+				"restore the operator from a fresh initdb of the same release, then find who changed it"))
+		}
+	}
+	return out, nil
+}
+
+// EventTriggers reports enabled event triggers whose function no extension
+// installed: one runs on the DDL of whoever migrates, with that role's
+// rights, and can undo after a migration what verify checked before it.
+func EventTriggers(ctx context.Context, q isolation.Querier) ([]Finding, error) {
+	var (
+		out         []Finding
+		name, event string
+		function    string
+	)
+	err := collect(ctx, q, "event triggers", `
+		SELECT e.evtname, e.evtevent, e.evtfoid::regprocedure::text
+		FROM pg_event_trigger e
+		WHERE e.evtenabled <> 'D'
+		  AND NOT EXISTS (SELECT FROM pg_depend d
+		                  WHERE d.classid = 'pg_proc'::regclass AND d.objid = e.evtfoid AND d.deptype = 'e')
+		ORDER BY 1`, nil, []any{&name, &event, &function}, func() error {
+		out = append(out, finding(CodeEventTrigger, critical, "event trigger "+ident(name),
+			"event trigger "+name+" runs "+function+" on "+event+" with the rights of whoever runs the DDL (the migrator): Bulkhead creates none",
+			"DROP EVENT TRIGGER "+ident(name)))
+		return nil
+	})
+	return out, err
 }

@@ -158,12 +158,13 @@ func ForeignServers(ctx context.Context, q isolation.Querier) ([]Finding, error)
 
 // SystemObjects reports privileges on PostgreSQL's own functions,
 // relations and columns (schema pg_catalog; information_schema's views
-// show each role only what it holds privileges on) that
-// the serving role, PUBLIC or a role it may act as holds and initdb did
-// not give (pg_init_privs records what it gave): EXECUTE on
-// pg_read_binary_file reads the data files of every tenant, SELECT on
-// pg_authid the roles' password hashes. A function initdb left with the
-// default privileges is executable by PUBLIC anyway.
+// show each role only what it holds privileges on), and on those of
+// extensions, that the serving role, PUBLIC or a role it may act as holds
+// and that initdb or the extension's script did not give (pg_init_privs
+// records what they gave): EXECUTE on pg_read_binary_file reads the data
+// files of every tenant, on dblink_connect_u connects as anyone. A
+// function left with the default privileges is executable by PUBLIC
+// anyway.
 func SystemObjects(ctx context.Context, q isolation.Querier) ([]Finding, error) {
 	var (
 		out                   []Finding
@@ -174,13 +175,14 @@ func SystemObjects(ctx context.Context, q isolation.Querier) ([]Finding, error) 
 			SELECT 'function' AS kind, p.oid::regprocedure::text AS name, 'pg_proc'::regclass AS cls, p.oid, 0 AS sub,
 			       a.grantee, a.privilege_type
 			FROM pg_proc p CROSS JOIN LATERAL aclexplode(p.proacl) a
-			WHERE p.pronamespace = 'pg_catalog'::regnamespace AND p.proacl IS NOT NULL
+			WHERE (p.pronamespace = 'pg_catalog'::regnamespace OR EXISTS (SELECT FROM pg_depend e WHERE e.classid = 'pg_proc'::regclass AND e.objid = p.oid AND e.deptype = 'e')) AND p.proacl IS NOT NULL
 			UNION ALL
 			SELECT relkind_word, c.oid::regclass::text, 'pg_class'::regclass, c.oid, 0, a.grantee, a.privilege_type
 			FROM pg_class c
 			CROSS JOIN LATERAL (SELECT CASE c.relkind WHEN 'S' THEN 'sequence' WHEN 'v' THEN 'view' ELSE 'table' END) AS k (relkind_word)
 			CROSS JOIN LATERAL aclexplode(c.relacl) a
-			WHERE c.relnamespace = 'pg_catalog'::regnamespace AND c.relacl IS NOT NULL
+			WHERE (c.relnamespace = 'pg_catalog'::regnamespace OR EXISTS (SELECT FROM pg_depend e WHERE e.classid = 'pg_class'::regclass AND e.objid = c.oid AND e.deptype = 'e'))
+			  AND c.relacl IS NOT NULL
 			UNION ALL
 			SELECT 'column', c.oid::regclass::text || '.' || quote_ident(at.attname), 'pg_class'::regclass, c.oid, at.attnum,
 			       a.grantee, a.privilege_type
@@ -188,6 +190,7 @@ func SystemObjects(ctx context.Context, q isolation.Querier) ([]Finding, error) 
 			JOIN pg_attribute at ON at.attrelid = c.oid AND at.attacl IS NOT NULL
 			CROSS JOIN LATERAL aclexplode(at.attacl) a
 			WHERE c.relnamespace = 'pg_catalog'::regnamespace
+			   OR EXISTS (SELECT FROM pg_depend e WHERE e.classid = 'pg_class'::regclass AND e.objid = c.oid AND e.deptype = 'e')
 		)
 		SELECT a.kind, a.name, `+holder+`, string_agg(DISTINCT a.privilege_type, ', ' ORDER BY a.privilege_type)
 		FROM acl a
@@ -211,7 +214,7 @@ func SystemObjects(ctx context.Context, q isolation.Querier) ([]Finding, error) 
 			priv, on = strings.Join(parts, ", "), name[:dot]
 		}
 		out = append(out, finding(CodeSystemObjectGrant, critical, kind+" "+name,
-			who+" holds "+priv+" on a PostgreSQL system "+kind+", which initdb does not grant, and the serving role may act as "+who,
+			who+" holds "+priv+" on a "+kind+" of PostgreSQL or of an extension, which neither grants, and the serving role may act as "+who,
 			"REVOKE "+priv+" ON "+on+" FROM "+grantee(who)))
 		return nil
 	})

@@ -86,14 +86,19 @@ func ServingRole(ctx context.Context, q isolation.Querier) ([]Finding, error) {
 	// (isolation/schema checks what those hold, in the database of their
 	// schema: roles are shared by every database of the cluster). A
 	// tenant role is one named like it that holds rights on a schema in
-	// some database; a role merely named like one is followed.
+	// some database, or holds nothing at all, anywhere (one whose database
+	// was dropped with its schema); a role merely named like one is
+	// followed.
 	err := collect(ctx, q, "serving role memberships", `
 		WITH RECURSIVE tenant AS (
 			SELECT r.oid FROM pg_roles r
 			WHERE r.rolname ~ $1
-			  AND EXISTS (SELECT FROM pg_shdepend d
-			              WHERE d.refclassid = 'pg_authid'::regclass AND d.refobjid = r.oid
-			                AND d.classid = 'pg_namespace'::regclass AND d.deptype = 'a')
+			  AND (EXISTS (SELECT FROM pg_shdepend d
+			               WHERE d.refclassid = 'pg_authid'::regclass AND d.refobjid = r.oid
+			                 AND d.classid = 'pg_namespace'::regclass AND d.deptype = 'a')
+			       OR NOT EXISTS (SELECT FROM pg_shdepend d WHERE d.refclassid = 'pg_authid'::regclass AND d.refobjid = r.oid)
+			          AND NOT EXISTS (SELECT FROM pg_auth_members am WHERE am.member = r.oid)
+			          AND NOT (r.rolcanlogin OR r.rolsuper OR r.rolbypassrls OR r.rolcreaterole OR r.rolcreatedb OR r.rolreplication))
 		),
 		edge AS (
 			SELECT am.member, am.roleid FROM pg_auth_members am

@@ -69,7 +69,8 @@ func All(ctx context.Context, q isolation.Querier, strategy isolation.Strategy) 
 // Database runs the checks that hold in every database the serving role
 // serves from, whatever the strategy: the tenant tables it can reach (in
 // any schema), who owns them, dangerous and default grants, views,
-// functions, the relations, schemas, foreign servers and system objects it
+// functions (the built-in ones the tenant predicate runs too), event
+// triggers, the relations, schemas, foreign servers and system objects it
 // may use, its privileges on the database, and the tenant setting's
 // session default. Strategies serving from several databases call it on
 // each. The checks of the role itself, which is global to the cluster,
@@ -85,6 +86,8 @@ func Database(ctx context.Context, q isolation.Querier) ([]Finding, error) {
 		{"grants", Grants},
 		{"views", Views},
 		{"functions", Functions},
+		{"built-in functions", Builtins},
+		{"event triggers", EventTriggers},
 		{"relations", Relations},
 		{"schemas", Schemas},
 		{"database privileges", DatabasePrivileges},
