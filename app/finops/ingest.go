@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"github.com/google/uuid"
+
+	"github.com/bulkheadhq/bulkhead/internal/jsonkeys"
 )
 
 // FormatError is a request body that is not well-formed JSON or CSV, or not
@@ -27,7 +29,8 @@ func (e *FormatError) Error() string { return e.Msg }
 var CostColumns = []string{"account_id", "service", "usage_date", "amount", "currency"}
 
 // ReadCostsJSON reads a JSON array of cost items from r and parses every
-// one. Items that are not valid are reported together as
+// one. An item that names a key twice is a *FormatError naming it. Items
+// that are not valid are reported together as
 // *store.ValidationError values joined, each naming its item and field as
 // "[3].amount"; a body that is not a well-formed JSON array is a
 // *FormatError; more than MaxCostsPerIngest items is ErrTooManyCosts, found
@@ -52,9 +55,19 @@ func ReadCostsJSON(r io.Reader) ([]CostInput, error) {
 			return nil, ErrTooManyCosts
 		}
 		row := fmt.Sprintf("[%d]", i)
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil, jsonFormatError(err)
+		}
+		var dup *jsonkeys.DuplicateError
+		if err := jsonkeys.Unique(raw); errors.As(err, &dup) {
+			return nil, &FormatError{fmt.Sprintf("body: duplicate key %q in %s%s", dup.Key, row, dup.Path)}
+		} else if err != nil {
+			return nil, jsonFormatError(err)
+		}
 		var obj map[string]json.RawMessage
 		var typeErr *json.UnmarshalTypeError
-		if err := dec.Decode(&obj); errors.As(err, &typeErr) || (err == nil && obj == nil) {
+		if err := json.Unmarshal(raw, &obj); errors.As(err, &typeErr) || (err == nil && obj == nil) {
 			errs.add(row, "must be an object with the fields "+strings.Join(CostColumns, ", "))
 			continue
 		} else if err != nil {
