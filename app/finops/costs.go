@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -85,21 +83,8 @@ func (c CostInput) validate(row string, errs *fieldErrors) {
 	}
 }
 
-// checkText checks a name-like text: 1-200 characters of valid UTF-8 without
-// control characters (PostgreSQL cannot store NUL).
-func checkText(s string) string {
-	switch n := utf8.RuneCountInString(s); {
-	case !utf8.ValidString(s):
-		return "must be valid UTF-8"
-	case strings.TrimSpace(s) == "":
-		return "required"
-	case n > 200:
-		return "must be at most 200 characters"
-	case strings.ContainsFunc(s, unicode.IsControl):
-		return "must not contain control characters"
-	}
-	return ""
-}
+// checkText checks a name-like text: store.CheckText.
+func checkText(s string) string { return store.CheckText(s) }
 
 // maxFieldErrors bounds the field errors one request reports.
 const maxFieldErrors = 20

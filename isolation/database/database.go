@@ -587,7 +587,8 @@ func (s *Strategy) Ready(ctx context.Context) (isolation.Degraded, error) {
 		}
 	}
 	if len(errs) == len(s.order) {
-		return nil, errors.Join(errs...)
+		// ready's errors are worded for anyone: no database text.
+		return nil, &isolation.NotReadyError{Reason: errors.Join(errs...).Error()}
 	}
 	if len(degraded) == 0 {
 		return nil, nil

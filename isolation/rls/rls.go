@@ -125,7 +125,7 @@ func (s *Strategy) Ready(ctx context.Context) (isolation.Degraded, error) {
 		return nil, err
 	}
 	if head := migrations.Tenant.Head(); v != head {
-		return nil, fmt.Errorf("tenant tables are at version %d, head is %d: run bulkhead migrate", v, head)
+		return nil, &isolation.NotReadyError{Reason: fmt.Sprintf("tenant tables are at version %d, head is %d: run bulkhead migrate", v, head)}
 	}
 	return nil, nil
 }
