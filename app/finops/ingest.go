@@ -73,27 +73,7 @@ func ReadCostsJSON(r io.Reader) ([]CostInput, error) {
 		} else if err != nil {
 			return nil, jsonFormatError(err)
 		}
-		var f rawCost
-		for _, k := range slices.Sorted(maps.Keys(obj)) {
-			v := obj[k]
-			if k == "amount" {
-				f.amountJSON, f.has[3] = v, true
-				continue
-			}
-			i := slices.Index(CostColumns, k)
-			if i < 0 {
-				errs.add(row+"."+k, "unknown field")
-				continue
-			}
-			f.has[i] = true
-			if s := strings.TrimSpace(string(v)); s == "null" {
-				f.has[i] = false
-			} else if err := json.Unmarshal(v, &f.text[i]); err != nil {
-				errs.add(row+"."+k, "must be a string")
-				f.bad[i] = true
-			}
-		}
-		items = append(items, f.parse(row, &errs))
+		items = append(items, parseCostObject(row, obj, &errs))
 	}
 	if _, err := dec.Token(); err != nil { // the closing bracket
 		return nil, jsonFormatError(err)
@@ -108,6 +88,33 @@ func ReadCostsJSON(r io.Reader) ([]CostInput, error) {
 		return nil, err
 	}
 	return items, nil
+}
+
+// parseCostObject parses one cost item given as a JSON object, adding an
+// error per bad field of row to errs: what the JSON ingest does with each
+// item, and a tenant import with each cost row.
+func parseCostObject(row string, obj map[string]json.RawMessage, errs *fieldErrors) CostInput {
+	var f rawCost
+	for _, k := range slices.Sorted(maps.Keys(obj)) {
+		v := obj[k]
+		if k == "amount" {
+			f.amountJSON, f.has[3] = v, true
+			continue
+		}
+		i := slices.Index(CostColumns, k)
+		if i < 0 {
+			errs.add(row+"."+k, "unknown field")
+			continue
+		}
+		f.has[i] = true
+		if s := strings.TrimSpace(string(v)); s == "null" {
+			f.has[i] = false
+		} else if err := json.Unmarshal(v, &f.text[i]); err != nil {
+			errs.add(row+"."+k, "must be a string")
+			f.bad[i] = true
+		}
+	}
+	return f.parse(row, errs)
 }
 
 // jsonFormatError words a decoding error; read errors pass through.
@@ -251,6 +258,9 @@ func (f *rawCost) parse(row string, errs *fieldErrors) CostInput {
 		d, ok := ParseDate(s)
 		if !ok {
 			return "must be a date that exists, written YYYY-MM-DD"
+		}
+		if d.Before(MinUsageDate) {
+			return "must be " + MinUsageDate.Format(DateLayout) + " or later"
 		}
 		c.UsageDate = d
 		return ""
