@@ -13,16 +13,19 @@ import (
 )
 
 // TenantTableQuery selects every ordinary or partitioned table with a
-// tenant_id column outside the system schemas and the control plane: the
-// tenant tables, wherever they are. Its columns are oid, nspname, relname
+// tenant_id column but PostgreSQL's own (made by initdb, below OID 16384),
+// temporary and TOAST tables, and the control plane's: the tenant tables,
+// wherever they are — a superuser may make one in pg_catalog or
+// information_schema too. Its columns are oid, nspname, relname
 // and relowner; use it as a subquery.
 const TenantTableQuery = `
 	SELECT c.oid, n.nspname, c.relname, c.relowner
 	FROM pg_class c
 	JOIN pg_namespace n ON n.oid = c.relnamespace
 	WHERE c.relkind IN ('r', 'p')
-	  AND n.nspname NOT IN ('pg_catalog', 'information_schema', '` + migrations.ControlSchema + `')
-	  AND n.nspname NOT LIKE 'pg\_%'
+	  AND n.nspname <> '` + migrations.ControlSchema + `'
+	  AND NOT (n.nspname IN ('pg_catalog', 'information_schema') AND c.oid < 16384)
+	  AND (n.nspname NOT LIKE 'pg\_%' OR n.nspname = 'pg_catalog')
 	  AND EXISTS (SELECT FROM pg_attribute a
 	              WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped)`
 

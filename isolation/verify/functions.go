@@ -34,7 +34,7 @@ func Functions(ctx context.Context, q isolation.Querier) ([]Finding, error) {
 		SELECT p.oid::regprocedure::text
 		FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
 		WHERE p.provolatile = 'i' AND p.prokind IN ('f', 'p')
-		  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+		  AND `+userObject("p")+`
 		  AND lower(p.prosrc || COALESCE(pg_get_function_sqlbody(p.oid), '')) LIKE '%' || $1 || '%'
 		ORDER BY 1`, []any{isolation.Setting}, []any{&fn}, func() error {
 		out = append(out, finding(CodeFunctionImmutableSetting, critical, "function "+fn,
@@ -61,7 +61,7 @@ func Functions(ctx context.Context, q isolation.Querier) ([]Finding, error) {
 		FROM pg_proc p
 		JOIN pg_namespace n ON n.oid = p.pronamespace
 		JOIN pg_roles o ON o.oid = p.proowner
-		WHERE p.prosecdef AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+		WHERE p.prosecdef AND `+userObject("p")+`
 		  AND o.rolname <> current_user
 		  AND has_schema_privilege(n.oid, 'USAGE') AND has_function_privilege(p.oid, 'EXECUTE')
 		ORDER BY 1`, nil, []any{&fn, &owner, &super, &bypass, &unforced, &mayAlter, &holdsRows}, func() error {

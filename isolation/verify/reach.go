@@ -11,13 +11,21 @@ import (
 	"github.com/bulkheadhq/bulkhead/migrations"
 )
 
+// controlRelations are the relations of the control plane the serving role
+// may read: those its migrations create, and their version table.
+func controlRelations() []string {
+	_, table, _ := strings.Cut(migrations.Control.Table, ".")
+	return append(migrations.Control.Relations(migrations.ControlSchema), table)
+}
+
 // relkinds words pg_class.relkind.
 var relkinds = map[string]string{"r": "table", "p": "table", "v": "view", "m": "materialized view", "S": "sequence", "f": "foreign table"}
 
 // Relations reports every relation the serving role may use — itself,
 // through PUBLIC, or through a role it may act as, with USAGE on its
 // schema — that is none of what the strategies give it: a tenant table
-// (checked by TenantTables), the control plane (ControlPlane), a tenant
+// (checked by TenantTables), a table or view the control plane's
+// migrations create (read only: ControlPlane checks writes), a tenant
 // migrations' version table (SELECT only, beside tenant tables), a view
 // over tenant tables (Views), a security-invoker view (it reads with the
 // caller's rights, so what it reaches is checked where it is). A table
@@ -49,7 +57,7 @@ func Relations(ctx context.Context, q isolation.Querier) ([]Finding, error) {
 		JOIN pg_class c ON c.oid = a.oid
 		JOIN pg_namespace n ON n.oid = c.relnamespace
 		WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
-		  AND NOT `+systemSchemas+` AND n.nspname <> $1
+		  AND `+userObject("c")+` AND NOT (n.nspname LIKE 'pg\_%' AND n.nspname <> 'pg_catalog')
 		  AND c.oid NOT IN (SELECT oid FROM tt)
 		  AND c.oid NOT IN (SELECT view FROM reach)
 		  AND NOT (c.relkind = 'v' AND EXISTS (SELECT FROM unnest(c.reloptions) opt WHERE opt ~* '^security_invoker=(true|on|yes|1)$'))
@@ -58,8 +66,11 @@ func Relations(ctx context.Context, q isolation.Querier) ([]Finding, error) {
 		  AND (has_schema_privilege(n.oid, 'USAGE') OR a.grantee <> 0 AND has_schema_privilege(a.grantee, n.oid, 'USAGE'))
 		  AND NOT (c.relname = $2 AND a.col = '' AND a.privilege_type = 'SELECT' AND NOT a.is_grantable
 		           AND EXISTS (SELECT FROM tt WHERE tt.nspname = n.nspname))
+		  -- The control plane: reading what its migrations create is allowed,
+		  -- any write is control-write-grant's.
+		  AND NOT (n.nspname = $1 AND (a.privilege_type <> 'SELECT' OR c.relname = ANY($3)))
 		GROUP BY 1, 2, 3, 4
-		ORDER BY 1, 2, 4`, []any{migrations.ControlSchema, migrations.Tenant.Table},
+		ORDER BY 1, 2, 4`, []any{migrations.ControlSchema, migrations.Tenant.Table, controlRelations()},
 		[]any{&schema, &rel, &kind, &who, &privs}, func() error {
 			name := pgx.Identifier{schema, rel}.Sanitize()
 			what := relkinds[kind]

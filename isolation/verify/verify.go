@@ -140,8 +140,16 @@ const memberOrPublic = `CASE WHEN a.grantee = 0 THEN true ELSE pg_has_role(curre
 const holder = `CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END`
 
 // systemSchemas is a SQL condition on a schema name (column nspname) true
-// for PostgreSQL's own schemas and the temporary and TOAST ones.
-const systemSchemas = `(nspname IN ('pg_catalog', 'information_schema') OR nspname LIKE 'pg\_%')`
+// for pg_catalog and the temporary and TOAST schemas.
+const systemSchemas = `(nspname LIKE 'pg\_%')`
+
+// userObject returns a SQL condition on the object alias (with columns
+// oid, and a schema n joined) true unless PostgreSQL made it: initdb's
+// objects in pg_catalog and information_schema have OIDs below 16384, and
+// a superuser may put objects of its own there.
+func userObject(alias string) string {
+	return `NOT (n.nspname IN ('pg_catalog', 'information_schema') AND ` + alias + `.oid < 16384)`
+}
 
 // firstUserOID is FirstNormalObjectId: every object with a lower OID was
 // made by initdb, none with this one or higher.
