@@ -12,8 +12,10 @@ import (
 // tenant setting (its name in any case) and are IMMUTABLE — the planner
 // may fold the call into a cached plan, serving one tenant's value to the
 // next — and every SECURITY DEFINER function the serving role may execute
-// that runs as another role. Bulkhead creates none, and the serving role
-// should be able to run nothing with rights it does not hold:
+// that runs as another role (but an installed extension's, whose
+// privileges SystemObjects compares with what its script gave). Bulkhead
+// creates none, and the serving role should be able to run nothing with
+// rights it does not hold:
 //
 //   - function-definer-bypasses: its owner bypasses RLS (a superuser, a
 //     BYPASSRLS role, or the owner of a tenant table whose RLS is not
@@ -62,6 +64,9 @@ func Functions(ctx context.Context, q isolation.Querier) ([]Finding, error) {
 		JOIN pg_namespace n ON n.oid = p.pronamespace
 		JOIN pg_roles o ON o.oid = p.proowner
 		WHERE p.prosecdef AND `+userObject("p")+`
+		  -- An extension's functions are what its script made them; a
+		  -- privilege beyond that is system-object-grant's.
+		  AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = 'pg_proc'::regclass AND e.objid = p.oid AND e.deptype = 'e')
 		  AND o.rolname <> current_user
 		  AND has_schema_privilege(n.oid, 'USAGE') AND has_function_privilege(p.oid, 'EXECUTE')
 		ORDER BY 1`, nil, []any{&fn, &owner, &super, &bypass, &unforced, &mayAlter, &holdsRows}, func() error {
