@@ -45,11 +45,13 @@ func Relations(ctx context.Context, q isolation.Querier) ([]Finding, error) {
 			SELECT c.oid, ''::name AS col, a.grantee, a.privilege_type, a.is_grantable
 			FROM pg_class c
 			CROSS JOIN LATERAL aclexplode(COALESCE(c.relacl, acldefault(CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END::"char", c.relowner))) a
+			WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
 			UNION ALL
 			SELECT c.oid, at.attname, a.grantee, a.privilege_type, a.is_grantable
 			FROM pg_class c
 			JOIN pg_attribute at ON at.attrelid = c.oid AND at.attacl IS NOT NULL AND NOT at.attisdropped
 			CROSS JOIN LATERAL aclexplode(at.attacl) a
+			WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
 		)
 		SELECT n.nspname, c.relname, c.relkind::text, `+holder+`,
 		       string_agg(DISTINCT a.privilege_type || CASE WHEN a.col <> '' THEN ' (' || quote_ident(a.col) || ')' ELSE '' END, ', ')

@@ -167,7 +167,12 @@ func policies(ctx context.Context, q isolation.Querier, args []any) ([]Finding, 
 		FROM tt t LEFT JOIN pg_policy p ON p.polrelid = t.oid
 		ORDER BY 1, 2, 4`, args,
 		[]any{&p.schema, &p.table.name, &p.parent, &p.name, &p.cmd, &p.permissive, &p.public, &p.roles, &p.using, &p.check, &p.refs},
-		func() error { all = append(all, p); return nil })
+		func() error {
+			q := p
+			q.roles, q.refs = slices.Clone(p.roles), slices.Clone(p.refs)
+			all = append(all, q)
+			return nil
+		})
 	if err != nil {
 		return nil, err
 	}
@@ -200,7 +205,7 @@ func policies(ctx context.Context, q isolation.Querier, args []any) ([]Finding, 
 				why = append(why, "WITH CHECK ("+p.check+") is not the tenant predicate")
 			}
 			if len(p.refs) > 0 {
-				why = append(why, "it depends on "+strings.Join(p.refs, ", ")+", which PostgreSQL does not ship")
+				why = append(why, "it depends on "+strings.Join(p.refs, ", ")+" (the tenant policy depends on its table and what PostgreSQL ships, nothing else)")
 			}
 			if len(why) == 0 {
 				exact = true
