@@ -183,3 +183,26 @@ func TestVerifyNamesAnInheritingServingRole(t *testing.T) {
 		t.Fatalf("no %s finding on role %s; got %v", schema.CodeAppInherits, x, findings)
 	}
 }
+
+// A view in one tenant's schema over another tenant's table, granted to
+// the first tenant's role, is named though the serving role reaches it only
+// by SET ROLE: verify looks at what the serving role may read as any role
+// it may act as.
+func TestVerifyNamesAViewATenantRoleReads(t *testing.T) {
+	t.Parallel()
+	f := setup(t, options{})
+	a, b := ident(f.tenants[0]), ident(f.tenants[1])
+	f.db.Exec(t, `CREATE VIEW `+a+`.peek AS SELECT * FROM `+b+`.accounts`)
+	f.db.Exec(t, `ALTER VIEW `+a+`.peek OWNER TO bulkhead_owner`)
+	f.db.Exec(t, `GRANT SELECT ON `+a+`.peek TO `+a)
+	findings, err := verify.All(context.Background(), f.app, f.strategy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fd := range findings {
+		if fd.Code == verify.CodeViewNotSecurityInvoker && fd.Object == "view "+a+`."peek"` {
+			return
+		}
+	}
+	t.Fatalf("no %s finding on %s.peek; got %v", verify.CodeViewNotSecurityInvoker, a, findings)
+}

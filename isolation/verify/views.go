@@ -25,8 +25,10 @@ const viewsOverTenantTables = `tt AS (` + isolation.TenantTableQuery + `),
 			SELECT d.view, r.tbl FROM deps d JOIN reach r ON d.ref = r.view
 		)`
 
-// Views reports views and materialized views that the serving role
-// can read and that reach a tenant table, directly or through other views.
+// Views reports views and materialized views that the serving role can
+// read — itself, through PUBLIC, or as a role it may act as (a tenant role
+// of the schema strategy, say) — and that reach a tenant table, directly
+// or through other views.
 // A view without security_invoker reads its tables as its owner: critical
 // when the owner bypasses RLS there (superuser, BYPASSRLS, or owner of a
 // reached table whose RLS is not forced), a warning otherwise (the policies
@@ -47,7 +49,9 @@ func Views(ctx context.Context, q isolation.Querier) ([]Finding, error) {
 		JOIN pg_roles o ON o.oid = v.relowner
 		JOIN pg_class c ON c.oid = r.tbl
 		WHERE v.relkind IN ('v', 'm')
-		  AND has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(v.oid, 'SELECT')
+		  AND EXISTS (SELECT FROM aclexplode(COALESCE(v.relacl, acldefault('r', v.relowner))) a
+		              WHERE a.privilege_type = 'SELECT' AND `+memberOrPublic+`
+		                AND (has_schema_privilege(n.oid, 'USAGE') OR a.grantee <> 0 AND has_schema_privilege(a.grantee, n.oid, 'USAGE')))
 		GROUP BY n.nspname, v.relname, v.relkind, v.reloptions, o.rolname, o.rolsuper, o.rolbypassrls
 		ORDER BY 1, 2`)
 	if err != nil {
