@@ -119,9 +119,14 @@ var allowList = []struct {
 		[]string{`CREATE INDEX accounts_lower_idx ON accounts (tenant_id, lower(name))`}},
 
 	// Keys: constraints ignore RLS.
-	{"a unique index not led by tenant_id", verify.CodeTableKeyWithoutTenant, `"public"."accounts"`, isolation.Critical,
-		[]string{`CREATE UNIQUE INDEX accounts_name_key ON accounts (name)`},
-		[]string{`CREATE UNIQUE INDEX accounts_name_key ON accounts (tenant_id, name)`}},
+	{"a unique index without tenant_id", verify.CodeTableKeyWithoutTenant, `"public"."accounts"`, isolation.Critical,
+		[]string{`CREATE UNIQUE INDEX accounts_name_key ON accounts (name) INCLUDE (tenant_id)`},
+		// tenant_id anywhere among the key columns binds the key to a tenant.
+		[]string{`CREATE UNIQUE INDEX accounts_name_key ON accounts (tenant_id, name)`,
+			`CREATE UNIQUE INDEX accounts_name_tenant_key ON accounts (name, tenant_id)`}},
+	{"an exclusion constraint without tenant_id", verify.CodeTableKeyWithoutTenant, `"public"."accounts"`, isolation.Critical,
+		[]string{`ALTER TABLE accounts ADD CONSTRAINT accounts_name_excl EXCLUDE USING btree (name WITH =)`},
+		[]string{`ALTER TABLE accounts ADD CONSTRAINT accounts_name_excl EXCLUDE USING btree (name WITH =, tenant_id WITH =)`}},
 	{"a foreign key that does not match tenant_id with tenant_id", verify.CodeTableKeyWithoutTenant, `"public"."budgets"`, isolation.Critical,
 		[]string{`ALTER TABLE budgets ADD CONSTRAINT budgets_crossed_fkey FOREIGN KEY (account_id, tenant_id) REFERENCES accounts (tenant_id, id) NOT VALID`},
 		[]string{`ALTER TABLE budgets ADD CONSTRAINT budgets_again_fkey FOREIGN KEY (tenant_id, account_id) REFERENCES accounts (tenant_id, id) NOT VALID`}},

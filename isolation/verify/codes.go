@@ -60,8 +60,9 @@ const (
 	// index, a column type's domain constraint or I/O) calls a function or
 	// operator that is not built into PostgreSQL.
 	CodeTableUserFunction = "table-user-function"
-	// CodeTableKeyWithoutTenant: a unique index or exclusion constraint
-	// not led by tenant_id, or a foreign key to a tenant table that does
+	// CodeTableKeyWithoutTenant: a unique index without tenant_id among
+	// its key columns, an exclusion constraint not comparing tenant_id
+	// with =, or a foreign key to a tenant table that does
 	// not match tenant_id with tenant_id: constraints ignore RLS, so they
 	// probe or link across tenants.
 	CodeTableKeyWithoutTenant = "table-key-without-tenant"

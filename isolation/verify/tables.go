@@ -48,7 +48,7 @@ func (t table) object() string {
 // by the SQL LIKE pattern schemaLike differ from what the tenant
 // migrations create: Row-Level Security enabled and forced; exactly the
 // tenant policy; no trigger, rule or publication; no function in their
-// expressions or column types that is not built in; every key led by
+// expressions or column types that is not built in; every key bound by
 // tenant_id; and no grant beyond what the strategies give.
 //
 // Partitions are tables of their own here, as in PostgreSQL: querying a
@@ -374,8 +374,10 @@ func userFunctions(ctx context.Context, q isolation.Querier, args []any) ([]Find
 	return out, err
 }
 
-// keys reports unique indexes and exclusion constraints of tenant tables
-// not led by tenant_id, and foreign keys to a tenant table that do not
+// keys reports unique indexes of tenant tables without tenant_id among
+// their key columns (anywhere: (name, tenant_id) is as tenant-bound as
+// (tenant_id, name)), exclusion constraints that do not compare tenant_id
+// with =, and foreign keys to a tenant table that do not
 // match tenant_id with tenant_id. Constraints are not subject to RLS: the
 // first lets one tenant probe for another's values, the second link to
 // another's rows.
@@ -390,8 +392,12 @@ func keys(ctx context.Context, q isolation.Querier, args []any) ([]Finding, erro
 		FROM tt t
 		JOIN pg_index i ON i.indrelid = t.oid AND (i.indisunique OR i.indisexclusion)
 		JOIN pg_class ic ON ic.oid = i.indexrelid
-		WHERE NOT EXISTS (SELECT FROM pg_attribute a
-		                  WHERE a.attrelid = t.oid AND a.attnum = i.indkey[0] AND a.attname = 'tenant_id')
+		LEFT JOIN pg_constraint x ON x.conindid = i.indexrelid AND x.contype = 'x'
+		WHERE NOT EXISTS (SELECT FROM generate_series(0, i.indnkeyatts - 1) AS k
+		                  JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = i.indkey[k]
+		                  WHERE a.attname = 'tenant_id'
+		                    AND (NOT i.indisexclusion
+		                         OR EXISTS (SELECT FROM pg_operator o WHERE o.oid = x.conexclop[k + 1] AND o.oprname = '=')))
 		UNION ALL
 		SELECT t.nspname, t.relname, t.parent, 'foreign key', c.conname
 		FROM tt t
@@ -404,7 +410,7 @@ func keys(ctx context.Context, q isolation.Querier, args []any) ([]Finding, erro
 		ORDER BY 1, 2, 4, 5`, args, []any{&t.schema, &t.name, &t.parent, &kind, &name}, func() error {
 		f := Finding{Code: CodeTableKeyWithoutTenant, Severity: critical, Object: t.object()}
 		if kind == "index" {
-			f.Detail = "unique index " + name + " is not led by tenant_id: a conflict tells one tenant that another holds a value"
+			f.Detail = "unique index " + name + " does not key on tenant_id: a conflict tells one tenant that another holds a value"
 			f.Fix = "DROP INDEX " + pgx.Identifier{t.schema, name}.Sanitize() + ", and make the key (tenant_id, …)"
 		} else {
 			f.Detail = "foreign key " + name + " references a tenant table without matching tenant_id to tenant_id: a row can point at another tenant's"
