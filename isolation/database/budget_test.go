@@ -181,8 +181,11 @@ func TestIdlePoolsClose(t *testing.T) {
 			t.Fatalf("%s: %d %v", tn.slug, status, err)
 		}
 	}
-	if st := s.Stats(); st.Pools != 3 || st.Open == 0 {
-		t.Fatalf("after serving three tenants: %+v", st)
+	// Each 200 above needed a connection in its tenant's database; the
+	// high-water mark cannot fall, whereas the pools themselves may already
+	// have idled out on a slow machine.
+	if st := s.Stats(); st.HighWater == 0 {
+		t.Fatalf("after serving three tenants no tenant connection was ever open: %+v", st)
 	}
 	admin := e.adminConn(t, database.DefaultServer, "postgres")
 	deadline := time.Now().Add(20 * time.Second)
