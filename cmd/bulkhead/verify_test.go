@@ -88,16 +88,22 @@ func TestServeRefusesACriticalFinding(t *testing.T) {
 
 // Verify finds nothing on a database set up as `make run` sets one up — a
 // new database, whose PUBLIC may create temporary tables until migrate
-// revokes it, migrated as the superuser — nor after a tenant is
-// provisioned on each strategy, nor when it reads the catalogs through
-// PgBouncer in transaction mode.
+// revokes it, migrated as the superuser with a demo tenant bootstrapped and
+// given a key — nor after a tenant is provisioned on each strategy, nor
+// after migrating again, nor when it reads the catalogs through PgBouncer
+// in transaction mode.
 func TestVerifyIsCleanOnEveryStrategy(t *testing.T) {
 	t.Parallel()
 	db := pgtest.Empty(t)
 	db.Exec(t, `GRANT TEMPORARY ON DATABASE `+db.Name+` TO PUBLIC`) // as CREATE DATABASE leaves it
 	env := []string{"BULKHEAD_MIGRATE_DATABASE_URL=" + db.MigrateURL, "BULKHEAD_DATABASE_URL=" + db.AppURL}
-	if code, _, stderr := runCLI(t, env, "migrate"); code != exitOK {
+	// make run bootstraps a demo tenant on the default strategy with
+	// migrate, and gives it an editor key.
+	if code, _, stderr := runCLI(t, append(env, "BULKHEAD_TENANTS__BOOTSTRAP=demo"), "migrate"); code != exitOK {
 		t.Fatalf("migrate: exit %d: %s", code, stderr)
+	}
+	if code, _, stderr := runCLI(t, env, "key", "create", "--tenant", "demo", "--role", "editor", "-o", "json"); code != exitOK {
+		t.Fatalf("key create: exit %d: %s", code, stderr)
 	}
 	clean := func(step string, env []string) {
 		t.Helper()
@@ -106,7 +112,7 @@ func TestVerifyIsCleanOnEveryStrategy(t *testing.T) {
 		}
 	}
 	clean("after migrate", env)
-	for _, s := range []string{isolation.Schema, isolation.Database} {
+	for _, s := range []string{isolation.RLS, isolation.Schema, isolation.Database} {
 		slug := "on-" + s
 		if code, _, stderr := runCLI(t, env, "--isolation", s, "tenant", "create", slug); code != exitOK {
 			t.Fatalf("tenant create --isolation %s: exit %d: %s", s, code, stderr)
