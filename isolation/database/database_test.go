@@ -2,6 +2,7 @@ package database_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -256,11 +257,25 @@ func spentBudgetAnswers503(t *testing.T, acquireTimeout string) {
 	inTx, release := make(chan struct{}), make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		done <- s.Run(ctx, a.Isolated(), func(pgx.Tx) error {
-			close(inTx)
-			<-release
-			return nil
-		})
+		// With a short acquire timeout on a loaded machine, a's first
+		// connection may take longer than the timeout: back-pressure,
+		// retried for a bounded time, until a holds the budget.
+		deadline := time.Now().Add(30 * time.Second)
+		entered := false
+		for {
+			err := s.Run(ctx, a.Isolated(), func(pgx.Tx) error {
+				entered = true
+				close(inTx)
+				<-release
+				return nil
+			})
+			if !entered && errors.Is(err, isolation.ErrUnavailable) && time.Now().Before(deadline) {
+				time.Sleep(100 * time.Millisecond)
+				continue
+			}
+			done <- err
+			return
+		}
 	}()
 	select {
 	case <-inTx:
