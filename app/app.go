@@ -24,6 +24,7 @@ import (
 	"github.com/bulkheadhq/bulkhead/isolation/database"
 	"github.com/bulkheadhq/bulkhead/isolation/rls"
 	"github.com/bulkheadhq/bulkhead/isolation/schema"
+	"github.com/bulkheadhq/bulkhead/isolation/verify"
 )
 
 // Base is what every command needs: configuration from in, logging, the
@@ -246,10 +247,10 @@ func checkPooler(ctx context.Context, cfg *config.Config, pools *postgres.Pools,
 	return nil
 }
 
-// SafetyFindings returns every finding of isolation.VerifyAll for the
-// serving pool and strategy: what `bulkhead verify` prints.
+// SafetyFindings returns every finding of verify.All for the serving pool
+// and strategy: what `bulkhead verify` prints.
 func SafetyFindings(ctx context.Context, pools *postgres.Pools, strategy isolation.Strategy) ([]isolation.Finding, error) {
-	findings, err := isolation.VerifyAll(ctx, pools.App, strategy)
+	findings, err := verify.All(ctx, pools.App, strategy)
 	if err != nil {
 		return nil, fmt.Errorf("verify isolation: %w", err)
 	}

@@ -117,6 +117,14 @@ var (
 	ErrUnavailable = errors.New("tenant storage unavailable")
 )
 
+// NotReadyError says why a strategy or the control plane cannot serve, in
+// words anyone may read (/readyz answers them to anonymous callers): no
+// host, port, role or database error text. Readiness errors of any other
+// type are the database's own and go to the log only.
+type NotReadyError struct{ Reason string }
+
+func (e *NotReadyError) Error() string { return e.Reason }
+
 // UnknownStrategyError is returned for a strategy name no implementation has.
 type UnknownStrategyError struct{ Name string }
 

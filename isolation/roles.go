@@ -133,9 +133,13 @@ func ensureRoles(ctx context.Context, conn Querier, system bool) error {
 }
 
 // GrantDatabase gives the owner and the serving role what they need on the
-// current database: the owner may create schemas and tables in public, the
-// serving role may connect and use public. Needs the database's owner or a
-// superuser; idempotent.
+// current database, and the serving role nothing more: the owner may
+// create schemas and tables in public, the serving role may connect and
+// use public, and PUBLIC — so the serving role — may not create temporary
+// tables (one named like a tenant table would shadow it for the rest of a
+// pooled session). Needs the database's owner or a superuser; a
+// *TempPrivilegeError says what is left to do when the serving role keeps
+// TEMPORARY. Idempotent.
 func GrantDatabase(ctx context.Context, conn Querier) error {
 	var db string
 	if err := conn.QueryRow(ctx, `SELECT current_database()`).Scan(&db); err != nil {
@@ -145,6 +149,15 @@ func GrantDatabase(ctx context.Context, conn Querier) error {
 		if _, err := conn.Exec(ctx, stmt); err != nil {
 			return fmt.Errorf("%s: %w", stmt, err)
 		}
+	}
+	// A REVOKE by a role that did not grant the privilege only warns:
+	// check what it achieved.
+	var temp bool
+	if err := conn.QueryRow(ctx, `SELECT has_database_privilege($1, current_database(), 'TEMPORARY')`, AppRole).Scan(&temp); err != nil {
+		return fmt.Errorf("check %s's privileges on %s: %w", AppRole, db, err)
+	}
+	if temp {
+		return &TempPrivilegeError{Database: db}
 	}
 	return nil
 }
@@ -156,9 +169,23 @@ func databaseGrants(db string) []string {
 	return []string{
 		"GRANT CONNECT, CREATE, TEMPORARY ON DATABASE " + dbIdent + " TO " + owner,
 		"GRANT CONNECT ON DATABASE " + dbIdent + " TO " + app,
+		"REVOKE TEMPORARY ON DATABASE " + dbIdent + " FROM PUBLIC, " + app,
 		"GRANT USAGE, CREATE ON SCHEMA public TO " + owner,
 		"GRANT USAGE ON SCHEMA public TO " + app,
 	}
+}
+
+// TempPrivilegeError says that the serving role may still create temporary
+// tables in Database, which the migrate DSN could not revoke: the
+// statement a role that may (the database's owner, a superuser, or whoever
+// granted it) must run.
+type TempPrivilegeError struct{ Database string }
+
+func (e *TempPrivilegeError) Error() string {
+	db := pgx.Identifier{e.Database}.Sanitize()
+	return fmt.Sprintf("%s may create temporary tables in database %s, and the migrate role could not revoke it: "+
+		"connect as the database's owner, or run: REVOKE TEMPORARY ON DATABASE %s FROM PUBLIC, %s (and from any role %s is a member of)",
+		AppRole, e.Database, db, pgx.Identifier{AppRole}.Sanitize(), AppRole)
 }
 
 // AsOwner is the statement a migrator's session runs so that everything it

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -105,6 +106,28 @@ func (s Set) Hash() string {
 		h.Write(b)
 	}
 	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// Relations lists the tables and views the set's migrations create in
+// schema, written schema.name in them, sorted: what may exist there (one
+// dropped by a later migration is listed too).
+func (s Set) Relations(schema string) []string {
+	create := regexp.MustCompile(`(?i)\bCREATE\s+(?:UNLOGGED\s+)?(?:TABLE|(?:MATERIALIZED\s+)?VIEW)\s+(?:IF\s+NOT\s+EXISTS\s+)?` +
+		regexp.QuoteMeta(schema) + `\.("?)(\w+)"?`)
+	var out []string
+	for _, name := range s.names() {
+		b, err := fs.ReadFile(s.fsys, name)
+		if err != nil {
+			panic(err) // embedded: cannot fail
+		}
+		for _, m := range create.FindAllStringSubmatch(string(b), -1) {
+			if !slices.Contains(out, m[2]) {
+				out = append(out, m[2])
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 func (s Set) names() []string {

@@ -251,16 +251,16 @@ func (e *CorruptError) Error() string { return "corrupt export: " + e.Reason }
 // checksum. It returns the manifest, or a *CorruptError.
 func Verify(r io.Reader) (Manifest, error) {
 	var m *Manifest
-	err := scan(r, func(string, json.RawMessage) error { return nil }, &m)
+	err := scan(r, func(int, string, json.RawMessage) error { return nil }, &m)
 	if err != nil {
 		return Manifest{}, err
 	}
 	return *m, nil
 }
 
-// scan reads an export, calling row for each row line, and checks every
-// checksum; *mp receives the manifest.
-func scan(r io.Reader, row func(table string, data json.RawMessage) error, mp **Manifest) error {
+// scan reads an export, calling row for each row line with its number (the
+// header is line 1), and checks every checksum; *mp receives the manifest.
+func scan(r io.Reader, row func(line int, table string, data json.RawMessage) error, mp **Manifest) error {
 	br := bufio.NewReaderSize(r, 1<<16)
 	all := sha256.New()
 	type tableSum struct {
@@ -343,7 +343,7 @@ func scan(r io.Reader, row func(table string, data json.RawMessage) error, mp **
 		s.rows++
 		s.h.Write(line)
 		all.Write(line)
-		if err := row(rl.Table, rl.Row); err != nil {
+		if err := row(lineNo, rl.Table, rl.Row); err != nil {
 			return err
 		}
 	}

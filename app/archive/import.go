@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/bulkheadhq/bulkhead/app/control"
+	"github.com/bulkheadhq/bulkhead/app/finops"
 	"github.com/bulkheadhq/bulkhead/isolation"
 	"github.com/bulkheadhq/bulkhead/migrations"
 )
@@ -18,12 +21,15 @@ import (
 const importBatch = 5000
 
 // Import restores the export in the file at path into a new tenant called
-// slug, on whatever strategy is configured. It verifies every checksum
-// before it creates anything; the rows go in in one transaction bound to
-// the new tenant; and if anything fails, the new tenant is deleted again,
-// so nothing is left half-written.
+// slug, on whatever strategy is configured. Before it creates anything it
+// verifies every checksum and checks every row as the API checks what it
+// is sent (finops.Restore): a row the API would refuse or round is a
+// *RowsError naming its line, and nothing is written. The rows go in in one
+// transaction bound to the new tenant, as the API would have stored them;
+// if anything fails, the new tenant is deleted again, so nothing is left
+// half-written.
 func (a *Archiver) Import(ctx context.Context, path, slug string) (control.Tenant, Manifest, error) {
-	m, err := verifyFile(path)
+	m, err := checkFile(path, time.Now())
 	if err != nil {
 		return control.Tenant{}, Manifest{}, err
 	}
@@ -34,7 +40,7 @@ func (a *Archiver) Import(ctx context.Context, path, slug string) (control.Tenan
 	if err != nil {
 		return control.Tenant{}, m, fmt.Errorf("import: %w", err)
 	}
-	if err := a.load(ctx, path, t, m); err != nil {
+	if err := a.load(ctx, path, t, m, time.Now()); err != nil {
 		if _, derr := a.control.DeleteTenant(context.WithoutCancel(ctx), slug); derr != nil {
 			err = fmt.Errorf("%w (and removing the half-imported tenant failed: %v)", err, derr)
 		}
@@ -47,19 +53,86 @@ func (a *Archiver) Import(ctx context.Context, path, slug string) (control.Tenan
 	return t, m, nil
 }
 
-func verifyFile(path string) (Manifest, error) {
+// RowsError lists the rows of an export the API would refuse or round,
+// each a *store.ValidationError whose field starts with its line.
+type RowsError struct{ Errs []error }
+
+func (e *RowsError) Error() string {
+	parts := make([]string, len(e.Errs))
+	for i, err := range e.Errs {
+		parts[i] = err.Error()
+	}
+	return "rows the API would refuse: " + strings.Join(parts, "; ")
+}
+
+// Unwrap returns the errors, for errors.As.
+func (e *RowsError) Unwrap() []error { return e.Errs }
+
+// maxRowErrors bounds the row errors an import reports.
+const maxRowErrors = 20
+
+// checkFile reads the export at path once: its checksums (Verify) and every
+// row, as finops.Restore checks them. It returns the manifest, a
+// *CorruptError or a *RowsError.
+func checkFile(path string, now time.Time) (Manifest, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return Manifest{}, err
 	}
 	defer f.Close()
-	return Verify(f)
+	restore := finops.NewRestore(now)
+	var (
+		bad  []error
+		more int
+		m    *Manifest
+	)
+	note := func(err error) {
+		for _, e := range flatten(err) {
+			if len(bad) < maxRowErrors {
+				bad = append(bad, e)
+			} else {
+				more++
+			}
+		}
+	}
+	err = scan(f, func(line int, table string, row json.RawMessage) error {
+		if _, err := restore.Row(fmt.Sprintf("line %d", line), table, row); err != nil {
+			note(err)
+		}
+		return nil
+	}, &m)
+	if err != nil {
+		return Manifest{}, err
+	}
+	note(restore.Done())
+	if more > 0 {
+		bad = append(bad, fmt.Errorf("%d more not listed", more))
+	}
+	if len(bad) > 0 {
+		return *m, &RowsError{bad}
+	}
+	return *m, nil
+}
+
+// flatten unpacks errors.Join trees.
+func flatten(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, flatten(e)...)
+		}
+		return out
+	}
+	return []error{err}
 }
 
 // load inserts the rows of the file into t, in one transaction. The file is
 // verified again as it is read: a file changed since the first pass fails
 // the transaction.
-func (a *Archiver) load(ctx context.Context, path string, t control.Tenant, m Manifest) error {
+func (a *Archiver) load(ctx context.Context, path string, t control.Tenant, m Manifest, now time.Time) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -105,7 +178,14 @@ func (a *Archiver) load(ctx context.Context, path string, t control.Tenant, m Ma
 			return nil
 		}
 		var got *Manifest
-		err = scan(f, func(tbl string, row json.RawMessage) error {
+		// The rows as the API would have stored them; checkFile refused
+		// the file already if any would not be.
+		restore := finops.NewRestore(now)
+		err = scan(f, func(line int, tbl string, raw json.RawMessage) error {
+			row, err := restore.Row(fmt.Sprintf("line %d", line), tbl, raw)
+			if err != nil {
+				return err
+			}
 			if tbl != table {
 				if err := flush(); err != nil {
 					return err

@@ -146,8 +146,8 @@ func (s *Service) CreateTenant(ctx context.Context, slug, name string) (Tenant, 
 	if name == "" {
 		name = slug
 	}
-	if len(name) > 200 {
-		return Tenant{}, &store.ValidationError{Field: "name", Msg: "must be at most 200 characters"}
+	if msg := store.CheckText(name); msg != "" {
+		return Tenant{}, &store.ValidationError{Field: "name", Msg: msg}
 	}
 	db, err := s.writer()
 	if err != nil {
@@ -161,7 +161,12 @@ func (s *Service) CreateTenant(ctx context.Context, slug, name string) (Tenant, 
 	if _, err := db.Exec(ctx,
 		`INSERT INTO bulkhead.tenants (id, slug, name, isolation, status) VALUES ($1, $2, $3, $4, $5)`,
 		id, slug, name, strategy, StatusProvisioning); err != nil {
-		return Tenant{}, fmt.Errorf("create tenant %s: %w", slug, store.Translate(err))
+		err = store.Translate(err)
+		var conflict *store.ConflictError
+		if errors.As(err, &conflict) && conflict.Constraint == "tenants_slug_key" {
+			return Tenant{}, &store.ConflictError{Constraint: conflict.Constraint, Msg: "a tenant with slug " + slug + " already exists"}
+		}
+		return Tenant{}, fmt.Errorf("create tenant %s: %w", slug, err)
 	}
 	t := isolation.Tenant{ID: id, Slug: slug, Strategy: strategy}
 	placed, err := s.strategy.Provision(ctx, t)

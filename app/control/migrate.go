@@ -221,17 +221,19 @@ func (s *Service) MigrateStatus(ctx context.Context) (MigrationReport, error) {
 }
 
 // Ready reports whether the control plane is at head and the strategy can
-// serve; Degraded names parts that cannot, while the whole still can.
+// serve; Degraded names parts that cannot, while the whole still can. An
+// *isolation.NotReadyError says why in words anyone may read; any other
+// error is the database's own.
 func (s *Service) Ready(ctx context.Context) (isolation.Degraded, error) {
 	if s.app == nil {
-		return nil, errors.New("database.url is not set")
+		return nil, &isolation.NotReadyError{Reason: "database.url is not set"}
 	}
 	v, err := controlVersion(ctx, s.app)
 	if err != nil {
 		return nil, err
 	}
 	if head := migrations.Control.Head(); v != head {
-		return nil, fmt.Errorf("control plane is at version %d, head is %d: run bulkhead migrate", v, head)
+		return nil, &isolation.NotReadyError{Reason: fmt.Sprintf("control plane is at version %d, head is %d: run bulkhead migrate", v, head)}
 	}
 	return s.strategy.Ready(ctx)
 }

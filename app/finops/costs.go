@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -26,6 +24,11 @@ var ErrTooManyCosts = fmt.Errorf("more than %d cost items in one request: split 
 
 // DateLayout is how dates are written: YYYY-MM-DD.
 const DateLayout = time.DateOnly
+
+// MinUsageDate is the first usage date a cost item may have: nothing was
+// billed by a cloud before it, and 0001-01-01, which time.Time holds as its
+// zero value, is no date a client means.
+var MinUsageDate = time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // ParseDate parses a YYYY-MM-DD date that exists (no 30 February) into UTC
 // midnight.
@@ -76,6 +79,8 @@ func (c CostInput) validate(row string, errs *fieldErrors) {
 	}
 	if c.UsageDate.IsZero() {
 		errs.add(row+".usage_date", "required")
+	} else if c.UsageDate.Before(MinUsageDate) {
+		errs.add(row+".usage_date", "must be "+MinUsageDate.Format(DateLayout)+" or later")
 	}
 	if !c.Amount.Equal(c.Amount.Truncate(AmountScale)) || c.Amount.Abs().Cmp(maxAmount) >= 0 {
 		errs.add(row+".amount", "must have at most 6 decimal places and be below 100000000000000 in magnitude")
@@ -85,21 +90,8 @@ func (c CostInput) validate(row string, errs *fieldErrors) {
 	}
 }
 
-// checkText checks a name-like text: 1-200 characters of valid UTF-8 without
-// control characters (PostgreSQL cannot store NUL).
-func checkText(s string) string {
-	switch n := utf8.RuneCountInString(s); {
-	case !utf8.ValidString(s):
-		return "must be valid UTF-8"
-	case strings.TrimSpace(s) == "":
-		return "required"
-	case n > 200:
-		return "must be at most 200 characters"
-	case strings.ContainsFunc(s, unicode.IsControl):
-		return "must not contain control characters"
-	}
-	return ""
-}
+// checkText checks a name-like text: store.CheckText.
+func checkText(s string) string { return store.CheckText(s) }
 
 // maxFieldErrors bounds the field errors one request reports.
 const maxFieldErrors = 20

@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"github.com/google/uuid"
+
+	"github.com/bulkheadhq/bulkhead/internal/jsonkeys"
 )
 
 // FormatError is a request body that is not well-formed JSON or CSV, or not
@@ -27,7 +29,8 @@ func (e *FormatError) Error() string { return e.Msg }
 var CostColumns = []string{"account_id", "service", "usage_date", "amount", "currency"}
 
 // ReadCostsJSON reads a JSON array of cost items from r and parses every
-// one. Items that are not valid are reported together as
+// one. An item that names a key twice is a *FormatError naming it. Items
+// that are not valid are reported together as
 // *store.ValidationError values joined, each naming its item and field as
 // "[3].amount"; a body that is not a well-formed JSON array is a
 // *FormatError; more than MaxCostsPerIngest items is ErrTooManyCosts, found
@@ -52,35 +55,25 @@ func ReadCostsJSON(r io.Reader) ([]CostInput, error) {
 			return nil, ErrTooManyCosts
 		}
 		row := fmt.Sprintf("[%d]", i)
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil, jsonFormatError(err)
+		}
+		var dup *jsonkeys.DuplicateError
+		if err := jsonkeys.Unique(raw); errors.As(err, &dup) {
+			return nil, &FormatError{fmt.Sprintf("body: duplicate key %q in %s%s", dup.Key, row, dup.Path)}
+		} else if err != nil {
+			return nil, jsonFormatError(err)
+		}
 		var obj map[string]json.RawMessage
 		var typeErr *json.UnmarshalTypeError
-		if err := dec.Decode(&obj); errors.As(err, &typeErr) || (err == nil && obj == nil) {
+		if err := json.Unmarshal(raw, &obj); errors.As(err, &typeErr) || (err == nil && obj == nil) {
 			errs.add(row, "must be an object with the fields "+strings.Join(CostColumns, ", "))
 			continue
 		} else if err != nil {
 			return nil, jsonFormatError(err)
 		}
-		var f rawCost
-		for _, k := range slices.Sorted(maps.Keys(obj)) {
-			v := obj[k]
-			if k == "amount" {
-				f.amountJSON, f.has[3] = v, true
-				continue
-			}
-			i := slices.Index(CostColumns, k)
-			if i < 0 {
-				errs.add(row+"."+k, "unknown field")
-				continue
-			}
-			f.has[i] = true
-			if s := strings.TrimSpace(string(v)); s == "null" {
-				f.has[i] = false
-			} else if err := json.Unmarshal(v, &f.text[i]); err != nil {
-				errs.add(row+"."+k, "must be a string")
-				f.bad[i] = true
-			}
-		}
-		items = append(items, f.parse(row, &errs))
+		items = append(items, parseCostObject(row, obj, &errs))
 	}
 	if _, err := dec.Token(); err != nil { // the closing bracket
 		return nil, jsonFormatError(err)
@@ -95,6 +88,33 @@ func ReadCostsJSON(r io.Reader) ([]CostInput, error) {
 		return nil, err
 	}
 	return items, nil
+}
+
+// parseCostObject parses one cost item given as a JSON object, adding an
+// error per bad field of row to errs: what the JSON ingest does with each
+// item, and a tenant import with each cost row.
+func parseCostObject(row string, obj map[string]json.RawMessage, errs *fieldErrors) CostInput {
+	var f rawCost
+	for _, k := range slices.Sorted(maps.Keys(obj)) {
+		v := obj[k]
+		if k == "amount" {
+			f.amountJSON, f.has[3] = v, true
+			continue
+		}
+		i := slices.Index(CostColumns, k)
+		if i < 0 {
+			errs.add(row+"."+k, "unknown field")
+			continue
+		}
+		f.has[i] = true
+		if s := strings.TrimSpace(string(v)); s == "null" {
+			f.has[i] = false
+		} else if err := json.Unmarshal(v, &f.text[i]); err != nil {
+			errs.add(row+"."+k, "must be a string")
+			f.bad[i] = true
+		}
+	}
+	return f.parse(row, errs)
 }
 
 // jsonFormatError words a decoding error; read errors pass through.
@@ -238,6 +258,9 @@ func (f *rawCost) parse(row string, errs *fieldErrors) CostInput {
 		d, ok := ParseDate(s)
 		if !ok {
 			return "must be a date that exists, written YYYY-MM-DD"
+		}
+		if d.Before(MinUsageDate) {
+			return "must be " + MinUsageDate.Format(DateLayout) + " or later"
 		}
 		c.UsageDate = d
 		return ""

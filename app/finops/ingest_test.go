@@ -108,13 +108,15 @@ func TestReadCostsJSON(t *testing.T) {
 		{"missing and null", `[{"account_id":"` + acct + `","service":null,"usage_date":"2024-01-01","currency":"USD"}]`, []string{"[0].service", "[0].amount"}},
 		{"wrong types", `[{"account_id":1,"service":"x","usage_date":"2024-01-01","amount":true,"currency":"USD"}]`, []string{"[0].account_id", "[0].amount"}},
 		{"control character", `[{"account_id":"` + acct + `","service":"a\u0000b","usage_date":"2024-01-01","amount":1,"currency":"USD"}]`, []string{"[0].service"}},
+		{"the first day of year 1", `[{"account_id":"` + acct + `","service":"x","usage_date":"0001-01-01","amount":1,"currency":"USD"}]`, []string{"[0].usage_date"}},
+		{"no currency at all", `[{"account_id":"` + acct + `","service":"x","usage_date":"2024-01-01","amount":1,"currency":"XXX"}]`, []string{"[0].currency"}},
 	} {
 		_, err := ReadCostsJSON(strings.NewReader(tc.body))
 		if got := fields(err); fmt.Sprint(got) != fmt.Sprint(tc.fields) {
 			t.Errorf("%s: fields %v, want %v (err %v)", tc.name, got, tc.fields, err)
 		}
 	}
-	for _, bad := range []string{``, `{}`, `"x"`, `[{"a":1}`, `[] []`, `[{]`} {
+	for _, bad := range []string{``, `{}`, `"x"`, `[{"a":1}`, `[] []`, `[{]`, `[{"amount":1,"amount":2}]`, `[{"tags":{"a":1,"a":2}}]`} {
 		var fe *FormatError
 		if _, err := ReadCostsJSON(strings.NewReader(bad)); !errors.As(err, &fe) {
 			t.Errorf("%q: %v, want a FormatError", bad, err)

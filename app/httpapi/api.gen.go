@@ -941,7 +941,7 @@ func (w *ServerInterfaceWrapper) AdminRevokeKey(ctx echo.Context) error {
 
 	err = runtime.BindStyledParameterWithOptions("simple", "keyId", ctx.Param("keyId"), &keyId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
 	if err != nil {
-		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter keyId: %s", err))
+		return &paramError{Name: "keyId", In: "path", Type: "string", Format: "", Err: err}
 	}
 
 	// Invoke the callback with all the unmarshaled arguments
@@ -957,7 +957,7 @@ func (w *ServerInterfaceWrapper) AdminListGrants(ctx echo.Context) error {
 
 	err = runtime.BindStyledParameterWithOptions("simple", "keyId", ctx.Param("keyId"), &keyId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
 	if err != nil {
-		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter keyId: %s", err))
+		return &paramError{Name: "keyId", In: "path", Type: "string", Format: "", Err: err}
 	}
 
 	// Invoke the callback with all the unmarshaled arguments
@@ -973,7 +973,7 @@ func (w *ServerInterfaceWrapper) AdminGrantKey(ctx echo.Context) error {
 
 	err = runtime.BindStyledParameterWithOptions("simple", "keyId", ctx.Param("keyId"), &keyId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
 	if err != nil {
-		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter keyId: %s", err))
+		return &paramError{Name: "keyId", In: "path", Type: "string", Format: "", Err: err}
 	}
 
 	// Invoke the callback with all the unmarshaled arguments
@@ -989,7 +989,7 @@ func (w *ServerInterfaceWrapper) AdminUngrantKey(ctx echo.Context) error {
 
 	err = runtime.BindStyledParameterWithOptions("simple", "keyId", ctx.Param("keyId"), &keyId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
 	if err != nil {
-		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter keyId: %s", err))
+		return &paramError{Name: "keyId", In: "path", Type: "string", Format: "", Err: err}
 	}
 
 	// ------------- Path parameter "slug" -------------
@@ -997,7 +997,7 @@ func (w *ServerInterfaceWrapper) AdminUngrantKey(ctx echo.Context) error {
 
 	err = runtime.BindStyledParameterWithOptions("simple", "slug", ctx.Param("slug"), &slug, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
 	if err != nil {
-		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter slug: %s", err))
+		return &paramError{Name: "slug", In: "path", Type: "string", Format: "", Err: err}
 	}
 
 	// Invoke the callback with all the unmarshaled arguments
@@ -1063,7 +1063,7 @@ func (w *ServerInterfaceWrapper) AdminDeleteTenant(ctx echo.Context) error {
 
 	err = runtime.BindStyledParameterWithOptions("simple", "slug", ctx.Param("slug"), &slug, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
 	if err != nil {
-		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter slug: %s", err))
+		return &paramError{Name: "slug", In: "path", Type: "string", Format: "", Err: err}
 	}
 
 	// Invoke the callback with all the unmarshaled arguments
@@ -1079,7 +1079,7 @@ func (w *ServerInterfaceWrapper) AdminGetTenant(ctx echo.Context) error {
 
 	err = runtime.BindStyledParameterWithOptions("simple", "slug", ctx.Param("slug"), &slug, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
 	if err != nil {
-		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter slug: %s", err))
+		return &paramError{Name: "slug", In: "path", Type: "string", Format: "", Err: err}
 	}
 
 	// Invoke the callback with all the unmarshaled arguments
@@ -1095,7 +1095,7 @@ func (w *ServerInterfaceWrapper) AdminCreateKey(ctx echo.Context) error {
 
 	err = runtime.BindStyledParameterWithOptions("simple", "slug", ctx.Param("slug"), &slug, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
 	if err != nil {
-		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter slug: %s", err))
+		return &paramError{Name: "slug", In: "path", Type: "string", Format: "", Err: err}
 	}
 
 	// Invoke the callback with all the unmarshaled arguments
@@ -1143,7 +1143,7 @@ func (w *ServerInterfaceWrapper) AdminResumeTenant(ctx echo.Context) error {
 
 	err = runtime.BindStyledParameterWithOptions("simple", "slug", ctx.Param("slug"), &slug, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
 	if err != nil {
-		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter slug: %s", err))
+		return &paramError{Name: "slug", In: "path", Type: "string", Format: "", Err: err}
 	}
 
 	// Invoke the callback with all the unmarshaled arguments
@@ -1159,7 +1159,7 @@ func (w *ServerInterfaceWrapper) AdminSuspendTenant(ctx echo.Context) error {
 
 	err = runtime.BindStyledParameterWithOptions("simple", "slug", ctx.Param("slug"), &slug, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
 	if err != nil {
-		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter slug: %s", err))
+		return &paramError{Name: "slug", In: "path", Type: "string", Format: "", Err: err}
 	}
 
 	// Invoke the callback with all the unmarshaled arguments
@@ -1222,14 +1222,14 @@ func (w *ServerInterfaceWrapper) ListAccounts(ctx echo.Context) error {
 
 	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", ctx.QueryParams(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
 	if err != nil {
-		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter limit: %s", err))
+		return &paramError{Name: "limit", In: "query", Type: "integer", Format: "", Err: err}
 	}
 
 	// ------------- Optional query parameter "cursor" -------------
 
 	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", ctx.QueryParams(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
 	if err != nil {
-		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter cursor: %s", err))
+		return &paramError{Name: "cursor", In: "query", Type: "string", Format: "", Err: err}
 	}
 
 	// Invoke the callback with all the unmarshaled arguments
@@ -1254,7 +1254,7 @@ func (w *ServerInterfaceWrapper) DeleteAccount(ctx echo.Context) error {
 
 	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
 	if err != nil {
-		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+		return &paramError{Name: "id", In: "path", Type: "string", Format: "uuid", Err: err}
 	}
 
 	// Invoke the callback with all the unmarshaled arguments
@@ -1270,7 +1270,7 @@ func (w *ServerInterfaceWrapper) GetAccount(ctx echo.Context) error {
 
 	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
 	if err != nil {
-		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+		return &paramError{Name: "id", In: "path", Type: "string", Format: "uuid", Err: err}
 	}
 
 	// Invoke the callback with all the unmarshaled arguments
@@ -1286,7 +1286,7 @@ func (w *ServerInterfaceWrapper) UpdateAccount(ctx echo.Context) error {
 
 	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
 	if err != nil {
-		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+		return &paramError{Name: "id", In: "path", Type: "string", Format: "uuid", Err: err}
 	}
 
 	// Invoke the callback with all the unmarshaled arguments
@@ -1304,14 +1304,14 @@ func (w *ServerInterfaceWrapper) ListBudgets(ctx echo.Context) error {
 
 	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", ctx.QueryParams(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
 	if err != nil {
-		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter limit: %s", err))
+		return &paramError{Name: "limit", In: "query", Type: "integer", Format: "", Err: err}
 	}
 
 	// ------------- Optional query parameter "cursor" -------------
 
 	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", ctx.QueryParams(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
 	if err != nil {
-		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter cursor: %s", err))
+		return &paramError{Name: "cursor", In: "query", Type: "string", Format: "", Err: err}
 	}
 
 	// Invoke the callback with all the unmarshaled arguments
@@ -1336,7 +1336,7 @@ func (w *ServerInterfaceWrapper) DeleteBudget(ctx echo.Context) error {
 
 	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
 	if err != nil {
-		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+		return &paramError{Name: "id", In: "path", Type: "string", Format: "uuid", Err: err}
 	}
 
 	// Invoke the callback with all the unmarshaled arguments
@@ -1352,7 +1352,7 @@ func (w *ServerInterfaceWrapper) GetBudget(ctx echo.Context) error {
 
 	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
 	if err != nil {
-		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+		return &paramError{Name: "id", In: "path", Type: "string", Format: "uuid", Err: err}
 	}
 
 	// Parameter object where we will unmarshal all parameters from the context
@@ -1361,7 +1361,7 @@ func (w *ServerInterfaceWrapper) GetBudget(ctx echo.Context) error {
 
 	err = runtime.BindQueryParameterWithOptions("form", true, false, "at", ctx.QueryParams(), &params.At, runtime.BindQueryParameterOptions{Type: "string", Format: "date"})
 	if err != nil {
-		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter at: %s", err))
+		return &paramError{Name: "at", In: "query", Type: "string", Format: "date", Err: err}
 	}
 
 	// Invoke the callback with all the unmarshaled arguments
@@ -1379,28 +1379,28 @@ func (w *ServerInterfaceWrapper) ConsolidatedCostSummary(ctx echo.Context) error
 
 	err = runtime.BindQueryParameterWithOptions("form", true, true, "tenants", ctx.QueryParams(), &params.Tenants, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
 	if err != nil {
-		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter tenants: %s", err))
+		return &paramError{Name: "tenants", In: "query", Type: "string", Format: "", Err: err}
 	}
 
 	// ------------- Optional query parameter "from" -------------
 
 	err = runtime.BindQueryParameterWithOptions("form", true, false, "from", ctx.QueryParams(), &params.From, runtime.BindQueryParameterOptions{Type: "string", Format: "date"})
 	if err != nil {
-		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter from: %s", err))
+		return &paramError{Name: "from", In: "query", Type: "string", Format: "date", Err: err}
 	}
 
 	// ------------- Optional query parameter "to" -------------
 
 	err = runtime.BindQueryParameterWithOptions("form", true, false, "to", ctx.QueryParams(), &params.To, runtime.BindQueryParameterOptions{Type: "string", Format: "date"})
 	if err != nil {
-		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter to: %s", err))
+		return &paramError{Name: "to", In: "query", Type: "string", Format: "date", Err: err}
 	}
 
 	// ------------- Optional query parameter "group_by" -------------
 
 	err = runtime.BindQueryParameterWithOptions("form", true, false, "group_by", ctx.QueryParams(), &params.GroupBy, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
 	if err != nil {
-		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter group_by: %s", err))
+		return &paramError{Name: "group_by", In: "query", Type: "string", Format: "", Err: err}
 	}
 
 	// Invoke the callback with all the unmarshaled arguments
@@ -1418,35 +1418,35 @@ func (w *ServerInterfaceWrapper) ListCosts(ctx echo.Context) error {
 
 	err = runtime.BindQueryParameterWithOptions("form", true, false, "account_id", ctx.QueryParams(), &params.AccountId, runtime.BindQueryParameterOptions{Type: "string", Format: "uuid"})
 	if err != nil {
-		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter account_id: %s", err))
+		return &paramError{Name: "account_id", In: "query", Type: "string", Format: "uuid", Err: err}
 	}
 
 	// ------------- Optional query parameter "from" -------------
 
 	err = runtime.BindQueryParameterWithOptions("form", true, false, "from", ctx.QueryParams(), &params.From, runtime.BindQueryParameterOptions{Type: "string", Format: "date"})
 	if err != nil {
-		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter from: %s", err))
+		return &paramError{Name: "from", In: "query", Type: "string", Format: "date", Err: err}
 	}
 
 	// ------------- Optional query parameter "to" -------------
 
 	err = runtime.BindQueryParameterWithOptions("form", true, false, "to", ctx.QueryParams(), &params.To, runtime.BindQueryParameterOptions{Type: "string", Format: "date"})
 	if err != nil {
-		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter to: %s", err))
+		return &paramError{Name: "to", In: "query", Type: "string", Format: "date", Err: err}
 	}
 
 	// ------------- Optional query parameter "limit" -------------
 
 	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", ctx.QueryParams(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
 	if err != nil {
-		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter limit: %s", err))
+		return &paramError{Name: "limit", In: "query", Type: "integer", Format: "", Err: err}
 	}
 
 	// ------------- Optional query parameter "cursor" -------------
 
 	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", ctx.QueryParams(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
 	if err != nil {
-		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter cursor: %s", err))
+		return &paramError{Name: "cursor", In: "query", Type: "string", Format: "", Err: err}
 	}
 
 	// Invoke the callback with all the unmarshaled arguments
@@ -1467,12 +1467,12 @@ func (w *ServerInterfaceWrapper) IngestCosts(ctx echo.Context) error {
 		var IdempotencyKey string
 		n := len(valueList)
 		if n != 1 {
-			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Idempotency-Key, got %d", n))
+			return &paramError{Name: "Idempotency-Key", In: "header", Repeated: n}
 		}
 
 		err = runtime.BindStyledParameterWithOptions("simple", "Idempotency-Key", valueList[0], &IdempotencyKey, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
 		if err != nil {
-			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Idempotency-Key: %s", err))
+			return &paramError{Name: "Idempotency-Key", In: "header", Type: "string", Format: "", Err: err}
 		}
 
 		params.IdempotencyKey = &IdempotencyKey
@@ -1493,28 +1493,28 @@ func (w *ServerInterfaceWrapper) SummarizeCosts(ctx echo.Context) error {
 
 	err = runtime.BindQueryParameterWithOptions("form", true, false, "from", ctx.QueryParams(), &params.From, runtime.BindQueryParameterOptions{Type: "string", Format: "date"})
 	if err != nil {
-		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter from: %s", err))
+		return &paramError{Name: "from", In: "query", Type: "string", Format: "date", Err: err}
 	}
 
 	// ------------- Optional query parameter "to" -------------
 
 	err = runtime.BindQueryParameterWithOptions("form", true, false, "to", ctx.QueryParams(), &params.To, runtime.BindQueryParameterOptions{Type: "string", Format: "date"})
 	if err != nil {
-		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter to: %s", err))
+		return &paramError{Name: "to", In: "query", Type: "string", Format: "date", Err: err}
 	}
 
 	// ------------- Optional query parameter "account_id" -------------
 
 	err = runtime.BindQueryParameterWithOptions("form", true, false, "account_id", ctx.QueryParams(), &params.AccountId, runtime.BindQueryParameterOptions{Type: "string", Format: "uuid"})
 	if err != nil {
-		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter account_id: %s", err))
+		return &paramError{Name: "account_id", In: "query", Type: "string", Format: "uuid", Err: err}
 	}
 
 	// ------------- Optional query parameter "group_by" -------------
 
 	err = runtime.BindQueryParameterWithOptions("form", true, false, "group_by", ctx.QueryParams(), &params.GroupBy, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
 	if err != nil {
-		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter group_by: %s", err))
+		return &paramError{Name: "group_by", In: "query", Type: "string", Format: "", Err: err}
 	}
 
 	// Invoke the callback with all the unmarshaled arguments

@@ -3,8 +3,11 @@ package httpapi_test
 import (
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/bulkheadhq/bulkhead/internal/apitest"
 	"github.com/bulkheadhq/bulkhead/internal/pgtest"
@@ -111,6 +114,11 @@ func TestAdminAPI(t *testing.T) {
 	env := apitest.Start(t, nil)
 	env.Must(t, 401, "GET", "/admin/v1/tenants", "", nil)
 	env.Must(t, 401, "GET", "/admin/v1/tenants", "wrong-token-wrong-token-wrong-token", nil)
+	// Tokens of every length are compared the same way (as digests): a
+	// prefix, the token and more, one character changed.
+	for _, tok := range []string{apitest.AdminToken[:8], apitest.AdminToken + "x", "x" + apitest.AdminToken[1:]} {
+		env.Must(t, 401, "GET", "/admin/v1/tenants", tok, nil)
+	}
 	a := env.Tenant(t, "acme")
 	env.Must(t, 401, "GET", "/admin/v1/tenants", a.Editor, nil) // a tenant key is not the admin token
 	tenant := env.Must(t, 201, "POST", "/admin/v1/tenants", apitest.AdminToken, map[string]any{"slug": "globex", "name": "Globex"}).Map(t)
@@ -164,6 +172,27 @@ func TestErrorsAreProblems(t *testing.T) {
 		{"bad id", "GET", "/v1/accounts/not-a-uuid", a.Editor, nil, nil, 400, "id"},
 		{"bad limit", "GET", "/v1/accounts?limit=1001", a.Editor, nil, nil, 400, "limit"},
 		{"bad cursor", "GET", "/v1/accounts?cursor=garbage", a.Editor, nil, nil, 400, "cursor"},
+		// Parameters the generated wrappers cannot bind are answered in
+		// the API's words, not strconv's or uuid's.
+		{"limit not a number", "GET", "/v1/accounts?limit=abc", a.Editor, nil, nil, 400, "query parameter limit: must be a whole number"},
+		{"id not a UUID", "GET", "/v1/accounts/xyz", a.Editor, nil, nil, 400, "path parameter id: must be a UUID"},
+		{"from not a date", "GET", "/v1/costs?from=2026-02-30", a.Editor, nil, nil, 400, "query parameter from: must be a date"},
+		// A key given twice is refused, at any depth, naming it.
+		{"duplicate key", "POST", "/v1/accounts", a.Editor, `{"provider":"aws","external_id":"1","name":"n","provider":"gcp"}`, nil, 400, `duplicate key "provider"`},
+		{"duplicate key in a cost item", "POST", "/v1/costs", a.Editor,
+			`[{"account_id":"0190a1b2-0000-7000-8000-000000000001","service":"s","usage_date":"2026-01-01","amount":"1","currency":"USD","amount":"100"}]`,
+			nil, 400, `duplicate key "amount" in [0]`},
+		{"duplicate key in a budget", "POST", "/v1/budgets", a.Editor, `{"name":"b","amount":"1","currency":"USD","period":"monthly","name":"c"}`, nil, 400, `duplicate key "name"`},
+		{"duplicate key in an admin request", "POST", "/admin/v1/tenants", apitest.AdminToken, `{"slug":"dup-key","slug":"other-slug"}`, nil, 400, `duplicate key "slug"`},
+		// What the database would refuse with its own words is refused first.
+		{"NUL in a tenant name", "POST", "/admin/v1/tenants", apitest.AdminToken, `{"slug":"nul-name","name":"a\u0000b"}`, nil, 422, "name: must not contain control characters"},
+		{"a slug taken", "POST", "/admin/v1/tenants", apitest.AdminToken, `{"slug":"acme"}`, nil, 409, "a tenant with slug acme already exists"},
+		{"the testing currency", "POST", "/v1/costs", a.Editor,
+			`[{"account_id":"0190a1b2-0000-7000-8000-000000000001","service":"s","usage_date":"2026-01-01","amount":"1","currency":"XTS"}]`,
+			nil, 422, "currency"},
+		{"no currency", "POST", "/v1/costs", a.Editor,
+			`[{"account_id":"0190a1b2-0000-7000-8000-000000000001","service":"s","usage_date":"2026-01-01","amount":"1","currency":"XXX"}]`,
+			nil, 422, "currency"},
 	}
 	for _, tc := range cases {
 		r := env.Do(t, tc.method, tc.path, tc.key, tc.body, tc.header...)
@@ -178,7 +207,7 @@ func TestErrorsAreProblems(t *testing.T) {
 		if p["status"] != float64(tc.status) || p["title"] == "" || !strings.Contains(fmt.Sprint(p["detail"]), tc.detail) {
 			t.Errorf("%s: problem %s does not say %q", tc.name, r.Body, tc.detail)
 		}
-		for _, leak := range []string{"SQLSTATE", "pq:", "pgx", "violates", "relation"} {
+		for _, leak := range []string{"SQLSTATE", "pq:", "pgx", "violates", "relation", "strconv", "unmarshal", "uuid.UUID", "invalid syntax", "_key", "_fkey", "_pkey"} {
 			if strings.Contains(string(r.Body), leak) {
 				t.Errorf("%s: body leaks database text %q: %s", tc.name, leak, r.Body)
 			}
@@ -262,4 +291,29 @@ func TestOperations(t *testing.T) {
 		t.Errorf("readyz: %s", r.Body)
 	}
 	env.Must(t, 200, "GET", "/healthz", "", nil)
+}
+
+// Anyone may ask /readyz: when the database refuses the serving role, the
+// answer says so in the API's words, and the database's own — host, port,
+// role, database, SQLSTATE — stay in the log.
+func TestReadyzSaysNoDatabaseText(t *testing.T) {
+	t.Parallel()
+	env := apitest.Start(t, nil)
+	env.Must(t, 200, "GET", "/readyz", "", nil)
+	db := pgx.Identifier{env.DB.Name}.Sanitize()
+	env.DB.Exec(t, `REVOKE CONNECT ON DATABASE `+db+` FROM PUBLIC, bulkhead_app`)
+	env.DB.Exec(t, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND usename = 'bulkhead_app'`, env.DB.Name)
+	r := env.Must(t, 503, "GET", "/readyz", "", nil)
+	u, err := url.Parse(env.DB.AppURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, leak := range []string{u.Hostname(), u.Port(), "bulkhead_app", env.DB.Name, "SQLSTATE", "FATAL", "permission denied", "failed to connect"} {
+		if strings.Contains(string(r.Body), leak) {
+			t.Errorf("/readyz answers %q to anyone: %s", leak, r.Body)
+		}
+	}
+	if !strings.Contains(string(r.Body), "the database does not answer") {
+		t.Errorf("/readyz: %s", r.Body)
+	}
 }

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"github.com/bulkheadhq/bulkhead/app/control"
 	"github.com/bulkheadhq/bulkhead/app/finops"
 	"github.com/bulkheadhq/bulkhead/app/limits"
+	"github.com/bulkheadhq/bulkhead/isolation"
 )
 
 // handlers implements the generated ServerInterface.
@@ -59,8 +61,14 @@ func (h *handlers) Readyz(c echo.Context) error {
 	defer cancel()
 	degraded, err := h.control.Ready(ctx)
 	if err != nil {
-		detail := err.Error()
 		h.log.WarnContext(ctx, "not ready", "err", err)
+		// Anyone may ask: the database's own words (host, port, role)
+		// stay in the log.
+		detail := "the database does not answer; the server log says why"
+		var notReady *isolation.NotReadyError
+		if errors.As(err, &notReady) {
+			detail = notReady.Reason
+		}
 		return c.JSON(http.StatusServiceUnavailable, Health{Status: "unavailable", Detail: &detail})
 	}
 	res := Health{Status: "ok"}

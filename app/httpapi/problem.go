@@ -86,9 +86,12 @@ func toProblem(err error) (p *problem, ok bool) {
 			return newProblem(c.status, c.err.Error()), true
 		}
 	}
+	var param *paramError
 	switch {
 	case errors.As(err, &pe):
 		return pe, true
+	case errors.As(err, &param):
+		return badRequest(param.detail()), true
 	case errors.As(err, &format):
 		return badRequest(format.Msg), true
 	case errors.As(err, &validation):
@@ -105,15 +108,17 @@ func toProblem(err error) (p *problem, ok bool) {
 		p.Detail = strings.Join(parts, "; ")
 		return p, true
 	case errors.As(err, &conflict):
+		// The store's own words first, then ours; never the constraint's
+		// name, which is the schema's, not the API's.
 		msg, known := conflicts[conflict.Constraint]
-		if !known {
-			msg = "the request conflicts with existing data (" + conflict.Constraint + ")"
+		if conflict.Msg != "" || !known {
+			msg = conflict.Error()
 		}
 		return newProblem(http.StatusConflict, msg), true
 	case errors.As(err, &reference):
-		return newProblem(http.StatusUnprocessableEntity, "a referenced row does not exist ("+reference.Constraint+")"), true
+		return newProblem(http.StatusUnprocessableEntity, reference.Error()), true
 	case errors.As(err, &invalid):
-		return newProblem(http.StatusUnprocessableEntity, "a value is out of range or invalid ("+invalid.Constraint+")"), true
+		return newProblem(http.StatusUnprocessableEntity, invalid.Error()), true
 	case errors.Is(err, store.ErrNotFound):
 		return newProblem(http.StatusNotFound, "no such resource"), true
 	case errors.Is(err, auth.ErrUnauthenticated):

@@ -4,6 +4,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -25,6 +26,7 @@ import (
 	"github.com/bulkheadhq/bulkhead/app/control"
 	"github.com/bulkheadhq/bulkhead/app/finops"
 	"github.com/bulkheadhq/bulkhead/app/limits"
+	"github.com/bulkheadhq/bulkhead/internal/jsonkeys"
 )
 
 // MaxBodyBytes bounds every request body.
@@ -241,13 +243,21 @@ func truncate(s string, n int) string {
 }
 
 // decodeJSON decodes a JSON request body into v strictly: the content type
-// must be JSON (415), the body well-formed (400), known fields only (400),
-// and within MaxBodyBytes (413). Numbers stay json.Number.
+// must be JSON (415), the body well-formed (400), known fields only, each
+// once, at any depth (400), and within MaxBodyBytes (413). Numbers stay
+// json.Number.
 func decodeJSON(c echo.Context, v any) error {
 	if err := requireContentType(c, echo.MIMEApplicationJSON); err != nil {
 		return err
 	}
-	dec := json.NewDecoder(c.Request().Body)
+	body, err := io.ReadAll(c.Request().Body) // within MaxBodyBytes: the body limit
+	if err != nil {
+		return jsonError(err)
+	}
+	if err := jsonkeys.Unique(body); err != nil {
+		return jsonError(err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	dec.UseNumber()
 	if err := dec.Decode(v); err != nil {
@@ -283,10 +293,15 @@ func jsonError(err error) error {
 		he     *echo.HTTPError
 		syntax *json.SyntaxError
 		typ    *json.UnmarshalTypeError
+		dup    *jsonkeys.DuplicateError
 	)
 	switch {
 	case errors.As(err, &he):
 		return he // the body limit
+	case errors.As(err, &dup):
+		return badRequest("body: " + dup.Error() + ": a key may appear once")
+	case errors.Is(err, jsonkeys.ErrTooDeep):
+		return badRequest("body: " + err.Error())
 	case errors.Is(err, io.EOF):
 		return badRequest("body: empty; a JSON value is required")
 	case errors.As(err, &syntax):

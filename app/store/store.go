@@ -8,6 +8,8 @@ import (
 	"errors"
 	"net"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -33,26 +35,55 @@ type ValidationError struct {
 func (e *ValidationError) Error() string { return e.Field + ": " + e.Msg }
 
 // ConflictError is a unique-key violation, or a row still referenced.
+// Constraint names the constraint, for code that tells them apart; Msg,
+// when the store sets it, says what conflicts in the API's words. Neither
+// Error nor an answer ever shows the constraint's name.
 type ConflictError struct {
 	Constraint string
+	Msg        string
 }
 
-func (e *ConflictError) Error() string { return "conflict on " + e.Constraint }
+func (e *ConflictError) Error() string {
+	if e.Msg != "" {
+		return e.Msg
+	}
+	return "the request conflicts with existing data"
+}
 
 // ReferenceError is a reference to a row that does not exist for this
-// tenant (a foreign-key violation).
+// tenant (a foreign-key violation). Constraint names the constraint, for
+// code; Error does not show it.
 type ReferenceError struct {
 	Constraint string
 }
 
-func (e *ReferenceError) Error() string { return "no such row for " + e.Constraint }
+func (e *ReferenceError) Error() string { return "a referenced row does not exist" }
 
-// InvalidError is a value a table's CHECK constraint refused.
+// InvalidError is a value a table's CHECK constraint, type or encoding
+// refused. Constraint names the constraint when there is one, for code;
+// Error does not show it.
 type InvalidError struct {
 	Constraint string
 }
 
-func (e *InvalidError) Error() string { return "invalid value for " + e.Constraint }
+func (e *InvalidError) Error() string { return "a value is out of range or invalid" }
+
+// CheckText checks name-like text as every store does: 1-200 characters
+// of valid UTF-8, not only spaces, without control characters (PostgreSQL
+// cannot store NUL). It returns the client's error message, or "".
+func CheckText(s string) string {
+	switch n := utf8.RuneCountInString(s); {
+	case !utf8.ValidString(s):
+		return "must be valid UTF-8"
+	case strings.TrimSpace(s) == "":
+		return "required"
+	case n > 200:
+		return "must be at most 200 characters"
+	case strings.ContainsFunc(s, unicode.IsControl):
+		return "must not contain control characters"
+	}
+	return ""
+}
 
 // TimeoutError is work PostgreSQL ended because it ran past one of the
 // bounds of its transaction (isolation.Bounds). Setting names the bound:

@@ -305,8 +305,13 @@ func balance(tenants []placed, n int) [][]placed {
 func (h *harness) deployBaseline(ctx context.Context, rls *deployment) (*deployment, error) {
 	d := &deployment{name: Baseline, db: "bench_baseline", tenants: rls.tenants, keys: rls.keys}
 	err := h.phase("baseline.copy", func() error {
-		return h.exec(ctx, "postgres", `CREATE DATABASE `+pgx.Identifier{d.db}.Sanitize()+
-			` TEMPLATE `+pgx.Identifier{rls.db}.Sanitize()+` STRATEGY FILE_COPY`)
+		ident := pgx.Identifier{d.db}.Sanitize()
+		if err := h.exec(ctx, "postgres", `CREATE DATABASE `+ident+` TEMPLATE `+pgx.Identifier{rls.db}.Sanitize()+` STRATEGY FILE_COPY`); err != nil {
+			return err
+		}
+		// A copy has the privileges of a new database: PUBLIC may create
+		// temporary tables again until migrate's REVOKE is made again.
+		return h.exec(ctx, "postgres", `REVOKE TEMPORARY ON DATABASE `+ident+` FROM PUBLIC`)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("copy %s: %w", rls.db, err)

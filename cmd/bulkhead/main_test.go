@@ -271,6 +271,13 @@ func TestTenantAndKeyLifecycle(t *testing.T) {
 			t.Errorf("%v: exit %d, want 1 (%s)", args, code, stderr)
 		}
 	}
+	// The CLI answers in the API's words, not the schema's.
+	if _, _, stderr := runCLI(t, env, "tenant", "create", "acme"); !strings.Contains(stderr, "a tenant with slug acme already exists") || strings.Contains(stderr, "_key") {
+		t.Errorf("tenant create of a taken slug says %q", stderr)
+	}
+	if _, _, stderr := runCLI(t, env, "tenant", "create", "nul-name", "--name", "a\x00b"); !strings.Contains(stderr, "name: must not contain control characters") {
+		t.Errorf("tenant create with a NUL in its name says %q", stderr)
+	}
 	code, out, stderr = runCLI(t, env, "key", "create", "--tenant", "acme", "--role", "editor", "-o", "json")
 	if code != 0 {
 		t.Fatalf("key create: exit %d: %s", code, stderr)

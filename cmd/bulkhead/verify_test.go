@@ -9,8 +9,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/bulkheadhq/bulkhead/internal/apitest"
 	"github.com/bulkheadhq/bulkhead/internal/pgtest"
 	"github.com/bulkheadhq/bulkhead/isolation"
+	"github.com/bulkheadhq/bulkhead/isolation/verify"
 )
 
 // verifyBinary runs the built bulkhead verify -o json against db and
@@ -62,7 +64,7 @@ func TestVerifyCommand(t *testing.T) {
 		}
 		codes = append(codes, f.Code)
 	}
-	for _, want := range []string{isolation.CodeTableRLSNotForced, isolation.CodeTableDangerousGrant, isolation.CodeViewNotSecurityInvoker} {
+	for _, want := range []string{verify.CodeTableRLSNotForced, verify.CodeTableDangerousGrant, verify.CodeViewNotSecurityInvoker} {
 		if !strings.Contains(strings.Join(codes, " "), want) {
 			t.Errorf("verify does not report %s: %v", want, findings)
 		}
@@ -79,7 +81,48 @@ func TestServeRefusesACriticalFinding(t *testing.T) {
 	db := pgtest.New(t)
 	db.Exec(t, `CREATE FUNCTION current_tenant() RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT current_setting('app.tenant_id', true) $$`)
 	code, _, stderr := runCLI(t, []string{"BULKHEAD_DATABASE_URL=" + db.AppURL, "BULKHEAD_HTTP_ADDR=127.0.0.1:0"}, "serve")
-	if code != exitUsage || !strings.Contains(stderr, isolation.CodeFunctionImmutableSetting) {
-		t.Fatalf("serve over an IMMUTABLE tenant function: exit %d, want 2 naming %s; stderr: %s", code, isolation.CodeFunctionImmutableSetting, stderr)
+	if code != exitUsage || !strings.Contains(stderr, verify.CodeFunctionImmutableSetting) {
+		t.Fatalf("serve over an IMMUTABLE tenant function: exit %d, want 2 naming %s; stderr: %s", code, verify.CodeFunctionImmutableSetting, stderr)
 	}
+}
+
+// Verify finds nothing on a database set up as `make run` sets one up — a
+// new database, whose PUBLIC may create temporary tables until migrate
+// revokes it, migrated as the superuser with a demo tenant bootstrapped and
+// given a key — nor after a tenant is provisioned on each strategy, nor
+// after migrating again, nor when it reads the catalogs through PgBouncer
+// in transaction mode.
+func TestVerifyIsCleanOnEveryStrategy(t *testing.T) {
+	t.Parallel()
+	db := pgtest.Empty(t)
+	db.Exec(t, `GRANT TEMPORARY ON DATABASE `+db.Name+` TO PUBLIC`) // as CREATE DATABASE leaves it
+	env := []string{"BULKHEAD_MIGRATE_DATABASE_URL=" + db.MigrateURL, "BULKHEAD_DATABASE_URL=" + db.AppURL}
+	// make run bootstraps a demo tenant on the default strategy with
+	// migrate, and gives it an editor key.
+	if code, _, stderr := runCLI(t, append(env, "BULKHEAD_TENANTS__BOOTSTRAP=demo"), "migrate"); code != exitOK {
+		t.Fatalf("migrate: exit %d: %s", code, stderr)
+	}
+	if code, _, stderr := runCLI(t, env, "key", "create", "--tenant", "demo", "--role", "editor", "-o", "json"); code != exitOK {
+		t.Fatalf("key create: exit %d: %s", code, stderr)
+	}
+	clean := func(step string, env []string) {
+		t.Helper()
+		if code, out, stderr := runCLI(t, env, "verify"); code != exitOK {
+			t.Errorf("verify %s: exit %d:\n%s%s", step, code, out, stderr)
+		}
+	}
+	clean("after migrate", env)
+	for _, s := range []string{isolation.RLS, isolation.Schema, isolation.Database} {
+		slug := "on-" + s
+		if code, _, stderr := runCLI(t, env, "--isolation", s, "tenant", "create", slug); code != exitOK {
+			t.Fatalf("tenant create --isolation %s: exit %d: %s", s, code, stderr)
+		}
+		t.Cleanup(func() { runCLI(t, env, "tenant", "delete", slug, "--yes") })
+		clean("after provisioning on "+s, env)
+	}
+	if code, _, stderr := runCLI(t, env, "migrate"); code != exitOK {
+		t.Fatalf("migrate again: exit %d: %s", code, stderr)
+	}
+	clean("after migrating again", env)
+	clean("through PgBouncer", []string{"BULKHEAD_DATABASE_URL=" + apitest.PgBouncerURL(t, db), "BULKHEAD_DATABASE__POOLER=pgbouncer"})
 }

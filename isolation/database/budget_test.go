@@ -141,8 +141,21 @@ func TestConnectionsNeverExceedTheBudget(t *testing.T) {
 	t.Logf("%d concurrent requests in %s", workers*perWorker, time.Since(begin).Round(time.Millisecond))
 	begin = time.Now()
 	for i, tn := range ts { // one after the other, every tenant is served
-		if status, _, err := get(e, "/v1/accounts", tn.key); err != nil || status != 200 {
-			t.Errorf("tenant %d of %d alone: %d %v", i, tenants, status, err)
+		// Its pool may have to connect anew, evicting another's: on a
+		// loaded machine that can outlast the acquire timeout, and the
+		// answer is back-pressure (503 with Retry-After), retried for a
+		// bounded time. What must not happen is a tenant never served.
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			status, retry, err := get(e, "/v1/accounts", tn.key)
+			if err == nil && status == 503 && retry != "" && time.Now().Before(deadline) {
+				time.Sleep(100 * time.Millisecond)
+				continue
+			}
+			if err != nil || status != 200 {
+				t.Errorf("tenant %d of %d alone: %d (Retry-After %q) %v", i, tenants, status, retry, err)
+			}
+			break
 		}
 	}
 	t.Logf("%d tenants one after the other in %s", tenants, time.Since(begin).Round(time.Millisecond))

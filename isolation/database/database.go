@@ -37,6 +37,11 @@ import (
 // schema holds the tenant tables inside each tenant database.
 const schema = "public"
 
+// searchPath is the binding's search_path: the tenant tables, then the
+// session's temporary schema, explicitly last, so that no temporary table
+// can shadow a tenant table (tenant databases give no TEMPORARY anyway).
+var searchPath = "SET LOCAL search_path = " + pgx.Identifier{schema}.Sanitize() + ", pg_temp"
+
 // DefaultServer names the one server of a deployment that lists none: the
 // server of database.url.
 const DefaultServer = "default"
@@ -263,7 +268,7 @@ func (s *Strategy) locate(t isolation.Tenant) (*server, string, error) {
 // The connection, and with it its slot of the budget, is released in a
 // deferred call: a panic in fn returns both.
 func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) error) error {
-	opts, err := isolation.BindRun(ctx, t.ID)
+	opts, err := isolation.BindRun(ctx, t.ID, searchPath)
 	if err != nil {
 		return err
 	}
@@ -589,7 +594,8 @@ func (s *Strategy) Ready(ctx context.Context) (isolation.Degraded, error) {
 		}
 	}
 	if len(errs) == len(s.order) {
-		return nil, errors.Join(errs...)
+		// ready's errors are worded for anyone: no database text.
+		return nil, &isolation.NotReadyError{Reason: errors.Join(errs...).Error()}
 	}
 	if len(degraded) == 0 {
 		return nil, nil

@@ -2,6 +2,7 @@ package database_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/bulkheadhq/bulkhead/internal/pgtest"
 	"github.com/bulkheadhq/bulkhead/isolation"
 	"github.com/bulkheadhq/bulkhead/isolation/database"
+	"github.com/bulkheadhq/bulkhead/isolation/verify"
 	"github.com/bulkheadhq/bulkhead/migrations"
 )
 
@@ -55,7 +57,7 @@ func TestProvisionGivesEachTenantItsDatabase(t *testing.T) {
 		}
 		// Inside, the tenant tables keep their forced policy: two walls.
 		in := e.adminConn(t, database.DefaultServer, db)
-		if fs, err := isolation.CheckTenantTables(context.Background(), in, "public"); err != nil || len(fs) > 0 {
+		if fs, err := verify.TenantTables(context.Background(), in, "public"); err != nil || len(fs) > 0 {
 			t.Errorf("tenant tables of %s: %v %v", db, fs, err)
 		}
 	}
@@ -267,15 +269,20 @@ func spentBudgetAnswers503(t *testing.T, acquireTimeout string) {
 	inTx, release := make(chan struct{}), make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		// The warm connection may have been closed meanwhile: a dial that
-		// misses the short acquire timeout is retried, as above.
-		for deadline := time.Now().Add(time.Minute); ; {
+		// With a short acquire timeout on a loaded machine, a's first
+		// connection may take longer than the timeout: back-pressure,
+		// retried for a bounded time, until a holds the budget.
+		deadline := time.Now().Add(30 * time.Second)
+		entered := false
+		for {
 			err := s.Run(ctx, a.Isolated(), func(pgx.Tx) error {
+				entered = true
 				close(inTx)
 				<-release
 				return nil
 			})
-			if err != nil && isUnavailable(err) && time.Now().Before(deadline) {
+			if !entered && errors.Is(err, isolation.ErrUnavailable) && time.Now().Before(deadline) {
+				time.Sleep(100 * time.Millisecond)
 				continue
 			}
 			done <- err

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/bulkheadhq/bulkhead/isolation"
+	"github.com/bulkheadhq/bulkhead/isolation/verify"
 )
 
 // Finding codes of this strategy; docs/VERIFY.md lists them. The codes of
@@ -204,11 +205,13 @@ func (s *Strategy) checkDatabases(ctx context.Context, srv *server, dbs []string
 	return out, present, nil
 }
 
-// checkTables runs, inside db as the serving role, the checks of the
-// tenant tables in every schema (RLS, policies, ownership, dangerous
-// grants) and of the views and functions that could reach them. The
-// serving role's own attributes are checked once on the control database,
-// the server version once per server; a tenant database has no control
+// checkTables runs, inside db as the serving role, the checks every
+// database the serving role serves from gets (verify.Database: tenant
+// tables it can reach, their owners, grants, views, functions, the
+// relations, schemas and privileges it may use) and the tenant-table
+// checks of public, reachable or not. The serving role itself is global
+// to the cluster and checked once, on the control database; so is the
+// server version, once per server; a tenant database has no control
 // plane to check.
 func (s *Strategy) checkTables(ctx context.Context, srv *server, db string) ([]isolation.Finding, error) {
 	conn, err := s.connectApp(ctx, srv, db)
@@ -216,36 +219,24 @@ func (s *Strategy) checkTables(ctx context.Context, srv *server, db string) ([]i
 		return nil, err
 	}
 	defer conn.Close(context.Background())
-	var all []isolation.Finding
-	for _, check := range []func(context.Context, isolation.Querier) ([]isolation.Finding, error){
-		isolation.CheckServingRole,
-		func(ctx context.Context, q isolation.Querier) ([]isolation.Finding, error) {
-			return isolation.CheckTenantTables(ctx, q, "%")
-		},
-		isolation.CheckGrants,
-		isolation.CheckViews,
-		isolation.CheckFunctions,
-	} {
-		fs, err := check(ctx, conn)
-		if err != nil {
-			return nil, err
-		}
-		all = append(all, fs...)
+	all, err := verify.Database(ctx, conn)
+	if err != nil {
+		return nil, err
 	}
-	var out []isolation.Finding
-	for _, f := range all {
-		if f.Code == isolation.CodeRoleSuperuser || f.Code == isolation.CodeRoleBypassRLS {
-			continue
-		}
-		f.Object = "database " + db + " on server " + srv.name + ": " + f.Object
-		f.Fix = "in database " + db + ": " + f.Fix
-		out = append(out, f)
+	tables, err := verify.TenantTables(ctx, conn, schema)
+	if err != nil {
+		return nil, err
+	}
+	out := verify.Dedupe(append(all, tables...))
+	for i := range out {
+		out[i].Object = "database " + db + " on server " + srv.name + ": " + out[i].Object
+		out[i].Fix = "in database " + db + ": " + out[i].Fix
 	}
 	return out, nil
 }
 
 // checkServer reports the version findings of srv, unless it is the server
-// of the control plane, which isolation.VerifyAll checks.
+// of the control plane, which verify.All checks.
 func (s *Strategy) checkServer(ctx context.Context, srv *server) ([]isolation.Finding, error) {
 	if s.cfg.Control != nil && srv.app != nil {
 		c, a := s.cfg.Control.Config().ConnConfig, srv.app.ConnConfig
@@ -257,7 +248,7 @@ func (s *Strategy) checkServer(ctx context.Context, srv *server) ([]isolation.Fi
 	if err != nil {
 		return nil, err
 	}
-	fs, err := isolation.CheckServer(ctx, q)
+	fs, err := verify.Server(ctx, q)
 	for i := range fs {
 		fs[i].Object = "server " + srv.name + ": " + fs[i].Object
 	}

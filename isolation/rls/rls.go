@@ -15,11 +15,13 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/bulkheadhq/bulkhead/isolation"
+	"github.com/bulkheadhq/bulkhead/isolation/verify"
 	"github.com/bulkheadhq/bulkhead/migrations"
 )
 
 // schema holds the shared tenant tables. It is public so that the serving
-// role needs no search_path, which a transaction-mode pooler could not keep.
+// role needs no session-level search_path, which a transaction-mode pooler
+// could not keep; the binding sets one transaction-locally.
 const schema = isolation.SharedSchema
 
 // Strategy is the shared-tables strategy. It is safe for concurrent use.
@@ -107,28 +109,35 @@ func (s *Strategy) Migrate(ctx context.Context, _ isolation.Tenant) (int64, erro
 	return isolation.TenantVersion(ctx, q, schema)
 }
 
+// searchPath is the binding's search_path: the shared tables, then the
+// session's temporary schema, explicitly last. Unnamed, pg_temp would be
+// searched first, and a temporary table named like a tenant table would
+// shadow it for the rest of the pooled session.
+var searchPath = "SET LOCAL search_path = " + pgx.Identifier{schema}.Sanitize() + ", pg_temp"
+
 // Run runs fn in a transaction of the serving pool bound to t. The binding
-// is the SET LOCAL folded into the transaction's BEGIN. pgx.BeginTxFunc
-// rolls back in a deferred call, and rolling back a pool transaction
-// releases its connection, so a panic in fn returns the connection.
+// is the SET LOCALs of the tenant setting and of searchPath, folded into
+// the transaction's BEGIN. pgx.BeginTxFunc rolls back in a deferred call,
+// and rolling back a pool transaction releases its connection, so a panic
+// in fn returns the connection.
 func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) error) error {
 	if s.app == nil {
 		return isolation.ErrNoApp
 	}
-	opts, err := isolation.BindRun(ctx, t.ID)
+	opts, err := isolation.BindRun(ctx, t.ID, searchPath)
 	if err != nil {
 		return err
 	}
 	return pgx.BeginTxFunc(ctx, s.app, opts, fn)
 }
 
-// Verify checks the serving role and the shared tenant tables.
+// Verify checks the shared tenant tables (verify.TenantTables).
 func (s *Strategy) Verify(ctx context.Context) ([]isolation.Finding, error) {
 	q, err := s.any()
 	if err != nil {
 		return nil, err
 	}
-	return isolation.CheckTenantTables(ctx, q, schema)
+	return verify.TenantTables(ctx, q, schema)
 }
 
 // Ready reports whether the shared tables are at the migration head.
@@ -142,7 +151,7 @@ func (s *Strategy) Ready(ctx context.Context) (isolation.Degraded, error) {
 		return nil, err
 	}
 	if head := migrations.Tenant.Head(); v != head {
-		return nil, fmt.Errorf("tenant tables are at version %d, head is %d: run bulkhead migrate", v, head)
+		return nil, &isolation.NotReadyError{Reason: fmt.Sprintf("tenant tables are at version %d, head is %d: run bulkhead migrate", v, head)}
 	}
 	return nil, nil
 }

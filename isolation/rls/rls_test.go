@@ -355,3 +355,44 @@ func TestDeprovisionDeletesReferencingRowsFirst(t *testing.T) {
 		}
 	}
 }
+
+// The temporary-table path is closed at its root: the serving role may not
+// create a temporary table, and were it granted TEMPORARY, a temporary
+// table named like a tenant table on its pooled session would still not
+// capture the next tenant transaction there, whose search_path names
+// pg_temp last.
+func TestTemporaryTablesCannotShadowTenantTables(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 1, nil)
+	ctx := context.Background()
+	const shadow = `CREATE TEMP TABLE accounts (tenant_id uuid, id uuid, provider text, external_id text, name text,
+		created_at timestamptz, updated_at timestamptz)`
+	if _, err := f.app.Exec(ctx, shadow); !isRLSViolation(err) { // 42501: permission denied
+		t.Fatalf("the serving role creates a temporary table: %v", err)
+	}
+
+	f.db.Exec(t, `GRANT TEMPORARY ON DATABASE `+pgx.Identifier{f.db.Name}.Sanitize()+` TO `+isolation.AppRole)
+	// The pool has one connection: the shadow and the tenant transaction
+	// share its session, as two borrowers of a pooled connection do.
+	if _, err := f.app.Exec(ctx, shadow); err != nil {
+		t.Fatalf("with TEMPORARY granted: %v", err)
+	}
+	if _, err := f.app.Exec(ctx, `INSERT INTO pg_temp.accounts (tenant_id, id, name) SELECT $1, gen_random_uuid(), 'captured' FROM generate_series(1, 10)`, f.a.ID); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	err := f.strategy.Run(ctx, f.a, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT name FROM accounts WHERE tenant_id = $1`, f.a.ID)
+		if err != nil {
+			return err
+		}
+		names, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(names) != 3 || names[0] != f.a.Slug {
+		t.Fatalf("bound to %s, the query read %v: the temporary table shadowed the tenant table", f.a.Slug, names)
+	}
+}

@@ -189,7 +189,9 @@ func TestSlugFullOfSQLReachesNoDDL(t *testing.T) {
 		if err := tx.QueryRow(ctx, `SELECT current_setting('search_path')`).Scan(&path); err != nil {
 			return err
 		}
-		if want := schema.Name(tn.ID); path != want {
+		// The tenant's schema, then pg_temp: last, so that no temporary
+		// table can shadow a tenant table.
+		if want := schema.Name(tn.ID) + ", pg_temp"; path != want {
 			t.Errorf("search_path %s, want %s", path, want)
 		}
 		return nil

@@ -267,8 +267,8 @@ func (s *Strategy) migrate(ctx context.Context, name string) (int64, error) {
 }
 
 // Run runs fn in a transaction of the serving pool bound to t: the tenant
-// setting, the tenant's role and its schema as the only search_path entry
-// are all SET LOCAL, folded into the transaction's BEGIN.
+// setting, the tenant's role and a search_path of its schema and, last,
+// pg_temp are all SET LOCAL, folded into the transaction's BEGIN.
 //
 // Tenants may sit at different migration versions, and a statement pgx
 // prepared for one tenant's table shape then fails on another's with
@@ -308,7 +308,9 @@ func bind(ctx context.Context, t isolation.Tenant) (pgx.TxOptions, error) {
 		return pgx.TxOptions{}, fmt.Errorf("bind %s: placement %q is not its schema %s", t, t.Placement, name)
 	}
 	ident := pgx.Identifier{name}.Sanitize()
-	return isolation.BindRun(ctx, t.ID, "SET LOCAL ROLE "+ident, "SET LOCAL search_path = "+ident)
+	// pg_temp explicitly last: unnamed it would be searched first, and a
+	// temporary table named like a tenant table would shadow it.
+	return isolation.BindRun(ctx, t.ID, "SET LOCAL ROLE "+ident, "SET LOCAL search_path = "+ident+", pg_temp")
 }
 
 // staleStatement reports whether err is PostgreSQL refusing a prepared

@@ -7,10 +7,11 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/bulkheadhq/bulkhead/isolation"
+	"github.com/bulkheadhq/bulkhead/isolation/verify"
 )
 
 // Finding codes of this strategy, beside the tenant-table codes of
-// isolation.CheckTenantTables. All are critical: each lets someone read a
+// verify.TenantTables. All are critical: each lets someone read a
 // tenant schema without being bound to its tenant.
 const (
 	// CodeAppInherits: the serving role holds a tenant role's privileges
@@ -19,6 +20,9 @@ const (
 	CodeAppInherits = "schema-app-inherits"
 	// CodeMemberInherits: another role inherits a tenant role's privileges.
 	CodeMemberInherits = "schema-member-inherits"
+	// CodeMemberSetsRole: a role other than the serving role may SET ROLE
+	// to a tenant role (a NOINHERIT login role granted it, say).
+	CodeMemberSetsRole = "schema-member-sets-role"
 	// CodeRoleOutside: a tenant role holds rights, ownership, membership or
 	// attributes beyond DML on its own schema's tables.
 	CodeRoleOutside = "schema-role-outside"
@@ -47,7 +51,7 @@ const tenantSchemas = `
 	)`
 
 // Verify reports what breaks isolation between tenant schemas: the
-// tenant-table findings of isolation.CheckTenantTables for every tenant
+// tenant-table findings of verify.TenantTables for every tenant
 // schema, and the codes above. It reads the catalogs only, through the
 // serving pool (or the owner's when there is none), and is safe to run
 // while the server serves.
@@ -56,7 +60,7 @@ func (s *Strategy) Verify(ctx context.Context) ([]isolation.Finding, error) {
 	if err != nil {
 		return nil, err
 	}
-	out, err := isolation.CheckTenantTables(ctx, q, schemaLike)
+	out, err := verify.TenantTables(ctx, q, schemaLike)
 	if err != nil {
 		return nil, err
 	}
@@ -73,17 +77,22 @@ func (s *Strategy) Verify(ctx context.Context) ([]isolation.Finding, error) {
 }
 
 // checkInherits finds roles that hold a tenant role's privileges without
-// SET ROLE. pg_has_role(…, 'USAGE') follows inheritance, whatever makes it
-// (the member's INHERIT attribute, or a grant's INHERIT option on
-// PostgreSQL 16 and later). Superusers hold everything anyway and are
-// CheckServingRole's concern.
+// SET ROLE, and roles but the serving role that may SET ROLE to one.
+// pg_has_role(…, 'USAGE') follows inheritance, whatever makes it (the
+// member's INHERIT attribute, or a grant's INHERIT option on PostgreSQL 16
+// and later); a member that does not inherit may still SET ROLE, unless
+// its grant (16 and later) says SET FALSE — the owner's, which only
+// administers the roles it created. Superusers hold everything anyway and
+// are verify.ServingRole's concern.
 func checkInherits(ctx context.Context, q isolation.Querier) ([]isolation.Finding, error) {
 	rows, err := q.Query(ctx, `WITH `+tenantSchemas+`
-		SELECT t.name, m.rolname, m.rolname IN ($2, session_user)
+		SELECT t.name, m.rolname, m.rolname IN ($2, session_user), pg_has_role(m.oid, t.role, 'USAGE'), m.rolcanlogin
 		FROM tenant t
 		JOIN pg_auth_members am ON am.roleid = t.role
 		JOIN pg_roles m ON m.oid = am.member
-		WHERE NOT m.rolsuper AND pg_has_role(m.oid, t.role, 'USAGE')
+		WHERE NOT m.rolsuper
+		  AND (pg_has_role(m.oid, t.role, 'USAGE')
+		       OR m.rolname NOT IN ($2, session_user) AND COALESCE((to_jsonb(am) ->> 'set_option')::bool, true))
 		ORDER BY 1, 2`, namePattern, isolation.AppRole)
 	if err != nil {
 		return nil, fmt.Errorf("read tenant role members: %w", err)
@@ -92,8 +101,8 @@ func checkInherits(ctx context.Context, q isolation.Querier) ([]isolation.Findin
 	var out []isolation.Finding
 	for rows.Next() {
 		var tenant, member string
-		var serving bool
-		if err := rows.Scan(&tenant, &member, &serving); err != nil {
+		var serving, inherits, login bool
+		if err := rows.Scan(&tenant, &member, &serving, &inherits, &login); err != nil {
 			return nil, fmt.Errorf("read tenant role members: %w", err)
 		}
 		m := pgx.Identifier{member}.Sanitize()
@@ -102,10 +111,18 @@ func checkInherits(ctx context.Context, q isolation.Querier) ([]isolation.Findin
 			Detail: "role " + member + " inherits the privileges of tenant role " + tenant + " and reads its schema without SET ROLE",
 			Fix:    "REVOKE " + pgx.Identifier{tenant}.Sanitize() + " FROM " + m,
 		}
-		if serving {
+		switch {
+		case serving:
 			f.Code = CodeAppInherits
 			f.Detail = "the serving role " + member + " inherits the privileges of tenant role " + tenant + ", so it reads the tenant's schema outside a tenant transaction"
 			f.Fix = "ALTER ROLE " + m + " NOINHERIT"
+		case !inherits:
+			who := "role " + member
+			if login {
+				who = "login role " + member
+			}
+			f.Code = CodeMemberSetsRole
+			f.Detail = who + " is a member of tenant role " + tenant + ": though it does not inherit its privileges, it may SET ROLE " + tenant + " and read the tenant's schema"
 		}
 		out = append(out, f)
 	}

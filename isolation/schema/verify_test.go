@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/bulkheadhq/bulkhead/internal/pgtest"
 	"github.com/bulkheadhq/bulkhead/isolation"
 	"github.com/bulkheadhq/bulkhead/isolation/schema"
+	"github.com/bulkheadhq/bulkhead/isolation/verify"
 )
 
 // A database provisioned by the strategy has no finding: not from the
@@ -23,7 +25,7 @@ func TestVerifyCleanDatabase(t *testing.T) {
 	t.Parallel()
 	f := setup(t, options{})
 	ctx := context.Background()
-	findings, err := isolation.VerifyAll(ctx, f.app, f.strategy)
+	findings, err := verify.All(ctx, f.app, f.strategy)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +40,12 @@ func tempRole(t *testing.T, db *pgtest.DB, attrs string) string {
 	t.Helper()
 	b := make([]byte, 6)
 	rand.Read(b)
-	name := "flaw_" + hex.EncodeToString(b)
+	return namedRole(t, db, "flaw_"+hex.EncodeToString(b), attrs)
+}
+
+// namedRole is tempRole with the name given.
+func namedRole(t *testing.T, db *pgtest.DB, name, attrs string) string {
+	t.Helper()
 	db.Exec(t, `CREATE ROLE `+name+` `+attrs)
 	t.Cleanup(func() {
 		ctx := context.Background()
@@ -63,12 +70,14 @@ func TestVerifyNamesEachFlaw(t *testing.T) {
 	cases := []struct {
 		name string
 		// flaw is SQL with {A} and {B} for the two tenants' quoted names,
-		// {a} for A's bare name and {X} for a role made for the case.
+		// {a} for A's bare name, {X} for a role made for the case and {N}
+		// for a NOINHERIT login role made for it.
 		flaw   string
 		code   string
 		object string // with the same placeholders
 	}{
 		{"another role inherits a tenant role", `GRANT {A} TO {X}`, schema.CodeMemberInherits, "role {X}"},
+		{"a NOINHERIT login role may SET ROLE to a tenant role", `GRANT {A} TO {N}`, schema.CodeMemberSetsRole, "role {N}"},
 		{"tenant role may use another schema", `GRANT USAGE ON SCHEMA {B} TO {A}`, schema.CodeRoleOutside, "role {a}"},
 		{"tenant role may read another tenant's table", `GRANT SELECT ON {B}.accounts TO {A}`, schema.CodeRoleOutside, "role {a}"},
 		{"tenant role may read a shared table", `GRANT SELECT (name) ON public.accounts TO {A}`, schema.CodeRoleOutside, "role {a}"},
@@ -88,10 +97,30 @@ func TestVerifyNamesEachFlaw(t *testing.T) {
 			t.Parallel()
 			f := setup(t, options{})
 			x := tempRole(t, f.db, "NOLOGIN INHERIT")
-			subst := strings.NewReplacer("{A}", ident(f.tenants[0]), "{a}", schema.Name(f.tenants[0].ID), "{B}", ident(f.tenants[1]), "{X}", x)
+			n := tempRole(t, f.db, "LOGIN NOINHERIT")
+			subst := strings.NewReplacer("{A}", ident(f.tenants[0]), "{a}", schema.Name(f.tenants[0].ID), "{B}", ident(f.tenants[1]), "{X}", x, "{N}", n)
 			f.db.Exec(t, subst.Replace(tc.flaw))
 			assertFinding(t, f, tc.code, subst.Replace(tc.object))
 		})
+	}
+}
+
+// The harmless look-alike of schema-member-sets-role: a NOINHERIT login
+// role granted a role named like a tenant role, whose schema is in no
+// database here, is none of this database's tenants' business; and a
+// tenant role's own membership in nothing is what provisioning leaves.
+func TestVerifyIgnoresAMemberOfAnotherDatabasesTenantRole(t *testing.T) {
+	t.Parallel()
+	f := setup(t, options{})
+	n := tempRole(t, f.db, "LOGIN NOINHERIT")
+	other := namedRole(t, f.db, schema.Name(uuid.New()), "NOLOGIN NOINHERIT")
+	f.db.Exec(t, `GRANT `+other+` TO `+n)
+	findings, err := verify.All(context.Background(), f.app, f.strategy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(findings) != 0 {
+		t.Errorf("findings: %v", findings)
 	}
 }
 
@@ -153,4 +182,27 @@ func TestVerifyNamesAnInheritingServingRole(t *testing.T) {
 	if !found {
 		t.Fatalf("no %s finding on role %s; got %v", schema.CodeAppInherits, x, findings)
 	}
+}
+
+// A view in one tenant's schema over another tenant's table, granted to
+// the first tenant's role, is named though the serving role reaches it only
+// by SET ROLE: verify looks at what the serving role may read as any role
+// it may act as.
+func TestVerifyNamesAViewATenantRoleReads(t *testing.T) {
+	t.Parallel()
+	f := setup(t, options{})
+	a, b := ident(f.tenants[0]), ident(f.tenants[1])
+	f.db.Exec(t, `CREATE VIEW `+a+`.peek AS SELECT * FROM `+b+`.accounts`)
+	f.db.Exec(t, `ALTER VIEW `+a+`.peek OWNER TO bulkhead_owner`)
+	f.db.Exec(t, `GRANT SELECT ON `+a+`.peek TO `+a)
+	findings, err := verify.All(context.Background(), f.app, f.strategy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fd := range findings {
+		if fd.Code == verify.CodeViewNotSecurityInvoker && fd.Object == "view "+a+`."peek"` {
+			return
+		}
+	}
+	t.Fatalf("no %s finding on %s.peek; got %v", verify.CodeViewNotSecurityInvoker, a, findings)
 }

@@ -1,0 +1,87 @@
+package isolation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/bulkheadhq/bulkhead/migrations"
+)
+
+// TenantTableQuery selects every ordinary or partitioned table with a
+// tenant_id column but PostgreSQL's own (made by initdb, below OID 16384),
+// temporary and TOAST tables, and the control plane's: the tenant tables,
+// wherever they are — a superuser may make one in pg_catalog or
+// information_schema too. Its columns are oid, nspname, relname
+// and relowner; use it as a subquery.
+const TenantTableQuery = `
+	SELECT c.oid, n.nspname, c.relname, c.relowner
+	FROM pg_class c
+	JOIN pg_namespace n ON n.oid = c.relnamespace
+	WHERE c.relkind IN ('r', 'p')
+	  AND n.nspname <> '` + migrations.ControlSchema + `'
+	  AND NOT (n.nspname IN ('pg_catalog', 'information_schema') AND c.oid < 16384)
+	  AND (n.nspname NOT LIKE 'pg\_%' OR n.nspname = 'pg_catalog')
+	  AND EXISTS (SELECT FROM pg_attribute a
+	              WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped)`
+
+// tenantTablesOf lists the tenant tables of schema, sorted.
+func tenantTablesOf(ctx context.Context, q Querier, schema string) ([]string, error) {
+	rows, err := q.Query(ctx, `SELECT t.relname FROM (`+TenantTableQuery+`) t WHERE t.nspname = $1 ORDER BY 1`, schema)
+	if err != nil {
+		return nil, fmt.Errorf("list tenant tables of %s: %w", schema, err)
+	}
+	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("list tenant tables of %s: %w", schema, err)
+	}
+	return tables, nil
+}
+
+// GrantTenantTables grants the serving DML (and nothing else) on every
+// tenant table of schema to grantee, and SELECT on the tenant migrations'
+// version table so that readiness can be checked.
+func GrantTenantTables(ctx context.Context, q Querier, schema, grantee string) error {
+	tables, err := tenantTablesOf(ctx, q, schema)
+	if err != nil {
+		return err
+	}
+	to := pgx.Identifier{grantee}.Sanitize()
+	for _, t := range tables {
+		stmt := "GRANT SELECT, INSERT, UPDATE, DELETE ON " + pgx.Identifier{schema, t}.Sanitize() + " TO " + to
+		if _, err := q.Exec(ctx, stmt); err != nil {
+			return fmt.Errorf("grant on %s.%s: %w", schema, t, err)
+		}
+	}
+	stmt := "GRANT SELECT ON " + pgx.Identifier{schema, migrations.Tenant.Table}.Sanitize() + " TO " + to
+	if _, err := q.Exec(ctx, stmt); err != nil {
+		return fmt.Errorf("grant on %s.%s: %w", schema, migrations.Tenant.Table, err)
+	}
+	return nil
+}
+
+func asPgError(err error, target **pgconn.PgError) bool { return errors.As(err, target) }
+
+// DeleteTenantRows deletes every row of tenant from every tenant table of
+// schema, within tx (which must be bound to tenant: the policy applies to
+// the deletes too). Foreign keys between tenant tables are deferrable, so
+// the order does not matter.
+func DeleteTenantRows(ctx context.Context, tx pgx.Tx, schema string, tenant uuid.UUID) error {
+	tables, err := tenantTablesOf(ctx, tx, schema)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, "SET CONSTRAINTS ALL DEFERRED"); err != nil {
+		return err
+	}
+	for _, t := range tables {
+		if _, err := tx.Exec(ctx, "DELETE FROM "+pgx.Identifier{schema, t}.Sanitize()+" WHERE tenant_id = $1", tenant); err != nil {
+			return fmt.Errorf("delete rows of %s.%s: %w", schema, t, err)
+		}
+	}
+	return nil
+}
