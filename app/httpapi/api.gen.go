@@ -43,6 +43,60 @@ func (e BudgetPeriod) Valid() bool {
 	}
 }
 
+// Defines values for ImportFormat.
+const (
+	Csv     ImportFormat = "csv"
+	Parquet ImportFormat = "parquet"
+)
+
+// Valid indicates whether the value is a known member of the ImportFormat enum.
+func (e ImportFormat) Valid() bool {
+	switch e {
+	case Csv:
+		return true
+	case Parquet:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ImportReplace.
+const (
+	ImportReplaceBillingPeriod ImportReplace = "billing_period"
+)
+
+// Valid indicates whether the value is a known member of the ImportReplace enum.
+func (e ImportReplace) Valid() bool {
+	switch e {
+	case ImportReplaceBillingPeriod:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ImportStatus.
+const (
+	Failed    ImportStatus = "failed"
+	Running   ImportStatus = "running"
+	Succeeded ImportStatus = "succeeded"
+)
+
+// Valid indicates whether the value is a known member of the ImportStatus enum.
+func (e ImportStatus) Valid() bool {
+	switch e {
+	case Failed:
+		return true
+	case Running:
+		return true
+	case Succeeded:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for KeyRole.
 const (
 	KeyRoleEditor KeyRole = "editor"
@@ -73,27 +127,6 @@ func (e KeyCreateRole) Valid() bool {
 	case KeyCreateRoleEditor:
 		return true
 	case KeyCreateRoleViewer:
-		return true
-	default:
-		return false
-	}
-}
-
-// Defines values for Provider.
-const (
-	Aws   Provider = "aws"
-	Azure Provider = "azure"
-	Gcp   Provider = "gcp"
-)
-
-// Valid indicates whether the value is a known member of the Provider enum.
-func (e Provider) Valid() bool {
-	switch e {
-	case Aws:
-		return true
-	case Azure:
-		return true
-	case Gcp:
 		return true
 	default:
 		return false
@@ -145,42 +178,87 @@ func (e TenantStatus) Valid() bool {
 	}
 }
 
-// Defines values for ConsolidatedCostSummaryParamsGroupBy.
+// Defines values for Metric.
 const (
-	ConsolidatedCostSummaryParamsGroupByAccount ConsolidatedCostSummaryParamsGroupBy = "account"
-	ConsolidatedCostSummaryParamsGroupByDay     ConsolidatedCostSummaryParamsGroupBy = "day"
-	ConsolidatedCostSummaryParamsGroupByService ConsolidatedCostSummaryParamsGroupBy = "service"
+	MetricBilledCost     Metric = "billed_cost"
+	MetricContractedCost Metric = "contracted_cost"
+	MetricEffectiveCost  Metric = "effective_cost"
+	MetricListCost       Metric = "list_cost"
 )
 
-// Valid indicates whether the value is a known member of the ConsolidatedCostSummaryParamsGroupBy enum.
-func (e ConsolidatedCostSummaryParamsGroupBy) Valid() bool {
+// Valid indicates whether the value is a known member of the Metric enum.
+func (e Metric) Valid() bool {
 	switch e {
-	case ConsolidatedCostSummaryParamsGroupByAccount:
+	case MetricBilledCost:
 		return true
-	case ConsolidatedCostSummaryParamsGroupByDay:
+	case MetricContractedCost:
 		return true
-	case ConsolidatedCostSummaryParamsGroupByService:
+	case MetricEffectiveCost:
+		return true
+	case MetricListCost:
 		return true
 	default:
 		return false
 	}
 }
 
-// Defines values for SummarizeCostsParamsGroupBy.
+// Defines values for ConsolidatedCostSummaryParamsMetric.
 const (
-	SummarizeCostsParamsGroupByAccount SummarizeCostsParamsGroupBy = "account"
-	SummarizeCostsParamsGroupByDay     SummarizeCostsParamsGroupBy = "day"
-	SummarizeCostsParamsGroupByService SummarizeCostsParamsGroupBy = "service"
+	ConsolidatedCostSummaryParamsMetricBilledCost     ConsolidatedCostSummaryParamsMetric = "billed_cost"
+	ConsolidatedCostSummaryParamsMetricContractedCost ConsolidatedCostSummaryParamsMetric = "contracted_cost"
+	ConsolidatedCostSummaryParamsMetricEffectiveCost  ConsolidatedCostSummaryParamsMetric = "effective_cost"
+	ConsolidatedCostSummaryParamsMetricListCost       ConsolidatedCostSummaryParamsMetric = "list_cost"
 )
 
-// Valid indicates whether the value is a known member of the SummarizeCostsParamsGroupBy enum.
-func (e SummarizeCostsParamsGroupBy) Valid() bool {
+// Valid indicates whether the value is a known member of the ConsolidatedCostSummaryParamsMetric enum.
+func (e ConsolidatedCostSummaryParamsMetric) Valid() bool {
 	switch e {
-	case SummarizeCostsParamsGroupByAccount:
+	case ConsolidatedCostSummaryParamsMetricBilledCost:
 		return true
-	case SummarizeCostsParamsGroupByDay:
+	case ConsolidatedCostSummaryParamsMetricContractedCost:
 		return true
-	case SummarizeCostsParamsGroupByService:
+	case ConsolidatedCostSummaryParamsMetricEffectiveCost:
+		return true
+	case ConsolidatedCostSummaryParamsMetricListCost:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for IngestCostsParamsReplace.
+const (
+	IngestCostsParamsReplaceBillingPeriod IngestCostsParamsReplace = "billing_period"
+)
+
+// Valid indicates whether the value is a known member of the IngestCostsParamsReplace enum.
+func (e IngestCostsParamsReplace) Valid() bool {
+	switch e {
+	case IngestCostsParamsReplaceBillingPeriod:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for SummarizeCostsParamsMetric.
+const (
+	SummarizeCostsParamsMetricBilledCost     SummarizeCostsParamsMetric = "billed_cost"
+	SummarizeCostsParamsMetricContractedCost SummarizeCostsParamsMetric = "contracted_cost"
+	SummarizeCostsParamsMetricEffectiveCost  SummarizeCostsParamsMetric = "effective_cost"
+	SummarizeCostsParamsMetricListCost       SummarizeCostsParamsMetric = "list_cost"
+)
+
+// Valid indicates whether the value is a known member of the SummarizeCostsParamsMetric enum.
+func (e SummarizeCostsParamsMetric) Valid() bool {
+	switch e {
+	case SummarizeCostsParamsMetricBilledCost:
+		return true
+	case SummarizeCostsParamsMetricContractedCost:
+		return true
+	case SummarizeCostsParamsMetricEffectiveCost:
+		return true
+	case SummarizeCostsParamsMetricListCost:
 		return true
 	default:
 		return false
@@ -193,8 +271,10 @@ type Account struct {
 	ExternalId string             `json:"external_id"`
 	Id         openapi_types.UUID `json:"id"`
 	Name       string             `json:"name"`
-	Provider   Provider           `json:"provider"`
-	UpdatedAt  time.Time          `json:"updated_at"`
+
+	// Provider `aws`, `azure` or `gcp`; an account a FOCUS load created may have another provider, lower-cased (`oracle`).
+	Provider  Provider  `json:"provider"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // AccountCreate defines model for AccountCreate.
@@ -226,9 +306,9 @@ type AccountUpdate struct {
 type Budget struct {
 	AccountId *openapi_types.UUID `json:"account_id"`
 
-	// Amount An exact decimal amount with six decimals.
+	// Amount An exact decimal amount, with the decimals it was given (a sum, the most decimals of its terms).
 	//
-	// Example: 12.345600
+	// Example: 0.00000080000
 	Amount    Money     `json:"amount"`
 	CreatedAt time.Time `json:"created_at"`
 
@@ -245,17 +325,20 @@ type Budget struct {
 
 	// PeriodStart First day of the reported period (one budget only).
 	PeriodStart *openapi_types.Date `json:"period_start,omitempty"`
+	Provider    *string             `json:"provider"`
 
-	// Remaining An exact decimal amount with six decimals.
+	// Remaining An exact decimal amount, with the decimals it was given (a sum, the most decimals of its terms).
 	//
-	// Example: 12.345600
+	// Example: 0.00000080000
 	Remaining *Money  `json:"remaining,omitempty"`
 	Service   *string `json:"service"`
 
-	// Spent An exact decimal amount with six decimals.
+	// Spent An exact decimal amount, with the decimals it was given (a sum, the most decimals of its terms).
 	//
-	// Example: 12.345600
+	// Example: 0.00000080000
 	Spent     *Money    `json:"spent,omitempty"`
+	TagKey    *string   `json:"tag_key"`
+	TagValue  *string   `json:"tag_value"`
 	UpdatedAt time.Time `json:"updated_at"`
 }
 
@@ -265,8 +348,8 @@ type BudgetCreate struct {
 	AccountId *string `json:"account_id,omitempty"`
 
 	// Amount An exact decimal, as a JSON string (`"12.3456"`) or number (`12.3456`),
-	// never read through a float; at most 6 decimal places, below 10^14 in
-	// magnitude.
+	// never read through a float: any number of decimal places (at most 64
+	// characters in all), kept exactly as given.
 	Amount MoneyInput `json:"amount"`
 
 	// Currency An active ISO 4217 currency code.
@@ -280,8 +363,15 @@ type BudgetCreate struct {
 	// Period monthly, quarterly or yearly (UTC calendar periods).
 	Period string `json:"period"`
 
+	// Provider Count only the costs of this provider's accounts (aws, azure, gcp, …).
+	Provider *string `json:"provider,omitempty"`
+
 	// Service Count only this service's costs.
 	Service *string `json:"service,omitempty"`
+
+	// TagKey Count only costs whose Tags hold tag_key with tag_value.
+	TagKey   *string `json:"tag_key,omitempty"`
+	TagValue *string `json:"tag_value,omitempty"`
 }
 
 // BudgetPage defines model for BudgetPage.
@@ -304,9 +394,9 @@ type ConsolidatedSummary struct {
 
 // ConsolidatedTotal defines model for ConsolidatedTotal.
 type ConsolidatedTotal struct {
-	// Amount An exact decimal amount with six decimals.
+	// Amount An exact decimal amount, with the decimals it was given (a sum, the most decimals of its terms).
 	//
-	// Example: 12.345600
+	// Example: 0.00000080000
 	Amount Money `json:"amount"`
 
 	// Currency An active ISO 4217 currency code.
@@ -317,23 +407,56 @@ type ConsolidatedTotal struct {
 	Shares   []TenantShare `json:"shares"`
 }
 
-// CostItem defines model for CostItem.
+// CostItem A cost line item. Items loaded from a FOCUS dataset also carry its
+// typed columns (`amount` is `BilledCost`, `service` `ServiceName`,
+// `usage_date` the UTC day of `ChargePeriodStart`) and, in `focus`,
+// the whole row as the dataset had it: every FOCUS, `x_` custom and
+// unknown column under its own name.
 type CostItem struct {
 	AccountId openapi_types.UUID `json:"account_id"`
 
-	// Amount An exact decimal amount with six decimals.
+	// Amount An exact decimal amount, with the decimals it was given (a sum, the most decimals of its terms).
 	//
-	// Example: 12.345600
-	Amount    Money     `json:"amount"`
-	CreatedAt time.Time `json:"created_at"`
+	// Example: 0.00000080000
+	Amount             Money      `json:"amount"`
+	BillingAccountId   *string    `json:"billing_account_id,omitempty"`
+	BillingPeriodEnd   *time.Time `json:"billing_period_end,omitempty"`
+	BillingPeriodStart *time.Time `json:"billing_period_start,omitempty"`
+	ChargeCategory     *string    `json:"charge_category,omitempty"`
+	ChargePeriodEnd    *time.Time `json:"charge_period_end,omitempty"`
+	ChargePeriodStart  *time.Time `json:"charge_period_start,omitempty"`
+
+	// ContractedCost An exact decimal amount, with the decimals it was given (a sum, the most decimals of its terms).
+	//
+	// Example: 0.00000080000
+	ContractedCost *Money    `json:"contracted_cost,omitempty"`
+	CreatedAt      time.Time `json:"created_at"`
 
 	// Currency An active ISO 4217 currency code.
 	//
 	// Example: USD
-	Currency  Currency           `json:"currency"`
-	Id        openapi_types.UUID `json:"id"`
-	Service   string             `json:"service"`
-	UsageDate openapi_types.Date `json:"usage_date"`
+	Currency Currency `json:"currency"`
+
+	// EffectiveCost An exact decimal amount, with the decimals it was given (a sum, the most decimals of its terms).
+	//
+	// Example: 0.00000080000
+	EffectiveCost *Money `json:"effective_cost,omitempty"`
+
+	// Focus The dataset's row, every column by its own name; values are JSON (numbers exact).
+	Focus *rawjson.RawMessage `json:"focus,omitempty"`
+	Id    openapi_types.UUID  `json:"id"`
+
+	// ListCost An exact decimal amount, with the decimals it was given (a sum, the most decimals of its terms).
+	//
+	// Example: 0.00000080000
+	ListCost        *Money  `json:"list_cost,omitempty"`
+	RegionId        *string `json:"region_id,omitempty"`
+	Service         string  `json:"service"`
+	ServiceCategory *string `json:"service_category,omitempty"`
+
+	// Tags FOCUS `Tags`.
+	Tags      *rawjson.RawMessage `json:"tags,omitempty"`
+	UsageDate openapi_types.Date  `json:"usage_date"`
 }
 
 // CostItemCreate defines model for CostItemCreate.
@@ -342,8 +465,8 @@ type CostItemCreate struct {
 	AccountId openapi_types.UUID `json:"account_id"`
 
 	// Amount An exact decimal, as a JSON string (`"12.3456"`) or number (`12.3456`),
-	// never read through a float; at most 6 decimal places, below 10^14 in
-	// magnitude.
+	// never read through a float: any number of decimal places (at most 64
+	// characters in all), kept exactly as given.
 	Amount MoneyInput `json:"amount"`
 
 	// Currency An active ISO 4217 currency code.
@@ -364,14 +487,16 @@ type CostPage struct {
 
 // CostSummary defines model for CostSummary.
 type CostSummary struct {
-	Items []CostTotal `json:"items"`
+	GroupBy *string     `json:"group_by,omitempty"`
+	Items   []CostTotal `json:"items"`
+	Metric  *string     `json:"metric,omitempty"`
 }
 
 // CostTotal defines model for CostTotal.
 type CostTotal struct {
-	// Amount An exact decimal amount with six decimals.
+	// Amount An exact decimal amount, with the decimals it was given (a sum, the most decimals of its terms).
 	//
-	// Example: 12.345600
+	// Example: 0.00000080000
 	Amount Money `json:"amount"`
 
 	// Currency An active ISO 4217 currency code.
@@ -379,7 +504,7 @@ type CostTotal struct {
 	// Example: USD
 	Currency Currency `json:"currency"`
 
-	// Key The service, the account id, or the day (YYYY-MM-DD).
+	// Key The service, provider, account id, region, day (YYYY-MM-DD), month (YYYY-MM), tag value, …; "" for items without one.
 	Key string `json:"key"`
 }
 
@@ -390,9 +515,9 @@ type Currency = string
 
 // CurrencyTotal defines model for CurrencyTotal.
 type CurrencyTotal struct {
-	// Amount An exact decimal amount with six decimals.
+	// Amount An exact decimal amount, with the decimals it was given (a sum, the most decimals of its terms).
 	//
-	// Example: 12.345600
+	// Example: 0.00000080000
 	Amount Money `json:"amount"`
 
 	// Currency An active ISO 4217 currency code.
@@ -427,10 +552,57 @@ type Health struct {
 	Status   string             `json:"status"`
 }
 
+// Import defines model for Import.
+type Import struct {
+	AccountsCreated *int64 `json:"accounts_created,omitempty"`
+
+	// BytesDone Bytes of the (decompressed) body read so far.
+	BytesDone int64 `json:"bytes_done"`
+
+	// Error Why it failed: the problems of the data, or that the server failed.
+	Error      *string            `json:"error,omitempty"`
+	FinishedAt *time.Time         `json:"finished_at,omitempty"`
+	Format     ImportFormat       `json:"format"`
+	Id         openapi_types.UUID `json:"id"`
+	Inserted   *int64             `json:"inserted,omitempty"`
+	Replace    *ImportReplace     `json:"replace,omitempty"`
+	Replaced   *int64             `json:"replaced,omitempty"`
+
+	// RowsDone Rows written so far (in the import's own transaction: visible to others once it commits).
+	RowsDone  int64        `json:"rows_done"`
+	StartedAt time.Time    `json:"started_at"`
+	Status    ImportStatus `json:"status"`
+	UpdatedAt time.Time    `json:"updated_at"`
+}
+
+// ImportFormat defines model for Import.Format.
+type ImportFormat string
+
+// ImportReplace defines model for Import.Replace.
+type ImportReplace string
+
+// ImportStatus defines model for Import.Status.
+type ImportStatus string
+
+// ImportPage defines model for ImportPage.
+type ImportPage struct {
+	Items      []Import `json:"items"`
+	NextCursor *string  `json:"next_cursor"`
+}
+
 // IngestResult defines model for IngestResult.
 type IngestResult struct {
+	// AccountsCreated A FOCUS load: how many accounts it created.
+	AccountsCreated *int64 `json:"accounts_created,omitempty"`
+
+	// ImportId A FOCUS load's import id (`GET /v1/costs/imports/{id}`).
+	ImportId *openapi_types.UUID `json:"import_id,omitempty"`
+
 	// Inserted How many cost items were written.
-	Inserted int `json:"inserted"`
+	Inserted int64 `json:"inserted"`
+
+	// Replaced A FOCUS restatement: how many stored items it replaced.
+	Replaced *int64 `json:"replaced,omitempty"`
 }
 
 // Key defines model for Key.
@@ -455,14 +627,14 @@ type KeyCreate struct {
 // KeyCreateRole defines model for KeyCreate.Role.
 type KeyCreateRole string
 
-// Money An exact decimal amount with six decimals.
+// Money An exact decimal amount, with the decimals it was given (a sum, the most decimals of its terms).
 //
-// Example: 12.345600
+// Example: 0.00000080000
 type Money = string
 
 // MoneyInput An exact decimal, as a JSON string (`"12.3456"`) or number (`12.3456`),
-// never read through a float; at most 6 decimal places, below 10^14 in
-// magnitude.
+// never read through a float: any number of decimal places (at most 64
+// characters in all), kept exactly as given.
 type MoneyInput = rawjson.RawMessage
 
 // Problem defines model for Problem.
@@ -478,8 +650,8 @@ type Problem struct {
 	Type      string        `json:"type"`
 }
 
-// Provider defines model for Provider.
-type Provider string
+// Provider `aws`, `azure` or `gcp`; an account a FOCUS load created may have another provider, lower-cased (`oracle`).
+type Provider = string
 
 // Tenant defines model for Tenant.
 type Tenant struct {
@@ -513,9 +685,9 @@ type TenantList struct {
 
 // TenantShare defines model for TenantShare.
 type TenantShare struct {
-	// Amount An exact decimal amount with six decimals.
+	// Amount An exact decimal amount, with the decimals it was given (a sum, the most decimals of its terms).
 	//
-	// Example: 12.345600
+	// Example: 0.00000080000
 	Amount Money  `json:"amount"`
 	Tenant string `json:"tenant"`
 }
@@ -529,11 +701,20 @@ type TenantTotals struct {
 // AccountFilter defines model for AccountFilter.
 type AccountFilter = openapi_types.UUID
 
+// BillingAccountFilter defines model for BillingAccountFilter.
+type BillingAccountFilter = string
+
+// ChargeCategoryFilter defines model for ChargeCategoryFilter.
+type ChargeCategoryFilter = string
+
 // Cursor defines model for Cursor.
 type Cursor = string
 
 // From defines model for From.
 type From = openapi_types.Date
+
+// GroupBy Example: tag:team
+type GroupBy = string
 
 // ID defines model for ID.
 type ID = openapi_types.UUID
@@ -541,8 +722,26 @@ type ID = openapi_types.UUID
 // Limit defines model for Limit.
 type Limit = int
 
+// Metric defines model for Metric.
+type Metric string
+
+// ProviderFilter defines model for ProviderFilter.
+type ProviderFilter = string
+
+// RegionFilter defines model for RegionFilter.
+type RegionFilter = string
+
+// ServiceCategoryFilter defines model for ServiceCategoryFilter.
+type ServiceCategoryFilter = string
+
+// ServiceFilter defines model for ServiceFilter.
+type ServiceFilter = string
+
 // Slug defines model for Slug.
 type Slug = string
+
+// TagFilter defines model for TagFilter.
+type TagFilter = []string
 
 // To defines model for To.
 type To = openapi_types.Date
@@ -582,12 +781,39 @@ type ConsolidatedCostSummaryParams struct {
 	// To Last usage date included (YYYY-MM-DD).
 	To *To `form:"to,omitempty" json:"to,omitempty"`
 
-	// GroupBy What to total by; `service` when absent.
-	GroupBy *ConsolidatedCostSummaryParamsGroupBy `form:"group_by,omitempty" json:"group_by,omitempty"`
+	// Service Only this service (FOCUS `ServiceName`).
+	Service *ServiceFilter `form:"service,omitempty" json:"service,omitempty"`
+
+	// ServiceCategory Only this FOCUS `ServiceCategory` (`Compute`, `Storage`, …).
+	ServiceCategory *ServiceCategoryFilter `form:"service_category,omitempty" json:"service_category,omitempty"`
+
+	// Provider Only the accounts of this provider (`aws`, `azure`, `gcp`, or a FOCUS provider lower-cased, such as `oracle`).
+	Provider *ProviderFilter `form:"provider,omitempty" json:"provider,omitempty"`
+
+	// BillingAccount Only this FOCUS `BillingAccountId`.
+	BillingAccount *BillingAccountFilter `form:"billing_account,omitempty" json:"billing_account,omitempty"`
+
+	// Region Only this FOCUS `RegionId`.
+	Region *RegionFilter `form:"region,omitempty" json:"region,omitempty"`
+
+	// ChargeCategory Only this FOCUS `ChargeCategory` (`Usage`, `Purchase`, `Tax`, `Credit`, `Adjustment`).
+	ChargeCategory *ChargeCategoryFilter `form:"charge_category,omitempty" json:"charge_category,omitempty"`
+
+	// Tag Only items whose `Tags` hold this key with this value, written `key=value` (split at the first `=`); repeat for several.
+	Tag *TagFilter `form:"tag,omitempty" json:"tag,omitempty"`
+
+	// GroupBy What to total by, `service` when absent: `service`,
+	// `service_category`, `provider`, `account` (its id), `billing_account`,
+	// `region`, `charge_category`, `day` (YYYY-MM-DD), `month` (YYYY-MM), or
+	// `tag:<key>` (the value of one tag, e.g. `tag:team`).
+	GroupBy *GroupBy `form:"group_by,omitempty" json:"group_by,omitempty"`
+
+	// Metric The cost to add up, `billed_cost` when absent.
+	Metric *ConsolidatedCostSummaryParamsMetric `form:"metric,omitempty" json:"metric,omitempty"`
 }
 
-// ConsolidatedCostSummaryParamsGroupBy defines parameters for ConsolidatedCostSummary.
-type ConsolidatedCostSummaryParamsGroupBy string
+// ConsolidatedCostSummaryParamsMetric defines parameters for ConsolidatedCostSummary.
+type ConsolidatedCostSummaryParamsMetric string
 
 // ListCostsParams defines parameters for ListCosts.
 type ListCostsParams struct {
@@ -599,6 +825,27 @@ type ListCostsParams struct {
 
 	// To Last usage date included (YYYY-MM-DD).
 	To *To `form:"to,omitempty" json:"to,omitempty"`
+
+	// Service Only this service (FOCUS `ServiceName`).
+	Service *ServiceFilter `form:"service,omitempty" json:"service,omitempty"`
+
+	// ServiceCategory Only this FOCUS `ServiceCategory` (`Compute`, `Storage`, …).
+	ServiceCategory *ServiceCategoryFilter `form:"service_category,omitempty" json:"service_category,omitempty"`
+
+	// Provider Only the accounts of this provider (`aws`, `azure`, `gcp`, or a FOCUS provider lower-cased, such as `oracle`).
+	Provider *ProviderFilter `form:"provider,omitempty" json:"provider,omitempty"`
+
+	// BillingAccount Only this FOCUS `BillingAccountId`.
+	BillingAccount *BillingAccountFilter `form:"billing_account,omitempty" json:"billing_account,omitempty"`
+
+	// Region Only this FOCUS `RegionId`.
+	Region *RegionFilter `form:"region,omitempty" json:"region,omitempty"`
+
+	// ChargeCategory Only this FOCUS `ChargeCategory` (`Usage`, `Purchase`, `Tax`, `Credit`, `Adjustment`).
+	ChargeCategory *ChargeCategoryFilter `form:"charge_category,omitempty" json:"charge_category,omitempty"`
+
+	// Tag Only items whose `Tags` hold this key with this value, written `key=value` (split at the first `=`); repeat for several.
+	Tag *TagFilter `form:"tag,omitempty" json:"tag,omitempty"`
 
 	// Limit Page size, 1 to 1000.
 	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
@@ -612,8 +859,26 @@ type IngestCostsJSONBody = []CostItemCreate
 
 // IngestCostsParams defines parameters for IngestCosts.
 type IngestCostsParams struct {
+	// Replace `billing_period`: the dataset restates its billing periods (FOCUS only).
+	Replace *IngestCostsParamsReplace `form:"replace,omitempty" json:"replace,omitempty"`
+
 	// IdempotencyKey 1-255 printable ASCII characters chosen by the client.
 	IdempotencyKey *string `json:"Idempotency-Key,omitempty"`
+
+	// ImportId The id to record a FOCUS load under, so that its progress can be read while it runs; a new one when absent. An id already used is a 409.
+	ImportId *openapi_types.UUID `json:"Import-Id,omitempty"`
+}
+
+// IngestCostsParamsReplace defines parameters for IngestCosts.
+type IngestCostsParamsReplace string
+
+// ListImportsParams defines parameters for ListImports.
+type ListImportsParams struct {
+	// Limit Page size, 1 to 1000.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor The `next_cursor` of the previous page.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
 }
 
 // SummarizeCostsParams defines parameters for SummarizeCosts.
@@ -627,12 +892,39 @@ type SummarizeCostsParams struct {
 	// AccountId Only this account's items.
 	AccountId *AccountFilter `form:"account_id,omitempty" json:"account_id,omitempty"`
 
-	// GroupBy What to total by; `service` when absent.
-	GroupBy *SummarizeCostsParamsGroupBy `form:"group_by,omitempty" json:"group_by,omitempty"`
+	// Service Only this service (FOCUS `ServiceName`).
+	Service *ServiceFilter `form:"service,omitempty" json:"service,omitempty"`
+
+	// ServiceCategory Only this FOCUS `ServiceCategory` (`Compute`, `Storage`, …).
+	ServiceCategory *ServiceCategoryFilter `form:"service_category,omitempty" json:"service_category,omitempty"`
+
+	// Provider Only the accounts of this provider (`aws`, `azure`, `gcp`, or a FOCUS provider lower-cased, such as `oracle`).
+	Provider *ProviderFilter `form:"provider,omitempty" json:"provider,omitempty"`
+
+	// BillingAccount Only this FOCUS `BillingAccountId`.
+	BillingAccount *BillingAccountFilter `form:"billing_account,omitempty" json:"billing_account,omitempty"`
+
+	// Region Only this FOCUS `RegionId`.
+	Region *RegionFilter `form:"region,omitempty" json:"region,omitempty"`
+
+	// ChargeCategory Only this FOCUS `ChargeCategory` (`Usage`, `Purchase`, `Tax`, `Credit`, `Adjustment`).
+	ChargeCategory *ChargeCategoryFilter `form:"charge_category,omitempty" json:"charge_category,omitempty"`
+
+	// Tag Only items whose `Tags` hold this key with this value, written `key=value` (split at the first `=`); repeat for several.
+	Tag *TagFilter `form:"tag,omitempty" json:"tag,omitempty"`
+
+	// GroupBy What to total by, `service` when absent: `service`,
+	// `service_category`, `provider`, `account` (its id), `billing_account`,
+	// `region`, `charge_category`, `day` (YYYY-MM-DD), `month` (YYYY-MM), or
+	// `tag:<key>` (the value of one tag, e.g. `tag:team`).
+	GroupBy *GroupBy `form:"group_by,omitempty" json:"group_by,omitempty"`
+
+	// Metric The cost to add up, `billed_cost` when absent.
+	Metric *SummarizeCostsParamsMetric `form:"metric,omitempty" json:"metric,omitempty"`
 }
 
-// SummarizeCostsParamsGroupBy defines parameters for SummarizeCosts.
-type SummarizeCostsParamsGroupBy string
+// SummarizeCostsParamsMetric defines parameters for SummarizeCosts.
+type SummarizeCostsParamsMetric string
 
 // AdminGrantKeyJSONRequestBody defines body for AdminGrantKey for application/json ContentType.
 type AdminGrantKeyJSONRequestBody = GrantCreate
@@ -735,10 +1027,16 @@ type ServerInterface interface {
 	// ListCosts List cost line items by usage date, then id.
 	// (GET /v1/costs)
 	ListCosts(ctx echo.Context, params ListCostsParams) error
-	// IngestCosts Ingest cost line items, all or nothing.
+	// IngestCosts Ingest cost line items or load a FOCUS billing export, all or nothing.
 	// (POST /v1/costs)
 	IngestCosts(ctx echo.Context, params IngestCostsParams) error
-	// SummarizeCosts Total cost per service, account or day, per currency.
+	// ListImports The tenant's FOCUS loads, the latest first, with their progress.
+	// (GET /v1/costs/imports)
+	ListImports(ctx echo.Context, params ListImportsParams) error
+	// GetImport One FOCUS load — rows done so far while it runs, its outcome after.
+	// (GET /v1/costs/imports/{id})
+	GetImport(ctx echo.Context, id ID) error
+	// SummarizeCosts Total cost per service, provider, account, region, day, tag, … per currency.
 	// (GET /v1/costs/summary)
 	SummarizeCosts(ctx echo.Context, params SummarizeCostsParams) error
 }
@@ -1138,11 +1436,67 @@ func (w *ServerInterfaceWrapper) ConsolidatedCostSummary(ctx echo.Context) error
 		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter to: %s", err))
 	}
 
+	// ------------- Optional query parameter "service" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "service", ctx.QueryParams(), &params.Service, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter service: %s", err))
+	}
+
+	// ------------- Optional query parameter "service_category" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "service_category", ctx.QueryParams(), &params.ServiceCategory, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter service_category: %s", err))
+	}
+
+	// ------------- Optional query parameter "provider" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "provider", ctx.QueryParams(), &params.Provider, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter provider: %s", err))
+	}
+
+	// ------------- Optional query parameter "billing_account" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "billing_account", ctx.QueryParams(), &params.BillingAccount, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter billing_account: %s", err))
+	}
+
+	// ------------- Optional query parameter "region" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "region", ctx.QueryParams(), &params.Region, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter region: %s", err))
+	}
+
+	// ------------- Optional query parameter "charge_category" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "charge_category", ctx.QueryParams(), &params.ChargeCategory, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter charge_category: %s", err))
+	}
+
+	// ------------- Optional query parameter "tag" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "tag", ctx.QueryParams(), &params.Tag, runtime.BindQueryParameterOptions{Type: "array", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter tag: %s", err))
+	}
+
 	// ------------- Optional query parameter "group_by" -------------
 
 	err = runtime.BindQueryParameterWithOptions("form", true, false, "group_by", ctx.QueryParams(), &params.GroupBy, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
 	if err != nil {
 		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter group_by: %s", err))
+	}
+
+	// ------------- Optional query parameter "metric" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "metric", ctx.QueryParams(), &params.Metric, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter metric: %s", err))
 	}
 
 	// Invoke the callback with all the unmarshaled arguments
@@ -1177,6 +1531,55 @@ func (w *ServerInterfaceWrapper) ListCosts(ctx echo.Context) error {
 		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter to: %s", err))
 	}
 
+	// ------------- Optional query parameter "service" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "service", ctx.QueryParams(), &params.Service, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter service: %s", err))
+	}
+
+	// ------------- Optional query parameter "service_category" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "service_category", ctx.QueryParams(), &params.ServiceCategory, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter service_category: %s", err))
+	}
+
+	// ------------- Optional query parameter "provider" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "provider", ctx.QueryParams(), &params.Provider, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter provider: %s", err))
+	}
+
+	// ------------- Optional query parameter "billing_account" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "billing_account", ctx.QueryParams(), &params.BillingAccount, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter billing_account: %s", err))
+	}
+
+	// ------------- Optional query parameter "region" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "region", ctx.QueryParams(), &params.Region, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter region: %s", err))
+	}
+
+	// ------------- Optional query parameter "charge_category" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "charge_category", ctx.QueryParams(), &params.ChargeCategory, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter charge_category: %s", err))
+	}
+
+	// ------------- Optional query parameter "tag" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "tag", ctx.QueryParams(), &params.Tag, runtime.BindQueryParameterOptions{Type: "array", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter tag: %s", err))
+	}
+
 	// ------------- Optional query parameter "limit" -------------
 
 	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", ctx.QueryParams(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
@@ -1202,6 +1605,12 @@ func (w *ServerInterfaceWrapper) IngestCosts(ctx echo.Context) error {
 
 	// Parameter object where we will unmarshal all parameters from the context
 	var params IngestCostsParams
+	// ------------- Optional query parameter "replace" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "replace", ctx.QueryParams(), &params.Replace, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter replace: %s", err))
+	}
 
 	headers := ctx.Request().Header
 	// ------------- Optional header parameter "Idempotency-Key" -------------
@@ -1219,9 +1628,65 @@ func (w *ServerInterfaceWrapper) IngestCosts(ctx echo.Context) error {
 
 		params.IdempotencyKey = &IdempotencyKey
 	}
+	// ------------- Optional header parameter "Import-Id" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Import-Id")]; found {
+		var ImportId openapi_types.UUID
+		n := len(valueList)
+		if n != 1 {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Expected one value for Import-Id, got %d", n))
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Import-Id", valueList[0], &ImportId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter Import-Id: %s", err))
+		}
+
+		params.ImportId = &ImportId
+	}
 
 	// Invoke the callback with all the unmarshaled arguments
 	err = w.Handler.IngestCosts(ctx, params)
+	return err
+}
+
+// ListImports converts echo context to params.
+func (w *ServerInterfaceWrapper) ListImports(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListImportsParams
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", ctx.QueryParams(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter limit: %s", err))
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", ctx.QueryParams(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter cursor: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ListImports(ctx, params)
+	return err
+}
+
+// GetImport converts echo context to params.
+func (w *ServerInterfaceWrapper) GetImport(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter id: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.GetImport(ctx, id)
 	return err
 }
 
@@ -1252,11 +1717,67 @@ func (w *ServerInterfaceWrapper) SummarizeCosts(ctx echo.Context) error {
 		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter account_id: %s", err))
 	}
 
+	// ------------- Optional query parameter "service" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "service", ctx.QueryParams(), &params.Service, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter service: %s", err))
+	}
+
+	// ------------- Optional query parameter "service_category" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "service_category", ctx.QueryParams(), &params.ServiceCategory, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter service_category: %s", err))
+	}
+
+	// ------------- Optional query parameter "provider" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "provider", ctx.QueryParams(), &params.Provider, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter provider: %s", err))
+	}
+
+	// ------------- Optional query parameter "billing_account" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "billing_account", ctx.QueryParams(), &params.BillingAccount, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter billing_account: %s", err))
+	}
+
+	// ------------- Optional query parameter "region" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "region", ctx.QueryParams(), &params.Region, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter region: %s", err))
+	}
+
+	// ------------- Optional query parameter "charge_category" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "charge_category", ctx.QueryParams(), &params.ChargeCategory, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter charge_category: %s", err))
+	}
+
+	// ------------- Optional query parameter "tag" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "tag", ctx.QueryParams(), &params.Tag, runtime.BindQueryParameterOptions{Type: "array", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter tag: %s", err))
+	}
+
 	// ------------- Optional query parameter "group_by" -------------
 
 	err = runtime.BindQueryParameterWithOptions("form", true, false, "group_by", ctx.QueryParams(), &params.GroupBy, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
 	if err != nil {
 		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter group_by: %s", err))
+	}
+
+	// ------------- Optional query parameter "metric" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "metric", ctx.QueryParams(), &params.Metric, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter metric: %s", err))
 	}
 
 	// Invoke the callback with all the unmarshaled arguments
@@ -1323,6 +1844,8 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 	router.GET(options.BaseURL+"/v1/costs", wrapper.ListCosts, options.OperationMiddlewares["listCosts"]...)
 	router.POST(options.BaseURL+"/v1/costs", wrapper.IngestCosts, options.OperationMiddlewares["ingestCosts"]...)
 	router.GET(options.BaseURL+"/v1/costs/summary", wrapper.SummarizeCosts, options.OperationMiddlewares["summarizeCosts"]...)
+	router.GET(options.BaseURL+"/v1/costs/imports", wrapper.ListImports, options.OperationMiddlewares["listImports"]...)
+	router.GET(options.BaseURL+"/v1/costs/imports/:id", wrapper.GetImport, options.OperationMiddlewares["getImport"]...)
 	router.GET(options.BaseURL+"/v1/consolidated/costs/summary", wrapper.ConsolidatedCostSummary, options.OperationMiddlewares["consolidatedCostSummary"]...)
 	router.GET(options.BaseURL+"/v1/budgets", wrapper.ListBudgets, options.OperationMiddlewares["listBudgets"]...)
 	router.POST(options.BaseURL+"/v1/budgets", wrapper.CreateBudget, options.OperationMiddlewares["createBudget"]...)
@@ -1347,93 +1870,138 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7F3rctu4kn6VLu6pil2HkiVfcnF+bCXOZI53kk02dnZqNsqJILIlYUwBHAC0rKRcdR5in2Ef7DzJFhog",
-	"RUqkLokvyan5Z5EgLn35uhtAt78EkZykUqAwOjj+EqRMsQkaVPTrWRTJTJiXPDGo7IMYdaR4argUwXHw",
-	"RiQzMGOugbmGDzRwgxPdDsKA2xZ/ZKhmQRgINsHgOPDNPvE4CAMdjXHCbK9DqSbMBMdBltEbM0tta20U",
-	"F6Pg+joMTjKlZc0MzscIfYFX5lNELfogh2DGCKnCSy4zDSkbYdN03DeVqSwP/VLJyfLAL7nSBjLNRggx",
-	"MwhcREkWYww7v/3222+t169bL17sNg08tH3WUsD2VUuB0xe2HXWWMjOe90UUU/hHxhXGwbFRGW5H21d8",
-	"ws3yCt/apWn+GUPogpHQ7XQ6TetJqIvysDEOWZaY4Ljb6YTBhF3xSTahX/YnF/5nMR8uDI5Q0YTOkmzU",
-	"sFhtX61a7vLyzuXy2l6xb2CekVux7tpOV6dSaCSdeqvkIEESqUgKg4Joz9I04RGz89tLXYu//q7tZL+U",
-	"xvqLwmFwHPzb3lxp99xbvZf3SyNWl8sEvHt5Ak8Ojx5BWjTLF1HWdIIAJVNUhrvpRgqZwfgTM0uLbRk+",
-	"qVlxGOCVQSVYYvV8mSdh4B6vkcyc3jXfp0pe8tgh0hqSuHbXYZCl8ZbruC7L2QenZ8XI1UX6uYZlalWG",
-	"/Fj0Lge/Y2TsjDzJT+iTZcIvEHEZ9/K5WNCNc9zzCBtCt7Xf6UA0ZopFFs7bqyhc7XyjT8s8WJC2qQ6B",
-	"fc4UglQwitK1pF1N1RW0sxi1TDkyQZU/VglJLvnXxTBMKTYj8swNi+1FZEnCBgnmqLNGXmjwaicrlvKe",
-	"hGWtGHydkizPdGkaz7N4hDX6XzLZNTq7hiRhwCY5rKziwWspkCj+NWgTZUqhiGbrBjnJ290EAqHiMl43",
-	"oqPpW9e2+OoTirjBJMVsliuywlQqgzG4j2BHCoQBdQhSJDMyT2tsTzGiNkyZJifmxgdVOGFc2B+bsl2j",
-	"uuQRbqBkYaBT3EKgbgb2Pbp7YS6JXCEJ4YJv6xe0nUVw8tJkEKqaWOXkiX1DLFr0xyOpja6wbSPVDYOr",
-	"1ki2vkWfT0Wama9V0M0sUwiZ4H9kCGwixYhE2KBgtHAntg3Gq1Dfav8TKcw4mYXwR8aUQZXMrAmbIbN/",
-	"7bw/P4GIJShipryG6N3a/kvyvJpPvmGZT9tZmfWS2SxoN2E9vdm4L+NZQVhrLYUNKz7kjAzCoOBkEAaO",
-	"kaWO5hw7kULLhJN6nmWTCVOzFaRZDIORwl4rE3CBM2AihpwRIUgVo8IYBjP7MrRSKorXFGRsQujyBM+l",
-	"YUkdzZ3w10zxJxaN56ph7Pc02/ksuSD1ockC0xcYbzy1c+qXJqWXZ9XA2XyqdVxdXusyGG7pV3wFBF3g",
-	"rNb26zFTuLmGOOqc2Y/WEscOWa/MftB6amlzalxEuY3v9i/mq5Uwd+kdhfqfcgd7/WbLkgPQYNxL/daz",
-	"rUSjVaybm3wWx9zqLEvellg5ZInGcAt/4JnIXQDn2nHttb/OE7g3I99oJjeKQL+FqV/HzyYW3oQhLbT4",
-	"vkypncB6y7fxWhpsVO3kmqZz79i/vOniZSUsb7YAj62Vp0c2mFrcRFzNnybMryVKaSk1Cm/4JcLp2Rs4",
-	"3O8+Kmw7RDKmLXC8YpPUik3w/uyFdRCZMajs13//8Kz1Px+/HFz/pU7R8lHvix2LursRqV5yTOKflHIq",
-	"U51xjIbxpNZSDO1n9aynVyEwDQz+4+zNf0IquTCoWgm/QEiZGcNO/8PBx7abYH/XygQD66GvlwI3bphP",
-	"rW5FPyvWvFvo0L1BZpNslEf4rh39aT3VCZuBQhavn6AfoHFir7g2m+DGEsW/Eh/+hiwx4zrejhSLMW42",
-	"ps1zmPe+QkK0YSbT9btq5an7dnVzPxUj1OYdajohWaKZ0KgM1kjh3+QUJkzMKFh0J20wRYUwVdwYFCUu",
-	"ls9TKgTNO6+b1y9YB/0N6nCBswca0myQ8Ah4XGuiV8BopNA8BT2WUwFSRFj7vZIJlsO6S45Tt00cc1Ox",
-	"YyVeFpqwgV/nwNd/4sdroEyT5uVzLE68SrPceNp1MugQsw7p8YpFBmKM+IQl4OAGptyMQfOr/LmuQn53",
-	"v31wePSw06kCf+vfP3RaTz7+tddr0x9fHtbbgJKzt3ZGZYx0PcBOv5fPoBc4ZBTZZIAKdvr+eX837AmB",
-	"l6gIkcCMlcxGY2AwTCQzT4EZmFi5f1isPE1YhDqEASZyCt3O37uHwEVPTNhIcJPF2O6JIAykwDfD4PjD",
-	"sjIXT9xkguuP1X0vxaa/ayna79j0NWrrHJY3xlp8kkq3r+qPBn17R+JxcBygiGTMxWiPHls2l47/NjZK",
-	"aM2Yrtu/xSRuJXiJSX6up0MYSgWXjMJnLgW4jzcO5kt2s8YT5UIbJhqiLKtdqE3TScUScBYYFQaGmwRX",
-	"QPM6Zaa3eTfFUCvN6dvS+UiuqGxqP6KzqyAMRlFaizDnBcJ8+1HphsEt1zJhjuvz2apEz0+iQzsOGzCN",
-	"tXNuPMnQ/rB9Bbvy8ehESXMp3Aax8zftDDKdorA21xI8QWPf103iEpX2ayhWzIV5eLiB3aJAzZ3++z3P",
-	"OU3CVcbWcasJvdfSpapxB62HB6W41HpVrPU5hE7rCe36tUKgsxaLeQTIDBK0YLvewaIBmxewqX+1fivq",
-	"G5yu8l7Wt8YBm9rpwjj7/pvn5XcgV/jGy+hSfLJZYFuJhNbRsZi5H2V55rQHEmWKm9mZHcITMp5wcS4v",
-	"UNQ7T/QejG0AO3361aZffQo3abJ2lAEyRW6HH3VsTErbOyn/pdazyKODZ29P3VZ1fzD+9M9//F9/g26v",
-	"yToMay7bvM4Sw1u+65dcvEk1WKyCnSiRWZxH0Tp0bm3C/Xa6NezuDGcXpmOpsSd8J4XmA9eAYihV5PbX",
-	"30ptRgrP/usVcKMxGbZ7oifO56vyJkoDy8wYheERM+g0tf8sM2Op+Gfq+Rie0zKhl3U6B9EFzugP7D+1",
-	"sVNP2ODJuiEx6lJcFRIICGnGFgC4AJaPCBETFAoCs69RgRR43BP5r2Jvnsd2UQwOO4fkR/EhcAMxp24B",
-	"r7g2bSD7rIEp7Il+09WhPuzkt35220B6R10vems94cMH57Z5j23JnXxq52HjxYF134WptLaRbk94l87S",
-	"gGtwvlzKlMYlb87xZcw1xDLKJkhMJUJqmakI83BVo7qkGy5KZgb1MT38WfrnPUEB+JBFaD8foUBlLTAM",
-	"lZzY6e70J+wCixf9XecQem8jeJ4lF2Nk1rQUpinotLvtjlUTmaJgKbeo3+60D7xTRxq6R0q3d9ndu8CZ",
-	"3vtygbPT+NqJfoLOzlgEIqacxla37Afv8FJe4C8Uc1TuhO13Dpf1RlFrujhw2Ok2QVPRz/wCmG1/uEX7",
-	"EgqRl1zGnw8frU+s833BwC0BmMUHkghtZKphKtUFyYE7RRJ4ZXLJJ8vHRpr8K9tz8PE6rNwz/VB71Y9o",
-	"utVdP9tvPWf2Rio/F/OXXGq4Yy3sz67dEns6K67rbXdNb75ZUnNRz9KOpmo1xh2QPaDtG729FGzD1fMC",
-	"wbRjbbExZEEsKh3H+SsiFHRpQj9uNMipuEM2h0EqdRMXib65ipEAPpfx7GbZ553J66rBt/O+3kSxcw7v",
-	"0B9WbcyUOwizGM98zLbreN7ZUvO/F6R4hcbLEslR1dA1iRXsUGMpEjoodzbDjJmZG0g5FTDgwkbVu3VC",
-	"tw4E9r5YhVoP1u/FqCxK65hq7WWs2FR8X1z41U8LmAMWwmzDLlADDocYmfuF7LB+0fOh9ugy+AK0l645",
-	"rIbzc9/wFvG8FJ3VALp1gWZedm8Dwmu41AyNDrbOi83OW4DHSrC9ET52b3jsOi74jZm7wdMn27Xf379V",
-	"gajTm00R8AW9LMnLOgx0vX1nHqtbRfnwy8YnTjGVnIbg5MeGMPkOmsXIMdP1MNiMOD+jaSJW5w6kfL7C",
-	"74EBa+3H1+O+l18y7os5axt3vAFS3p4XOT9Oul5OELpJTLRLaBAVH8BpfxZnvc/8NC6ZwRjddbXbFaN7",
-	"xT87QOZ2f29egt5R3/cNB26F8XcMC6v4488VbodBZ67z++ZQcXbynfNoTNctPje63H/z72+RkP7GR11+",
-	"Y8IvcXFlFSdgv9OB6Zgn6JODZYRag8pExcgXS9J+1RM0ikfNgcZr/37tqg1emb00YXxhvTXJogsZCX6E",
-	"VYt7q+QEzRgzDb55cZ3bjgt4lUpNF2HAHbutXLPf9mznzKld+Bu/N/qN7F48DqlVETvWs7enxU7xSlpU",
-	"9pRXrlMhi2fNAv3Ovb4XeaapWc0+6hzcwXBCGvBDrlUhFP6ao/eUmdBTVJp86gkfeRIDUwjMwBhZHAIm",
-	"GuGoc7CSHZfdvfwgqJEnNsp+ljfa1qF0ae4b7Dj4WgMWCW+N9+X81TpAo7IFdLqcL/dOYteDLe3IfLOP",
-	"awOLx3kyiVEbGHK1sKWUr6l5v8J5x3lq7u044dX86zverCiyju95t+Lgdnc3ulv23z265eihkFjHdmBV",
-	"qW0Q0wWA2vvCV5/2uT2Hsvje6tbJwe2GaFsx/bpBz2sB/Wc0jUTq3IWulW7xf3+kbyLldnbv9IULhZiJ",
-	"xssccGUH7gRofYWDjYD2zpjvM7KrQvC9ge7h97UF3QyQ/r7OSgfuuW/zQ/tvpQTqle5bTpAfwHvzU626",
-	"bbAz5WYsMwO0TcHF6Cm4YhBI94zNmJnKKWy+4HWunc8bvx3AqdRRuGPHLk+Ib/TrQne1ihvtM7SMryXw",
-	"QBdE/tP3uxvfz0lrvfxWIW1Dl68k1j+sx3ddr80e0GvqULlaMf7+nvvkgYZKtQyqx1CU1ciLahB89ITV",
-	"O8aFhj4zfdgxMmYzt9XABhqF2W1Dn6q+9F3lAjdQKQdKDnuCLonkUxHVqRSZkEzEoCOZIuzkuZtMxHtS",
-	"9YRP7Nx9Cv2ifk3fLqrv82ta4OYQgsARo1RLmqO8RJULkks3WXRxC6FYMHiLt2/tsrnQPPa7lG4xRvrL",
-	"MU/BUWbn/fnJbpk+jdUWzVaF6m7fXjY5YYOiiMiP7XtVQOZNUTrJI/7USuiUOZR3p9D0yImbtlJrjYJj",
-	"e6NN3d7390BWvm61R9Vm9vQ83btWu6tVQ1Km6JTQDpVZn7mQ1YbrWaG7aJzMeoIV9wSh7yZTGr8PU5kl",
-	"MQwQ/vmP/wUh84P6IdUdtWMmfEheuoh7QkhIFb/kCY4wBiUTujmXaYzpc0tXUh+mjNuInKAauZpWeXWW",
-	"npgXPiHeYGWlVGyjDecLSbLFEub3CCzuzK9Ocsff4n5ff+AvGFM39Li/+xSYmIG7DEeZuVwD64nSfe/S",
-	"VYXqve8aeCmXSiln8K8BmxM5mbCWRttoftnUXTUNi0y7bnPFT1O6WXVzl72o1uoG7c4ltaqu6VeSQ+mr",
-	"2wxmT6HvQb2/CVqOlMzST4NZfRnTUpGIPB1q/oQV4XPM6soL3Sq01lUuasBZrwimqNTzLwS3VvjB/eRI",
-	"iVkaL1GxpNDOxZz3sAwM5XpMOe4SSM09QfezCSt/wZlGYwM/LnwGCYMpSy6Ka6zuyhFFhhpRO8yhulHO",
-	"DSIdx9jJKt2sZ1SLz4MoZUmHthfhjzKd80NHLXGMcR082MjuhOa9remoln6+ed39kaL9osbLylh/7pD+",
-	"EIc11VwrGMxKBZF9kTIe16nDPLBfdGAp45ty4ar0oOoofToDj/RlP8+MtJYRFSg5BcEm3BXws+FAkk0o",
-	"GiiK9PTDOZaH0J+X6bG/fLmNEPq5EvcpC5zMLJUz2/kjk5QWxDGJdQgn7169dGtHEbuzSwbvz1+2HsNg",
-	"ZvIiaBOmLnqC1CuKMDUY77bh2dw0hp1OxxMvpaR1l+i1M5EKfQ5X92A3dG7C3KTCa/4cdliipW9xnOfK",
-	"F5Srdm7dH6ZGqCjIEYQWIWgJGr2rQ6+1gSxNJLML0nBy9t+UY/UTgQ6hDNd5WjjGx5X6NZNMexfDhU5F",
-	"taiwJ8rEdg0HSGltLPGiUiI7q6lCI2O03XguLaWfeWFoyO0n3lB6f0/k+f0wT+8HcrLJM8MJKPwdIw/0",
-	"07H1C3OeeIE73N/vCUolhL5Li++7nDyC4qIfOyaJCvmT5ZIufs8Le2LOsAcahjJT1olMcILChNC3In20",
-	"+JHlCQn7EexQH17+uaan3d3CfS0SCHVR2cPy8ldahYD+aYyTVBpL89YvOOuHxBCjZm6hdK/ILiuvRVg8",
-	"GMh41hMK04TNHJ3cLl+OGG67rzSAab2jxiQxKsP+rhNnOy3U+USfVod01Pb5HnbIPKPxSRusmSSTdYGp",
-	"6Yl0nhFiqbR/CGOZKV1nylzRlAZjtlQ+7OjIBgnCsEGC8Ozs5PS0nLYdWRkQFvNoJyHhZb/QsWXuGC5Q",
-	"u+IfTtjVKxQjMw6O94+OqLJ9/rvb4AZ+3XbnVjXE8p1PKrx/6r7sdjpUe38pYzmH5ep488IhcxQO8+JX",
-	"c0gInYyHOQT0RKf7pBM9xv3WI3Y4aD2KDuLWYzwatjrd/YPDo4ePHj9hg/DZhH2W4qeT/XC/s/+w1em2",
-	"DrphUaEkfH/2wuVp1pXSv6uN3EqRnsbUDgIMG/R5RQ1CLz80nxo9WrabfVKs/G4N10UmrJGKMqO8bsoh",
-	"gSdTCS+Zm6rGL8hqe+X/trj+c5f5NneZnQAtJ7WzJKH6Nw471wUcazdpnpEGUsQT8+EQ6UTB66ONhCzY",
-	"ulRsihLAyBFaZD6eByA9wTUd6Vj05oL+LAIiOC3CjNWVbGsw28Wj/DN+XQxysyHFckTz5/6BNxpr9g2+",
-	"1w2DirpRTQ6nbdarKAo1FnVQFcRsFq6P9pcuSPtyGT6xiCoPOPHNVOLrXxzv7XX3H7U77U67e/y487gT",
-	"lC5Sf1n490eahC//H0Q0bOnB/Mh4/h1dxC49KN2evP54/f8BAAD//w==",
+	"7H2Nchs38uerdPH+VSazI4qU7Wwi1daWrNhZXZzYZ8m3tWvmPOBMk8RqCDAARjSTUtU+xD3DPtg+yRUa",
+	"wHCGnCGHtmU791+XyyaHg+/++HWj0fitk8j5QgoURndOf+ssmGJzNKjo23mSyFyYZzwzqOyDFHWi+MJw",
+	"KTqnnRciW4GZcQ3MvfhAAzc41/1O1OH2jV9yVKtO1BFsjp3Tjn/tLU87UUcnM5wzW+tEqjkzndNOntMv",
+	"ZrWwb2ujuJh27u6izhOeZVxMW/fn2YuL11cQV4tdpnFTx8buxbe+g5XebffmYsbUFC+YwalUq9a9qRaL",
+	"oRu/1myKcQTxy1wlM6bp8zV7Z/+7UJhyYz+dp//ItZmjMHGvaQAJ1f028ZXvG0CutKzp8vUMIRb4zrxN",
+	"6I0Y5ATMDGGh8JbLXMOCTbGxD67W3U0/U3K+3fAzrrSB3E4HpMwgcJFkeYopdP/2t7/97ejHH4+++65x",
+	"8BNbZy1B2bpqCep7JfPFk9V2T/46YwaMBCMNy2C8iiDWqG55gjEsZyiAjTUKc7p+HI1E+FzMv122hZK3",
+	"PEVlP3u6iqHLjQae9iKIN2iO6lE45VLYEhsLah+lzBJNaT4iiOdSmNn6aS8CqUYiNmx6OsoHg4fJDa7o",
+	"A8bQtSt5y7Ic7bJKgWDYNALsT/tAJQyyedzrj0TDPE/tpL0dV6krxQnLMzvZfhI6UQffsfkis0VCtbWL",
+	"cPmdrYBaWjAzWzdEUkDhLzlXmHZOjcrxMHnxnM+52V7cl5a+NP8VIxjaRR4OBoMmosqoitqRDgeDqDNn",
+	"7/g8n9M3+5UL/7XoDxcGp6ioQz+iUTyp57hEaiI5lqaQLzxlYPrWPq8QXVNX567y+lUpVWZXRtg+vtl8",
+	"OplgYvgthgcZ1yZ8TqQwiiUmvP5z3YS/9MS+Rxhi0BTaSRauIbAJdGO21MQsv+aKJOE0WcSWoIF5EVq8",
+	"m8klqqOEaUwj0HkyA6YhloolGTYLyVB8j4h6RUzYWqy713coF8fUexq9csxzsFLZKGe1yoWcL3JDM3hl",
+	"pHIq5t///FfjvGxKr3Zd3d9FXy90q339ic13LNJaiuzsQ5ZPG4SHtj/tEh/btV2z6c7REKiB5UxqtPp5",
+	"qmOYySx1o7zBFSy5mblvJF8jWCpuDAqIb3D1J3oWQ1cvMm7A6pcZwoRUXvynuHcGChfIDEykAo23qFjW",
+	"Jym6yGSKYQB1k2XYtDJR1NGaMRYsy5RiK/tdmxUJaCtL7fdruT325+wDlLKRB6nkO7tieiGFRhrASyXH",
+	"GRJUsAIIBYlztlhkPGG2f8cL98Yf/qFtZ38rtfVfCied087/OF5j22P3qz4O9VKL1eEyAa+eXcC3jx7/",
+	"ERbFa2EQZUBMSFnJBSrDXXcThcxKSGa2Bntk+LxmxHZ9DSrBMguH65bMPd6j7MJ815QvxN3+KXHv3UWd",
+	"fJEeOI67Mqu9caq7JGjLg/R9jcqzVWlyrVrk+B+YGNsjP+UXVGR74jcmcVu7hr5Y2yQNeNZroQiGRyeD",
+	"AViwZTWcIsulcYarlbcqWl6DDWpb6ghI1VkNN00We6d296zumDsLe7ZnrpAVxYddRBIov0aUlAwGW4vI",
+	"s4yNs0Ju7aEXarxayY6hvCZi2UsG78ck2z3d6saTPJ1iDf+XLNsant0zJVGHzYNY2bUGP0qBNOPvI22S",
+	"XCkUyWpfIxfhvY8hgVBxme5r0c3pS/duUeotirRBJaVsFRhZ4UIqgym4QtC1Zs2YKgQpshWppz26p2hR",
+	"G6ZMk3H68RstUd5eAlE4Z1zYL21pJOCoNrXrBR5AfYZN397gqlXN9l2CP63e/jjaxysZz1Mlyi8IMtrw",
+	"RBWQsyRiwyjLYzhMczm6blJcVYlRpbgL+wuR0qZ7zVpgukJerURM1Hl3NJVHHyJ3LsUiN+8rSNpp0Ahy",
+	"wX/JEdhciimxmkHBaOCOvRqUbCFmqvWTcyRbRfBLzpRBla2sql0hs5+6r68vIGEZipQpz8m6d6ASryyU",
+	"s+S3LdsHem31dtdqP7JKf22Y7WfSNUPvphb/YplaWvGp5+nGyt3onBVkjSBvA7mS3gQKrNK60bbCYYPR",
+	"9/N4M0d+DDjkccDnQkMVlWnhj3freIrvRJ2C5DtRx1F8jeMm6lxIoWXGSY5d5fM5U6sdU7NpGiNZxpZ5",
+	"yApmIoWwEBFIlaLCFMYr+2NkGUQUP5PV2Gaiyx28loZldXPupERNF5+yZLaWIc6na3u77iUXxLnUWWD6",
+	"BtPWXbumeqlTertXDSsbulq3qttj3dYaBwLF95DVXgxsy58ZU9ieQ9zsXNlCeyfH6dk6ZvaN1s+WNpcG",
+	"a3YTzp1LNeOeQPtwSQ6cTLIUU5goOS9ciikzTKMBlmkJCVNqBdzokbDNpZDILJ8LDd3YdS4Grt22Eqa2",
+	"/bi8PVDxb0UjEZPr5K1dzpiIzGocDyP9ZpDj4CuLO+Oe5R8iyHgik1zbKmyp5UxmCEougWmqJnR5xlLg",
+	"5hTwFtXKDSeC+N3bGJJcGztGkY5ELm6EXAo/FMiFJXRu1dRSgBWjzt9/iDnzoebLxs5Hk80WXqvaA+2s",
+	"nY2yBbJvaStt7KbV9c6/8z6dqxY9tG8b7vgvzWbc2Eto2z0ieSK9NOWWj1n2skSSTnlue3c8LzzQlkEi",
+	"zwqe1MerCp2fOd+sBqYQ/ufVi5+gK/L5GJUGfMcSU8Z+XspUYbNiy39oKfqv2PJH1Ja3yy8c8bm1Cknn",
+	"e7+/e98yFzOzzmkHRSJTLqbH9PiuvYG93o5pO51uz6GJs0pQsum33cRv2PTAxfJbAOQ8/wwTvRbF7faH",
+	"t4zKBoOxVG+9Aiux3S4ltrYS66d0wjKN0QEm5LkIRkdhjzjoUWc8fja7sNGmaeVc/ZBFfb/1bFrCj2FS",
+	"FHjmcxkVtgONNkCx91+7U3HwQBuh/LzYKG8zqKZhfHb0vK2pPI1FhVsgKhiUpxE4gR0RPqzGeJBNV47w",
+	"MGwathn//c9/ncGoM+rQ3qHfpuRmJnNrs2N/Lxs0Ie/aiS1NR42wsTofLq9ewKOT4R8LCwsSmWK/EhPy",
+	"+uo7J6oNKlv6/7w5P/r7z789vPuvOiYPrX6uJd2UG62m6hnHLH2qlGPXao9TNIxntXw0scXqyYd+iqwJ",
+	"wBx4WUguDKqjjN8gWL0H3fjNw5/73lDpubgJAvh7qcC1G4Wu1Y3oe8WaN+GcZmmg+yyfBse5e48+3uAK",
+	"5mwFClm6v4O+gcaOPefatJG/e7bFW8uYvyDLLNLYXtupsjZmsyJv7sO69h0Uog0zud4vHv17dX2/LOBT",
+	"LZrQbz1kqehULszXj5p9ekWoU9QZrwzqt6kUNVr9if0tEEM3Rct4CrXGtAdjmTpqAC1hwlQFp4Tmt5vD",
+	"wGSbYXwW/MOE8QzTUx/DSFv6RfvWdKDoIjPzIRlWRKPyhVp5MCdccD3bbVXtr8SXWrvxEn1LElL9kqOp",
+	"9du1NBy40Kjefy0VLjLm4Fk5cGxtWNu+tdi7olreuxNy2URPr+RSF6E2jmyg6z16zkp44Ow/o5jQVkVJ",
+	"cQq3XPNxhmAkSDOz9p8UCVpySeR8zo3utaQ9stwPNKnXDBxmVOVCuD0anScJohUfUccRYe3af5xdMt+R",
+	"YqDlia5wcWWceze9nHT5GHjYy6nPhYYvxRS1eYWawijbCMtNJ6QzeTPJ0lOYySXMmVitd4IsubmyLanN",
+	"EXS9sVdq64H2pA88hW78/dNrOL4dHtPmzbH7RR//xtO7uNfKFCyLkGqrfwljIm+rB5+oMHBky3GVxUP9",
+	"sBRaYsU5xV0XM6mNVJj6drmBUE+rZjeJIgyyjhJ+wLo9kQacdoOrBxoW+TjjCfC01m7dYSMkCs0Z6JkV",
+	"WlYq1ZZXMqvI5FuOSxcWlHJTIecSyCggWgvZ4Pe9XRHfXsPMNEHC0Md1IPK6l627XQeOHJSvM0HIiwcp",
+	"JnzOMnA4OAqhmRh+IFpZMg1TfosCugx0PqfdKZhbOi5ekxNyHxpUc6cR1hbMoD+gP9/Yf6q2zNGf3wyO",
+	"vv35D93RqO8+9f5ca9eUnCd7B1PG/a4G6MajzvCk//DR469HHYf2nTcTurF/HveikRBoIQ3hKjNTMp/O",
+	"gMEkk8ycguUiX0hOiokjLtLQZcZNyNePRmLtiAEugGVZL4IbXBjXzWwFYT7dZoIU+GLSOX2zDWCLJ67d",
+	"zt3P9+76K0WStjbECFXqulAgzNKjDG8xK/BkRLb3LaONOy4FuMKttxFLtmKNruNCGyYafLWWcVE3bqBs",
+	"GQslqWu4yXCHObJPTtCvoZoSmthhQr5sDKOoRv5bWqbY/zNgay8mK+m4oDnJgpyxWwQmCMqVnCulIwLQ",
+	"rRwN2BrxdSEbPzyoty0w1zJjbvQlJJjpdcx0ZNthY6axVp43xtxpHxnfAnnSZGkuPfx0LhzCoXqBwuHQ",
+	"FDM09ve6Ttyi0n4MB2tcwqAuVN8Hc6znJNplv7rVatI7e+elSnkPj75+WHIzWznIjn6NYHD0LYUzHEVA",
+	"6NeKXNIkDDK0wn6/z4IabB5AW5fF/j32D/BjlDfpP9S11hZhFLDC19/cLx9ascPdtC28iiLtXNEV5+K+",
+	"eSx67lvZ7jltaSS54mZ1ZZvwE5nOubiWNyjqYR/9Dsa+AN2YvvXpm5NX1Fk6pYpMudhE1+rMmAXt1iz4",
+	"D7WYKDjczl9euhiceDx7++9//ituUS1tT4pJzbGQH/PM8CNf9TMuXiw0OVOgm2QyTwsTJ9oIw9BRiOLr",
+	"uSiykfCVFJwPXAOKiVSJCxx6KbWZKrz6X88tFsNs0h+Jkbhej8prQA0sNzMUhifMoOPU+Dw3M6n4r8yZ",
+	"/U9omLB5LPLMQr+RuMEVIaAUdclVGZEQsLrFCgALfUKLkDC3rVyoHinwdCTCtyLoiKd2UAweDR4RjOMW",
+	"VkLKqVrAd1ybPpD6p53pkYibDrnE0A3nU3p9IL6jqrfAokVmI7EJzeDf//y/4N03gO/IEPQRL2gRjaCx",
+	"zqVaQ2V3tm4kmIa4gnljNzHMQIZMGxie0K46QULbjM7nc0zX6NBOogWiI6FkbjXLmZ0EvnbeEL710LZA",
+	"7DphGQa47s09+2M0Elbxj63BZJFBqaxzehO2dF3k2rUMC6YsFChA8EgQCu7DTzhltHfh5JGGbkJHr3UE",
+	"Cie5SHWPBufCH42UjgZnXEMqk9xapbYV6rDMVYLBwejciRSakBvUzgv5vfTPR4L89xOWoC0+RYGKMA2F",
+	"J3ED3XjObrD4IRzM9cCt8yTPbmbIrBot1HBn0B/2B1YkyAUKtuBWw/UH/YceH5M0OiYBc3w7PL7BlT7+",
+	"7QZXl+mdY/MMnU610pYI8DK1csQWeIW38gZ/IMuwclLrZPBoW0YoepvC+R8Nhk1iuKhnfSzLvv/ogPdL",
+	"EpcMjrKsffOzNS902NLsuCEAs7KQCFAbudCwlOqGaMc5DgW+M4HL+50Q6/DG1dz5+S6qJEl4U3sGkeb0",
+	"oEOItt76lTmeqhDc6I+e1KyORRPfu/e2lmew4xDdYYfn1nstNcfn7NxRVy2XuSjHB7T7ow+ngkNW9bqQ",
+	"1totbbGvZAV2Uoqp9Ac3rB5CTZLexwd9wmWOOgsfx1OzijS/gcWIAJ/IdPVxl88D57squLH9vmvD2GGF",
+	"u/TBso1ZcifCrD5j3vztuTUfHMj5X4qkeI7G0xLRUVWpN5EVdOllKTKKdnZ6xm0uBTAglwLGXKRcTHt1",
+	"RLdPCBz/Zhlqv7B+LaZlUtq3qFappootxZe1Cn/13QLmBAvJbMNuUIOLMvy8IjuqH/S6qWM6pb4h2kux",
+	"6rvF+bV/8R7leckSrRHoLpjSFDbmxxbhNavULBqd2LouXNL3IB4rjoVW8nH4kduuW4WwwfRJ5Om3h71/",
+	"cnKvBFHHN20l4Hf0Y4le9slAV9sXhljdKMqxM9amcYxJAc+OfqzZE7yFVkbOmK4Xg80S53s0TZM1+ARU",
+	"vh7hl7AAe/XH+8t9T7+k3DcTrrWuuIWkvD8Uud70u9tO2/ExZaIdQgOpeANO+x1Tiz7Dnmm2ghm6M0f3",
+	"S0afVf7ZBnLn6f74FPSK6v7c4sCNMP2CxcKu9fF7KPezQFeu8s+9QsU+0Re+RjOK1vy1EXL/xf9+jxPp",
+	"A0brsg5l/BY3R1YBASeDASxnPMMQxpig1qByUVHyxZC0H7WLpG82NH70v+8dtcF35niRMb4x3poUThvn",
+	"730Luwb3Usk5mhnmGvzrxZlc2y45qjXF0YLbYtw5Zu/27IfFqR34C+8b/cDl3tz6qWUR29b5y8vCU7xz",
+	"Lio+5Z3jVMjSVTNBv3I/fxZ6pq5Zzn48ePgJmhPSgG9yLwuhKAJ/CSkzoZeotNv34FM/xeTsZwZmyNII",
+	"MNMIjwcPdy7H7fA4bHo1rom1ss/DS4cCSpfPsoXHwWd2tZLw3ta+nFWqTqBRkljaSQ/D/SS268MD9cja",
+	"2ce1gc2tS5mlqI3L0lexpcKYmv0VDh2fF6mE7wOEV7OifWJnRZEL7DN7Kx7er3djeGD9w8f3bD0UFOuW",
+	"HViVahvIdENAUezvLveJ8zmUyfdeXScP79dEO2jR7xr4vFagf4+mcZIGn4LXSokMv7ypb5rKw/Te5XfO",
+	"FGImmW2vgEsG+EkErc872ErQfrLF90cxqkTwpQndR1+WC7pZQPrYpJ0A7ol/53eN30pZsHbCtzAhvwP0",
+	"5rtahW3QDUehyU3BxfQMXIpGpJBtM2OmsgsbBrwP2vnkX/cjcCpZAz8xsAtZzRpxnT9OwY32B7yNz5z3",
+	"QBeT/B/s92mwn6PWevqtirSWkK9E1r9bxHdXz81eoNdkh3YZXH38nivyQEMlNyQlYCiSSIYUkiQ+RsLy",
+	"HeNCQ8xMDF0jU7Yq39nQ60NM6VVjl35OF4ki/ck1ORkJChIJXRHVrhSJFJhIQSdygdAt0leHpBIjUVyN",
+	"wER6bIUbm/bOIC7yxrrMZS7EEY7AdSkCEYIfbZdHQt6iCoQFP4WwV4pgFCmm/nTPJgwuCGdDKW5GI9up",
+	"4ULz1Hsy3YCN9AE0Z+Bmr/v6+qLX5t4LZg5KMX//OrUJqI2LbJG/b3xWEUQviqTHXissLRVTqO4C/U41",
+	"PXI0SCfHrOJwy96odw+3D7ywK4dk+eOuep3NplYCVNNDLpiincTE3Z+Rrmm1IYQrCgHOFCEdco3F6+O2",
+	"vv0YljLPUhgjBUcLGTbzJ3TphG0z4xNC8iIdCSFhofgtz3CKKSiZUXRdrjGl4nZeiX2YMs5ZOUc1ddmo",
+	"QxrOkVhnuKS1wcpIKatiH6438nAUQ1jHGrgUhCG8MpycDDGA8dgHIVM19DjundG5QhcwR8k/uAY2EqX4",
+	"91I4QzUOvka8lHNilhMU7RE2F3I+Z0ca7UvrgFQXjhpBONo4bL7+x5Sirz5eQBjdftXivWvZ5q3qRSzt",
+	"C2xcMtOi4Mb1Pi1K1N7Y1qJc5fKdNgZT3V1sbWa4uPKlxcvhtrAWr/qLnu5V2dQl7W3QPF40mCJJ7f9H",
+	"CsiKA3BfuUsr4y/PKeTVZqKhqCwqy6mIgyYisb3Gz+5rk/b4AVcajTWXufBnjBgsWXZTBP+6QC2ypzWi",
+	"dlKYUiY78EhSD1OHdeg8AiXaKM7NSJEgJbUUfgPYQUbaoEob8Ji1hy+o34cq04N59T/S7Hcpzb4oZ1SR",
+	"PXGnK2ptL/0u9hKrxx5hvCrdouUTofO0Tu6s/U6bpqpChLFMuc9fy5IEF4YkwEh8BecuNwQdW63OF2W4",
+	"iimEI9G3cTjEbEEbKsoqLdici+lIgLdMXcbreJ0gs5zkOoJyVusoWJRxZMvHQaTGdFTSokBKq979JZd0",
+	"so1jluoILl49f+bmB0Xqtt8ZvL5+dvSNrWW8MiEf+5ypm8pwe6dl7BYNBgM/xV06t+iQJsCj4UPKpg3D",
+	"AfzIn0CXsnszeu5gb8gqMM+1B5/O8OaaJsIf/qxk8B4jnf5kmV/G0mjZVv5DW0siU1zP0NY5Tejuyr/R",
+	"67t1/eorSnvw1VdF2u+uP3L7YoECSAfakdJVsnC1wIRPPCfaPgz7gwiG/aH954TMh4xZk8MfGXQ50cFI",
+	"2SNwXiIUhYmcCq4xdYtCxoEnm25x8HMjF7qXkxelmaHidenO3c2OGl66NGf2tW7l7OutSPtswZIZ9n0q",
+	"tNj10u16bhxlteVTzPgtpTfvw9NyKmi6pm9h3BFMl9pdCtQwxqxIG20rcFZLTSp1qaA2kbpP1d6Hp/OF",
+	"oSoSzDJdGGkZN4RI4p9eP38eO2uNa2377bJRnxE1HRs+R3/+F4iIvvl6MHTMKlWR0jO+phmF+O+xp+mJ",
+	"clnNWAYaEylSTZwoJxNN/vAYXl9fxJQ09MYds319fXEWLjHkRVYZF8XUB7KIlVzSmmMmxVTTbbgllvF5",
+	"ceKrfLy+WBm6mGnq/Paly44V46B1KT0+dOmYq0vpMew/dPLDa/TKm5blQ84saylqRAFjnFh+p2O5PhUI",
+	"F0GEaTbHcsa3iM5p03nyUqd9Nxq67e+oJFlBmQm5Bm0U2ooif6J4hlnqsvOfujsDAOjSWPK0uUw1/Tl7",
+	"95ZyqcXQHcL3/AnkIkOtIZFiwqe5wrTnz1ITK9pKLFq1ywX5ws59qMqSiMxN3Ie/0vH2P/uEV3+qpuSL",
+	"wzQouSRQTKAzMEuRTUWsGSj44dbp1G0VM5mlOiTVsiaznPOEZe5s27p2co6Ua3W12RpYRoFZ4eR2l5UT",
+	"efXOCqrmxtVWhrUjcXH1v6F8ytud6b9wmOPoqU/zcwrTX/ki7gN5o1hKGs2nwh0JhZaqnR3gr1Hwp/e9",
+	"Gnx0chKu9XRZe2J3pt/NmV0OundBhJsgSIKW06z6jSQs6d8HGiYyV2YGmNFQ6WJnuYTHRSGrkt2Tkvgs",
+	"qrIjp1/djc1O5o4EuWGXMOxFuwpP+MTMgkylAt5nNBJi7c8NGdrsRBM1MQHxZYrzhTRWcB/9gKs4In1n",
+	"1Kp0It9OTrjqJTwYCeKQrn1GXhR3SMWvUM/R0EqXbj0NKMrt0I3Eumlz9IrepqSdKkcvPGx/UYdEDGfV",
+	"vrg6whnNwK0MHg2+7YM10ta5CRbrQ5x2wk4ewUzmStM8lJPokc8bE4tCUsovIHxSvVPYlVFvJPTMUjK5",
+	"OZWcKsvpXSLuVArs+atHxIrmhCesMOsonDdy60ReuNwkco7AJgZVH67QSlCXEfGIxC2D168vv7McuJK5",
+	"gmQmpabZNnJEigrcTeNBVPqIepr2s8o3onjy7bncBlsWpcuE2GBTbqVtf/wYFooLw8YZwvnVxeVlOb9O",
+	"YpmNrmYgsJnxsnvfUfraB7dBkBVn/5y9e45iamad05PHj+n+7fB9GNV55rb3frjfe7DLXE0vRbo9Ai2d",
+	"eKssZ8Ks+nH+0srqnQEDgUvaXi5vXsC5RfuFNCQ/bkGfjUMPS9056OLzrcRaG7rhtHKBjBfHjl6r2kCH",
+	"S5uL+wzrb7Z2+WHLfWxOFFu7H/N+G+gHJdQPe+l0Z/ulKzmkXCY1+X52A9BqL4rlGHPhfNI1+Qs9oK6W",
+	"XKcS3ERLURlWRVW4EpWBUVS6bSjacIVEVT9CtIW+K0+eijTy3Si/UnkU3nHqJnoaLnmhb8HlFF0Ud9PQ",
+	"1w1rIAo3pUcWfY7EsPQnOin9iRZKptH5X6+i8zn7VYqnFyeRv9Q8IjsnOhmcfH00GB49HF4PBqf09+/+",
+	"4cnRYPvhsO7hxpuVBDf134abz19ffRfl+siaQkfDaNT5bdQZdQyyuf3/1P6zxLH9727Ucdlb6q69/lTh",
+	"HZWUto0Hvsk/uWQFSOhEXjpRf2o0dU0+P1LdIeKe6yI/jkOCheaRE7KKmco4JaksYbNCw28ogf7Oi+Hv",
+	"/hN7cp+xJ46AtvxbUjm1GXRo1TKPgGUZ5Sd16G2fvz1Aqp2BeJf+nd91IF4pV/ZO72eYkC/b9Xldvq51",
+	"Daa0sxczCzR8YN46KS9XBbBqSxZFMFPtnsyrANp59awPgTnKGm01pZgWANyfAerDS98PMrRCWjInESe4",
+	"DN6V0kE8InkH/OJ1UvR4JAx5gGZyCROFeuYznXUZxD7VexwydHvTs1TapaQaibmkXmbOj6t9zrBeH869",
+	"x87iUpeu3jg8GRfZ4+OInCF1rhDwcQrWJGkI5vFp1++d7Jt2LHmR9v0Lj30p2QvWxC6svHARwYZpt23V",
+	"1fv/PyD+pU3Iy3maasgXELvTlnHA+WVHrjXPfN7uM4grWI/utQx4zzkyqqAvduI+RLF5TRBc5T2fG88a",
+	"uVZzOJdARqahxgwTEwXbMA43TsWQ8jkKzaXow7nP0ScnI5HyyQQpBtVXHzZHnHuOXElg5BTNDNVpafOV",
+	"azLSbnA1ElzQ52Iz2F8VaqvZfYEtnAdP7kiQKxe6THjw5B1brLjVSbNVL4CgG1xBbDFhfOb050iEAm7H",
+	"3q4LdSDDibE004er3PeJdhDqONfFAfBf8f32fj/uVu7B+6T/2fv97xrJso7oasoK84WGrlSxD90sTbh4",
+	"gWrHXW+Vi97oKje6xG1/QMpW5gOf89dnDCJ44Dg9V5lP4nt6fDw8+WN/0B/0h6ffDL4ZdEoZEooU+qVT",
+	"usUz12zpwfosyLocZVgoPSgdi777+e7/BQAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

@@ -1,0 +1,521 @@
+package httpapi_test
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"math/big"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/parquet-go/parquet-go"
+
+	"github.com/bulkheadhq/bulkhead/internal/apitest"
+)
+
+// fixture reads a FOCUS dataset written from the specification (app/finops
+// /testdata/focus).
+func fixture(t testing.TB, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile("../finops/testdata/focus/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// billedSum adds up a CSV dataset's BilledCost, exactly, per currency.
+func billedSum(t testing.TB, data []byte) map[string]*big.Rat {
+	t.Helper()
+	recs, err := csv.NewReader(bytes.NewReader(data)).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cost, cur := slices.Index(recs[0], "BilledCost"), slices.Index(recs[0], "BillingCurrency")
+	out := map[string]*big.Rat{}
+	for _, r := range recs[1:] {
+		v, ok := new(big.Rat).SetString(r[cost])
+		if !ok {
+			t.Fatalf("BilledCost %q", r[cost])
+		}
+		if out[r[cur]] == nil {
+			out[r[cur]] = new(big.Rat)
+		}
+		out[r[cur]].Add(out[r[cur]], v)
+	}
+	return out
+}
+
+var csvType = []string{"Content-Type", "text/csv"}
+
+type focusItem struct {
+	ID                 string                     `json:"id"`
+	AccountID          string                     `json:"account_id"`
+	Service            string                     `json:"service"`
+	UsageDate          string                     `json:"usage_date"`
+	Amount             string                     `json:"amount"`
+	Currency           string                     `json:"currency"`
+	BillingAccountID   *string                    `json:"billing_account_id"`
+	ChargePeriodStart  *time.Time                 `json:"charge_period_start"`
+	BillingPeriodStart *time.Time                 `json:"billing_period_start"`
+	ChargeCategory     *string                    `json:"charge_category"`
+	ServiceCategory    *string                    `json:"service_category"`
+	RegionID           *string                    `json:"region_id"`
+	EffectiveCost      *string                    `json:"effective_cost"`
+	ListCost           *string                    `json:"list_cost"`
+	ContractedCost     *string                    `json:"contracted_cost"`
+	Tags               map[string]any             `json:"tags"`
+	Focus              map[string]json.RawMessage `json:"focus"`
+}
+
+func focusItems(t testing.TB, env *apitest.Env, key, query string) []focusItem {
+	t.Helper()
+	var out []focusItem
+	path := "/v1/costs?limit=1000&" + query
+	for {
+		var page struct {
+			Items      []focusItem `json:"items"`
+			NextCursor *string     `json:"next_cursor"`
+		}
+		env.Must(t, 200, "GET", path, key, nil).JSON(t, &page)
+		out = append(out, page.Items...)
+		if page.NextCursor == nil {
+			return out
+		}
+		path = "/v1/costs?limit=1000&" + query + "&cursor=" + *page.NextCursor
+	}
+}
+
+func ratOf(t testing.TB, s string) *big.Rat {
+	t.Helper()
+	r, ok := new(big.Rat).SetString(s)
+	if !ok {
+		t.Fatalf("not a decimal: %q", s)
+	}
+	return r
+}
+
+// Datasets of each FOCUS version load whole: every row, the accounts they
+// name, amounts to the last decimal, every column kept.
+func TestFOCUSVersionsLoad(t *testing.T) {
+	t.Parallel()
+	env := apitest.Start(t, nil)
+	a := env.Tenant(t, "acme")
+	// An account made through the API is the one a dataset's rows join.
+	existing := env.Must(t, 201, "POST", "/v1/accounts", a.Editor, map[string]any{"provider": "aws", "external_id": "222222222222", "name": "mine"}).Map(t)["id"].(string)
+	for _, tc := range []struct {
+		file           string
+		rows, accounts int
+	}{
+		{"focus-1.0-aws.csv", 5, 1}, // 222222222222 exists; 111111111111 is new
+		{"focus-1.1-azure.csv", 3, 2},
+		{"focus-1.2-gcp-oracle.csv", 4, 2},
+	} {
+		data := fixture(t, tc.file)
+		r := env.Must(t, 201, "POST", "/v1/costs", a.Editor, data, csvType...)
+		var res struct {
+			Inserted, Replaced, AccountsCreated int
+			ImportID                            string `json:"import_id"`
+		}
+		r.JSON(t, &res)
+		if res.Inserted != tc.rows || res.AccountsCreated != tc.accounts || res.ImportID == "" {
+			t.Errorf("%s: %s", tc.file, r.Body)
+		}
+		imp := env.Must(t, 200, "GET", "/v1/costs/imports/"+res.ImportID, a.Viewer, nil).Map(t)
+		if imp["status"] != "succeeded" || imp["rows_done"] != float64(tc.rows) || imp["format"] != "csv" || imp["inserted"] != float64(tc.rows) {
+			t.Errorf("%s: import %v", tc.file, imp)
+		}
+	}
+	items := focusItems(t, env, a.Viewer, "")
+	if len(items) != 12 {
+		t.Fatalf("%d items, want 12", len(items))
+	}
+	byAmount := map[string]focusItem{}
+	for _, it := range items {
+		byAmount[it.Amount] = it
+	}
+	// Eleven and twelve decimals, exactly as given; the credit negative.
+	lambda, ok := byAmount["0.00000080000"]
+	if !ok || lambda.AccountID != existing || *lambda.ListCost != "0.000001000000" || lambda.UsageDate != "2024-09-01" ||
+		*lambda.BillingAccountID != "111111111111" || *lambda.RegionID != "us-east-1" || *lambda.ServiceCategory != "Compute" ||
+		lambda.Tags["team"] != "web" || !lambda.ChargePeriodStart.Equal(time.Date(2024, 9, 1, 0, 0, 0, 0, time.UTC)) {
+		t.Errorf("the Lambda row: %+v", lambda)
+	}
+	// focus is the row as the dataset had it: FOCUS, custom and typed columns.
+	for k, v := range map[string]string{
+		"BilledCost": "0.00000080000", "ListCost": "0.000001000000", "x_UsageType": `"USE1-Request"`, "PricingQuantity": "4",
+		"ProviderName": `"AWS"`, "ChargePeriodStart": `"2024-09-01T00:00:00Z"`, "BillingCurrency": `"USD"`, "SubAccountId": `"222222222222"`,
+	} {
+		if got := string(lambda.Focus[k]); got != v {
+			t.Errorf("focus %s = %s, want %s", k, got, v)
+		}
+	}
+	if _, ok := lambda.Focus["CommitmentDiscountId"]; ok {
+		t.Errorf("an empty cell is kept: %s", lambda.Focus["CommitmentDiscountId"])
+	}
+	if c := byAmount["-5.000000000001"]; c.ChargeCategory == nil || *c.ChargeCategory != "Credit" || c.Tags != nil {
+		t.Errorf("the credit: %+v", c)
+	}
+	if az := byAmount["0.172858760200"]; string(az.Focus["SkuPriceDetails"]) != `{"CoreCount": 4, "InstanceType": "Standard_D4s_v5", "x_Tenancy": "Shared"}` || az.Currency != "EUR" {
+		t.Errorf("the Azure row: %+v", az)
+	}
+	if gcp := byAmount["2.000000000001"]; gcp.ChargePeriodStart == nil || gcp.ChargePeriodStart.Nanosecond() != 123456000 ||
+		string(gcp.Focus["PricingCurrencyContractedUnitPrice"]) != "0.50000000000025" {
+		t.Errorf("the Google row: %+v", gcp)
+	}
+	// Sums are exact, per currency, and equal the files' own.
+	want := map[string]*big.Rat{}
+	for _, f := range []string{"focus-1.0-aws.csv", "focus-1.1-azure.csv", "focus-1.2-gcp-oracle.csv"} {
+		for cur, v := range billedSum(t, fixture(t, f)) {
+			if want[cur] == nil {
+				want[cur] = new(big.Rat)
+			}
+			want[cur].Add(want[cur], v)
+		}
+	}
+	got := map[string]*big.Rat{}
+	for k, v := range summary(t, env, a.Viewer, "group_by=provider") {
+		cur := k[strings.LastIndex(k, " ")+1:]
+		if got[cur] == nil {
+			got[cur] = new(big.Rat)
+		}
+		got[cur].Add(got[cur], ratOf(t, v))
+	}
+	for cur, w := range want {
+		if got[cur] == nil || got[cur].Cmp(w) != 0 {
+			t.Errorf("%s: summed %v, the files sum %s", cur, got[cur], w.FloatString(15))
+		}
+	}
+	if s := summary(t, env, a.Viewer, "group_by=provider"); s["aws USD"] != "108.945679701233" || s["oracle USD"] != "7.654321098765" || s["azure EUR"] != "3.122858760207" {
+		t.Errorf("by provider: %v", s)
+	}
+	// The accounts the datasets named exist, with the FOCUS provider.
+	var accts struct {
+		Items []struct{ Provider, ExternalID, Name string } `json:"items"`
+	}
+	env.Must(t, 200, "GET", "/v1/accounts?limit=100", a.Viewer, nil).JSON(t, &accts)
+	var names []string
+	for _, x := range accts.Items {
+		names = append(names, x.Provider+"/"+x.ExternalID+"/"+x.Name)
+	}
+	slices.Sort(names)
+	if fmt.Sprint(names) != "[aws/111111111111/Example Payer aws/222222222222/mine azure/11111111-1111-4111-8111-111111111111/prod-platform "+
+		"azure/44444444-4444-4444-8444-444444444444/sandbox gcp/helios-prod/Helios prod oracle/ocid1.compartment.oc1..prod/production]" {
+		t.Errorf("accounts %v", names)
+	}
+}
+
+// gzipped CSV and Parquet load like CSV.
+func TestFOCUSGzipAndParquet(t *testing.T) {
+	t.Parallel()
+	env := apitest.Start(t, nil)
+	a := env.Tenant(t, "acme")
+	data := fixture(t, "focus-1.0-aws.csv")
+	var gz bytes.Buffer
+	w := gzip.NewWriter(&gz)
+	w.Write(data)
+	w.Close()
+	r := env.Must(t, 201, "POST", "/v1/costs", a.Editor, gz.Bytes(), "Content-Type", "text/csv; charset=utf-8", "Content-Encoding", "gzip")
+	if r.Map(t)["inserted"] != float64(5) {
+		t.Fatalf("gzip: %s", r)
+	}
+	// Not gzip after all: a 400, nothing written.
+	env.Must(t, 400, "POST", "/v1/costs", a.Editor, data, "Content-Type", "text/csv", "Content-Encoding", "gzip")
+
+	type pqRow struct {
+		BilledCost        int64             `parquet:"BilledCost,decimal(12:18)"`
+		EffectiveCost     float64           `parquet:"EffectiveCost"`
+		ListCost          []byte            `parquet:"ListCost,decimal(11:30)"`
+		BillingCurrency   string            `parquet:"BillingCurrency"`
+		ChargePeriodStart time.Time         `parquet:"ChargePeriodStart,timestamp(microsecond)"`
+		BillingPeriod     *time.Time        `parquet:"BillingPeriodStart,optional,timestamp(millisecond)"`
+		BillingAccountID  string            `parquet:"BillingAccountId"`
+		SubAccountID      *string           `parquet:"SubAccountId,optional"`
+		ProviderName      string            `parquet:"ProviderName"`
+		ServiceName       string            `parquet:"ServiceName"`
+		Tags              map[string]string `parquet:"Tags,optional"`
+		Quantity          int32             `parquet:"x_Quantity"`
+	}
+	day := time.Date(2024, 12, 24, 6, 0, 0, 0, time.UTC)
+	sub := "333333333333"
+	rows := []pqRow{
+		// 0.000000800000 exactly, and a list cost of -1.00000000001 (two's complement).
+		{BilledCost: 800000, EffectiveCost: 0.1, ListCost: []byte{0xff, 0x67, 0x69, 0x7f, 0xff, 0xff}, BillingCurrency: "USD", ChargePeriodStart: day,
+			BillingPeriod: &day, BillingAccountID: "111", SubAccountID: &sub, ProviderName: "AWS", ServiceName: "EC2",
+			Tags: map[string]string{"team": "web"}, Quantity: 3},
+		{BilledCost: -2_500_000_000_000, EffectiveCost: -2.5, ListCost: []byte{0x00}, BillingCurrency: "USD", ChargePeriodStart: day.Add(time.Hour),
+			BillingAccountID: "111", ProviderName: "AWS", ServiceName: "EC2"},
+	}
+	var pq bytes.Buffer
+	pw := parquet.NewGenericWriter[pqRow](&pq)
+	if _, err := pw.Write(rows); err != nil {
+		t.Fatal(err)
+	}
+	if err := pw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r = env.Must(t, 201, "POST", "/v1/costs", a.Editor, pq.Bytes(), "Content-Type", "application/vnd.apache.parquet")
+	if r.Map(t)["inserted"] != float64(2) {
+		t.Fatalf("parquet: %s", r)
+	}
+	items := focusItems(t, env, a.Viewer, "from=2024-12-24&to=2024-12-24")
+	if len(items) != 2 {
+		t.Fatalf("%d Parquet items", len(items))
+	}
+	p0, p1 := items[0], items[1]
+	if p0.Amount != "0.000000800000" || *p0.EffectiveCost != "0.1" || *p0.ListCost != "-1.00000000001" || p0.Tags["team"] != "web" ||
+		string(p0.Focus["x_Quantity"]) != "3" || !p0.ChargePeriodStart.Equal(day) || p0.BillingPeriodStart == nil || p0.UsageDate != "2024-12-24" {
+		t.Errorf("first Parquet row %+v (focus %s)", p0, p0.Focus)
+	}
+	if p1.Amount != "-2.500000000000" || *p1.ListCost != "0.00000000000" || p1.BillingPeriodStart != nil || p1.Tags != nil {
+		t.Errorf("second Parquet row %+v", p1)
+	}
+	// The account is the sub account, else the billing account.
+	if p0.AccountID == p1.AccountID {
+		t.Errorf("both rows on account %s", p0.AccountID)
+	}
+	// Not Parquet: a 400.
+	if r := env.Do(t, "POST", "/v1/costs", a.Editor, data, "Content-Type", "application/vnd.apache.parquet"); r.Status != 400 {
+		t.Errorf("CSV sent as Parquet: %s", r)
+	}
+}
+
+// A restatement replaces the rows of its billing account and period,
+// atomically, and only those; idempotency keys hold.
+func TestFOCUSRestatement(t *testing.T) {
+	t.Parallel()
+	env := apitest.Start(t, nil)
+	a := env.Tenant(t, "acme")
+	env.Must(t, 201, "POST", "/v1/costs", a.Editor, fixture(t, "focus-1.2-gcp-oracle.csv"), csvType...)
+	// Rows of the five-column API are never restated.
+	acct := newAccount(t, env, a.Editor, 1)
+	env.Must(t, 201, "POST", "/v1/costs", a.Editor, jsonCosts([]cost{{acct, "manual", "2024-11-15", `"9.99"`, "USD"}}))
+	before := summary(t, env, a.Viewer, "group_by=billing_account")
+	if before["01ABCD-2345EF-6789GH USD"] != "0.750000000002" || before["ocid1.tenancy.oc1..aaaa1234 USD"] != "7.654321098765" || before[" USD"] != "9.99" {
+		t.Fatalf("before: %v", before)
+	}
+	restated := fixture(t, "focus-1.2-gcp-restated.csv")
+	key := []string{"Content-Type", "text/csv", "Idempotency-Key", "restate-nov"}
+	r := env.Must(t, 201, "POST", "/v1/costs?replace=billing_period", a.Editor, restated, key...)
+	if m := r.Map(t); m["inserted"] != float64(2) || m["replaced"] != float64(3) {
+		t.Errorf("restatement: %s", r)
+	}
+	after := summary(t, env, a.Viewer, "group_by=billing_account")
+	if after["01ABCD-2345EF-6789GH USD"] != "0.650000000001" || after["ocid1.tenancy.oc1..aaaa1234 USD"] != "7.654321098765" || after[" USD"] != "9.99" || len(after) != 3 {
+		t.Errorf("after: %v", after)
+	}
+	// The same request again replays; another body under the key conflicts.
+	again := env.Must(t, 201, "POST", "/v1/costs?replace=billing_period", a.Editor, restated, key...)
+	if again.Header.Get("Idempotent-Replayed") != "true" || again.Map(t)["replaced"] != float64(3) {
+		t.Errorf("replay: %s %v", again, again.Header)
+	}
+	env.Must(t, 409, "POST", "/v1/costs?replace=billing_period", a.Editor, fixture(t, "focus-1.2-gcp-oracle.csv"), key...)
+	// Without replace, the same period is added to, not replaced.
+	env.Must(t, 201, "POST", "/v1/costs", a.Editor, restated, csvType...)
+	if s := summary(t, env, a.Viewer, "group_by=billing_account"); s["01ABCD-2345EF-6789GH USD"] != "1.300000000002" {
+		t.Errorf("appended: %v", s)
+	}
+	// Restating twice in one file is one restatement: rows of the same
+	// period later in the file do not delete earlier ones.
+	double := append(append([]byte(nil), restated...), restated[bytes.IndexByte(restated, '\n')+1:]...)
+	r = env.Must(t, 201, "POST", "/v1/costs?replace=billing_period", a.Editor, double, csvType...)
+	if m := r.Map(t); m["inserted"] != float64(4) || m["replaced"] != float64(4) {
+		t.Errorf("a file restating its period twice: %s", r)
+	}
+	if s := summary(t, env, a.Viewer, "group_by=billing_account"); s["01ABCD-2345EF-6789GH USD"] != "1.300000000002" {
+		t.Errorf("after the double restatement: %v", s)
+	}
+	// replace is for FOCUS only, and has one mode.
+	env.Must(t, 400, "POST", "/v1/costs?replace=billing_period", a.Editor, jsonCosts([]cost{{acct, "x", "2024-11-15", "1", "USD"}}))
+	env.Must(t, 400, "POST", "/v1/costs?replace=everything", a.Editor, restated, csvType...)
+}
+
+// One bad row rejects the whole dataset with a 422 naming its row and
+// column; nothing is written, no account created, and the import says why.
+func TestFOCUSBadRowWritesNothing(t *testing.T) {
+	t.Parallel()
+	env := apitest.Start(t, nil, apitest.WithEnv("BULKHEAD_IMPORT__MAX_BYTES", "1048576"))
+	a := env.Tenant(t, "acme")
+	var b strings.Builder
+	b.WriteString("BillingAccountId,SubAccountId,ProviderName,ServiceName,ChargePeriodStart,BilledCost,BillingCurrency,Tags\n")
+	for i := range 9000 {
+		cost := "0.000000000001"
+		switch i {
+		case 8000:
+			cost = "1,5" // quoted below: one field, not a decimal
+		case 8500:
+			cost = "twelve"
+		}
+		fmt.Fprintf(&b, "111,sub-%d,AWS,EC2,2024-09-01T00:00:00Z,%q,USD,\n", i%50, cost)
+	}
+	importID := uuid.NewString()
+	r := env.Must(t, 422, "POST", "/v1/costs", a.Editor, b.String(), "Content-Type", "text/csv", "Import-Id", importID)
+	if f := fieldsOf(t, r); fmt.Sprint(f) != "[row 8002.BilledCost row 8502.BilledCost]" {
+		t.Errorf("fields %v: %s", f, r.Body)
+	}
+	if n := len(focusItems(t, env, a.Viewer, "")); n != 0 {
+		t.Errorf("%d items written", n)
+	}
+	if n := len(env.Must(t, 200, "GET", "/v1/accounts", a.Viewer, nil).Map(t)["items"].([]any)); n != 0 {
+		t.Errorf("%d accounts created", n)
+	}
+	imp := env.Must(t, 200, "GET", "/v1/costs/imports/"+importID, a.Viewer, nil).Map(t)
+	if imp["status"] != "failed" || !strings.Contains(fmt.Sprint(imp["error"]), "row 8002.BilledCost") {
+		t.Errorf("import %v", imp)
+	}
+	// The id is taken now.
+	env.Must(t, 409, "POST", "/v1/costs", a.Editor, fixture(t, "focus-1.0-aws.csv"), "Content-Type", "text/csv", "Import-Id", importID)
+	for _, tc := range []struct {
+		name   string
+		body   string
+		header []string
+		status int
+	}{
+		{"header only", "BilledCost,BillingCurrency,ChargePeriodStart\n", csvType, 201},
+		{"missing column", "BilledCost,BillingCurrency,ChargePeriodStart,BilledCost\n1,USD,2024-09-01,2\n", csvType, 422},
+		{"malformed CSV", "BilledCost,BillingCurrency,ChargePeriodStart,BillingAccountId,ProviderName\n\"1,USD,2024-09-01,1,AWS\n", csvType, 400},
+		{"over import.max_bytes", "BilledCost,BillingCurrency,ChargePeriodStart,BillingAccountId,ProviderName\n" +
+			strings.Repeat("1,USD,2024-09-01,1,AWS\n", 50000), csvType, 413},
+		{"bad Import-Id", string(fixture(t, "focus-1.0-aws.csv")), []string{"Content-Type", "text/csv", "Import-Id", "nope"}, 400},
+		{"unknown encoding", string(fixture(t, "focus-1.0-aws.csv")), []string{"Content-Type", "text/csv", "Content-Encoding", "br"}, 415},
+	} {
+		if r := env.Do(t, "POST", "/v1/costs", a.Editor, tc.body, tc.header...); r.Status != tc.status {
+			t.Errorf("%s: %s, want %d", tc.name, r, tc.status)
+		}
+	}
+	if n := len(focusItems(t, env, a.Viewer, "")); n != 0 {
+		t.Errorf("%d items written", n)
+	}
+	// A gzip body that expands past the limit is cut off too.
+	var gz bytes.Buffer
+	w, _ := gzip.NewWriterLevel(&gz, gzip.BestCompression)
+	w.Write([]byte("BilledCost,BillingCurrency,ChargePeriodStart,BillingAccountId,ProviderName\n"))
+	w.Write(bytes.Repeat([]byte("1,USD,2024-09-01,1,AWS\n"), 100000))
+	w.Close()
+	if gz.Len() > 1<<20 {
+		t.Fatalf("the compressed body is %d bytes", gz.Len())
+	}
+	if r := env.Do(t, "POST", "/v1/costs", a.Editor, gz.Bytes(), "Content-Type", "text/csv", "Content-Encoding", "gzip"); r.Status != 413 {
+		t.Errorf("a gzip bomb: %s", r)
+	}
+}
+
+// Summaries group by every FOCUS dimension and add up every metric;
+// filters narrow them; budgets scope by provider and tag.
+func TestFOCUSDimensions(t *testing.T) {
+	t.Parallel()
+	env := apitest.Start(t, nil)
+	a := env.Tenant(t, "acme")
+	for _, f := range []string{"focus-1.0-aws.csv", "focus-1.1-azure.csv", "focus-1.2-gcp-oracle.csv"} {
+		env.Must(t, 201, "POST", "/v1/costs", a.Editor, fixture(t, f), csvType...)
+	}
+	for _, tc := range []struct {
+		query string
+		want  string
+	}{
+		{"group_by=service_category&charge_category=Usage",
+			"map[Analytics USD:0.000000000001 Compute EUR:0.122858760200 Compute USD:2.00000080000 Storage EUR:3.000000000007 Storage USD:20.000000000000]"},
+		{"group_by=charge_category&provider=aws", "map[Credit USD:-5.000000000001 Purchase USD:100.5 Tax USD:1.10 Usage USD:12.34567970123]"},
+		{"group_by=region&provider=gcp", "map[ USD:-1.25 us-central1 USD:2.000000000002]"},
+		{"group_by=month&from=2024-09-01&to=2024-11-30", "map[2024-09 USD:108.945679701233 2024-10 EUR:3.122858760207 2024-11 USD:8.404321098767]"},
+		{"group_by=tag:team&provider=aws", "map[ USD:-3.900000000001 data USD:12.345678901234 web USD:100.50000080000]"},
+		{"group_by=tag:reserved", "map[ EUR:3.122858760207 ...]"},
+		{"group_by=service&tag=team=ml&tag=env=prod", "map[Compute Engine USD:2.000000000001]"},
+		{"group_by=billing_account&metric=effective_cost&provider=aws", "map[111111111111 USD:8.44567970123]"},
+		{"group_by=provider&metric=list_cost&region=westeurope", "map[azure EUR:0.142065289100]"},
+		{"group_by=provider&metric=contracted_cost&service=BigQuery", "map[gcp USD:0.000000000001]"},
+		{"group_by=day&billing_account=ocid1.tenancy.oc1..aaaa1234", "map[2024-11-10 USD:7.654321098765]"},
+	} {
+		got := fmt.Sprint(summary(t, env, a.Viewer, tc.query))
+		if strings.HasSuffix(tc.want, "...]") {
+			if !strings.HasPrefix(got, strings.TrimSuffix(tc.want, "...]")) || !strings.Contains(got, "true USD:100.5") {
+				t.Errorf("%s: %s", tc.query, got)
+			}
+			continue
+		}
+		if got != tc.want {
+			t.Errorf("%s:\n got %s\nwant %s", tc.query, got, tc.want)
+		}
+	}
+	var s struct {
+		GroupBy string `json:"group_by"`
+		Metric  string `json:"metric"`
+	}
+	env.Must(t, 200, "GET", "/v1/costs/summary", a.Viewer, nil).JSON(t, &s)
+	if s.GroupBy != "service" || s.Metric != "billed_cost" {
+		t.Errorf("defaults %+v", s)
+	}
+	// Lists filter by the same dimensions.
+	if items := focusItems(t, env, a.Viewer, "provider=oracle"); len(items) != 1 || items[0].Amount != "7.654321098765" {
+		t.Errorf("oracle items %+v", items)
+	}
+	if items := focusItems(t, env, a.Viewer, "tag=team=web&charge_category=Purchase"); len(items) != 1 || items[0].Amount != "100.5" {
+		t.Errorf("web purchases %+v", items)
+	}
+	// Budgets scoped by provider and by tag.
+	for _, tc := range []struct {
+		body  map[string]any
+		spent string
+	}{
+		{map[string]any{"name": "aws", "amount": "200", "currency": "USD", "period": "monthly", "provider": "AWS"}, "108.945679701233"},
+		{map[string]any{"name": "web", "amount": "200", "currency": "USD", "period": "monthly", "tag_key": "team", "tag_value": "web"}, "100.50000080000"},
+		{map[string]any{"name": "aws lambda", "amount": "200", "currency": "USD", "period": "monthly", "provider": "aws", "service": "AWS Lambda"}, "95.49999979999"},
+	} {
+		id := env.Must(t, 201, "POST", "/v1/budgets", a.Editor, tc.body).Map(t)["id"].(string)
+		b := env.Must(t, 200, "GET", "/v1/budgets/"+id+"?at=2024-09-20", a.Viewer, nil).Map(t)
+		if b["spent"] != tc.spent || b["provider"] != tc.body["provider"] && b["provider"] != strings.ToLower(fmt.Sprint(tc.body["provider"])) {
+			t.Errorf("%s: %v", tc.body["name"], b)
+		}
+	}
+	env.Must(t, 422, "POST", "/v1/budgets", a.Editor, map[string]any{"name": "half", "amount": "1", "currency": "USD", "period": "monthly", "tag_key": "team"})
+}
+
+// What one tenant loads, another never sees, whatever it names; a dataset
+// naming the same account ids makes the other tenant accounts of its own.
+func TestFOCUSOtherTenantSeesNothing(t *testing.T) {
+	t.Parallel()
+	env := apitest.Start(t, nil)
+	a, b := env.Tenant(t, "acme"), env.Tenant(t, "globex")
+	r := env.Must(t, 201, "POST", "/v1/costs", a.Editor, fixture(t, "focus-1.0-aws.csv"), csvType...)
+	importID := r.Map(t)["import_id"].(string)
+	// B cannot read A's import, rows, accounts or totals.
+	env.Must(t, 404, "GET", "/v1/costs/imports/"+importID, b.Viewer, nil)
+	if n := len(env.Must(t, 200, "GET", "/v1/costs/imports", b.Viewer, nil).Map(t)["items"].([]any)); n != 0 {
+		t.Errorf("B lists %d imports", n)
+	}
+	for _, q := range []string{"", "billing_account=111111111111", "provider=aws", "tag=team=web", "tenant_id=" + a.ID.String()} {
+		if items := focusItems(t, env, b.Viewer, q); len(items) != 0 {
+			t.Errorf("LEAK: B lists A's items with ?%s: %+v", q, items)
+		}
+		if s := summary(t, env, b.Viewer, "group_by=billing_account&"+q); len(s) != 0 {
+			t.Errorf("LEAK: B's summary with ?%s: %v", q, s)
+		}
+	}
+	// B restating A's billing account and period replaces nothing of A's,
+	// and its accounts of the same ids are B's own.
+	rb := env.Must(t, 201, "POST", "/v1/costs?replace=billing_period", b.Editor, fixture(t, "focus-1.0-aws.csv"), "Content-Type", "text/csv", "Import-Id", importID)
+	if m := rb.Map(t); m["replaced"] != float64(0) || m["accounts_created"] != float64(2) {
+		t.Errorf("B's load: %s", rb)
+	}
+	if s := summary(t, env, a.Viewer, "group_by=billing_account"); s["111111111111 USD"] != "108.945679701233" {
+		t.Errorf("A's totals after B's restatement: %v", s)
+	}
+	aAccounts := env.Must(t, 200, "GET", "/v1/accounts", a.Viewer, nil).Map(t)["items"].([]any)
+	for _, it := range focusItems(t, env, b.Viewer, "") {
+		for _, x := range aAccounts {
+			if it.AccountID == x.(map[string]any)["id"] {
+				t.Errorf("LEAK: B's item on A's account %s", it.AccountID)
+			}
+		}
+	}
+	// Each import id is its tenant's: A's is still A's alone.
+	if imp := env.Must(t, 200, "GET", "/v1/costs/imports/"+importID, a.Viewer, nil).Map(t); imp["inserted"] != float64(5) || imp["replace"] != nil {
+		t.Errorf("A's import after B used its id: %v", imp)
+	}
+}
