@@ -165,6 +165,13 @@ func (s *Service) importCosts(ctx context.Context, t isolation.Tenant, src FOCUS
 	go func() {
 		defer wg.Done()
 		defer close(batches)
+		defer func() {
+			// A dataset the readers choke on fails its import, not the
+			// process.
+			if r := recover(); r != nil {
+				parseErr = fmt.Errorf("read dataset: panic: %v", r)
+			}
+		}()
 		parseErr = readBatches(ctx, src, layout, batches)
 	}()
 	w := &costWriter{t: t, createdAt: started, accounts: map[accountKey]uuid.UUID{}, periods: map[periodKey]bool{},

@@ -249,8 +249,8 @@ func (f *parquetField) cell(vals []parquet.Value) (cell, error) {
 	for i, v := range vals {
 		sub[i] = v.Level(v.RepetitionLevel(), v.DefinitionLevel(), v.Column()-f.first)
 	}
-	var m map[string]any
-	if err := f.sub.Reconstruct(&m, sub); err != nil {
+	m := map[string]any{}
+	if err := reconstruct(f.sub, &m, sub); err != nil {
 		return cell{}, fmt.Errorf("unreadable nested value: %v", err)
 	}
 	b, err := json.Marshal(jsonable(m[f.name]))
@@ -261,6 +261,17 @@ func (f *parquetField) cell(vals []parquet.Value) (cell, error) {
 		return cell{null: true}, nil
 	}
 	return cell{s: string(b), raw: true}, nil
+}
+
+// reconstruct is Schema.Reconstruct, with a panic (a file the library
+// cannot make sense of) an error.
+func reconstruct(schema *parquet.Schema, v any, row parquet.Row) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%v", r)
+		}
+	}()
+	return schema.Reconstruct(v, row)
 }
 
 // jsonable turns what Reconstruct builds into values encoding/json writes

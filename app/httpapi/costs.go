@@ -189,6 +189,13 @@ func (f *focusImport) run(open func() (finops.FOCUSSource, func(), error)) error
 	rc := http.NewResponseController(f.c.Response())
 	_ = rc.SetReadDeadline(deadline)  // not every ResponseWriter has deadlines (tests)
 	_ = rc.SetWriteDeadline(deadline) // idem
+	interrupted := false
+	defer func() {
+		if !interrupted { // the connection may serve the next request
+			_ = rc.SetReadDeadline(time.Time{})
+			_ = rc.SetWriteDeadline(time.Time{})
+		}
+	}()
 	ctx, cancel := context.WithDeadline(f.c.Request().Context(), deadline)
 	defer cancel()
 	t := f.p.Tenant
@@ -231,7 +238,13 @@ func (f *focusImport) run(open func() (finops.FOCUSSource, func(), error)) error
 			_, _ = io.Copy(io.Discard, f.raw) // best effort: a read error fails the import anyway
 			return f.fingerprint()
 		},
-		Interrupt: func() { _ = rc.SetReadDeadline(time.Now()) }, // wakes a read waiting on the client
+		Interrupt: func() {
+			// Wakes a read waiting on the client; the rest of the body is
+			// not read, so the connection cannot serve another request.
+			interrupted = true
+			f.c.Response().Header().Set("Connection", "close")
+			_ = rc.SetReadDeadline(time.Now())
+		},
 	}
 	if f.params.ImportId != nil {
 		if opts.ID = uuid.UUID(*f.params.ImportId); opts.ID == uuid.Nil {
