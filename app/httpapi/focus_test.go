@@ -17,6 +17,7 @@ import (
 	"github.com/parquet-go/parquet-go"
 
 	"github.com/bulkheadhq/bulkhead/internal/apitest"
+	"github.com/bulkheadhq/bulkhead/isolation"
 )
 
 // fixture reads a FOCUS dataset written from the specification (app/finops
@@ -537,4 +538,45 @@ func twos(n int64) (b [13]byte) {
 		n >>= 8
 	}
 	return b
+}
+
+// Every strategy loads, restates and summarizes FOCUS data alike, and the
+// consolidated summary carries the FOCUS dimensions and metrics across
+// tenants.
+func TestFOCUSEveryStrategy(t *testing.T) {
+	t.Parallel()
+	for _, strategy := range []string{isolation.RLS, isolation.Schema, isolation.Database} {
+		t.Run(strategy, func(t *testing.T) {
+			t.Parallel()
+			env := apitest.Start(t, nil, apitest.WithStrategy(strategy))
+			parent, sub := env.Tenant(t, "parent"), env.Tenant(t, "sub")
+			for _, tn := range []apitest.Tenant{parent, sub} {
+				for _, f := range []string{"focus-1.0-aws.csv", "focus-1.2-gcp-oracle.csv"} {
+					env.Must(t, 201, "POST", "/v1/costs", tn.Editor, fixture(t, f), csvType...)
+				}
+			}
+			r := env.Must(t, 201, "POST", "/v1/costs?replace=billing_period", sub.Editor, fixture(t, "focus-1.2-gcp-restated.csv"), csvType...)
+			if r.Map(t)["replaced"] != float64(3) {
+				t.Errorf("restatement: %s", r)
+			}
+			if s := summary(t, env, sub.Viewer, "group_by=provider&metric=effective_cost"); fmt.Sprint(s) != "map[aws USD:8.445679701233 gcp USD:0.450000000001 oracle USD:7.654321098765]" {
+				t.Errorf("sub's effective cost by provider: %v", s)
+			}
+			if err := env.Control.GrantKey(t.Context(), parent.Viewer[3:19], sub.Slug); err != nil {
+				t.Fatal(err)
+			}
+			var c consolidated
+			env.Must(t, 200, "GET", "/v1/consolidated/costs/summary?tenants=parent,sub&group_by=tag:team&metric=list_cost&provider=gcp", parent.Viewer, nil).JSON(t, &c)
+			got := map[string]string{}
+			for _, it := range c.Items {
+				got[it.Key+" "+it.Currency] = it.Amount
+				for _, s := range it.Shares {
+					got[it.Key+" "+s.Tenant] = s.Amount
+				}
+			}
+			if fmt.Sprint(got) != "map[ml USD:1.900000000003 ml parent:0.950000000002 ml sub:0.950000000001]" {
+				t.Errorf("consolidated list cost of gcp by team: %v", got)
+			}
+		})
+	}
 }
