@@ -13,6 +13,20 @@ import (
 	"github.com/google/uuid"
 )
 
+func TestTagsObject(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		`{"team":"web"}`: `{"team":"web"}`,
+		`[{"key":"team","value":"web"},{"key":"env","value":"prod"},{"key":"flag"}]`: `{"env":"prod","flag":null,"team":"web"}`,
+		`[{"k":"team"}]`: `[{"k":"team"}]`,
+		`[]`:             `{}`,
+	} {
+		if got := tagsObject(in); got != want {
+			t.Errorf("tagsObject(%s) = %s, want %s", in, got, want)
+		}
+	}
+}
+
 func TestNormalizeDecimal(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct{ in, want string }{
@@ -28,6 +42,8 @@ func TestNormalizeDecimal(t *testing.T) {
 		{"1e-07", "1e-07"},
 		{"1.5E+02", "1.5E+02"},
 		{"113.50003500000001", "113.50003500000001"},
+		{"0E-11", "0E-11"},
+		{"8.0000E-7", "8.0000E-7"},
 	} {
 		if got, ok := NormalizeDecimal(tc.in); !ok || got != tc.want {
 			t.Errorf("NormalizeDecimal(%q) = %q, %v; want %q", tc.in, got, ok, tc.want)
@@ -235,7 +251,9 @@ func TestFOCUSRowErrors(t *testing.T) {
 		{"tags not an object", `1,USD,2024-09-01T00:00:00Z,,111,AWS,EC2,"[1]",,`, false, []string{"row 2.Tags"}},
 		{"tags not JSON", `1,USD,2024-09-01T00:00:00Z,,111,AWS,EC2,"{'a': 'b'}",,`, false, []string{"row 2.Tags"}},
 		{"tags with NUL", `1,USD,2024-09-01T00:00:00Z,,111,AWS,EC2,"{""a"": ""\u0000""}",,`, false, []string{"row 2.Tags"}},
-		{"sku price details", `1,USD,2024-09-01T00:00:00Z,,111,AWS,EC2,,"{",`, false, []string{"row 2.SkuPriceDetails"}},
+		{"sku price details not JSON: kept as text", `1,USD,2024-09-01T00:00:00Z,,111,AWS,EC2,,"{",`, false, nil},
+		{"tags as key/value pairs", `1,USD,2024-09-01T00:00:00Z,,111,AWS,EC2,"[{""key"":""team"",""value"":""web""}]",,`, false, nil},
+		{"tags as a list of something else", `1,USD,2024-09-01T00:00:00Z,,111,AWS,EC2,"[1, 2]",,`, false, []string{"row 2.Tags"}},
 		{"replace needs the period", "1,USD,2024-09-01T00:00:00Z,,111,AWS,EC2,,,", true, []string{"row 2.BillingPeriodStart"}},
 		{"NUL in text", "1,USD,2024-09-01T00:00:00Z,,111,AWS,EC2,,,a\x00b", false, []string{"row 2.x_Note"}},
 	} {

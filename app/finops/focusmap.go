@@ -1,6 +1,7 @@
 package finops
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -31,6 +32,8 @@ const (
 	colSubAccountName     = "SubAccountName"
 	colProviderName       = "ProviderName"
 	colServiceProvider    = "ServiceProviderName"
+	colInvoiceIssuer      = "InvoiceIssuerName"
+	colPublisherName      = "PublisherName"
 )
 
 // typedColumns are stored in their own cost_items column, not in Focus.
@@ -239,10 +242,11 @@ func (l *focusLayout) row(cells []cell, name string, errs *fieldErrors, scratch 
 		bad(colServiceName, msg)
 	}
 	if c := l.cellOf(cells, colTags); !c.null {
-		if msg := checkJSONObject(c.s); msg != "" {
+		tags := tagsObject(c.s)
+		if msg := checkJSONObject(tags); msg != "" {
 			bad(colTags, msg)
 		} else {
-			r.Tags = strings.TrimSpace(c.s)
+			r.Tags = tags
 		}
 	}
 	// The account: the sub account, else the billing account, of the
@@ -258,7 +262,10 @@ func (l *focusLayout) row(cells []cell, name string, errs *fieldErrors, scratch 
 	if utf8.RuneCountInString(r.account.externalID) > 200 {
 		bad(colSubAccountID, "must be at most 200 characters: it is the account's external id")
 	}
-	provider := firstOf(text(colProviderName, false), text(colServiceProvider, false))
+	// ProviderName; from FOCUS 1.3 ServiceProviderName; datasets without
+	// either still name who bills them.
+	provider := firstOf(text(colProviderName, false), text(colServiceProvider, false),
+		text(colInvoiceIssuer, false), text(colPublisherName, false))
 	if provider == "" {
 		bad(colProviderName, "required: ProviderName (or, from FOCUS 1.3, ServiceProviderName) names the account's provider")
 	}
@@ -306,8 +313,15 @@ func (l *focusLayout) row(cells []cell, name string, errs *fieldErrors, scratch 
 			}
 			b = appendJSONString(b, t.Format(time.RFC3339Nano))
 		case lc.kind == kindJSON:
+			// Informational (SkuPriceDetails): an export that does not
+			// write it as a JSON object still loads; the text is kept.
 			if msg := checkJSONObject(c.s); msg != "" {
-				bad(lc.name, msg)
+				v := strings.TrimSpace(c.s)
+				if msg := checkFOCUSText(v); msg != "" {
+					bad(lc.name, msg)
+					continue
+				}
+				b = appendJSONString(b, v)
 				continue
 			}
 			b = append(b, strings.TrimSpace(c.s)...)
@@ -330,6 +344,41 @@ func (l *focusLayout) row(cells []cell, name string, errs *fieldErrors, scratch 
 	*scratch = b
 	r.Focus = string(b)
 	return r, errs.count() == before
+}
+
+// tagsObject returns s, a Tags cell, as a JSON object: as it is, or, for
+// an export that writes tags as a list of key/value pairs
+// ([{"key":"team","value":"web"}], as BigQuery renders a repeated record),
+// as the object of those pairs. Anything else is returned as it is, for
+// the check to refuse.
+func tagsObject(s string) string {
+	s = strings.TrimSpace(s)
+	if !strings.HasPrefix(s, "[") {
+		return s
+	}
+	var pairs []struct {
+		Key   *string         `json:"key"`
+		Value json.RawMessage `json:"value"`
+	}
+	if err := json.Unmarshal([]byte(s), &pairs); err != nil {
+		return s
+	}
+	obj := make(map[string]json.RawMessage, len(pairs))
+	for _, p := range pairs {
+		if p.Key == nil {
+			return s
+		}
+		v := p.Value
+		if len(v) == 0 {
+			v = json.RawMessage("null")
+		}
+		obj[*p.Key] = v
+	}
+	b, err := json.Marshal(obj)
+	if err != nil {
+		return s
+	}
+	return string(b)
 }
 
 func firstOf(v ...string) string {
