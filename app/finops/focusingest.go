@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -158,6 +159,7 @@ func (s *Service) importCosts(ctx context.Context, t isolation.Tenant, src FOCUS
 	opt ImportOptions, out Imported, started time.Time) (Imported, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	id := out.ID // a replay's outcome names the import that did the work
 	batches := make(chan *costBatch, 1)
 	var (
 		parseErr error
@@ -193,7 +195,7 @@ func (s *Service) importCosts(ctx context.Context, t isolation.Tenant, src FOCUS
 				opt.Progress(progress)
 			}
 			if opt.Record && time.Since(lastRecord) >= progressEvery {
-				s.recordProgress(ctx, t, out.ID, progress)
+				s.recordProgress(ctx, t, id, progress)
 				lastRecord = time.Now()
 			}
 		}
@@ -235,7 +237,7 @@ func (s *Service) importCosts(ctx context.Context, t isolation.Tenant, src FOCUS
 	switch {
 	case errors.Is(err, errReplayed):
 		if opt.Record {
-			s.recordReplay(ctx, t, out)
+			s.recordReplay(ctx, t, id, out)
 		}
 		return out, nil
 	case err != nil:
@@ -694,8 +696,8 @@ func finishImport(ctx context.Context, tx pgx.Tx, t isolation.Tenant, out Import
 
 // recordReplay records an import that found its work done by an earlier
 // request with the same idempotency key.
-func (s *Service) recordReplay(ctx context.Context, t isolation.Tenant, out Imported) {
-	s.endImport(ctx, t, out.ID, ImportSucceeded, fmt.Sprintf("replayed: an earlier request with the same Idempotency-Key did the work (import %s)", out.ID), &out)
+func (s *Service) recordReplay(ctx context.Context, t isolation.Tenant, id uuid.UUID, out Imported) {
+	s.endImport(ctx, t, id, ImportSucceeded, fmt.Sprintf("replayed: an earlier request with the same Idempotency-Key did the work (import %s)", out.ID), &out)
 }
 
 // failImport records why an import failed, in a transaction of its own
@@ -725,6 +727,7 @@ func clientText(err error) string {
 	var (
 		ve *store.ValidationError
 		fe *FormatError
+		tl *TooLargeError
 	)
 	switch {
 	case errors.As(err, &ve):
@@ -734,10 +737,13 @@ func clientText(err error) string {
 				parts = append(parts, ve.Field+": "+ve.Msg)
 			}
 		}
-		b, _ := json.Marshal(parts)
-		return string(b)
+		return strings.Join(parts, "; ")
 	case errors.As(err, &fe):
 		return fe.Msg
+	case errors.As(err, &tl):
+		return tl.Error()
+	case errors.Is(err, ErrIdempotencyConflict):
+		return ErrIdempotencyConflict.Error()
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return "cancelled: the request ended before the import did"
 	}
