@@ -56,6 +56,8 @@ type focusLayout struct {
 	cols []layoutCol
 	// at[i] is the dataset column of focusColumns[i], or -1.
 	at []int
+	// pos is at by FOCUS column id, for the row's lookups.
+	pos map[string]int
 	// replace requires what a restatement is keyed by.
 	replace bool
 }
@@ -123,20 +125,23 @@ func newFOCUSLayout(header []string, replace bool) (*focusLayout, error) {
 			errs.add("header", fmt.Sprintf("missing column %q", req))
 		}
 	}
+	l.pos = make(map[string]int, len(focusColumns))
+	for i, c := range focusColumns {
+		l.pos[c.Name] = l.at[i]
+	}
 	return l, errs.err()
 }
 
 // has reports whether the dataset has the FOCUS column name.
 func (l *focusLayout) has(name string) bool {
-	i, _, _ := focusColumnIndex(name)
-	return l.at[i] >= 0
+	j, ok := l.pos[name]
+	return ok && j >= 0
 }
 
 // cellOf returns the cell of the FOCUS column name in cells, null when the
 // dataset does not have it.
 func (l *focusLayout) cellOf(cells []cell, name string) cell {
-	i, _, _ := focusColumnIndex(name)
-	if j := l.at[i]; j >= 0 {
+	if j, ok := l.pos[name]; ok && j >= 0 {
 		return cells[j]
 	}
 	return cell{null: true}
