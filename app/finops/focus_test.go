@@ -283,3 +283,31 @@ func TestFOCUSRowErrors(t *testing.T) {
 		t.Errorf("a header that is not FOCUS: %v", err)
 	}
 }
+
+// Parts of one export sent one after the other, each with its header, are
+// one dataset; rows keep their line numbers.
+func TestFOCUSPartsConcatenated(t *testing.T) {
+	t.Parallel()
+	part, err := os.ReadFile("testdata/focus/focus-1.2-gcp-restated.csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := NewCSVSource(strings.NewReader(string(part) + "\ufeff" + string(part)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := readAll(t, src, true)
+	if len(rows) != 4 {
+		t.Fatalf("%d rows, want 4", len(rows))
+	}
+	_, name, err := func() ([]cell, string, error) {
+		s, _ := NewCSVSource(strings.NewReader(string(part) + string(part)))
+		for range 2 {
+			s.Next()
+		}
+		return s.Next()
+	}()
+	if err != nil || name != "row 5" {
+		t.Errorf("the second part's first row is %q (%v), want row 5", name, err)
+	}
+}

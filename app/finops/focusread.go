@@ -80,7 +80,20 @@ func NewCSVSource(r io.Reader) (FOCUSSource, error) {
 }
 
 func (s *csvSource) Columns() []string { return s.header }
-func (s *csvSource) Format() string    { return "csv" }
+
+// isHeader reports whether rec repeats the header.
+func (s *csvSource) isHeader(rec []string) bool {
+	if len(rec) != len(s.header) || len(rec) == 0 || cleanHeader(rec[0]) != cleanHeader(s.header[0]) {
+		return false
+	}
+	for i, v := range rec {
+		if cleanHeader(v) != cleanHeader(s.header[i]) {
+			return false
+		}
+	}
+	return true
+}
+func (s *csvSource) Format() string { return "csv" }
 
 func (s *csvSource) Next() ([]cell, string, error) {
 	rec, err := s.r.Read()
@@ -88,6 +101,14 @@ func (s *csvSource) Next() ([]cell, string, error) {
 		return nil, "", io.EOF
 	}
 	s.line++
+	// Exports come in parts, each with its header: parts sent one after
+	// the other (cat part-*.csv, or their gzip members) are one dataset.
+	for err == nil && s.isHeader(rec) {
+		if rec, err = s.r.Read(); errors.Is(err, io.EOF) {
+			return nil, "", io.EOF
+		}
+		s.line++
+	}
 	row := "row " + strconv.Itoa(s.line)
 	if errors.Is(err, csv.ErrFieldCount) {
 		return nil, row, errorsOf(row, fmt.Sprintf("has %d fields, the header has %d", len(rec), len(s.header)))

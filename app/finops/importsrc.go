@@ -44,16 +44,21 @@ func (l *limitedReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// CountingReader counts the bytes read through it; N is safe to call from
+// CountingReader counts the bytes read through it, and adds them to Into
+// as well when set (several parts, one count); N is safe to call from
 // another goroutine (a progress bar).
 type CountingReader struct {
-	R io.Reader
-	n atomic.Int64
+	R    io.Reader
+	Into *CountingReader
+	n    atomic.Int64
 }
 
 func (c *CountingReader) Read(p []byte) (int, error) {
 	n, err := c.R.Read(p)
 	c.n.Add(int64(n))
+	if c.Into != nil {
+		c.Into.n.Add(int64(n))
+	}
 	return n, err
 }
 

@@ -31,9 +31,16 @@ func (c *cli) costsCmd() *cobra.Command {
 		noProgress      bool
 	)
 	imp := &cobra.Command{
-		Use:   "import FILE --tenant SLUG",
+		Use:   "import FILE... --tenant SLUG",
 		Short: "Load a billing export (FOCUS CSV, gzipped CSV or Parquet) into a tenant, all or nothing, with a progress bar",
-		Args:  args(cobra.ExactArgs(1)),
+		Long: `Load a billing export into a tenant, all or nothing, with a progress bar.
+
+The format is told from each file's first bytes: FOCUS CSV, gzipped CSV or
+Parquet. An export delivered in parts (part-00001.csv.gz, ...) loads as one
+dataset when its CSV parts are named together: one transaction, and with
+--replace one restatement of its billing periods. A Parquet file loads
+alone.`,
+		Args: args(cobra.MinimumNArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			if tenant == "" {
 				return usageError{errors.New("costs import: --tenant is required")}
@@ -54,7 +61,7 @@ func (c *cli) costsCmd() *cobra.Command {
 				if t.Status != control.StatusActive && t.Status != control.StatusSuspended {
 					return fmt.Errorf("tenant %s is %s", tenant, t.Status)
 				}
-				return c.importCosts(ctx, svc, cfg, t, a[0], replace, !noProgress)
+				return c.importCosts(ctx, svc, cfg, t, a, replace, !noProgress)
 			}, &ctl, &svc, &cfg)
 		},
 	}
@@ -65,52 +72,64 @@ func (c *cli) costsCmd() *cobra.Command {
 	return cmd
 }
 
-// importCosts loads the file at path into t: the format is told from the
-// file's first bytes, the progress bar runs on standard error.
+// importCosts loads the files at paths into t as one dataset: the format
+// is told from each file's first bytes, the progress bar runs on standard
+// error.
 func (c *cli) importCosts(ctx context.Context, svc *finops.Service, cfg *config.Config, t control.Tenant,
-	path, replace string, progress bool) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	info, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	counted := &finops.CountingReader{R: f}
-	format, r, err := finops.SniffImport(counted)
-	if err != nil {
-		return err
-	}
+	paths []string, replace string, progress bool) error {
 	var (
-		src   finops.FOCUSSource
-		total = info.Size()
-		unit  = "bytes"
+		total   int64
+		unit    = "bytes"
+		counted = &finops.CountingReader{}
+		parts   []io.Reader
+		src     finops.FOCUSSource
 	)
-	switch format {
-	case "parquet":
-		if src, err = finops.NewParquetSource(f, info.Size()); err != nil {
-			return err
-		}
-		if n, ok := src.(interface{ NumRows() int64 }); ok {
-			total, unit = n.NumRows(), "rows"
-		}
-	case "gzip":
-		z, err := finops.Gunzip(r, cfg.Import.MaxBytes)
+	for _, path := range paths {
+		f, err := os.Open(path)
 		if err != nil {
 			return err
 		}
-		if src, err = finops.NewCSVSource(z); err != nil {
+		defer f.Close()
+		info, err := f.Stat()
+		if err != nil {
 			return err
 		}
-	default:
-		if info.Size() > cfg.Import.MaxBytes {
-			return &finops.TooLargeError{Limit: cfg.Import.MaxBytes}
-		}
-		if src, err = finops.NewCSVSource(r); err != nil {
+		total += info.Size()
+		format, r, err := finops.SniffImport(f)
+		if err != nil {
 			return err
 		}
+		switch format {
+		case "parquet":
+			if len(paths) > 1 {
+				return usageError{fmt.Errorf("costs import: %s is Parquet: a Parquet file loads alone", path)}
+			}
+			if src, err = finops.NewParquetSource(f, info.Size()); err != nil {
+				return err
+			}
+			if n, ok := src.(interface{ NumRows() int64 }); ok {
+				total, unit = n.NumRows(), "rows"
+			}
+		case "gzip":
+			// Counted as read from the file, compressed: the bar's unit.
+			z, err := finops.Gunzip(&finops.CountingReader{R: r, Into: counted}, cfg.Import.MaxBytes)
+			if err != nil {
+				return fmt.Errorf("%s: %w", path, err)
+			}
+			parts = append(parts, z)
+		default:
+			parts = append(parts, &finops.CountingReader{R: r, Into: counted})
+		}
+	}
+	if src == nil {
+		var err error
+		if src, err = finops.NewCSVSource(finops.LimitReader(io.MultiReader(parts...), cfg.Import.MaxBytes)); err != nil {
+			return err
+		}
+	}
+	name := paths[0]
+	if len(paths) > 1 {
+		name = fmt.Sprintf("%s and %d more", paths[0], len(paths)-1)
 	}
 	stderrTTY := false
 	if fd, ok := c.stderr.(interface{ Fd() uintptr }); ok {
@@ -119,7 +138,7 @@ func (c *cli) importCosts(ctx context.Context, svc *finops.Service, cfg *config.
 	bar := progressbar.NewOptions64(total,
 		progressbar.OptionSetWriter(c.stderr),
 		progressbar.OptionSetVisibility(progress && stderrTTY),
-		progressbar.OptionSetDescription("loading "+path),
+		progressbar.OptionSetDescription("loading "+name),
 		progressbar.OptionShowBytes(unit == "bytes"),
 		progressbar.OptionShowCount(),
 		progressbar.OptionThrottle(200*time.Millisecond),
@@ -135,7 +154,7 @@ func (c *cli) importCosts(ctx context.Context, svc *finops.Service, cfg *config.
 			} else {
 				_ = bar.Set64(counted.N())
 			}
-			bar.Describe(fmt.Sprintf("loading %s: %d rows", path, p.Rows))
+			bar.Describe(fmt.Sprintf("loading %s: %d rows", name, p.Rows))
 		},
 	})
 	_ = bar.Finish() // drawing only
@@ -144,6 +163,6 @@ func (c *cli) importCosts(ctx context.Context, svc *finops.Service, cfg *config.
 	}
 	return c.print(res, func(w io.Writer) {
 		fmt.Fprintf(w, "loaded %s into %s in %s: %d rows, %d replaced, %d accounts created (import %s)\n",
-			path, t.Slug, time.Since(start).Round(time.Millisecond), res.Inserted, res.Replaced, res.AccountsCreated, res.ID)
+			name, t.Slug, time.Since(start).Round(time.Millisecond), res.Inserted, res.Replaced, res.AccountsCreated, res.ID)
 	})
 }

@@ -74,6 +74,10 @@ func TestCostsImport(t *testing.T) {
 			t.Errorf("costs import %s printed %s", tc.file, out)
 		}
 	}
+	// An export in parts, gzipped and not: one dataset, one transaction.
+	if code, out, stderr := runCLI(t, env, "costs", "import", write("part-1.csv.gz", gz.Bytes()), write("part-2.csv", csvData), "--tenant", "acme", "-o", "json"); code != 0 || !strings.Contains(out, `"inserted": 10`) {
+		t.Errorf("two parts: exit %d: %s %s", code, out, stderr)
+	}
 	// A bad row: exit 1, naming it; nothing more written.
 	bad := write("bad.csv", []byte(strings.Replace(string(csvData), "12.345678901234", "12,3", 1)))
 	code, _, stderr := runCLI(t, env, "costs", "import", bad, "--tenant", "acme")
@@ -90,13 +94,14 @@ func TestCostsImport(t *testing.T) {
 	if err := conn.QueryRow(t.Context(), `SELECT count(*), sum(amount)::text FROM cost_items`).Scan(&n, &sum); err != nil {
 		t.Fatal(err)
 	}
-	// Twice the export's exact sum, and the Parquet row's seven trillionths.
-	if n != 11 || sum != "217.891359402473" {
+	// Four times the export's exact sum, and the Parquet row's seven trillionths.
+	if n != 21 || sum != "435.782718804939" {
 		t.Errorf("%d rows summing %s", n, sum)
 	}
 	for _, args := range [][]string{
 		{"costs", "import", bad},
 		{"costs", "import", bad, "--tenant", "acme", "--replace", "all"},
+		{"costs", "import", write("x.parquet", pq.Bytes()), bad, "--tenant", "acme"},
 	} {
 		if code, _, stderr := runCLI(t, env, args...); code != exitUsage {
 			t.Errorf("%v: exit %d, want 2: %s", args, code, stderr)
