@@ -405,8 +405,8 @@ func TestFOCUSBadRowWritesNothing(t *testing.T) {
 	// A gzip body that expands past the limit is cut off too.
 	var gz bytes.Buffer
 	w, _ := gzip.NewWriterLevel(&gz, gzip.BestCompression)
-	w.Write([]byte("BilledCost,BillingCurrency,ChargePeriodStart,BillingAccountId,ProviderName\n"))
-	w.Write(bytes.Repeat([]byte("1,USD,2024-09-01,1,AWS\n"), 100000))
+	w.Write([]byte("BilledCost,BillingCurrency,ChargePeriodStart,BillingAccountId,ProviderName,x_Pad\n1,USD,2024-09-01,1,AWS,"))
+	w.Write(bytes.Repeat([]byte("a"), 3<<20))
 	w.Close()
 	if gz.Len() > 1<<20 {
 		t.Fatalf("the compressed body is %d bytes", gz.Len())
