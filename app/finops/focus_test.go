@@ -124,7 +124,7 @@ func TestFOCUSHeader(t *testing.T) {
 // readAll reads a fixture's rows, failing on the first error.
 func readAll(t *testing.T, src FOCUSSource, replace bool) []focusRow {
 	t.Helper()
-	l, err := newFOCUSLayout(src.Columns(), replace)
+	l, err := newFOCUSLayout(src.columns(), replace)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +134,7 @@ func readAll(t *testing.T, src FOCUSSource, replace bool) []focusRow {
 		scratch []byte
 	)
 	for {
-		cells, name, err := src.Next()
+		cells, name, err := src.next()
 		if errors.Is(err, io.EOF) {
 			break
 		}
@@ -261,7 +261,7 @@ func TestFOCUSRowErrors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		l, err := newFOCUSLayout(src.Columns(), tc.replace)
+		l, err := newFOCUSLayout(src.columns(), tc.replace)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -269,7 +269,7 @@ func TestFOCUSRowErrors(t *testing.T) {
 			errs    fieldErrors
 			scratch []byte
 		)
-		cells, name, err := src.Next()
+		cells, name, err := src.next()
 		if err != nil {
 			errs.addAll(err)
 		} else {
@@ -303,9 +303,9 @@ func TestFOCUSPartsConcatenated(t *testing.T) {
 	_, name, err := func() ([]cell, string, error) {
 		s, _ := NewCSVSource(strings.NewReader(string(part) + string(part)))
 		for range 2 {
-			s.Next()
+			s.next()
 		}
-		return s.Next()
+		return s.next()
 	}()
 	if err != nil || name != "row 5" {
 		t.Errorf("the second part's first row is %q (%v), want row 5", name, err)

@@ -129,7 +129,7 @@ func (s *Service) ImportCosts(ctx context.Context, t isolation.Tenant, src FOCUS
 	if err := opt.Key.validate(); err != nil {
 		return Imported{}, err
 	}
-	layout, err := newFOCUSLayout(src.Columns(), opt.Replace == ReplaceBillingPeriod)
+	layout, err := newFOCUSLayout(src.columns(), opt.Replace == ReplaceBillingPeriod)
 	if err != nil {
 		return Imported{}, err
 	}
@@ -141,7 +141,7 @@ func (s *Service) ImportCosts(ctx context.Context, t isolation.Tenant, src FOCUS
 	}
 	started := time.Now()
 	if opt.Record {
-		if err := s.recordImport(ctx, t, out.ID, src.Format(), opt.Replace, started); err != nil {
+		if err := s.recordImport(ctx, t, out.ID, src.format(), opt.Replace, started); err != nil {
 			return Imported{}, err
 		}
 	}
@@ -343,7 +343,7 @@ func readBatches(ctx context.Context, src FOCUSSource, layout *focusLayout, out 
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		cells, name, err := src.Next()
+		cells, name, err := src.next()
 		if errors.Is(err, io.EOF) {
 			break
 		}

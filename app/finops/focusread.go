@@ -32,19 +32,20 @@ type cell struct {
 	raw  bool
 }
 
-// FOCUSSource is a FOCUS dataset being read, row by row. It is not safe for
-// concurrent use.
+// FOCUSSource is a FOCUS dataset being read, row by row: made by
+// NewCSVSource, NewParquetSource or SpoolParquet, read by ImportCosts. It
+// is not safe for concurrent use.
 type FOCUSSource interface {
-	// Columns names the dataset's columns, in the order of the cells Next
+	// columns names the dataset's columns, in the order of the cells next
 	// returns.
-	Columns() []string
-	// Next returns the next row's cells and the row's name for errors
+	columns() []string
+	// next returns the next row's cells and the row's name for errors
 	// ("row 5"); io.EOF after the last. A row of the wrong shape is a
 	// *store.ValidationError (the caller may go on); anything else ends
 	// the read. The cells are valid until the next call.
-	Next() ([]cell, string, error)
-	// Format is "csv" or "parquet".
-	Format() string
+	next() ([]cell, string, error)
+	// format is "csv" or "parquet".
+	format() string
 }
 
 // csvSource reads a FOCUS dataset from CSV.
@@ -79,7 +80,7 @@ func NewCSVSource(r io.Reader) (FOCUSSource, error) {
 	return &csvSource{r: cr, header: header, cells: make([]cell, len(header)), line: 1}, nil
 }
 
-func (s *csvSource) Columns() []string { return s.header }
+func (s *csvSource) columns() []string { return s.header }
 
 // isHeader reports whether rec repeats the header.
 func (s *csvSource) isHeader(rec []string) bool {
@@ -93,9 +94,9 @@ func (s *csvSource) isHeader(rec []string) bool {
 	}
 	return true
 }
-func (s *csvSource) Format() string { return "csv" }
+func (s *csvSource) format() string { return "csv" }
 
-func (s *csvSource) Next() ([]cell, string, error) {
+func (s *csvSource) next() ([]cell, string, error) {
 	rec, err := s.r.Read()
 	if errors.Is(err, io.EOF) {
 		return nil, "", io.EOF
@@ -213,10 +214,10 @@ func leafCount(n parquet.Node) int {
 	return c
 }
 
-func (s *parquetSource) Columns() []string { return s.names }
-func (s *parquetSource) Format() string    { return "parquet" }
+func (s *parquetSource) columns() []string { return s.names }
+func (s *parquetSource) format() string    { return "parquet" }
 
-func (s *parquetSource) Next() ([]cell, string, error) {
+func (s *parquetSource) next() ([]cell, string, error) {
 	for s.at >= s.n {
 		if s.rows == nil {
 			if len(s.groups) == 0 {
