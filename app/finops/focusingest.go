@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -529,6 +530,22 @@ func (w *costWriter) restate(ctx context.Context, tx pgx.Tx, b *costBatch) error
 	}
 	if len(w.periods) > maxImportPeriods {
 		return errorsOf("body", fmt.Sprintf("the dataset restates more than %d billing periods", maxImportPeriods))
+	}
+	// Two restatements of one period at once must not both survive: under
+	// READ COMMITTED the second one's DELETE would wait on the rows the
+	// first deleted, skip them, and not see the rows the first inserted,
+	// leaving both files' rows. A transaction lock per period serialises
+	// them: the second DELETE starts after the first commits and sees its
+	// rows. Locks are taken in one order within a batch; imports taking
+	// them in other orders across batches are ended by PostgreSQL's
+	// deadlock detection (a 503 the client retries), never both kept.
+	locks := make([]string, len(accounts))
+	for i := range accounts {
+		locks[i] = fmt.Sprintf("bulkhead restate %s %s %s", w.t.ID, accounts[i], starts[i].UTC().Format(time.RFC3339Nano))
+	}
+	slices.Sort(locks)
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) AS k`, locks); err != nil {
+		return err
 	}
 	tag, err := tx.Exec(ctx, `
 		DELETE FROM cost_items

@@ -3,10 +3,14 @@ package httpapi_test
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"math/big"
+	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -14,6 +18,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/parquet-go/parquet-go"
 
 	"github.com/bulkheadhq/bulkhead/internal/apitest"
@@ -311,8 +316,24 @@ func TestFOCUSRestatement(t *testing.T) {
 		t.Fatalf("before: %v", before)
 	}
 	restated := fixture(t, "focus-1.2-gcp-restated.csv")
+	// A restatement that fails after its first batches deleted and wrote
+	// rows leaves the period as it was: all or nothing.
+	lines := strings.SplitAfter(string(restated), "\n")
+	var broken strings.Builder
+	broken.WriteString(lines[0])
+	for range 5000 {
+		broken.WriteString(lines[1])
+	}
+	broken.WriteString(strings.Replace(lines[2], "-1.25", "minus 1.25", 1))
+	r := env.Must(t, 422, "POST", "/v1/costs?replace=billing_period", a.Editor, broken.String(), csvType...)
+	if f := fieldsOf(t, r); fmt.Sprint(f) != "[row 5002.BilledCost]" {
+		t.Errorf("a broken restatement: %v %s", f, r.Body)
+	}
+	if s := summary(t, env, a.Viewer, "group_by=billing_account"); fmt.Sprint(s) != fmt.Sprint(before) {
+		t.Errorf("after a failed restatement: %v, want %v", s, before)
+	}
 	key := []string{"Content-Type", "text/csv", "Idempotency-Key", "restate-nov"}
-	r := env.Must(t, 201, "POST", "/v1/costs?replace=billing_period", a.Editor, restated, key...)
+	r = env.Must(t, 201, "POST", "/v1/costs?replace=billing_period", a.Editor, restated, key...)
 	if m := r.Map(t); m["inserted"] != float64(2) || m["replaced"] != float64(3) {
 		t.Errorf("restatement: %s", r)
 	}
@@ -578,5 +599,221 @@ func TestFOCUSEveryStrategy(t *testing.T) {
 				t.Errorf("consolidated list cost of gcp by team: %v", got)
 			}
 		})
+	}
+}
+
+// What real exports do beside the letter of FOCUS loads as the same data:
+// a byte order mark, CRLF line ends, column names in other cases and snake
+// case, a quoted cell spanning lines, numbers with exponents, empty and
+// NULL cells, date/times without T or Z. A bad row after a multi-line cell
+// is named by its record, as a 422 problem, and nothing is written.
+func TestFOCUSExportQuirks(t *testing.T) {
+	t.Parallel()
+	env := apitest.Start(t, nil)
+	a := env.Tenant(t, "acme")
+	header := "\ufeffbilled_cost,billingcurrency,ChargePeriodStart,CHARGEPERIODEND,BillingAccountId,SubAccountId,provider_name,ServiceName,ChargeDescription,EffectiveCost,ListCost,Tags,x_Note\r\n"
+	good := header +
+		"8.0000E-7,USD,2024-09-01 00:00:00,2024-09-02 00:00:00,111,,AWS,AWS Lambda,\"Requests\r\nper \"\"million\"\"\",1.5E+02,,\"{\"\"team\"\":\"\"web\"\"}\",\r\n" +
+		"-1e-12,USD,2024-09-01T00:00:00,,111,,AWS,AWS Lambda,NULL,NULL,\"\",\"\",NULL\r\n"
+	r := env.Must(t, 201, "POST", "/v1/costs", a.Editor, good, csvType...)
+	if r.Map(t)["inserted"] != float64(2) {
+		t.Fatalf("quirks: %s", r)
+	}
+	items := focusItems(t, env, a.Viewer, "")
+	if len(items) != 2 {
+		t.Fatalf("%d items", len(items))
+	}
+	byAmount := map[string]focusItem{}
+	for _, it := range items {
+		byAmount[it.Amount] = it
+	}
+	lambda, ok := byAmount["0.00000080000"]
+	if !ok || lambda.EffectiveCost == nil || *lambda.EffectiveCost != "150" || lambda.ListCost != nil || lambda.Tags["team"] != "web" ||
+		lambda.ChargePeriodStart == nil || !lambda.ChargePeriodStart.Equal(time.Date(2024, 9, 1, 0, 0, 0, 0, time.UTC)) || lambda.Service != "AWS Lambda" {
+		t.Errorf("the exponent row: %+v (items %+v)", lambda, items)
+	}
+	if got := string(lambda.Focus["ChargeDescription"]); got != `"Requests\nper \"million\""` {
+		t.Errorf("the multi-line description: %s", got)
+	}
+	if got := string(lambda.Focus["ProviderName"]); got != `"AWS"` {
+		t.Errorf("a snake-case column is not kept under its FOCUS name: %v", lambda.Focus)
+	}
+	credit, ok := byAmount["-0.000000000001"]
+	if !ok || credit.EffectiveCost != nil || credit.Tags != nil {
+		t.Errorf("the empty and NULL row: %+v", credit)
+	}
+	for _, k := range []string{"ChargeDescription", "x_Note", "Tags", "ListCost"} {
+		if v, ok := credit.Focus[k]; ok && string(v) != "null" {
+			t.Errorf("an empty or NULL %s is kept as %s", k, v)
+		}
+	}
+	if s := summary(t, env, a.Viewer, "group_by=provider"); s["aws USD"] != "0.000000799999" {
+		t.Errorf("summed %v", s)
+	}
+
+	bad := header +
+		"1,USD,2024-09-03 00:00:00,,111,,AWS,EC2,\"two\r\nlines\",,,,\r\n" +
+		"1.0.0,USD,2024-09-03 00:00:00,,111,,AWS,EC2,,,,,\r\n"
+	r = env.Must(t, 422, "POST", "/v1/costs", a.Editor, bad, csvType...)
+	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/problem+json") {
+		t.Errorf("Content-Type %q", ct)
+	}
+	if f := fieldsOf(t, r); fmt.Sprint(f) != "[row 3.BilledCost]" {
+		t.Errorf("fields %v: %s", f, r.Body)
+	}
+	if n := len(focusItems(t, env, a.Viewer, "")); n != 2 {
+		t.Errorf("%d items after a rejected file, want 2", n)
+	}
+}
+
+// A long load reports its progress while it runs, and two restatements of
+// one billing period at once end as one of them, never both: the second
+// waits for the first and replaces what it wrote.
+func TestFOCUSProgressAndConcurrentRestatements(t *testing.T) {
+	t.Parallel()
+	// Shared tables: the tenant's sessions are in the test's database.
+	env := apitest.Start(t, nil, apitest.WithStrategy(isolation.RLS))
+	a := env.Tenant(t, "acme")
+	restated := fixture(t, "focus-1.2-gcp-restated.csv")
+	env.Must(t, 201, "POST", "/v1/costs", a.Editor, fixture(t, "focus-1.2-gcp-oracle.csv"), csvType...)
+	lines := strings.SplitAfter(string(restated), "\n")
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	defer cancel()
+	client := &http.Client{} // no timeout of its own: the load is as long as the test makes it
+	type result struct {
+		status int
+		body   map[string]any
+		err    error
+	}
+	post := func(body io.Reader, header ...string) <-chan result {
+		out := make(chan result, 1)
+		req, err := http.NewRequestWithContext(ctx, "POST", env.URL+"/v1/costs?replace=billing_period", body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+a.Editor)
+		req.Header.Set("Content-Type", "text/csv")
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		go func() {
+			res, err := client.Do(req)
+			if err != nil {
+				out <- result{err: err}
+				return
+			}
+			defer res.Body.Close()
+			var m map[string]any
+			err = json.NewDecoder(res.Body).Decode(&m)
+			out <- result{status: res.StatusCode, body: m, err: err}
+		}()
+		return out
+	}
+	wait := func(what string, ch <-chan result) result {
+		t.Helper()
+		select {
+		case r := <-ch:
+			if r.err != nil {
+				t.Fatalf("%s: %v", what, r.err)
+			}
+			return r
+		case <-ctx.Done():
+			t.Fatalf("%s: no response before the deadline", what)
+		}
+		return result{}
+	}
+
+	// A: a restatement whose body keeps coming, 4,000 rows at a time,
+	// until its progress shows.
+	pr, pw := io.Pipe()
+	t.Cleanup(func() { pw.CloseWithError(errors.New("test over")) })
+	stop := make(chan struct{})
+	written := make(chan int64, 1)
+	go func() {
+		var rows int64
+		defer func() { written <- rows }()
+		if _, err := io.WriteString(pw, lines[0]); err != nil {
+			return
+		}
+		chunk := strings.Repeat(lines[1], 4000)
+		for range 1000 { // bounded: at most 4,000,000 rows
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := io.WriteString(pw, chunk); err != nil {
+				return
+			}
+			rows += 4000
+		}
+	}()
+	importID := uuid.NewString()
+	first := post(pr, "Import-Id", importID)
+	var running map[string]any
+	for ctx.Err() == nil {
+		r := env.Do(t, "GET", "/v1/costs/imports/"+importID, a.Viewer, nil)
+		if r.Status == 200 {
+			if m := r.Map(t); m["status"] == "running" && m["rows_done"].(float64) > 0 {
+				running = m
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if running == nil {
+		t.Fatal("no progress of the running import before the deadline")
+	}
+	if running["inserted"] != nil || running["finished_at"] != nil {
+		t.Errorf("a running import with an outcome: %v", running)
+	}
+	close(stop)
+	var sent int64
+	select {
+	case sent = <-written:
+	case <-ctx.Done():
+		t.Fatal("the writer did not stop before the deadline")
+	}
+
+	// B: a restatement of the same period, while A holds it. It waits.
+	second := post(bytes.NewReader(restated))
+	conn, err := pgx.Connect(ctx, env.DB.AdminURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	for {
+		var waiting int
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting); err != nil {
+			t.Fatalf("waiting for the second restatement to wait: %v", err)
+		}
+		if waiting > 0 {
+			break
+		}
+		select {
+		case r := <-second:
+			t.Fatalf("the second restatement did not wait for the first: %+v", r)
+		case <-ctx.Done():
+			t.Fatal("the second restatement never waited for the first")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	pw.Close() // A's body ends: A commits, then B runs
+	ra := wait("the first restatement", first)
+	if ra.status != 201 || ra.body["inserted"] != float64(sent) || ra.body["replaced"] != float64(3) {
+		t.Errorf("the first restatement (%d rows sent): %d %v", sent, ra.status, ra.body)
+	}
+	rb := wait("the second restatement", second)
+	if rb.status != 201 || rb.body["inserted"] != float64(2) || rb.body["replaced"] != float64(sent) {
+		t.Errorf("the second restatement: %d %v", rb.status, rb.body)
+	}
+	if s := summary(t, env, a.Viewer, "group_by=billing_account"); s["01ABCD-2345EF-6789GH USD"] != "0.650000000001" || s["ocid1.tenancy.oc1..aaaa1234 USD"] != "7.654321098765" {
+		t.Errorf("after both restatements: %v", s)
+	}
+	if imp := env.Must(t, 200, "GET", "/v1/costs/imports/"+importID, a.Viewer, nil).Map(t); imp["status"] != "succeeded" || imp["rows_done"] != float64(sent) {
+		t.Errorf("the first import: %v", imp)
 	}
 }
