@@ -267,7 +267,10 @@ type costBatch struct {
 	random                         io.Reader
 }
 
+// periodKey is a billing period of a billing account. A billing account id
+// is its provider's: the same id at another provider is another account.
 type periodKey struct {
+	provider       string
 	billingAccount string
 	start          time.Time
 }
@@ -297,7 +300,7 @@ func (b *costBatch) add(r CostRow, account accountKey, name string) error {
 		b.names[account] = name
 	}
 	if r.BillingAccountID != "" && !r.BillingPeriodStart.IsZero() {
-		b.periods[periodKey{r.BillingAccountID, r.BillingPeriodStart}] = true
+		b.periods[periodKey{account.provider, r.BillingAccountID, r.BillingPeriodStart}] = true
 	}
 	b.service = append(b.service, r.Service)
 	b.usageDate = append(b.usageDate, r.UsageDate)
@@ -517,12 +520,12 @@ func (w *costWriter) restate(ctx context.Context, tx pgx.Tx, b *costBatch) error
 	if !w.replace {
 		return nil
 	}
-	var accounts []string
+	var providers, accounts []string
 	var starts []time.Time
 	for p := range b.periods {
 		if !w.periods[p] {
 			w.periods[p] = true
-			accounts, starts = append(accounts, p.billingAccount), append(starts, p.start)
+			providers, accounts, starts = append(providers, p.provider), append(accounts, p.billingAccount), append(starts, p.start)
 		}
 	}
 	if len(accounts) == 0 {
@@ -541,16 +544,18 @@ func (w *costWriter) restate(ctx context.Context, tx pgx.Tx, b *costBatch) error
 	// deadlock detection (a 503 the client retries), never both kept.
 	locks := make([]string, len(accounts))
 	for i := range accounts {
-		locks[i] = fmt.Sprintf("bulkhead restate %s %s %s", w.t.ID, accounts[i], starts[i].UTC().Format(time.RFC3339Nano))
+		locks[i] = fmt.Sprintf("bulkhead restate %s %q %q %s", w.t.ID, providers[i], accounts[i], starts[i].UTC().Format(time.RFC3339Nano))
 	}
 	slices.Sort(locks)
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) AS k`, locks); err != nil {
 		return err
 	}
 	tag, err := tx.Exec(ctx, `
-		DELETE FROM cost_items
-		WHERE tenant_id = $1 AND (billing_account_id, billing_period_start) IN (SELECT * FROM unnest($2::text[], $3::timestamptz[]))`,
-		w.t.ID, accounts, starts)
+		DELETE FROM cost_items c USING accounts a
+		WHERE c.tenant_id = $1 AND a.tenant_id = $1 AND a.id = c.account_id
+			AND (a.provider, c.billing_account_id, c.billing_period_start) IN
+				(SELECT * FROM unnest($2::text[], $3::text[], $4::timestamptz[]))`,
+		w.t.ID, providers, accounts, starts)
 	if err != nil {
 		return err
 	}

@@ -817,3 +817,23 @@ func TestFOCUSProgressAndConcurrentRestatements(t *testing.T) {
 		t.Errorf("the first import: %v", imp)
 	}
 }
+
+// A billing account id is its provider's: restating AWS's account 42
+// leaves another provider's account 42 alone.
+func TestFOCUSRestatementIsPerProvider(t *testing.T) {
+	t.Parallel()
+	env := apitest.Start(t, nil)
+	a := env.Tenant(t, "acme")
+	const header = "ProviderName,BillingAccountId,BillingPeriodStart,BillingPeriodEnd,ChargePeriodStart,BilledCost,BillingCurrency,ServiceName\n"
+	env.Must(t, 201, "POST", "/v1/costs", a.Editor, header+
+		"AWS,42,2024-11-01T00:00:00Z,2024-12-01T00:00:00Z,2024-11-02T00:00:00Z,1.000000000001,USD,EC2\n"+
+		"Oracle,42,2024-11-01T00:00:00Z,2024-12-01T00:00:00Z,2024-11-02T00:00:00Z,2.000000000002,USD,Compute\n", csvType...)
+	r := env.Must(t, 201, "POST", "/v1/costs?replace=billing_period", a.Editor, header+
+		"AWS,42,2024-11-01T00:00:00Z,2024-12-01T00:00:00Z,2024-11-03T00:00:00Z,3.000000000003,USD,EC2\n", csvType...)
+	if m := r.Map(t); m["replaced"] != float64(1) || m["inserted"] != float64(1) {
+		t.Errorf("restatement: %s", r)
+	}
+	if s := summary(t, env, a.Viewer, "group_by=provider&from=2024-11-01&to=2024-11-30"); fmt.Sprint(s) != "map[aws USD:3.000000000003 oracle USD:2.000000000002]" {
+		t.Errorf("by provider: %v", s)
+	}
+}
