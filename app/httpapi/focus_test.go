@@ -295,6 +295,24 @@ func TestFOCUSGzipAndParquet(t *testing.T) {
 	if p0.AccountID == p1.AccountID {
 		t.Errorf("both rows on account %s", p0.AccountID)
 	}
+	// A bad Parquet row: a 422 problem naming its row and column, nothing
+	// written.
+	rows[1].BillingCurrency = "XYZ"
+	pq.Reset()
+	pw = parquet.NewGenericWriter[pqRow](&pq)
+	if _, err := pw.Write(rows); err != nil {
+		t.Fatal(err)
+	}
+	if err := pw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r = env.Must(t, 422, "POST", "/v1/costs", a.Editor, pq.Bytes(), "Content-Type", "application/vnd.apache.parquet")
+	if f := fieldsOf(t, r); fmt.Sprint(f) != "[row 2.BillingCurrency]" || !strings.HasPrefix(r.Header.Get("Content-Type"), "application/problem+json") {
+		t.Errorf("a bad Parquet row: %v %s", f, r)
+	}
+	if n := len(focusItems(t, env, a.Viewer, "from=2024-12-24&to=2024-12-24")); n != 2 {
+		t.Errorf("%d Parquet items after a rejected file, want 2", n)
+	}
 	// Not Parquet: a 400.
 	if r := env.Do(t, "POST", "/v1/costs", a.Editor, data, "Content-Type", "application/vnd.apache.parquet"); r.Status != 400 {
 		t.Errorf("CSV sent as Parquet: %s", r)
