@@ -29,6 +29,7 @@ func TestSmoke(t *testing.T) {
 		"-rounds", "1", "-duration", "300ms", "-fixed-duration", "300ms", "-warmup", "0s",
 		"-budget", "4", "-app-conns", "4", "-workers", "2", "-parallel", "2", "-provision-sample", "2",
 		"-noisy-duration", "300ms", "-noisy-rate", "20", "-noisy-idle", "100",
+		"-focus-rows", "3000",
 	}, &stderr)
 	if code != 0 {
 		t.Fatalf("bench exited %d: %s", code, stderr.String())
@@ -57,6 +58,20 @@ func TestSmoke(t *testing.T) {
 					t.Errorf("latest.json: no %s.%s.p99_ratio", s, w)
 				}
 			}
+		}
+	}
+	for _, s := range []string{harness.RLS, harness.Schema, harness.Database} {
+		for _, m := range []string{"focus_ingest.rows_per_s", "focus_ingest.copy_rows_per_s", "focus_ingest.vs_copy",
+			"focus_summary_service.ratio", "focus_summary_tag.ratio"} {
+			if v, ok := figures[s+"."+m].(float64); !ok || v <= 0 {
+				t.Errorf("latest.json: %s.%s = %v, want a positive number", s, m, figures[s+"."+m])
+			}
+		}
+		if _, ok := figures[s+".focus_ingest.rss_growth_mb"].(float64); !ok {
+			t.Errorf("latest.json: no %s.focus_ingest.rss_growth_mb", s)
+		}
+		if _, ok := figures["target."+s+"_focus_ingest_vs_copy.met"]; !ok {
+			t.Errorf("latest.json: no target %s_focus_ingest_vs_copy", s)
 		}
 	}
 	for _, name := range []string{"schema.migrate_all_s", "database.migrate_all_s", "rls.provision_ms", "schema.provision_ms", "database.provision_ms"} {

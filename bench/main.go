@@ -52,6 +52,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.IntVar(&cfg.MigrateParallelism, "migrate-parallelism", cfg.MigrateParallelism, "isolation.migrate_parallelism")
 	fs.IntVar(&cfg.Parallel, "parallel", cfg.Parallel, "the harness's own parallelism when provisioning and loading")
 	fs.IntVar(&cfg.ProvisionSample, "provision-sample", cfg.ProvisionSample, "tenants provisioned one at a time, each timed")
+	fs.IntVar(&cfg.FocusRows, "focus-rows", cfg.FocusRows, "rows of the FOCUS billing export loaded into each strategy (0: none)")
 	strategies := fs.String("strategies", strings.Join(cfg.Strategies, ","), "strategies to run (baseline needs rls)")
 	workloads := fs.String("workloads", strings.Join(cfg.Workloads, ","), "workloads to run")
 	fs.StringVar(&cfg.Dir, "dir", "", "put the cluster under `DIR` (default: a temporary directory)")

@@ -3,11 +3,11 @@
 // shared tables can be imported into a schema or a database of its own, and
 // the other way round.
 //
-// # Format (version 1)
+// # Format (version 2)
 //
 // A file is UTF-8 JSON Lines. The first line is the header
 //
-//	{"format":"bulkhead-tenant-export","version":1}
+//	{"format":"bulkhead-tenant-export","version":2}
 //
 // then one line per row, table by table, rows in primary-key order:
 //
@@ -21,8 +21,16 @@
 //
 // A table's sha256 is that of its row lines (each with its newline); the
 // manifest's sha256 is that of every byte before the manifest line. Values
-// are PostgreSQL's own JSON forms (to_jsonb): numerics exact, timestamps in
-// UTC. Rows carry no tenant_id: the importing tenant's is put in.
+// are PostgreSQL's own JSON forms (to_jsonb): numerics exact, with every
+// decimal they were stored with, timestamps in UTC, jsonb columns (FOCUS
+// tags and columns) as JSON. Rows carry no tenant_id: the importing
+// tenant's is put in.
+//
+// Version 2 is version 1 with the columns of tenant schema version 3
+// (FOCUS: cost_items' billing periods, categories, costs, tags and focus;
+// budgets' provider and tag scopes; the cost_imports table) and amounts of
+// any scale. It reads version 1 files as they are: the columns they lack
+// are NULL, as in rows migrated in place.
 package archive
 
 import (
@@ -46,7 +54,9 @@ import (
 // Format and Version identify the file format.
 const (
 	Format  = "bulkhead-tenant-export"
-	Version = 1
+	Version = 2
+	// MinVersion is the oldest format version this server reads.
+	MinVersion = 1
 )
 
 // Audited actions.
@@ -287,8 +297,8 @@ func scan(r io.Reader, row func(line int, table string, data json.RawMessage) er
 			if json.Unmarshal(line, &h) != nil || h.Format != Format {
 				return &CorruptError{"not a Bulkhead tenant export (no header)"}
 			}
-			if h.Version != Version {
-				return &CorruptError{fmt.Sprintf("format version %d; this server reads version %d", h.Version, Version)}
+			if h.Version < MinVersion || h.Version > Version {
+				return &CorruptError{fmt.Sprintf("format version %d; this server reads versions %d to %d", h.Version, MinVersion, Version)}
 			}
 			all.Write(line)
 			continue

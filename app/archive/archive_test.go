@@ -3,8 +3,12 @@ package archive_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"os"
 	"path/filepath"
 	"strings"
@@ -53,6 +57,17 @@ func fill(t *testing.T, env *apitest.Env, tn apitest.Tenant) {
 		"name": "one account's storage", "amount": 0.1, "currency": "EUR", "period": "yearly",
 		"account_id": accounts[3], "service": "S3",
 	})
+	// A FOCUS billing export: twelve-decimal amounts, credits, tags, custom
+	// columns, two accounts it creates, and the import's record.
+	focus, err := os.ReadFile("../finops/testdata/focus/focus-1.2-gcp-oracle.csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.Must(t, 201, "POST", "/v1/costs", tn.Editor, focus, "Content-Type", "text/csv")
+	env.Must(t, 201, "POST", "/v1/budgets", tn.Editor, map[string]any{
+		"name": "ml on gcp", "amount": "0.000000000001", "currency": "USD", "period": "monthly",
+		"provider": "gcp", "tag_key": "team", "tag_value": "ml",
+	})
 }
 
 func export(t *testing.T, env *apitest.Env, slug string) (string, archive.Manifest) {
@@ -97,7 +112,7 @@ func TestRoundTripBetweenStrategies(t *testing.T) {
 				for _, tb := range m.Tables {
 					rows[tb.Name] = tb.Rows
 				}
-				if rows["accounts"] != 20 || rows["cost_items"] != 200 || rows["budgets"] != 2 || m.SourceIsolation != from {
+				if rows["accounts"] != 22 || rows["cost_items"] != 204 || rows["budgets"] != 3 || rows["cost_imports"] != 1 || m.SourceIsolation != from {
 					t.Fatalf("manifest %+v", m)
 				}
 
@@ -123,7 +138,7 @@ func TestRoundTripBetweenStrategies(t *testing.T) {
 				key := dst.Must(t, 201, "POST", "/admin/v1/tenants/restored/keys", apitest.AdminToken, nil).Map(t)["key"].(string)
 				var page struct{ Items []map[string]any }
 				dst.Must(t, 200, "GET", "/v1/accounts?limit=1000", key, nil).JSON(t, &page)
-				if len(page.Items) != 20 {
+				if len(page.Items) != 22 {
 					t.Errorf("restored tenant lists %d accounts", len(page.Items))
 				}
 			})
@@ -162,4 +177,113 @@ func TestCorruptExportIsRefused(t *testing.T) {
 			t.Errorf("%s: a refused import left tenant restored behind (%v)", name, err)
 		}
 	}
+}
+
+// A version 1 export — made before FOCUS, at tenant schema version 2 —
+// still imports: the columns it lacks are NULL, its amounts exact.
+func TestVersion1ExportImports(t *testing.T) {
+	t.Parallel()
+	env := apitest.Start(t, nil)
+	tn := env.Tenant(t, "source")
+	fill(t, env, tn)
+	path, _ := export(t, env, "source")
+	v1 := filepath.Join(t.TempDir(), "v1.jsonl")
+	if err := os.WriteFile(v1, asVersion1(t, path), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := archive.Verify(bytes.NewReader(asVersion1(t, path))); err != nil {
+		t.Fatalf("the rewritten file does not verify: %v", err)
+	}
+	imported, m, err := archive.New(env.Control, env.Strategy).Import(context.Background(), v1, "restored")
+	if err != nil {
+		t.Fatalf("import a version 1 file: %v", err)
+	}
+	if m.TenantVersion != 2 || imported.Slug != "restored" {
+		t.Errorf("manifest %+v, tenant %+v", m, imported)
+	}
+	key := env.Must(t, 201, "POST", "/admin/v1/tenants/restored/keys", apitest.AdminToken, nil).Map(t)["key"].(string)
+	var page struct {
+		Items []map[string]any `json:"items"`
+	}
+	env.Must(t, 200, "GET", "/v1/costs?limit=1000&from=2024-11-04&to=2024-11-04", key, nil).JSON(t, &page)
+	if len(page.Items) != 1 || page.Items[0]["amount"] != "0.000000000001" || page.Items[0]["focus"] != nil || page.Items[0]["billing_account_id"] != nil {
+		t.Errorf("a version 1 row: %v", page.Items)
+	}
+}
+
+// asVersion1 rewrites a version 2 export as version 1 would have written it:
+// without the tenant schema version 3 columns and table, checksums redone.
+func asVersion1(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	var manifest struct {
+		Manifest archive.Manifest `json:"manifest"`
+	}
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &manifest); err != nil {
+		t.Fatal(err)
+	}
+	dropped := map[string][]string{
+		"cost_items": {"billing_account_id", "billing_period_start", "billing_period_end", "charge_period_start", "charge_period_end",
+			"charge_category", "service_category", "region_id", "effective_cost", "list_cost", "contracted_cost", "tags", "focus"},
+		"budgets": {"provider", "tag_key", "tag_value"},
+	}
+	var out bytes.Buffer
+	all := sha256.New()
+	sums := map[string]hash.Hash{}
+	counts := map[string]int64{}
+	head := `{"format":"bulkhead-tenant-export","version":1}` + "\n"
+	out.WriteString(head)
+	all.Write([]byte(head))
+	for _, line := range lines[1 : len(lines)-1] {
+		var rl struct {
+			Table string                     `json:"table"`
+			Row   map[string]json.RawMessage `json:"row"`
+		}
+		if err := json.Unmarshal([]byte(line), &rl); err != nil {
+			t.Fatal(err)
+		}
+		if rl.Table == "cost_imports" {
+			continue
+		}
+		for _, c := range dropped[rl.Table] {
+			delete(rl.Row, c)
+		}
+		nb, err := json.Marshal(rl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nb = append(nb, '\n')
+		if sums[rl.Table] == nil {
+			sums[rl.Table] = sha256.New()
+		}
+		sums[rl.Table].Write(nb)
+		counts[rl.Table]++
+		all.Write(nb)
+		out.Write(nb)
+	}
+	m := manifest.Manifest
+	m.TenantVersion = 2
+	var tables []archive.TableEntry
+	for _, te := range m.Tables {
+		if te.Name == "cost_imports" {
+			continue
+		}
+		te.Rows = counts[te.Name]
+		if sums[te.Name] != nil {
+			te.SHA256 = hex.EncodeToString(sums[te.Name].Sum(nil))
+		}
+		tables = append(tables, te)
+	}
+	m.Tables = tables
+	m.SHA256 = hex.EncodeToString(all.Sum(nil))
+	mb, err := json.Marshal(map[string]any{"manifest": m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out.Write(append(mb, '\n'))
+	return out.Bytes()
 }

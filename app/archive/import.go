@@ -20,6 +20,10 @@ import (
 // importBatch is how many rows go into one INSERT.
 const importBatch = 5000
 
+// MinTenantVersion is the oldest tenant schema version an export may have
+// been made at: version 2, that of format version 1 files.
+const MinTenantVersion = 2
+
 // Import restores the export in the file at path into a new tenant called
 // slug, on whatever strategy is configured. Before it creates anything it
 // verifies every checksum and checks every row as the API checks what it
@@ -33,8 +37,10 @@ func (a *Archiver) Import(ctx context.Context, path, slug string) (control.Tenan
 	if err != nil {
 		return control.Tenant{}, Manifest{}, err
 	}
-	if head := migrations.Tenant.Head(); m.TenantVersion != head {
-		return control.Tenant{}, m, fmt.Errorf("import: the export is at tenant schema version %d, this server at %d", m.TenantVersion, head)
+	// Older tenant schemas load too: the migrations since only added
+	// nullable columns, which the older rows leave NULL.
+	if head := migrations.Tenant.Head(); m.TenantVersion < MinTenantVersion || m.TenantVersion > head {
+		return control.Tenant{}, m, fmt.Errorf("import: the export is at tenant schema version %d, this server reads %d to %d", m.TenantVersion, MinTenantVersion, head)
 	}
 	t, err := a.control.CreateTenant(ctx, slug, m.Tenant.Name)
 	if err != nil {

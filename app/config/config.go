@@ -53,6 +53,22 @@ type Config struct {
 	Tenants   Tenants   `koanf:"tenants"`
 	System    System    `koanf:"system"`
 	Limits    Limits    `koanf:"limits"`
+	Import    Import    `koanf:"import"`
+}
+
+// Import bounds the loading of billing exports (FOCUS datasets on POST
+// /v1/costs and `bulkhead costs import`): far larger and slower than the
+// API's other requests, and streamed rather than read whole.
+type Import struct {
+	// MaxBytes bounds one export, compressed and decompressed alike: the
+	// 10 MiB API limit does not apply to it.
+	MaxBytes int64 `koanf:"max_bytes"`
+	// Timeout bounds one load, from the first byte of its body to its
+	// commit: its request's read and write deadlines are moved to it.
+	Timeout time.Duration `koanf:"timeout"`
+	// SpoolDir holds a Parquet body while it loads (Parquet is read from
+	// its end); empty is the system's temporary directory.
+	SpoolDir string `koanf:"spool_dir"`
 }
 
 // Isolation selects and tunes the isolation strategy new tenants are
@@ -247,8 +263,14 @@ func defaults() map[string]any {
 		"log.level":                            "info",
 		"tenants.bootstrap":                    "",
 		"system.enabled":                       false,
+		"import.max_bytes":                     int64(DefaultImportMaxBytes),
+		"import.timeout":                       "1h",
+		"import.spool_dir":                     "",
 	}
 }
+
+// DefaultImportMaxBytes is import.max_bytes unless configured: 2 GiB.
+const DefaultImportMaxBytes = 2 << 30
 
 // MinAdminTokenLen is the shortest admin token accepted.
 const MinAdminTokenLen = 32
@@ -282,6 +304,10 @@ func (c *Config) Validate() error {
 	e.positiveDuration("isolation.database.idle_timeout", c.Isolation.Database.IdleTimeout)
 	e.positiveDuration("http.shutdown_timeout", c.HTTP.ShutdownTimeout)
 	c.validateLimits(&e)
+	e.positiveDuration("import.timeout", c.Import.Timeout)
+	if c.Import.MaxBytes < 1<<20 {
+		e.add("import.max_bytes", fmt.Sprintf("must be at least 1048576 (1 MiB), not %d", c.Import.MaxBytes))
+	}
 
 	seen := map[string]bool{}
 	for i, s := range c.Isolation.Database.Servers {

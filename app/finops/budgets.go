@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -44,7 +45,8 @@ func PeriodOf(period string, at time.Time) (start, end time.Time) {
 }
 
 // Budget is an amount a tenant means to spend per period, in one currency,
-// optionally only on one account and/or one service.
+// optionally only on one account, one service, one provider and/or one tag
+// value.
 type Budget struct {
 	ID        uuid.UUID
 	Name      string
@@ -53,8 +55,14 @@ type Budget struct {
 	Period    string
 	AccountID *uuid.UUID
 	Service   *string
-	CreatedAt time.Time
-	UpdatedAt time.Time
+	// Provider scopes the budget to the accounts of one provider (aws,
+	// azure, gcp, or a FOCUS provider such as oracle).
+	Provider *string
+	// TagKey and TagValue scope the budget to items whose Tags hold
+	// TagKey with TagValue; both or neither are set.
+	TagKey, TagValue *string
+	CreatedAt        time.Time
+	UpdatedAt        time.Time
 }
 
 // BudgetStatus is a budget with what was spent in one of its periods.
@@ -76,6 +84,9 @@ type BudgetInput struct {
 	Period    string
 	AccountID *string
 	Service   *string
+	Provider  *string
+	TagKey    *string
+	TagValue  *string
 }
 
 // parse validates in, returning every problem as a *store.ValidationError.
@@ -115,17 +126,34 @@ func (in BudgetInput) parse() (Budget, error) {
 		}
 		b.Service = &s
 	}
+	if in.Provider != nil {
+		p := NormalizeProvider(*in.Provider)
+		if p == "" || utf8.RuneCountInString(p) > 100 {
+			errs.add("provider", "must be a provider name such as aws, azure or gcp (at most 100 characters)")
+		}
+		b.Provider = &p
+	}
+	switch {
+	case (in.TagKey == nil) != (in.TagValue == nil):
+		errs.add("tag_key", "tag_key and tag_value go together")
+	case in.TagKey != nil:
+		if _, err := ParseTagFilter(*in.TagKey + "=" + *in.TagValue); err != nil || strings.Contains(*in.TagKey, "=") {
+			errs.add("tag_key", "must be 1-200 characters without \"=\"; tag_value at most 1000")
+		}
+		b.TagKey, b.TagValue = in.TagKey, in.TagValue
+	}
 	return b, errs.err()
 }
 
-const budgetColumns = `id, name, amount::text, currency, period, account_id, service, created_at, updated_at`
+const budgetColumns = `id, name, amount::text, currency, period, account_id, service, provider, tag_key, tag_value, created_at, updated_at`
 
 func scanBudget(row pgx.Row) (Budget, error) {
 	var (
 		b      Budget
 		amount string
 	)
-	if err := row.Scan(&b.ID, &b.Name, &amount, &b.Currency, &b.Period, &b.AccountID, &b.Service, &b.CreatedAt, &b.UpdatedAt); err != nil {
+	if err := row.Scan(&b.ID, &b.Name, &amount, &b.Currency, &b.Period, &b.AccountID, &b.Service,
+		&b.Provider, &b.TagKey, &b.TagValue, &b.CreatedAt, &b.UpdatedAt); err != nil {
 		return b, err
 	}
 	var err error
@@ -149,10 +177,10 @@ func (s *Service) CreateBudget(ctx context.Context, t isolation.Tenant, in Budge
 	var out BudgetStatus
 	err = s.run(ctx, t, func(tx pgx.Tx) error {
 		created, err := scanBudget(tx.QueryRow(ctx, `
-			INSERT INTO budgets (tenant_id, id, name, amount, currency, period, account_id, service)
-			VALUES ($1, $2, $3, $4::numeric, $5, $6, $7, $8)
+			INSERT INTO budgets (tenant_id, id, name, amount, currency, period, account_id, service, provider, tag_key, tag_value)
+			VALUES ($1, $2, $3, $4::numeric, $5, $6, $7, $8, $9, $10, $11)
 			RETURNING `+budgetColumns,
-			t.ID, id, b.Name, b.Amount.String(), b.Currency, b.Period, b.AccountID, b.Service))
+			t.ID, id, b.Name, FormatAmount(b.Amount), b.Currency, b.Period, b.AccountID, b.Service, b.Provider, b.TagKey, b.TagValue))
 		if err != nil {
 			return err
 		}
@@ -192,11 +220,13 @@ func budgetStatus(ctx context.Context, tx pgx.Tx, t isolation.Tenant, b Budget, 
 	st.PeriodStart, st.PeriodEnd = PeriodOf(b.Period, at)
 	var spent string
 	if err := tx.QueryRow(ctx, `
-		SELECT COALESCE(sum(amount), 0)::text FROM cost_items
-		WHERE tenant_id = $1 AND currency = $2 AND usage_date BETWEEN $3 AND $4
-		  AND ($5::uuid IS NULL OR account_id = $5)
-		  AND ($6::text IS NULL OR service = $6)`,
-		t.ID, b.Currency, st.PeriodStart, st.PeriodEnd, b.AccountID, b.Service,
+		SELECT COALESCE(sum(c.amount), 0)::text FROM cost_items c
+		WHERE c.tenant_id = $1 AND c.currency = $2 AND c.usage_date BETWEEN $3 AND $4
+		  AND ($5::uuid IS NULL OR c.account_id = $5)
+		  AND ($6::text IS NULL OR c.service = $6)
+		  AND ($7::text IS NULL OR c.account_id IN (SELECT a.id FROM accounts a WHERE a.tenant_id = $1 AND a.provider = $7))
+		  AND ($8::text IS NULL OR c.tags ->> $8 = $9)`,
+		t.ID, b.Currency, st.PeriodStart, st.PeriodEnd, b.AccountID, b.Service, b.Provider, b.TagKey, b.TagValue,
 	).Scan(&spent); err != nil {
 		return st, err
 	}

@@ -43,13 +43,13 @@ type Consolidated struct {
 // binding — exactly its own Summary, so no tenant filter is lifted — and
 // merges them per key and currency. Different currencies are never added
 // together. The caller decides which tenants may be read.
-func (s *Service) Consolidate(ctx context.Context, tenants []isolation.Tenant, f CostFilter, g GroupBy) (Consolidated, error) {
+func (s *Service) Consolidate(ctx context.Context, tenants []isolation.Tenant, q SummaryQuery) (Consolidated, error) {
 	parts := make([][]Total, len(tenants))
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.SetLimit(consolidateParallelism)
 	for i, t := range tenants {
 		eg.Go(func() (err error) {
-			parts[i], err = s.Summary(ectx, t, f, g)
+			parts[i], err = s.Summary(ectx, t, q)
 			return err
 		})
 	}

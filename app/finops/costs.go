@@ -2,10 +2,13 @@ package finops
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -37,16 +40,32 @@ func ParseDate(s string) (time.Time, bool) {
 	return d, err == nil
 }
 
-// Cost is a cost line item.
+// Cost is a cost line item. The FOCUS fields are those of an item loaded
+// from a billing export; an item of the five-column format has them zero.
 type Cost struct {
 	ID        uuid.UUID
 	AccountID uuid.UUID
 	Service   string
 	// UsageDate is a day, at UTC midnight.
 	UsageDate time.Time
+	// Amount is the billed cost, exactly as given.
 	Amount    decimal.Decimal
 	Currency  string
 	CreatedAt time.Time
+
+	BillingAccountID                     *string
+	BillingPeriodStart, BillingPeriodEnd *time.Time
+	ChargePeriodStart, ChargePeriodEnd   *time.Time
+	ChargeCategory, ServiceCategory      *string
+	RegionID                             *string
+	EffectiveCost, ListCost              *decimal.Decimal
+	ContractedCost                       *decimal.Decimal
+	// Tags is the item's FOCUS Tags, a JSON object, or nil.
+	Tags json.RawMessage
+	// Focus is every column of the item's dataset row under its FOCUS (or
+	// custom) name — the typed ones above included — or nil for an item
+	// that came without a dataset.
+	Focus map[string]json.RawMessage
 }
 
 // CostInput is one cost item to ingest, already parsed.
@@ -69,25 +88,10 @@ func (c CostInput) row(i int) string {
 }
 
 // validate checks what parsing cannot have guaranteed for inputs built in
-// code.
+// code: ValidateCostRow, named by the item.
 func (c CostInput) validate(row string, errs *fieldErrors) {
-	if c.AccountID == uuid.Nil {
-		errs.add(row+".account_id", "required")
-	}
-	if msg := checkText(c.Service); msg != "" {
-		errs.add(row+".service", msg)
-	}
-	if c.UsageDate.IsZero() {
-		errs.add(row+".usage_date", "required")
-	} else if c.UsageDate.Before(MinUsageDate) {
-		errs.add(row+".usage_date", "must be "+MinUsageDate.Format(DateLayout)+" or later")
-	}
-	if !c.Amount.Equal(c.Amount.Truncate(AmountScale)) || c.Amount.Abs().Cmp(maxAmount) >= 0 {
-		errs.add(row+".amount", "must have at most 6 decimal places and be below 100000000000000 in magnitude")
-	}
-	if _, ok := currencies[c.Currency]; !ok {
-		errs.add(row+".currency", "must be an active ISO 4217 currency code such as USD or EUR")
-	}
+	r := c.rowOf()
+	r.validate(row, errs)
 }
 
 // checkText checks a name-like text: store.CheckText.
@@ -113,6 +117,16 @@ func (e *fieldErrors) add(field, msg string) {
 
 func (e *fieldErrors) count() int { return len(e.list) + e.more }
 
+// addAll adds every *store.ValidationError err joins.
+func (e *fieldErrors) addAll(err error) {
+	for _, x := range flattenErrors(err) {
+		var v *store.ValidationError
+		if errors.As(x, &v) {
+			e.add(v.Field, v.Msg)
+		}
+	}
+}
+
 // err returns nil or the errors joined, every one a *store.ValidationError.
 func (e *fieldErrors) err() error {
 	if e.more > 0 {
@@ -129,9 +143,6 @@ type Ingested struct {
 	// and request did the work; this one wrote nothing.
 	Replayed bool `json:"-"`
 }
-
-// ingestBatch is how many items one INSERT carries.
-const ingestBatch = 10_000
 
 // IngestCosts writes items for t, all or nothing, in one transaction. Every
 // account must be one of t's: items naming any other are refused with a
@@ -158,6 +169,7 @@ func (s *Service) IngestCosts(ctx context.Context, t isolation.Tenant, items []C
 		return Ingested{}, err
 	}
 	out := Ingested{Inserted: len(items)}
+	createdAt := time.Now()
 	err := s.run(ctx, t, func(tx pgx.Tx) error {
 		if key != nil {
 			replayed, err := claimKey(ctx, tx, t, key, opIngestCosts, &out)
@@ -169,8 +181,8 @@ func (s *Service) IngestCosts(ctx context.Context, t isolation.Tenant, items []C
 		if err := checkAccounts(ctx, tx, t, items); err != nil {
 			return err
 		}
-		for start := 0; start < len(items); start += ingestBatch {
-			if err := insertCosts(ctx, tx, t, items[start:min(start+ingestBatch, len(items))]); err != nil {
+		for start := 0; start < len(items); start += importBatchRows {
+			if err := insertItems(ctx, tx, t, items[start:min(start+importBatchRows, len(items))], createdAt); err != nil {
 				return err
 			}
 		}
@@ -222,46 +234,53 @@ func checkAccounts(ctx context.Context, tx pgx.Tx, t isolation.Tenant, items []C
 	return errs.err()
 }
 
-// insertCosts inserts items in one statement: the columns travel as arrays
-// and unnest turns them back into rows on the server. (COPY FROM is refused
-// on tables under Row-Level Security.)
-func insertCosts(ctx context.Context, tx pgx.Tx, t isolation.Tenant, items []CostInput) error {
-	n := len(items)
-	var (
-		ids       = make([]uuid.UUID, n)
-		accounts  = make([]uuid.UUID, n)
-		services  = make([]string, n)
-		dates     = make([]time.Time, n)
-		amounts   = make([]string, n)
-		curs      = make([]string, n)
-		err       error
-		createdAt = time.Now()
-	)
+// insertItems inserts items of the five-column format in one statement.
+func insertItems(ctx context.Context, tx pgx.Tx, t isolation.Tenant, items []CostInput, createdAt time.Time) error {
+	b := newBatch()
+	accounts := make([]uuid.UUID, len(items))
 	for i, c := range items {
-		if ids[i], err = uuid.NewV7(); err != nil {
+		if err := b.add(c.rowOf(), accountKey{}, ""); err != nil {
 			return err
 		}
-		accounts[i], services[i], dates[i], curs[i] = c.AccountID, c.Service, c.UsageDate, c.Currency
-		amounts[i] = c.Amount.String()
+		accounts[i] = c.AccountID
 	}
-	_, err = tx.Exec(ctx, `
-		INSERT INTO cost_items (tenant_id, id, account_id, service, usage_date, amount, currency, created_at)
-		SELECT $1, r.id, r.account_id, r.service, r.usage_date, r.amount::numeric, r.currency, $8
-		FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::date[], $6::text[], $7::text[])
-			AS r (id, account_id, service, usage_date, amount, currency)`,
-		t.ID, ids, accounts, services, dates, amounts, curs, createdAt)
+	_, err := insertBatch(ctx, tx, t, b, accounts, createdAt)
 	return err
 }
 
-// CostFilter selects cost items: of one account when AccountID is set,
-// between From and To (inclusive days) when they are set.
+// CostFilter selects cost items: between From and To (inclusive days) when
+// they are set, and of one account, service, … when those are set. Every
+// field set must match.
 type CostFilter struct {
 	AccountID uuid.UUID
 	From, To  time.Time
+	// Service, ServiceCategory, BillingAccount, Region and ChargeCategory
+	// match the item's FOCUS columns (ServiceName, ServiceCategory,
+	// BillingAccountId, RegionId, ChargeCategory); Provider the provider of
+	// its account.
+	Service, ServiceCategory, Provider, BillingAccount, Region, ChargeCategory string
+	// Tags match items whose Tags hold each key with its value.
+	Tags []TagFilter
 }
 
-// ErrBadRange is returned when a filter's From is after its To.
-var ErrBadRange = errors.New("from: must not be after to")
+// TagFilter selects items whose tag Key has Value.
+type TagFilter struct{ Key, Value string }
+
+// ParseTagFilter parses "key=value" (split at the first "=").
+func ParseTagFilter(s string) (TagFilter, error) {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok || k == "" || len(k) > 200 || len(v) > 1000 || !utf8.ValidString(s) || strings.IndexByte(s, 0) >= 0 {
+		return TagFilter{}, ErrBadTagFilter
+	}
+	return TagFilter{Key: k, Value: v}, nil
+}
+
+var (
+	// ErrBadRange is returned when a filter's From is after its To.
+	ErrBadRange = errors.New("from: must not be after to")
+	// ErrBadTagFilter is returned for a tag filter that is not key=value.
+	ErrBadTagFilter = errors.New("tag: must be key=value, the key 1-200 characters")
+)
 
 // bounds returns the filter's days, open ends replaced by the extremes.
 func (f CostFilter) bounds() (time.Time, time.Time, error) {
@@ -278,19 +297,118 @@ func (f CostFilter) bounds() (time.Time, time.Time, error) {
 	return from, to, nil
 }
 
-const costColumns = `id, account_id, service, usage_date, amount::text, currency, created_at`
+// conditions appends to sql the conditions of f other than the dates, on
+// cost_items as c (and accounts as a when f.Provider is set: the caller
+// joins it), with their values in args. Only fixed text reaches sql.
+func (f CostFilter) conditions(sql *strings.Builder, args *[]any) {
+	arg := func(v any) string {
+		*args = append(*args, v)
+		return "$" + strconv.Itoa(len(*args))
+	}
+	eq := func(col, v string) {
+		if v != "" {
+			sql.WriteString(" AND " + col + " = " + arg(v))
+		}
+	}
+	if f.AccountID != uuid.Nil {
+		sql.WriteString(" AND c.account_id = " + arg(f.AccountID))
+	}
+	eq("c.service", f.Service)
+	eq("c.service_category", f.ServiceCategory)
+	eq("a.provider", f.Provider)
+	eq("c.billing_account_id", f.BillingAccount)
+	eq("c.region_id", f.Region)
+	eq("c.charge_category", f.ChargeCategory)
+	for _, tf := range f.Tags {
+		sql.WriteString(" AND c.tags ->> " + arg(tf.Key) + " = " + arg(tf.Value))
+	}
+}
+
+// costColumns are what a listing reads of c (cost_items).
+const costColumns = `c.id, c.account_id, c.service, c.usage_date, c.amount::text, c.currency, c.created_at,
+	c.billing_account_id, c.billing_period_start, c.billing_period_end, c.charge_period_start, c.charge_period_end,
+	c.charge_category, c.service_category, c.region_id, c.effective_cost::text, c.list_cost::text, c.contracted_cost::text,
+	c.tags::text, c.focus::text`
 
 func scanCost(row pgx.CollectableRow) (Cost, error) {
 	var (
-		c      Cost
-		amount string
+		c                Cost
+		amount           string
+		eff, list, contr *string
+		tags, focus      *string
 	)
-	if err := row.Scan(&c.ID, &c.AccountID, &c.Service, &c.UsageDate, &amount, &c.Currency, &c.CreatedAt); err != nil {
+	if err := row.Scan(&c.ID, &c.AccountID, &c.Service, &c.UsageDate, &amount, &c.Currency, &c.CreatedAt,
+		&c.BillingAccountID, &c.BillingPeriodStart, &c.BillingPeriodEnd, &c.ChargePeriodStart, &c.ChargePeriodEnd,
+		&c.ChargeCategory, &c.ServiceCategory, &c.RegionID, &eff, &list, &contr, &tags, &focus); err != nil {
 		return c, err
 	}
 	var err error
-	c.Amount, err = parseStoredAmount(amount)
-	return c, err
+	if c.Amount, err = parseStoredAmount(amount); err != nil {
+		return c, err
+	}
+	for _, m := range []struct {
+		s   *string
+		dst **decimal.Decimal
+	}{{eff, &c.EffectiveCost}, {list, &c.ListCost}, {contr, &c.ContractedCost}} {
+		if m.s != nil {
+			d, err := parseStoredAmount(*m.s)
+			if err != nil {
+				return c, err
+			}
+			*m.dst = &d
+		}
+	}
+	if tags != nil {
+		c.Tags = json.RawMessage(*tags)
+	}
+	if focus != nil {
+		if err := json.Unmarshal([]byte(*focus), &c.Focus); err != nil {
+			return c, fmt.Errorf("stored focus of %s: %w", c.ID, err)
+		}
+		c.completeFocus()
+	}
+	return c, nil
+}
+
+// completeFocus puts the typed columns back into Focus under their FOCUS
+// names, so that Focus is the row as the dataset had it.
+func (c *Cost) completeFocus() {
+	str := func(name string, v *string) {
+		if v != nil {
+			b, _ := json.Marshal(*v) // strings always marshal
+			c.Focus[name] = b
+		}
+	}
+	when := func(name string, v *time.Time) {
+		if v != nil {
+			c.Focus[name] = json.RawMessage(`"` + v.UTC().Format(time.RFC3339Nano) + `"`)
+		}
+	}
+	num := func(name string, v *decimal.Decimal) {
+		if v != nil {
+			c.Focus[name] = json.RawMessage(FormatAmount(*v))
+		}
+	}
+	num(colBilledCost, &c.Amount)
+	cur, svc := c.Currency, c.Service
+	str(colBillingCurrency, &cur)
+	if _, null := c.Focus[colServiceName]; !null {
+		str(colServiceName, &svc)
+	}
+	str(colBillingAccountID, c.BillingAccountID)
+	when(colBillingPeriodStart, c.BillingPeriodStart)
+	when(colBillingPeriodEnd, c.BillingPeriodEnd)
+	when(colChargePeriodStart, c.ChargePeriodStart)
+	when(colChargePeriodEnd, c.ChargePeriodEnd)
+	str(colChargeCategory, c.ChargeCategory)
+	str(colServiceCategory, c.ServiceCategory)
+	str(colRegionID, c.RegionID)
+	num(colEffectiveCost, c.EffectiveCost)
+	num(colListCost, c.ListCost)
+	num(colContractedCost, c.ContractedCost)
+	if c.Tags != nil {
+		c.Focus[colTags] = c.Tags
+	}
 }
 
 // Costs returns a page of t's cost items that f selects, ordered by usage
@@ -318,21 +436,21 @@ func (s *Service) Costs(ctx context.Context, t isolation.Tenant, f CostFilter, p
 		}
 	}
 	limit := p.limit()
-	// Two statements rather than "account_id = $x OR $x IS NULL", which a
-	// generic plan could not turn into an index condition.
-	sql := `SELECT ` + costColumns + ` FROM cost_items
-		WHERE tenant_id = $1 AND usage_date BETWEEN $2 AND $3 AND (usage_date, id) > ($4, $5)
-		ORDER BY usage_date, id LIMIT $6`
+	// Conditions are appended only when set, rather than written as
+	// "x = $n OR $n IS NULL", which a generic plan could not turn into an
+	// index condition.
 	args := []any{t.ID, from, to, afterDate, afterID, limit + 1}
-	if f.AccountID != uuid.Nil {
-		sql = `SELECT ` + costColumns + ` FROM cost_items
-			WHERE tenant_id = $1 AND account_id = $7 AND usage_date BETWEEN $2 AND $3 AND (usage_date, id) > ($4, $5)
-			ORDER BY usage_date, id LIMIT $6`
-		args = append(args, f.AccountID)
+	var sql strings.Builder
+	sql.WriteString(`SELECT ` + costColumns + ` FROM cost_items c`)
+	if f.Provider != "" {
+		sql.WriteString(` JOIN accounts a ON a.tenant_id = c.tenant_id AND a.id = c.account_id AND a.tenant_id = $1`)
 	}
+	sql.WriteString(` WHERE c.tenant_id = $1 AND c.usage_date BETWEEN $2 AND $3 AND (c.usage_date, c.id) > ($4, $5)`)
+	f.conditions(&sql, &args)
+	sql.WriteString(` ORDER BY c.usage_date, c.id LIMIT $6`)
 	var out []Cost
 	err = s.run(ctx, t, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, sql, args...)
+		rows, err := tx.Query(ctx, sql.String(), args...)
 		if err != nil {
 			return err
 		}
@@ -351,58 +469,134 @@ func (s *Service) Costs(ctx context.Context, t isolation.Tenant, f CostFilter, p
 	return out, next, nil
 }
 
-// GroupBy is what a cost summary totals by.
+// GroupBy is what a cost summary totals by: one of the groupings below, or
+// TagPrefix followed by a tag key.
 type GroupBy string
 
 // The groupings of a summary.
 const (
-	ByService GroupBy = "service"
-	ByAccount GroupBy = "account"
-	ByDay     GroupBy = "day"
+	ByService         GroupBy = "service"
+	ByServiceCategory GroupBy = "service_category"
+	ByProvider        GroupBy = "provider"
+	ByAccount         GroupBy = "account"
+	ByBillingAccount  GroupBy = "billing_account"
+	ByRegion          GroupBy = "region"
+	ByChargeCategory  GroupBy = "charge_category"
+	ByDay             GroupBy = "day"
+	ByMonth           GroupBy = "month"
+	// TagPrefix groups by the value of one tag: "tag:team".
+	TagPrefix = "tag:"
 )
 
-// groupKeys maps each grouping to its key expression. Only these fixed
-// strings reach the SQL text.
+// Groupings lists the fixed groupings, for documentation and errors.
+var Groupings = []GroupBy{ByService, ByServiceCategory, ByProvider, ByAccount, ByBillingAccount, ByRegion, ByChargeCategory, ByDay, ByMonth}
+
+// groupKeys maps each fixed grouping to its key expression (on cost_items
+// as c, accounts as a). Only these fixed strings reach the SQL text; a
+// missing value is the empty key.
 var groupKeys = map[GroupBy]string{
-	ByService: `service`,
-	ByAccount: `account_id::text`,
-	ByDay:     `to_char(usage_date::timestamp, 'YYYY-MM-DD')`, // whatever DateStyle says
+	ByService:         `c.service`,
+	ByServiceCategory: `COALESCE(c.service_category, '')`,
+	ByProvider:        `a.provider`,
+	ByAccount:         `c.account_id::text`,
+	ByBillingAccount:  `COALESCE(c.billing_account_id, '')`,
+	ByRegion:          `COALESCE(c.region_id, '')`,
+	ByChargeCategory:  `COALESCE(c.charge_category, '')`,
+	ByDay:             `to_char(c.usage_date::timestamp, 'YYYY-MM-DD')`, // whatever DateStyle says
+	ByMonth:           `to_char(c.usage_date::timestamp, 'YYYY-MM')`,
 }
 
-// ErrBadGroupBy is returned for a grouping that is not ByService, ByAccount
-// or ByDay.
-var ErrBadGroupBy = errors.New(`group_by: must be "service", "account" or "day"`)
+// ErrBadGroupBy is returned for a grouping that is none of Groupings nor
+// "tag:" and a key.
+var ErrBadGroupBy = errors.New(`group_by: must be one of service, service_category, provider, account, billing_account, region, charge_category, day, month, or tag:<key>`)
 
-// Total is the cost of one key (a service, an account id or a day) in one
-// currency.
+// Metric is the cost a summary adds up.
+type Metric string
+
+// The metrics: FOCUS's cost columns, all in the billing currency.
+const (
+	BilledCost     Metric = "billed_cost"
+	EffectiveCost  Metric = "effective_cost"
+	ListCost       Metric = "list_cost"
+	ContractedCost Metric = "contracted_cost"
+)
+
+// metricColumns maps each metric to its column of c.
+var metricColumns = map[Metric]string{
+	BilledCost:     `c.amount`,
+	EffectiveCost:  `c.effective_cost`,
+	ListCost:       `c.list_cost`,
+	ContractedCost: `c.contracted_cost`,
+}
+
+// ErrBadMetric is returned for a metric other than those above.
+var ErrBadMetric = errors.New(`metric: must be one of billed_cost, effective_cost, list_cost, contracted_cost`)
+
+// SummaryQuery asks for a summary: the items Filter selects, totalled by
+// GroupBy (ByService when empty), adding up Metric (BilledCost when empty).
+type SummaryQuery struct {
+	Filter  CostFilter
+	GroupBy GroupBy
+	Metric  Metric
+}
+
+// Total is the cost of one key (a service, an account id, a day, a tag
+// value, …) in one currency.
 type Total struct {
 	Key      string
 	Amount   decimal.Decimal
 	Currency string
 }
 
-// Summary totals t's cost items between f.From and f.To (inclusive; open
-// when zero) by g, one total per key and currency — different currencies
-// are never added together — ordered by key, then currency. f.AccountID is
-// honoured too. The sums are PostgreSQL's, exact.
-func (s *Service) Summary(ctx context.Context, t isolation.Tenant, f CostFilter, g GroupBy) ([]Total, error) {
+// summarySQL builds q's statement for t and its arguments.
+func (q SummaryQuery) summarySQL(t isolation.Tenant) (string, []any, error) {
+	g, m := q.GroupBy, q.Metric
+	if g == "" {
+		g = ByService
+	}
+	if m == "" {
+		m = BilledCost
+	}
+	metric, ok := metricColumns[m]
+	if !ok {
+		return "", nil, ErrBadMetric
+	}
+	from, to, err := q.Filter.bounds()
+	if err != nil {
+		return "", nil, err
+	}
+	args := []any{t.ID, from, to}
 	key, ok := groupKeys[g]
 	if !ok {
-		return nil, ErrBadGroupBy
+		tag, isTag := strings.CutPrefix(string(g), TagPrefix)
+		if !isTag || tag == "" || len(tag) > 200 || !utf8.ValidString(tag) || strings.IndexByte(tag, 0) >= 0 {
+			return "", nil, ErrBadGroupBy
+		}
+		args = append(args, tag)
+		key = `COALESCE(c.tags ->> $4, '')`
 	}
-	from, to, err := f.bounds()
+	var sql strings.Builder
+	sql.WriteString(`SELECT ` + key + `, c.currency, sum(` + metric + `)::text FROM cost_items c`)
+	if g == ByProvider || q.Filter.Provider != "" {
+		sql.WriteString(` JOIN accounts a ON a.tenant_id = c.tenant_id AND a.id = c.account_id AND a.tenant_id = $1`)
+	}
+	sql.WriteString(` WHERE c.tenant_id = $1 AND c.usage_date BETWEEN $2 AND $3`)
+	if m != BilledCost {
+		sql.WriteString(` AND ` + metric + ` IS NOT NULL`)
+	}
+	q.Filter.conditions(&sql, &args)
+	sql.WriteString(` GROUP BY 1, 2 ORDER BY 1, 2`)
+	return sql.String(), args, nil
+}
+
+// Summary totals t's cost items that q selects by q's grouping, one total
+// per key and currency — different currencies are never added together —
+// ordered by key, then currency. The sums are PostgreSQL's, exact; items
+// without the metric (an effective cost, say) are left out.
+func (s *Service) Summary(ctx context.Context, t isolation.Tenant, q SummaryQuery) ([]Total, error) {
+	sql, args, err := q.summarySQL(t)
 	if err != nil {
 		return nil, err
-	}
-	sql := `SELECT ` + key + `, currency, sum(amount)::text FROM cost_items
-		WHERE tenant_id = $1 AND usage_date BETWEEN $2 AND $3
-		GROUP BY 1, 2 ORDER BY 1, 2`
-	args := []any{t.ID, from, to}
-	if f.AccountID != uuid.Nil {
-		sql = `SELECT ` + key + `, currency, sum(amount)::text FROM cost_items
-			WHERE tenant_id = $1 AND account_id = $4 AND usage_date BETWEEN $2 AND $3
-			GROUP BY 1, 2 ORDER BY 1, 2`
-		args = append(args, f.AccountID)
 	}
 	var out []Total
 	err = s.run(ctx, t, func(tx pgx.Tx) error {

@@ -3,51 +3,116 @@ package finops
 import (
 	_ "embed"
 	"encoding/json"
-	"regexp"
 	"strings"
 
 	"github.com/shopspring/decimal"
 )
 
-// Money is stored as numeric(20,6): exact, with six decimals, below 10^14 in
-// magnitude. Nothing is ever rounded: an amount that does not fit is refused.
-const (
-	// AmountScale is the number of decimals every amount is kept and written
-	// with.
-	AmountScale = 6
-	// amountDigits is the integer digits numeric(20,6) holds.
-	amountDigits = 14
-)
+// Money is stored as unconstrained numeric: exact, with as many decimals as
+// it was given (billing exports carry eleven and more, such as
+// 0.00000080000), and PostgreSQL keeps the scale it was written with.
+// Nothing is ever rounded, on the way in or out.
 
-// maxAmount is the smallest magnitude numeric(20,6) cannot hold.
-var maxAmount = decimal.New(1, amountDigits)
+// maxAmountLen bounds the text of an amount, so that no literal makes the
+// parser or PostgreSQL build huge numbers.
+const maxAmountLen = 64
 
-// decimalLiteral is what an amount may look like: a JSON number, or the same
-// as a string, optionally with a leading plus sign. The exponent is bounded
-// so that no literal makes the parser or the range check build huge numbers.
-var decimalLiteral = regexp.MustCompile(`^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,2})?$`)
+// NormalizeDecimal checks that s is an exact decimal literal — optional
+// sign, digits with an optional decimal point, an optional exponent of at
+// most two digits, at most 64 characters, surrounding spaces ignored — and
+// returns it in the form both PostgreSQL's numeric and JSON accept: no plus
+// sign, no leading zeros, no bare decimal point (".5" is "0.5", "5." is
+// "5"). The value and its scale are unchanged. It never goes through a float
+// and allocates only when it has to rewrite s.
+func NormalizeDecimal(s string) (string, bool) {
+	s = strings.TrimSpace(s)
+	if s == "" || len(s) > maxAmountLen {
+		return "", false
+	}
+	i, neg := 0, false
+	switch s[0] {
+	case '-':
+		neg, i = true, 1
+	case '+':
+		i = 1
+	}
+	intStart := i
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		i++
+	}
+	intEnd := i
+	fracStart, fracEnd := i, i
+	if i < len(s) && s[i] == '.' {
+		i++
+		fracStart = i
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+		fracEnd = i
+	}
+	if intEnd == intStart && fracEnd == fracStart {
+		return "", false // no digit at all
+	}
+	expStart := i
+	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
+		i++
+		if i < len(s) && (s[i] == '+' || s[i] == '-') {
+			i++
+		}
+		d := i
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+		if i == d || i-d > 2 {
+			return "", false
+		}
+	}
+	if i != len(s) {
+		return "", false
+	}
+	// Leading zeros of the integer part go, keeping one.
+	lead := intStart
+	for lead < intEnd-1 && s[lead] == '0' {
+		lead++
+	}
+	canonical := (s[0] != '+') && lead == intStart && intEnd > intStart &&
+		(fracStart == intEnd || fracEnd > fracStart) // "5." and ".5" are not
+	if canonical {
+		return s, true
+	}
+	var b strings.Builder
+	b.Grow(len(s) + 1)
+	if neg {
+		b.WriteByte('-')
+	}
+	if intEnd > lead {
+		b.WriteString(s[lead:intEnd])
+	} else {
+		b.WriteByte('0')
+	}
+	if fracEnd > fracStart {
+		b.WriteByte('.')
+		b.WriteString(s[fracStart:fracEnd])
+	}
+	b.WriteString(s[expStart:])
+	return b.String(), true
+}
 
 // ParseAmount parses an exact decimal amount from text, without going
-// through a float. It accepts at most AmountScale significant decimals
-// (trailing zeros beyond them are fine) and magnitudes below 10^14; anything
-// else is an error message for the client, never a rounded value.
+// through a float: any number of decimals (NormalizeDecimal says what is a
+// decimal). Anything else is an error message for the client, never a
+// rounded value. The result keeps the scale it was written with.
 func ParseAmount(s string) (decimal.Decimal, string) {
-	s = strings.TrimSpace(s)
-	if s == "" {
+	if strings.TrimSpace(s) == "" {
 		return decimal.Decimal{}, "required"
 	}
-	if len(s) > 64 || !decimalLiteral.MatchString(s) {
-		return decimal.Decimal{}, "must be a decimal number such as 12.34"
+	canon, ok := NormalizeDecimal(s)
+	if !ok {
+		return decimal.Decimal{}, "must be a decimal number such as 12.34 (at most 64 characters, no thousands separators)"
 	}
-	d, err := decimal.NewFromString(strings.TrimPrefix(s, "+"))
+	d, err := decimal.NewFromString(canon)
 	if err != nil {
-		return decimal.Decimal{}, "must be a decimal number such as 12.34"
-	}
-	if !d.Equal(d.Truncate(AmountScale)) {
-		return decimal.Decimal{}, "must have at most 6 decimal places"
-	}
-	if d.Abs().Cmp(maxAmount) >= 0 {
-		return decimal.Decimal{}, "must be below 100000000000000 in magnitude"
+		return decimal.Decimal{}, "must be a decimal number such as 12.34 (at most 64 characters, no thousands separators)"
 	}
 	return d, ""
 }
@@ -71,9 +136,16 @@ func ParseAmountJSON(raw json.RawMessage) (decimal.Decimal, string) {
 	return decimal.Decimal{}, "must be a decimal number or a string holding one"
 }
 
-// FormatAmount writes d as clients see money: a plain decimal with exactly
-// six decimals.
-func FormatAmount(d decimal.Decimal) string { return d.StringFixed(AmountScale) }
+// FormatAmount writes d as clients see money: a plain decimal with the
+// scale it was given or stored with — PostgreSQL's own text form of
+// numeric — so "0.00000080000" stays "0.00000080000", and a sum has the
+// largest scale of its terms.
+func FormatAmount(d decimal.Decimal) string {
+	if exp := d.Exponent(); exp < 0 {
+		return d.StringFixed(-exp)
+	}
+	return d.String()
+}
 
 // parseStoredAmount reads an amount PostgreSQL wrote as text. It cannot fail
 // for numeric output; an error means the query is wrong.

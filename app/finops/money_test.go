@@ -9,21 +9,24 @@ import (
 
 func TestParseAmount(t *testing.T) {
 	t.Parallel()
+	// Amounts keep every decimal they are given, trailing zeros included:
+	// "as given" is also what PostgreSQL's numeric keeps and writes back.
 	for _, tc := range []struct{ in, want, msg string }{
-		{"0.1", "0.100000", ""},
+		{"0.1", "0.1", ""},
 		{"12.345600", "12.345600", ""},
-		{"-3", "-3.000000", ""},
-		{"+3.5", "3.500000", ""},
-		{".5", "0.500000", ""},
-		{"1.1000000", "1.100000", ""}, // trailing zeros beyond six decimals change nothing
-		{"1e2", "100.000000", ""},
-		{"1.5e-6", "0.000002", "at most 6 decimal places"},
-		{"0.0000001", "", "at most 6 decimal places"},
-		{"99999999999999.999999", "99999999999999.999999", ""},
-		{"100000000000000", "", "below"},
-		{"-100000000000000", "", "below"},
-		{"1e99", "", "below"},
+		{"-3", "-3", ""},
+		{"+3.5", "3.5", ""},
+		{".5", "0.5", ""},
+		{"1.1000000", "1.1000000", ""},
+		{"1e2", "100", ""},
+		{"1.5e-6", "0.0000015", ""},
+		{"0.00000080000", "0.00000080000", ""},
+		{"0.000000000001", "0.000000000001", ""},
+		{"-5.000000000001", "-5.000000000001", ""},
+		{"123456789012345678901234567890.123456789012", "123456789012345678901234567890.123456789012", ""},
+		{"1e99", strings.Repeat("0", 0) + "1" + strings.Repeat("0", 99), ""},
 		{"1e999", "", "decimal number"},
+		{strings.Repeat("1", 65), "", "decimal number"},
 		{"NaN", "", "decimal number"},
 		{"Infinity", "", "decimal number"},
 		{"0x10", "", "decimal number"},
@@ -58,8 +61,8 @@ func TestAmountsAreExact(t *testing.T) {
 		}
 		sum = sum.Add(d)
 	}
-	if got := FormatAmount(sum); got != "0.400000" {
-		t.Fatalf("0.1 + 0.2 + 0.1 = %s, want 0.400000", got)
+	if got := FormatAmount(sum); got != "0.400000" { // the sum keeps the most decimals of its terms
+		t.Fatalf("0.1 + 0.2 + 0.1 + 0.000001 - 0.000001 = %s, want 0.400000", got)
 	}
 	for _, bad := range []string{`true`, `{}`, `[1]`, `null`, `"abc"`} {
 		if _, msg := ParseAmountJSON(json.RawMessage(bad)); msg == "" {

@@ -227,7 +227,7 @@ func amountText(raw json.RawMessage) string {
 // prefixed adds err's validation errors to errs, their fields prefixed
 // with label; other errors under label itself.
 func prefixed(label string, err error, errs *fieldErrors) {
-	for _, e := range flattenErrors(err) {
+	for _, e := range unjoin(err) {
 		var v *store.ValidationError
 		if errors.As(e, &v) {
 			errs.add(label+"."+v.Field, v.Msg)
@@ -237,15 +237,15 @@ func prefixed(label string, err error, errs *fieldErrors) {
 	}
 }
 
-// flattenErrors unpacks errors.Join trees.
-func flattenErrors(err error) []error {
+// unjoin unpacks errors.Join trees.
+func unjoin(err error) []error {
 	if err == nil {
 		return nil
 	}
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
 		var out []error
 		for _, e := range j.Unwrap() {
-			out = append(out, flattenErrors(e)...)
+			out = append(out, unjoin(e)...)
 		}
 		return out
 	}

@@ -43,6 +43,60 @@ func (e BudgetPeriod) Valid() bool {
 	}
 }
 
+// Defines values for ImportFormat.
+const (
+	Csv     ImportFormat = "csv"
+	Parquet ImportFormat = "parquet"
+)
+
+// Valid indicates whether the value is a known member of the ImportFormat enum.
+func (e ImportFormat) Valid() bool {
+	switch e {
+	case Csv:
+		return true
+	case Parquet:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ImportReplace.
+const (
+	ImportReplaceBillingPeriod ImportReplace = "billing_period"
+)
+
+// Valid indicates whether the value is a known member of the ImportReplace enum.
+func (e ImportReplace) Valid() bool {
+	switch e {
+	case ImportReplaceBillingPeriod:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ImportStatus.
+const (
+	Failed    ImportStatus = "failed"
+	Running   ImportStatus = "running"
+	Succeeded ImportStatus = "succeeded"
+)
+
+// Valid indicates whether the value is a known member of the ImportStatus enum.
+func (e ImportStatus) Valid() bool {
+	switch e {
+	case Failed:
+		return true
+	case Running:
+		return true
+	case Succeeded:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for KeyRole.
 const (
 	KeyRoleEditor KeyRole = "editor"
@@ -97,27 +151,6 @@ func (e MeRole) Valid() bool {
 	}
 }
 
-// Defines values for Provider.
-const (
-	Aws   Provider = "aws"
-	Azure Provider = "azure"
-	Gcp   Provider = "gcp"
-)
-
-// Valid indicates whether the value is a known member of the Provider enum.
-func (e Provider) Valid() bool {
-	switch e {
-	case Aws:
-		return true
-	case Azure:
-		return true
-	case Gcp:
-		return true
-	default:
-		return false
-	}
-}
-
 // Defines values for TenantIsolation.
 const (
 	Database TenantIsolation = "database"
@@ -163,6 +196,30 @@ func (e TenantStatus) Valid() bool {
 	}
 }
 
+// Defines values for Metric.
+const (
+	MetricBilledCost     Metric = "billed_cost"
+	MetricContractedCost Metric = "contracted_cost"
+	MetricEffectiveCost  Metric = "effective_cost"
+	MetricListCost       Metric = "list_cost"
+)
+
+// Valid indicates whether the value is a known member of the Metric enum.
+func (e Metric) Valid() bool {
+	switch e {
+	case MetricBilledCost:
+		return true
+	case MetricContractedCost:
+		return true
+	case MetricEffectiveCost:
+		return true
+	case MetricListCost:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for AdminTenantStatsParamsBy.
 const (
 	DbTime     AdminTenantStatsParamsBy = "db_time"
@@ -187,42 +244,63 @@ func (e AdminTenantStatsParamsBy) Valid() bool {
 	}
 }
 
-// Defines values for ConsolidatedCostSummaryParamsGroupBy.
+// Defines values for ConsolidatedCostSummaryParamsMetric.
 const (
-	ConsolidatedCostSummaryParamsGroupByAccount ConsolidatedCostSummaryParamsGroupBy = "account"
-	ConsolidatedCostSummaryParamsGroupByDay     ConsolidatedCostSummaryParamsGroupBy = "day"
-	ConsolidatedCostSummaryParamsGroupByService ConsolidatedCostSummaryParamsGroupBy = "service"
+	ConsolidatedCostSummaryParamsMetricBilledCost     ConsolidatedCostSummaryParamsMetric = "billed_cost"
+	ConsolidatedCostSummaryParamsMetricContractedCost ConsolidatedCostSummaryParamsMetric = "contracted_cost"
+	ConsolidatedCostSummaryParamsMetricEffectiveCost  ConsolidatedCostSummaryParamsMetric = "effective_cost"
+	ConsolidatedCostSummaryParamsMetricListCost       ConsolidatedCostSummaryParamsMetric = "list_cost"
 )
 
-// Valid indicates whether the value is a known member of the ConsolidatedCostSummaryParamsGroupBy enum.
-func (e ConsolidatedCostSummaryParamsGroupBy) Valid() bool {
+// Valid indicates whether the value is a known member of the ConsolidatedCostSummaryParamsMetric enum.
+func (e ConsolidatedCostSummaryParamsMetric) Valid() bool {
 	switch e {
-	case ConsolidatedCostSummaryParamsGroupByAccount:
+	case ConsolidatedCostSummaryParamsMetricBilledCost:
 		return true
-	case ConsolidatedCostSummaryParamsGroupByDay:
+	case ConsolidatedCostSummaryParamsMetricContractedCost:
 		return true
-	case ConsolidatedCostSummaryParamsGroupByService:
+	case ConsolidatedCostSummaryParamsMetricEffectiveCost:
+		return true
+	case ConsolidatedCostSummaryParamsMetricListCost:
 		return true
 	default:
 		return false
 	}
 }
 
-// Defines values for SummarizeCostsParamsGroupBy.
+// Defines values for IngestCostsParamsReplace.
 const (
-	SummarizeCostsParamsGroupByAccount SummarizeCostsParamsGroupBy = "account"
-	SummarizeCostsParamsGroupByDay     SummarizeCostsParamsGroupBy = "day"
-	SummarizeCostsParamsGroupByService SummarizeCostsParamsGroupBy = "service"
+	IngestCostsParamsReplaceBillingPeriod IngestCostsParamsReplace = "billing_period"
 )
 
-// Valid indicates whether the value is a known member of the SummarizeCostsParamsGroupBy enum.
-func (e SummarizeCostsParamsGroupBy) Valid() bool {
+// Valid indicates whether the value is a known member of the IngestCostsParamsReplace enum.
+func (e IngestCostsParamsReplace) Valid() bool {
 	switch e {
-	case SummarizeCostsParamsGroupByAccount:
+	case IngestCostsParamsReplaceBillingPeriod:
 		return true
-	case SummarizeCostsParamsGroupByDay:
+	default:
+		return false
+	}
+}
+
+// Defines values for SummarizeCostsParamsMetric.
+const (
+	SummarizeCostsParamsMetricBilledCost     SummarizeCostsParamsMetric = "billed_cost"
+	SummarizeCostsParamsMetricContractedCost SummarizeCostsParamsMetric = "contracted_cost"
+	SummarizeCostsParamsMetricEffectiveCost  SummarizeCostsParamsMetric = "effective_cost"
+	SummarizeCostsParamsMetricListCost       SummarizeCostsParamsMetric = "list_cost"
+)
+
+// Valid indicates whether the value is a known member of the SummarizeCostsParamsMetric enum.
+func (e SummarizeCostsParamsMetric) Valid() bool {
+	switch e {
+	case SummarizeCostsParamsMetricBilledCost:
 		return true
-	case SummarizeCostsParamsGroupByService:
+	case SummarizeCostsParamsMetricContractedCost:
+		return true
+	case SummarizeCostsParamsMetricEffectiveCost:
+		return true
+	case SummarizeCostsParamsMetricListCost:
 		return true
 	default:
 		return false
@@ -235,8 +313,10 @@ type Account struct {
 	ExternalId string             `json:"external_id"`
 	Id         openapi_types.UUID `json:"id"`
 	Name       string             `json:"name"`
-	Provider   Provider           `json:"provider"`
-	UpdatedAt  time.Time          `json:"updated_at"`
+
+	// Provider `aws`, `azure` or `gcp`; an account a FOCUS load created may have another provider, lower-cased (`oracle`).
+	Provider  Provider  `json:"provider"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // AccountCreate defines model for AccountCreate.
@@ -268,9 +348,9 @@ type AccountUpdate struct {
 type Budget struct {
 	AccountId *openapi_types.UUID `json:"account_id"`
 
-	// Amount An exact decimal amount with six decimals.
+	// Amount An exact decimal amount, with the decimals it was given (a sum, the most decimals of its terms).
 	//
-	// Example: 12.345600
+	// Example: 0.00000080000
 	Amount    Money     `json:"amount"`
 	CreatedAt time.Time `json:"created_at"`
 
@@ -287,17 +367,20 @@ type Budget struct {
 
 	// PeriodStart First day of the reported period (one budget only).
 	PeriodStart *openapi_types.Date `json:"period_start,omitempty"`
+	Provider    *string             `json:"provider"`
 
-	// Remaining An exact decimal amount with six decimals.
+	// Remaining An exact decimal amount, with the decimals it was given (a sum, the most decimals of its terms).
 	//
-	// Example: 12.345600
+	// Example: 0.00000080000
 	Remaining *Money  `json:"remaining,omitempty"`
 	Service   *string `json:"service"`
 
-	// Spent An exact decimal amount with six decimals.
+	// Spent An exact decimal amount, with the decimals it was given (a sum, the most decimals of its terms).
 	//
-	// Example: 12.345600
+	// Example: 0.00000080000
 	Spent     *Money    `json:"spent,omitempty"`
+	TagKey    *string   `json:"tag_key"`
+	TagValue  *string   `json:"tag_value"`
 	UpdatedAt time.Time `json:"updated_at"`
 }
 
@@ -307,8 +390,8 @@ type BudgetCreate struct {
 	AccountId *string `json:"account_id,omitempty"`
 
 	// Amount An exact decimal, as a JSON string (`"12.3456"`) or number (`12.3456`),
-	// never read through a float; at most 6 decimal places, below 10^14 in
-	// magnitude.
+	// never read through a float: any number of decimal places (at most 64
+	// characters in all), kept exactly as given.
 	Amount MoneyInput `json:"amount"`
 
 	// Currency An active ISO 4217 currency code.
@@ -322,8 +405,15 @@ type BudgetCreate struct {
 	// Period monthly, quarterly or yearly (UTC calendar periods).
 	Period string `json:"period"`
 
+	// Provider Count only the costs of this provider's accounts (aws, azure, gcp, …).
+	Provider *string `json:"provider,omitempty"`
+
 	// Service Count only this service's costs.
 	Service *string `json:"service,omitempty"`
+
+	// TagKey Count only costs whose Tags hold tag_key with tag_value.
+	TagKey   *string `json:"tag_key,omitempty"`
+	TagValue *string `json:"tag_value,omitempty"`
 }
 
 // BudgetPage defines model for BudgetPage.
@@ -346,9 +436,9 @@ type ConsolidatedSummary struct {
 
 // ConsolidatedTotal defines model for ConsolidatedTotal.
 type ConsolidatedTotal struct {
-	// Amount An exact decimal amount with six decimals.
+	// Amount An exact decimal amount, with the decimals it was given (a sum, the most decimals of its terms).
 	//
-	// Example: 12.345600
+	// Example: 0.00000080000
 	Amount Money `json:"amount"`
 
 	// Currency An active ISO 4217 currency code.
@@ -359,23 +449,56 @@ type ConsolidatedTotal struct {
 	Shares   []TenantShare `json:"shares"`
 }
 
-// CostItem defines model for CostItem.
+// CostItem A cost line item. Items loaded from a FOCUS dataset also carry its
+// typed columns (`amount` is `BilledCost`, `service` `ServiceName`,
+// `usage_date` the UTC day of `ChargePeriodStart`) and, in `focus`,
+// the whole row as the dataset had it: every FOCUS, `x_` custom and
+// unknown column under its own name.
 type CostItem struct {
 	AccountId openapi_types.UUID `json:"account_id"`
 
-	// Amount An exact decimal amount with six decimals.
+	// Amount An exact decimal amount, with the decimals it was given (a sum, the most decimals of its terms).
 	//
-	// Example: 12.345600
-	Amount    Money     `json:"amount"`
-	CreatedAt time.Time `json:"created_at"`
+	// Example: 0.00000080000
+	Amount             Money      `json:"amount"`
+	BillingAccountId   *string    `json:"billing_account_id,omitempty"`
+	BillingPeriodEnd   *time.Time `json:"billing_period_end,omitempty"`
+	BillingPeriodStart *time.Time `json:"billing_period_start,omitempty"`
+	ChargeCategory     *string    `json:"charge_category,omitempty"`
+	ChargePeriodEnd    *time.Time `json:"charge_period_end,omitempty"`
+	ChargePeriodStart  *time.Time `json:"charge_period_start,omitempty"`
+
+	// ContractedCost An exact decimal amount, with the decimals it was given (a sum, the most decimals of its terms).
+	//
+	// Example: 0.00000080000
+	ContractedCost *Money    `json:"contracted_cost,omitempty"`
+	CreatedAt      time.Time `json:"created_at"`
 
 	// Currency An active ISO 4217 currency code.
 	//
 	// Example: USD
-	Currency  Currency           `json:"currency"`
-	Id        openapi_types.UUID `json:"id"`
-	Service   string             `json:"service"`
-	UsageDate openapi_types.Date `json:"usage_date"`
+	Currency Currency `json:"currency"`
+
+	// EffectiveCost An exact decimal amount, with the decimals it was given (a sum, the most decimals of its terms).
+	//
+	// Example: 0.00000080000
+	EffectiveCost *Money `json:"effective_cost,omitempty"`
+
+	// Focus The dataset's row, every column by its own name; values are JSON (numbers exact).
+	Focus *rawjson.RawMessage `json:"focus,omitempty"`
+	Id    openapi_types.UUID  `json:"id"`
+
+	// ListCost An exact decimal amount, with the decimals it was given (a sum, the most decimals of its terms).
+	//
+	// Example: 0.00000080000
+	ListCost        *Money  `json:"list_cost,omitempty"`
+	RegionId        *string `json:"region_id,omitempty"`
+	Service         string  `json:"service"`
+	ServiceCategory *string `json:"service_category,omitempty"`
+
+	// Tags FOCUS `Tags`.
+	Tags      *rawjson.RawMessage `json:"tags,omitempty"`
+	UsageDate openapi_types.Date  `json:"usage_date"`
 }
 
 // CostItemCreate defines model for CostItemCreate.
@@ -384,8 +507,8 @@ type CostItemCreate struct {
 	AccountId openapi_types.UUID `json:"account_id"`
 
 	// Amount An exact decimal, as a JSON string (`"12.3456"`) or number (`12.3456`),
-	// never read through a float; at most 6 decimal places, below 10^14 in
-	// magnitude.
+	// never read through a float: any number of decimal places (at most 64
+	// characters in all), kept exactly as given.
 	Amount MoneyInput `json:"amount"`
 
 	// Currency An active ISO 4217 currency code.
@@ -406,14 +529,16 @@ type CostPage struct {
 
 // CostSummary defines model for CostSummary.
 type CostSummary struct {
-	Items []CostTotal `json:"items"`
+	GroupBy *string     `json:"group_by,omitempty"`
+	Items   []CostTotal `json:"items"`
+	Metric  *string     `json:"metric,omitempty"`
 }
 
 // CostTotal defines model for CostTotal.
 type CostTotal struct {
-	// Amount An exact decimal amount with six decimals.
+	// Amount An exact decimal amount, with the decimals it was given (a sum, the most decimals of its terms).
 	//
-	// Example: 12.345600
+	// Example: 0.00000080000
 	Amount Money `json:"amount"`
 
 	// Currency An active ISO 4217 currency code.
@@ -421,7 +546,7 @@ type CostTotal struct {
 	// Example: USD
 	Currency Currency `json:"currency"`
 
-	// Key The service, the account id, or the day (YYYY-MM-DD).
+	// Key The service, provider, account id, region, day (YYYY-MM-DD), month (YYYY-MM), tag value, …; "" for items without one.
 	Key string `json:"key"`
 }
 
@@ -432,9 +557,9 @@ type Currency = string
 
 // CurrencyTotal defines model for CurrencyTotal.
 type CurrencyTotal struct {
-	// Amount An exact decimal amount with six decimals.
+	// Amount An exact decimal amount, with the decimals it was given (a sum, the most decimals of its terms).
 	//
-	// Example: 12.345600
+	// Example: 0.00000080000
 	Amount Money `json:"amount"`
 
 	// Currency An active ISO 4217 currency code.
@@ -485,10 +610,57 @@ type Health struct {
 	Status   string             `json:"status"`
 }
 
+// Import defines model for Import.
+type Import struct {
+	AccountsCreated *int64 `json:"accounts_created,omitempty"`
+
+	// BytesDone Bytes of the (decompressed) body read so far.
+	BytesDone int64 `json:"bytes_done"`
+
+	// Error Why it failed: the problems of the data, or that the server failed.
+	Error      *string            `json:"error,omitempty"`
+	FinishedAt *time.Time         `json:"finished_at,omitempty"`
+	Format     ImportFormat       `json:"format"`
+	Id         openapi_types.UUID `json:"id"`
+	Inserted   *int64             `json:"inserted,omitempty"`
+	Replace    *ImportReplace     `json:"replace,omitempty"`
+	Replaced   *int64             `json:"replaced,omitempty"`
+
+	// RowsDone Rows written so far (in the import's own transaction: visible to others once it commits).
+	RowsDone  int64        `json:"rows_done"`
+	StartedAt time.Time    `json:"started_at"`
+	Status    ImportStatus `json:"status"`
+	UpdatedAt time.Time    `json:"updated_at"`
+}
+
+// ImportFormat defines model for Import.Format.
+type ImportFormat string
+
+// ImportReplace defines model for Import.Replace.
+type ImportReplace string
+
+// ImportStatus defines model for Import.Status.
+type ImportStatus string
+
+// ImportPage defines model for ImportPage.
+type ImportPage struct {
+	Items      []Import `json:"items"`
+	NextCursor *string  `json:"next_cursor"`
+}
+
 // IngestResult defines model for IngestResult.
 type IngestResult struct {
+	// AccountsCreated A FOCUS load: how many accounts it created.
+	AccountsCreated *int64 `json:"accounts_created,omitempty"`
+
+	// ImportId A FOCUS load's import id (`GET /v1/costs/imports/{id}`).
+	ImportId *openapi_types.UUID `json:"import_id,omitempty"`
+
 	// Inserted How many cost items were written.
-	Inserted int `json:"inserted"`
+	Inserted int64 `json:"inserted"`
+
+	// Replaced A FOCUS restatement: how many stored items it replaced.
+	Replaced *int64 `json:"replaced,omitempty"`
 }
 
 // Key defines model for Key.
@@ -544,14 +716,14 @@ type MeTenant struct {
 	Slug string `json:"slug"`
 }
 
-// Money An exact decimal amount with six decimals.
+// Money An exact decimal amount, with the decimals it was given (a sum, the most decimals of its terms).
 //
-// Example: 12.345600
+// Example: 0.00000080000
 type Money = string
 
 // MoneyInput An exact decimal, as a JSON string (`"12.3456"`) or number (`12.3456`),
-// never read through a float; at most 6 decimal places, below 10^14 in
-// magnitude.
+// never read through a float: any number of decimal places (at most 64
+// characters in all), kept exactly as given.
 type MoneyInput = rawjson.RawMessage
 
 // Problem defines model for Problem.
@@ -567,8 +739,8 @@ type Problem struct {
 	Type      string        `json:"type"`
 }
 
-// Provider defines model for Provider.
-type Provider string
+// Provider `aws`, `azure` or `gcp`; an account a FOCUS load created may have another provider, lower-cased (`oracle`).
+type Provider = string
 
 // Tenant defines model for Tenant.
 type Tenant struct {
@@ -628,9 +800,9 @@ type TenantList struct {
 
 // TenantShare defines model for TenantShare.
 type TenantShare struct {
-	// Amount An exact decimal amount with six decimals.
+	// Amount An exact decimal amount, with the decimals it was given (a sum, the most decimals of its terms).
 	//
-	// Example: 12.345600
+	// Example: 0.00000080000
 	Amount Money  `json:"amount"`
 	Tenant string `json:"tenant"`
 }
@@ -681,11 +853,20 @@ type VerifyReport struct {
 // AccountFilter defines model for AccountFilter.
 type AccountFilter = openapi_types.UUID
 
+// BillingAccountFilter defines model for BillingAccountFilter.
+type BillingAccountFilter = string
+
+// ChargeCategoryFilter defines model for ChargeCategoryFilter.
+type ChargeCategoryFilter = string
+
 // Cursor defines model for Cursor.
 type Cursor = string
 
 // From defines model for From.
 type From = openapi_types.Date
+
+// GroupBy Example: tag:team
+type GroupBy = string
 
 // ID defines model for ID.
 type ID = openapi_types.UUID
@@ -693,8 +874,26 @@ type ID = openapi_types.UUID
 // Limit defines model for Limit.
 type Limit = int
 
+// Metric defines model for Metric.
+type Metric string
+
+// ProviderFilter defines model for ProviderFilter.
+type ProviderFilter = string
+
+// RegionFilter defines model for RegionFilter.
+type RegionFilter = string
+
+// ServiceCategoryFilter defines model for ServiceCategoryFilter.
+type ServiceCategoryFilter = string
+
+// ServiceFilter defines model for ServiceFilter.
+type ServiceFilter = string
+
 // Slug defines model for Slug.
 type Slug = string
+
+// TagFilter defines model for TagFilter.
+type TagFilter = []string
 
 // To defines model for To.
 type To = openapi_types.Date
@@ -749,12 +948,39 @@ type ConsolidatedCostSummaryParams struct {
 	// To Last usage date included (YYYY-MM-DD).
 	To *To `form:"to,omitempty" json:"to,omitempty"`
 
-	// GroupBy What to total by; `service` when absent.
-	GroupBy *ConsolidatedCostSummaryParamsGroupBy `form:"group_by,omitempty" json:"group_by,omitempty"`
+	// Service Only this service (FOCUS `ServiceName`).
+	Service *ServiceFilter `form:"service,omitempty" json:"service,omitempty"`
+
+	// ServiceCategory Only this FOCUS `ServiceCategory` (`Compute`, `Storage`, …).
+	ServiceCategory *ServiceCategoryFilter `form:"service_category,omitempty" json:"service_category,omitempty"`
+
+	// Provider Only the accounts of this provider (`aws`, `azure`, `gcp`, or a FOCUS provider lower-cased, such as `oracle`).
+	Provider *ProviderFilter `form:"provider,omitempty" json:"provider,omitempty"`
+
+	// BillingAccount Only this FOCUS `BillingAccountId`.
+	BillingAccount *BillingAccountFilter `form:"billing_account,omitempty" json:"billing_account,omitempty"`
+
+	// Region Only this FOCUS `RegionId`.
+	Region *RegionFilter `form:"region,omitempty" json:"region,omitempty"`
+
+	// ChargeCategory Only this FOCUS `ChargeCategory` (`Usage`, `Purchase`, `Tax`, `Credit`, `Adjustment`).
+	ChargeCategory *ChargeCategoryFilter `form:"charge_category,omitempty" json:"charge_category,omitempty"`
+
+	// Tag Only items whose `Tags` hold this key with this value, written `key=value` (split at the first `=`); repeat for several.
+	Tag *TagFilter `form:"tag,omitempty" json:"tag,omitempty"`
+
+	// GroupBy What to total by, `service` when absent: `service`,
+	// `service_category`, `provider`, `account` (its id), `billing_account`,
+	// `region`, `charge_category`, `day` (YYYY-MM-DD), `month` (YYYY-MM), or
+	// `tag:<key>` (the value of one tag, e.g. `tag:team`).
+	GroupBy *GroupBy `form:"group_by,omitempty" json:"group_by,omitempty"`
+
+	// Metric The cost to add up, `billed_cost` when absent.
+	Metric *ConsolidatedCostSummaryParamsMetric `form:"metric,omitempty" json:"metric,omitempty"`
 }
 
-// ConsolidatedCostSummaryParamsGroupBy defines parameters for ConsolidatedCostSummary.
-type ConsolidatedCostSummaryParamsGroupBy string
+// ConsolidatedCostSummaryParamsMetric defines parameters for ConsolidatedCostSummary.
+type ConsolidatedCostSummaryParamsMetric string
 
 // ListCostsParams defines parameters for ListCosts.
 type ListCostsParams struct {
@@ -766,6 +992,27 @@ type ListCostsParams struct {
 
 	// To Last usage date included (YYYY-MM-DD).
 	To *To `form:"to,omitempty" json:"to,omitempty"`
+
+	// Service Only this service (FOCUS `ServiceName`).
+	Service *ServiceFilter `form:"service,omitempty" json:"service,omitempty"`
+
+	// ServiceCategory Only this FOCUS `ServiceCategory` (`Compute`, `Storage`, …).
+	ServiceCategory *ServiceCategoryFilter `form:"service_category,omitempty" json:"service_category,omitempty"`
+
+	// Provider Only the accounts of this provider (`aws`, `azure`, `gcp`, or a FOCUS provider lower-cased, such as `oracle`).
+	Provider *ProviderFilter `form:"provider,omitempty" json:"provider,omitempty"`
+
+	// BillingAccount Only this FOCUS `BillingAccountId`.
+	BillingAccount *BillingAccountFilter `form:"billing_account,omitempty" json:"billing_account,omitempty"`
+
+	// Region Only this FOCUS `RegionId`.
+	Region *RegionFilter `form:"region,omitempty" json:"region,omitempty"`
+
+	// ChargeCategory Only this FOCUS `ChargeCategory` (`Usage`, `Purchase`, `Tax`, `Credit`, `Adjustment`).
+	ChargeCategory *ChargeCategoryFilter `form:"charge_category,omitempty" json:"charge_category,omitempty"`
+
+	// Tag Only items whose `Tags` hold this key with this value, written `key=value` (split at the first `=`); repeat for several.
+	Tag *TagFilter `form:"tag,omitempty" json:"tag,omitempty"`
 
 	// Limit Page size, 1 to 1000.
 	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
@@ -779,8 +1026,26 @@ type IngestCostsJSONBody = []CostItemCreate
 
 // IngestCostsParams defines parameters for IngestCosts.
 type IngestCostsParams struct {
+	// Replace `billing_period`: the dataset restates its billing periods (FOCUS only).
+	Replace *IngestCostsParamsReplace `form:"replace,omitempty" json:"replace,omitempty"`
+
 	// IdempotencyKey 1-255 printable ASCII characters chosen by the client.
 	IdempotencyKey *string `json:"Idempotency-Key,omitempty"`
+
+	// ImportId The id to record a FOCUS load under, so that its progress can be read while it runs; a new one when absent. An id already used is a 409.
+	ImportId *openapi_types.UUID `json:"Import-Id,omitempty"`
+}
+
+// IngestCostsParamsReplace defines parameters for IngestCosts.
+type IngestCostsParamsReplace string
+
+// ListImportsParams defines parameters for ListImports.
+type ListImportsParams struct {
+	// Limit Page size, 1 to 1000.
+	Limit *Limit `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor The `next_cursor` of the previous page.
+	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
 }
 
 // SummarizeCostsParams defines parameters for SummarizeCosts.
@@ -794,12 +1059,39 @@ type SummarizeCostsParams struct {
 	// AccountId Only this account's items.
 	AccountId *AccountFilter `form:"account_id,omitempty" json:"account_id,omitempty"`
 
-	// GroupBy What to total by; `service` when absent.
-	GroupBy *SummarizeCostsParamsGroupBy `form:"group_by,omitempty" json:"group_by,omitempty"`
+	// Service Only this service (FOCUS `ServiceName`).
+	Service *ServiceFilter `form:"service,omitempty" json:"service,omitempty"`
+
+	// ServiceCategory Only this FOCUS `ServiceCategory` (`Compute`, `Storage`, …).
+	ServiceCategory *ServiceCategoryFilter `form:"service_category,omitempty" json:"service_category,omitempty"`
+
+	// Provider Only the accounts of this provider (`aws`, `azure`, `gcp`, or a FOCUS provider lower-cased, such as `oracle`).
+	Provider *ProviderFilter `form:"provider,omitempty" json:"provider,omitempty"`
+
+	// BillingAccount Only this FOCUS `BillingAccountId`.
+	BillingAccount *BillingAccountFilter `form:"billing_account,omitempty" json:"billing_account,omitempty"`
+
+	// Region Only this FOCUS `RegionId`.
+	Region *RegionFilter `form:"region,omitempty" json:"region,omitempty"`
+
+	// ChargeCategory Only this FOCUS `ChargeCategory` (`Usage`, `Purchase`, `Tax`, `Credit`, `Adjustment`).
+	ChargeCategory *ChargeCategoryFilter `form:"charge_category,omitempty" json:"charge_category,omitempty"`
+
+	// Tag Only items whose `Tags` hold this key with this value, written `key=value` (split at the first `=`); repeat for several.
+	Tag *TagFilter `form:"tag,omitempty" json:"tag,omitempty"`
+
+	// GroupBy What to total by, `service` when absent: `service`,
+	// `service_category`, `provider`, `account` (its id), `billing_account`,
+	// `region`, `charge_category`, `day` (YYYY-MM-DD), `month` (YYYY-MM), or
+	// `tag:<key>` (the value of one tag, e.g. `tag:team`).
+	GroupBy *GroupBy `form:"group_by,omitempty" json:"group_by,omitempty"`
+
+	// Metric The cost to add up, `billed_cost` when absent.
+	Metric *SummarizeCostsParamsMetric `form:"metric,omitempty" json:"metric,omitempty"`
 }
 
-// SummarizeCostsParamsGroupBy defines parameters for SummarizeCosts.
-type SummarizeCostsParamsGroupBy string
+// SummarizeCostsParamsMetric defines parameters for SummarizeCosts.
+type SummarizeCostsParamsMetric string
 
 // AdminGrantKeyJSONRequestBody defines body for AdminGrantKey for application/json ContentType.
 type AdminGrantKeyJSONRequestBody = GrantCreate
@@ -917,10 +1209,16 @@ type ServerInterface interface {
 	// ListCosts List cost line items by usage date, then id.
 	// (GET /v1/costs)
 	ListCosts(ctx echo.Context, params ListCostsParams) error
-	// IngestCosts Ingest cost line items, all or nothing.
+	// IngestCosts Ingest cost line items or load a FOCUS billing export, all or nothing.
 	// (POST /v1/costs)
 	IngestCosts(ctx echo.Context, params IngestCostsParams) error
-	// SummarizeCosts Total cost per service, account or day, per currency.
+	// ListImports The tenant's FOCUS loads, the latest first, with their progress.
+	// (GET /v1/costs/imports)
+	ListImports(ctx echo.Context, params ListImportsParams) error
+	// GetImport One FOCUS load — rows done so far while it runs, its outcome after.
+	// (GET /v1/costs/imports/{id})
+	GetImport(ctx echo.Context, id ID) error
+	// SummarizeCosts Total cost per service, provider, account, region, day, tag, … per currency.
 	// (GET /v1/costs/summary)
 	SummarizeCosts(ctx echo.Context, params SummarizeCostsParams) error
 	// GetMe Who the key speaks for, and what it may do.
@@ -1033,21 +1331,21 @@ func (w *ServerInterfaceWrapper) AdminTenantStats(ctx echo.Context) error {
 
 	err = runtime.BindQueryParameterWithOptions("form", true, false, "minutes", ctx.QueryParams(), &params.Minutes, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
 	if err != nil {
-		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter minutes: %s", err))
+		return &paramError{Name: "minutes", In: "query", Type: "integer", Format: "", Err: err}
 	}
 
 	// ------------- Optional query parameter "by" -------------
 
 	err = runtime.BindQueryParameterWithOptions("form", true, false, "by", ctx.QueryParams(), &params.By, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
 	if err != nil {
-		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter by: %s", err))
+		return &paramError{Name: "by", In: "query", Type: "string", Format: "", Err: err}
 	}
 
 	// ------------- Optional query parameter "limit" -------------
 
 	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", ctx.QueryParams(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
 	if err != nil {
-		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter limit: %s", err))
+		return &paramError{Name: "limit", In: "query", Type: "integer", Format: "", Err: err}
 	}
 
 	// Invoke the callback with all the unmarshaled arguments
@@ -1111,7 +1409,7 @@ func (w *ServerInterfaceWrapper) AdminGetTenantLimits(ctx echo.Context) error {
 
 	err = runtime.BindStyledParameterWithOptions("simple", "slug", ctx.Param("slug"), &slug, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
 	if err != nil {
-		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter slug: %s", err))
+		return &paramError{Name: "slug", In: "path", Type: "string", Format: "", Err: err}
 	}
 
 	// Invoke the callback with all the unmarshaled arguments
@@ -1127,7 +1425,7 @@ func (w *ServerInterfaceWrapper) AdminSetTenantLimits(ctx echo.Context) error {
 
 	err = runtime.BindStyledParameterWithOptions("simple", "slug", ctx.Param("slug"), &slug, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
 	if err != nil {
-		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter slug: %s", err))
+		return &paramError{Name: "slug", In: "path", Type: "string", Format: "", Err: err}
 	}
 
 	// Invoke the callback with all the unmarshaled arguments
@@ -1396,11 +1694,67 @@ func (w *ServerInterfaceWrapper) ConsolidatedCostSummary(ctx echo.Context) error
 		return &paramError{Name: "to", In: "query", Type: "string", Format: "date", Err: err}
 	}
 
+	// ------------- Optional query parameter "service" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "service", ctx.QueryParams(), &params.Service, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return &paramError{Name: "service", In: "query", Type: "string", Format: "", Err: err}
+	}
+
+	// ------------- Optional query parameter "service_category" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "service_category", ctx.QueryParams(), &params.ServiceCategory, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return &paramError{Name: "service_category", In: "query", Type: "string", Format: "", Err: err}
+	}
+
+	// ------------- Optional query parameter "provider" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "provider", ctx.QueryParams(), &params.Provider, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return &paramError{Name: "provider", In: "query", Type: "string", Format: "", Err: err}
+	}
+
+	// ------------- Optional query parameter "billing_account" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "billing_account", ctx.QueryParams(), &params.BillingAccount, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return &paramError{Name: "billing_account", In: "query", Type: "string", Format: "", Err: err}
+	}
+
+	// ------------- Optional query parameter "region" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "region", ctx.QueryParams(), &params.Region, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return &paramError{Name: "region", In: "query", Type: "string", Format: "", Err: err}
+	}
+
+	// ------------- Optional query parameter "charge_category" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "charge_category", ctx.QueryParams(), &params.ChargeCategory, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return &paramError{Name: "charge_category", In: "query", Type: "string", Format: "", Err: err}
+	}
+
+	// ------------- Optional query parameter "tag" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "tag", ctx.QueryParams(), &params.Tag, runtime.BindQueryParameterOptions{Type: "array", Format: ""})
+	if err != nil {
+		return &paramError{Name: "tag", In: "query", Type: "array", Format: "", Err: err}
+	}
+
 	// ------------- Optional query parameter "group_by" -------------
 
 	err = runtime.BindQueryParameterWithOptions("form", true, false, "group_by", ctx.QueryParams(), &params.GroupBy, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
 	if err != nil {
 		return &paramError{Name: "group_by", In: "query", Type: "string", Format: "", Err: err}
+	}
+
+	// ------------- Optional query parameter "metric" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "metric", ctx.QueryParams(), &params.Metric, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return &paramError{Name: "metric", In: "query", Type: "string", Format: "", Err: err}
 	}
 
 	// Invoke the callback with all the unmarshaled arguments
@@ -1435,6 +1789,55 @@ func (w *ServerInterfaceWrapper) ListCosts(ctx echo.Context) error {
 		return &paramError{Name: "to", In: "query", Type: "string", Format: "date", Err: err}
 	}
 
+	// ------------- Optional query parameter "service" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "service", ctx.QueryParams(), &params.Service, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return &paramError{Name: "service", In: "query", Type: "string", Format: "", Err: err}
+	}
+
+	// ------------- Optional query parameter "service_category" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "service_category", ctx.QueryParams(), &params.ServiceCategory, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return &paramError{Name: "service_category", In: "query", Type: "string", Format: "", Err: err}
+	}
+
+	// ------------- Optional query parameter "provider" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "provider", ctx.QueryParams(), &params.Provider, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return &paramError{Name: "provider", In: "query", Type: "string", Format: "", Err: err}
+	}
+
+	// ------------- Optional query parameter "billing_account" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "billing_account", ctx.QueryParams(), &params.BillingAccount, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return &paramError{Name: "billing_account", In: "query", Type: "string", Format: "", Err: err}
+	}
+
+	// ------------- Optional query parameter "region" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "region", ctx.QueryParams(), &params.Region, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return &paramError{Name: "region", In: "query", Type: "string", Format: "", Err: err}
+	}
+
+	// ------------- Optional query parameter "charge_category" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "charge_category", ctx.QueryParams(), &params.ChargeCategory, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return &paramError{Name: "charge_category", In: "query", Type: "string", Format: "", Err: err}
+	}
+
+	// ------------- Optional query parameter "tag" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "tag", ctx.QueryParams(), &params.Tag, runtime.BindQueryParameterOptions{Type: "array", Format: ""})
+	if err != nil {
+		return &paramError{Name: "tag", In: "query", Type: "array", Format: "", Err: err}
+	}
+
 	// ------------- Optional query parameter "limit" -------------
 
 	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", ctx.QueryParams(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
@@ -1460,6 +1863,12 @@ func (w *ServerInterfaceWrapper) IngestCosts(ctx echo.Context) error {
 
 	// Parameter object where we will unmarshal all parameters from the context
 	var params IngestCostsParams
+	// ------------- Optional query parameter "replace" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "replace", ctx.QueryParams(), &params.Replace, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return &paramError{Name: "replace", In: "query", Type: "string", Format: "", Err: err}
+	}
 
 	headers := ctx.Request().Header
 	// ------------- Optional header parameter "Idempotency-Key" -------------
@@ -1477,9 +1886,65 @@ func (w *ServerInterfaceWrapper) IngestCosts(ctx echo.Context) error {
 
 		params.IdempotencyKey = &IdempotencyKey
 	}
+	// ------------- Optional header parameter "Import-Id" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("Import-Id")]; found {
+		var ImportId openapi_types.UUID
+		n := len(valueList)
+		if n != 1 {
+			return &paramError{Name: "Import-Id", In: "header", Repeated: n}
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "Import-Id", valueList[0], &ImportId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: "uuid"})
+		if err != nil {
+			return &paramError{Name: "Import-Id", In: "header", Type: "string", Format: "uuid", Err: err}
+		}
+
+		params.ImportId = &ImportId
+	}
 
 	// Invoke the callback with all the unmarshaled arguments
 	err = w.Handler.IngestCosts(ctx, params)
+	return err
+}
+
+// ListImports converts echo context to params.
+func (w *ServerInterfaceWrapper) ListImports(ctx echo.Context) error {
+	var err error
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params ListImportsParams
+	// ------------- Optional query parameter "limit" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "limit", ctx.QueryParams(), &params.Limit, runtime.BindQueryParameterOptions{Type: "integer", Format: ""})
+	if err != nil {
+		return &paramError{Name: "limit", In: "query", Type: "integer", Format: "", Err: err}
+	}
+
+	// ------------- Optional query parameter "cursor" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "cursor", ctx.QueryParams(), &params.Cursor, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return &paramError{Name: "cursor", In: "query", Type: "string", Format: "", Err: err}
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.ListImports(ctx, params)
+	return err
+}
+
+// GetImport converts echo context to params.
+func (w *ServerInterfaceWrapper) GetImport(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "id" -------------
+	var id ID
+
+	err = runtime.BindStyledParameterWithOptions("simple", "id", ctx.Param("id"), &id, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "uuid", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return &paramError{Name: "id", In: "path", Type: "string", Format: "uuid", Err: err}
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.GetImport(ctx, id)
 	return err
 }
 
@@ -1510,11 +1975,67 @@ func (w *ServerInterfaceWrapper) SummarizeCosts(ctx echo.Context) error {
 		return &paramError{Name: "account_id", In: "query", Type: "string", Format: "uuid", Err: err}
 	}
 
+	// ------------- Optional query parameter "service" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "service", ctx.QueryParams(), &params.Service, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return &paramError{Name: "service", In: "query", Type: "string", Format: "", Err: err}
+	}
+
+	// ------------- Optional query parameter "service_category" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "service_category", ctx.QueryParams(), &params.ServiceCategory, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return &paramError{Name: "service_category", In: "query", Type: "string", Format: "", Err: err}
+	}
+
+	// ------------- Optional query parameter "provider" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "provider", ctx.QueryParams(), &params.Provider, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return &paramError{Name: "provider", In: "query", Type: "string", Format: "", Err: err}
+	}
+
+	// ------------- Optional query parameter "billing_account" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "billing_account", ctx.QueryParams(), &params.BillingAccount, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return &paramError{Name: "billing_account", In: "query", Type: "string", Format: "", Err: err}
+	}
+
+	// ------------- Optional query parameter "region" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "region", ctx.QueryParams(), &params.Region, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return &paramError{Name: "region", In: "query", Type: "string", Format: "", Err: err}
+	}
+
+	// ------------- Optional query parameter "charge_category" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "charge_category", ctx.QueryParams(), &params.ChargeCategory, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return &paramError{Name: "charge_category", In: "query", Type: "string", Format: "", Err: err}
+	}
+
+	// ------------- Optional query parameter "tag" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "tag", ctx.QueryParams(), &params.Tag, runtime.BindQueryParameterOptions{Type: "array", Format: ""})
+	if err != nil {
+		return &paramError{Name: "tag", In: "query", Type: "array", Format: "", Err: err}
+	}
+
 	// ------------- Optional query parameter "group_by" -------------
 
 	err = runtime.BindQueryParameterWithOptions("form", true, false, "group_by", ctx.QueryParams(), &params.GroupBy, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
 	if err != nil {
 		return &paramError{Name: "group_by", In: "query", Type: "string", Format: "", Err: err}
+	}
+
+	// ------------- Optional query parameter "metric" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "metric", ctx.QueryParams(), &params.Metric, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		return &paramError{Name: "metric", In: "query", Type: "string", Format: "", Err: err}
 	}
 
 	// Invoke the callback with all the unmarshaled arguments
@@ -1591,6 +2112,8 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 	router.GET(options.BaseURL+"/v1/costs", wrapper.ListCosts, options.OperationMiddlewares["listCosts"]...)
 	router.POST(options.BaseURL+"/v1/costs", wrapper.IngestCosts, options.OperationMiddlewares["ingestCosts"]...)
 	router.GET(options.BaseURL+"/v1/costs/summary", wrapper.SummarizeCosts, options.OperationMiddlewares["summarizeCosts"]...)
+	router.GET(options.BaseURL+"/v1/costs/imports", wrapper.ListImports, options.OperationMiddlewares["listImports"]...)
+	router.GET(options.BaseURL+"/v1/costs/imports/:id", wrapper.GetImport, options.OperationMiddlewares["getImport"]...)
 	router.GET(options.BaseURL+"/v1/consolidated/costs/summary", wrapper.ConsolidatedCostSummary, options.OperationMiddlewares["consolidatedCostSummary"]...)
 	router.GET(options.BaseURL+"/v1/budgets", wrapper.ListBudgets, options.OperationMiddlewares["listBudgets"]...)
 	router.POST(options.BaseURL+"/v1/budgets", wrapper.CreateBudget, options.OperationMiddlewares["createBudget"]...)
@@ -1619,119 +2142,165 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H3rcts4lvCrnNI3VZFrKFm+JN2xf3zldjo93k422diZrt4oE0HkkYQ2BTAAaFlJuWoeYp9hH2yeZAsH",
-	"4E0idXFsJ5nqX7YkEpdzv+HgcyuU00QKFEa3jj63EqbYFA0q+nQShjIV5jmPDSr7RYQ6VDwxXIrWUeuV",
-	"iOdgJlwDcw8+0sANTnW3FbS4feJjimreClqCTbF11PKPfeBRK2jpcIJTZkcdSTVlpnXUSlP6xcwT+7Q2",
-	"iotx6+YmaJ2mSsuaFVxMEAYCr82HkJ4YgByBmSAkCq+4TDUkbIxNy3HvVJayPPVzJafLEz/nShtINRsj",
-	"RMwgcBHGaYQRtH///fffOy9fdp4922maeGTHrIWAHasWAmfP7HM0WMLMpBiLIKbwY8oVRq0jo1LcDrYv",
-	"+JSb5R2+tlvT/BMGsAdGwl6v12vaT0xDlKeNcMTS2LSO9nq9oDVl13yaTumT/ciF/5ivhwuDY1S0oPM4",
-	"HTdsVtufVm13eXsXcnlvL9gXIM/IrVB3Y5erEyk0Ek+9VnIYI5FUKIVBQbBnSRLzkNn17Sbuib/+oe1i",
-	"P5fm+ovCUeuo9f92C6bddb/q3WxcmrG6XSbgzfNTeHr4+AdI8seyTZQ5nUSAkgkqw91yQ4XMYPSBmaXN",
-	"dgyf1uw4aOG1QSVYbPl8GSdBy329hjIzeNe8nyh5xSMnkdaAxD13E7TSJNpyHzdlOnvn+CyfubpJv9ag",
-	"DK3KlO/z0eXwDwyNXZEH+Sm9sgz4BSAuy71sLVboRpnc8xI2gL3Ofq8H4YQpFlpx3l0F4ergG71axsEC",
-	"tc10AOxTqhCkgnGYrAXtaqiugJ2VUcuQIxVU+WcVkWSUf5NPw5RicwJPoVjsKCKNYzaMMZM6a+iFJq8O",
-	"smIrb4lY1pLB7ZhkeaVLy/gpjcZYw/8llV3Ds2tAErTYNBMrq3DwUgokiN9G2oSpUijC+bpJTrPn7kIC",
-	"oeIyWjejg+lr92z+1gcUUYNKitg8Y2SFiVQGI3AvQVsKhCENCFLEc1JPa3RPPqM2TJkmI+bOJ1U4ZVzY",
-	"D5uiXaO64iFuwGRBSye4BUHdjdj30t0Tc4nkckoIFmxbv6HtNIKjlyaFUOXEKiZP7S+EokV7PJTa6Ara",
-	"NmLdoHXdGcvOl/DzmUhSc1sG3UwzBZAK/jFFYFMpxkTCBgWjjTuybVBeOftWx59KYSbxPICPKVMGVTy3",
-	"KmyOzP7XfntxCiGLUURMeQ7RO7Xjl+h5NZ78g2U8badl1lNmM6Hdhfb0auNrKc+KhLXaUli34l2GyFbQ",
-	"yjHZCloOkaWBCoydSqFlzIk9z9PplKn5CtAsusFIbq+lCbjEOTARQYaIAKSKUGEEw7n9MbBUKvKfycnY",
-	"BNDlBV5Iw+I6mDvir1nizyycFKxh7Pu02mKVXBD70GKB6UuMNl7aBY1Li9LLq2rAbLbUOqwu73VZGG5p",
-	"V9xCBF3ivFb36wlTuDmHOOic25fWAsdOWc/MftJ6aGlzZpxHuY3t9m9mq5Vk7tJv5Op/yAzs9cGWJQOg",
-	"QbmXxq1HWwlGq1BXqHwWRdzyLItfl1A5YrHGYAt74ERkJoAz7bj23F9nCXw1Jd+oJjfyQL8EqbfDZxMK",
-	"70KR5lz8tVSpXcB6zbfxXhp0VO3impbz1WX/ctDF00pQDrYAj6yWp6+sM7UYRFyNnyaZXwuU0lZqGN7w",
-	"K4Sz81dwuL/3Q67bIZQRhcDxmk0TSzatt+fPrIHIjEFl3/7Hu5POf7//fHDzlzpGy2b9WuhY5N2NQPWc",
-	"Yxz9rJRjmeqKIzSMx7WaYmRfq0c9/RQA08DgP85f/SckkguDqhPzS4SEmQm0B+8O3nfdAgc7liYYWAt9",
-	"PRW4eYNsafU7EpF3qhdCtDKqkaHnxsqIY4hkqHf//vObs+e/d6cRxFwbDcjCSa1QXQma63rbN+YCQbM5",
-	"F2OYyBkYCVMUEXBTO4Xf0dJQv02YIR4auY1CKEWISugjYKBkbJnObikARyIBdLsN3tcVKm5quCRU3PCQ",
-	"xdC2fIygcJRqtAYxUIgEpABuCHEzpgQX4/WYI+iXJs03mAPTga4Opb8o1hwAdgq7QQzF6TgL2rjn6F/r",
-	"fEzZHBSyaP3K/QSNC3vBtdlEFSwh4JYi/2/IYjOpY9exYhFGzfZR8xqK0VdQtjbMpLo+UFpeun+ubu1n",
-	"YozavEFNSa8lmAmNymCNYPmbnMGUiTn5/y55CjNUCDPFjUFRwmI5RVYBaDZ43bp+xTpt3iDhLnH+SEOS",
-	"DmMeAo9qmWuFZgwVmmPQEzkTYFm39n3LyGVP/YrjzEX+I24qpkkJlzknbGCqO33qX/HzNUCmifOyNeZJ",
-	"zNIqN152HQ1SqvXVFSrFI688N7f3h6nSNeLgDX5M0cp0Zgjq5NefvD4jYVAREaVErs/lNliSOaVR5vaD",
-	"lcOkauuEkWJCW8tDCl2WRiSFUpEviluScOYTKkiUDFHr8oI2W47y+GoAgd26xlCKaBUU2FBeIfSqsWyZ",
-	"2okb1yDS6dDz3hJWX9aQ0CXOP3wJmxUkWH7bUd0RyXeKIh6Do78jAjiLtSTB4cy9W3HYShsOXTCjSZP4",
-	"ZQfZ7t/XAusin6sKssZki/b1AGuEsysNaEwZOgO0znDGaxYaiDDkUxaDs95gxs0ENL/OvtdVC3pvv3tw",
-	"+PhJr1e1ozv//12v8/T9X/v9Lv3z+Um9SV3yndeuqGxyuhGgPehnK+i3nKHpCBTaA//9YCfoC2GNEkct",
-	"ZqJkOp4Ag1EsmTm2nDm1OudJvvMkZiHqAIYYyxns9f6xdwhc9MWUjQU3aYTdvrDmjcBXo9bRu2VMfV7k",
-	"lvfVNIJisz+0FN03bPYStfW1y3mGDp8m0qWpfKWFf96BeNI6aqEIpTUNd+lrSwGlaoqNbXy0XoGuS4dh",
-	"HHVivMI4K5PQAYykgitG0UguBbiXN46NltyQGseeC22YaAhaKSfVmhK/S0ZLSUwabmJcYRat4yX6NRsm",
-	"n2qld/K6lG7OJA+b2ZeoFKAVtMZhUit7muTBbeKLG8YKuZYxc1gvVqtiXRT2BHYeNmQaa9c85WOrij5g",
-	"5mAuujLzajIqZtqAe8kS0YjxGKMAZhO0DgdEDVrAT5PBYHESFGWVO2OVeVwAfzOwNee5rUiY1mr+3ybW",
-	"TK3sUsmZhphf4RFwo72bZoVTBktyho8Bp4mZE2OpWDcm0LCh3i8fzBsTExmTu1gCRbt4xlhQjOc7Hti0",
-	"Ias7rTlSP3W9tikzXEYxVGKhuRQuY+oCMJaGUp2gsB6LZZkYjf29joyuUGlPhcv7zMFa0I1/voJYLsyT",
-	"ww28BIp0lnRkmQuCVa6N488mW3mt1q5u7KDz5KAU2LWmGet8CqDXeUpps07gPHGLUFLBDGK06nW9O0sT",
-	"Nm+AbG9dU2AzGqFDXC0WZGat5yG+UIoRH6cKI/AOgs6rr4SeIWlob+EeAwNLgPaBHnANQgIVS3Zbjeb9",
-	"JkZ4s2W8bNEuW7BlqC2M7QcK/HLqwCnL/ssq3bfg7WzhyOX2ZDFXUELUKiRvFrJYn7D7gjhGOeP3pdHS",
-	"rSHmx1+xLsNqQBQNPzjHqcYuuuBTJIFuys7eBOMImOUGgfRVvT+1QH121X+45/UKR84F5iLSEZ6DiG0C",
-	"WkdOr+EcQpa4OOsojWP4mGKKG4nH3L7SFa5pfnxdOO4YBm1pJqj0zoDWXegjDSyKMII0Kes+BqQbMCql",
-	"5hocs00zuDPGTRmPG6DDvqLX+vXMmhfc5BgpsA46luY2CqnYWTlak+EkKFNktsqFDVZoaTXB18j9YX12",
-	"/zaygliqxryfcpEabLDRNRdhfdhemUyfjKhAzw0DlGva3KpblPN+LdnEgQVAsFaK+aqOFcHpZZLNX9ks",
-	"WVjJLq2Tujml+FnqVv53VHw0f4OZN7ngVkwwvNy2bMHnDVbEb3OMUe5CA1MI2WvdWoGyHaVl2Z9N62vy",
-	"JQflHS+Di4ztMFXczM/tVFlYcsrFhbzEBtuUfgdjH4D2gD516dOAMp60aDvLEJmi2JOfdWJMQhUGCf+1",
-	"NhqTWfA+dBfAYDj58K9//u9gg2FvyKMe1Zz3eJnGhnf80M+5eJVociOgHcYyjbJErg5cGJ4SWgTIICsj",
-	"3IHZRGrsCz9Ibjtbow7FSKrQlXi9ltqMFZ7/1wurqjAedfuiLy6KXak8XpuaCQqLJIPO1h2cpGYiFf9E",
-	"Ix/BT7RN6Ke93kF4iXP6BwfHltL64hLnFLqJUFfDmyICIc3EmqFcWPXpZoSQCXLAgAlSVNYFOuqL7FPu",
-	"b/DIborBYe+QYk985H1UOyzgNdemCxTTIDLvi0HT6ZUBtLODJztdIKOGhl6McPWFT3e4UJePci2F4I7t",
-	"OqZsDkPr/AlTedrqpb7wYTALA2ttU/wrYcraEgsRMIeXCdcQyTC1Pq59wwJSy1SFmHG08zLJu7UC9Ii+",
-	"/EX67/uCcsAjFqJ9fYwCyfeGkZJTu9z2YMouMf9hsOOCaD5C0/opjS8nyKwSzJ3BVq+71+2RqZ2gYAm3",
-	"flO31z3wgTDi0F1iut2rvd1LnOvdz5c4P4tuHOlbq8L+Z8UeIeUssrxlX3iDV/ISf6UcSeVY0n7vcJlv",
-	"FD1NteuHvb0mEZWPU5xBss8fbvF8SQpRZLEsf969v3lvfWpfmtJyWwBm5QNRhDYy0TCT6pLowAVFBF6b",
-	"jPJJ/rKxppiUHbn1/iaoHHV8V3vajGC61XEzO249ZnbHKivN9OcsarBj3Zdf3HNL6OmtODG23UmxIrlb",
-	"c1bMwo6Wmtul+hHZt3p7KtgGqxdla7mSyLZCLCxVhPpTChSo1iT9rE8gZ+IB0Ry0EqmbsEjwzViMCPAn",
-	"Gc3vFn0+HHNTVf923TebMHaG4Tb9Q9GzGXcizMp45uPcOw7nvS05/1uRFC/QeFoiOqoquiaygnaeXQty",
-	"nUEeUK4g5UzA0NljO3VEt04I7H62DLVeWL8V4zIprUOq1ZeRYjPxbWHhN78sYE6wkMw27BI1uJDO1xXZ",
-	"Qf2mi6l26TzygmgvVdqvFucX/sF7lOel0FeNQLcm0NzT7n2I8BosNYtGJ7YuFtz9OxWPlXD1RvJx747n",
-	"rsOCT2Y9jDx9ut3z+/v3ShB1fLOrs6CM554FN9CHyyj6Do6CF0tHyMCmVg+oOpUQidJ9gSycgMJQqkhn",
-	"Z1ssipWkPLdAaFNAUXdpJd1RnOrJB7Llr1i8c9wXtfH8YkhncrgITRc8l4OQ2ZN94eM1VPcynNMfpjAP",
-	"BVrnpYgY+tT6MseUY1hLAnDZMZ9xEckZHeeZTWSMPnik7YRGgpAzaGeZ/woAFFry51I09j0oRZCW2zw8",
-	"XtfVob7aU4Ji4hKG86ZJKUhVM185UpgncCvBQx/LySKHtaHCshJoiOt4gi1KlW7VA6PaAmMNrN7fu65w",
-	"5NRg/RuZZLt+EHF1x+JnwaUoNmOZMCORoMgiWzoJKLqtQSoo6MQJHwsRn1Un8l9r72USbkMb7xn9WNKI",
-	"66w8nzT4tmw8t4tyCp6JyAtuZeVRTS0ANzBhut7Qa7apfkHTBKzeA+jxYoffAgLWWsi3t2w9/ZL7stgY",
-	"auOBN7AF789PLgp8b5a78Nyl1We30EAqPkSlfXW09a+z+uh4DhN0Z0Lvl4y+koXn6SfOyy424Glfo/EA",
-	"vhLNs5K/H2lvIH1bkrZSGZSXR2TB6lJtilu8SweQEqPP1jCkZAUlcvlmfvbGzJ42Yfi8BsN3z/GLBSeb",
-	"OH/fAGl9S+G1+7TH3iBV31VrBnMSPgaRxjG0pQI21CjMDlwiJrqh5qoLJ2nEfT58G4GkUKeuZO3uVdob",
-	"Gvtr2yduh9E3bKeswo8vnrwfBJ27wb82hvIC0e8FR1dUUtEYrzmdYHipvZq5KpXosjHjQrvDiaWUubhi",
-	"irtUj3bJbDpXLcZ0zhM0UlIncFnieE6hkqHPlIJbywAiiV690ZlWH/PJDo9S8pgsLzo0SoegoV09DLsT",
-	"QHZsMwBXENEXdkApsENFACN+3YUz37FHIYu8OGKGxXKsu/BKIFB9BahU0Bks1hfWpTyC2YTHSGEf+1OQ",
-	"px+ydLzLse8/9bn/N2jUvHMyMqiao0GutOU+CbdSPNNAvlmRS5BXuLg42O3c/+2ilY97B/eVp5gwU0Nm",
-	"ebaR0kKWvJs0zoTOr35qtHX/5n+/R+z5I7R1PUDtyhcBUtn/fq/nadY10PUBz1RUfPR8S9rveopG8bDZ",
-	"wn/pf1+7a4PXZjeJGV/Yb01D1YWuXX6GVZt7reQUzQRTDf7xvOWRnRfwOpGau8MZVBK2cs++LqObIad2",
-	"46988cYXonuxXquWI+1cJ6/P8lKWlbCoFL2s3Kcl+XkzQb9xP38VeqallQTCPU8npAE/5VoW8sdyCiVI",
-	"WQRNqio/y+EqBJkBK2wCwFgjPO4drETH1d5uVqnWiJMXXJuT7KFtPTnXCnqDlKjvx32voepyj9c6gUat",
-	"vekASbbdB/GmtlU/RTUC1wYW6w1lHFlbwKWRynol21NzQtUFt7L2tffjUVd7FD9wNjXvzPuV06kH95t+",
-	"3dty/L3H9+zP5xTr0A6sSrUNZLogoHY/89XliC5lUCbfe818HNxv0GQrpN808HmtQP8FTSOQeg/Ba6VO",
-	"V98e6JtAuZ3eO3vmAgfMhJNlDLjW3A8iaH0X8AeOXK5Bvu9aXCWCb03oHn5bNTLNAtIfKFhpwP3kn/mu",
-	"7bdSk+GV5lsGkO/AevNLrZpt0J5xM5GpAQrqcTE+BtcwHf05QGYqZaLZhteZdr638v0InEqv8Qc27LKm",
-	"0Y12XVCE7/zBZN9v+5HOgfyn7fcwtp+j1nr6rYq0DU2+Ell/txbfTT031wbHL1yNIpdRdsDIvfJIQ6Wj",
-	"PPUsz1vPZ43nSXz0heU7xoWGATMDaBsZsbkLNfhkWRcGdDPCwHX3ztJmeVM5OeoLqmLPliKqS8kPVDMR",
-	"gQ5lgtDO+psyEe1K5YP0Ie4cwyC/42FgNzXwTZM64NYQgMAxo3aktEaqpPKEVBPa/gVNThQrKxxPqL8q",
-	"F5pHmNV+2s0Y6cO0x+Ag0357cbpThk/jjWRmq8uc7l9fNhlhw7zR/vdte1WEzKv8ehEv8WfupLmT8q6I",
-	"jL5y5EbVC9z1eeMyatSp29v+XpCVz4Ps0o0Mu7poiVzL3dXO+glTlNixU6XWZs5pteH8SJ7j6gtWVBUP",
-	"3GJK8w9gJtM4giHCv/75PyBkVmc3orv57JwxH5GVLqK+oDpkfsVjHGPkkmpcA7VUsK9nNSF2uS4QOUU1",
-	"dve+ZDcY9EVxOQDhBis7pYb0XbhY6Dqab6EoA3Sl1FkRJnf4zQ8gFQkXOwx9Pdg5BjpSTekyanXKNbC+",
-	"KB1ILVUaVg+m1oiX8nUC5S7Xa4TNqZxOWUejfag4DefOwgV5+7QVFcGmdPTj7k6j0H2EGzx3IVvNVdfu",
-	"Bojh/BgGXqgPNpGWYyXT5ENjTXbRSD0ryS6+Ybn7HLG6KzjuVbTW3e7RIGc9I5j8Not/I3FriR/cR+5q",
-	"xij9zeKcOxebCAdlwVC+sySTuySkCkvQfWySlb/iXKOxjh8X/og7gxmLL/Nzdq5imDxDKgIgmUN3qzgz",
-	"iHgco7xxGvWKwigvFJAixMCOInwq0xk/+bmLOvFgPbtTqW/hblevR7173v2evP38HoSVvn5hkH4XyZpq",
-	"MwgYzkuXhvqLfHhUxw6FY79owFIbT2rdUYUHtRcbUA481FeDrPmZ1YyoQMkZCDb1be6sOxCnU/IG8oss",
-	"BkEhywMYFFdZ2E++JX0Ag4yJB9Tak9QsXfnT/phK6lvAMY50AKdvXjx3e0cRudwlg7cXzzs/wnBusouC",
-	"pkxd9gWxVxhiYjDa6cJJoRqDXq/ngZeUSl/aU6nQF8DsHewEzkwoVCq85D9Bm9rZuieOsgaoOeSqg1vz",
-	"h6kxKnJyBEmLALQEjVn5q/1ZG0iTWLKICo9Oz/9OTSB+JqFDUobrrNcnRkeVOx6mqfYmhnOd8htVgr4o",
-	"A9s9OETqu8FiTyolsLOamxpkhHYYj6Wl/hieGBoathJuqGdrX2RNW6Ho2UolSkOyzHDqj7c4Qe8OiGU4",
-	"8QR3uL/fF9TrBAau1+nANQ0hUZyPY+ckUiF7snztQdb7qi8KhD3SMJKpskZkTO0kAxhYkn68+JLFCRH7",
-	"Y2jTGJ7+OTWXhL2d3HzNO5zovFW6xeVvtAsBg7MIp4k0FuadX3E+CAghRs3dRqkKz24ru68r/2Ioo3lf",
-	"KExiNtelLkyZxHDhvtIEpkOFrXOiGJXiYMeRMzVi1tlCj6tTOmj7ijA7ZdZy5WkXrJoklXWJiemLpDiy",
-	"bqG0fwgTmSpdp8pcF/oGZbZ0xc7jx9ZJEK4+7uT89Oys3JkxtDQgrMyjSELMy3ahQ0thGC5Au2IfTtn1",
-	"CxRjM2kd7T925wSzz3sNZuDtwp1b3bOTRT7pZN6Ze9N1Rq9psJSJ5ep8RTfoQgoH2QUxhUgIHI0HmQjo",
-	"i97e0174I+53fmCHw84P4UHU+REfjzq9vf2Dw8dPfvjxKRsGJ1P2SYqfT/eD/d7+k05vr3OwF+Rtp4O3",
-	"589cI5m666YfKpBbufWg8ew5CQzr9HlGbQWefmg9NXy0rDcHxFhZbQ3XeaseIxW1bvC8KUckPJmKeUnd",
-	"VDl+gVa7K+9/v/kzynyfUWZHQMtdt1gcU1NzJzvXORxrgzQnxIHk8UR8NELKKHh+tJ6QFbauV5Q7nW3k",
-	"GK1kPiockL7gmlI6Vnr72wxyhwjOcjdj9W2PNTLb+aP8E97OB7lbl2LZo/kzfuCVxpq4wbcaMKiwG/VY",
-	"dNzmrsrwl5nldwUqiNg82NTbd8doGpMe7p6LrCU3xfHIcmNTJBOJ4pJdOPHGBVl8MMOhb8tjTWLN5jvA",
-	"NJ0t4HRP06WQM0tqrpOPBGnZmTQLF2PrJgzcfReDLI7RF3nxfkCWobsGI/+9fGtGfW7iJd5n5c1LXHF4",
-	"tIBfBq8HppjfJjIPCukE2aW15FVQROZ9R75INleuLhXh++aPvgCf+no4WZeq2HdzPNrd3dv/odvr9rp7",
-	"Rz/2fuy1SmdU8gsiSpWf+XeORktfFPUFxXtUtV/6orTgm/c3/xcAAP//",
+	"7H2Nchs30uCrdPG+KpP7jShKtrMbqba2ZMX26taOfZa8qWzo04AzTRLREGAAjGgmpao8xD3DPlie5AoN",
+	"YH7IGf44lu3c7dZWLJIzQKPR6H90/9JJ5GwuBQqjOye/dOZMsRkaVPTpLElkLswznhlU9osUdaL43HAp",
+	"OiedVyJbgplyDcw9+EADNzjT/U7U4faJn3JUy07UEWyGnZOOf+yap52oo5MpzpgddSzVjJnOSSfP6Rez",
+	"nNuntVFcTDp3d1HnCc8yLiY7w/Ps1fnbS4jrr12kcRtgI/fgtQewBt06NOdTpiZ4zgxOpFruDE39tRi6",
+	"8VvNJhhHEL/OVTJlmv6+Yu/tP+cKU27sX2fpj7k2MxQm7rUtIKGxrxM/+LYF5ErLBpCvpgixwPfmOqEn",
+	"YpBjMFOEucJbLnMNczbBVhjcqJunfqbkbH3iZ1xpA7lFB6TMIHCRZHmKKXS///777w9evjz45pvWxY/t",
+	"mI0EZcdqJKjnSubzJ8t1SL6bMgNGgpGGZTBaRhBrVLc8wRgWUxTARhqFOSm/joYi/F3g327bXMlbnqKy",
+	"f3u6iqHLjQae9iKIV2iOxlE44VLYN1Y21H6VMks0FXxEEM+kMNPy214EUg1FbNjkZJgPBg+TG1zSHxhD",
+	"1+7kLctytNsqBYJhkwiwP+kDvWGQzeJefyha8DyxSLse1akrxTHLM4tsj4RO1MH3bDbP7Cth2MZNuPjG",
+	"DkAzzZmZlhMRF1D4U84Vpp0To3Lcj1+84DNu1jf3taUvzX/GCI7sJh8NBoM2ospoiMaVHg0GUWfG3vNZ",
+	"PqNP9iMX/mMBDxcGJ6gIoJdoFE+aT1wiNZEcS1PI554yML2239eIrg3UmRu8eVcqg9mdERbGH1a/HY8x",
+	"MfwWwxcZ1yb8nUhhFEtMePxdE8Jfe2LfwgwxSArtOAvXEI4JdGO20HRYfs4VccJJMo8tQQPzLLR4NpML",
+	"VAcJ05hGoPNkCkxDLBVLMmxnkuH1LSzqDR3Cndm6e3yDcHGHesukl+7w7C1UVt6zUuVczua5IQxeGqmc",
+	"iPnt13+34mWVe+0G6nYQ/bjQrcP6LZtt2KSSi2yEIcsnLcxD2582sY/10a7YZONqSKmBxVRqtPJ5omOY",
+	"yix1q7zBJSy4mbpPxF8jWChuDAqIb3D5V/ouhq6eZ9yAlS9ThDGJvPivce8UFM6RGRhLBRpvUbGsT1x0",
+	"nskUwwKakGXYpIYoArRhjcWRZUqxpf2szZIYtOWl9vOVXF/7C/Y7hLKRe4nkO7tjei6FRlrAayVHGZKq",
+	"YBkQCmLnbD7PeMIsfIdz98R//6gtsL9U5vovhePOSed/HJa67aH7VR+GcWnG+nKZgDfPzuHrR4//DPPi",
+	"sbCIqkJMmrKSc1SGO3AThcxySGbWFntg+KxhxXZ/DSrBMqsON22Z+3qLsAv4bni/YHfbUeKeu4s6+Tzd",
+	"cx131aP2gxPdFUZbXaSHNapiqzZlKVrk6EdMjIXIo/ycXllH/AoS16VrgMXaJmnQZ70UiuDo4HgwAKts",
+	"WQmnyHJpxXB98J1ere7BCrUtdAQk6qyEmyTzrajdjNUNuLNqzzrmCl5R/LGJSALlN7CSisFgRxF5lrFR",
+	"VvCtLfRCk9cH2bCUt0QsW8ngww7JOqRrYDzJ0wk2nP+KZdtwZregJOqwWWArm/bgpRRIGP8QbpPkSqFI",
+	"ltsmOQ/PfQwOhIrLdNuMDqev3bPFW9co0haRlLJlOMgK51IZTMG9BF1r1oxoQJAiW5J42iJ7ihm1Ycq0",
+	"Gacff9IK5W0lEIUzxoX9sCuNBD1ql9H1HPegPsMm1ze43Glk+yypPzs9/XGkjxcy/kxVKL8gyGjFE1Wo",
+	"nBUWG1ZZXcN+ksvRdZvgqnOMOsWd21+IlFbda9YC0zXy2onFRJ33BxN58Hv4zoWY5+ZDGcluEjSCXPCf",
+	"cgQ2k2JCR82gYLRwd7xahGzBZurjk3MkW0bwU86UQZUtrahdIrN/dd9enUPCMhQpU/4k696eQry2Uc6S",
+	"X7dsH+jS6u2WYj+yQr80zLYf0vJAb6YW/2CVWnY6p/5Mtw7uVuesIGsEeRvIvelNoHBUdp50V+awctC3",
+	"n/H2E/kx1CGvB3wubagmMq364906nuI7Uacg+U7UcRTf4LiJOudSaJlx4mOX+WzG1HIDalZNYyTL2B4e",
+	"soKZSCFsRARSpagwhdHS/hjZAyKKn8lq3AXRVQCvpGFZE84dl2gA8SlLpiUPcT5dC20JJRd0cglYYPoG",
+	"051Bu6JxCSi9DlXLzgZQm3Z1fa3rUmNPRfEDeLVnA+v8Z8oU7n5CHHYu7UtbkePkbNNh9pM2Y0ubC4MN",
+	"0YQz51LNuCfQPlyQAyeTLMUUxkrOCpdiygzTaIBlWkLClFoCN3oo7HQpJDLLZ0JDN3bAxcC1CythaueP",
+	"q+GBmn8rGoqYXCfXdjtjIjIrcbwa6YNB7gRfWr0z7tnzQwQZj2WSazuEfWsxlRmCkgtgmoYJIE9ZCtyc",
+	"AN6iWrrlRBC/v44hybWxaxTpUOTiRsiF8EuBXFhC51ZMLQRYNur8/fuYM7/XfFmJfLTZbOGxuj2wm7Wz",
+	"8m6h2e9oK61E05qg8898CHD1V/eFbcUd/6XZjCuxhF3BI5In0ktTbs8xy15XSNIJz3Xvjj8LD7Q9IJE/",
+	"Cp7UR8sanZ8636wGphD+5+Wrb6Er8tkIlQZ8zxJT1f08l6mrzYotftRS9N+wxUvU9mxXHzjgM2sVksz3",
+	"fn/3vD1czEw7Jx0UiUy5mBzS13e7G9hlOGZXdLqYQ9vJqqiSbb9tJn7DJntulg8BkPP8MyC6ZMW7xYfX",
+	"jMoWg7EybrMAqxy7TUKstBKbUTpmmcZoDxPyTASjo7BHnOrRZDx+Nruw1abZybn6ezb1w/azbQs/hklR",
+	"6DOfy6iwALTaAEXsvzFSsfdCW1X5WREo32VRbcv47NrzuqTyNBYVboGoOKA8jcAx7Ij0w3qOB9l01QwP",
+	"wyYhzPjbr/8+hWFn2KHYoQ9TcjOVubXZsb/1GLRp3o2IraCjgdlYmQ8Xl6/g0fHRnwsLCxKZYr+WE/L2",
+	"8hvHqg0q+/b//uHs4F/vfnl4919NhzzM+rm2dJVv7ISqZxyz9KlS7rjWIU7RMJ41nqOxfa2ZfOinyJoA",
+	"zCkvc8mFQXWQ8RsEK/egG//w8F3fGyo9lzdBCv5WKnDzRgG05hWJ1LufVyKfFKJeBfnSWP50CqlM9OE/",
+	"n765ePZ9f5aCVWQ0IEumjQx9I2reN3sgyMrTbMnFBKZyAUbCDIW1jBqn8CtqyfsiRNNCIZEiQSX0CTBQ",
+	"MkN77kb2H0ciEfT7jRNQAJ+bhlOSKG54wjLoWl6AoHCca9QWYrIBQArghjZuwZTgYrJ95wj7lUmjUqPy",
+	"yHSoa9rS54q1x1WdstDCyrJ8EmIh7jn68waXMGNLUMjS7ZD7CVoBe8G12UWkbsl02Fls/B1ZZpXH9eM6",
+	"USzFtF03a4ehHH0DZWvDTK63Szz/XBPsF4VG3Kgg6muvhdbUJC7MV4/a3bRF9lrUGS0N6utUioaD/sT+",
+	"Foihm6LlpQq1xrQHI5k6agAtYcxUTfUM069Ph4Fvrp5Qa8/BmPEM0xOflkpZGsX81hqkhDETTjOdNOVf",
+	"2skpPeaC6+lmQ3n7IP6t0jOb6FsSeuqnHE2jK3ZHW5ALjerD91LhPGNO467mApa+EgvbDuFIGuWDgZCL",
+	"Nnp6Ixe6yJ5yZANd76R1ht8DZ9IbxYS2WocUJ3DLNR9laFmpNFNr0lvubcklkbMZN7q3I+0RI97TS1Ie",
+	"4IBRlQvhwm46TxJEyz6ijiPCxr3/OIFPD0ix0Cqia6e4ts6tcUzHXT6GieP51OcycC7EBLV5g5oyY3dh",
+	"lqt+ZefFyCRLT0jZmDGxLIN7ltzcuztSmyPoZvu9MtcD7UkfeArd+PnTKzi8PTqkeNyh+0Uf/sLTu7i3",
+	"k3VfZSH1Wf8e1kQOdG9PoMJwIndcV5U9NC9LoSVWnFEqfYFJbaTC1M/LDYRxdpp2lSjCIpso4R/YFOZq",
+	"Ub1vcPlAwzwfZTwBnjZqfRvMvkShOQU9tUzLcqXG962GWeUgtxwXLtMr5aZGzhUlo1DRduANPpXBveLn",
+	"a8FMm0oYYCxzy0sodwa7STmibP1Xt6gUT1Hv6QQb5Uo36Klv8KccrbHBjJMFc1Rw9vqCtNSa7lq5C+Cv",
+	"A2wXYDP2/toaCGQDNmnJpXDSVTWZ1ONcFEBxQfcwvJYyVzJBrasA7QaO8vvVggK7dI2JFOkmLLCRvEUY",
+	"1HOXZG4nboXBOdCbd/VlAwnd4PL69xyzkgSrbzuqO3GqphTZ8hQc/Z0Qwim0ZxmY80N80Anb6FxAF+ts",
+	"M3E82FFY/btGZF0Vc9VR1ppcp30K/BarwWXDt6aIOs9Ik0eHgiKQYsJnLAPnVohCpjuGH4hPL5iGCb9F",
+	"AV0GOp9RsB9mVoYUj8kxRWMMqpnTxkqH0KDvzt5f7H/qrqGDv/0wOPj63X93h8O++6v3t0Y3UcUXvXUx",
+	"VTeKGwG68bBzdNx/+OjxV8OOc5442oZu7L+Pe9FQCGtoO0IzUyXzyRQYjDPJzAlYCeZfkuMCcSTBNHSZ",
+	"cQj56tFQlH5tywFYlvUiuMG5cWBmSwj4dLFZKfDVuHPywzoR/LJ6EN/deySlkpi/s1+LLDrdlFmJWXqQ",
+	"4S1mhS0XkSvzllEeBJcC3Ms7Z2VUXG8NeiYX2jDREvpSjmG2Rs1WDfUKBzbcZLjBFbDtmNKvYZiKJr/B",
+	"I/e6NSutfpHK0jJdpToFVgaFWEW/DForccspu0Vggsyoiq+6cuMKurWbVmsrbuNkHxKB3tUo1jJjbvUV",
+	"KyzT5RWUyM7DRkxjI6ef8YkVotcbfA+1dMSMaQPuJUujzrSL3GU9biBtkV9+moCD1UlQVJUFy1Ur86yo",
+	"wRvR1p6RbbnRrFFn+W5qFf3aKq35CBm/xRPi3Q6Vlp4CLn1gHWdzs6RzqzLd4hW1Gk6z4C8G82rQVGbk",
+	"ga2gols+YywqJsueR7YzEECKlnhHq5xsstuJ3DWX3nh3MQ2y4vUchbPiU8zQ2N+byOgWlfZUuL7OAq0l",
+	"3fjnP8i+IYu/It2rpyDa5C1057NNy9+qb9QX9vDgq4eVOK2VfOzg5wgGB19TPuBB5JzbdkNJd2CQoRXv",
+	"2z3ENGH7Ashq0A1XQUICSvMuyGBneEchQiLFmE9ya3l606ZwKDKhF0gKgtfNT4GBJUD7wAC4BiGBbgr3",
+	"O62GyS7mQ7tOv66Lr+veVaytjO0Hijw4TeiUVctrk2hdsdP2MEELTbicq5IptHGTd4sCbM9E/B2hgWoq",
+	"4+8NQO6NMT/+BrgMa0BROrp2Jl+D2nXFZ+iU8aqZOsUsBWZPg0D6qtkSXKE+C/WP7nm9wQR1sa6UZIQ/",
+	"QXRsIoKjoNdkCQmbu9DlOM8y+ClHl0y+k9fJTdbolG5Q2bZEuE4h7jpnci8muEt5pIGlKaaQz6uyjwHJ",
+	"BkwrmTYtJuWuiZULxk11H3fYDvuK3uqRYFa94KbYkXLXQWfSfIhAKldW9TOFPYmqFBmgXFlgjZY2E3wD",
+	"3/8ouSmVI9WUnMJFbrDFBNBcJM2RcGWCPHGXvt0wQIr47lrdKp/3sISJow4V5tjGxXy6+oZ47zrJFq/s",
+	"lt5TS9jYxnULSvGzNEH+T1R8vHyDzUHOZIrJzb6JrT4Uv8EDXuwYpQO4rNHwWr/Zm78XpYWEil0vDhQg",
+	"R9UVr6OLlO0kV9wsL+1UwaE64+JK3mCLbkq/g7EPQDemT3365Gw8ApoKJSFT7nqcm3VqzJwSBuf8H41+",
+	"pKDBe6djBPFoev3br/+OdxiWMmTFuKEywcs8M/zAD/2Mi1dzTWYEdJNM5mkRkolWbgLoKFwk67mLTEPh",
+	"Byl0Z6vUoRhLlbi7K6+lNhOFl//rhRVVmI37QzEUV+WqVOFpzs0Uhd0kg07Xjc9yM5WK/8xcmPIJLRNW",
+	"K/OcWkobihtcktcoRV13zIoUrD1u1VAurPh0M0LCXGZzYa5LgSdDET4V9gZP7aIYPBo8ItcXH3sb1Q4L",
+	"+J5r0wdymRCZD0XcVmchhm4okdDrAyk1NPSag+0G52YoVt1Z8Nuv/wd8uBnwPQWu/KULzNA+YNc6k6p0",
+	"L7ryLkPBNMQ1P2HsEMMMZGiN5KNjOqLkRrPT6Hw2w7T0qFkk4i2qoVAyt7bcqUUCL4PN5BP07sDCy6kT",
+	"lmFwcfrwlP0xGooZW8LIGq3C1N51eVckjx2I1kogt+GcKasDFY7DoSDPYR++xQmj9Dmn7GnoJlT9S0ek",
+	"OIlU9xz/oRt4RkpHg1OuIZVJbu15OwsBLHOVYOBezqImS94KC5c18Vz674eCUsjGLEH7+gQFkp/B3ZDh",
+	"BrrxjN1g8UOoDeWdXZ0neXYzRWYFfmH4dgb9o/6AzIo5Cjbn1kbsD/oPvU+RuNEhMZjD26PDG1zqw19u",
+	"cHmR3rljbjUo+5dl8USAF6nlI/aFN3grb/AfFMmqFQs5Hjxa5xGKnqYb5Y8GR23suBinrAxin3+0x/MV",
+	"jktO2iqv/eHd3buoo0NWbcctAZjlhUSA2si5hoVUN0Q7zgEk8L0Jp7zfCen2P7iRO+/uolqdvh8ay+AQ",
+	"Tveqg2PHbd6Zw4kK9+t89YOG3bGm2nP33Nr2DDbUcdmvfkuZG9ZQwcXijkAtdHD9gHR5vT8V7LOrV1XL",
+	"oJYHZxl2UrnW52sHWDmEmji9v6LyCbc56sz9VZKGXST8hiNGBPhEpsuPu33e9XRXV3Us3He7HOyww136",
+	"gzyFC+5YmJVnzIcMem7PB3ue/C+FU7xA42mJ6Kgu1NvICrpFDDQq5IxLhgvKgFwIGDnds9dEdNuYwOEv",
+	"9kBtZ9ZvxaRKSts21QrVVLGF+LJ24TsPFjDHWIhnG3aDGpz76vOy7Kh50eVUh1QobYW1V65Lb2bnV/7B",
+	"e+TnFTdfA0N39/lM4cD72Cy8YZfaWaNjW1crro2Pyh5rrvmd+OPRR567aRdCQtwn4adf7/f88fG9EkTT",
+	"uTnUwQHlT8+KyetdgxRp8DdSVxN8SMGmDGZUBzV3kNJDgSyZgsJEqlSHAgV07VdSOoFA6JLzVPcJkv44",
+	"y/X0mnT5W5b1Tt298bXYRTmkvxVL3qg++FMOQoYnh8L7pig7abSkf6wBEtyeVG6z8I76LIX1E1P1160x",
+	"wHUnxIKLVC7oCry79O59XHZCI0HIRZlGUUOAQkv+XIrWaoQVb9l6jdTH28q3thUJVkzcwGjZWlW6rVJu",
+	"xStaBKtrjlLvtwpe0ka3aFUItPiwPMGWCWUfVOy2Xut2C67e3buscOTUov0bOQ+r/iTs6iOznxWTolyM",
+	"PYSBRKIyYm7pJCJPvgapoKQTx3wsRnwGAZH/Vn0vcLgddbxv6MeKRNym5fkAyZel47lVVNMNmEg946aq",
+	"Ag15D9zAlOlmRa9dp3qOpg1Zg08gx8sVfgkbsFVD/nDN1tMvmS+rXQ12HngHXfD+7OQyDftuvTbux9T6",
+	"7BJaSMW7qLTPYbf2dchiz5YwRVfY537J6DNpeJ5+siLFZIcz7fNRPoGtRPNsPN8PtFeQvixOW8uCKlJB",
+	"grO6kofjgHfucxJi9NkqhhSY8bfdd7Kzdz7sedsOXzbs8Mc/8avJNbsYf18AaX1J7rX71MfeuKtI9fzI",
+	"goRPQeRZBl2pfKuGHtwgznVLflkfzvKU+9j/PgxJoc5det7HF2lvaOzPrZ+4FaZfsJ6yaX98ouj9bNCl",
+	"G/xz71CRDPtH2aNbSh9p9decTzG50V7M3FbSkdmEcaHdPfJKeoC4ZYq7UI92gXsq7SImVCYCNFJQJ6re",
+	"5YhHPlIKDpYYUolevFFJDO/zCbUnKPxMmhfVnKAaKtCt19LoRRCqPkTgkj+Gwg4oBR5QwsOYv+/DhS/e",
+	"qpClnh0xwzI50X14JRAolwRULuimHBsKa1KewGLKMyS3j/0pKsIPIfXA5RMcf+3zHN6gUcuDs7FB1e4N",
+	"cmk890m4tUShFvINCT1Rkc3j/GAfZv7v5618PHh4X3GKKTMNZFZEGyksZMm7TeJMqfzFz6267t/97/e4",
+	"e74CR1NnDgv5KkJq6z8eDDzN+roQzuGZi5qNXixJ+1W7alPtGv5L//vWVRt8bw7nGeMr621oc7JSo9rP",
+	"sGlxr5WcoZlirsE/XtSttfNSJo3m7iIKpb9tXLPPy+iHzWlc+CufvPE7t3s1N63xRNq5zl5fFKksG3FR",
+	"S3rZuE5L8st2gn7jfv4s9EygVRjCPU8npAE/5dYj5K8glUKQogjaJWaFeysuG5IZsMwmAsw0wuPBw43b",
+	"cXt0GLLyWvfkBdfmLDy0ryXner7tEBL13Q/v1VVd7bzSxNCokSJdlgnL/STW1L7ip8xG4NrAam6lzFKr",
+	"C7gwUlWuhDW1B1Sdc+usaLd5HxZ1vXPQJ46mFv1yPnM49eH9hl+P9hz/6PE92/MFxbptB1an2hYyXWFQ",
+	"VExlU/TDhQyq5HuvkY+H9+s02WvT71rOeSNDf46mFUmDT3HWKs2+vjzUt6FyP7l38Y1zHDCTTNd3wDXM",
+	"+iSM1vfm+sSeyy2b72tb1YngS2O6j76sHJl2BukvT2xU4J74Z/7Q+lulU8xG9S0g5A+gvXlQ62obdEO5",
+	"YHLqcTE5BdfGDP2dR2ZqaaJhwdtUO98g534YTq2z1idW7ELnn1a9Lirdd/4Stu8u9UAXSP6P7vdpdD9H",
+	"rc30W2dpO6p8FbL+w2p8d82nudE5fuVyFLlMwwUj98oDDbX+aVSkvGi0FtqsEfsYCnvuGBcaYmZi6BqZ",
+	"smW1r3mvDzG1IIxdiyZdNFPzpQDleCgoiz2AIuqgFJfHmUhBJ3KO0C1avIbC60NRtA9nIj20zI1NeqcQ",
+	"F70VXXcfdwcLDsCBFIEIt7MsyENBmVWesODbcC+PrliJFNMm9/dzNAXhbMyCPKP671xonmLID7ULNtK7",
+	"ck/BYa/79uq8t0tveGb2asN8/zK1TVEbFR3V/tj6WY0RvSoag3qpsHA3750kcIlm9JWjQcpw4K5iH5dp",
+	"q9zd3z7wzK56Z8TXD9Vlx4dGDlBvoTZnioI/iesxn5a02nLHpIiD0RXOkHkcl/VL/fwxLGSepTBCur0p",
+	"ZMjFG1NjdjtnxsekyYt0KChXmd/yDCeYusAb10AlJuzrIW/EguuclTNUE9exNbSqG4qyCxztDdZWSp3H",
+	"+nC1Uti8WEKZKujSrUOiZiiHFy4plUEZOwx9HfdOqVicC6lRNXWugQ1F5YJuJRuxflG3gb1U+8ZVm3hs",
+	"YTbncjZjBxrtQ+WNOXdfLoKQaL0ha9hUrod8vBsrz5Sc7WIGXMldnvI92Xx7/91fOPftj3Z/MdRj2/2N",
+	"J+4mtLdgd3/vDfUK2f1512tu/xVdscnuDz9XMp8/We7yqIuq3a8B19TYskXyeNZgikaO/w8JIMsOwH3k",
+	"LtOOkgZYVvCr1c4NUZVVVtt1BklEbLvUn93HNunxD1xqNNZc5sIXQWCwYNlNcTvR5VmTPU2pE8SFqa2o",
+	"Ux6J62FalNbzlcuL9AopEqTGb8IHgJ3KWNxWaWKY1h4+l/oDnBR7n9X/cLM/JDf7opxRRYexja6o0l76",
+	"Q8QS63VZYLQE6r0GlmP7ZsE8beI7pd9p1VRViDCSKfc9HlmS4NwQBxiKP8GZK/hLVXbq+KJKgDGlcCT6",
+	"Ng51Cq3Shoo6rwo242IyFOAtU9cVNi6byFUbwUZQ7fwaBYsyjuz7cWCpMdVysVogtR7u/pRLKr3BMUt1",
+	"BOdvXjxz+EGRuvA7g7dXzw7+YkcZLU3oWTxj6qa23N5JVXeLBoOBR3GXCqs4TRPg0dFD6jgLRwN4yZ9A",
+	"l8pkM/reqb2hVOws1175dIY314QIX52m1uV2hFSehmV+GyurZWs9wuwoiUyxxNBaIRnobiqq3Ou7ff3T",
+	"n6iW7Z/+VLTG7fqaQK/mKIBkoF3pWyKwyzkmfOxPooXhqD+I4Kh/ZP9zTOZDxqzJ4WuauL7BYKTskXJe",
+	"IRSFiZwIrjF1m0LGgSebblGZZqVfsOeT5xXM0OtNLYGJMpmG165vjH2sWyvOcyvSPpuzZIp931smdlC6",
+	"qOdKrR37fooZv6UWwH14Wm2XyjUVz3E1Ylz7YylQwwizorWqHcBZLQ3thqWCxmbDvp1xH57O5oaGSDDL",
+	"dCW535BGEn/79sWL2FlrXGsLt+vYekrUdGj4DH2BIiAi+stXgyN3WKUq2t7FV4RRiP8Ve5oeK1f3jmW+",
+	"Cr6mkyjHY03+8BjeXp3H1FjvxtUBent1fup7lbpMR+IcLoupD2QRK7mgPcdMign18KqEGkOx8/gyH3l5",
+	"eJHG0MVME/BxXVZepK75M8RB6lILaejSNWFXp/mo/9DxDy/Ra0/aIx+akFhLUSMKGOHYnndXt8zVd+Yi",
+	"sDDNZlgt/xhRISkqeFUB2oPRArab2vEKavXENWij0A4U+ZJHVFSSLvOeuL7a4G4PkKfNlR/vz9j7a2pO",
+	"E0P3GJ7zJ5CLDLWuJM73fLEnOop2EKut2u3yV4PDUJZEZG7iPnxHeal/8x1E/lrvcRQHNFCBYzl2Smc4",
+	"LEWJbFEeoOCHK1sO2yGmMkt16FJiTWY54wnLXPGNcnRyjlRHdaPZEVhGiVmhtFSXVTuj9E4LqubGjVaq",
+	"tXC1kHaEyvM0Gd3YrkMduk2o3LWbYGPjLocWx/lkBV6X+ktw+wZK7h6pc1OFzR1JMyXhen75T6iWw3JJ",
+	"wedO9zl46mvIn8DkZz6PXd7xiKUkWX3byqFwd1edPeJbnvtcYy+OHx0fu5ptELuS8LErfub2zpIF9UgX",
+	"oWs7cfJqS8SiiGepBzzQMJa5MlPAjFAYDUVsh3lcvGRVA/dNhY0XQ9mV06/QtR8d7x8Kcgcv4KgXbXp5",
+	"zMdmGng7veB9V0MhSr9yaL1jEU1UzQTEFynO5tJYAXLwD1zGEcldo5aV0mUWOd7XVXwxFHRSu/Y78ua4",
+	"u65+h3qOlpe6UqwyaHMuUjgU5dTmgC7FLKkbm8rRMzHqtKFDxbrTOixujJBNHrgGg0eDr/tgjcWyiNu8",
+	"rHZjEXb8CKYyV5rwUO2ORL53qmyAKRViE75b0glsapU0FHpq6Z3crUpOlOU4XToCqRTYczUarPphccIT",
+	"VpiXRUp8OhTkDcxNImf+WPXhEi0nd62uDojtM3j79uIbe7KWMleQTKXUhG0jhyQwCQieBpbt78EQ2k9r",
+	"n4jiycfoisCtWbauxVWLbbvWYvnxY5grLtwlg7PL84uLainvxB42aqNOSm/Gq2EGR+mlL3CFIGtBhxl7",
+	"/wLFxEw7J8ePXbGF8Ploh3IGVr5wHwOx21zvXUA6RgRaOnZV286EWTHo/La13TsFBgIXxOWqQRQ4s1ZH",
+	"wZXJn1zQZ+vSw1Y3R1qaa/uuLzNekVEnVWkT2Lyj1zp/19B1+JAiW7ZWwAiN/6owtncAbIwLfVggf6/m",
+	"1yGmTzUnLtybrjNTQ5nUzYpwHYpiO0ZcON94Q2Mqr9jX3yz71KxqbVFVvYvqalNUVdAir7RV/w4OjKju",
+	"z4jWrIDaN09FGnkwqo/UvgrPOHETPQ1l1ulTcH1FVjrTSXdPrVglkfPKXKSR1YKH4qjyv+i48r9ormQa",
+	"nX13GZ3N2M9SPD0/js5dcCgieys6Hhx/dTA4Onh4dDUYnND//+W/PD4YrH951PTlypO1SqDNn45Wv397",
+	"+U2U6wNrkh0cRcPOL8POsGOQzey/J/Y/CxzZf+6GHVfmcv3uxqdLM6n1KmytjEV+0gUrlIRO5LkTwdMg",
+	"qRuaxZDoDpn/XBeFRJ1GWkgeOSbrnKmMV+6B1bWNFSHQ72yKBN39JwfmPnNgHAGt+dmkcmIzyNC6hyAC",
+	"lmXU/Mppb9v8/kGl2pgQeOGf+UMnBFaaoG70wgaEfNku2FohhlKZ0pEvGWSKBMGy4xtXhWK1K1kUSVWN",
+	"saE3QWnn9TtHpMxRO9Bwr9Yr4P4uUh9eezjI0Ar1mx1HHOMieHkqFwKJ5J3iF5fdbuOhMOSJmsoFjBXq",
+	"qS8J3WUQ+x6+cWi96k3Pytuudu9QzCRBmTl/svbF3np9OPOew9KMNk6fjIu2wHFETpkmlwz4fAlrkrQk",
+	"Ffl+uvdO9m2RU1708/3Cc3Aq9oI1sQsrL3SYXjHt1q265jjE78jD2SX15ixNqfZd7G59xkHPrzqUrXnm",
+	"q0qcQlzT9eJoKOKg7zlHRl3pix27D9l0XhIEl33Pu4KskWslh3MJZGQaaswwMVGwDeOJkvn8erSMIeUz",
+	"FNTTCs58MXM5HoqUj8dIubB++BCkcZ4kV1fQyAk6b1QZBOaajLQbXA6F75ZaBKXhogj1UizE+S+pywDF",
+	"j8oHz4JHeSjIpQxdJrzy5B1sDBRpvBFotuwFJegGlxBbnTA+dfJzKMILLnPA7gsBkOHYWJrpw2XuYaJI",
+	"RtPJdfkI/Gf8sBj0xw0p7x2v/U8M+v/XjJoys6y1+uKXmUJT130skE4vdo2RXXpwpddlkTocWELKLEth",
+	"kwh++/XfuybGuDo9rVnVrt1x6G9ISYDUo4LN0PlRlczQci7neHP+5QWOfN1vjIaCOBXTVLyEUwyKnImL",
+	"KbpS4RKk5bqkIZH/nUHs2h7HIeVnKIrqIBE5ll035OL3avPkZh3kJd6n/vESN1SnK/EX8PWJSem7qSzE",
+	"hJ4ju9Ewlr7rx8J5IwmJqWy/Gr9W5cN30vEVPkiXdGIhV5lvjXNyeHh0/Of+oD/oH538ZfCXQadSBKdo",
+	"5lu5Wl5852i08kV5gal8j8qCVL6oAHz37u7/BgAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

@@ -29,14 +29,23 @@ type Allowance struct {
 
 // routeAllowances maps routes, as "METHOD /path" in echo's form
 // ("POST /v1/costs"), to their own allowances. Every other route gets the
-// server's. A route that streams a large body adds itself here with
-// allowances from configuration keys of its own, say
+// server's.
 //
-//	"POST /v1/costs": {Read: cfg.X.ReadTimeout, Write: cfg.X.WriteTimeout,
-//		Bounds: isolation.Bounds{Statement: cfg.X.StatementTimeout}},
+// POST /v1/costs loads a FOCUS billing export in one transaction while it
+// reads the body: between two batches the session waits for the client's
+// next megabytes, idle in its transaction, so that bound is the import's
+// own (import.timeout, which also bounds the whole load); statements and
+// lock waits keep the server's. Its read and write deadlines are moved by
+// the FOCUS path itself (focusImport.run), only for datasets: a JSON or
+// CSV ingest keeps the server's, and reads its body before its transaction.
 func routeAllowances(cfg *config.Config) map[string]Allowance {
-	_ = cfg
-	return map[string]Allowance{}
+	return map[string]Allowance{
+		http.MethodPost + " /v1/costs": {Bounds: isolation.Bounds{
+			Statement:         cfg.Database.StatementTimeout,
+			Lock:              cfg.Database.LockTimeout,
+			IdleInTransaction: max(cfg.Database.IdleInTransactionTimeout, cfg.Import.Timeout),
+		}},
+	}
 }
 
 // allowances gives a request of a route listed in routes that route's

@@ -19,6 +19,9 @@ func budgetJSON(b finops.Budget) Budget {
 		Currency:  b.Currency,
 		Period:    BudgetPeriod(b.Period),
 		Service:   b.Service,
+		Provider:  b.Provider,
+		TagKey:    b.TagKey,
+		TagValue:  b.TagValue,
 		CreatedAt: b.CreatedAt,
 		UpdatedAt: b.UpdatedAt,
 	}
@@ -50,6 +53,7 @@ func (h *handlers) CreateBudget(c echo.Context) error {
 	st, err := h.finops.CreateBudget(c.Request().Context(), p.Tenant, finops.BudgetInput{
 		Name: body.Name, Amount: body.Amount, Currency: body.Currency, Period: body.Period,
 		AccountID: body.AccountId, Service: body.Service,
+		Provider: body.Provider, TagKey: body.TagKey, TagValue: body.TagValue,
 	})
 	if err != nil {
 		return err

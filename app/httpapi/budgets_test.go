@@ -67,12 +67,12 @@ func TestBudgetSpentAndRemaining(t *testing.T) {
 		name, id, at                         string
 		start, end, amount, spent, remaining string
 	}{
-		{"account x, February", scoped["id"].(string), "2024-02-15", "2024-02-01", "2024-02-29", "100.000000", "30.750000", "69.250000"},
-		{"account x, January", scoped["id"].(string), "2024-01-01", "2024-01-01", "2024-01-31", "100.000000", "100.000000", "0.000000"},
-		{"account x, a month without costs", scoped["id"].(string), "2023-06-30", "2023-06-01", "2023-06-30", "100.000000", "0.000000", "100.000000"},
-		{"every account, Q1", all["id"].(string), "2024-03-31", "2024-01-01", "2024-03-31", "1200.500000", "1137.750000", "62.750000"},
-		{"S3, 2024: over budget", s3["id"].(string), "2024-12-31", "2024-01-01", "2024-12-31", "25.000000", "5020.250000", "-4995.250000"},
-		{"EUR only", eur["id"].(string), "2024-02-01", "2024-02-01", "2024-02-29", "2.000000", "3.000000", "-1.000000"},
+		{"account x, February", scoped["id"].(string), "2024-02-15", "2024-02-01", "2024-02-29", "100", "30.75", "69.25"},
+		{"account x, January", scoped["id"].(string), "2024-01-01", "2024-01-01", "2024-01-31", "100", "100", "0"},
+		{"account x, a month without costs", scoped["id"].(string), "2023-06-30", "2023-06-01", "2023-06-30", "100", "0", "100"},
+		{"every account, Q1", all["id"].(string), "2024-03-31", "2024-01-01", "2024-03-31", "1200.5", "1137.75", "62.75"},
+		{"S3, 2024: over budget", s3["id"].(string), "2024-12-31", "2024-01-01", "2024-12-31", "25", "5020.25", "-4995.25"},
+		{"EUR only", eur["id"].(string), "2024-02-01", "2024-02-01", "2024-02-29", "2", "3", "-1"},
 	} {
 		b := getBudget(t, env, a.Viewer, tc.id, tc.at)
 		if b.PeriodStart != tc.start || b.PeriodEnd != tc.end || b.Amount != tc.amount || b.Spent != tc.spent || b.Remaining != tc.remaining {
@@ -93,7 +93,7 @@ func TestBudgetSpentAndRemaining(t *testing.T) {
 		if time.Now().UTC().Month() != start.Month() {
 			continue // the month turned during the request: ask again
 		}
-		if b.PeriodStart != start.Format("2006-01")+"-01" || b.Spent != "4.500000" || b.Remaining != "95.500000" {
+		if b.PeriodStart != start.Format("2006-01")+"-01" || b.Spent != "4.5" || b.Remaining != "95.5" {
 			t.Errorf("current period: %+v", b)
 		}
 		break
@@ -110,7 +110,7 @@ func TestBudgets(t *testing.T) {
 	})
 	c := created.Map(t)
 	id := c["id"].(string)
-	if created.Header.Get("Location") != "/v1/budgets/"+id || c["currency"] != "USD" || c["amount"] != "50.000000" || c["spent"] != "0.000000" {
+	if created.Header.Get("Location") != "/v1/budgets/"+id || c["currency"] != "USD" || c["amount"] != "50" || c["spent"] != "0" {
 		t.Errorf("created %s", created.Body)
 	}
 	env.Must(t, 409, "POST", "/v1/budgets", a.Editor, map[string]any{"name": "compute", "amount": 1, "currency": "USD", "period": "yearly"})
@@ -123,10 +123,16 @@ func TestBudgets(t *testing.T) {
 	if got := fmt.Sprint(fieldsOf(t, r)); got != "[name amount currency period account_id service]" {
 		t.Errorf("fields %s: %s", got, r.Body)
 	}
-	r = env.Must(t, 422, "POST", "/v1/budgets", a.Editor, map[string]any{"name": "n", "amount": "0.0000001", "currency": "USD", "period": "yearly"})
+	r = env.Must(t, 422, "POST", "/v1/budgets", a.Editor, map[string]any{"name": "n", "amount": "1,5", "currency": "USD", "period": "yearly"})
 	if got := fmt.Sprint(fieldsOf(t, r)); got != "[amount]" {
-		t.Errorf("seven decimals: %s", r.Body)
+		t.Errorf("not a decimal: %s", r.Body)
 	}
+	// Twelve decimals and more are kept exactly, never rounded.
+	tiny := env.Must(t, 201, "POST", "/v1/budgets", a.Editor, map[string]any{"name": "tiny", "amount": "0.000000000001", "currency": "USD", "period": "yearly"}).Map(t)
+	if tiny["amount"] != "0.000000000001" || tiny["remaining"] != "0.000000000001" {
+		t.Errorf("a twelve-decimal budget: %v", tiny)
+	}
+	env.Must(t, 204, "DELETE", "/v1/budgets/"+tiny["id"].(string), a.Editor, nil)
 	env.Must(t, 422, "POST", "/v1/budgets", a.Editor, map[string]any{"name": "n", "currency": "USD", "period": "yearly"})
 	env.Must(t, 400, "POST", "/v1/budgets", a.Editor, `{"name":"n","amount":1,"currency":"USD","period":"yearly","tenant_id":"x"}`)
 	env.Must(t, 400, "GET", "/v1/budgets/"+id+"?at=2024-02-30", a.Editor, nil)

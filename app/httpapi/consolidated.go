@@ -36,10 +36,12 @@ func (h *handlers) ConsolidatedCostSummary(c echo.Context, params ConsolidatedCo
 	case len(slugs) > maxConsolidated:
 		return badRequest("tenants: at most 100 tenants")
 	}
-	g := finops.ByService
-	if params.GroupBy != nil {
-		g = finops.GroupBy(*params.GroupBy)
+	f, err := costFilter(nil, params.From, params.To, params.Service, params.ServiceCategory, params.Provider,
+		params.BillingAccount, params.Region, params.ChargeCategory, params.Tag)
+	if err != nil {
+		return err
 	}
+	q := summaryQuery(f, params.GroupBy, (*string)(params.Metric))
 	tenants, err := h.control.Readable(c.Request().Context(), p, slugs)
 	if err != nil {
 		var ng *control.NotGrantedError
@@ -48,7 +50,7 @@ func (h *handlers) ConsolidatedCostSummary(c echo.Context, params ConsolidatedCo
 		}
 		return err
 	}
-	res, err := h.finops.Consolidate(c.Request().Context(), tenants, costFilter(nil, params.From, params.To), g)
+	res, err := h.finops.Consolidate(c.Request().Context(), tenants, q)
 	if err != nil {
 		return err
 	}

@@ -50,6 +50,7 @@ var conflicts = map[string]string{
 	"budgets_name_key":         "a budget with this name already exists",
 	"cost_items_account_fkey":  "the account has cost items, which keep it from being deleted",
 	"budgets_account_fkey":     "budgets are scoped to the account: delete them before the account",
+	"cost_imports_pkey":        "an import with this Import-Id already exists",
 }
 
 // clientErrors are the domain's errors that are the client's to fix, with
@@ -61,6 +62,10 @@ var clientErrors = []struct {
 	{finops.ErrBadCursor, http.StatusBadRequest},
 	{finops.ErrBadRange, http.StatusBadRequest},
 	{finops.ErrBadGroupBy, http.StatusBadRequest},
+	{finops.ErrBadMetric, http.StatusBadRequest},
+	{finops.ErrBadTagFilter, http.StatusBadRequest},
+	{finops.ErrBadReplace, http.StatusBadRequest},
+	{finops.ErrBadImportID, http.StatusBadRequest},
 	{finops.ErrBadIdempotencyKey, http.StatusBadRequest},
 	{finops.ErrTooManyCosts, http.StatusRequestEntityTooLarge},
 	{finops.ErrIdempotencyConflict, http.StatusConflict},
@@ -80,6 +85,7 @@ func toProblem(err error) (p *problem, ok bool) {
 		invalid    *store.InvalidError
 		format     *finops.FormatError
 		timeout    *store.TimeoutError
+		tooLarge   *finops.TooLargeError
 	)
 	for _, c := range clientErrors {
 		if errors.Is(err, c.err) {
@@ -94,6 +100,8 @@ func toProblem(err error) (p *problem, ok bool) {
 		return badRequest(param.detail()), true
 	case errors.As(err, &format):
 		return badRequest(format.Msg), true
+	case errors.As(err, &tooLarge):
+		return newProblem(http.StatusRequestEntityTooLarge, tooLarge.Error()), true
 	case errors.As(err, &validation):
 		p := newProblem(http.StatusUnprocessableEntity, "")
 		for _, e := range flatten(err) {

@@ -99,7 +99,12 @@ func New(p Params) (*Server, error) {
 			},
 		}),
 		allowances(routeAllowances(p.Config)),
-		middleware.BodyLimit(fmt.Sprint(MaxBodyBytes/(1<<20))+"M"),
+		middleware.BodyLimitWithConfig(middleware.BodyLimitConfig{
+			Limit: fmt.Sprint(MaxBodyBytes/(1<<20)) + "M",
+			// Billing exports: the route applies the API's limit to its
+			// API formats and import.max_bytes to FOCUS datasets itself.
+			Skipper: isImportRoute,
+		}),
 	)
 	RegisterHandlers(securedRouter{Echo: e, spec: spec, h: h}, h)
 	if err := mountConsole(e); err != nil {

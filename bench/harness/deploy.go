@@ -159,7 +159,7 @@ func (h *harness) provision(ctx context.Context, d *deployment) error {
 // records that in the control plane, so that migrating them all applies
 // the whole migration set to each.
 func (h *harness) reset(ctx context.Context, d *deployment) error {
-	tables := `DROP TABLE %[1]sidempotency_keys, %[1]sbudgets, %[1]scost_items, %[1]saccounts; ` +
+	tables := `DROP TABLE %[1]scost_imports, %[1]sidempotency_keys, %[1]sbudgets, %[1]scost_items, %[1]saccounts; ` +
 		`DELETE FROM %[1]s` + migrations.Tenant.Table + ` WHERE version_id > 0`
 	switch d.name {
 	case Schema:
@@ -322,7 +322,7 @@ func (h *harness) deployBaseline(ctx context.Context, rls *deployment) (*deploym
 		return nil, err
 	}
 	var stmts []string
-	for _, t := range []string{"accounts", "cost_items", "budgets", "idempotency_keys"} {
+	for _, t := range []string{"accounts", "cost_items", "budgets", "idempotency_keys", "cost_imports"} {
 		stmts = append(stmts, `ALTER TABLE public.`+t+` NO FORCE ROW LEVEL SECURITY, DISABLE ROW LEVEL SECURITY`)
 	}
 	if err := h.exec(ctx, d.db, strings.Join(stmts, "; ")); err != nil {

@@ -62,6 +62,9 @@ type Config struct {
 	// ProvisionSample is how many tenants are provisioned one at a time,
 	// each timed.
 	ProvisionSample int
+	// FocusRows is the size of the FOCUS billing export loaded into a new
+	// tenant of each strategy (0: no FOCUS workload).
+	FocusRows int
 	// Strategies and Workloads select what runs (default: all).
 	Strategies, Workloads []string
 	// Dir holds the cluster; empty: a temporary directory, removed after.
@@ -88,7 +91,7 @@ func Defaults() Config {
 		Rounds: 3, Duration: 1500 * time.Millisecond, FixedDuration: 3 * time.Second, Warmup: 500 * time.Millisecond,
 		Workers: 8, RateShare: 0.5,
 		Budget: 50, AppConns: 20, MigrateParallelism: 4,
-		Parallel: 4, ProvisionSample: 25,
+		Parallel: 4, ProvisionSample: 25, FocusRows: 1_000_000,
 		Strategies: Strategies, Workloads: Workloads,
 		Seed:  8,
 		Noisy: true, NoisyDuration: 5 * time.Second, NoisyRate: 50, NoisyIdleConns: 20_000,
@@ -107,6 +110,9 @@ func (c Config) Validate() error {
 		if v < 1 {
 			errs = append(errs, fmt.Errorf("%s %d: want at least 1", name, v))
 		}
+	}
+	if c.FocusRows < 0 {
+		errs = append(errs, fmt.Errorf("focus rows %d: want 0 or more", c.FocusRows))
 	}
 	if c.Duration <= 0 || c.FixedDuration <= 0 || c.Warmup < 0 {
 		errs = append(errs, fmt.Errorf("duration %s, fixed duration %s, warmup %s: want positive durations", c.Duration, c.FixedDuration, c.Warmup))
@@ -138,6 +144,7 @@ type harness struct {
 	cfg       Config
 	data      *dataset
 	cluster   *pgcluster.Cluster
+	dir       string
 	serverLog io.Writer
 	logf      func(string, ...any)
 	begin     time.Time
@@ -194,6 +201,7 @@ func Run(ctx context.Context, cfg Config) (*report.Results, error) {
 	if !cfg.Keep {
 		defer os.RemoveAll(dir)
 	}
+	h.dir = dir
 	logFile, err := os.Create(filepath.Join(dir, "servers.log"))
 	if err != nil {
 		return nil, err
@@ -239,6 +247,9 @@ func Run(ctx context.Context, cfg Config) (*report.Results, error) {
 			return nil, err
 		}
 	}
+	if err := h.focus(ctx, deps); err != nil {
+		return nil, err
+	}
 	var plans map[string]string
 	err = h.phase("diagnose", func() (err error) {
 		plans, err = h.diagnose(ctx, deps)
@@ -270,6 +281,7 @@ func Run(ctx context.Context, cfg Config) (*report.Results, error) {
 			"provisioning timed on":         fmt.Sprintf("the first %d tenants, created one at a time", min(cfg.ProvisionSample, cfg.Tenants)),
 			"load generator":                "vegeta " + m.Vegeta + ", in the same process as the servers, over loopback",
 			"GOMAXPROCS":                    fmt.Sprint(runtime.GOMAXPROCS(0)),
+			"FOCUS export":                  fmt.Sprintf("%d rows of FOCUS 1.2 (45 columns, 200 services, 50 sub accounts, 2-5 tags a row) loaded through HTTP into a new tenant of each strategy, then the same rows COPYed (binary) into the same table by a superuser", cfg.FocusRows),
 			"harness wall time (s)":         fmt.Sprintf("%.0f", time.Since(h.begin).Seconds()),
 			"load average (1 min) at start": fmt.Sprintf("%.2f", m.LoadAvg),
 			"noisy neighbour":               noisySettings(cfg),

@@ -102,5 +102,19 @@ func Evaluate(r *Results) []Target {
 	n, _ := r.Get("schema.migrate_all_tenants")
 	add("schema_migrate_all_s", fmt.Sprintf("Migrate %.0f tenant schemas ≤ 60 s", n),
 		"schema.migrate_all_s", 60, false, "s")
+	rows, _ := r.Get("focus.rows")
+	for _, s := range r.Strategies {
+		if _, ok := r.Get(s + ".focus_ingest.vs_copy"); !ok {
+			continue
+		}
+		add(s+"_focus_ingest_vs_copy", fmt.Sprintf("%s: a %.0f-row FOCUS export through HTTP ≥ 0.5× COPY of the same rows", s, rows),
+			s+".focus_ingest.vs_copy", 0.5, true, "×")
+		add(s+"_focus_ingest_rss_mb", fmt.Sprintf("%s: peak RSS growth while loading it ≤ 200 MB", s),
+			s+".focus_ingest.rss_growth_mb", 200, false, "MB")
+		add(s+"_focus_summary_service", fmt.Sprintf("%s: a month of it by service through HTTP ≤ 1.5× the query run directly", s),
+			s+".focus_summary_service.ratio", 1.5, false, "×")
+		add(s+"_focus_summary_tag", fmt.Sprintf("%s: a month of it by tag through HTTP ≤ 1.5× the query run directly", s),
+			s+".focus_summary_tag.ratio", 1.5, false, "×")
+	}
 	return out
 }

@@ -72,6 +72,7 @@ func newRoot(env []string, stdout, stderr io.Writer) *cobra.Command {
 		c.configCmd(),
 		c.auditCmd(),
 		c.usageCmd(),
+		c.costsCmd(),
 	)
 	return root
 }

@@ -37,6 +37,10 @@ type holdings struct {
 	rows map[string]int
 	// idempotencyKey is the key the tenant ingested its costs with.
 	idempotencyKey string
+	// imports are the ids of the tenant's FOCUS loads; billingAccount is
+	// the FOCUS billing account its datasets name.
+	imports        []string
+	billingAccount string
 }
 
 type costItem struct {
@@ -63,7 +67,19 @@ func (h *holdings) ids() []string {
 	for _, b := range h.budgets {
 		out = append(out, b["id"].(string))
 	}
-	return out
+	return append(out, h.imports...)
+}
+
+// focusDataset is a FOCUS dataset of t's: one row per sub account, each of
+// amount, named by the tenant's slug, on billingAccount's January 2025.
+func focusDataset(slug, billingAccount, amount string, subAccounts []string) string {
+	var b strings.Builder
+	b.WriteString("BillingAccountId,SubAccountId,ProviderName,ServiceName,ServiceCategory,ChargePeriodStart,BillingPeriodStart,BilledCost,EffectiveCost,BillingCurrency,Tags,x_Owner\n")
+	for _, sub := range subAccounts {
+		fmt.Fprintf(&b, "%s,%s,AWS,%s-focus,Compute,%sT00:00:00Z,2025-01-01 00:00:00,%s,%s,USD,\"{\"\"owner\"\":\"\"%s\"\"}\",%s\n",
+			billingAccount, sub, slug, day1, amount, amount, slug, slug)
+	}
+	return b.String()
 }
 
 func (h *holdings) accountIDs() []string {
@@ -83,7 +99,7 @@ func (h *holdings) accountIDs() []string {
 func (s *suite) seed(tb testing.TB, t apitest.Tenant, n int) *holdings {
 	tb.Helper()
 	h := &holdings{tenant: t, amount: []string{"1.250000", "1000.000001"}[n], rows: map[string]int{},
-		idempotencyKey: "conformance-" + t.Slug}
+		idempotencyKey: "conformance-" + t.Slug, billingAccount: "ba-" + t.Slug}
 	for i := range 3 {
 		a := s.must(tb, t, 201, "POST", "/v1/accounts", map[string]any{
 			"provider": "aws", "external_id": fmt.Sprintf("shared-%d", i), "name": t.Slug + " account",
@@ -96,9 +112,15 @@ func (s *suite) seed(tb testing.TB, t apitest.Tenant, n int) *holdings {
 		items = append(items, map[string]any{"account_id": a["id"], "service": t.Slug + "-compute", "usage_date": day1, "amount": h.amount, "currency": "USD"})
 		csv += fmt.Sprintf("%s,%s-storage,%s,%s,USD\n", a["id"], t.Slug, day2, h.amount)
 	}
+	// A FOCUS dataset too: its sub accounts are the accounts above (same
+	// provider, same external ids), so it creates none.
+	importID := uuid.NewString()
+	h.imports = append(h.imports, importID)
+	focus := focusDataset(t.Slug, h.billingAccount, h.amount, []string{"shared-0", "shared-1", "shared-2"})
 	for _, r := range []*apitest.Response{
 		s.do(tb, t.Editor, "POST", "/v1/costs", items, nil, "Idempotency-Key", h.idempotencyKey),
 		s.do(tb, t.Editor, "POST", "/v1/costs", csv, nil, "Content-Type", "text/csv"),
+		s.do(tb, t.Editor, "POST", "/v1/costs", focus, nil, "Content-Type", "text/csv", "Import-Id", importID),
 	} {
 		if r.Status != 201 {
 			tb.Fatalf("seed %s's costs: %s", t.Slug, r)
@@ -115,8 +137,8 @@ func (s *suite) seed(tb testing.TB, t apitest.Tenant, n int) *holdings {
 		}
 		h.costs = append(h.costs, item)
 	}
-	if len(h.costs) != 2*len(h.accounts) {
-		tb.Fatalf("%s ingested %d cost items, lists %d of its own", t.Slug, 2*len(h.accounts), len(h.costs))
+	if len(h.costs) != 3*len(h.accounts) {
+		tb.Fatalf("%s ingested %d cost items, lists %d of its own", t.Slug, 3*len(h.accounts), len(h.costs))
 	}
 	for _, b := range []map[string]any{
 		{"name": "shared-budget", "amount": "100", "currency": "USD", "period": "monthly"},
@@ -124,7 +146,7 @@ func (s *suite) seed(tb testing.TB, t apitest.Tenant, n int) *holdings {
 	} {
 		h.budgets = append(h.budgets, s.must(tb, t, 201, "POST", "/v1/budgets", b).Map(tb))
 	}
-	h.rows["accounts"], h.rows["cost_items"], h.rows["budgets"], h.rows["idempotency_keys"] = 3, len(h.costs), 2, 1
+	h.rows["accounts"], h.rows["cost_items"], h.rows["budgets"], h.rows["idempotency_keys"], h.rows["cost_imports"] = 3, len(h.costs), 2, 1, 1
 	return h
 }
 
@@ -143,6 +165,11 @@ func (s *suite) snapshot(tb testing.TB, h *holdings) map[string]string {
 	}
 	read("/v1/costs?limit=1000")
 	read("/v1/costs/summary?group_by=account")
+	read("/v1/costs/summary?group_by=tag:owner&metric=effective_cost")
+	read("/v1/costs/imports?limit=1000")
+	for _, id := range h.imports {
+		read("/v1/costs/imports/" + id)
+	}
 	read("/v1/budgets?limit=1000")
 	for _, b := range h.budgets {
 		read("/v1/budgets/" + b["id"].(string) + "?at=" + budgetDay)
@@ -293,6 +320,63 @@ func (s *suite) attackCosts(t *testing.T, self, other *holdings) {
 		self.rows["idempotency_keys"]++
 		// The item is the attacker's own; it counts toward its sums from now.
 		self.costs = append(self.costs, costItem{Amount: "7.000000"})
+	}
+	s.attackFOCUS(t, self, other)
+}
+
+// attackFOCUS loads datasets naming the other tenant: its billing account
+// and period (restated), its import id, sub accounts that exist in both
+// tenants. The rows are the attacker's own, in its own accounts; nothing
+// of the other tenant is replaced, and its imports stay out of reach.
+func (s *suite) attackFOCUS(t *testing.T, self, other *holdings) {
+	t.Helper()
+	s.attackPaths(t, self, other, "/v1/costs/imports/", []string{"/v1/costs/imports/" + other.imports[0]}, []string{"GET"})
+	for _, n := range naming(other) {
+		r := s.request(t, self.tenant, "GET", "/v1/costs/imports?"+n.query, nil, other, n.header...)
+		var page struct {
+			Items []struct{ ID string }
+		}
+		r.JSON(t, &page)
+		own := self.imports
+		if r.Status != 200 || len(page.Items) != len(own) {
+			t.Errorf("%s lists %d imports (query %q, headers %v), want its own %d: %s", self.tenant.Slug, len(page.Items), n.query, n.header, len(own), r)
+		}
+		for _, it := range page.Items {
+			if !slices.Contains(own, it.ID) {
+				t.Errorf("LEAK: %s lists the import %s", self.tenant.Slug, it.ID)
+			}
+		}
+	}
+	// A restatement of the other tenant's billing account and period:
+	// nothing of the other tenant goes. (That another tenant's import id is
+	// free, not a 409 telling it exists, is app/httpapi's test: the answer
+	// would name the id.)
+	focus := focusDataset(self.tenant.Slug, other.billingAccount, self.amount, []string{"shared-1"})
+	importID := uuid.NewString()
+	r := s.request(t, self.tenant, "POST", "/v1/costs?replace=billing_period", focus, other,
+		"Content-Type", "text/csv", "Import-Id", importID)
+	var res struct {
+		Inserted        int `json:"inserted"`
+		Replaced        int `json:"replaced"`
+		AccountsCreated int `json:"accounts_created"`
+	}
+	if r.Status != 201 {
+		t.Fatalf("%s loading a dataset naming %s's billing account: %s, want 201", self.tenant.Slug, other.tenant.Slug, r)
+	}
+	r.JSON(t, &res)
+	if res.Inserted != 1 || res.Replaced != 0 || res.AccountsCreated != 0 {
+		t.Errorf("LEAK: %s's restatement of %s's billing period: %s", self.tenant.Slug, other.tenant.Slug, r)
+	}
+	self.imports = append(self.imports, importID)
+	self.costs = append(self.costs, costItem{Amount: self.amount})
+	self.rows["cost_items"]++
+	self.rows["cost_imports"]++
+	// The row is on the attacker's own account, of the same external id.
+	mine := s.request(t, self.tenant, "GET", "/v1/costs?billing_account="+other.billingAccount, nil, other)
+	var page struct{ Items []costItem }
+	mine.JSON(t, &page)
+	if len(page.Items) != 1 || !slices.Contains(self.accountIDs(), page.Items[0].AccountID) {
+		t.Errorf("LEAK: %s's row of %s's billing account: %s", self.tenant.Slug, other.tenant.Slug, mine)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"testing/fstest"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pressly/goose/v3"
@@ -268,3 +269,116 @@ func migratedAt(t *testing.T, f *fixture) map[string]time.Time {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// Tenant migration 00003 (FOCUS, exact money) on a tenant holding rows of
+// the version-2 shape, numeric(20,6) amounts: every amount reads back as it
+// was, the new columns read NULL, and no table or index is rewritten (their
+// files are the same), which is what makes it safe on large tables and
+// across many tenants.
+func TestExactMoneyMigrationRewritesNothing(t *testing.T) {
+	t.Parallel()
+	f := setup(t, options{tenants: 1})
+	ctx := context.Background()
+	tn := f.tenants[0]
+	migrateTo(t, f, tn, 2, nil)
+	// 00003's Down keeps amounts unconstrained (narrowing would round): put
+	// back the shape version 2 had, as a tenant that never left it has.
+	sch := ident(tn)
+	if _, err := f.owner.Exec(ctx, `ALTER TABLE `+sch+`.cost_items ALTER COLUMN amount TYPE numeric(20, 6);
+		ALTER TABLE `+sch+`.budgets ALTER COLUMN amount TYPE numeric(20, 6)`); err != nil {
+		t.Fatal(err)
+	}
+	amounts := []string{"0.000001", "-5.000000", "99999999999999.999999", "12.345600", "-0.000001"}
+	err := f.strategy.Run(ctx, tn, func(tx pgx.Tx) error {
+		var account uuid.UUID
+		if err := tx.QueryRow(ctx, `SELECT id FROM accounts WHERE tenant_id = $1 ORDER BY id LIMIT 1`, tn.ID).Scan(&account); err != nil {
+			return err
+		}
+		for i, a := range amounts {
+			if _, err := tx.Exec(ctx, `INSERT INTO cost_items (tenant_id, id, account_id, service, usage_date, amount, currency)
+				VALUES ($1, $2, $3, 'EC2', '2024-09-01', $4::numeric, 'USD')`, tn.ID, uuid.New(), account, a); err != nil {
+				return err
+			}
+			if i == 0 {
+				continue
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO budgets (tenant_id, id, name, amount, currency, period)
+				VALUES ($1, $2, $3, abs($4::numeric), 'USD', 'monthly')`, tn.ID, uuid.New(), fmt.Sprint("b", i), a); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := func() map[string]uint32 {
+		t.Helper()
+		rows, err := f.owner.Query(ctx, `
+			SELECT c.relname, c.relfilenode FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+			WHERE n.nspname = $1 AND c.relkind IN ('r', 'i', 't')`, schema.Name(tn.ID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]uint32{}
+		var (
+			name string
+			node uint32
+		)
+		if _, err := pgx.ForEachRow(rows, []any{&name, &node}, func() error { out[name] = node; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	read := func(query string) []string {
+		t.Helper()
+		var out []string
+		err := f.strategy.Run(ctx, tn, func(tx pgx.Tx) error {
+			rows, err := tx.Query(ctx, query, tn.ID)
+			if err != nil {
+				return err
+			}
+			out, err = pgx.CollectRows(rows, pgx.RowTo[string])
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	const costs = `SELECT amount::text FROM cost_items WHERE tenant_id = $1 ORDER BY amount`
+	const budgets = `SELECT amount::text FROM budgets WHERE tenant_id = $1 ORDER BY amount`
+	beforeFiles, beforeCosts, beforeBudgets := files(), read(costs), read(budgets)
+	if len(beforeCosts) != len(amounts) || len(beforeBudgets) != len(amounts)-1 {
+		t.Fatalf("before: %v %v", beforeCosts, beforeBudgets)
+	}
+
+	migrateTo(t, f, tn, migrations.Tenant.Head(), nil)
+	afterFiles := files()
+	for name, node := range beforeFiles {
+		if afterFiles[name] != node {
+			t.Errorf("%s was rewritten (file %d, now %d)", name, node, afterFiles[name])
+		}
+	}
+	if got := read(costs); fmt.Sprint(got) != fmt.Sprint(beforeCosts) {
+		t.Errorf("cost amounts %v, were %v", got, beforeCosts)
+	}
+	if got := read(budgets); fmt.Sprint(got) != fmt.Sprint(beforeBudgets) {
+		t.Errorf("budget amounts %v, were %v", got, beforeBudgets)
+	}
+	if got := read(`SELECT coalesce(focus::text, 'NULL') || coalesce(billing_account_id, 'NULL') FROM cost_items WHERE tenant_id = $1`); len(got) != len(amounts) || got[0] != "NULLNULL" {
+		t.Errorf("new columns of old rows: %v", got)
+	}
+	// And the column now takes what version 2 refused.
+	err = f.strategy.Run(ctx, tn, func(tx pgx.Tx) error {
+		var got string
+		err := tx.QueryRow(ctx, `UPDATE cost_items SET amount = '0.00000080000'::numeric WHERE tenant_id = $1 AND amount = 0.000001 RETURNING amount::text`, tn.ID).Scan(&got)
+		if err == nil && got != "0.00000080000" {
+			err = fmt.Errorf("stored %s", got)
+		}
+		return err
+	})
+	if err != nil {
+		t.Errorf("an eleven-decimal amount after the migration: %v", err)
+	}
+}
