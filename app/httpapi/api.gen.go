@@ -79,6 +79,63 @@ func (e KeyCreateRole) Valid() bool {
 	}
 }
 
+// Defines values for KeyInfoRole.
+const (
+	KeyInfoRoleEditor KeyInfoRole = "editor"
+	KeyInfoRoleViewer KeyInfoRole = "viewer"
+)
+
+// Valid indicates whether the value is a known member of the KeyInfoRole enum.
+func (e KeyInfoRole) Valid() bool {
+	switch e {
+	case KeyInfoRoleEditor:
+		return true
+	case KeyInfoRoleViewer:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for KeyInfoStatus.
+const (
+	KeyInfoStatusActive  KeyInfoStatus = "active"
+	KeyInfoStatusExpired KeyInfoStatus = "expired"
+	KeyInfoStatusRevoked KeyInfoStatus = "revoked"
+)
+
+// Valid indicates whether the value is a known member of the KeyInfoStatus enum.
+func (e KeyInfoStatus) Valid() bool {
+	switch e {
+	case KeyInfoStatusActive:
+		return true
+	case KeyInfoStatusExpired:
+		return true
+	case KeyInfoStatusRevoked:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for KeyRotatedRole.
+const (
+	KeyRotatedRoleEditor KeyRotatedRole = "editor"
+	KeyRotatedRoleViewer KeyRotatedRole = "viewer"
+)
+
+// Valid indicates whether the value is a known member of the KeyRotatedRole enum.
+func (e KeyRotatedRole) Valid() bool {
+	switch e {
+	case KeyRotatedRoleEditor:
+		return true
+	case KeyRotatedRoleViewer:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for MeRole.
 const (
 	MeRoleEditor MeRole = "editor"
@@ -141,22 +198,22 @@ func (e TenantIsolation) Valid() bool {
 
 // Defines values for TenantStatus.
 const (
-	Active       TenantStatus = "active"
-	Deleting     TenantStatus = "deleting"
-	Provisioning TenantStatus = "provisioning"
-	Suspended    TenantStatus = "suspended"
+	TenantStatusActive       TenantStatus = "active"
+	TenantStatusDeleting     TenantStatus = "deleting"
+	TenantStatusProvisioning TenantStatus = "provisioning"
+	TenantStatusSuspended    TenantStatus = "suspended"
 )
 
 // Valid indicates whether the value is a known member of the TenantStatus enum.
 func (e TenantStatus) Valid() bool {
 	switch e {
-	case Active:
+	case TenantStatusActive:
 		return true
-	case Deleting:
+	case TenantStatusDeleting:
 		return true
-	case Provisioning:
+	case TenantStatusProvisioning:
 		return true
-	case Suspended:
+	case TenantStatusSuspended:
 		return true
 	default:
 		return false
@@ -469,6 +526,9 @@ type IngestResult struct {
 
 // Key defines model for Key.
 type Key struct {
+	// ExpiresAt Absent: the key does not expire.
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+
 	// Id The key's public id.
 	Id string `json:"id"`
 
@@ -483,11 +543,74 @@ type KeyRole string
 
 // KeyCreate defines model for KeyCreate.
 type KeyCreate struct {
-	Role *KeyCreateRole `json:"role,omitempty"`
+	// ExpiresAt When the key stops working (refused with 401 from then on); in the future. Absent: never.
+	ExpiresAt *time.Time     `json:"expires_at,omitempty"`
+	Role      *KeyCreateRole `json:"role,omitempty"`
 }
 
 // KeyCreateRole defines model for KeyCreate.Role.
 type KeyCreateRole string
+
+// KeyInfo A key as listed; its secret is never stored, so never shown.
+type KeyInfo struct {
+	CreatedAt time.Time `json:"created_at"`
+
+	// ExpiresAt Absent: the key does not expire.
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+
+	// Id The key's public id (the part after `bh_` and before the second `_`).
+	Id string `json:"id"`
+
+	// LastUsedAt When the key last authenticated a request, to within a minute (it is recorded at most once a minute). Absent: never used.
+	LastUsedAt *time.Time    `json:"last_used_at,omitempty"`
+	RevokedAt  *time.Time    `json:"revoked_at,omitempty"`
+	Role       KeyInfoRole   `json:"role"`
+	Status     KeyInfoStatus `json:"status"`
+	Tenant     string        `json:"tenant"`
+}
+
+// KeyInfoRole defines model for KeyInfo.Role.
+type KeyInfoRole string
+
+// KeyInfoStatus defines model for KeyInfo.Status.
+type KeyInfoStatus string
+
+// KeyInfoList defines model for KeyInfoList.
+type KeyInfoList struct {
+	Items []KeyInfo `json:"items"`
+}
+
+// KeyRotate defines model for KeyRotate.
+type KeyRotate struct {
+	// ExpiresAt When the new key stops working; in the future. Absent: never.
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+
+	// GraceSeconds How long the old key keeps working.
+	GraceSeconds *int64 `json:"grace_seconds,omitempty"`
+}
+
+// KeyRotated defines model for KeyRotated.
+type KeyRotated struct {
+	// ExpiresAt Absent: the new key does not expire.
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+
+	// Id The new key's public id.
+	Id string `json:"id"`
+
+	// Key The new key's secret; shown once.
+	Key string `json:"key"`
+
+	// ReplacedExpiresAt When the old key stops working.
+	ReplacedExpiresAt time.Time `json:"replaced_expires_at"`
+
+	// Replaces The old key's public id.
+	Replaces string         `json:"replaces"`
+	Role     KeyRotatedRole `json:"role"`
+	Tenant   string         `json:"tenant"`
+}
+
+// KeyRotatedRole defines model for KeyRotated.Role.
+type KeyRotatedRole string
 
 // Me defines model for Me.
 type Me struct {
@@ -713,6 +836,9 @@ type SummarizeCostsParamsGroupBy string
 // AdminGrantKeyJSONRequestBody defines body for AdminGrantKey for application/json ContentType.
 type AdminGrantKeyJSONRequestBody = GrantCreate
 
+// AdminRotateKeyJSONRequestBody defines body for AdminRotateKey for application/json ContentType.
+type AdminRotateKeyJSONRequestBody = KeyRotate
+
 // AdminCreateTenantJSONRequestBody defines body for AdminCreateTenant for application/json ContentType.
 type AdminCreateTenantJSONRequestBody = TenantCreate
 
@@ -745,6 +871,9 @@ type ServerInterface interface {
 	// AdminUngrantKey Withdraw a grant; it takes effect on the next request.
 	// (DELETE /admin/v1/keys/{keyId}/grants/{slug})
 	AdminUngrantKey(ctx echo.Context, keyId string, slug Slug) error
+	// AdminRotateKey Replace a key with a new one; the old one keeps working for a grace period, then expires.
+	// (POST /admin/v1/keys/{keyId}/rotate)
+	AdminRotateKey(ctx echo.Context, keyId string) error
 
 	// (GET /admin/v1/tenants)
 	AdminListTenants(ctx echo.Context) error
@@ -757,6 +886,9 @@ type ServerInterface interface {
 
 	// (GET /admin/v1/tenants/{slug})
 	AdminGetTenant(ctx echo.Context, slug Slug) error
+	// AdminListKeys A tenant's keys, newest first, revoked and expired ones included; never a secret.
+	// (GET /admin/v1/tenants/{slug}/keys)
+	AdminListKeys(ctx echo.Context, slug Slug) error
 
 	// (POST /admin/v1/tenants/{slug}/keys)
 	AdminCreateKey(ctx echo.Context, slug Slug) error
@@ -902,6 +1034,22 @@ func (w *ServerInterfaceWrapper) AdminUngrantKey(ctx echo.Context) error {
 	return err
 }
 
+// AdminRotateKey converts echo context to params.
+func (w *ServerInterfaceWrapper) AdminRotateKey(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "keyId" -------------
+	var keyId string
+
+	err = runtime.BindStyledParameterWithOptions("simple", "keyId", ctx.Param("keyId"), &keyId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter keyId: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.AdminRotateKey(ctx, keyId)
+	return err
+}
+
 // AdminListTenants converts echo context to params.
 func (w *ServerInterfaceWrapper) AdminListTenants(ctx echo.Context) error {
 	var err error
@@ -949,6 +1097,22 @@ func (w *ServerInterfaceWrapper) AdminGetTenant(ctx echo.Context) error {
 
 	// Invoke the callback with all the unmarshaled arguments
 	err = w.Handler.AdminGetTenant(ctx, slug)
+	return err
+}
+
+// AdminListKeys converts echo context to params.
+func (w *ServerInterfaceWrapper) AdminListKeys(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "slug" -------------
+	var slug Slug
+
+	err = runtime.BindStyledParameterWithOptions("simple", "slug", ctx.Param("slug"), &slug, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return echo.NewHTTPError(http.StatusBadRequest, fmt.Sprintf("Invalid format for parameter slug: %s", err))
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.AdminListKeys(ctx, slug)
 	return err
 }
 
@@ -1435,9 +1599,11 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 	router.GET(options.BaseURL+"/admin/v1/tenants/:slug", wrapper.AdminGetTenant, options.OperationMiddlewares["adminGetTenant"]...)
 	router.POST(options.BaseURL+"/admin/v1/tenants/:slug/suspend", wrapper.AdminSuspendTenant, options.OperationMiddlewares["adminSuspendTenant"]...)
 	router.POST(options.BaseURL+"/admin/v1/tenants/:slug/resume", wrapper.AdminResumeTenant, options.OperationMiddlewares["adminResumeTenant"]...)
+	router.GET(options.BaseURL+"/admin/v1/tenants/:slug/keys", wrapper.AdminListKeys, options.OperationMiddlewares["adminListKeys"]...)
 	router.POST(options.BaseURL+"/admin/v1/tenants/:slug/keys", wrapper.AdminCreateKey, options.OperationMiddlewares["adminCreateKey"]...)
 	router.GET(options.BaseURL+"/admin/v1/verify", wrapper.AdminVerify, options.OperationMiddlewares["adminVerify"]...)
 	router.DELETE(options.BaseURL+"/admin/v1/keys/:keyId", wrapper.AdminRevokeKey, options.OperationMiddlewares["adminRevokeKey"]...)
+	router.POST(options.BaseURL+"/admin/v1/keys/:keyId/rotate", wrapper.AdminRotateKey, options.OperationMiddlewares["adminRotateKey"]...)
 	router.GET(options.BaseURL+"/admin/v1/keys/:keyId/grants", wrapper.AdminListGrants, options.OperationMiddlewares["adminListGrants"]...)
 	router.POST(options.BaseURL+"/admin/v1/keys/:keyId/grants", wrapper.AdminGrantKey, options.OperationMiddlewares["adminGrantKey"]...)
 	router.DELETE(options.BaseURL+"/admin/v1/keys/:keyId/grants/:slug", wrapper.AdminUngrantKey, options.OperationMiddlewares["adminUngrantKey"]...)
@@ -1449,106 +1615,115 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H3rchs3svCrdPHbqki1Q4qUZCeWfnylyHFWJ/axjyVvKsf0muBMk0Q0A0wAjCjapap9iPMM58H2SU6h",
-	"gbmRM7zYli9b+UdyMECj791oNN93QpmkUqAwunPyvpMyxRI0qOjbWRjKTJgnPDao7A8R6lDx1HApOied",
-	"5yJegJlxDcwN/E4DN5joXifocDvijwzVohN0BEuwc9Lxw97yqBN0dDjDhNlZJ1IlzHROOllGT8witaO1",
-	"UVxMO3d3Qec8U1o2QHA1QxgJvDVvQxoxAjkBM0NIFd5wmWlI2RTbwHHv1EBZXfqJksnqwk+40gYyzaYI",
-	"ETMIXIRxFmEEe7/99ttv3WfPuo8f77ctPLFzNmLAztWIgYvHdhxNljIzK+cijCn8I+MKo86JURnuhtun",
-	"POFmdYcv7NY0f4cBDMBIGPT7/bb9xDRFddkIJyyLTedk0O8HnYTd8iRL6Jv9yoX/WsDDhcEpKgLoMs6m",
-	"LZvV9tG67a5u70qu7u0p+wjiGbkT6e4suDqVQiPJ1AslxzESS4VSGBSEe5amMQ+Zhe8gdSP++ru2wL6v",
-	"rPUXhZPOSef/HZRCe+Ce6oN8Xlqxvl0m4OWTc3h0/OB7SIth+Saqkk4qQMkUleEO3FAhMxi9ZWZls13D",
-	"k4YdBx28NagEi62cr9Ik6LifN3Bmju+G91Mlb3jkNNIGlLhxd0EnS6Md93FX5bPXTs6Kleub9LAGVWzV",
-	"lnxTzC7Hv2NoLEQe5ef0yiril5C4qvdyWKzSjXK95zVsAIPuYb8P4YwpFlp13luH4frkW71apcESt811",
-	"AOxdphCkgmmYbkTteqyuwZ3VUauYIxNU+7COSXLOvyuWYUqxBaGnNCx2FpHFMRvHmGudDfxCi9cnWbOV",
-	"V8QsG9ngw4RkFdIVMH7Moik2yH/FZDfI7AaUBB2W5GplHQ2eSYGE8Q/RNmGmFIpwsWmR83zcp9BAqLiM",
-	"Nq3ocPrCjS3eeosiajFJEVvkgqwwlcpgBO4l2JMCYUwTghTxgszTBttTrKgNU6bNifnkiypMGBf2y7Zk",
-	"16hueIhbCFnQ0SnuwFCfRu177e6ZucJyBScES76t39BuFsHxS5tBqEtinZLn9gmRaNkfD6U2uka2rUQ3",
-	"6Nx2p7L7MfJ8IdLMfKiAbmeZAsgE/yNDYIkUU2Jhg4LRxh3bthivQnzr8ydSmFm8COCPjCmDKl5YE7ZA",
-	"Zj/tvbo6h5DFKCKmvITo/cb5K/y8nk5+YJVOu1mZzZzZzmifwnp6s/GljGdNw1prKWxY8TonZCfoFJTs",
-	"BB1HyMpEJcXOpdAy5iSel1mSMLVYg5rlMBgp7LU8Ade4ACYiyAkRgFQRKoxgvLAPA8ulonhMQcY2iK4C",
-	"eCUNi5tw7pi/AcSfWDgrRcPY9wnaEkouSHwIWGD6GqOtQbuieQkovQpVC2VzUJuourrXVWW4o1/xASro",
-	"GheNtl/PmMLtJcRh59K+tBE5dslmYfaLNmNLmwvjIspdfLd/M1+tonNXnlGo/zZ3sDcnW1YcgBbjXpm3",
-	"mWwVHK0jXWnyWRRxK7MsflEh5YTFGoMd/IEzkbsAzrXj2kt/kyfwxYx8q5ncKgL9GKJ+GD3bSPgpDGkh",
-	"xV/KlFoANlu+rffSYqMagWsD54vr/tWki+eVoJpsAR5ZK08/2WBqOYm4nj5tOr8RKZWtNAi84TcIF5fP",
-	"4fhw8H1h2yGUEaXA8ZYlqWWbzqvLx9ZBZMagsm//4/VZ97/fvD+6+0uToOWrfilyLMvuVqh6wjGOflLK",
-	"iUwd4ggN43GjpZjY15pJT48CYBoY/Mfl8/+EVHJhUHVjfo2QMjODvdHrozc9B+Bo3/IEA+uhb+YCt26Q",
-	"g9a8IxH5oHopRSujBh16aayOOIVIhvrg7z+9vHjyWy+JIObaaEAWzhqV6lrU3Db7vjEXCJotuJjCTM7B",
-	"SEhQRMBN4xJ+RytT/TpjhmRo4jYKoRQhKqFPgIGSsRU6u6UAHIsE0Ou1RF83qLhpkJJQccNDFsOelWME",
-	"hZNMo3WIgVIkIAVwQ4SbMyW4mG6mHGG/smixwQKZDnVNJP1ZsfYEsDPYLWoozqZ50saNo482+EjYAhSy",
-	"aDPkfoFWwJ5ybbYxBSsE+ECV/zdksZk1ietUsQijdv+oHYZy9jWcrQ0zmW5OlFZB9+OaYL8QU9TmJWo6",
-	"9FrBmdCoDDYolr/JOSRMLCj+d4enMEeFMFfcGBQVKlaPyGoIzSdvgusXbLLmLRruGhffaUizccxD4FGj",
-	"cK2xjKFCcwp6JucCrOg2vm8FuRqp33Ccu8x/xE3NNanQspCELVx1Z0/9K369Fsy0SV4OY3GIWYFya7Cb",
-	"ePBZw2LXuHj7MQQpga2+7eA7IU1A+aZTcJCekIJgsZbEYs4x+CBarLX26MLeNp3jwQ7y3b9pRNZVsVYd",
-	"Za1pee1PjjeIsTtEbj1ccq5Kk4uFtyw0EGHIExaDs/Mw52YGmt/mv+u6rzU47B0dP3jY79c9ru7/f93v",
-	"Pnrz1+GwRx/eP2x2vipR1kaIqs6JmwH2RsMcgmHHuSQiS8aoYG/kfx/tB0MhrPly3GJmSmbTGTCYxJKZ",
-	"U2AGEqudHhY7T2MWog5gjLGcw6D/j8ExcDEUCZsKbrIIe0NhDaHA55POyetVShW/OGA6d2/qCWfF5r9r",
-	"KXov2fwZahuVVTPSXZ6k0h1o+DN5P96heNY56aAIpXUiDuhnywGVc/etvUG0/qNuOjjBOOrGeINxfqCu",
-	"A5hIBTeM8lZcCnAvb51FqzisDSEgF9ow0ZLesMyN2rQdEa6Yt8KSBB3DTYxrDOgmWaKn+TTFUmv92BeV",
-	"g8lc87C5fYkOjTtBZxqmjbqnTR98SCZqy6wS1zJmjuoltCrWZQlIYNdhY6axEeaETxUz+BbzUGTZ6V3U",
-	"jy1ipg24lywTTRiPMQpgPkPrmkLUYgX8MjkOlhdBUXUV56y2jkv1boe29hNRqxISFM3LK6zvUsm5hpjf",
-	"4Alwo71Db5VTjksKm04Bk9QsSLBUrFuPWrClMqyYzA2CmYwpsKigYq8cYywqpot9j2zakLWdIEWzK9Ni",
-	"baoCl3MMHcZrLoU7W3OhuuWhTKcorG9rRSZGY583sdENKu25cHWfBVpLvvHja4Tlwjw83sKfpJxYxUZW",
-	"pSBY5wQ7+WzzqjZa7frGjroPjyopQBvtsO67APrdR3TA0g1czGYJSiaYQYzWvG4OfGjB9g1sG/dszvp/",
-	"RDBUPTb42JTLtv5z4Zz5+dvh8oc9a2LWVXtSvLJdDrGWdNqExwJyv0oT5H9HxSeLl5i7Dks2ZIbh9a6n",
-	"GT6dsCas8zG6T2loYAohf60ptgt25LM8KbTtsVsBclDd8Sq6SLOGmeJmcWmX8nwXJVxcyWtsUUT0HIwd",
-	"AHsj+tajbyNKhBLQdpUxMkWBhl91ZkxKBw8p/6XR9c7V9dmLC3eIOhrP3v7rn/872mLaO3KfJg1loM+y",
-	"2PCun/oJF89TTTYD9sJYZlGe39WBi84pz0WIDPLqgn2Yz6TGofCTFIoSuAYUE6lCd/L7QmozVXj5X0+t",
-	"wcN40huKobgqd+V9OA0sMzMUlkgGnWIbnWVmJhV/RzOfwI+0TRhm/f5ReI0L+oCjU8tpQ3GNC/LTI9QV",
-	"QxeQzhTSzKy+5AJYviKETJC1BWYfo7L27mQo8m+FceGR3RSD4/4xBRp84h0SOy3gLdemB+TAEpsPxait",
-	"qHUEe3k96n4PSE3R1MvhzFD4LIiLa3xIsxJvnVo4bFQ7tpZemNpoqYANhY95LA64BhfspExpXAl3HF1m",
-	"XEMkw8w6NPYNi0gtMxViLtHOpSBXJjOoT+jHn6X/fSgoNTxhIdrXpyiQHC2YKJlYcPdGCbvG4sFo30VM",
-	"3h3v/JjF1zNk1hIXlr/T7w16fcqgpihYyq2R7PV7Rz7qIQk9IKE7uBkcXONCH7y/xsVFdOdYP0Znlq3a",
-	"I6JcRFa27Asv8UZe4y+UOqlVKx/2j1flRtFoKmk77g/aVFQxT1mabMcf7zC+ooUojKzqn9dvbNCo8xOr",
-	"jtsCMKsfiCO0kamGuVTXxAfOAxZ4a3LOJ/3LppoCEDtz5411ZCs3IF43FqETTneqQrfzNlPmYKryig1f",
-	"ftlAHeuQ/OzGrZCnv6aQfLcC8jLn21BCbnFHoFqJcaUb31EWWu/OBbtQtXRvtSNtkd+2SiysFIr44kXK",
-	"SmjSfjaykHPxGckcdFKp26hI+M1FjBjwRxktPi35vO99Vzf/Fu67bQQ7p/AefaBQac6dCrM6nvmkxr6j",
-	"eX9Hyf9aNMVTNJ6XiI/qhq6NrWCvSKUGhc0wdGSVG0g5FzB2/th+E9NtUgIH761AbVbWr8S0ykqbiGrt",
-	"ZaTYXHxdVPjVgwXMKRbS2YZdowacTDA0X1ZlB82bLpc6oGtKS6q9UoC3Xp1f+YH3qM8rwWyDQrcu0MLz",
-	"7n2o8AYqtatGp7auirOBe1CPtdzEVvpx8InXbqKCz1x+Hn36aLfxh4f3yhBNcrOtBnxMDyv8skkHutm+",
-	"Mo/V7aKajbTxiRNMJedBU1qUG5gx3awG2zXOz2jakNX/DFxe7vBrIMBG+/Hhet/zLxn35dvUW0+8haa8",
-	"Py+yPBW/W726+il1ot1CC6v4AE77kgLrfeZFBfECZugKqe+Xjb6o/rMLZC5Z/uk56CXN/aXVgdth9BWr",
-	"hXX08cc290OgSzf5l6ZQcTT1rdDohvL7Fdd76erVDMNrl8mL+U3lcJBNGRfaFdBV8rfihinu8g7aZVap",
-	"9ldMqRYRNFKGIXApy3hhR43GPm0HDpYRRBK1S71S3eVQIAtnRYEjZTJJ0VFhIxXqwl69YHM/gLy0MACX",
-	"nR8KO6EU2KWM9ITf9uDC3yqzQarbZMgMi+VU9+C5QKBkP6hMaGAG2FAYnuAJzGc8RjsVPQqKWDjPDbuE",
-	"7+Ejn4h+iUYtumcTg2rkSzxW+deds9wn49ZOclrYNz9xCYrjFphwpT+MjQ93c50f9I/uK2ieMdPAZkXq",
-	"i3IUlr3b8g8zqrF81xqg/s0/v0fq+TLPpj4VFvJlhNT2f9jve551TV5kiFoT71Y3XGxJ+10naBQP28Py",
-	"Z/75xl0bvDUHacz40n4bmn4s3Sz1K6zb3AslEzQzzDT44cW1PLsu4G0qNXdlIXQ+uXbP/pCglxOncePP",
-	"/UnCR5J7+fCwUSLtWmcvLopzlbW4qJ3ArN2nZflFO0O/dI+/CD8TaBWFcM/LCWnAL7lRhHxBUGkEhZ6j",
-	"0mSqiioSd1zNDFhlEwDGGuFB/2gtOW4GB/mxaStNnnJtzvJBu4Zfrl3RFvk53zPKKtB7o321D0mTQqP2",
-	"U1S6km/3s2R6djU/ZWqcawPLh98yjqwvQOazZlfyPbVn91wsmbdYuZ+Qtd5H5zOn9oruMV84t3d0v7nA",
-	"wY7zDx7cc6xdcKwjO7A617aw6ZKCOnjP15+NuwxdlX3vNdF4dL8JjZ2Iftci540K/Wc0rUjqfw5Zq9zG",
-	"/PpQ34bK3ezexWOXOGAmnK1SwLWP+iyK1neq2krRfjbi+846dSb42pTu8dd1YNOuIH1121oH7kc/5pv2",
-	"3yqNcNa6bzlCvgHvzYNad9tgb87NTGYGKKnHxfQUXFMvpOp6M2OmVrOQb3iTa+f7/9yPwqn1w/rMjl3e",
-	"2KjVrwvK9J27iG58T6jvdIHkP32/z+P7OW5t5t+6StvS5auw9Tfr8d01S3Njcpz6ibqef77a1b3ynYZa",
-	"1zPqq1W0R8ubo5H6GAord4wLDSNmRrBnZMQWLtXAxhqF2e/BiLr3jVwHKp+nLi8+y8lQUElVDoqog1J0",
-	"tGAiAh3KFGEv78HBRHQglU/Sh7h/CqOiD+HIbmrkr2t2wcEQgMApo5YZBKO8QZUzUkNq+2c0BVMsGbzl",
-	"WnW7bS40j3yW0m3GSJ+mPQWHmb1XV+f7Vfy0ds02OzUcvn972eaEjYtmcN+271VTMs+LFphe488th86Z",
-	"0/KuZoN+cuymLddao+DI3mpTd/f9vSKrFiceUNfAA1227WmU7nr3t5QpOtixS2XWZy54taWYsTjjGgpW",
-	"VNXCyAFTWX8Ec5nFEYwR/vXP/wEh87KWCfWPt2vGfEJeuoiGQkhIFb/hMU4xcodqXEOmMaLXLV5JfJgy",
-	"LhGZoJq63qR5l72hKBvYEW2wtlNqmtaDq6XOGMUWyqobq3fKQmPu6FtUw5YHLnYa+nm0fwp0v4eOy6gd",
-	"B9fAhqJyO6JS2FO/JdGgXqot76qdmDYom3OZJKyr0Q4qS7NdYXZQXNwetHduN5U6xE9XGkk987cYdyVp",
-	"VFMfGOm7FI4XpzDySn20jbacKpmlb8eL5nb0lWZf+d3M8hdWhM8Ra2oTea+qtakDZYue9YJgio6L/0bq",
-	"1jI/uK8c6dYnHX+zuJDO5UY3QVUxVPtq5nqXlFTpCbqvbbryF1xoNDbw48Lft2IwZ/F1UfTtCvQoMqQi",
-	"ANI51P/TuUEk4xgVV7bplipGRaGAFCEGdhbhjzKd80NHLVGEUZN6sJHdOcG9q+mo/4XHp5fdbynaL3r1",
-	"rY31S4f0mzisqd9MhPGi8scWvtksj5rEoQzslx1YaiBC90jr+KAudyM6Aw/1zSi/dm0tIypQcg6CJf6C",
-	"vQ0H4iyhaKBotjgKSl0ewKhst2i/+bZpAYxyIR5RUxEys9SWdu+PTNIlOo5xpAM4f/n0ids7isidXTJ4",
-	"dfWk+wOMFyZvZpswdT0UJF5hiKnBaL8HZ6VpDPr9vkdeWil92UukQl8AMzjaD5ybUJpUeMZ/hD1qpONG",
-	"nOStVwrM1Se37g9TU1QU5AjSFgFoCRq9q0OPtYEsjSWLqPDo/PLvdCPxJ1I6pGW4zruMYHRS60OYZNq7",
-	"GC50Krp+BkNRRbYbOEa6BMpizyoVtLOGboIyQjuNp9LKZU3PDC2tYog21C1mKPJ2MVB2i6ESpTF5ZpiA",
-	"wt8x9Ip+PrN+YU4Tz3DHh4dDQRdvYeS6rIzcDVZSxcU8dk1iFfInq635fM4Lh6Ik2HcaJjJT1omMqZFF",
-	"ACPL0g+WX7I0IWZ/AHs0h+d/Tm0tYLBfuK/FdVtdtPOytPyVdiFgdBFhkkpjcd79BRejgAhi1MJtlKrw",
-	"7LbyntLFD2MZLYZCYRqzhfYXzJW2IYjTGC7dV1nAdF/SYOIYleFo37EztYDSOaCn9SUdtn1FmF0yv//7",
-	"qAfWTJLJusbUDEVa3p+yWDo8hpnMlG4yZa5TWosxW2kD++CBDRKEq487uzy/uKj2hAgtDwir8yiTEPOq",
-	"X+jIUjqGS9iu+YcJu32KYmpmnZPDBw/oH4ry74MWN/DD0p079YLNM5/0B0oX7s1Bv0//obRy2z9Xy/X1",
-	"yj5UpRYO8iampUoIHI8HuQoYiv7gUT/8AQ+737Pjcff78Cjq/oAPJt3+4PDo+MHD7394xMbBWcLeSfHT",
-	"+WFw2D982O0PukeDoGh4Fby6fOxuNTf9JdLnSuTWOvO1XoQihWGDPi+oncDzD8HTIEerdnNEgpXX1nBd",
-	"3Bs3UtE9Qi+bckLKk6mYV8xNXeKXeLW39j/K7v7MMt9nltkx0GoLCBbH1E7N6c5NAcfGJM0ZSSBFPBGf",
-	"TJBOFLw82kjIKlvXuICiBDByilYzn5QByFBwTUc6VntzalxUBkRwUYQZ6/+RoEFnu3iUv8MPi0E+bUix",
-	"GtH8mT/wRmND3uBrTRjUxI0a/jhps15F0XC76GevIGKLYNto312jaT30cB0282ZglMcjz40lSC4S5SV7",
-	"cOadC/L4YI5jf0fcusSaLfaBabpbwKmX8LWQc8tq7lq5BGnFmSwLF1MbJoxcp81RnscYiqJ4PyDP0DXg",
-	"LJ5X+3U2n008w/usvHmGa+5qlfjL8fWZOebXmSySQjpFdm09eRWUmXnfHiaS7ZWrK0X4vhORL8Cnpi5O",
-	"12Uq9q2FTg4OBoff9/q9fm9w8kP/h36nckfl/dJ/nmrSVPkfjxKPVn4o6wvK96hqv/JDBeC7N3f/FwAA",
-	"//8=",
+	"7H3pcts41uirnOKdqtg1lCx5SSf2j1tup9Pjm+QmN3amq2+UsSDySEKbAtQAaEVJuWoe4nuG78HmSb7C",
+	"AbhJpBbHzjI1/2wRxHL2DYefg0hOplKgMDo4/hxMmWITNKjov9Mokqkwz3liUNkfYtSR4lPDpQiOg9ci",
+	"mYMZcw3MDXykgRuc6HYQBtyO+DNFNQ/CQLAJBseBH3bF4yAMdDTGCbOzDqWaMBMcB2lKT8x8akdro7gY",
+	"Bbe3YXCWKi1rdnA5RugL/GiuIhrRBzkEM0aYKrzhMtUwZSNs2o57p7KV5aWfKzlZXvg5V9pAqtkIIWYG",
+	"gYsoSWOMYef333//vfXqVevZs92mhYd2zloI2LlqIXD+zI6jyabMjIu5CGIK/0y5wjg4NirF7WD7kk+4",
+	"WT7hG3s0zT9hCF0wErqdTqfpPAlNUV42xiFLExMcdzudMJiwj3ySTug/+y8X/t98P1wYHKGiDV0k6ajh",
+	"sNo+WnXc5eNdyuWzvWRfgDwjt0Ldrd2unkqhkXjqjZKDBImkIikMCoI9m04THjG7v72pG/HXP7Td7OfS",
+	"Wn9ROAyOg/+1VzDtnnuq97J5acXqcZmAt8/P4Onh0U8wzYdlhyhzOokAJaeoDHfbjRQyg/EVM0uHbRk+",
+	"qTlxGOBHg0qwxPL5Mk7CwP28hjIzeNe8P1XyhsdOIq0BiRt3GwbpNN7yHLdlOnvv+CxfuXpIv9ewDK3K",
+	"kh/y2eXgD4yM3ZEH+Rm9sgz4BSAuy71sL1boxpnc8xI2hG5rv9OBaMwUi6w4b6+CcHXyjV4t42CB2mY6",
+	"BPYpVQhSwSiargXtaqiugJ2VUcuQIxVU+WMVkWSUf5svw5RicwJPoVjsLCJNEjZIMJM6a+iFFq9OsuIo",
+	"74hY1pLB3ZhkeadL2/g5jUdYw/8llV3Ds2tAEgZskomVVTh4JQUSxO8ibaJUKRTRfN0iZ9m4+5BAqLiM",
+	"163oYPrGjc3fukIRN6ikmM0zRlY4lcpgDO4l2JECYUATghTJnNTTGt2Tr6gNU6bJiLn3RRVOGBf2n03R",
+	"rlHd8Ag3YLIw0FPcgqDuR+x76e6JuURyOSWEC7atP9B2GsHRS5NCqHJiFZNn9gmhaNEej6Q2uoK2jVg3",
+	"DD62RrL1Jfx8LqapuSuDbqaZQkgF/zNFYBMpRkTCBgWjgzuybVBeOftW559IYcbJPIQ/U6YMqmRuVdgc",
+	"mf1r593lGUQsQREz5TlE79bOX6Ln1XjyA8t42k7LrKfMZkK7D+3p1ca3Up4VCWu1pbBuxfsMkUEY5JgM",
+	"wsAhsjRRgbEzKbRMOLHnRTqZMDVfAZpFNxjJ7bU0Adc4ByZiyBARglQxKoxhMLcPQ0ulIn9MTsYmgC5v",
+	"8FIaltTB3BF/zRZ/YdG4YA1j36fdFrvkgtiHNgtMX2O88dYuaV7alF7eVQNms63WYXX5rMvCcEu74g4i",
+	"6Brntbpfj5nCzTnEQefCvrQWOHbJemb2i9ZDS5tz4zzKbWy3fzNbrSRzl56Rq3+VGdjrgy1LBkCDci/N",
+	"W4+2EoxWoa5Q+SyOueVZlrwpoXLIEo3hFvbAqchMAGface25v84S+GZKvlFNbuSBfglS74bPJhTehyLN",
+	"ufhbqVK7gfWab+OzNOio2s01beeby/7loIunlbAcbAEeWy1PP1lnajGIuBo/TTK/Fiilo9QwvOE3COcX",
+	"r+Fwv/tTrtshkjGFwPEjm0wt2QTvLp5ZA5EZg8q+/Y/3p63//+Hzwe1f6hgtW/VboWORdzcC1XOOSfyL",
+	"Uo5lqjuO0TCe1GqKoX2tHvX0KASmgcH/uXj9f2EquTCoWgm/RpgyM4ad/vuDD223wf6upQkG1kJfTwVu",
+	"3TDbWv2JROyd6oUQrYxrZOiFsTLiBGIZ6b2///L2/Pnv7UkMCddGA7JoXCtUV4LmY73tm3CBoNmcixGM",
+	"5QyMhAmKGLipXcKfaGmq38bMEA8N3UEhkiJCJfQxMFAysUxnjxSCI5EQ2u0G7+sGFTc1XBIpbnjEEtix",
+	"fIygcJhqtAYxUIgEpABuCHEzpgQXo/WYI+iXFs0PmAPTga4Opb8q1hwAdgq7QQwl6SgL2rhx9Kd1PiZs",
+	"DgpZvH7nfoHGjb3k2myiCpYQcEeR/zdkiRnXsetIsRjjZvuoeQ/F7CsoWxtmUl0fKC1v3Y+r2/u5GKE2",
+	"b1FT0msJZkKjMlgjWP4mZzBhYk7+v0uewgwVwkxxY1CUsFhOkVUAmk1et68XOK+LKU+5Qu0t9wVFMtAo",
+	"zHFOTrFEDUIacC8tBQAbTf2mtMU1zh9pmKaDhEfA41oOXqF+I4XmBPRYzgRY+VD7vpUW5XDADceZSy/E",
+	"3FTsnxLB5Oy2gT/glLZ/xa/XAP7m/E4zEn4bo8gxoI2caphJdW2F4o6TWTHMuBnDYacLQyUnLqggxe5J",
+	"5sgPU5MqbEOGT2Hl0+bYyyCY53FLMNwYqLf1EDkXw5qc7KkLnWjSUBifADfa4xu4dvu3sFAYh6Bl9oMl",
+	"hHYQ3kvW8vvhCtihIgarktjQoIL+YHzVp8DSAIdSIe1EYyRFDP2rfn0YMmHaXFliWU9kdiiw1JKR1ZAG",
+	"Y6t08c8UtQmtfrTkxgUwmHCRGoQdTmhRGEkV29EGJlaEWZ7MR+0u0B/YzWxBhHgjr7fE4l1Yv5D/2VvO",
+	"lg4yonAlFrSZL5cdVamRr742WOA5Z1OtvMq2zpjw7rr6Bc7fSnN3wSZwtizc7kt4jRSL8Mpxh65IsSeP",
+	"DzudsEYHJ1n+QCYxbewasdhYZWkuzOPDoFTUctA9OnhcLWzp1GrtZijGd1fSGSTvXST5ie+urIsJNlXb",
+	"OE1YhPHVRiSUYapCQtsIF1pM1+/dT7728N/E0ihtvh5odRz7qoZVr3F+9SV2WmEllN92MDgmL4RyXSfg",
+	"oHFMzglLtCTz1gUl7gS4lZEGdCH3Jn8nB6I/fT2wLvO1qiBrLAnQvmptjQvhCtgaC1tcmKQuvIMfWWQg",
+	"xohPWAIuxuCMQM0/Zr/rapynu98+ODx63OlUoz2t//2+03r64a+9Xpv++Py4PvBTivCu3VE5MOJmgJ1+",
+	"L9tBL3DhEJFOBqhgp+9/7++GPeFMA6IWM1YyHY2BwTCRzJzkZsXj/OSO8EMYYCJn0O38o3sIXPTEhI0E",
+	"N2mM7Z6wTrjA18Pg+P0ypvJf3GaC2w/VZLdisz+0FO23bPYKtWYjLGfDW3wyla6YwtcD+vEOxOPgOEAR",
+	"yZiL0R79bCmgVPO3cSQKlZJK1xVtYBK3ErzBJCvm0yEMpYIbRjkzLgW4lzfO4JWCZTXhZy60YaIhteJt",
+	"xKbypCXXOteHYWC4SXCF876Ol+hpNk3JjloRQ3tTKorKbb2ZfYkK1oIwGEXTWtnTJA/u4mlsmNHiWibM",
+	"Yb3YrUp0UX4a2nXYgGms3fOEjxQzeIVZGHRRk86rJRPkBLiXLBENGU+sszWzGpcbiBu0gF9mjZfhw1Qz",
+	"VllnG3eguRrLioQJivrlvbOUn1LJmXUyb/DYuZgESiucMlhSyPYEcDI1c2IslejGMg9sqErPJ3ODYCwT",
+	"CmqWQLFTjDEWFKP5rge20+ggra1Ubyo1aJs6X4YKATWXwtX15K6NTvUURYwu7Jygsc/ryOgGlfZUuHzO",
+	"HKwF3fjxtUbzulgW5eNKOrLMBeGqAJzjz6Zgy1qtXT3YQevxQSn9CHIIrPUphE7rKfngrdDFiy1CSQUz",
+	"SNCq1/VBV1qw+QD34d1l5s+dnbtyycKXpns2NXZz48zP37wvX2iyIl6+rE/yVzbLX1YSXuvgmO/cr1K3",
+	"87+j4sP5W8xMhwUdMsZo2zhHlspYEVL2+QGfTtHAFEL2Wl1cOdySzrKE1KYlP/mWw/KJl8FFkjVKFTfz",
+	"C7uUp7t4wsWlvMYGQUTPwdgBsNOn/9r0nwuO0abtKgNkihwNv+rYmCkVPUz5i1rTOxPXp2/OXQFXfzC+",
+	"+tc//7u/wbS3ZD7VhTtfpYnhLT/1cy5eTzXpDNiJEpnGWW5Zhy4zQDk2AmSYVTbuwmwsNfaEnyQXlMA1",
+	"oBhKFbmqszdSm5HCi//30io8TIbtnuiJy+JU3obTlQCgE2z909SMpeKfaOZj+JmOCb200zmIrnFOf2D/",
+	"xFJaT1AcAiMeoy4pupBkppBmbOUlBRH9ihAxQdoWmH2Myuq7457I/suVC4/toRgcdg7J0eBDb5D4iAfX",
+	"pg1kwBKZ90S/6UJNH3ayuzC7bSAxRVMvujM94TMwzq/xLs2Sv3Vi92G92oHV9MJURksFrCe8z2NhkMex",
+	"p0xpXHJ3HF7GXEMso9QaNPYNivTKVEWYcbQzKciUSQ1qFwf6Vfrfe4LS0kMWoX19hALJ0HKJAm5gpz9h",
+	"15g/6O86j8mb48HPaXI9RmY1ca75g0672+5Q9naKgk25VZLtTvvAez3EoXvEdHs33b1rnOu9z9c4P49v",
+	"Hekn6NSyFXuElPPY8pZ94S0FVl9QnKNyU2q/c7jMN1kY9jYMDjvdJhGVz1Nci7LjD7cYX5JC5EaW5c/7",
+	"D9Zp1Fm1TOCOAMzKB6KIas5GZjHPjyajfJK/bKTJAbEzBx+sIVu6ffm+9gIcwXSrG3B23nrM7I1UVi3q",
+	"r37UYMcaJL+6cUvo6ay4xLbd5bUi31xzfc3CjrZqOcaVjT6iDLjengq2wWph3mqH2jy3boVYVCpS9Rcn",
+	"KCqhSfpZz8Jnpr4SmsNgKnUTFgm+GYsRAf4s4/n9os/b3rdV9W/3fbsJY2cY3qE/yFWacSfCrIxnPqix",
+	"63De2ZLzvxdJ8RKNpyWio6qiayIr2MlDqWGuMwyVy2QKUs4EDJw9tltHdOuEwN5ny1DrhfU7MSqT0jqk",
+	"Wn0ZKzYT3xcWfvPbAuYEC8lsw65RAw6HGJlvK7LD+kMXS+3RFelVol0VybmHFTaNaR8YM53naaTARzo3",
+	"B5VM0F2SyIndmq2OEtvWBCqyOz6rkaXBK6m9Puz4zB64xB4wiNn8BDo9gSK2UhiYS0nvUoWmllKg8tbj",
+	"jFHhl1sge8TEfMbmbTjtCW9p2Pd8Fpg2FDFh5dEAwcE4PrZWqQ8611g3NOjhRG+RiL1dvmu+7zjufheK",
+	"m3S0R/xi5UaW9EvmMEZ3CeL7kt9hcLi//2CWIcXyvMz3sSILKCnwpMwe1YQzhR1JOEXor5r5i0OeH9bK",
+	"+NJVoNXG3aUf+IDWXSm0VUM61iGae9nwEAZdjcxuNpScEXOZZwofgGMrkcqNrKXuPa9dhwWfx/g63Pn0",
+	"m3LnJnyzqT30jB6W6GWdReRm+878V3eKcm7CamfHmErOwrokCTdWw9cbRc0S51c0TcDqfAUqL074PSBg",
+	"rTV5ByuwSr9kFK7XAS/sqAdESLl0rQErtNHviilOC+/Kbi60ahu1gSFX2hqx3jwkTvH2oRTW9ffNhE58",
+	"rI95W2gj/2EzjG+gwh7U4iyU1wNbnCuoZSMz88cyG7dQTHaBdFLn4N0DBb2lub+1nHYnjL9jeb0KPz67",
+	"/jAIunCTf2sM5RUEPwqObigNW9KHC905xhhdu6BFwm9KNRxsxLjQ7o5VKc0mbpjiLjysXQKMroeKkYtw",
+	"aKRAcOgySwldbugPfHYF3F76VLfrMmR0Na8nkEXj/A4ceYwk6OjuG93lhJ3qnb7dELLbZyG4JGpP2Aml",
+	"wBYlDof8YxvOfeMRhSx2h4yYYYkc6Ta8FgiUkwWVCg3MAOsJwyd4DLMxT5A8VPsozEOWWQrP5eX2n/p8",
+	"4Vs0at46HRpU/cagiEuHPyThVhLuDeSbJcbDPCvudPudyHh/O5/mqHPwULHNMTM1ZJZnKCiUbMm7KYQw",
+	"pmt4nxqtxr/55w+IPX8TsK6Vod35IkAq59/vdDzNuj6gMkKtiXbLB86PpP2pJ2gUj5pt5Vf++dpTG/xo",
+	"9qYJ4wvnrekLudB8yK+w6nBvlJygGWOqwQ/PO7fYda0hKjV31XtURrLyzD6X286QU3vw1z7h+4XoXqzx",
+	"qOVIu9bpm/M8/b0SFpVE+cpzWpKfNxP0W/f4m9Azba0kEB54OSEN+CXXspCv2yyUoNAzVJpUVV7s56qK",
+	"mAErbELARCMcdQ5WouOmu5dVtzTixLqKp9mgbb0k19F2gzSKbytsBeiD4b7cqrJOoFGHYqowzI77VUJw",
+	"26qfIoPJtYHFGiWZxLlrXNEr2Zmaw67Ol8y6cD6My1pttfqVY655g9FvHHQ9eNggbXfL+btHD+xr5xTr",
+	"0A6sSrUNZLogoPY+89UlTC50WibfB40AHzxsQGMrpN828HmtQP8VTSOQOl+D10oNe74/0DeBcju9d/7M",
+	"BQ6YicbLGHAdhr+KoPXNjDcStF8N+b75apUIvjehe/h9ZdKaBaQvQl5pwP3sx/zQ9lupV+pK8y0DyA9g",
+	"vfmtVs022JlxM5apAQrq0XV81/cZqRrBjJmplJZlB15n2vkWsQ8jcCotk7+yYZf1vm2068IifOd6lRlf",
+	"y/FI50D+j+33dWw/R6319FsVaRuafCWy/mEtvtt6bq4NjtMnJ1xbeH8pwb3ySEOlMTa1Xs47aGf9s0l8",
+	"9ITlO8aFhj4zfdgxMmZzF2pg1NJitw19avDed02KfZy66I0lhz1Bla/ZVkR1K3nTQyZi0JGcIuxkbRqZ",
+	"iPek8kH6CHdPoJ+3qu/bQ/X9rfoWuD2EIHDEqKsi7VHeoMoIqSa0/SuanCgWFN7ilSJ7bC40j32U0h3G",
+	"SB+mPQEHmZ13l2e7Zfg0fljJbPVNmofXl01G2CDvF/5j214VIfM6/0qCl/gzS6Ez5qS8K6ahnxy5aUu1",
+	"Vik4tDfq1O1tfy/IyjXke9RYfk8XnV1rubvaIJwaT3ENdqnU2sw5rTbUnOc5rp5g+eUH6LvNlNbvw0ym",
+	"SQwDhH/9879AyKzeaEifGLNrJnxoXFlFTwgJU8VveIIjjF1SjWtqIkWvW7hmfbJcIHKCauQ+X5E1Yu+J",
+	"osc54QYrJ6W+2m24XGiemB+hKIeycqe4D+Lrh/NLC0XCxU5DP/d3T4CuYVK6jDo2cg2sJ0qX2EoVV9XL",
+	"bDXipdwVvdysd42wOZOTCWtptIOKGzTu/kyY99foNn/cy5QKRO+vgp0+q7bBuEtJo+pahUrfyH4wP4G+",
+	"F+r9TaTlSMl0ejWY13+xrNQPOrtCX/zCcvc5ZnVfEnhQ0Vr3kYIGOesZweRN+f+NxK0lfnD/cqTL+ZT+",
+	"ZknOnYu9UMOyYCh/eiGTuySkCkvQ/dskK1/gXKOxjh8X/losgxlLrvO7Oa5ykjxDKgIgmUOfiHBmEPE4",
+	"xnlnDWomgHFeKCBFhKGdRfhUpjN+KNUSxxjXiQfr2Z3RvrdVHdWvPN4/7/5I3n7ezn2lr18YpD9EsqZ6",
+	"gRwG89K3D/21Ah7XsUPTNZ9T1+eJrvtX4UHXbPqUA4/0TT+78WA1IypQcgaCTXwfFOsOJOmEvIG8H38/",
+	"LGR5CP2iI7/9z3fWDqGfMXGfej+RmqUvl+z8mUq668wxiXUIZ29fPndnpwtB1mJg8O7yeesJDOYm+97J",
+	"hKnrniD2iiKcGox323BaqMaw0+l44E1LpS87E6nQF8B0D3ZDZyYUKhVe8Z9hh/qduRHHWYesHHLVya35",
+	"w9QIFTk5gqQFNTvV6E0deqwNpNNEspgKj84u/k4Xx38hoUNShuusGRTGx5VW9ZNUexPDuU75hyHCnigD",
+	"2w0cIN3VZ4knlRLYWU3DeRmjncZjaelOvSeGho5evrlpImc9kXX1gqKpF5UoDcgywwko/AMjL+hnY2sX",
+	"ZjjxBHe4v98T1B8B+q4ZVt81GiBRnM9j1yRSIXuy3L3dx7ywJwqEPdIwlKmyRmRC/YZC6FuSPlp8yeKE",
+	"iP2IGrn2hKd/Tt2HoLubm695VwSdd3y2uPyNTiGgfx7jZCqNhXnrBc77ISHEKH+XiKrw7LGyzw7lPwxk",
+	"PO8Jag44174PiNLWBXESw4X7SguYFt1VmhPFqBT7u46cqVOfzjZ6Ul3SQdtXhNklszYNT9tg1SSprGuc",
+	"mp6YFtdcLZT2D2EsU6XrVJlrpt2gzJa+FHJ0ZJ0E4erjTi/Ozs/LrXsiSwPCyjyKJCS8bBc6tBSG4QK0",
+	"K/bhhH18iWJkxsHx/tER9frM/u82mIF3C3du9bmQLPJJ7UjP3ZvdToe6kS41ZcnEcnW9ol1gIYXD7DsX",
+	"hUgIHY2HmQjoiU73aSd6gvutn9jhoPVTdBC3nuDRsNXp7h8cHj3+6clTNghPJ+yTFL+c7Yf7nf3HrU63",
+	"ddAN876E4buLZ675RN1Xc79WILfSvL3xhhoJDOv0eUYNQk8/tJ8aPlrWm31irKy2huu8vQe1tS54Uw5J",
+	"eDKV8JK6qXL8Aq22V37G+vY/UeaHjDI7Alru1MOShLpeOtm5zuFYG6Q5JQ4kjyfmwyFSRsHzo/WErLD1",
+	"d05iqsqWI7SS+bhwQHqCa3/ddG4VrP0zd4jgPHczVn+0rkZmO3+Uf8K7+SD361IsezT/iR94pbEmbvC9",
+	"Bgwq7EZ92Ry3Wasi/yZT/skzBTGbh5t6++4aTWPSwzVCzno2UhyPLDc2QTKRKC7ZhlNvXLjW/TMc+O4G",
+	"1iTWbL4LTNPdAk5dB66FnFlSc90/JEjLzqRZuBhZN6HvGiL3szhGT+TF+yFZhq5Pcv683Fa5PjfxCh+y",
+	"8uYVrrirVcAvg9dXppjfxrL4nsYU2bW15FVYROZ9F69YNleuLhXh+4ZxvgCfem85WZeqxHeAO97b6+7/",
+	"1O60O+3u8ZPOk05QuqOSdxAuVX7mvzkaLf1Q1BcU71HVfumH0oZvP9z+TwAAAP//",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,
