@@ -11,10 +11,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/bulkheadhq/bulkhead/app/postgres"
+	"github.com/bulkheadhq/bulkhead/internal/build"
 )
 
 // Metrics is the process's Prometheus registry: HTTP requests by route and
-// status, the serving pool, and the Go runtime.
+// status, the serving pool, the Go runtime, and which build this is.
 type Metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
@@ -36,7 +37,14 @@ func NewMetrics(pools *postgres.Pools) *Metrics {
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"method", "route"}),
 	}
-	reg.MustRegister(m.requests, m.duration,
+	bi := build.Read()
+	info := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "bulkhead_build_info",
+		Help:        "Always 1; its labels say which build is running.",
+		ConstLabels: prometheus.Labels{"version": bi.Version, "commit": bi.Commit, "goversion": bi.GoVersion},
+	})
+	info.Set(1)
+	reg.MustRegister(m.requests, m.duration, info,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if pools.App != nil {
