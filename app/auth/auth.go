@@ -40,7 +40,7 @@ func ParseRole(s string) (Role, error) {
 
 var (
 	// ErrUnauthenticated means no valid key was presented.
-	ErrUnauthenticated = errors.New("missing, unknown or revoked API key")
+	ErrUnauthenticated = errors.New("missing, unknown, revoked or expired API key")
 	// ErrSuspended means the key's tenant is suspended.
 	ErrSuspended = errors.New("tenant is suspended")
 )

@@ -133,6 +133,63 @@ func (e KeyCreateRole) Valid() bool {
 	}
 }
 
+// Defines values for KeyInfoRole.
+const (
+	KeyInfoRoleEditor KeyInfoRole = "editor"
+	KeyInfoRoleViewer KeyInfoRole = "viewer"
+)
+
+// Valid indicates whether the value is a known member of the KeyInfoRole enum.
+func (e KeyInfoRole) Valid() bool {
+	switch e {
+	case KeyInfoRoleEditor:
+		return true
+	case KeyInfoRoleViewer:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for KeyInfoStatus.
+const (
+	KeyInfoStatusActive  KeyInfoStatus = "active"
+	KeyInfoStatusExpired KeyInfoStatus = "expired"
+	KeyInfoStatusRevoked KeyInfoStatus = "revoked"
+)
+
+// Valid indicates whether the value is a known member of the KeyInfoStatus enum.
+func (e KeyInfoStatus) Valid() bool {
+	switch e {
+	case KeyInfoStatusActive:
+		return true
+	case KeyInfoStatusExpired:
+		return true
+	case KeyInfoStatusRevoked:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for KeyRotatedRole.
+const (
+	KeyRotatedRoleEditor KeyRotatedRole = "editor"
+	KeyRotatedRoleViewer KeyRotatedRole = "viewer"
+)
+
+// Valid indicates whether the value is a known member of the KeyRotatedRole enum.
+func (e KeyRotatedRole) Valid() bool {
+	switch e {
+	case KeyRotatedRoleEditor:
+		return true
+	case KeyRotatedRoleViewer:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for MeRole.
 const (
 	MeRoleEditor MeRole = "editor"
@@ -174,22 +231,22 @@ func (e TenantIsolation) Valid() bool {
 
 // Defines values for TenantStatus.
 const (
-	Active       TenantStatus = "active"
-	Deleting     TenantStatus = "deleting"
-	Provisioning TenantStatus = "provisioning"
-	Suspended    TenantStatus = "suspended"
+	TenantStatusActive       TenantStatus = "active"
+	TenantStatusDeleting     TenantStatus = "deleting"
+	TenantStatusProvisioning TenantStatus = "provisioning"
+	TenantStatusSuspended    TenantStatus = "suspended"
 )
 
 // Valid indicates whether the value is a known member of the TenantStatus enum.
 func (e TenantStatus) Valid() bool {
 	switch e {
-	case Active:
+	case TenantStatusActive:
 		return true
-	case Deleting:
+	case TenantStatusDeleting:
 		return true
-	case Provisioning:
+	case TenantStatusProvisioning:
 		return true
-	case Suspended:
+	case TenantStatusSuspended:
 		return true
 	default:
 		return false
@@ -665,6 +722,9 @@ type IngestResult struct {
 
 // Key defines model for Key.
 type Key struct {
+	// ExpiresAt Absent: the key does not expire.
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+
 	// Id The key's public id.
 	Id string `json:"id"`
 
@@ -679,11 +739,74 @@ type KeyRole string
 
 // KeyCreate defines model for KeyCreate.
 type KeyCreate struct {
-	Role *KeyCreateRole `json:"role,omitempty"`
+	// ExpiresAt When the key stops working (refused with 401 from then on); in the future. Absent: never.
+	ExpiresAt *time.Time     `json:"expires_at,omitempty"`
+	Role      *KeyCreateRole `json:"role,omitempty"`
 }
 
 // KeyCreateRole defines model for KeyCreate.Role.
 type KeyCreateRole string
+
+// KeyInfo A key as listed; its secret is never stored, so never shown.
+type KeyInfo struct {
+	CreatedAt time.Time `json:"created_at"`
+
+	// ExpiresAt Absent: the key does not expire.
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+
+	// Id The key's public id (the part after `bh_` and before the second `_`).
+	Id string `json:"id"`
+
+	// LastUsedAt When the key last authenticated a request, to within a minute (it is recorded at most once a minute). Absent: never used.
+	LastUsedAt *time.Time    `json:"last_used_at,omitempty"`
+	RevokedAt  *time.Time    `json:"revoked_at,omitempty"`
+	Role       KeyInfoRole   `json:"role"`
+	Status     KeyInfoStatus `json:"status"`
+	Tenant     string        `json:"tenant"`
+}
+
+// KeyInfoRole defines model for KeyInfo.Role.
+type KeyInfoRole string
+
+// KeyInfoStatus defines model for KeyInfo.Status.
+type KeyInfoStatus string
+
+// KeyInfoList defines model for KeyInfoList.
+type KeyInfoList struct {
+	Items []KeyInfo `json:"items"`
+}
+
+// KeyRotate defines model for KeyRotate.
+type KeyRotate struct {
+	// ExpiresAt When the new key stops working; in the future. Absent: never.
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+
+	// GraceSeconds How long the old key keeps working.
+	GraceSeconds *int64 `json:"grace_seconds,omitempty"`
+}
+
+// KeyRotated defines model for KeyRotated.
+type KeyRotated struct {
+	// ExpiresAt Absent: the new key does not expire.
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+
+	// Id The new key's public id.
+	Id string `json:"id"`
+
+	// Key The new key's secret; shown once.
+	Key string `json:"key"`
+
+	// ReplacedExpiresAt When the old key stops working.
+	ReplacedExpiresAt time.Time `json:"replaced_expires_at"`
+
+	// Replaces The old key's public id.
+	Replaces string         `json:"replaces"`
+	Role     KeyRotatedRole `json:"role"`
+	Tenant   string         `json:"tenant"`
+}
+
+// KeyRotatedRole defines model for KeyRotated.Role.
+type KeyRotatedRole string
 
 // LimitOverrides defines model for LimitOverrides.
 type LimitOverrides struct {
@@ -1096,6 +1219,9 @@ type SummarizeCostsParamsMetric string
 // AdminGrantKeyJSONRequestBody defines body for AdminGrantKey for application/json ContentType.
 type AdminGrantKeyJSONRequestBody = GrantCreate
 
+// AdminRotateKeyJSONRequestBody defines body for AdminRotateKey for application/json ContentType.
+type AdminRotateKeyJSONRequestBody = KeyRotate
+
 // AdminCreateTenantJSONRequestBody defines body for AdminCreateTenant for application/json ContentType.
 type AdminCreateTenantJSONRequestBody = TenantCreate
 
@@ -1131,6 +1257,9 @@ type ServerInterface interface {
 	// AdminUngrantKey Withdraw a grant; it takes effect on the next request.
 	// (DELETE /admin/v1/keys/{keyId}/grants/{slug})
 	AdminUngrantKey(ctx echo.Context, keyId string, slug Slug) error
+	// AdminRotateKey Replace a key with a new one; the old one keeps working for a grace period, then expires.
+	// (POST /admin/v1/keys/{keyId}/rotate)
+	AdminRotateKey(ctx echo.Context, keyId string) error
 
 	// (GET /admin/v1/tenants)
 	AdminListTenants(ctx echo.Context) error
@@ -1146,6 +1275,9 @@ type ServerInterface interface {
 
 	// (GET /admin/v1/tenants/{slug})
 	AdminGetTenant(ctx echo.Context, slug Slug) error
+	// AdminListKeys A tenant's keys, newest first, revoked and expired ones included; never a secret.
+	// (GET /admin/v1/tenants/{slug}/keys)
+	AdminListKeys(ctx echo.Context, slug Slug) error
 
 	// (POST /admin/v1/tenants/{slug}/keys)
 	AdminCreateKey(ctx echo.Context, slug Slug) error
@@ -1303,6 +1435,22 @@ func (w *ServerInterfaceWrapper) AdminUngrantKey(ctx echo.Context) error {
 	return err
 }
 
+// AdminRotateKey converts echo context to params.
+func (w *ServerInterfaceWrapper) AdminRotateKey(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "keyId" -------------
+	var keyId string
+
+	err = runtime.BindStyledParameterWithOptions("simple", "keyId", ctx.Param("keyId"), &keyId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return &paramError{Name: "keyId", In: "path", Type: "string", Format: "", Err: err}
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.AdminRotateKey(ctx, keyId)
+	return err
+}
+
 // AdminListTenants converts echo context to params.
 func (w *ServerInterfaceWrapper) AdminListTenants(ctx echo.Context) error {
 	var err error
@@ -1382,6 +1530,22 @@ func (w *ServerInterfaceWrapper) AdminGetTenant(ctx echo.Context) error {
 
 	// Invoke the callback with all the unmarshaled arguments
 	err = w.Handler.AdminGetTenant(ctx, slug)
+	return err
+}
+
+// AdminListKeys converts echo context to params.
+func (w *ServerInterfaceWrapper) AdminListKeys(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "slug" -------------
+	var slug Slug
+
+	err = runtime.BindStyledParameterWithOptions("simple", "slug", ctx.Param("slug"), &slug, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return &paramError{Name: "slug", In: "path", Type: "string", Format: "", Err: err}
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.AdminListKeys(ctx, slug)
 	return err
 }
 
@@ -2128,9 +2292,11 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 	router.GET(options.BaseURL+"/admin/v1/tenants/:slug", wrapper.AdminGetTenant, options.OperationMiddlewares["adminGetTenant"]...)
 	router.POST(options.BaseURL+"/admin/v1/tenants/:slug/suspend", wrapper.AdminSuspendTenant, options.OperationMiddlewares["adminSuspendTenant"]...)
 	router.POST(options.BaseURL+"/admin/v1/tenants/:slug/resume", wrapper.AdminResumeTenant, options.OperationMiddlewares["adminResumeTenant"]...)
+	router.GET(options.BaseURL+"/admin/v1/tenants/:slug/keys", wrapper.AdminListKeys, options.OperationMiddlewares["adminListKeys"]...)
 	router.POST(options.BaseURL+"/admin/v1/tenants/:slug/keys", wrapper.AdminCreateKey, options.OperationMiddlewares["adminCreateKey"]...)
 	router.GET(options.BaseURL+"/admin/v1/verify", wrapper.AdminVerify, options.OperationMiddlewares["adminVerify"]...)
 	router.DELETE(options.BaseURL+"/admin/v1/keys/:keyId", wrapper.AdminRevokeKey, options.OperationMiddlewares["adminRevokeKey"]...)
+	router.POST(options.BaseURL+"/admin/v1/keys/:keyId/rotate", wrapper.AdminRotateKey, options.OperationMiddlewares["adminRotateKey"]...)
 	router.GET(options.BaseURL+"/admin/v1/keys/:keyId/grants", wrapper.AdminListGrants, options.OperationMiddlewares["adminListGrants"]...)
 	router.POST(options.BaseURL+"/admin/v1/keys/:keyId/grants", wrapper.AdminGrantKey, options.OperationMiddlewares["adminGrantKey"]...)
 	router.DELETE(options.BaseURL+"/admin/v1/keys/:keyId/grants/:slug", wrapper.AdminUngrantKey, options.OperationMiddlewares["adminUngrantKey"]...)
@@ -2142,165 +2308,175 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H2Nchs30uCrdPG+KpP7jShKtrMbqba2ZMX26taOfZa8qWzo04AzTRLREGAAjGgmpao8xD3DPlie5AoN",
-	"YH7IGf44lu3c7dZWLJIzQKPR6H90/9JJ5GwuBQqjOye/dOZMsRkaVPTpLElkLswznhlU9osUdaL43HAp",
-	"OiedVyJbgplyDcw9+EADNzjT/U7U4faJn3JUy07UEWyGnZOOf+yap52oo5MpzpgddSzVjJnOSSfP6Rez",
-	"nNuntVFcTDp3d1HnCc8yLiY7w/Ps1fnbS4jrr12kcRtgI/fgtQewBt06NOdTpiZ4zgxOpFruDE39tRi6",
-	"8VvNJhhHEL/OVTJlmv6+Yu/tP+cKU27sX2fpj7k2MxQm7rUtIKGxrxM/+LYF5ErLBpCvpgixwPfmOqEn",
-	"YpBjMFOEucJbLnMNczbBVhjcqJunfqbkbH3iZ1xpA7lFB6TMIHCRZHmKKXS///777w9evjz45pvWxY/t",
-	"mI0EZcdqJKjnSubzJ8t1SL6bMgNGgpGGZTBaRhBrVLc8wRgWUxTARhqFOSm/joYi/F3g327bXMlbnqKy",
-	"f3u6iqHLjQae9iKIV2iOxlE44VLYN1Y21H6VMks0FXxEEM+kMNPy214EUg1FbNjkZJgPBg+TG1zSHxhD",
-	"1+7kLctytNsqBYJhkwiwP+kDvWGQzeJefyha8DyxSLse1akrxTHLM4tsj4RO1MH3bDbP7Cth2MZNuPjG",
-	"DkAzzZmZlhMRF1D4U84Vpp0To3Lcj1+84DNu1jf3taUvzX/GCI7sJh8NBoM2ospoiMaVHg0GUWfG3vNZ",
-	"PqNP9iMX/mMBDxcGJ6gIoJdoFE+aT1wiNZEcS1PI554yML2239eIrg3UmRu8eVcqg9mdERbGH1a/HY8x",
-	"MfwWwxcZ1yb8nUhhFEtMePxdE8Jfe2LfwgwxSArtOAvXEI4JdGO20HRYfs4VccJJMo8tQQPzLLR4NpML",
-	"VAcJ05hGoPNkCkxDLBVLMmxnkuH1LSzqDR3Cndm6e3yDcHGHesukl+7w7C1UVt6zUuVczua5IQxeGqmc",
-	"iPnt13+34mWVe+0G6nYQ/bjQrcP6LZtt2KSSi2yEIcsnLcxD2582sY/10a7YZONqSKmBxVRqtPJ5omOY",
-	"yix1q7zBJSy4mbpPxF8jWChuDAqIb3D5V/ouhq6eZ9yAlS9ThDGJvPivce8UFM6RGRhLBRpvUbGsT1x0",
-	"nskUwwKakGXYpIYoArRhjcWRZUqxpf2szZIYtOWl9vOVXF/7C/Y7hLKRe4nkO7tjei6FRlrAayVHGZKq",
-	"YBkQCmLnbD7PeMIsfIdz98R//6gtsL9U5vovhePOSed/HJa67aH7VR+GcWnG+nKZgDfPzuHrR4//DPPi",
-	"sbCIqkJMmrKSc1SGO3AThcxySGbWFntg+KxhxXZ/DSrBMqsON22Z+3qLsAv4bni/YHfbUeKeu4s6+Tzd",
-	"cx131aP2gxPdFUZbXaSHNapiqzZlKVrk6EdMjIXIo/ycXllH/AoS16VrgMXaJmnQZ70UiuDo4HgwAKts",
-	"WQmnyHJpxXB98J1ere7BCrUtdAQk6qyEmyTzrajdjNUNuLNqzzrmCl5R/LGJSALlN7CSisFgRxF5lrFR",
-	"VvCtLfRCk9cH2bCUt0QsW8ngww7JOqRrYDzJ0wk2nP+KZdtwZregJOqwWWArm/bgpRRIGP8QbpPkSqFI",
-	"ltsmOQ/PfQwOhIrLdNuMDqev3bPFW9co0haRlLJlOMgK51IZTMG9BF1r1oxoQJAiW5J42iJ7ihm1Ycq0",
-	"Gacff9IK5W0lEIUzxoX9sCuNBD1ql9H1HPegPsMm1ze43Glk+yypPzs9/XGkjxcy/kxVKL8gyGjFE1Wo",
-	"nBUWG1ZZXcN+ksvRdZvgqnOMOsWd21+IlFbda9YC0zXy2onFRJ33BxN58Hv4zoWY5+ZDGcluEjSCXPCf",
-	"cgQ2k2JCR82gYLRwd7xahGzBZurjk3MkW0bwU86UQZUtrahdIrN/dd9enUPCMhQpU/4k696eQry2Uc6S",
-	"X7dsH+jS6u2WYj+yQr80zLYf0vJAb6YW/2CVWnY6p/5Mtw7uVuesIGsEeRvIvelNoHBUdp50V+awctC3",
-	"n/H2E/kx1CGvB3wubagmMq364906nuI7Uacg+U7UcRTf4LiJOudSaJlx4mOX+WzG1HIDalZNYyTL2B4e",
-	"soKZSCFsRARSpagwhdHS/hjZAyKKn8lq3AXRVQCvpGFZE84dl2gA8SlLpiUPcT5dC20JJRd0cglYYPoG",
-	"051Bu6JxCSi9DlXLzgZQm3Z1fa3rUmNPRfEDeLVnA+v8Z8oU7n5CHHYu7UtbkePkbNNh9pM2Y0ubC4MN",
-	"0YQz51LNuCfQPlyQAyeTLMUUxkrOCpdiygzTaIBlWkLClFoCN3oo7HQpJDLLZ0JDN3bAxcC1CythaueP",
-	"q+GBmn8rGoqYXCfXdjtjIjIrcbwa6YNB7gRfWr0z7tnzQwQZj2WSazuEfWsxlRmCkgtgmoYJIE9ZCtyc",
-	"AN6iWrrlRBC/v44hybWxaxTpUOTiRsiF8EuBXFhC51ZMLQRYNur8/fuYM7/XfFmJfLTZbOGxuj2wm7Wz",
-	"8m6h2e9oK61E05qg8898CHD1V/eFbcUd/6XZjCuxhF3BI5In0ktTbs8xy15XSNIJz3Xvjj8LD7Q9IJE/",
-	"Cp7UR8sanZ8636wGphD+5+Wrb6Er8tkIlQZ8zxJT1f08l6mrzYotftRS9N+wxUvU9mxXHzjgM2sVksz3",
-	"fn/3vD1czEw7Jx0UiUy5mBzS13e7G9hlOGZXdLqYQ9vJqqiSbb9tJn7DJntulg8BkPP8MyC6ZMW7xYfX",
-	"jMoWg7EybrMAqxy7TUKstBKbUTpmmcZoDxPyTASjo7BHnOrRZDx+Nruw1abZybn6ezb1w/azbQs/hklR",
-	"6DOfy6iwALTaAEXsvzFSsfdCW1X5WREo32VRbcv47NrzuqTyNBYVboGoOKA8jcAx7Ij0w3qOB9l01QwP",
-	"wyYhzPjbr/8+hWFn2KHYoQ9TcjOVubXZsb/1GLRp3o2IraCjgdlYmQ8Xl6/g0fHRnwsLCxKZYr+WE/L2",
-	"8hvHqg0q+/b//uHs4F/vfnl4919NhzzM+rm2dJVv7ISqZxyz9KlS7rjWIU7RMJ41nqOxfa2ZfOinyJoA",
-	"zCkvc8mFQXWQ8RsEK/egG//w8F3fGyo9lzdBCv5WKnDzRgG05hWJ1LufVyKfFKJeBfnSWP50CqlM9OE/",
-	"n765ePZ9f5aCVWQ0IEumjQx9I2reN3sgyMrTbMnFBKZyAUbCDIW1jBqn8CtqyfsiRNNCIZEiQSX0CTBQ",
-	"MkN77kb2H0ciEfT7jRNQAJ+bhlOSKG54wjLoWl6AoHCca9QWYrIBQArghjZuwZTgYrJ95wj7lUmjUqPy",
-	"yHSoa9rS54q1x1WdstDCyrJ8EmIh7jn68waXMGNLUMjS7ZD7CVoBe8G12UWkbsl02Fls/B1ZZpXH9eM6",
-	"USzFtF03a4ehHH0DZWvDTK63Szz/XBPsF4VG3Kgg6muvhdbUJC7MV4/a3bRF9lrUGS0N6utUioaD/sT+",
-	"Foihm6LlpQq1xrQHI5k6agAtYcxUTfUM069Ph4Fvrp5Qa8/BmPEM0xOflkpZGsX81hqkhDETTjOdNOVf",
-	"2skpPeaC6+lmQ3n7IP6t0jOb6FsSeuqnHE2jK3ZHW5ALjerD91LhPGNO467mApa+EgvbDuFIGuWDgZCL",
-	"Nnp6Ixe6yJ5yZANd76R1ht8DZ9IbxYS2WocUJ3DLNR9laFmpNFNr0lvubcklkbMZN7q3I+0RI97TS1Ie",
-	"4IBRlQvhwm46TxJEyz6ijiPCxr3/OIFPD0ix0Cqia6e4ts6tcUzHXT6GieP51OcycC7EBLV5g5oyY3dh",
-	"lqt+ZefFyCRLT0jZmDGxLIN7ltzcuztSmyPoZvu9MtcD7UkfeArd+PnTKzi8PTqkeNyh+0Uf/sLTu7i3",
-	"k3VfZSH1Wf8e1kQOdG9PoMJwIndcV5U9NC9LoSVWnFEqfYFJbaTC1M/LDYRxdpp2lSjCIpso4R/YFOZq",
-	"Ub1vcPlAwzwfZTwBnjZqfRvMvkShOQU9tUzLcqXG962GWeUgtxwXLtMr5aZGzhUlo1DRduANPpXBveLn",
-	"a8FMm0oYYCxzy0sodwa7STmibP1Xt6gUT1Hv6QQb5Uo36Klv8KccrbHBjJMFc1Rw9vqCtNSa7lq5C+Cv",
-	"A2wXYDP2/toaCGQDNmnJpXDSVTWZ1ONcFEBxQfcwvJYyVzJBrasA7QaO8vvVggK7dI2JFOkmLLCRvEUY",
-	"1HOXZG4nboXBOdCbd/VlAwnd4PL69xyzkgSrbzuqO3GqphTZ8hQc/Z0Qwim0ZxmY80N80Anb6FxAF+ts",
-	"M3E82FFY/btGZF0Vc9VR1ppcp30K/BarwWXDt6aIOs9Ik0eHgiKQYsJnLAPnVohCpjuGH4hPL5iGCb9F",
-	"AV0GOp9RsB9mVoYUj8kxRWMMqpnTxkqH0KDvzt5f7H/qrqGDv/0wOPj63X93h8O++6v3t0Y3UcUXvXUx",
-	"VTeKGwG68bBzdNx/+OjxV8OOc5442oZu7L+Pe9FQCGtoO0IzUyXzyRQYjDPJzAlYCeZfkuMCcSTBNHSZ",
-	"cQj56tFQlH5tywFYlvUiuMG5cWBmSwj4dLFZKfDVuHPywzoR/LJ6EN/deySlkpi/s1+LLDrdlFmJWXqQ",
-	"4S1mhS0XkSvzllEeBJcC3Ms7Z2VUXG8NeiYX2jDREvpSjmG2Rs1WDfUKBzbcZLjBFbDtmNKvYZiKJr/B",
-	"I/e6NSutfpHK0jJdpToFVgaFWEW/DForccspu0Vggsyoiq+6cuMKurWbVmsrbuNkHxKB3tUo1jJjbvUV",
-	"KyzT5RWUyM7DRkxjI6ef8YkVotcbfA+1dMSMaQPuJUujzrSL3GU9biBtkV9+moCD1UlQVJUFy1Ur86yo",
-	"wRvR1p6RbbnRrFFn+W5qFf3aKq35CBm/xRPi3Q6Vlp4CLn1gHWdzs6RzqzLd4hW1Gk6z4C8G82rQVGbk",
-	"ga2gols+YywqJsueR7YzEECKlnhHq5xsstuJ3DWX3nh3MQ2y4vUchbPiU8zQ2N+byOgWlfZUuL7OAq0l",
-	"3fjnP8i+IYu/It2rpyDa5C1057NNy9+qb9QX9vDgq4eVOK2VfOzg5wgGB19TPuBB5JzbdkNJd2CQoRXv",
-	"2z3ENGH7Ashq0A1XQUICSvMuyGBneEchQiLFmE9ya3l606ZwKDKhF0gKgtfNT4GBJUD7wAC4BiGBbgr3",
-	"O62GyS7mQ7tOv66Lr+veVaytjO0Hijw4TeiUVctrk2hdsdP2MEELTbicq5IptHGTd4sCbM9E/B2hgWoq",
-	"4+8NQO6NMT/+BrgMa0BROrp2Jl+D2nXFZ+iU8aqZOsUsBWZPg0D6qtkSXKE+C/WP7nm9wQR1sa6UZIQ/",
-	"QXRsIoKjoNdkCQmbu9DlOM8y+ClHl0y+k9fJTdbolG5Q2bZEuE4h7jpnci8muEt5pIGlKaaQz6uyjwHJ",
-	"BkwrmTYtJuWuiZULxk11H3fYDvuK3uqRYFa94KbYkXLXQWfSfIhAKldW9TOFPYmqFBmgXFlgjZY2E3wD",
-	"3/8ouSmVI9WUnMJFbrDFBNBcJM2RcGWCPHGXvt0wQIr47lrdKp/3sISJow4V5tjGxXy6+oZ47zrJFq/s",
-	"lt5TS9jYxnULSvGzNEH+T1R8vHyDzUHOZIrJzb6JrT4Uv8EDXuwYpQO4rNHwWr/Zm78XpYWEil0vDhQg",
-	"R9UVr6OLlO0kV9wsL+1UwaE64+JK3mCLbkq/g7EPQDemT3365Gw8ApoKJSFT7nqcm3VqzJwSBuf8H41+",
-	"pKDBe6djBPFoev3br/+OdxiWMmTFuKEywcs8M/zAD/2Mi1dzTWYEdJNM5mkRkolWbgLoKFwk67mLTEPh",
-	"Byl0Z6vUoRhLlbi7K6+lNhOFl//rhRVVmI37QzEUV+WqVOFpzs0Uhd0kg07Xjc9yM5WK/8xcmPIJLRNW",
-	"K/OcWkobihtcktcoRV13zIoUrD1u1VAurPh0M0LCXGZzYa5LgSdDET4V9gZP7aIYPBo8ItcXH3sb1Q4L",
-	"+J5r0wdymRCZD0XcVmchhm4okdDrAyk1NPSag+0G52YoVt1Z8Nuv/wd8uBnwPQWu/KULzNA+YNc6k6p0",
-	"L7ryLkPBNMQ1P2HsEMMMZGiN5KNjOqLkRrPT6Hw2w7T0qFkk4i2qoVAyt7bcqUUCL4PN5BP07sDCy6kT",
-	"lmFwcfrwlP0xGooZW8LIGq3C1N51eVckjx2I1kogt+GcKasDFY7DoSDPYR++xQmj9Dmn7GnoJlT9S0ek",
-	"OIlU9xz/oRt4RkpHg1OuIZVJbu15OwsBLHOVYOBezqImS94KC5c18Vz674eCUsjGLEH7+gQFkp/B3ZDh",
-	"BrrxjN1g8UOoDeWdXZ0neXYzRWYFfmH4dgb9o/6AzIo5Cjbn1kbsD/oPvU+RuNEhMZjD26PDG1zqw19u",
-	"cHmR3rljbjUo+5dl8USAF6nlI/aFN3grb/AfFMmqFQs5Hjxa5xGKnqYb5Y8GR23suBinrAxin3+0x/MV",
-	"jktO2iqv/eHd3buoo0NWbcctAZjlhUSA2si5hoVUN0Q7zgEk8L0Jp7zfCen2P7iRO+/uolqdvh8ay+AQ",
-	"Tveqg2PHbd6Zw4kK9+t89YOG3bGm2nP33Nr2DDbUcdmvfkuZG9ZQwcXijkAtdHD9gHR5vT8V7LOrV1XL",
-	"oJYHZxl2UrnW52sHWDmEmji9v6LyCbc56sz9VZKGXST8hiNGBPhEpsuPu33e9XRXV3Us3He7HOyww136",
-	"gzyFC+5YmJVnzIcMem7PB3ue/C+FU7xA42mJ6Kgu1NvICrpFDDQq5IxLhgvKgFwIGDnds9dEdNuYwOEv",
-	"9kBtZ9ZvxaRKSts21QrVVLGF+LJ24TsPFjDHWIhnG3aDGpz76vOy7Kh50eVUh1QobYW1V65Lb2bnV/7B",
-	"e+TnFTdfA0N39/lM4cD72Cy8YZfaWaNjW1crro2Pyh5rrvmd+OPRR567aRdCQtwn4adf7/f88fG9EkTT",
-	"uTnUwQHlT8+KyetdgxRp8DdSVxN8SMGmDGZUBzV3kNJDgSyZgsJEqlSHAgV07VdSOoFA6JLzVPcJkv44",
-	"y/X0mnT5W5b1Tt298bXYRTmkvxVL3qg++FMOQoYnh8L7pig7abSkf6wBEtyeVG6z8I76LIX1E1P1160x",
-	"wHUnxIKLVC7oCry79O59XHZCI0HIRZlGUUOAQkv+XIrWaoQVb9l6jdTH28q3thUJVkzcwGjZWlW6rVJu",
-	"xStaBKtrjlLvtwpe0ka3aFUItPiwPMGWCWUfVOy2Xut2C67e3buscOTUov0bOQ+r/iTs6iOznxWTolyM",
-	"PYSBRKIyYm7pJCJPvgapoKQTx3wsRnwGAZH/Vn0vcLgddbxv6MeKRNym5fkAyZel47lVVNMNmEg946aq",
-	"Ag15D9zAlOlmRa9dp3qOpg1Zg08gx8sVfgkbsFVD/nDN1tMvmS+rXQ12HngHXfD+7OQyDftuvTbux9T6",
-	"7BJaSMW7qLTPYbf2dchiz5YwRVfY537J6DNpeJ5+siLFZIcz7fNRPoGtRPNsPN8PtFeQvixOW8uCKlJB",
-	"grO6kofjgHfucxJi9NkqhhSY8bfdd7Kzdz7sedsOXzbs8Mc/8avJNbsYf18AaX1J7rX71MfeuKtI9fzI",
-	"goRPQeRZBl2pfKuGHtwgznVLflkfzvKU+9j/PgxJoc5det7HF2lvaOzPrZ+4FaZfsJ6yaX98ouj9bNCl",
-	"G/xz71CRDPtH2aNbSh9p9decTzG50V7M3FbSkdmEcaHdPfJKeoC4ZYq7UI92gXsq7SImVCYCNFJQJ6re",
-	"5YhHPlIKDpYYUolevFFJDO/zCbUnKPxMmhfVnKAaKtCt19LoRRCqPkTgkj+Gwg4oBR5QwsOYv+/DhS/e",
-	"qpClnh0xwzI50X14JRAolwRULuimHBsKa1KewGLKMyS3j/0pKsIPIfXA5RMcf+3zHN6gUcuDs7FB1e4N",
-	"cmk890m4tUShFvINCT1Rkc3j/GAfZv7v5618PHh4X3GKKTMNZFZEGyksZMm7TeJMqfzFz6267t/97/e4",
-	"e74CR1NnDgv5KkJq6z8eDDzN+roQzuGZi5qNXixJ+1W7alPtGv5L//vWVRt8bw7nGeMr621oc7JSo9rP",
-	"sGlxr5WcoZlirsE/XtSttfNSJo3m7iIKpb9tXLPPy+iHzWlc+CufvPE7t3s1N63xRNq5zl5fFKksG3FR",
-	"S3rZuE5L8st2gn7jfv4s9EygVRjCPU8npAE/5dYj5K8glUKQogjaJWaFeysuG5IZsMwmAsw0wuPBw43b",
-	"cXt0GLLyWvfkBdfmLDy0ryXner7tEBL13Q/v1VVd7bzSxNCokSJdlgnL/STW1L7ip8xG4NrAam6lzFKr",
-	"C7gwUlWuhDW1B1Sdc+usaLd5HxZ1vXPQJ46mFv1yPnM49eH9hl+P9hz/6PE92/MFxbptB1an2hYyXWFQ",
-	"VExlU/TDhQyq5HuvkY+H9+s02WvT71rOeSNDf46mFUmDT3HWKs2+vjzUt6FyP7l38Y1zHDCTTNd3wDXM",
-	"+iSM1vfm+sSeyy2b72tb1YngS2O6j76sHJl2BukvT2xU4J74Z/7Q+lulU8xG9S0g5A+gvXlQ62obdEO5",
-	"YHLqcTE5BdfGDP2dR2ZqaaJhwdtUO98g534YTq2z1idW7ELnn1a9Lirdd/4Stu8u9UAXSP6P7vdpdD9H",
-	"rc30W2dpO6p8FbL+w2p8d82nudE5fuVyFLlMwwUj98oDDbX+aVSkvGi0FtqsEfsYCnvuGBcaYmZi6BqZ",
-	"smW1r3mvDzG1IIxdiyZdNFPzpQDleCgoiz2AIuqgFJfHmUhBJ3KO0C1avIbC60NRtA9nIj20zI1NeqcQ",
-	"F70VXXcfdwcLDsCBFIEIt7MsyENBmVWesODbcC+PrliJFNMm9/dzNAXhbMyCPKP671xonmLID7ULNtK7",
-	"ck/BYa/79uq8t0tveGb2asN8/zK1TVEbFR3V/tj6WY0RvSoag3qpsHA3750kcIlm9JWjQcpw4K5iH5dp",
-	"q9zd3z7wzK56Z8TXD9Vlx4dGDlBvoTZnioI/iesxn5a02nLHpIiD0RXOkHkcl/VL/fwxLGSepTBCur0p",
-	"ZMjFG1NjdjtnxsekyYt0KChXmd/yDCeYusAb10AlJuzrIW/EguuclTNUE9exNbSqG4qyCxztDdZWSp3H",
-	"+nC1Uti8WEKZKujSrUOiZiiHFy4plUEZOwx9HfdOqVicC6lRNXWugQ1F5YJuJRuxflG3gb1U+8ZVm3hs",
-	"YTbncjZjBxrtQ+WNOXdfLoKQaL0ha9hUrod8vBsrz5Sc7WIGXMldnvI92Xx7/91fOPftj3Z/MdRj2/2N",
-	"J+4mtLdgd3/vDfUK2f1512tu/xVdscnuDz9XMp8/We7yqIuq3a8B19TYskXyeNZgikaO/w8JIMsOwH3k",
-	"LtOOkgZYVvCr1c4NUZVVVtt1BklEbLvUn93HNunxD1xqNNZc5sIXQWCwYNlNcTvR5VmTPU2pE8SFqa2o",
-	"Ux6J62FalNbzlcuL9AopEqTGb8IHgJ3KWNxWaWKY1h4+l/oDnBR7n9X/cLM/JDf7opxRRYexja6o0l76",
-	"Q8QS63VZYLQE6r0GlmP7ZsE8beI7pd9p1VRViDCSKfc9HlmS4NwQBxiKP8GZK/hLVXbq+KJKgDGlcCT6",
-	"Ng51Cq3Shoo6rwo242IyFOAtU9cVNi6byFUbwUZQ7fwaBYsyjuz7cWCpMdVysVogtR7u/pRLKr3BMUt1",
-	"BOdvXjxz+EGRuvA7g7dXzw7+YkcZLU3oWTxj6qa23N5JVXeLBoOBR3GXCqs4TRPg0dFD6jgLRwN4yZ9A",
-	"l8pkM/reqb2hVOws1175dIY314QIX52m1uV2hFSehmV+GyurZWs9wuwoiUyxxNBaIRnobiqq3Ou7ff3T",
-	"n6iW7Z/+VLTG7fqaQK/mKIBkoF3pWyKwyzkmfOxPooXhqD+I4Kh/ZP9zTOZDxqzJ4WuauL7BYKTskXJe",
-	"IRSFiZwIrjF1m0LGgSebblGZZqVfsOeT5xXM0OtNLYGJMpmG165vjH2sWyvOcyvSPpuzZIp931smdlC6",
-	"qOdKrR37fooZv6UWwH14Wm2XyjUVz3E1Ylz7YylQwwizorWqHcBZLQ3thqWCxmbDvp1xH57O5oaGSDDL",
-	"dCW535BGEn/79sWL2FlrXGsLt+vYekrUdGj4DH2BIiAi+stXgyN3WKUq2t7FV4RRiP8Ve5oeK1f3jmW+",
-	"Cr6mkyjHY03+8BjeXp3H1FjvxtUBent1fup7lbpMR+IcLoupD2QRK7mgPcdMign18KqEGkOx8/gyH3l5",
-	"eJHG0MVME/BxXVZepK75M8RB6lILaejSNWFXp/mo/9DxDy/Ra0/aIx+akFhLUSMKGOHYnndXt8zVd+Yi",
-	"sDDNZlgt/xhRISkqeFUB2oPRArab2vEKavXENWij0A4U+ZJHVFSSLvOeuL7a4G4PkKfNlR/vz9j7a2pO",
-	"E0P3GJ7zJ5CLDLWuJM73fLEnOop2EKut2u3yV4PDUJZEZG7iPnxHeal/8x1E/lrvcRQHNFCBYzl2Smc4",
-	"LEWJbFEeoOCHK1sO2yGmMkt16FJiTWY54wnLXPGNcnRyjlRHdaPZEVhGiVmhtFSXVTuj9E4LqubGjVaq",
-	"tXC1kHaEyvM0Gd3YrkMduk2o3LWbYGPjLocWx/lkBV6X+ktw+wZK7h6pc1OFzR1JMyXhen75T6iWw3JJ",
-	"wedO9zl46mvIn8DkZz6PXd7xiKUkWX3byqFwd1edPeJbnvtcYy+OHx0fu5ptELuS8LErfub2zpIF9UgX",
-	"oWs7cfJqS8SiiGepBzzQMJa5MlPAjFAYDUVsh3lcvGRVA/dNhY0XQ9mV06/QtR8d7x8Kcgcv4KgXbXp5",
-	"zMdmGng7veB9V0MhSr9yaL1jEU1UzQTEFynO5tJYAXLwD1zGEcldo5aV0mUWOd7XVXwxFHRSu/Y78ua4",
-	"u65+h3qOlpe6UqwyaHMuUjgU5dTmgC7FLKkbm8rRMzHqtKFDxbrTOixujJBNHrgGg0eDr/tgjcWyiNu8",
-	"rHZjEXb8CKYyV5rwUO2ORL53qmyAKRViE75b0glsapU0FHpq6Z3crUpOlOU4XToCqRTYczUarPphccIT",
-	"VpiXRUp8OhTkDcxNImf+WPXhEi0nd62uDojtM3j79uIbe7KWMleQTKXUhG0jhyQwCQieBpbt78EQ2k9r",
-	"n4jiycfoisCtWbauxVWLbbvWYvnxY5grLtwlg7PL84uLainvxB42aqNOSm/Gq2EGR+mlL3CFIGtBhxl7",
-	"/wLFxEw7J8ePXbGF8Ploh3IGVr5wHwOx21zvXUA6RgRaOnZV286EWTHo/La13TsFBgIXxOWqQRQ4s1ZH",
-	"wZXJn1zQZ+vSw1Y3R1qaa/uuLzNekVEnVWkT2Lyj1zp/19B1+JAiW7ZWwAiN/6owtncAbIwLfVggf6/m",
-	"1yGmTzUnLtybrjNTQ5nUzYpwHYpiO0ZcON94Q2Mqr9jX3yz71KxqbVFVvYvqalNUVdAir7RV/w4OjKju",
-	"z4jWrIDaN09FGnkwqo/UvgrPOHETPQ1l1ulTcH1FVjrTSXdPrVglkfPKXKSR1YKH4qjyv+i48r9ormQa",
-	"nX13GZ3N2M9SPD0/js5dcCgieys6Hhx/dTA4Onh4dDUYnND//+W/PD4YrH951PTlypO1SqDNn45Wv397",
-	"+U2U6wNrkh0cRcPOL8POsGOQzey/J/Y/CxzZf+6GHVfmcv3uxqdLM6n1KmytjEV+0gUrlIRO5LkTwdMg",
-	"qRuaxZDoDpn/XBeFRJ1GWkgeOSbrnKmMV+6B1bWNFSHQ72yKBN39JwfmPnNgHAGt+dmkcmIzyNC6hyAC",
-	"lmXU/Mppb9v8/kGl2pgQeOGf+UMnBFaaoG70wgaEfNku2FohhlKZ0pEvGWSKBMGy4xtXhWK1K1kUSVWN",
-	"saE3QWnn9TtHpMxRO9Bwr9Yr4P4uUh9eezjI0Ar1mx1HHOMieHkqFwKJ5J3iF5fdbuOhMOSJmsoFjBXq",
-	"qS8J3WUQ+x6+cWi96k3Pytuudu9QzCRBmTl/svbF3np9OPOew9KMNk6fjIu2wHFETpkmlwz4fAlrkrQk",
-	"Ffl+uvdO9m2RU1708/3Cc3Aq9oI1sQsrL3SYXjHt1q265jjE78jD2SX15ixNqfZd7G59xkHPrzqUrXnm",
-	"q0qcQlzT9eJoKOKg7zlHRl3pix27D9l0XhIEl33Pu4KskWslh3MJZGQaaswwMVGwDeOJkvn8erSMIeUz",
-	"FNTTCs58MXM5HoqUj8dIubB++BCkcZ4kV1fQyAk6b1QZBOaajLQbXA6F75ZaBKXhogj1UizE+S+pywDF",
-	"j8oHz4JHeSjIpQxdJrzy5B1sDBRpvBFotuwFJegGlxBbnTA+dfJzKMILLnPA7gsBkOHYWJrpw2XuYaJI",
-	"RtPJdfkI/Gf8sBj0xw0p7x2v/U8M+v/XjJoys6y1+uKXmUJT130skE4vdo2RXXpwpddlkTocWELKLEth",
-	"kwh++/XfuybGuDo9rVnVrt1x6G9ISYDUo4LN0PlRlczQci7neHP+5QWOfN1vjIaCOBXTVLyEUwyKnImL",
-	"KbpS4RKk5bqkIZH/nUHs2h7HIeVnKIrqIBE5ll035OL3avPkZh3kJd6n/vESN1SnK/EX8PWJSem7qSzE",
-	"hJ4ju9Ewlr7rx8J5IwmJqWy/Gr9W5cN30vEVPkiXdGIhV5lvjXNyeHh0/Of+oD/oH538ZfCXQadSBKdo",
-	"5lu5Wl5852i08kV5gal8j8qCVL6oAHz37u7/BgAA//8=",
+	"7L2Lchs30ij8Kij+X5XJ/UYUJdvZRKqtLVmJs/oTxz6WvKnd0EcDzjRJrIYAA2BEMylV7UOcZ9gH2yc5",
+	"hW5gLuQML4pkO+fbra1YJGeABtD3bnT/2knUbK4kSGs6J7925lzzGVjQ+OksSVQu7UuRWdDuixRMosXc",
+	"CiU7J53XMlsyOxWGcXrwiWHCwsz0O1FHuCd+zkEvO1FH8hl0Tjr+sWuRdqKOSaYw427UsdIzbjsnnTzH",
+	"X+xy7p42Vgs56dzdRZ0XIsuEnOwMz8vX5+8uWVx/7SKN2wAb0YPXHsAadOvQnE+5nsA5tzBRerkzNPXX",
+	"YtaN3xk+gThi8ZtcJ1Nu8O8r/sH9c64hFdb9dZb+Izd2BtLGvbYFJDj2deIH37aAXBvVAPLVFFgs4YO9",
+	"TvCJmKkxs1Ngcw23QuWGzfkEWmGgUTdP/VKr2frEL4U2luVuO1jKLTAhkyxPIWXdv/3tb387ePXq4Ouv",
+	"Wxc/dmM2IpQbqxGhvtUqn79YrkPy45RbZhWzyvKMjZYRiw3oW5FAzBZTkIyPDEh7Un4dDWX4u9h/d2xz",
+	"rW5FCtr97fEqZl1hDRNpL2LxCs7hOBomQkn3xsqBuq9S7pCmsh8Ri2dK2mn5bS9iSg9lbPnkZJgPBk+T",
+	"G1jiHxCzrjvJW57l4I5VSWCWTyIG/Umf4RsW+Czu9YeyZZ8nbtOuR3XsSmHM88xttt+ETtSBD3w2z9wr",
+	"YdjGQ7j42g2AM825nZYTIRfQ8HMuNKSdE6tz2I9ffC9mwq4f7huHX0b8AhE7cod8NBgM2pAqwyEaV3o0",
+	"GESdGf8gZvkMP7mPQvqPBTxCWpiARoBegdUiaaa4RBlEOZ6mLJ97zID02n1fQ7o2UGc0ePOpVAZzJyMd",
+	"jD+tfjseQ2LFLYQvMmFs+DtR0mqe2PD4+6YNf+ORfQszhCApDHEWYVggE9aN+cIgsfySa+SEk2QeO4Rm",
+	"3LPQ4tlMLUAfJNxAGjGTJ1PGDYuV5kkG7UwyvL6FRb1FItyZrdPjG4QLEfWWSS+JePYWKivvOalyrmbz",
+	"3OIOXlqlScT8+5//at2XVe61G6jbQfTjsm4d1h/4bMMhlVxkIwxZPmlhHsb9tIl9rI92xScbV4NKDVtM",
+	"lQEnnycmZlOVpbTKG1iyhbBT+oT8NWILLawFyeIbWP4Jv4tZ18wzYZmTL1NgYxR58Z/i3inTMAdu2Vhp",
+	"ZuAWNM/6yEXnmUohLKBpsyyf1DYKAW1YY0GyXGu+dJ+NXSKDdrzUfb5S62v/nv8GoWzVXiL5zp2YmStp",
+	"ABfwRqtRBqgqOAYEEtk5n88zkXAH3+GcnvjvfxgH7K+Vuf5Lw7hz0vn/Dkvd9pB+NYdhXJyxvlwu2duX",
+	"5+yrZ8//yObFY2ERVYUYNWWt5qCtIHATDdxxSG7XFntgxaxhxe58LWjJM6cONx0Zfb1F2IX9bni/YHfb",
+	"t4Seu4s6+Tzdcx13VVL7iUR3hdFWF+lhjaq7VZuyFC1q9A9IrIPIb/k5vrK+8SubuC5dAyzONkmDPuul",
+	"UMSODo4HA+aULSfhNFourTtcH3ynV6tnsIJtCxMxFHVOwk2S+dat3byrG/bOqT3rO1fwiuKPTUgSML+B",
+	"lVQMBjeKzLOMj7KCb23BF5y8PsiGpbxDZNmKBvcjknVI18B4kacTaKD/imXbQLNbtiTq8FlgK5vO4JWS",
+	"gDt+H26T5FqDTJbbJjkPzz0EBwItVLptRtrTN/Rs8dY1yLRFJKV8GQhZw1xpCymjl1jXmTUjHJApmS1R",
+	"PG2RPcWMxnJt24zTh5+0gnlbEUTDjAvpPuyKI0GP2mV0M4c9sM/yyfUNLHca2T2L6s9OTz+M9PFCxtNU",
+	"BfMLhIxWPFGFyllhsWGV1TXsJ7kIr9sEV51j1DHu3P2CqLTqXnMWmKmh104sJup8OJiog9/Cdy7kPLf3",
+	"ZSS7SdCI5VL8nAPjMyUnSGoWJMeFE3m1CNmCzdTHR+dItozYzznXFnS2dKJ2Cdz91X13dc4SnoFMufaU",
+	"bHp7CvHaQZElv27ZPjGl1dstxX7khH5pmG0n0pKgN2OLf7CKLTvRqafp1sFpdWQFOSPI20D0pjeBAqns",
+	"POmuzGGF0LfTeDtFPoQ65PWAT6UN1USmU3+8W8djfCfqFCjfiTqE8Q2Om6hzrqRRmUA+dpnPZlwvN2zN",
+	"qmkMaBk74kErmMuUhYOImNIpaEjZaOl+jByByOJntBp32egqgFfK8qxpz4lLNID4DU+mJQ8hn66DtoRS",
+	"SKRcBJZxcwPpzqBd4bgIlFmHquVkA6hNp7q+1nWpsaeieA9e7dnAOv+Zcg27UwjtzqV7aevmkJxtImY/",
+	"afNuGXthoSGacEYu1Ux4BO2zC3TgZIqnkLKxVrPCpZhyyw1YxjOjWMK1XjJhzVC66VKWqCyfScO6MQEX",
+	"M2EorASpmz+uhgdq/q1oKGN0nVy744wRyZzE8WqkDwYRBV86vTPuOfpBhIzHKsmNG8K9tZiqDJhWC8YN",
+	"DhNAnvKUCXvC4Bb0kpYTsfjDdcyS3Fi3RpkOZS5vpFpIvxSWS4fowomphWSOjZK/fx9z5reaLyuRjzab",
+	"LTxWtwd2s3ZW3i00+x1tpZVoWhN0/pn7AFd/dV/YVtzxn5vNuBJL2BU8RHlEvTQVjo559qaCkiQ81707",
+	"nhaeGEcgkScFj+qjZQ3PT8k3axjXwP7/y9c/sK7MZyPQhsEHntiq7ue5TF1t1nzxD6Nk/y1fvALjaLv6",
+	"wIGYOasQZb73+9Pzjri4nXZOOiATlQo5OcSv73Y3sMtwzK7bSTGHNsqqqJJtv21Gfssnex6WDwGg8/wT",
+	"bHTJineLD68ZlS0GY2XcZgFWIbtNQqy0Epu3dMwzA9EeJuSZDEZHYY+Q6tFkPH4yu7DVptnJufpbDvV+",
+	"59l2hA9hUhT6zKcyKhwArTZAEftvjFTsvdBWVX5WBMp3WVTbMj659rwuqTyORYVbICoIVKQRI4YdoX5Y",
+	"z/FAm66a4WH5JIQZ//3Pf52yYWfYwdihD1MKO1W5s9mhv5UM2jTvxo2tbEcDs3Eyn11cvmbPjo/+WFhY",
+	"LFEp9Gs5Ie8uvyZWbUG7t//3T2cHf3//69O7/2oi8jDrpzrSVb6x01a9FJCl32hN5FqHOAXLRdZIR2P3",
+	"WjP64E+RMwE4KS9zJaQFfZCJG2BO7rFu/NPT931vqPQobwIV/K1YQPNGAbTmFcnUu59XIp8Yol4F+dI6",
+	"/nTKUpWYw79+8/bi5d/6s5Q5RcYw4Mm0kaFv3JoPzR4ItPIMXwo5YVO1YFaxGUhnGTVO4VfUkveFG40L",
+	"ZYmSCWhpThhnWmXg6G7k/iEUiVi/3zgBBvCFbaCSRAsrEp6xruMFwDSMcwPGQYw2AFOSCYsHt+BaCjnZ",
+	"fnK4+5VJo1Kj8ptJW9d0pN9q3h5XJWWhhZVl+STEQug5/PMGlmzGl0wDT7dD7idoBex7YewuInVLpsPO",
+	"YuMvwDOnPK6T60TzFNJ23awdhnL0DZhtLLe52S7x/HNNsF8UGnGjgmiuvRZaU5OEtF88a3fTFtlrUWe0",
+	"tGCuUyUbCP2F+y0gQzcFx0s1GANpj41UStjAjGJjrmuqZ5h+fToIfHOVQp09x8ZcZJCe+LRUzNIo5nfW",
+	"ICaM2UDNSGnav7STU3ospDDTzYby9kH8W6VnNjG3KPT0zznYRlfsjragkAb0/c9SwzzjpHFXcwFLX4mD",
+	"bYdwJI5ybyDUog2f3qqFKbKnCG1Y1ztpyfB7Qia91Vwap3UoecJuhRGjDBwrVXbqTHrHvR26JGo2E9b0",
+	"dsQ9ZMR7eklKAg47qnMpKexm8iQBcOwj6hASNp79wwQ+PSDFQqsbXaPi2jq3xjGJuzyEieP51KcycC7k",
+	"BIx9CwYzY3dhlqt+ZfJiZIqnJ6hszLhclsE9h2707o7YRgjdbL9X5npiPOozkbJu/O03V+zw9ugQ43GH",
+	"9Is5/FWkd3FvJ+u+ykLqs/4lrAkd6N6eAA2BIndcV5U9NC9Lg0NWmGEqfbGTxioNqZ9XWBbG2WnaVaQI",
+	"i2zChO9g2ZRDNBcajCfCFbh91n/Qc1IFhkllGb20lvDRyiza0tRuYPnEsHk+ykTCRNqoWm6wLRMN9pSZ",
+	"qeOMjvU1vu/U2CqbuhWwoHSyVNgazVQ0mUIP3IEB+XwJesXP17L97fl87Yfw4xRkcQLGqrlhC6VvnLbe",
+	"JWU6pTD0s8ERRXkw5qhk7zTE+ca5zTX0WThP6RTn3U8v7GCZXl/u4c6bete8IxdyrJoIBiOrBk0nSE/R",
+	"pU3nzYQh+D3dRE5e+i8cIvTXwjr3y1L9fKiCrrDMna3ExxY0i0fT6xjjziMYKw1e50uUTFl8HTenc2Tc",
+	"2GuHLNuRzD3KeO7QyJluFlJnDcLPORgbOW3DoZuQjLOZkLkF1hV4LBoSpVP3tGUzx0pRHQlP9Vbwjzlg",
+	"9kBCuFU3e57ifUh/Xa8hJ08nIAXd0kFgfjvvqHONijKzxYPuKWdXc3GTehKI8P5G5HewfKvs/RmbhMU6",
+	"c3so5jXRPIFrog5T42JffvFsMIgadIEs5GGpLEXAbgBKwBrFcnEv6unR86df1O9GDRqldvsupvcX0mEn",
+	"H5wl+YHvL6zLAXYV214Lut4JhcJJ1VBoH+aCk5lm2P3gWxf/STSNCvDNm9ZEsXhT8PUtaC1SMHsG4Ea5",
+	"Ng1n8ZYEhHHcHxn/HDQ7e3OB51Lzm1XuIfqriNuN5xn/cJ0oSf7nJg9daRibqosOXXO5LIASEu+Aeg/J",
+	"XKsEjKkCtBs42nO7li1wS/cCecMu8JG6BTaoo6nKR9kGbwsF75s5yKsGBnwDy+vfon2Xul/1bcLsE3Jz",
+	"KZktTxnh+AluOKYVOeOJYiD3IoeNgQ2gPKs292pBGn717xs366qYq75lrYn9xl+/2+KxpJt4rddTKCrT",
+	"FE3ChAyWQiJmPGMU0ojCLTsIP6CNuOCGTcQtSNblzOQzTDQkpat4TI1RbbagZ+QJKoNRgz7R3pfuP/Ww",
+	"1MGffxocfPX+v7vDYZ/+6v25MURViYNvXUw1hEMjsG487Bwd958+e/7FsEOBG8Jt1o3993EvGkrSFRHR",
+	"7FSrfDJlnI0zxe0Jc9azf0mNi40jbsi6QQv94tlQljF1xwF4lvUidgNzS2BmaGvgflJemJLwetw5+Wkd",
+	"CX5dJcT3j57FUbkUuHNMDb3JpulWB2TpQQa3kBV+5AjDqLccczCFkoxe3jkjtBL2a/BxCWksly1pN96o",
+	"aM3YWQ0SVDiwFTaDDWGIbWSKv4ZhKor3hmjgm9aM+PolbofLeI37lPEyIYVXfFvBY4bccspvgXGJLtxK",
+	"nLxy25t1a7e811bcxsnuY/nu6pA3KuO0+ooHODPl9dfIzcNH3EAjp5+JiROi1xviHrWrEGiU0ksOR8mt",
+	"HFGhAGFZ2iK//DRbrF6vLDiuWplnH/O0/TaY40azRp3lxyl4471YpVYLwzJxCyfk8sCtdPgU9tIn9cFs",
+	"bpdItzozLRFZp+E0C/5iMK8GTVWG0d/KVnTLZ6zbismy5zebNEymZEuuRaucbLKtEd2NUD5wUJjaJjdz",
+	"kBRBSCED635vQqNb0MZj4fo6i20t8cY/fy/fKkYbKtK9SgXRpkgl0Web82+rvlFf2NODL55WcsSc5OMH",
+	"v0RscPAV+oQOIgqsuwNF3YGzDJx43x6dxgnbF4BWg2mwTkPya4v5FOwMH6QElig5FpNcQ8q8NV4EM7k0",
+	"C0AFwevmp4wzh4DugQE6/xTDKiXrjr7CMNnFfGjX6dd18XXdu7prK2P7gSIPTtN2qqrltUm0rthpe9iL",
+	"hSZczlXJUt54yL/dpRS083t7lKrXKH5r8tPeO+bH3wCX5Q1blI7qXqYaGYgZkDJeNVOnkKWMO2qQgF81",
+	"W4Ir2Oeg/gc9bzaYoCE0MMaMKKQgJJsI4SjwNVmyhM8pbWqcZxn7OYccdo540WSNAfEGlW1Lds0pi7sU",
+	"yO7FCHcpjwzjaQopy+dV2ccZygZIK1m+LSblrpc6FlzY6jnucBzuFbPVI8GdeiFscSLlqTOTKXsfgVSu",
+	"rOoUCmcSVTEyQLmywBoubUb4Br7/IHmxFZJqSozF0EGLCWCETJqz8LQN8oQKzvg4BSriu2t1q3zewxIm",
+	"jjpYFGwbF/NX5Tbkmq2jbPHKbqnFtWTRbVy3wBQ/SxPkfwUtxsu30JxglUwh2TcUE9IAN0TfixPDVES6",
+	"sRJe6zdnEuyFaSGZc9dLiwXIUXXF69uFynaSa2GXl26q4FCdCXmlbqBFN8XfmXUPsG6Mn/r4iWw8BBqL",
+	"NALXdDWfZp1aO8fLCnPxXaMfKWjw3ukYYbjw3//8V7zDsHg7pzEi+yrPrDjwQ78U8vXcoBnBukmm8rRI",
+	"B4lWbiGaKFxi79El6qH0gxS6s1PqQI6VTuje7Btl7ETD5f/63okqyMb9oRzKq3JVuvA0V2KUpOvGZ7md",
+	"Ki1+4ZQi9QKXyVarAp46TBtKDJVA4rSjumNWpszZ404NxTinn5ElnG5VFea6knAylOFTYW+I1C2Ks2eD",
+	"Z+j6EmNvo/qgjDC2z9Blgmg+lHFbjaeYdUN5pl6foVKDQ6852G5gbody1Z3F/v3P/8N8qhuDD5g04y98",
+	"QgbuAbfWmdKle5FKyw0lNyyu+Qlj2hhuWQbOSD46RhJFN5qbxuSzGaSlR81tItyCHkqtcmfLnTKKE4dE",
+	"N/QJendg4eU0Cc8guDh9aoz7MRrKGV+ykTNapa29SznfKI8JxCJFYM6104EKx+FQouewz36ACcfUfVL2",
+	"DOsmWHnURKg4ydT0iP/g7X+rFOHgVBiWqiR39rybBQFWuU4gcC+yqNGSd8KCwnLfKv/9UGL6+pgn4F6f",
+	"gAT0M1DehrCsG8/4DRQ/hLqU3tnVeZFnN1PgTuAXhm9n0D/qD9CsmIPkc+FsxP6g/9T7FJEbHSKDObw9",
+	"OryBpTn89QaWF+kdkbnToNxfjsUjAl6kjo+4F95inPs7DDvVCpUdD56t84gQFb+LOs8GR23suBinrErm",
+	"nn+2x/MVjotO2iqv/en93fuoY8KNng4tgXHHCxEB6yk0KoSgP9hA5f1OuOr3E43ceX8X1WoE/9RYgg/3",
+	"dK8afG7c5pM5nOhwt99XXmo4HWeqfUvPrR3PYEMNuf1qx5V56Q3V49zeIaiFDm6eoC5v9seCfU71qmoZ",
+	"1HLwHcNOKiUFfN0iJ4fAIKf312M/4jFHnbm/xtpwiri/gcQQAV+odPmwx+ddT3d1VcfBfbcLYYcT7uIf",
+	"6ClcCGJhTp5xHzLo0ZkP9qT8z4VTfA/W4xLiUV2ot6EV6xYx0KiQM5SIH5QBtZBsRLpnrwnptjGBw18d",
+	"QW1n1u/kpIpK2w7VCdVU84X8vE7hRw8W48RYkGdbfgOGkfvq07LsqHnR5VSHWKR1E2vXZa7U4zKb1iwc",
+	"NvVFNVTmUBeemEL11SoDKmlTILtT0QkT+04FKpNtfJJJyEqsZVrFrOtdu4zyrBhnKV+essFQgkwxiO1z",
+	"MrB8NzNKSdBeU3a6n1V+gvATl8sFX/bZ2VB6TcO955PyEKCES8ePRsBoj9MTp4H7kG6DdoMPPR7rLfPi",
+	"7tZLvR4TxT3sRGmbjPYHv5pIG3KwsiWbApWs+bz4d9R5dnz8aJohhrI8z/ehErdRSsJplTzq+X/ef4fY",
+	"7iuo+TJPnh628vhK4abNyt2Vf/ARtbuK078BdaiyiC3c+Q+t0DXw7HZFiZSYqxVH54NSbC1Qt5O2dPTA",
+	"czedQria81Go86tPSp270M2hCe5oTz0rDjAfKMC4o6+Ns5ruF65JOPo9qDmHtRlK4MnUJ7ObkIWMBYgU",
+	"JhdJYF0MpZg+QtIfZ7mZXqNlf8uz3ilVsFqLZJZD+vo86JvuM0/lTKrw5FB6TzVyn9ES/+EaiiAIFv4v",
+	"YiWtAq7qvV9Th9a1g4WQqVpgMS4qv+U93m5Cq5hUizKpqrYBGhz6CyVb66JXfOfr3Rqeb2sk0dauRHN5",
+	"w0bL1v42bT07KjGSInWlFjbxXuwQM2kMklRVwhaPtkfYMr30Xm036l03tuzV+0eXFYROLXqGVfOw6o/C",
+	"rh5NObiqL8YRYUCRqMyfcXgSYVzPOF20xBNiPm5HfD4Rov+umsGuFt/X+GNFIm6z+Xy49POy+GgV1eQj",
+	"Z38Q48b6Zg1ZUMI6G6bZ7GvXqb4F27ZZg48gx8sVfg4HsNVevoedW8dfNHu3a7nfuace8UCqd6VaTgUB",
+	"/ayI4qz0HzngImeYgLGkM0QsGMBIKd4CVhJM0a3k1EdAuLf2dvKQ7HbiOyjpj2pTl+r5I9vUG7BlJ0P6",
+	"92UY7yGYDrMiE3AHZuvTBj+CEYvzbGS8T4zXXD8vaq8lqxYZeyGmWEmXJOApyonaBX52GjvGz31BtIcl",
+	"9rzthC8bTvjhKX41B3IXq/wzQK3/aV4024jCp0zmWca6Svtufj3vTGtOA+6zszwVPkVrH4akweSzJp/6",
+	"A4i0tzj2p1YcaYXpZ6xAbjofn8//OAd0SYN/6hMq7iz8Xs7oFrP8Wh1p51NIbowXM7eVWyN8woU0VGqs",
+	"ksUlb7kWFJE3lF+F1T/lhIJKBjD2HlWv3MUjn9DCCJYYb66TeMOqid4ZF8oTopMeNS8sS4hlNlm3Xm6x",
+	"F7FQGDBilKM3lG5AJeEA89LG4kOfXfj+Hhp46tkRtzxTE9NnryUwTPljOpd4oZkPpbP1T9hiKjJAf5z7",
+	"KSqixCFDjNK+jr/y6WhvwerlwdnYgm5301G25WMibi2fswV9Q95lVCRdkrFxP7/Mfm7k54OnjxVOnnLb",
+	"gGZFUghG7x16t0mcKVZI/KVV1/2L//0RT88XaWxq3uggX92Q2vqPBwOPs750IHmic1lznhRLMn7VVJC4",
+	"XcN/5X/fumoLH+zhPONiZb0NnTBX2hj5GTYt7o1WM7BTyA3zjxetTdy8mPBoBN0XxCzljWv26XP9cDiN",
+	"C3/tc+x+43GvphA3UqSb6+zNRZFxuHEvarmJG9fpUH7ZjtBv6edPgs8IWoUhPPJ0Ulnmp9xKQv6maCkE",
+	"MbxjKH82XC+kpHVumWM2EYPMAHs+eLrxOG6PDkPydOuZfC+MPQsP7WvJUVvwHTJXfIP8R40hVJtzNjE0",
+	"7LWPdxrDcj+KNbWv+CmTxoSxbDUFXmVp4auryZWwpvZINzm3Qt/Rx7Go681lP3KYu2ip+onj3E8fNy5+",
+	"tOf4R88f2Z4vMJaOnfE61rag6QqDwnqbm8JSFMupou+jhqSePq7TZK9Dv2uh80aG/i3Y1k0afAxaq/SD",
+	"/vy2vm0r95N7F1+T44DbZLp+AtRT+aMwWt+++SN7Lrccvi9/XEeCz43pPvu8kpfaGaS/47ZRgXvhn/ld",
+	"62+VZqIb1bewIb8D7c2DWlfbWDd0lEGnHhakpE7X4K+mc1vL5g8L3qba+R6qj8Nwas2XP7JiF5rDtup1",
+	"Uem+87UyfPrsE1Ns8n90v4+j+xG2NuNvnaXtqPJV0Pp3q/HdNVNzo3P8ahqSv8M9UHrliWG1FtvYx6ro",
+	"xR06cSP7GEpHd1xIw2JuY9a1KuVLcjX4YFmfxdilPqYuvqbot+2rxavxUOJlowCKrINS1PjgMmUmUXNg",
+	"XS+8oqI311CGomPusUPH3Pikd8riov0+NYClq7LsgBFIEZPhEq0DeSgx5c0jFvshXJ/Gm7AyhbTJ/f0t",
+	"2AJxNqannmGLMCGNSCEk7roFW+VduaeMdq/77uq8V93DtpRLXs+33NZH7/FlapuiNiqabv++9bMaI3ot",
+	"w8K8VFhQgRSSBJQBiF8RDmKGg6DCqkKlrXJ3f/vAM7vq1T7fYsKUTQEbOUC9yzaWZxeGualyp1cXuNpy",
+	"FbCIg+FN+5ASHpctLvz8MVuoPEvZCPCSvVQhSXIsMsdRhGGZGFvKBRtKTCIXtyKDCaQUeBMGS63j6yFv",
+	"xIFLzsoZaPdkpZv5UJaNwvFsoLZSbE7dZ1crva+KJZQ5nJQHHzJoQ9XScJe0DMq4YfDruHeKNT0ppIYN",
+	"t4RhfCgrdRQqaaL1egoN7KXaWrza53ELszlXsxk/MOAeKi8207XmqChuvyGd21bu7TzcxcKXWs12MQOu",
+	"1C5P+bbdLxGL9njh3HfI3f3FUDZz9zdeUMEKb8Hu/t5bbCe5+/PUjnz/FV3xye4Pf6tVPn+x3OVRiqo9",
+	"rgFXpYlADy2Sx7MGW/T6/39IADl2wOijoEw7TBrgWcGvVpv7RVVWGThkVRIh2y71Z/rYJj2+g6UB68xl",
+	"IX2tGs4WPLspLpFTAjza05g6gVzYqX1eeUSuB2lRAdU3tyrSK5RMAHuDSx8AJpWxuEbUxDCdPXyuzD2c",
+	"FHvT6n+42e+Sm31WzqiiCfVGV1RpL/0uYon18llstGTYnps5ju0vGou0ie+0X/zXAGykUsfokPyTBOYW",
+	"OcBQ/oGdUV12LIZW3y+8mB9jCkdibuNwR9opbaCZVgsm+UzIyVAyb5lm+QzN2aLPeByx2Bua7s+y0ziW",
+	"y6auvZF7Pw4sNcaSW04L1G6W7s+5wgpJArLUROz87fcvaX+wjABWpGLvrl4efOlGGS0t+BdnXN/Ults7",
+	"qepu0WAw8FvcxfpXpGky9uzoaQ+HPRqwV+IF62I3A47fk9obKnrPcuOVTzK8hcGN8JUUqmt12jt3UiTz",
+	"x1hZLV9rI+1GSVQK5Q6t1fti3U2173t9Otc//AFLjv/hD5i24ORN15duez0HyVAGupW+QwS7nEMixp4S",
+	"HQxH/UHEjvpH7j/HaD5k3JkcvvSUoVLmVqkeKucVRNGQqIkUBlI6FDQOPNp0iwJiseOMpJk7bPB88ryy",
+	"M/h6TIztDZp+WNwxppIR3LA31FrUPdat1VC7lWmfz3kyhb5vPxoTlBT1XCmJ5t5PIRO3gOnz7BuUvYTO",
+	"DjFuYO477Di13V+1GUGmFhHJaTcAWS244xGLP1zHLMmNVTMHai5vpDOO/JC5dDsRj1WSm7jPvpnNLQ6R",
+	"QJaZSnK/RY0k/uHd99/HZK0JYxzc2AndnCI2HVoxA19HjiESffnF4IiIVemiM3p8RT3D4r/HHqfHmsqT",
+	"8sw3KzFIiWo8NugPj9m7q/MYe6/fULm2d1fnpyy+4hMTU6Yjcg7KYuoztIi1WuCZQ6bkBKt4VEKNoSdF",
+	"fJmPvDy8SGPWhcwg8HFdVl6kMZFiHKTuD3wGMevi/W0qp3/Uf0r8w0v02pOO5EOfSmcpGgAZmqZReUkq",
+	"wy9kYGGGz6BapTfCen9Yl7ACtAejBWyamngFdgMWhhmrwQ0U+XtZWPsXb1ljpXc3Ct4eQE8bdYnoz/iH",
+	"a+xfGrPuMftWvGC5zMCYSuJ8z9fkQ1J0gzht1R2Xv7MdhnIoonIb99mPmJf6Z98p6E/1Nrhx2AasQ6/G",
+	"pHQGYik6GciSgIIfzqdGGaLFqcpSExpZOpNZzUTCM6qRVI6OzpHqqDSaG4FnmJgVKgB2ebV5Zu+0wGph",
+	"abRSrWVXC+VGqDyPk+FV+jrUoSmQzqkrEBWywdRlT84nK/BS6i/C7Xvs0gVfclOFwx0pO0Xhen75V1at",
+	"WkhJweek+xx841t9nLDJL2IeU97xiKcoWfEiD8yGki4Vkz1C1/JDrrEXx8+Oj6m0Joupc0dMNSrp7Bxa",
+	"uPGopg9yH8fJq13zi1rLpR7wxLCxyrWdMshwC6OhjN0wz4uXnGpA31TYeDGUWzn+St0LifcPJbqDF+yo",
+	"F216eSzGdhp4O77gfVdDKUu/cujO6jYasZpLFl+kMJsr6wTIwXewjCOUu1YvKxUm3eZ4X1fxxVAipXbd",
+	"d+jNoauV/oR6hMtLU6kpHLQ5ihQOZTm1PcBLMUts2K1z8EwMGyKZUFj0tA4LjRGyyQPX4OzZ4Ks+c8Zi",
+	"WWtzXhYlcxt2/IxNVa4N7kO1gW69JSPWDCVucMI2ddMdSjN1+I7uVq0m2nGcLpJAqiT0qHiGUz/cnoiE",
+	"F+ZlkRKfDiV6A3ObqJknqz67BMfJqRvyAbJ9zt69u/jaUdZS5ZolU6UM7rZVQxSYCISo9bkM235a+4QY",
+	"jz5GqtW5ZtlSF+QW27auLx8dHD9/zuZaSLpkcHZ5fnFR7biQOGKTTiSg0puJapiBML30Ba4gZC3oMOMf",
+	"vgc5sdPOyfFzqoIRPh/tUGfCyRfhYyDumOstZlDHwO6oyK5qx5lwiVWygKf10zstSyDVgijszFkdBVdG",
+	"f3KBn61LD0fdHGlpLsG+vsx4RUadVKVNYPOEr3X+bliX9kPJbNlamiT0hq/C2N4kvjEudL9A/m61vZWx",
+	"FxZmIaaPxUAu6E1qoNdQzXqzIlyHojiOkZDkG29o3OsV+/qbZTuxVa0tqqp3UV1tiqoKWuSVturfwYER",
+	"1f0Z0ZoVUPvmG5lGHozqI7WvwjMkbqJvQjcM/BRcX5GTzkjp9NSKVRKRV+YijZwWPJRHlf9Fx5X/RXOt",
+	"0ujsx8vobMZ/UfKb8+PonIJDEdpb0fHg+IuDwdHB06OrweAE//93/+XxwWD9y6OmL1eerBVsbv50tPr9",
+	"u8uvo9wcOJPs4Cgadn4ddoYdC3zm/j1x/1nAyP1zN+xQNeL1uxsfL82k1s6+tWQZ+kkXvFASOpHnTghP",
+	"g6Ru6OmFojtk/gtT1HsmjbSQPGqM1jnXmajcA6trGytCoN/ZFAm6+08OzGPmwBACrfnZlCaxGWRo3UMQ",
+	"MZ5l2KOQtLdtfv+gUm1MCLzwz/yuEwJpEdu9sGFDPm8XbK0QQ6lMmcjXcrKVGiyBxIUuFKtd0aJIqmqM",
+	"Db0NSruo3zlCZc4p3sW9Wq+A+7tIffbGw4GGViizTxxxDIvg5alcCESUJ8Uv9hnB19zGQ2nREzVVCzbW",
+	"YKa+cn+Xs1jn0ucE4VqC6Vl5m0qsD+VMIZQZ+ZONr8LX67Mz7zkszWhL+mRs8iQBSCGNI3TKNLlkmM+X",
+	"cCZJS1IRIWXn0dG+LXLq23x+/jk4FXvBmdiFlecwbcz1qmm3btU1xyF+Qx7OLqk3Z2mKRQljuvUZBz2/",
+	"6lB25pmvKnHK4pquF0dDGQd9jxwZdaUvJnYfsum8JAgu+553BTkj10kOcglkaBoayCCxUbAN44lW+fx6",
+	"tIxZKmYgsfUgO/M9J9R4KFMxHgPmwvrhQ5DGl2/Cgo9WTYC8UWUQWBhfmnY5lL6pdRGUZhdFqBdjIeS/",
+	"xGYwGD8qHzwLHuWhRJcy63LplSfvYONMo8YbMcOXvaAE3cCSxU4njE9Jfg5leIEyB9y5IAAZjK3DmT67",
+	"zD1MGMloolzKRxC/wP1i0A8bUt47XvufGPT/1IyaMrOstSzm55lCU9d9HJCkF1P/ekoPrrQkLlKHA0tI",
+	"uWMpfBKxf//zX7smxlCdntasaupKH9rQYhIgthLiMyA/qlYZOM5FjjfyLy9g5CvWQzSUyKm4weIlAmNQ",
+	"6ExcTIE6OiimHNdFDQn975zF1J0+Dik/Q1lUB4nQsUxN64vfqz3um3WQV/CY+scr2FCdrty/sF8fGZV+",
+	"nKpCTJg58BvDxso3Z1qQNxI3MVXtV+PXqnz4hme+wgfqkiQWcp35DmYnh4dHx3/sD/qD/tHJl4MvB51K",
+	"EZyi53rlannxHeFo5YvyAlP5HpYFqXxRAfju/d3/DQAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -132,6 +133,11 @@ func (s *Server) Addr() string {
 func (s *Server) Start(ctx context.Context) error {
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", s.cfg.Addr)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		// The operator's to fix, so a configuration error (exit 2) naming
+		// the key and its variable.
+		return config.Errorf("http.addr", s.cfg.Addr+" is already in use by another process: set BULKHEAD_HTTP_ADDR (or http.addr) to a free address")
+	}
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", s.cfg.Addr, err)
 	}
