@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/fx"
 
+	"github.com/bulkheadhq/bulkhead/app/auth"
 	"github.com/bulkheadhq/bulkhead/app/config"
 	"github.com/bulkheadhq/bulkhead/app/control"
 	"github.com/bulkheadhq/bulkhead/app/finops"
@@ -46,6 +47,7 @@ func Base(in config.Input) fx.Option {
 func Server() fx.Option {
 	return fx.Options(
 		finops.Module,
+		auth.Module,
 		httpapi.Module,
 		fx.Provide(newVerifier),
 		fx.Invoke(registerSafetyCheck),

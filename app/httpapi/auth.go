@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"crypto/subtle"
 	"fmt"
 	"net/http"
@@ -115,24 +116,47 @@ func bearer(c echo.Context) (string, bool) {
 	return strings.TrimSpace(token), true
 }
 
-// requireKey authenticates a tenant API key: the key alone decides the
-// tenant. A viewer key may only read.
+// tokenVerifier verifies identity providers' bearer tokens.
+type tokenVerifier interface {
+	Enabled() bool
+	Verify(ctx context.Context, token string) (auth.Identity, error)
+}
+
+// requireKey authenticates a tenant API key, or a JWT of a trusted identity
+// provider: the key, or the token's issuer and tenant claim, alone decide
+// the tenant. A viewer may only read.
 func (h *handlers) requireKey(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		token, ok := bearer(c)
 		if !ok {
 			return auth.ErrUnauthenticated
 		}
-		p, err := h.control.Authenticate(c.Request().Context(), token)
+		p, err := h.authenticate(c.Request().Context(), token)
 		if err != nil {
 			return err
 		}
 		if m := c.Request().Method; m != http.MethodGet && m != http.MethodHead && !p.CanWrite() {
+			if p.KeyID == "" {
+				return newProblem(http.StatusForbidden, "this token is read-only (role viewer); writing needs the editor role")
+			}
 			return newProblem(http.StatusForbidden, "this key is read-only (role viewer); writing needs an editor key")
 		}
 		c.SetRequest(c.Request().WithContext(auth.WithPrincipal(c.Request().Context(), p)))
 		return next(c)
 	}
+}
+
+// authenticate tells a JWT from an API key by its shape and resolves either
+// to a principal through the control plane.
+func (h *handlers) authenticate(ctx context.Context, token string) (auth.Principal, error) {
+	if !auth.IsJWT(token) || h.tokens == nil || !h.tokens.Enabled() {
+		return h.control.Authenticate(ctx, token)
+	}
+	id, err := h.tokens.Verify(ctx, token)
+	if err != nil {
+		return auth.Principal{}, err
+	}
+	return h.control.TokenPrincipal(ctx, id)
 }
 
 // principal returns the request's principal. Routes behind requireKey
