@@ -313,12 +313,12 @@ func (v *Verifier) keyfunc(ctx context.Context, is *issuer) (keyfunc.Keyfunc, er
 	// A failed first fetch leaves an empty set that unknown key ids fetch
 	// again, rate-limited: one background refresher per issuer, ever.
 	keys, err := keyfunc.NewDefaultOverrideCtx(v.ctx, []string{u}, keyfunc.Override{
-		Client:                    v.client,
-		HTTPTimeout:               v.cfg.JWKSTimeout,
-		RateLimitWaitMax:          v.cfg.JWKSTimeout,
-		RefreshErrorHandlerFunc:   errorLog,
-		RefreshInterval:           v.cfg.JWKSRefreshInterval,
-		RefreshUnknownKID:         rate.NewLimiter(rate.Every(v.cfg.JWKSRefetchInterval), 1),
+		Client:                  v.client,
+		HTTPTimeout:             v.cfg.JWKSTimeout,
+		RateLimitWaitMax:        v.cfg.JWKSTimeout,
+		RefreshErrorHandlerFunc: errorLog,
+		RefreshInterval:         v.cfg.JWKSRefreshInterval,
+		RefreshUnknownKID:       rate.NewLimiter(rate.Every(v.cfg.JWKSRefetchInterval), 1),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("load keys of %s: %w", is.cfg.Issuer, err)
