@@ -2,24 +2,14 @@ package auth_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,137 +17,12 @@ import (
 
 	"github.com/bulkheadhq/bulkhead/app/auth"
 	"github.com/bulkheadhq/bulkhead/app/config"
+	"github.com/bulkheadhq/bulkhead/internal/oidctest"
 )
 
-// IDP is an identity provider for tests: it serves its discovery document
-// and JWKS on a loopback httptest server, counts JWKS fetches, and signs
-// tokens with the keys it holds.
-type IDP struct {
-	srv     *httptest.Server
-	Fetches atomic.Int64
-
-	mu     sync.Mutex
-	keys   map[string]any // kid → private key
-	served []string       // kids the JWKS lists
-}
-
-func newIDP(t *testing.T) *IDP {
-	t.Helper()
-	p := &IDP{keys: map[string]any{}}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
-		json.NewEncoder(w).Encode(map[string]string{"issuer": p.Issuer(), "jwks_uri": p.Issuer() + "/keys"})
-	})
-	mux.HandleFunc("GET /keys", func(w http.ResponseWriter, r *http.Request) {
-		p.Fetches.Add(1)
-		w.Header().Set("Content-Type", "application/json")
-		w.Write(p.jwks())
-	})
-	p.srv = httptest.NewServer(mux)
-	t.Cleanup(p.srv.Close)
-	return p
-}
-
-// Issuer is the provider's issuer URL.
-func (p *IDP) Issuer() string { return p.srv.URL }
-
-var (
-	keyOnce sync.Once
-	rsaKeys []*rsa.PrivateKey
-)
-
-// AddRSA makes kid an RS256 key and serves it.
-func (p *IDP) AddRSA(t *testing.T, kid string) {
-	t.Helper()
-	keyOnce.Do(func() { // RSA keys are slow to make: share a few
-		for range 3 {
-			k, err := rsa.GenerateKey(rand.Reader, 2048)
-			if err != nil {
-				panic(err)
-			}
-			rsaKeys = append(rsaKeys, k)
-		}
-	})
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.keys[kid] = rsaKeys[len(p.keys)%len(rsaKeys)]
-	p.served = append(p.served, kid)
-}
-
-// AddEC makes kid an ES256 key and serves it.
-func (p *IDP) AddEC(t *testing.T, kid string) {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.keys[kid] = k
-	p.served = append(p.served, kid)
-}
-
-// Serve replaces the kids the JWKS lists (keys are kept for signing).
-func (p *IDP) Serve(kids ...string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.served = kids
-}
-
-func (p *IDP) jwks() []byte {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	b64 := base64.RawURLEncoding.EncodeToString
-	var keys []map[string]string
-	for _, kid := range p.served {
-		switch k := p.keys[kid].(type) {
-		case *rsa.PrivateKey:
-			keys = append(keys, map[string]string{"kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256",
-				"n": b64(k.N.Bytes()), "e": b64(big.NewInt(int64(k.E)).Bytes())})
-		case *ecdsa.PrivateKey:
-			x, y := make([]byte, 32), make([]byte, 32)
-			k.X.FillBytes(x)
-			k.Y.FillBytes(y)
-			keys = append(keys, map[string]string{"kty": "EC", "kid": kid, "use": "sig", "alg": "ES256",
-				"crv": "P-256", "x": b64(x), "y": b64(y)})
-		}
-	}
-	b, _ := json.Marshal(map[string]any{"keys": keys})
-	return b
-}
-
-// Sign signs claims with kid's key.
-func (p *IDP) Sign(t *testing.T, kid string, claims jwt.MapClaims) string {
-	t.Helper()
-	p.mu.Lock()
-	key := p.keys[kid]
-	p.mu.Unlock()
-	var m jwt.SigningMethod = jwt.SigningMethodRS256
-	if _, ok := key.(*ecdsa.PrivateKey); ok {
-		m = jwt.SigningMethodES256
-	}
-	tok := jwt.NewWithClaims(m, claims)
-	tok.Header["kid"] = kid
-	s, err := tok.SignedString(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-// Claims are valid claims for p and audience "bulkhead", naming tenant.
-func (p *IDP) Claims(tenant string) jwt.MapClaims {
-	now := time.Now()
-	return jwt.MapClaims{
-		"iss": p.Issuer(), "aud": "bulkhead", "sub": "user-1",
-		"iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(time.Hour).Unix(),
-		"org": tenant, "role": "editor",
-	}
-}
-
-func issuerConfig(p *IDP, tenants ...string) config.Issuer {
+func issuerConfig(p *oidctest.IDP, tenants ...string) config.Issuer {
 	return config.Issuer{
-		Issuer: p.Issuer(), Audience: "bulkhead", JWKSURL: p.Issuer() + "/keys", Algorithms: []string{"RS256", "ES256"},
+		Issuer: p.Issuer(), Audience: "bulkhead", JWKSURL: p.JWKSURL(), Algorithms: []string{"RS256", "ES256"},
 		ClockSkew: 30 * time.Second, TenantClaim: "org", Tenants: tenants, RoleClaim: "role",
 	}
 }
@@ -196,7 +61,7 @@ func refusedFor(t *testing.T, err error, want string) {
 
 func TestAcceptsRS256AndES256(t *testing.T) {
 	t.Parallel()
-	p := newIDP(t)
+	p := oidctest.New(t)
 	p.AddRSA(t, "rsa-1")
 	p.AddEC(t, "ec-1")
 	v := newVerifier(t, issuerConfig(p, "acme"))
@@ -217,12 +82,12 @@ func TestAcceptsRS256AndES256(t *testing.T) {
 
 func TestRefusesBadTokens(t *testing.T) {
 	t.Parallel()
-	p := newIDP(t)
+	p := oidctest.New(t)
 	p.AddRSA(t, "rsa-1")
-	other := newIDP(t) // trusted too, but only for beta
+	other := oidctest.New(t) // trusted too, but only for beta
 	other.AddRSA(t, "other-1")
 	v := newVerifier(t, issuerConfig(p, "acme"), issuerConfig(other, "beta"))
-	stranger := newIDP(t) // not trusted at all
+	stranger := oidctest.New(t) // not trusted at all
 	stranger.AddRSA(t, "stranger-1")
 
 	with := func(change func(jwt.MapClaims)) jwt.MapClaims {
@@ -247,9 +112,9 @@ func TestRefusesBadTokens(t *testing.T) {
 		{"tenant the issuer is not trusted for", p.Sign(t, "rsa-1", p.Claims("beta")), "not trusted for the tenant"},
 		{"other issuer naming acme", other.Sign(t, "other-1", other.Claims("acme")), "not trusted for the tenant"},
 		{"no tenant", p.Sign(t, "rsa-1", with(func(c jwt.MapClaims) { delete(c, "org") })), "names no tenant"},
-		{"unknown kid", signWithKid(t, p, "rsa-1", "made-up", p.Claims("acme")), "signing key is unknown"},
-		{"alg none", unsigned(p.Claims("acme")), "algorithm is not accepted"},
-		{"HS256 with the public key", hmacWithPublicKey(t, p, "rsa-1", p.Claims("acme")), "algorithm is not accepted"},
+		{"unknown kid", p.SignAs(t, "rsa-1", "made-up", p.Claims("acme")), "signing key is unknown"},
+		{"alg none", oidctest.Unsigned(p.Claims("acme")), "algorithm is not accepted"},
+		{"HS256 with the public key", p.HMACWithPublicKey(t, "rsa-1", p.Claims("acme")), "algorithm is not accepted"},
 		{"tampered", tamper(p.Sign(t, "rsa-1", p.Claims("acme"))), "signature"},
 		{"garbage", "a.b.c", "malformed"},
 	}
@@ -257,45 +122,6 @@ func TestRefusesBadTokens(t *testing.T) {
 		_, err := verify(t, v, tc.token)
 		refusedFor(t, err, tc.want)
 	}
-}
-
-// signWithKid signs with kid's key but names another kid in the header.
-func signWithKid(t *testing.T, p *IDP, kid, header string, claims jwt.MapClaims) string {
-	t.Helper()
-	tok := p.Sign(t, kid, claims)
-	parts := strings.Split(tok, ".")
-	h := fmt.Sprintf(`{"alg":"RS256","kid":%q,"typ":"JWT"}`, header)
-	parts[0] = base64.RawURLEncoding.EncodeToString([]byte(h))
-	return strings.Join(parts, ".")
-}
-
-func unsigned(claims jwt.MapClaims) string {
-	s, err := jwt.NewWithClaims(jwt.SigningMethodNone, claims).SignedString(jwt.UnsafeAllowNoneSignatureType)
-	if err != nil {
-		panic(err)
-	}
-	return s
-}
-
-// hmacWithPublicKey is the classic confusion attack: HS256 keyed with the
-// bytes of the issuer's published RSA key.
-func hmacWithPublicKey(t *testing.T, p *IDP, kid string, claims jwt.MapClaims) string {
-	t.Helper()
-	p.mu.Lock()
-	pub := &p.keys[kid].(*rsa.PrivateKey).PublicKey
-	p.mu.Unlock()
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pemKey := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
-	tok := jwt.NewWithClaims(jwt.SigningMethodHS256, claims)
-	tok.Header["kid"] = kid
-	s, err := tok.SignedString(pemKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
 }
 
 func tamper(tok string) string {
@@ -312,13 +138,13 @@ func tamper(tok string) string {
 
 func TestUnknownKidFloodFetchesOnce(t *testing.T) {
 	t.Parallel()
-	p := newIDP(t)
+	p := oidctest.New(t)
 	p.AddRSA(t, "rsa-1")
 	v := newVerifier(t, issuerConfig(p, "acme"))
 	var wg sync.WaitGroup
 	for i := range 50 {
 		wg.Go(func() {
-			_, err := verify(t, v, signWithKid(t, p, "rsa-1", fmt.Sprintf("made-up-%d", i), p.Claims("acme")))
+			_, err := verify(t, v, p.SignAs(t, "rsa-1", fmt.Sprintf("made-up-%d", i), p.Claims("acme")))
 			var te *auth.TokenError
 			if !errors.As(err, &te) {
 				t.Errorf("made-up kid %d: %v", i, err)
@@ -338,7 +164,7 @@ func TestUnknownKidFloodFetchesOnce(t *testing.T) {
 
 func TestRotatedKey(t *testing.T) {
 	t.Parallel()
-	p := newIDP(t)
+	p := oidctest.New(t)
 	p.AddRSA(t, "old")
 	v := newVerifier(t, issuerConfig(p, "acme"))
 	if _, err := verify(t, v, p.Sign(t, "old", p.Claims("acme"))); err != nil {
@@ -355,7 +181,7 @@ func TestRotatedKey(t *testing.T) {
 
 func TestUnreachableJWKSFailsClosedButKeepsCache(t *testing.T) {
 	t.Parallel()
-	p := newIDP(t)
+	p := oidctest.New(t)
 	p.AddRSA(t, "rsa-1")
 	v := newVerifier(t, issuerConfig(p, "acme"))
 	if _, err := verify(t, v, p.Sign(t, "rsa-1", p.Claims("acme"))); err != nil {
@@ -363,7 +189,7 @@ func TestUnreachableJWKSFailsClosedButKeepsCache(t *testing.T) {
 	}
 	p.AddRSA(t, "rsa-2")
 	good, unknown := p.Sign(t, "rsa-1", p.Claims("acme")), p.Sign(t, "rsa-2", p.Claims("acme"))
-	p.srv.Close()
+	p.Close()
 	if _, err := verify(t, v, good); err != nil {
 		t.Errorf("cached key while the JWKS is down: %v", err)
 	}
@@ -371,13 +197,13 @@ func TestUnreachableJWKSFailsClosedButKeepsCache(t *testing.T) {
 	refusedFor(t, err, "signing key is unknown")
 
 	// Down from the start: no key is ever trusted.
-	down := newIDP(t)
+	down := oidctest.New(t)
 	down.AddRSA(t, "rsa-1")
 	tok := down.Sign(t, "rsa-1", down.Claims("acme"))
 	explicit := issuerConfig(down, "acme")
 	discovered := explicit
 	discovered.JWKSURL = ""
-	down.srv.Close()
+	down.Close()
 	_, err = verify(t, newVerifier(t, explicit), tok)
 	refusedFor(t, err, "signing key is unknown")
 	_, err = verify(t, newVerifier(t, discovered), tok)
@@ -386,7 +212,7 @@ func TestUnreachableJWKSFailsClosedButKeepsCache(t *testing.T) {
 
 func TestClaimMapping(t *testing.T) {
 	t.Parallel()
-	p := newIDP(t)
+	p := oidctest.New(t)
 	p.AddRSA(t, "rsa-1")
 	ic := issuerConfig(p, "acme", "beta")
 	ic.JWKSURL = "" // discovered
