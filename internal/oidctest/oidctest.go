@@ -158,7 +158,6 @@ func (p *IDP) Claims(tenant string) jwt.MapClaims {
 	}
 }
 
-
 // SignAs signs claims with kid's key but names header in the token's kid.
 func (p *IDP) SignAs(t testing.TB, kid, header string, claims jwt.MapClaims) string {
 	t.Helper()
