@@ -109,6 +109,11 @@ http:
   addr: "0.0.0.0:{{ include "bulkhead.containerPort" . }}"
 log:
   format: {{ .Values.config.log.format }}
+{{- with (.Values.config.oidc).issuers }}
+oidc:
+  issuers:
+    {{- toYaml . | nindent 4 }}
+{{- end }}
 {{- end }}
 
 {{- define "bulkhead.containerPort" -}}8080{{- end }}
