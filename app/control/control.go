@@ -375,3 +375,40 @@ func (s *Service) Authenticate(ctx context.Context, token string) (auth.Principa
 	}
 	return p, nil
 }
+
+// TokenPrincipal resolves a verified token's identity to its principal, by
+// the tenant's slug, reading the control plane as the serving role like
+// Authenticate. A tenant that does not exist or is being deleted is
+// auth.ErrUnknownTenant; one that is otherwise not active,
+// auth.ErrSuspended.
+func (s *Service) TokenPrincipal(ctx context.Context, id auth.Identity) (auth.Principal, error) {
+	db := s.app
+	if db == nil {
+		return auth.Principal{}, errors.New("authenticate: database.url is not set")
+	}
+	if !ValidSlug(id.Slug) {
+		return auth.Principal{}, auth.ErrUnknownTenant
+	}
+	p := auth.Principal{Role: id.Role, Issuer: id.Issuer, Subject: id.Subject}
+	var status string
+	// The tenant's limit overrides come in the same query, as for a key.
+	err := db.QueryRow(ctx, `
+		SELECT t.id, t.slug, t.isolation, t.server, t.placement, t.status,
+		       COALESCE(l.max_concurrent, 0), COALESCE(l.rate, 0), COALESCE(l.burst, 0)
+		FROM bulkhead.tenants t LEFT JOIN bulkhead.tenant_limits l ON l.tenant_id = t.id
+		WHERE t.slug = $1`, id.Slug,
+	).Scan(&p.Tenant.ID, &p.Tenant.Slug, &p.Tenant.Strategy, &p.Tenant.Server, &p.Tenant.Placement, &status,
+		&p.Limits.MaxConcurrent, &p.Limits.Rate, &p.Limits.Burst)
+	if err = store.Translate(err); errors.Is(err, store.ErrNotFound) {
+		return auth.Principal{}, auth.ErrUnknownTenant
+	} else if err != nil {
+		return auth.Principal{}, fmt.Errorf("authenticate: %w", err)
+	}
+	switch status {
+	case StatusActive:
+		return p, nil
+	case StatusDeleting:
+		return auth.Principal{}, auth.ErrUnknownTenant
+	}
+	return auth.Principal{}, auth.ErrSuspended
+}

@@ -22,6 +22,7 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 	"go.uber.org/fx"
 
+	"github.com/bulkheadhq/bulkhead/app/auth"
 	"github.com/bulkheadhq/bulkhead/app/config"
 	"github.com/bulkheadhq/bulkhead/app/console"
 	"github.com/bulkheadhq/bulkhead/app/control"
@@ -57,6 +58,9 @@ type Params struct {
 	Gate     *limits.Gate
 	// Verify serves GET /admin/v1/verify; without it that answers 503.
 	Verify Verifier `optional:"true"`
+	// Tokens verifies identity providers' bearer tokens; without it only
+	// API keys are accepted.
+	Tokens *auth.Verifier `optional:"true"`
 }
 
 // New builds the server: middleware, the generated routes, and the
@@ -82,6 +86,9 @@ func New(p Params) (*Server, error) {
 		limits:    newRateLimits(p.Config.Limits, p.Usage, p.Metrics.rejected),
 		verify:    p.Verify,
 		verifying: make(chan struct{}, 1),
+	}
+	if p.Tokens != nil {
+		h.tokens = p.Tokens
 	}
 	spec, err := h.loadSpec()
 	if err != nil {
