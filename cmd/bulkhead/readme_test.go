@@ -148,7 +148,7 @@ func TestREADME(t *testing.T) {
 		t.Fatalf("the README's commands failed: %v", err)
 	}
 	// The month's summary counts January only: `to` is inclusive.
-	if !strings.Contains(string(b), `{"amount":"220.000000","currency":"USD","key":"AmazonEC2"}`) {
+	if !strings.Contains(string(b), `{"amount":"220.00","currency":"USD","key":"AmazonEC2"}`) {
 		t.Errorf("the README's January summary is not AmazonEC2 220 USD")
 	}
 

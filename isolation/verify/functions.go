@@ -73,7 +73,7 @@ func Functions(ctx context.Context, q isolation.Querier) ([]Finding, error) {
 		  -- Bulkhead's own, exactly as its migration made them.
 		  AND NOT ((p.oid::regprocedure::text, encode(sha256(convert_to(p.prosrc, 'UTF8')), 'hex')) IN
 		          (SELECT * FROM unnest($1::text[], $2::text[]))
-		      AND n.nspname = $3 AND o.rolname = $4 AND p.proconfig = ARRAY['search_path=pg_catalog, pg_temp']
+		      AND n.nspname = $3 AND o.rolname = $4 AND p.proconfig IS NOT DISTINCT FROM ARRAY['search_path=pg_catalog, pg_temp']
 		      AND p.prolang = (SELECT oid FROM pg_language WHERE lanname = 'sql'))
 		ORDER BY 1`, ownDefinerArgs(), []any{&fn, &owner, &super, &bypass, &unforced, &mayAlter, &holdsRows}, func() error {
 		revoke := "REVOKE EXECUTE ON FUNCTION " + fn + " FROM PUBLIC, " + ident(isolation.AppRole) + ", or ALTER FUNCTION " + fn + " SECURITY INVOKER"
