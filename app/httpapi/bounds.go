@@ -33,16 +33,19 @@ type Allowance struct {
 //
 // POST /v1/costs loads a FOCUS billing export in one transaction while it
 // reads the body: between two batches the session waits for the client's
-// next megabytes, idle in its transaction, so that bound is the import's
-// own (import.timeout, which also bounds the whole load); statements and
-// lock waits keep the server's. Its read and write deadlines are moved by
+// next megabytes, idle in its transaction, and a restatement waits for
+// another restatement of the same billing period to commit (they are
+// serialised by design), so those two bounds are the import's own
+// (import.timeout, which also bounds the whole load); statements keep the
+// server's. Idempotency keys are tried, never waited for, so a second
+// request with a key in use still answers 409 at once. Its read and write deadlines are moved by
 // the FOCUS path itself (focusImport.run), only for datasets: a JSON or
 // CSV ingest keeps the server's, and reads its body before its transaction.
 func routeAllowances(cfg *config.Config) map[string]Allowance {
 	return map[string]Allowance{
 		http.MethodPost + " /v1/costs": {Bounds: isolation.Bounds{
 			Statement:         cfg.Database.StatementTimeout,
-			Lock:              cfg.Database.LockTimeout,
+			Lock:              max(cfg.Database.LockTimeout, cfg.Import.Timeout),
 			IdleInTransaction: max(cfg.Database.IdleInTransactionTimeout, cfg.Import.Timeout),
 		}},
 	}
