@@ -51,11 +51,15 @@ func Functions(ctx context.Context, q isolation.Querier) ([]Finding, error) {
 	var (
 		owner                              string
 		super, bypass, mayAlter, holdsRows bool
+		known                              bool
 		unforced                           []string
 	)
 	err = collect(ctx, q, "security definer functions", `
 		WITH tt AS (`+isolation.TenantTableQuery+`)
 		SELECT p.oid::regprocedure::text, o.rolname, o.rolsuper, o.rolbypassrls,
+		       n.nspname = $1 AND p.proname = $2 AND pg_get_function_identity_arguments(p.oid) = $3
+		         AND o.rolname = $4 AND (SELECT lanname FROM pg_language WHERE oid = p.prolang) = 'sql'
+		         AND p.proconfig = $5::text[] AND encode(sha256(convert_to(p.prosrc, 'UTF8')), 'hex') = $6,
 		       ARRAY(SELECT t.oid::regclass::text FROM tt t JOIN pg_class c ON c.oid = t.oid
 		             WHERE NOT c.relforcerowsecurity AND pg_has_role(p.proowner, t.relowner, 'USAGE') ORDER BY 1),
 		       EXISTS (SELECT FROM tt t WHERE pg_has_role(p.proowner, t.relowner, 'USAGE')),
@@ -69,38 +73,63 @@ func Functions(ctx context.Context, q isolation.Querier) ([]Finding, error) {
 		  AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = 'pg_proc'::regclass AND e.objid = p.oid AND e.deptype = 'e')
 		  AND o.rolname <> current_user
 		  AND has_schema_privilege(n.oid, 'USAGE') AND has_function_privilege(p.oid, 'EXECUTE')
-		ORDER BY 1`, nil, []any{&fn, &owner, &super, &bypass, &unforced, &mayAlter, &holdsRows}, func() error {
-		revoke := "REVOKE EXECUTE ON FUNCTION " + fn + " FROM PUBLIC, " + ident(isolation.AppRole) + ", or ALTER FUNCTION " + fn + " SECURITY INVOKER"
-		runs := "the serving role may execute this SECURITY DEFINER function, which runs as " + owner + ", "
-		var why string
-		switch {
-		case super:
-			why = "a superuser"
-		case bypass:
-			why = "BYPASSRLS"
-		case len(unforced) > 0:
-			why = "the owner of tenant tables whose RLS is not forced (" + strings.Join(unforced, ", ") + ")"
-		}
-		switch {
-		case why != "":
-			out = append(out, finding(CodeFunctionDefinerBypasses, critical, "function "+fn,
-				runs+why+", so it bypasses Row-Level Security", revoke))
-		case mayAlter:
-			out = append(out, finding(CodeFunctionDefinerOwner, critical, "function "+fn,
-				runs+"which owns tenant tables and may ALTER them: switch Row-Level Security off, drop the policy", revoke))
-		case holdsRows:
-			out = append(out, finding(CodeFunctionDefiner, critical, "function "+fn,
-				runs+"which holds privileges on tenant tables: another tenant's, or outside the tenant binding", revoke))
-		default:
-			out = append(out, finding(CodeFunctionDefiner, warning, "function "+fn,
-				runs+"with rights the serving role does not hold; Bulkhead creates no such function", revoke))
-		}
-		return nil
-	})
+		ORDER BY 1`, []any{usageRecorder.schema, usageRecorder.name, usageRecorder.args, isolation.OwnerRole, usageRecorder.config, usageRecorder.sha256},
+		[]any{&fn, &owner, &super, &bypass, &known, &unforced, &mayAlter, &holdsRows}, func() error {
+			revoke := "REVOKE EXECUTE ON FUNCTION " + fn + " FROM PUBLIC, " + ident(isolation.AppRole) + ", or ALTER FUNCTION " + fn + " SECURITY INVOKER"
+			runs := "the serving role may execute this SECURITY DEFINER function, which runs as " + owner + ", "
+			var why string
+			switch {
+			case super:
+				why = "a superuser"
+			case bypass:
+				why = "BYPASSRLS"
+			case len(unforced) > 0:
+				why = "the owner of tenant tables whose RLS is not forced (" + strings.Join(unforced, ", ") + ")"
+			}
+			switch {
+			case why != "":
+				out = append(out, finding(CodeFunctionDefinerBypasses, critical, "function "+fn,
+					runs+why+", so it bypasses Row-Level Security", revoke))
+			case mayAlter && known:
+				// The control plane's own: its body, as the migration wrote
+				// it, writes the usage table alone and runs nothing it is
+				// given; any other body is reported.
+			case mayAlter:
+				out = append(out, finding(CodeFunctionDefinerOwner, critical, "function "+fn,
+					runs+"which owns tenant tables and may ALTER them: switch Row-Level Security off, drop the policy", revoke))
+			case holdsRows:
+				out = append(out, finding(CodeFunctionDefiner, critical, "function "+fn,
+					runs+"which holds privileges on tenant tables: another tenant's, or outside the tenant binding", revoke))
+			default:
+				out = append(out, finding(CodeFunctionDefiner, warning, "function "+fn,
+					runs+"with rights the serving role does not hold; Bulkhead creates no such function", revoke))
+			}
+			return nil
+		})
 	if err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+// usageRecorder is the one SECURITY DEFINER function Bulkhead creates:
+// bulkhead.record_tenant_usage (control migration 00003), through which the
+// serving role records its usage counters — the only write it may make to
+// the control plane. It runs as the owner role, which owns the tenant
+// tables, so it is allowed only exactly as the migration wrote it: owner,
+// language, settings and the SHA-256 of its body. A body replaced since is
+// function-definer-owner again.
+var usageRecorder = struct {
+	schema, name, args string
+	config             []string
+	sha256             string
+}{
+	schema: "bulkhead",
+	name:   "record_tenant_usage",
+	args: "p_minute timestamp with time zone, p_replica text, p_retention interval, p_tenants uuid[], " +
+		"p_requests bigint[], p_rejections bigint[], p_waits bigint[], p_wait_us bigint[], p_db_us bigint[]",
+	config: []string{"search_path=pg_catalog, pg_temp"},
+	sha256: "57186eec3c484f82ce12c07c79b99688e0fb61d5d6ed43f677d7d1b392b8b1c5",
 }
 
 // predicateFunctions are the functions the tenant predicate runs, with
