@@ -45,21 +45,26 @@ test: deps lint generate/check test/go helm/test ## Run every test against a rea
 test/go: ## Run the Go tests under a throwaway PostgreSQL and PgBouncer
 	$(WITHPG) -pgbouncer -- $(GO) test $(GOFLAGS_TEST) $(TESTFLAGS) ./...
 
-# On Citus so far: the cluster's own test, migrate and the control plane, and
-# the shared-tables strategy with its Citus-only tests (build tag citus).
-# Skipped until ingest is Citus-ready (COPY under RLS): the suites that seed
-# costs through the API. Not yet: the schema strategy's package (verify
-# refuses the LOGIN tenant roles Citus needs, and tenant roles of test
-# databases side by side collide: Citus records distributed roles per
-# database, roles are global), the database strategy.
-CITUS_SKIP ?= TestConformance
+# On Citus: the cluster's own test, migrate and the control plane, the
+# shared-tables strategy with its conformance suite and its Citus-only tests
+# (build tag citus), verify's Citus invariants, and the fault tests (the
+# restart test brings its own plain server, so it is not run here).
+# Skipped: the conformance runs with the application's tenant filter
+# rewritten away — without tenant_id = $1 the stores' row-locking reads
+# (FOR KEY SHARE) span every shard, which Citus refuses; the database wall
+# alone is attacked on Citus by the suite's raw SQL. Not yet: the schema
+# strategy (tenant roles of test databases side by side collide: Citus
+# records distributed roles per database, roles are global), the database
+# strategy, app/archive.
+CITUS_SKIP ?= TestConformanceDatabaseWallAlone|TestConformanceCatchesALeak
 CITUS_GOTEST := $(GO) test -tags citus $(TESTFLAGS)
 
 .PHONY: test/citus
 test/citus: deps/citus ## Run the isolation tests on a Citus coordinator and two workers
 	$(WITHPG) -citus -- bash -c '\
-		$(CITUS_GOTEST) -run Citus ./internal/pgcluster && \
-		$(CITUS_GOTEST) -skip "$(CITUS_SKIP)" ./app/control ./isolation/rls'
+		$(CITUS_GOTEST) -run Citus ./internal/pgcluster ./isolation/verify && \
+		$(CITUS_GOTEST) -skip "$(CITUS_SKIP)" ./app/control ./isolation/rls && \
+		$(CITUS_GOTEST) -run TestFault -skip TestFaultPostgresRestartUnderLoad ./isolation/isolationtest'
 
 .PHONY: test/race
 test/race: deps ## Run the Go tests with the race detector

@@ -127,6 +127,17 @@ func (s *suite) attackSQL(t *testing.T, self, other *holdings) {
 		if !slices.Contains(tables, "accounts") {
 			t.Fatalf("tenant tables visible in %s's transaction: %v; want accounts among them", self.tenant.Slug, tables)
 		}
+		// Deleting a table's rows deletes the rows that reference them
+		// first: deferred constraints do not reach Citus's workers, so a
+		// DELETE must not rely on them to be judged by what it reaches.
+		var schema string
+		if err := tx.QueryRow(ctx, `SELECT current_schema()`).Scan(&schema); err != nil {
+			return err
+		}
+		order, err := isolation.TenantTablesInDeleteOrder(ctx, tx, schema)
+		if err != nil {
+			return err
+		}
 		for _, table := range tables {
 			ident := pgx.Identifier{table}.Sanitize()
 			var mine, foreign int
@@ -148,21 +159,29 @@ func (s *suite) attackSQL(t *testing.T, self, other *holdings) {
 			}
 			// Writes without a predicate touch self's rows only; each runs
 			// in a savepoint rolled back at once.
+			var referencing []string
+			for _, r := range order {
+				if r == table {
+					break
+				}
+				referencing = append(referencing, `DELETE FROM `+pgx.Identifier{r}.Sanitize())
+			}
 			for _, stmt := range []struct {
+				before   []string
 				sql      string
 				args     []any
 				fails    bool // the statement must fail: it would move or plant a row
 				affected int  // else, the rows it must touch
 			}{
-				{`UPDATE ` + ident + ` SET tenant_id = tenant_id`, nil, false, mine},
-				{`DELETE FROM ` + ident, nil, false, mine},
-				{`UPDATE ` + ident + ` SET tenant_id = $1`, []any{them}, mine > 0, 0},
+				{nil, `UPDATE ` + ident + ` SET tenant_id = tenant_id`, nil, false, mine},
+				{referencing, `DELETE FROM ` + ident, nil, false, mine},
+				{nil, `UPDATE ` + ident + ` SET tenant_id = $1`, []any{them}, mine > 0, 0},
 				// A copy of one of self's rows (or, with none, a row of
 				// NULLs) claimed for the other tenant.
-				{`INSERT INTO ` + ident + ` SELECT * FROM jsonb_populate_record(NULL::` + ident + `,
+				{nil, `INSERT INTO ` + ident + ` SELECT * FROM jsonb_populate_record(NULL::` + ident + `,
 					COALESCE((SELECT to_jsonb(x) FROM ` + ident + ` x LIMIT 1), '{}') || jsonb_build_object('tenant_id', $1::uuid))`, []any{them}, true, 0},
 			} {
-				tag, err := inSavepoint(ctx, tx, stmt.sql, stmt.args...)
+				tag, err := inSavepoint(ctx, tx, stmt.before, stmt.sql, stmt.args...)
 				switch {
 				case stmt.fails && err == nil:
 					t.Errorf("LEAK: %s in %s's transaction wrote %d rows for %s", oneLine(stmt.sql), self.tenant.Slug, tag, other.tenant.Slug)
@@ -200,9 +219,9 @@ func (s *suite) unbound(t *testing.T, a, b apitest.Tenant) {
 	}
 }
 
-// inSavepoint runs sql in a savepoint of tx that it rolls back, and returns
-// the rows it affected.
-func inSavepoint(ctx context.Context, tx pgx.Tx, sql string, args ...any) (int64, error) {
+// inSavepoint runs the statements before, then sql, in a savepoint of tx
+// that it rolls back, and returns the rows sql affected.
+func inSavepoint(ctx context.Context, tx pgx.Tx, before []string, sql string, args ...any) (int64, error) {
 	sp, err := tx.Begin(ctx)
 	if err != nil {
 		return 0, err
@@ -213,6 +232,11 @@ func inSavepoint(ctx context.Context, tx pgx.Tx, sql string, args ...any) (int64
 	// because of the rows that still point at it.
 	if _, err := sp.Exec(ctx, `SET CONSTRAINTS ALL DEFERRED`); err != nil {
 		return 0, err
+	}
+	for _, stmt := range before {
+		if _, err := sp.Exec(ctx, stmt); err != nil {
+			return 0, fmt.Errorf("%s: %w", stmt, err)
+		}
 	}
 	tag, err := sp.Exec(ctx, sql, args...)
 	return tag.RowsAffected(), err

@@ -134,6 +134,14 @@ func checkInherits(ctx context.Context, q isolation.Querier) ([]isolation.Findin
 // in this database or of a shared object (pg_shdepend records both),
 // membership of any role, and role attributes.
 func checkRoles(ctx context.Context, q isolation.Querier) ([]isolation.Finding, error) {
+	// On a Citus coordinator a tenant role must be LOGIN: Citus opens the
+	// connections that carry its work to the workers as the current role,
+	// the tenant's after SET LOCAL ROLE (docs/DESIGN.md). Elsewhere LOGIN
+	// is an attribute a tenant role never needs.
+	citus, err := verify.OnCitus(ctx, q)
+	if err != nil {
+		return nil, err
+	}
 	rows, err := q.Query(ctx, `WITH `+tenantSchemas+`
 		SELECT t.name,
 		       CASE d.deptype WHEN 'o' THEN 'owns ' ELSE 'holds rights on ' END
@@ -159,11 +167,11 @@ func checkRoles(ctx context.Context, q isolation.Querier) ([]isolation.Finding, 
 		       'ALTER ROLE ' || quote_ident(t.name) || ' NO' || a.attr
 		FROM tenant t
 		JOIN pg_roles r ON r.oid = t.role
-		CROSS JOIN LATERAL (VALUES ('LOGIN', r.rolcanlogin), ('SUPERUSER', r.rolsuper),
+		CROSS JOIN LATERAL (VALUES ('LOGIN', r.rolcanlogin AND NOT $3), ('SUPERUSER', r.rolsuper),
 		       ('CREATEROLE', r.rolcreaterole), ('CREATEDB', r.rolcreatedb),
 		       ('BYPASSRLS', r.rolbypassrls), ('REPLICATION', r.rolreplication)) AS a(attr, has)
 		WHERE a.has
-		ORDER BY 1, 2`, namePattern, isolation.OwnerRole)
+		ORDER BY 1, 2`, namePattern, isolation.OwnerRole, citus)
 	if err != nil {
 		return nil, fmt.Errorf("read tenant role rights: %w", err)
 	}

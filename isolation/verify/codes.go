@@ -150,4 +150,15 @@ const (
 	CodePostgresOutdated = "postgres-outdated"
 	// CodePostgresUnsupported: PostgreSQL older than 15.
 	CodePostgresUnsupported = "postgres-unsupported"
+
+	// CodeCitusPropagation: on a Citus coordinator, the database lacks
+	// citus.propagate_set_commands = 'local', so the tenant binding does
+	// not reach the workers.
+	CodeCitusPropagation = "citus-propagation"
+	// CodeCitusTableLocal: on a Citus coordinator, a tenant table outside
+	// a distributed schema that is not hash-distributed on tenant_id.
+	CodeCitusTableLocal = "citus-table-local"
+	// CodeCitusTableNotColocated: on a Citus coordinator, a tenant table
+	// distributed on tenant_id but not co-located with the others.
+	CodeCitusTableNotColocated = "citus-table-not-colocated"
 )

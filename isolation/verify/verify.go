@@ -94,6 +94,7 @@ func Database(ctx context.Context, q isolation.Querier) ([]Finding, error) {
 		{"foreign servers", ForeignServers},
 		{"system objects", SystemObjects},
 		{"settings", Settings},
+		{"Citus", Citus},
 	} {
 		f, err := check.fn(ctx, q)
 		if err != nil {

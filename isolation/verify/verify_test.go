@@ -396,6 +396,28 @@ func TestDefinerFunctionOfTheOwnerOpensEveryTenant(t *testing.T) {
 	}
 }
 
+// The control plane's usage recorder is a SECURITY DEFINER function of the
+// owner, allowed as its migration wrote it and no other way: the same
+// function with its body replaced is reported.
+func TestUsageRecorderAllowedOnlyAsMigrated(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	const fn = "record_tenant_usage("
+	if f, ok := find(check(t, db), verify.CodeFunctionDefinerOwner, fn); ok {
+		t.Fatalf("verify reports the usage recorder as migrated: %v", f)
+	}
+	db.Exec(t, `
+		CREATE OR REPLACE FUNCTION bulkhead.record_tenant_usage(
+			p_minute timestamptz, p_replica text, p_retention interval,
+			p_tenants uuid[], p_requests bigint[], p_rejections bigint[],
+			p_waits bigint[], p_wait_us bigint[], p_db_us bigint[])
+		RETURNS void LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+		AS $$ ALTER TABLE public.accounts NO FORCE ROW LEVEL SECURITY $$`)
+	if _, ok := find(check(t, db), verify.CodeFunctionDefinerOwner, fn); !ok {
+		t.Errorf("verify does not report the usage recorder with its body replaced")
+	}
+}
+
 // The version check: PostgreSQL before the releases that fixed the known
 // RLS vulnerabilities, and before 15, is reported; those releases and
 // later are not. (A throwaway server of an old release cannot be had here;

@@ -139,6 +139,7 @@ isolation:
     {{- end }}
 database:
   pooler: {{ .Values.config.database.pooler }}
+  citus: {{ .Values.config.database.citus | quote }}
   max_connections: {{ include "bulkhead.poolSize" . }}
   statement_timeout: {{ .Values.config.database.statement_timeout | quote }}
   lock_timeout: {{ .Values.config.database.lock_timeout | quote }}
