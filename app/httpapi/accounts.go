@@ -45,6 +45,7 @@ func (h *handlers) CreateAccount(c echo.Context) error {
 		return err
 	}
 	c.Response().Header().Set(echo.HeaderLocation, "/v1/accounts/"+a.ID.String())
+	c.Response().Header().Set(headerETag, versionTag(a.UpdatedAt))
 	return c.JSON(http.StatusCreated, accountJSON(a))
 }
 
@@ -65,7 +66,8 @@ func (h *handlers) ListAccounts(c echo.Context, params ListAccountsParams) error
 	return c.JSON(http.StatusOK, AccountPage{Items: convert(list, accountJSON), NextCursor: cursorJSON(next)})
 }
 
-// GetAccount returns one account; another tenant's is not found.
+// GetAccount returns one account with its ETag (304 when If-None-Match
+// names it); another tenant's is not found.
 func (h *handlers) GetAccount(c echo.Context, id ID) error {
 	p, err := principal(c)
 	if err != nil {
@@ -75,10 +77,11 @@ func (h *handlers) GetAccount(c echo.Context, id ID) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, accountJSON(a))
+	return versioned(c, a.UpdatedAt, accountJSON(a))
 }
 
-// UpdateAccount changes the given fields of one account.
+// UpdateAccount changes the given fields of one account; with If-Match,
+// only while the account is at a version it names (else 412).
 func (h *handlers) UpdateAccount(c echo.Context, id ID) error {
 	p, err := principal(c)
 	if err != nil {
@@ -88,20 +91,22 @@ func (h *handlers) UpdateAccount(c echo.Context, id ID) error {
 	if err != nil {
 		return err
 	}
-	a, err := h.finops.UpdateAccount(c.Request().Context(), p.Tenant, uuid.UUID(id), in)
+	a, err := h.finops.UpdateAccount(c.Request().Context(), p.Tenant, uuid.UUID(id), in, precondition(c))
 	if err != nil {
 		return err
 	}
+	c.Response().Header().Set(headerETag, versionTag(a.UpdatedAt))
 	return c.JSON(http.StatusOK, accountJSON(a))
 }
 
-// DeleteAccount deletes one account.
+// DeleteAccount deletes one account; with If-Match, only while it is at a
+// version it names (else 412).
 func (h *handlers) DeleteAccount(c echo.Context, id ID) error {
 	p, err := principal(c)
 	if err != nil {
 		return err
 	}
-	if err := h.finops.DeleteAccount(c.Request().Context(), p.Tenant, uuid.UUID(id)); err != nil {
+	if err := h.finops.DeleteAccount(c.Request().Context(), p.Tenant, uuid.UUID(id), precondition(c)); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)

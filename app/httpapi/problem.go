@@ -129,6 +129,8 @@ func toProblem(err error) (p *problem, ok bool) {
 		return newProblem(http.StatusUnprocessableEntity, invalid.Error()), true
 	case errors.Is(err, store.ErrNotFound):
 		return newProblem(http.StatusNotFound, "no such resource"), true
+	case errors.Is(err, store.ErrPreconditionFailed):
+		return newProblem(http.StatusPreconditionFailed, "If-Match names none of the resource's current version: it has changed since it was read; GET it again for its ETag"), true
 	case errors.Is(err, auth.ErrUnauthenticated):
 		return newProblem(http.StatusUnauthorized, "a valid API key is required: Authorization: Bearer <key>"), true
 	case errors.Is(err, auth.ErrSuspended):
