@@ -68,7 +68,7 @@ func (h *handlers) ListAccounts(c echo.Context, params ListAccountsParams) error
 
 // GetAccount returns one account with its ETag (304 when If-None-Match
 // names it); another tenant's is not found.
-func (h *handlers) GetAccount(c echo.Context, id ID) error {
+func (h *handlers) GetAccount(c echo.Context, id ID, params GetAccountParams) error {
 	p, err := principal(c)
 	if err != nil {
 		return err
@@ -77,12 +77,12 @@ func (h *handlers) GetAccount(c echo.Context, id ID) error {
 	if err != nil {
 		return err
 	}
-	return versioned(c, a.UpdatedAt, accountJSON(a))
+	return versioned(c, a.UpdatedAt, params.IfNoneMatch, accountJSON(a))
 }
 
 // UpdateAccount changes the given fields of one account; with If-Match,
 // only while the account is at a version it names (else 412).
-func (h *handlers) UpdateAccount(c echo.Context, id ID) error {
+func (h *handlers) UpdateAccount(c echo.Context, id ID, params UpdateAccountParams) error {
 	p, err := principal(c)
 	if err != nil {
 		return err
@@ -91,7 +91,7 @@ func (h *handlers) UpdateAccount(c echo.Context, id ID) error {
 	if err != nil {
 		return err
 	}
-	a, err := h.finops.UpdateAccount(c.Request().Context(), p.Tenant, uuid.UUID(id), in, precondition(c))
+	a, err := h.finops.UpdateAccount(c.Request().Context(), p.Tenant, uuid.UUID(id), in, precondition(params.IfMatch))
 	if err != nil {
 		return err
 	}
@@ -101,12 +101,12 @@ func (h *handlers) UpdateAccount(c echo.Context, id ID) error {
 
 // DeleteAccount deletes one account; with If-Match, only while it is at a
 // version it names (else 412).
-func (h *handlers) DeleteAccount(c echo.Context, id ID) error {
+func (h *handlers) DeleteAccount(c echo.Context, id ID, params DeleteAccountParams) error {
 	p, err := principal(c)
 	if err != nil {
 		return err
 	}
-	if err := h.finops.DeleteAccount(c.Request().Context(), p.Tenant, uuid.UUID(id), precondition(c)); err != nil {
+	if err := h.finops.DeleteAccount(c.Request().Context(), p.Tenant, uuid.UUID(id), precondition(params.IfMatch)); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)

@@ -994,6 +994,12 @@ type GroupBy = string
 // ID defines model for ID.
 type ID = openapi_types.UUID
 
+// IfMatch defines model for IfMatch.
+type IfMatch = string
+
+// IfNoneMatch defines model for IfNoneMatch.
+type IfNoneMatch = string
+
 // Limit defines model for Limit.
 type Limit = int
 
@@ -1021,6 +1027,48 @@ type TagFilter = []string
 // To defines model for To.
 type To = openapi_types.Date
 
+// BadRequest defines model for BadRequest.
+type BadRequest = Problem
+
+// Conflict defines model for Conflict.
+type Conflict = Problem
+
+// Error defines model for Error.
+type Error = Problem
+
+// Forbidden defines model for Forbidden.
+type Forbidden = Problem
+
+// GatewayTimeout defines model for GatewayTimeout.
+type GatewayTimeout = Problem
+
+// NotFound defines model for NotFound.
+type NotFound = Problem
+
+// PayloadTooLarge defines model for PayloadTooLarge.
+type PayloadTooLarge = Problem
+
+// PreconditionFailed defines model for PreconditionFailed.
+type PreconditionFailed = Problem
+
+// RequestTimeout defines model for RequestTimeout.
+type RequestTimeout = Problem
+
+// TooManyRequests defines model for TooManyRequests.
+type TooManyRequests = Problem
+
+// Unauthorized defines model for Unauthorized.
+type Unauthorized = Problem
+
+// Unavailable defines model for Unavailable.
+type Unavailable = Problem
+
+// Unprocessable defines model for Unprocessable.
+type Unprocessable = Problem
+
+// UnsupportedMediaType defines model for UnsupportedMediaType.
+type UnsupportedMediaType = Problem
+
 // AdminTenantStatsParams defines parameters for AdminTenantStats.
 type AdminTenantStatsParams struct {
 	// Minutes The window, in whole minutes up to now (at most limits.stats.retention).
@@ -1043,6 +1091,24 @@ type ListAccountsParams struct {
 
 	// Cursor The `next_cursor` of the previous page.
 	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
+// DeleteAccountParams defines parameters for DeleteAccount.
+type DeleteAccountParams struct {
+	// IfMatch Change the resource only while it is at one of these versions (ETags, strong comparison; `*`: while it exists), compared in the write itself; otherwise 412 and nothing changes.
+	IfMatch *IfMatch `json:"If-Match,omitempty"`
+}
+
+// GetAccountParams defines parameters for GetAccount.
+type GetAccountParams struct {
+	// IfNoneMatch A 304 without a body while the resource is at one of these versions (ETags, weak comparison; `*`, any).
+	IfNoneMatch *IfNoneMatch `json:"If-None-Match,omitempty"`
+}
+
+// UpdateAccountParams defines parameters for UpdateAccount.
+type UpdateAccountParams struct {
+	// IfMatch Change the resource only while it is at one of these versions (ETags, strong comparison; `*`: while it exists), compared in the write itself; otherwise 412 and nothing changes.
+	IfMatch *IfMatch `json:"If-Match,omitempty"`
 }
 
 // ListBudgetsParams defines parameters for ListBudgets.
@@ -1260,10 +1326,10 @@ type ServerInterface interface {
 	// AdminRotateKey Replace a key with a new one; the old one keeps working for a grace period, then expires.
 	// (POST /admin/v1/keys/{keyId}/rotate)
 	AdminRotateKey(ctx echo.Context, keyId string) error
-
+	// AdminListTenants Every tenant, with where it lives and its migration state.
 	// (GET /admin/v1/tenants)
 	AdminListTenants(ctx echo.Context) error
-
+	// AdminCreateTenant Provision a tenant.
 	// (POST /admin/v1/tenants)
 	AdminCreateTenant(ctx echo.Context) error
 	// AdminTenantStats The top tenants by requests, database time, waits or rejections over the last minutes.
@@ -1272,13 +1338,13 @@ type ServerInterface interface {
 	// AdminDeleteTenant Delete the tenant and every row, schema or database it has.
 	// (DELETE /admin/v1/tenants/{slug})
 	AdminDeleteTenant(ctx echo.Context, slug Slug) error
-
+	// AdminGetTenant One tenant, with where it lives and its migration state.
 	// (GET /admin/v1/tenants/{slug})
 	AdminGetTenant(ctx echo.Context, slug Slug) error
 	// AdminListKeys A tenant's keys, newest first, revoked and expired ones included; never a secret.
 	// (GET /admin/v1/tenants/{slug}/keys)
 	AdminListKeys(ctx echo.Context, slug Slug) error
-
+	// AdminCreateKey Make an API key for a tenant; its secret is shown only in this answer.
 	// (POST /admin/v1/tenants/{slug}/keys)
 	AdminCreateKey(ctx echo.Context, slug Slug) error
 	// AdminGetTenantLimits The tenant's overrides of the configured limits, and the limits in force for it.
@@ -1287,10 +1353,10 @@ type ServerInterface interface {
 	// AdminSetTenantLimits Replace the tenant's overrides; null (or absent) keeps the configured default. Audited.
 	// (PUT /admin/v1/tenants/{slug}/limits)
 	AdminSetTenantLimits(ctx echo.Context, slug Slug) error
-
+	// AdminResumeTenant Resume a suspended tenant.
 	// (POST /admin/v1/tenants/{slug}/resume)
 	AdminResumeTenant(ctx echo.Context, slug Slug) error
-
+	// AdminSuspendTenant Suspend a tenant (its keys get 403 until it is resumed).
 	// (POST /admin/v1/tenants/{slug}/suspend)
 	AdminSuspendTenant(ctx echo.Context, slug Slug) error
 	// AdminVerify What `bulkhead verify` reports, read live.
@@ -1314,22 +1380,22 @@ type ServerInterface interface {
 	// CreateAccount Create a cloud account.
 	// (POST /v1/accounts)
 	CreateAccount(ctx echo.Context) error
-
+	// DeleteAccount Delete an account no cost item or budget refers to; with If-Match, only if it is unchanged.
 	// (DELETE /v1/accounts/{id})
-	DeleteAccount(ctx echo.Context, id ID) error
-
+	DeleteAccount(ctx echo.Context, id ID, params DeleteAccountParams) error
+	// GetAccount One account, with its ETag.
 	// (GET /v1/accounts/{id})
-	GetAccount(ctx echo.Context, id ID) error
-
+	GetAccount(ctx echo.Context, id ID, params GetAccountParams) error
+	// UpdateAccount Change some fields of an account; with If-Match, only if it is unchanged.
 	// (PATCH /v1/accounts/{id})
-	UpdateAccount(ctx echo.Context, id ID) error
+	UpdateAccount(ctx echo.Context, id ID, params UpdateAccountParams) error
 	// ListBudgets List budgets, oldest first (without spending; get one for that).
 	// (GET /v1/budgets)
 	ListBudgets(ctx echo.Context, params ListBudgetsParams) error
 	// CreateBudget Create a budget.
 	// (POST /v1/budgets)
 	CreateBudget(ctx echo.Context) error
-
+	// DeleteBudget Delete a budget.
 	// (DELETE /v1/budgets/{id})
 	DeleteBudget(ctx echo.Context, id ID) error
 	// GetBudget One budget, with what was spent and what remains in its period.
@@ -1719,8 +1785,28 @@ func (w *ServerInterfaceWrapper) DeleteAccount(ctx echo.Context) error {
 		return &paramError{Name: "id", In: "path", Type: "string", Format: "uuid", Err: err}
 	}
 
+	// Parameter object where we will unmarshal all parameters from the context
+	var params DeleteAccountParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "If-Match" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("If-Match")]; found {
+		var IfMatch IfMatch
+		n := len(valueList)
+		if n != 1 {
+			return &paramError{Name: "If-Match", In: "header", Repeated: n}
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "If-Match", valueList[0], &IfMatch, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return &paramError{Name: "If-Match", In: "header", Type: "string", Format: "", Err: err}
+		}
+
+		params.IfMatch = &IfMatch
+	}
+
 	// Invoke the callback with all the unmarshaled arguments
-	err = w.Handler.DeleteAccount(ctx, id)
+	err = w.Handler.DeleteAccount(ctx, id, params)
 	return err
 }
 
@@ -1735,8 +1821,28 @@ func (w *ServerInterfaceWrapper) GetAccount(ctx echo.Context) error {
 		return &paramError{Name: "id", In: "path", Type: "string", Format: "uuid", Err: err}
 	}
 
+	// Parameter object where we will unmarshal all parameters from the context
+	var params GetAccountParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "If-None-Match" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("If-None-Match")]; found {
+		var IfNoneMatch IfNoneMatch
+		n := len(valueList)
+		if n != 1 {
+			return &paramError{Name: "If-None-Match", In: "header", Repeated: n}
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "If-None-Match", valueList[0], &IfNoneMatch, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return &paramError{Name: "If-None-Match", In: "header", Type: "string", Format: "", Err: err}
+		}
+
+		params.IfNoneMatch = &IfNoneMatch
+	}
+
 	// Invoke the callback with all the unmarshaled arguments
-	err = w.Handler.GetAccount(ctx, id)
+	err = w.Handler.GetAccount(ctx, id, params)
 	return err
 }
 
@@ -1751,8 +1857,28 @@ func (w *ServerInterfaceWrapper) UpdateAccount(ctx echo.Context) error {
 		return &paramError{Name: "id", In: "path", Type: "string", Format: "uuid", Err: err}
 	}
 
+	// Parameter object where we will unmarshal all parameters from the context
+	var params UpdateAccountParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "If-Match" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("If-Match")]; found {
+		var IfMatch IfMatch
+		n := len(valueList)
+		if n != 1 {
+			return &paramError{Name: "If-Match", In: "header", Repeated: n}
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "If-Match", valueList[0], &IfMatch, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return &paramError{Name: "If-Match", In: "header", Type: "string", Format: "", Err: err}
+		}
+
+		params.IfMatch = &IfMatch
+	}
+
 	// Invoke the callback with all the unmarshaled arguments
-	err = w.Handler.UpdateAccount(ctx, id)
+	err = w.Handler.UpdateAccount(ctx, id, params)
 	return err
 }
 
@@ -2308,175 +2434,232 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7L2Lchs30ij8Kij+X5XJ/UYUJdvZRKqtLVmJs/oTxz6WvKnd0EcDzjRJrIYAA2BEMylV7UOcZ9gH2yc5",
-	"hW5gLuQML4pkO+fbra1YJGeABtD3bnT/2knUbK4kSGs6J7925lzzGVjQ+OksSVQu7UuRWdDuixRMosXc",
-	"CiU7J53XMlsyOxWGcXrwiWHCwsz0O1FHuCd+zkEvO1FH8hl0Tjr+sWuRdqKOSaYw427UsdIzbjsnnTzH",
-	"X+xy7p42Vgs56dzdRZ0XIsuEnOwMz8vX5+8uWVx/7SKN2wAb0YPXHsAadOvQnE+5nsA5tzBRerkzNPXX",
-	"YtaN3xk+gThi8ZtcJ1Nu8O8r/sH9c64hFdb9dZb+Izd2BtLGvbYFJDj2deIH37aAXBvVAPLVFFgs4YO9",
-	"TvCJmKkxs1Ngcw23QuWGzfkEWmGgUTdP/VKr2frEL4U2luVuO1jKLTAhkyxPIWXdv/3tb387ePXq4Ouv",
-	"Wxc/dmM2IpQbqxGhvtUqn79YrkPy45RbZhWzyvKMjZYRiw3oW5FAzBZTkIyPDEh7Un4dDWX4u9h/d2xz",
-	"rW5FCtr97fEqZl1hDRNpL2LxCs7hOBomQkn3xsqBuq9S7pCmsh8Ri2dK2mn5bS9iSg9lbPnkZJgPBk+T",
-	"G1jiHxCzrjvJW57l4I5VSWCWTyIG/Umf4RsW+Czu9YeyZZ8nbtOuR3XsSmHM88xttt+ETtSBD3w2z9wr",
-	"YdjGQ7j42g2AM825nZYTIRfQ8HMuNKSdE6tz2I9ffC9mwq4f7huHX0b8AhE7cod8NBgM2pAqwyEaV3o0",
-	"GESdGf8gZvkMP7mPQvqPBTxCWpiARoBegdUiaaa4RBlEOZ6mLJ97zID02n1fQ7o2UGc0ePOpVAZzJyMd",
-	"jD+tfjseQ2LFLYQvMmFs+DtR0mqe2PD4+6YNf+ORfQszhCApDHEWYVggE9aN+cIgsfySa+SEk2QeO4Rm",
-	"3LPQ4tlMLUAfJNxAGjGTJ1PGDYuV5kkG7UwyvL6FRb1FItyZrdPjG4QLEfWWSS+JePYWKivvOalyrmbz",
-	"3OIOXlqlScT8+5//at2XVe61G6jbQfTjsm4d1h/4bMMhlVxkIwxZPmlhHsb9tIl9rI92xScbV4NKDVtM",
-	"lQEnnycmZlOVpbTKG1iyhbBT+oT8NWILLawFyeIbWP4Jv4tZ18wzYZmTL1NgYxR58Z/i3inTMAdu2Vhp",
-	"ZuAWNM/6yEXnmUohLKBpsyyf1DYKAW1YY0GyXGu+dJ+NXSKDdrzUfb5S62v/nv8GoWzVXiL5zp2YmStp",
-	"ABfwRqtRBqgqOAYEEtk5n88zkXAH3+GcnvjvfxgH7K+Vuf5Lw7hz0vn/Dkvd9pB+NYdhXJyxvlwu2duX",
-	"5+yrZ8//yObFY2ERVYUYNWWt5qCtIHATDdxxSG7XFntgxaxhxe58LWjJM6cONx0Zfb1F2IX9bni/YHfb",
-	"t4Seu4s6+Tzdcx13VVL7iUR3hdFWF+lhjaq7VZuyFC1q9A9IrIPIb/k5vrK+8SubuC5dAyzONkmDPuul",
-	"UMSODo4HA+aULSfhNFourTtcH3ynV6tnsIJtCxMxFHVOwk2S+dat3byrG/bOqT3rO1fwiuKPTUgSML+B",
-	"lVQMBjeKzLOMj7KCb23BF5y8PsiGpbxDZNmKBvcjknVI18B4kacTaKD/imXbQLNbtiTq8FlgK5vO4JWS",
-	"gDt+H26T5FqDTJbbJjkPzz0EBwItVLptRtrTN/Rs8dY1yLRFJKV8GQhZw1xpCymjl1jXmTUjHJApmS1R",
-	"PG2RPcWMxnJt24zTh5+0gnlbEUTDjAvpPuyKI0GP2mV0M4c9sM/yyfUNLHca2T2L6s9OTz+M9PFCxtNU",
-	"BfMLhIxWPFGFyllhsWGV1TXsJ7kIr9sEV51j1DHu3P2CqLTqXnMWmKmh104sJup8OJiog9/Cdy7kPLf3",
-	"ZSS7SdCI5VL8nAPjMyUnSGoWJMeFE3m1CNmCzdTHR+dItozYzznXFnS2dKJ2Cdz91X13dc4SnoFMufaU",
-	"bHp7CvHaQZElv27ZPjGl1dstxX7khH5pmG0n0pKgN2OLf7CKLTvRqafp1sFpdWQFOSPI20D0pjeBAqns",
-	"POmuzGGF0LfTeDtFPoQ65PWAT6UN1USmU3+8W8djfCfqFCjfiTqE8Q2Om6hzrqRRmUA+dpnPZlwvN2zN",
-	"qmkMaBk74kErmMuUhYOImNIpaEjZaOl+jByByOJntBp32egqgFfK8qxpz4lLNID4DU+mJQ8hn66DtoRS",
-	"SKRcBJZxcwPpzqBd4bgIlFmHquVkA6hNp7q+1nWpsaeieA9e7dnAOv+Zcg27UwjtzqV7aevmkJxtImY/",
-	"afNuGXthoSGacEYu1Ux4BO2zC3TgZIqnkLKxVrPCpZhyyw1YxjOjWMK1XjJhzVC66VKWqCyfScO6MQEX",
-	"M2EorASpmz+uhgdq/q1oKGN0nVy744wRyZzE8WqkDwYRBV86vTPuOfpBhIzHKsmNG8K9tZiqDJhWC8YN",
-	"DhNAnvKUCXvC4Bb0kpYTsfjDdcyS3Fi3RpkOZS5vpFpIvxSWS4fowomphWSOjZK/fx9z5reaLyuRjzab",
-	"LTxWtwd2s3ZW3i00+x1tpZVoWhN0/pn7AFd/dV/YVtzxn5vNuBJL2BU8RHlEvTQVjo559qaCkiQ81707",
-	"nhaeGEcgkScFj+qjZQ3PT8k3axjXwP7/y9c/sK7MZyPQhsEHntiq7ue5TF1t1nzxD6Nk/y1fvALjaLv6",
-	"wIGYOasQZb73+9Pzjri4nXZOOiATlQo5OcSv73Y3sMtwzK7bSTGHNsqqqJJtv21Gfssnex6WDwGg8/wT",
-	"bHTJineLD68ZlS0GY2XcZgFWIbtNQqy0Epu3dMwzA9EeJuSZDEZHYY+Q6tFkPH4yu7DVptnJufpbDvV+",
-	"59l2hA9hUhT6zKcyKhwArTZAEftvjFTsvdBWVX5WBMp3WVTbMj659rwuqTyORYVbICoIVKQRI4YdoX5Y",
-	"z/FAm66a4WH5JIQZ//3Pf52yYWfYwdihD1MKO1W5s9mhv5UM2jTvxo2tbEcDs3Eyn11cvmbPjo/+WFhY",
-	"LFEp9Gs5Ie8uvyZWbUG7t//3T2cHf3//69O7/2oi8jDrpzrSVb6x01a9FJCl32hN5FqHOAXLRdZIR2P3",
-	"WjP64E+RMwE4KS9zJaQFfZCJG2BO7rFu/NPT931vqPQobwIV/K1YQPNGAbTmFcnUu59XIp8Yol4F+dI6",
-	"/nTKUpWYw79+8/bi5d/6s5Q5RcYw4Mm0kaFv3JoPzR4ItPIMXwo5YVO1YFaxGUhnGTVO4VfUkveFG40L",
-	"ZYmSCWhpThhnWmXg6G7k/iEUiVi/3zgBBvCFbaCSRAsrEp6xruMFwDSMcwPGQYw2AFOSCYsHt+BaCjnZ",
-	"fnK4+5VJo1Kj8ptJW9d0pN9q3h5XJWWhhZVl+STEQug5/PMGlmzGl0wDT7dD7idoBex7YewuInVLpsPO",
-	"YuMvwDOnPK6T60TzFNJ23awdhnL0DZhtLLe52S7x/HNNsF8UGnGjgmiuvRZaU5OEtF88a3fTFtlrUWe0",
-	"tGCuUyUbCP2F+y0gQzcFx0s1GANpj41UStjAjGJjrmuqZ5h+fToIfHOVQp09x8ZcZJCe+LRUzNIo5nfW",
-	"ICaM2UDNSGnav7STU3ospDDTzYby9kH8W6VnNjG3KPT0zznYRlfsjragkAb0/c9SwzzjpHFXcwFLX4mD",
-	"bYdwJI5ybyDUog2f3qqFKbKnCG1Y1ztpyfB7Qia91Vwap3UoecJuhRGjDBwrVXbqTHrHvR26JGo2E9b0",
-	"dsQ9ZMR7eklKAg47qnMpKexm8iQBcOwj6hASNp79wwQ+PSDFQqsbXaPi2jq3xjGJuzyEieP51KcycC7k",
-	"BIx9CwYzY3dhlqt+ZfJiZIqnJ6hszLhclsE9h2707o7YRgjdbL9X5npiPOozkbJu/O03V+zw9ugQ43GH",
-	"9Is5/FWkd3FvJ+u+ykLqs/4lrAkd6N6eAA2BIndcV5U9NC9Lg0NWmGEqfbGTxioNqZ9XWBbG2WnaVaQI",
-	"i2zChO9g2ZRDNBcajCfCFbh91n/Qc1IFhkllGb20lvDRyiza0tRuYPnEsHk+ykTCRNqoWm6wLRMN9pSZ",
-	"qeOMjvU1vu/U2CqbuhWwoHSyVNgazVQ0mUIP3IEB+XwJesXP17L97fl87Yfw4xRkcQLGqrlhC6VvnLbe",
-	"JWU6pTD0s8ERRXkw5qhk7zTE+ca5zTX0WThP6RTn3U8v7GCZXl/u4c6bete8IxdyrJoIBiOrBk0nSE/R",
-	"pU3nzYQh+D3dRE5e+i8cIvTXwjr3y1L9fKiCrrDMna3ExxY0i0fT6xjjziMYKw1e50uUTFl8HTenc2Tc",
-	"2GuHLNuRzD3KeO7QyJluFlJnDcLPORgbOW3DoZuQjLOZkLkF1hV4LBoSpVP3tGUzx0pRHQlP9Vbwjzlg",
-	"9kBCuFU3e57ifUh/Xa8hJ08nIAXd0kFgfjvvqHONijKzxYPuKWdXc3GTehKI8P5G5HewfKvs/RmbhMU6",
-	"c3so5jXRPIFrog5T42JffvFsMIgadIEs5GGpLEXAbgBKwBrFcnEv6unR86df1O9GDRqldvsupvcX0mEn",
-	"H5wl+YHvL6zLAXYV214Lut4JhcJJ1VBoH+aCk5lm2P3gWxf/STSNCvDNm9ZEsXhT8PUtaC1SMHsG4Ea5",
-	"Ng1n8ZYEhHHcHxn/HDQ7e3OB51Lzm1XuIfqriNuN5xn/cJ0oSf7nJg9daRibqosOXXO5LIASEu+Aeg/J",
-	"XKsEjKkCtBs42nO7li1wS/cCecMu8JG6BTaoo6nKR9kGbwsF75s5yKsGBnwDy+vfon2Xul/1bcLsE3Jz",
-	"KZktTxnh+AluOKYVOeOJYiD3IoeNgQ2gPKs292pBGn717xs366qYq75lrYn9xl+/2+KxpJt4rddTKCrT",
-	"FE3ChAyWQiJmPGMU0ojCLTsIP6CNuOCGTcQtSNblzOQzTDQkpat4TI1RbbagZ+QJKoNRgz7R3pfuP/Ww",
-	"1MGffxocfPX+v7vDYZ/+6v25MURViYNvXUw1hEMjsG487Bwd958+e/7FsEOBG8Jt1o3993EvGkrSFRHR",
-	"7FSrfDJlnI0zxe0Jc9azf0mNi40jbsi6QQv94tlQljF1xwF4lvUidgNzS2BmaGvgflJemJLwetw5+Wkd",
-	"CX5dJcT3j57FUbkUuHNMDb3JpulWB2TpQQa3kBV+5AjDqLccczCFkoxe3jkjtBL2a/BxCWksly1pN96o",
-	"aM3YWQ0SVDiwFTaDDWGIbWSKv4ZhKor3hmjgm9aM+PolbofLeI37lPEyIYVXfFvBY4bccspvgXGJLtxK",
-	"nLxy25t1a7e811bcxsnuY/nu6pA3KuO0+ooHODPl9dfIzcNH3EAjp5+JiROi1xviHrWrEGiU0ksOR8mt",
-	"HFGhAGFZ2iK//DRbrF6vLDiuWplnH/O0/TaY40azRp3lxyl4471YpVYLwzJxCyfk8sCtdPgU9tIn9cFs",
-	"bpdItzozLRFZp+E0C/5iMK8GTVWG0d/KVnTLZ6zbismy5zebNEymZEuuRaucbLKtEd2NUD5wUJjaJjdz",
-	"kBRBSCED635vQqNb0MZj4fo6i20t8cY/fy/fKkYbKtK9SgXRpkgl0Web82+rvlFf2NODL55WcsSc5OMH",
-	"v0RscPAV+oQOIgqsuwNF3YGzDJx43x6dxgnbF4BWg2mwTkPya4v5FOwMH6QElig5FpNcQ8q8NV4EM7k0",
-	"C0AFwevmp4wzh4DugQE6/xTDKiXrjr7CMNnFfGjX6dd18XXdu7prK2P7gSIPTtN2qqrltUm0rthpe9iL",
-	"hSZczlXJUt54yL/dpRS083t7lKrXKH5r8tPeO+bH3wCX5Q1blI7qXqYaGYgZkDJeNVOnkKWMO2qQgF81",
-	"W4Ir2Oeg/gc9bzaYoCE0MMaMKKQgJJsI4SjwNVmyhM8pbWqcZxn7OYccdo540WSNAfEGlW1Lds0pi7sU",
-	"yO7FCHcpjwzjaQopy+dV2ccZygZIK1m+LSblrpc6FlzY6jnucBzuFbPVI8GdeiFscSLlqTOTKXsfgVSu",
-	"rOoUCmcSVTEyQLmywBoubUb4Br7/IHmxFZJqSozF0EGLCWCETJqz8LQN8oQKzvg4BSriu2t1q3zewxIm",
-	"jjpYFGwbF/NX5Tbkmq2jbPHKbqnFtWTRbVy3wBQ/SxPkfwUtxsu30JxglUwh2TcUE9IAN0TfixPDVES6",
-	"sRJe6zdnEuyFaSGZc9dLiwXIUXXF69uFynaSa2GXl26q4FCdCXmlbqBFN8XfmXUPsG6Mn/r4iWw8BBqL",
-	"NALXdDWfZp1aO8fLCnPxXaMfKWjw3ukYYbjw3//8V7zDsHg7pzEi+yrPrDjwQ78U8vXcoBnBukmm8rRI",
-	"B4lWbiGaKFxi79El6qH0gxS6s1PqQI6VTuje7Btl7ETD5f/63okqyMb9oRzKq3JVuvA0V2KUpOvGZ7md",
-	"Ki1+4ZQi9QKXyVarAp46TBtKDJVA4rSjumNWpszZ404NxTinn5ElnG5VFea6knAylOFTYW+I1C2Ks2eD",
-	"Z+j6EmNvo/qgjDC2z9Blgmg+lHFbjaeYdUN5pl6foVKDQ6852G5gbody1Z3F/v3P/8N8qhuDD5g04y98",
-	"QgbuAbfWmdKle5FKyw0lNyyu+Qlj2hhuWQbOSD46RhJFN5qbxuSzGaSlR81tItyCHkqtcmfLnTKKE4dE",
-	"N/QJendg4eU0Cc8guDh9aoz7MRrKGV+ykTNapa29SznfKI8JxCJFYM6104EKx+FQouewz36ACcfUfVL2",
-	"DOsmWHnURKg4ydT0iP/g7X+rFOHgVBiWqiR39rybBQFWuU4gcC+yqNGSd8KCwnLfKv/9UGL6+pgn4F6f",
-	"gAT0M1DehrCsG8/4DRQ/hLqU3tnVeZFnN1PgTuAXhm9n0D/qD9CsmIPkc+FsxP6g/9T7FJEbHSKDObw9",
-	"OryBpTn89QaWF+kdkbnToNxfjsUjAl6kjo+4F95inPs7DDvVCpUdD56t84gQFb+LOs8GR23suBinrErm",
-	"nn+2x/MVjotO2iqv/en93fuoY8KNng4tgXHHCxEB6yk0KoSgP9hA5f1OuOr3E43ceX8X1WoE/9RYgg/3",
-	"dK8afG7c5pM5nOhwt99XXmo4HWeqfUvPrR3PYEMNuf1qx5V56Q3V49zeIaiFDm6eoC5v9seCfU71qmoZ",
-	"1HLwHcNOKiUFfN0iJ4fAIKf312M/4jFHnbm/xtpwiri/gcQQAV+odPmwx+ddT3d1VcfBfbcLYYcT7uIf",
-	"6ClcCGJhTp5xHzLo0ZkP9qT8z4VTfA/W4xLiUV2ot6EV6xYx0KiQM5SIH5QBtZBsRLpnrwnptjGBw18d",
-	"QW1n1u/kpIpK2w7VCdVU84X8vE7hRw8W48RYkGdbfgOGkfvq07LsqHnR5VSHWKR1E2vXZa7U4zKb1iwc",
-	"NvVFNVTmUBeemEL11SoDKmlTILtT0QkT+04FKpNtfJJJyEqsZVrFrOtdu4zyrBhnKV+essFQgkwxiO1z",
-	"MrB8NzNKSdBeU3a6n1V+gvATl8sFX/bZ2VB6TcO955PyEKCES8ePRsBoj9MTp4H7kG6DdoMPPR7rLfPi",
-	"7tZLvR4TxT3sRGmbjPYHv5pIG3KwsiWbApWs+bz4d9R5dnz8aJohhrI8z/ehErdRSsJplTzq+X/ef4fY",
-	"7iuo+TJPnh628vhK4abNyt2Vf/ARtbuK078BdaiyiC3c+Q+t0DXw7HZFiZSYqxVH54NSbC1Qt5O2dPTA",
-	"czedQria81Go86tPSp270M2hCe5oTz0rDjAfKMC4o6+Ns5ruF65JOPo9qDmHtRlK4MnUJ7ObkIWMBYgU",
-	"JhdJYF0MpZg+QtIfZ7mZXqNlf8uz3ilVsFqLZJZD+vo86JvuM0/lTKrw5FB6TzVyn9ES/+EaiiAIFv4v",
-	"YiWtAq7qvV9Th9a1g4WQqVpgMS4qv+U93m5Cq5hUizKpqrYBGhz6CyVb66JXfOfr3Rqeb2sk0dauRHN5",
-	"w0bL1v42bT07KjGSInWlFjbxXuwQM2kMklRVwhaPtkfYMr30Xm036l03tuzV+0eXFYROLXqGVfOw6o/C",
-	"rh5NObiqL8YRYUCRqMyfcXgSYVzPOF20xBNiPm5HfD4Rov+umsGuFt/X+GNFIm6z+Xy49POy+GgV1eQj",
-	"Z38Q48b6Zg1ZUMI6G6bZ7GvXqb4F27ZZg48gx8sVfg4HsNVevoedW8dfNHu3a7nfuace8UCqd6VaTgUB",
-	"/ayI4qz0HzngImeYgLGkM0QsGMBIKd4CVhJM0a3k1EdAuLf2dvKQ7HbiOyjpj2pTl+r5I9vUG7BlJ0P6",
-	"92UY7yGYDrMiE3AHZuvTBj+CEYvzbGS8T4zXXD8vaq8lqxYZeyGmWEmXJOApyonaBX52GjvGz31BtIcl",
-	"9rzthC8bTvjhKX41B3IXq/wzQK3/aV4024jCp0zmWca6Svtufj3vTGtOA+6zszwVPkVrH4akweSzJp/6",
-	"A4i0tzj2p1YcaYXpZ6xAbjofn8//OAd0SYN/6hMq7iz8Xs7oFrP8Wh1p51NIbowXM7eVWyN8woU0VGqs",
-	"ksUlb7kWFJE3lF+F1T/lhIJKBjD2HlWv3MUjn9DCCJYYb66TeMOqid4ZF8oTopMeNS8sS4hlNlm3Xm6x",
-	"F7FQGDBilKM3lG5AJeEA89LG4kOfXfj+Hhp46tkRtzxTE9NnryUwTPljOpd4oZkPpbP1T9hiKjJAf5z7",
-	"KSqixCFDjNK+jr/y6WhvwerlwdnYgm5301G25WMibi2fswV9Q95lVCRdkrFxP7/Mfm7k54OnjxVOnnLb",
-	"gGZFUghG7x16t0mcKVZI/KVV1/2L//0RT88XaWxq3uggX92Q2vqPBwOPs750IHmic1lznhRLMn7VVJC4",
-	"XcN/5X/fumoLH+zhPONiZb0NnTBX2hj5GTYt7o1WM7BTyA3zjxetTdy8mPBoBN0XxCzljWv26XP9cDiN",
-	"C3/tc+x+43GvphA3UqSb6+zNRZFxuHEvarmJG9fpUH7ZjtBv6edPgs8IWoUhPPJ0Ulnmp9xKQv6maCkE",
-	"MbxjKH82XC+kpHVumWM2EYPMAHs+eLrxOG6PDkPydOuZfC+MPQsP7WvJUVvwHTJXfIP8R40hVJtzNjE0",
-	"7LWPdxrDcj+KNbWv+CmTxoSxbDUFXmVp4auryZWwpvZINzm3Qt/Rx7Go681lP3KYu2ip+onj3E8fNy5+",
-	"tOf4R88f2Z4vMJaOnfE61rag6QqDwnqbm8JSFMupou+jhqSePq7TZK9Dv2uh80aG/i3Y1k0afAxaq/SD",
-	"/vy2vm0r95N7F1+T44DbZLp+AtRT+aMwWt+++SN7Lrccvi9/XEeCz43pPvu8kpfaGaS/47ZRgXvhn/ld",
-	"62+VZqIb1bewIb8D7c2DWlfbWDd0lEGnHhakpE7X4K+mc1vL5g8L3qba+R6qj8Nwas2XP7JiF5rDtup1",
-	"Uem+87UyfPrsE1Ns8n90v4+j+xG2NuNvnaXtqPJV0Pp3q/HdNVNzo3P8ahqSv8M9UHrliWG1FtvYx6ro",
-	"xR06cSP7GEpHd1xIw2JuY9a1KuVLcjX4YFmfxdilPqYuvqbot+2rxavxUOJlowCKrINS1PjgMmUmUXNg",
-	"XS+8oqI311CGomPusUPH3Pikd8riov0+NYClq7LsgBFIEZPhEq0DeSgx5c0jFvshXJ/Gm7AyhbTJ/f0t",
-	"2AJxNqannmGLMCGNSCEk7roFW+VduaeMdq/77uq8V93DtpRLXs+33NZH7/FlapuiNiqabv++9bMaI3ot",
-	"w8K8VFhQgRSSBJQBiF8RDmKGg6DCqkKlrXJ3f/vAM7vq1T7fYsKUTQEbOUC9yzaWZxeGualyp1cXuNpy",
-	"FbCIg+FN+5ASHpctLvz8MVuoPEvZCPCSvVQhSXIsMsdRhGGZGFvKBRtKTCIXtyKDCaQUeBMGS63j6yFv",
-	"xIFLzsoZaPdkpZv5UJaNwvFsoLZSbE7dZ1crva+KJZQ5nJQHHzJoQ9XScJe0DMq4YfDruHeKNT0ppIYN",
-	"t4RhfCgrdRQqaaL1egoN7KXaWrza53ELszlXsxk/MOAeKi8207XmqChuvyGd21bu7TzcxcKXWs12MQOu",
-	"1C5P+bbdLxGL9njh3HfI3f3FUDZz9zdeUMEKb8Hu/t5bbCe5+/PUjnz/FV3xye4Pf6tVPn+x3OVRiqo9",
-	"rgFXpYlADy2Sx7MGW/T6/39IADl2wOijoEw7TBrgWcGvVpv7RVVWGThkVRIh2y71Z/rYJj2+g6UB68xl",
-	"IX2tGs4WPLspLpFTAjza05g6gVzYqX1eeUSuB2lRAdU3tyrSK5RMAHuDSx8AJpWxuEbUxDCdPXyuzD2c",
-	"FHvT6n+42e+Sm31WzqiiCfVGV1RpL/0uYon18llstGTYnps5ju0vGou0ie+0X/zXAGykUsfokPyTBOYW",
-	"OcBQ/oGdUV12LIZW3y+8mB9jCkdibuNwR9opbaCZVgsm+UzIyVAyb5lm+QzN2aLPeByx2Bua7s+y0ziW",
-	"y6auvZF7Pw4sNcaSW04L1G6W7s+5wgpJArLUROz87fcvaX+wjABWpGLvrl4efOlGGS0t+BdnXN/Ults7",
-	"qepu0WAw8FvcxfpXpGky9uzoaQ+HPRqwV+IF62I3A47fk9obKnrPcuOVTzK8hcGN8JUUqmt12jt3UiTz",
-	"x1hZLV9rI+1GSVQK5Q6t1fti3U2173t9Otc//AFLjv/hD5i24ORN15duez0HyVAGupW+QwS7nEMixp4S",
-	"HQxH/UHEjvpH7j/HaD5k3JkcvvSUoVLmVqkeKucVRNGQqIkUBlI6FDQOPNp0iwJiseOMpJk7bPB88ryy",
-	"M/h6TIztDZp+WNwxppIR3LA31FrUPdat1VC7lWmfz3kyhb5vPxoTlBT1XCmJ5t5PIRO3gOnz7BuUvYTO",
-	"DjFuYO477Di13V+1GUGmFhHJaTcAWS244xGLP1zHLMmNVTMHai5vpDOO/JC5dDsRj1WSm7jPvpnNLQ6R",
-	"QJaZSnK/RY0k/uHd99/HZK0JYxzc2AndnCI2HVoxA19HjiESffnF4IiIVemiM3p8RT3D4r/HHqfHmsqT",
-	"8sw3KzFIiWo8NugPj9m7q/MYe6/fULm2d1fnpyy+4hMTU6Yjcg7KYuoztIi1WuCZQ6bkBKt4VEKNoSdF",
-	"fJmPvDy8SGPWhcwg8HFdVl6kMZFiHKTuD3wGMevi/W0qp3/Uf0r8w0v02pOO5EOfSmcpGgAZmqZReUkq",
-	"wy9kYGGGz6BapTfCen9Yl7ACtAejBWyamngFdgMWhhmrwQ0U+XtZWPsXb1ljpXc3Ct4eQE8bdYnoz/iH",
-	"a+xfGrPuMftWvGC5zMCYSuJ8z9fkQ1J0gzht1R2Xv7MdhnIoonIb99mPmJf6Z98p6E/1Nrhx2AasQ6/G",
-	"pHQGYik6GciSgIIfzqdGGaLFqcpSExpZOpNZzUTCM6qRVI6OzpHqqDSaG4FnmJgVKgB2ebV5Zu+0wGph",
-	"abRSrWVXC+VGqDyPk+FV+jrUoSmQzqkrEBWywdRlT84nK/BS6i/C7Xvs0gVfclOFwx0pO0Xhen75V1at",
-	"WkhJweek+xx841t9nLDJL2IeU97xiKcoWfEiD8yGki4Vkz1C1/JDrrEXx8+Oj6m0Joupc0dMNSrp7Bxa",
-	"uPGopg9yH8fJq13zi1rLpR7wxLCxyrWdMshwC6OhjN0wz4uXnGpA31TYeDGUWzn+St0LifcPJbqDF+yo",
-	"F216eSzGdhp4O77gfVdDKUu/cujO6jYasZpLFl+kMJsr6wTIwXewjCOUu1YvKxUm3eZ4X1fxxVAipXbd",
-	"d+jNoauV/oR6hMtLU6kpHLQ5ihQOZTm1PcBLMUts2K1z8EwMGyKZUFj0tA4LjRGyyQPX4OzZ4Ks+c8Zi",
-	"WWtzXhYlcxt2/IxNVa4N7kO1gW69JSPWDCVucMI2ddMdSjN1+I7uVq0m2nGcLpJAqiT0qHiGUz/cnoiE",
-	"F+ZlkRKfDiV6A3ObqJknqz67BMfJqRvyAbJ9zt69u/jaUdZS5ZolU6UM7rZVQxSYCISo9bkM235a+4QY",
-	"jz5GqtW5ZtlSF+QW27auLx8dHD9/zuZaSLpkcHZ5fnFR7biQOGKTTiSg0puJapiBML30Ba4gZC3oMOMf",
-	"vgc5sdPOyfFzqoIRPh/tUGfCyRfhYyDumOstZlDHwO6oyK5qx5lwiVWygKf10zstSyDVgijszFkdBVdG",
-	"f3KBn61LD0fdHGlpLsG+vsx4RUadVKVNYPOEr3X+bliX9kPJbNlamiT0hq/C2N4kvjEudL9A/m61vZWx",
-	"FxZmIaaPxUAu6E1qoNdQzXqzIlyHojiOkZDkG29o3OsV+/qbZTuxVa0tqqp3UV1tiqoKWuSVturfwYER",
-	"1f0Z0ZoVUPvmG5lGHozqI7WvwjMkbqJvQjcM/BRcX5GTzkjp9NSKVRKRV+YijZwWPJRHlf9Fx5X/RXOt",
-	"0ujsx8vobMZ/UfKb8+PonIJDEdpb0fHg+IuDwdHB06OrweAE//93/+XxwWD9y6OmL1eerBVsbv50tPr9",
-	"u8uvo9wcOJPs4Cgadn4ddoYdC3zm/j1x/1nAyP1zN+xQNeL1uxsfL82k1s6+tWQZ+kkXvFASOpHnTghP",
-	"g6Ru6OmFojtk/gtT1HsmjbSQPGqM1jnXmajcA6trGytCoN/ZFAm6+08OzGPmwBACrfnZlCaxGWRo3UMQ",
-	"MZ5l2KOQtLdtfv+gUm1MCLzwz/yuEwJpEdu9sGFDPm8XbK0QQ6lMmcjXcrKVGiyBxIUuFKtd0aJIqmqM",
-	"Db0NSruo3zlCZc4p3sW9Wq+A+7tIffbGw4GGViizTxxxDIvg5alcCESUJ8Uv9hnB19zGQ2nREzVVCzbW",
-	"YKa+cn+Xs1jn0ucE4VqC6Vl5m0qsD+VMIZQZ+ZONr8LX67Mz7zkszWhL+mRs8iQBSCGNI3TKNLlkmM+X",
-	"cCZJS1IRIWXn0dG+LXLq23x+/jk4FXvBmdiFlecwbcz1qmm3btU1xyF+Qx7OLqk3Z2mKRQljuvUZBz2/",
-	"6lB25pmvKnHK4pquF0dDGQd9jxwZdaUvJnYfsum8JAgu+553BTkj10kOcglkaBoayCCxUbAN44lW+fx6",
-	"tIxZKmYgsfUgO/M9J9R4KFMxHgPmwvrhQ5DGl2/Cgo9WTYC8UWUQWBhfmnY5lL6pdRGUZhdFqBdjIeS/",
-	"xGYwGD8qHzwLHuWhRJcy63LplSfvYONMo8YbMcOXvaAE3cCSxU4njE9Jfg5leIEyB9y5IAAZjK3DmT67",
-	"zD1MGMloolzKRxC/wP1i0A8bUt47XvufGPT/1IyaMrOstSzm55lCU9d9HJCkF1P/ekoPrrQkLlKHA0tI",
-	"uWMpfBKxf//zX7smxlCdntasaupKH9rQYhIgthLiMyA/qlYZOM5FjjfyLy9g5CvWQzSUyKm4weIlAmNQ",
-	"6ExcTIE6OiimHNdFDQn975zF1J0+Dik/Q1lUB4nQsUxN64vfqz3um3WQV/CY+scr2FCdrty/sF8fGZV+",
-	"nKpCTJg58BvDxso3Z1qQNxI3MVXtV+PXqnz4hme+wgfqkiQWcp35DmYnh4dHx3/sD/qD/tHJl4MvB51K",
-	"EZyi53rlannxHeFo5YvyAlP5HpYFqXxRAfju/d3/DQAA//8=",
+	"7L2Lchu5lQD6KyjerTKVbVGULE9mpEptyRrb0Y499rXkncoO56rB7kMSURPgAGjRnClX5SP2G/Jh+ZJb",
+	"OAfoB9nNh2zLTqJUaiyS/QAOzvv5eydR05mSIK3pnPzemQBPQeOfz6742P2bgkm0mFmhZOekc8aM1UqO",
+	"GUgr7IJZPmaST4UcMzsBpsGoXCfwyLBb0EYoecqEZcmEyzEYNhd2wuAW9ILNtbDQY5cgU3fFkCc3TEh2",
+	"Mdp/xW0yYVb5u2rPZUpmC8YN08DTiCnt7/lRSShvHINlnD3uH7P5RGTAckmPSnudqGOSCUy52xm859NZ",
+	"Bp2TzqCT/fb4/U0/Ofr120GnE3XsYua+N1YLOe58+BB1XqqEEwyWQfLTBPTSKqc8BZaJWzCsO1Kacfb8",
+	"9fm7S5Yp7nZrmJjOlLZMQ6J0esrcNbOMC8kyIYEJC1ODT0xUlkHiXuQ+LthflZCQ7rl9aPg1FxrSzonV",
+	"OVT3NVJ6ym3npJNrsa9hBBpkAo27esstvBRTYZu2xS0ThmUwskyNmHWff82V5ScsHnRuYDHonOo/DfJ+",
+	"/3HiFgPG0tX4FZxa/5uBRMnUsFxakbFRnmV0Qdx+GuHhh999d2r/dLh+6ftvVCaSxeoOriZAC6blA7uB",
+	"BesqHSG8R1xkkDKe24nDZTpdE4Vrk0yAtIynqQZj9iKHdKnmI7svwI72J9bO+Ezsa24hw1V40iHENkzY",
+	"Cph+9aAY5toE8MyXwGMV0zASJXQcbVimpCcYLs0ctLuMy+qqIWUWJJcOm/AQPNJz5tbGcHHuHBMlR2Kc",
+	"63VUEFZ71O+fzv901Ax3sHqxfzayoFdBflluZs4dWcNIaUcYVi+EHNffPBVSTPNp5+SweI+QFsag8UU/",
+	"/fTT/llln80HjI8DBEvlWuQ0EYufAtegHbfIpn8adIZ5duPOadBZQr7lbX6IOjOu+RSs54ZnSaJyaZ+L",
+	"rHHfrx1bshNhGKcLHxmiYvca4a74NQe96EQdyafuTf6ya5F2mkk3x19Wwf9UZJmQ463XQ4wnrt92kcZt",
+	"CxvShdd+gWuhFHXOJ1yP4ZxbGCu92Ho19dti1o3fGT6GOGLxm1wnE27w7yv+3v1zriEV1v11lv41N3YK",
+	"0sZ7bRtI8NnXiX/4pg3k2ijdjFqxhPf2OsEr4sAXZhpuhcoNm/ExtK6Bnrr+1c+1mq6++LnQxrLcgYOl",
+	"DpOFTLI8hZR1//KXv/xl/9Wr/e+/b938yD2zEaHcsxoR6oVW+ezpokUAWMWssjxjw0XEYgP6ViQQs/kE",
+	"JONDA9KxufB1NJDh7wL+7thmWt2KFLT72+NVzLooB9O9iMVLOIfP0TAWSro7lg7UfZVyhzQVeEQsnipp",
+	"J+W3e047GMjY8vEJMVrH3Ii1sq47yVue5eCOVUlwekzEoDfuMbzDAp/Ge72BbIHz2AHteljHrhRGPM8c",
+	"sD0QOlGFu4bHNh7CxffNKFjRp0QaMc7evbv4/pRxubATp3NBZsAxd86O+/0CKWbcTsq1IiPZRltoYzkX",
+	"I9SsVld43qagkQQiucMtApjIx0DQCw3rOg3TREGhdIoo18I4lTH+Q3xSPgTeC2OdCKZLIHVKn3spilqn",
+	"T0E2OmXKTkDPhQF2fHjEuEyZVAQlr34W8CFRXUIoKJ0bCPZi5NTMFlickb4p7ETlTvscqjTAoQafbSAy",
+	"B36zDI/IHfreui2UOvCGfbQofG8cyzHiN4jYoaP7w34FpZbwH7WKZuQ/7PejzpS/96K9jx/XS/pXYLVI",
+	"mikgUQa5EE9Tls88s4D02n1f40NtS53Sw5sJtfIwR6zSrfHn5W9HI6eC30L4IhPGhr8TJa3miQ2X/9JE",
+	"QG88/9sgHyEoD4ZwQxgWOCfrxnxukH/+lmsUjuNkFqMFFIyL4tpMzUHvJ9xAGjGTJxOnu8ZK8ySDdrkZ",
+	"bt+APG+RL28t6enyNfoG8fkNL70kfrqznrF0n1M0ztV0lluE4KVVmrSOf/zt761wWRZo2y118xL9c1m3",
+	"vtYf+XTNIZWCZe0ashxN9wZhYNxP68TB6tOu+HjtbshanU+UAaeyjU3MJipLaZfO5EKrHz+hyI2Qb1uQ",
+	"LL6BxZ/wu5h1zSwT1vFGRwgj1ILiP8V7p0zDDLhFm804U4hnPRSss0ylEDbQBCzLxzVA4UIb9liQLNea",
+	"L9xnYxcos51sdJ+v1OreX/KP0NOs2klL++BOzMyUNIAbeMrTt2TsuU+OB4HEP/lslnlT9mCm1TCD6X/+",
+	"1ZDXonzdf2gYdU46/89B6fw5oF/NwRu6i15a3zFnhU1E3oBUgXFC1n1vgHXdBXbCREo/C/qRlJaIGb7Y",
+	"i9iUZ263kLL/vnz9I/EvhyQOMCmzc5HAKYtTsFxksbvHoZZwPEymbI6PtWyaG2dbdqKqw6rmy2jaor/2",
+	"oLywxY2w1c3hegTUuZKjTCT3ehykVpDJn/j3exfb3IPfWOXUpS5nuRS/5oBQdmqkVnNmrMgyhv4hd5FV",
+	"TsVgFylMZ8qCTBb7P8DCqVq5gb2vB9TPtCaD7d7QXi5It0SXUa4RgE/6/cDy/BlcizRmIgVpxUigAyio",
+	"qY5po1geu5NIueVDboCB2wiTjqUxDTyZgKl5ngyz8N7uOcg9V3oo0hTk/ZL7rYA5aOLhWlghx6hwuEV6",
+	"l5PDsdzMQKaQfj0o8oJbmPPFlZiCyu+ZRRrLLUzRc6cdPYnUWQCaS8PJjzvjxgB5gYcqlynrBozoFfde",
+	"W1p6VGBLzz3nWsjryqPCVSgjrV4wPnKsueqg+yqOZMVnuPb2yqUI4B+Vfe7gdJ/HKBXpzYXVNkK0F8bj",
+	"veOUxBLoszPPC/FPvnrG06mQ7OzNBeOZUWSpkEWsRqOotBTdZT2rbkB+RUz2R2VfqdQxsnRV86nHW5xI",
+	"8Ywr19ohfhH5kQrN4Pq2Qlxp3aLwmuXwxD2D4A1fZIqnV0q95HoM9y3Z0X/gkMWJh8M+eyWeOulRxpEi",
+	"+okiSb0pf389XFgwXxESvdEYDRBuV88x2nKfQCwiiYSgsnS5VL1qDThLPqM5N95vlLLui2dXjnb5mAuJ",
+	"vMBxb4ekXxG0vUHwBYReVRFFtDVWzWaQMq61uHXA7E6snfU08LSQWWRWqVdcLvzKzf0K6np0zOkwlvzC",
+	"N7B4ZFDRaQ4RspFWUx/sKaKDNbXokWFmwnWBb14BdOKD34D00gScApkBaQGQYsDsX1qSv5MOkkqL3+C+",
+	"pXmiATVzntHJ5vJGqrmMmIZbdQOp+w7ez4QzhJQE87WAuykGuu4ZK9cHwN9ykfFhdu9ijFDfEUSmrGGO",
+	"KHiWbaQDZ2JlKrmhKPKyylyQW2FLFZ4IipL/i5PRTKsEjPkS54n8Hd09hg1zi2eCHjw6WzyCJIGZdYs7",
+	"ZTEauSb2QthZuWwkIPuKjMV30uQzp0NB+gpSwa/Q93afkuic3rTv3kxyRc1A4+tKxHYU87UA7UPwXVZT",
+	"I9yfM+1WbgV5KRMN3EJ6ze2Kj3PfqQGrjs6oA+8taMmza5E2emrp6w0xy+Bmbbi/iHJsPjC67kPUyWfp",
+	"jvv4UPWw/0wR2Ep8pbpJv9aoCq3aK8uIkhr+FRI8RA/yc7xlFfBLQFwNqoW1YFg5aCk++BSxw/2jft8p",
+	"vxjY0hg3bYVw/eFb3Vo9gyVamJuIYYTLcfhxMtsI2vVQXQO7N3zcALkiRFD8sQ5JAuY3RBAqqSPuKTLP",
+	"vPilcMUGfMGX1x+yZivvEFk2osHdiGR1pSvLeJqnY2ig/0qOUwPNbgBJ1OHTwFbWncErJQEhfhduQ9Zf",
+	"OxMMLzkP130KDgRaqHTTGwmmb+ja4q5rkGlLJCrli9K8JXHG6CbWdabvEB+I6RkYldoQcireaCzXti1N",
+	"6dO/tIJ5GxFEw5QL6T5siyMhfLrN09Ei3PrJlo+vb2Cx1ZPdtagzbXX1p5E+Xsh4mqpgfoGQ0VJOYhFp",
+	"rrDYsMvqHnaTXITXbYKrzjGWko3cL5RetJRomShjTQ29tmIxUef9/ljtfwzfuZCz3N6VkWwnQaMQuuNT",
+	"5ZPsCycDkVeLkC3YTP35mCaXLSL2a861BZ0tnKhdAHd/dd9dnbOEZyBTrj0lm70dhXjtoCiBZzWh5ZEp",
+	"k126pdiPnNAv8zE2E2lJ0OuxxV9YxZat6NTTdOvDaXcUCbziY+NTH+hOn/kQSGXrl27LHJYIfTONt1Pk",
+	"p1CHvB7wpbShmsh06o/P5vIY34k6Bcp3og5hfEO+FgbzjcoE8rHLfDrlerEGNMsZMVS+4YgHA6dcpiwc",
+	"RMSUTkFDyoYL92PkCEQWP2OyyDaAri7wSlmeNcGcuETDEp85I7zgIZTd61ZbrtLHrXGxjJsbKhnYamlX",
+	"+FxclFldVcvJhqU2nerqXlelxo6K4h14tWcDq/xnwjVsTyEEnUt300bgkJxtImb/0mZoGXthYdqUn4qZ",
+	"lEV9UY9dYN5WpngKKfm0Q3gp5ZYbsBS4TLjWCyasGUj3upQlKsun0rBuTIuLmTBUYACpe39cTRSvpbVF",
+	"AxljxtS1O84YkcxJHK9G+rIAouBLp3fGe45+ECHjkUpy4x5Regy1mmOahPcEuiVPsMDqxNfM4HYiFr+/",
+	"jlmSG+v2KNOB9O5fvxWWS4fowompuURXFWV+72LOfKz5spQD32azhcvq9sB21s7SvYVmv6WttFRX0bQ6",
+	"f81dFle/dde1LWXhfm0241IK8bbLQ5RH1EspisqzNxWUJOG56t3xtPDIOAKJPCl4VB8uanh+WnXeYkJe",
+	"V+bTIWjD4D1PbFX381ymrjZrPv+rUbL3ls9fgXG0Xb1gn6LTKPN9ui9d74iL20nnpAMyUamQ4wP8+sP2",
+	"BnaZhb0tOCnVuI2yKqpk22/rkd/y8Y6H5TN/MWf2CwC6ZMXbVQqtGJUtBmPluc0CrEJ264RYaSU2g3TE",
+	"MwPRDibkmQxGR2GPkOrRZDx+Mbuw1abZyrn6MYd6t/NsO8JPYVIU+syXMircAlptgKIKrDFSsfNGW1X5",
+	"aVEfs82m2rbxxbXnhuJdwrGocAtEBYGKNGLEsCPUD+vVfmjTVWv9LB+H6oJ//O3vp2zQGXR8pg5WJ/hs",
+	"OyWht5EM2jTvRsBWwNHAbJzMZxeXr9nx0eEfCwuLJSqFXq068N3l98SqLWh39//389n+//7y++MP/9FE",
+	"5OGtX+pIl/nGVqB6LiBLi+zt+oop37+Rjihc3Ig++BNW5nNSXmZKSAt6PxM3QLUI3fjnx7/0vKGyR+UG",
+	"qOBvxIIQpvZLa96RTL37eSnyiZUpK8XxPiieqsQc/M+ztxfP/9KbpswpMhQab2Toa0HzvtkDgVae4Qsh",
+	"x2yi5swqNqVGG42v8DtqqQBGQONGWaJkAlqaEywhyMDR3dD9QygSsV6v8QVYtyNsA5UkWliR8Ix1MVOE",
+	"aRjlBrCBANoATEkmLB7cnGvpewisPzmEfuWlUalReWAS6JqO9IXm7XFVUhZaWFmWj0MsxCfHh5YTU77A",
+	"fiWbV+5f0Lqwl8LYbUTqhgKnrcXGn4FndtJErmPNU8riatbN2tdQPn0NZhvLbW42Szx/XdPaLwqNuFFB",
+	"NNdeC62pSULab47b3bRF0WrUwWTb61TJBkJ/6n4LyNBNwfFSDcZAukcJNA4bmFFsxHVN9QyvX30dBL65",
+	"TKHOnvOJiie+QQGmmhTvd9agT5jy1OzTEemmrZzSIyGFmaw3lDc/xN9VemYTc4tCT/+ag210xW5pCwpp",
+	"QN/9LDXMMk4ad7UEuPSVuLVtEY7Ep9x5EWrehk9v1dwURZOENqzrnbRk+D0ik75SHHLCboURwwxbo2Ct",
+	"gmGOe2M7JjWdCmv2tsQ9ZMQ7eklKAg4Q1bmUFHYzeZIAUMUQIWHj2X+awKdfSLHRKqBrVFzb58Y4JnGX",
+	"T2HieD71pQycCzkGY9+CwYL4bZjlsl+5LEk4QWVjyuWiDO45dKN7t8Q2Quhm+73yrkdFEy2Rsm784tkV",
+	"O7g9PMB43AH9Yg5+F+mHeG8r677KQupv/XPYEzrQvT0BGgJFbrmvKnto3paGogCsAklfw0nvFZaF52z1",
+	"2mWkCJtswoQfYNGUQzQTGownwqV1+/4vQc8pchXpppWEj1Zm0Zamhpn4bJYPM5EwkTaqlmtsy0SDPWVm",
+	"4jijY32N9zs1tsqmqObR2WapsDWaqWgyhR64BQPy+RJ0i39fC/jb8/naD+GnCcjiBIxVM8PmSt9g1QUp",
+	"0ymFoY/7h6FyARw89k5DnG+U21xDj4XzxJLU7U8vQLDsqlHCcGugfmiGyIUcqSaCwciqQdMJ0lN0adN5",
+	"Y9E5ltQS3UROXvovHCL0VsI6d8tS/XqogopWZs5WonT3eDi5jjHu7Luvkc6XKJmy+DpuTufIuLHXDlk2",
+	"I5m7dKkBHQ/1PxF2fhN2IiTjbCpkboF1qcSGmh26qy2bOlaK6ki4am8J/5hbzA5ISHUcO53iXUh/Va8h",
+	"J08nIAU1W8LFfDzvqHONijKzwYPuKWdbc3GdehKI8O5G5A+weKvs3RmbhPkqc/tUzGuseQLXvgdjjYt9",
+	"+81xvx816AJZyMNSWYoLuwEoF9Yolot2SI8Pnzz+pt4Sqd8otduhmN5dSAdIfnKW5B98d2FdPmBbse21",
+	"oOutUCicVA2FdmEu+DLTvHb/8I2b/yKaRmXxzUBrolis93h9C1qLFMyOATjscdpgw4YOsdwz/hlorI53",
+	"51Lzm1Xaj/kOZJuN5yl/f50o6at5G86pNIxN1UWHrrlcFosSEluzeQ+Jr7OqLmi75ejGdqUFCNzWvUBe",
+	"AwU+VLfA+nU0VfkwW+NtoeB9Mwd51cCAb2Bx/THad6n7Ve8mzD4hN5eS2eKUEY6fIMCpHwL2f95JR6yS",
+	"w9rABlCeVZt7tSANv/tfGoF1VbyrDrLWxH7ju25t8FhSA67W8hSKyjRFkzAhg6WQiCnPGIU0otBcC8IP",
+	"aCPOuWFjcQuSdTkz+RQTDUnpKi5TI1SbLegpeYLKYFS/R7T3rftPPSy1/18/9/e/++U/u4NBj/7a+6/G",
+	"EFUlDr5xM9UQDj2BdeNB5/Co9/j4yTeDDgVuCLdZN/bfx3vRQBbtc1JmJ1rl4wnjbJQpbk+Ys579TWpU",
+	"AI64IesGLfSb44EsY+qOA/As24vYDcwsLZM6jiM8KS9MSXg96pz8vIoEvy8T4i+fPYsjlBbuElOjqsym",
+	"qg7I0v0MbiEr/MjULfuWYw6mUJL6FpmtM0IrYb8GH5eQxnLZknZTdlbaLkhQ4cBW2AzWhCE2kSn+Gh5T",
+	"UbzXRAPftGbE13s3OlzG7o2n2Mnbx7trLeK9eo/ccsJvoWg3U8bJK00eWbfW3HFlx22c7C6W77YOeaOy",
+	"ol1+4QHOTNn1LuqE4u1GTj8VYydEr9fEPWqlEGiU0k0OR8mtHBVdd9IW+eVfs8Hq9cqC46qV9+xinrZX",
+	"gzluNG3UWcq5AsUutZobnCtwQi4PBKXDp6IQnpL6YDqzC6RbnZmWiKzTcJoFf/EwrwZNVJaKWu1J2bPK",
+	"8WtuYbzY88AmDZMp2ZJr0Sonm2xrRHcjlA8cFKZ2tedYChlY93sTGvm2Ls37LMBa4o2//k6+VYw2VKR7",
+	"lQqidZFKos82599GfaO+scf73zyu5Ig5ycf3f4tYf/879AntRxRYxx43TnfgLAMn3jdHp/GF7RtAq8E0",
+	"WKch+bXFfAp2RtHVoZxUwLw1XgQzqb2DW7vXzU/DnAM1Yn3qOElNXVYdfYVhso350K7Tr+riq7p3FWpL",
+	"z/YPivxymsCpqpbXOtG6ZKftYC8WmnD5rkqW8tpD/niXUtDO7+xRqpZRfGzy084Q889fsy7LG0CUDute",
+	"phoZiCmQMl41UyeQpYw7apA0AqbZElzCPrfqv9L1Zo0JGkIDNJ2m7IUU4ToKfE0WLOEzSpsa5VnGfs0h",
+	"h60jXmVfpy0u35Rdc8riLgWy9+KidYwvHWI8TSFl+awq+zhD2VAMSGmURvTTtkUdcy5s9Ry3OA53i9no",
+	"keAWW90UJ1KeOnbOuYtAKndWdQqFM4mqGBlWubTBGi6tR/gGvv9J8mIrJNWUGIuhgxYTwAiZNGfhaRvk",
+	"CfWZ9nEKVMS31+qW+bxfS3hx1MHxEJu4mC+VW5NrtoqyxS3bpRbXkkU3cd0CU/xbmlb+P6DFaPEWmhOs",
+	"kgkku4ZiQhrgmuh7cWKYikgVK+G2XnMmwU6YFpI5ty1aLJYcVXe8Ci5UtpNcC7u4xFlF3qE6FfJK3UCL",
+	"bkrdQ7EtKOvGlSahZOPR1KPOSWeIA47K7U+snWGxwkz80OhHChq8dzpGGC78x9/+Hm/xWKzO8RHZREnL",
+	"k6qvwi37qR+wxKZcSMuFBG06Ky2PXuWZFft+Ic+FfD0zaHSwbpKpPC2SR6KlmkUThZL3PSq5HsiiD7HX",
+	"tJ0KCHKkdEJVtm+UsWMNl//vSz8npDeQA3lVwqCYXLYyPorFZ75dHaeEKj9ManmazKnDy4HEwAokTpeq",
+	"u3Erg0gwKlr07OZUg1UY90rCyUCudpZNw4SXY3SUiZG3aH0IRxjbY+hgQaIYyLitX1XMum+fn7Pvjp/8",
+	"ca/HUAXCR6+4425gZgdy2fnF/vG3/2M+MY7Be0yx8eWhkIG7wO11qnTpjKT5EwPJDYtrXsWYAMMty8CZ",
+	"1IdHSNDodHOvMfl0Cmnpf3NAhFvQA6mpTdypb6Yb0uLQg+idh4VP1CScRsg4090n0uBksIGc8gUbOhOX",
+	"Wm0X91KGOEpvWmKRUIBdzypuxoFEP2OP/Qhjjon+pBoa1k1wYpWJUM2SqdkjboW9AqxSiIN/vrp648T8",
+	"rUM6JU2oWX3x7Io85GTrGPbnZ2ffU5DfOGwhQ5LqWH2Trih02t07Le5SI3bIfhBPyzNxSxj/Jmb7ZToq",
+	"KRsD6VuOoxpiQKaGxWfYxW3/mfc3nuCt8alf5FH/EE9egBnIOMxGjNEaCz2T8WkOyYdQdFL19xC4lRyz",
+	"+NkVH8fRQE6UVLk2LA59W2NK/S4G6nWPD4/cV5xNhZm6K1YGAg1kdSIQ1g7j88puxfhQB+Hu4/7xXo89",
+	"Wx6tV3AUR85htfFyEzRKryi/jk/Z8dF3EXvSf4y/POkfDyRRRlzp3xcT85kIw1KV5NglXBC3CNOTqg1D",
+	"0eHjdAqK3r5Q/vuBxCqHEadxQmOQgO4oSu8RlnXjKb+B4ocwyCoTCUgDFZb97seXF+fPfrx89n3FZ9oJ",
+	"TLxT8Z90+r3DXh+t0xlIPhOdk87jXr/32LumUagdoJw6uD08uIGFOfj9BhYX6QcSQk4Rb40zLSUuqRD4",
+	"f18MNXTSqeiKd5E6Sebe9RYzLX7AwGdtQsZR/3j1bSEv40PUOe732xSC4jkHlTEbeMvh5ltqPU7xpuPN",
+	"NxUtzt0NR99tvmG5ce6HqPOk/3ir1RWNQFEq+1yHTfd5931FlcHoR1WJ+fmXD79EHRNK5Tp0MjTcA3n1",
+	"VkdMNbQ/05M7vyyNYfy5caQNYtlOM23cc5tx9WCsQ9MM39KszW3odBEwKO19QXXk28B4Nr9U/OFYVFLp",
+	"ZeEbZpkWxH4pjH1Ba1nB7P6a9pS7taUsi0pa2n0iOAoD2jxCQ9w8ENA9ENBV1buxFSqtYOQ9UlTUmamm",
+	"tI+XUKEFXHxdv23bSyV5ICpULqpgCXqxmks2JKOtxxCTMUgxFyQWqRswRStbiAxvCsIDMeGpSheflrq8",
+	"W/9D3Yx08PywjcgKBNgdr93g3tdNkv1vN9+w1L/e3Xa4BUUuj2nA+55ss6mGtr//QuzjJc5A35HqWHcX",
+	"qttr4i+bROvB706ErFUKfxJ2kmo+d3wPb0L9wfIbMIxiFDtoiO/kuErlm+ht7t8tH2TcPSBpOOmdD/p+",
+	"pFrUvOXyVQc4aXGdPqnLzOf7FLuVnFo28S2yVIazDR6VQ4y0yoAa1BW8QChJR2F6zlItU2d9ymioMajl",
+	"Tces67GEUdY04yzli1PWH0j0JtBgRyUToFEZRikJ2nuy5hzLvekF4ScuF3O+6LGzgWwY0UDGuXQScAiM",
+	"YJyesOP+sU/QarAU8aLPJ+zLLPcPq/Maj4grfNoXpW1Kuz/45bKYkFGdLdgE9FIz+eDC2dQOvrgO3/2g",
+	"cXwSjeNom5urQx/+pfwEmDHkdRWfkeIwWEk4rfKtepmFD5MiG/KNan03Tc+oNuomlf6YjaY+uQbpKkq3",
+	"KoMMIekpCilSjokWqVyR99FGq4lFeOE6k8QZ41d+ZZ/R8K8kczQwEahs/UGp2RWjq4gThXmsoDEOkYlb",
+	"MBRWsNW8Myz8bVFsGgX8m5AZ55TkkJ8Ywh6VBKpVnGVd92qt5iZqSCAkp3kIIuATnfD2Cy49/T12Ri1P",
+	"eOZMhgWW64U41XctyE228NVSLsInFcO1XLqtjO7DT/zuJoIK1fMPIndV5Pa3oPpivPKDjP4SHK1gNgWv",
+	"2Va6HpiQG9QoY8981haNsiSxs1x7FWrWnZTfr2XqaDOQOFGKKotNKAnFbrAKKz0ksC7mtRkcrmt6oyw3",
+	"k2uMn93ybO+U2gmvpJWWj/TNUjFRqMe8aGZShSsH0qcNoY4yXOA/OOYs7I2bSuJaq31STaVasWZXjbu5",
+	"kKmaY2dk6oXs04/cC61iUs3LCpcaADRYCji3zqavJDIVbK/ArieVytXDphS05h5iimkub9hw0fZSzJVq",
+	"eF81Ya2oI6jlsPmUopDA1pixVrXoW9KLiqhOqPVrWylCs3mxh/1Kqe9hrcq3CVa/fHYFj9CpxUy0ahZ2",
+	"/ZU7u/6dee9V/aQchwn4X04HZ44IIswgNU6bK4mAOKs7bl+5grS9Nfve7Kx9C1PldFpi3thwuqEsZbm0",
+	"1euTN7AwPfajsiyXqa8XaeCN3+O7K3rjJi+uz/t9sF12xTaCdLXSBw3WtWcrLJtw02y8bAii359d/QJs",
+	"G/7078EAKAH6gJO74uRrCZ/Qmq4rVndw79dZI3r7t0gXeUTMLmIS5mAs6ZNl9bbQvp9qwHD0YlHeIzLu",
+	"3MBpMawYkb0yrZgJmWR5CmmP/Yipity7fdc4mX5w6/6MtFBtQdNCEAi6B3LYkRzO1mPURhw59emsVRz5",
+	"RHTS5qx6hRE98vDWC3dKnxXFoswNljNTL4iY5TJzxpjhIt3rsYtaOAONPcxexuRNjGu4Tfs0X8zpnXAz",
+	"Oa14rfwY4pCP0i04CbanKgHnI0p7a/1YnzWWVHqwPnMsaQ1xPgSQHgJIXz8/dMyFcVl00aHAELGXNRhc",
+	"Zx87GkQHWVHrvFnuFyW2OOPKO2MqFZa9GehrutrnlftrMHebdWWeZScthdF7ZEuhfYc3uX1h9YsffhAS",
+	"KFY8XJv0ZF/NfQ8xKHzPWp35kfG7e9AW7p5FuoyJSwhFAN6ETp9WWcgb+4T5Bj22ceWnzJEDVulgYzua",
+	"AWEwONxCIz12icakYQ5XsW/ItPQqVzOLKNWtWghmeuwnX2BkFRFSnjrLQ41bCOiygYA+vYawXPm/TaDr",
+	"K6DcB2H/IOw/SbbIWubQLbjDnk8aaWMMZ46YqeJ7F+mvweTTpqS+jzOTVrwFmOzC+Jg7LtzIsKgpRGNh",
+	"lFvil3Z5EaDSB9fXndHdwc+Z6qHh0a7xV4+x/v57QFmuoWgu0j3uP95rxVxSzrHu21i+aNNIL2npXxqV",
+	"l0/gAZl3RWZ/kGW+UjeEgNgYLDvuP2a5tCIr/DHIOzYXGdxiN4pWW+x8AsmN8TrtbaW7GfJVQyNxKv0D",
+	"5C3XgqquDBUV45Q6OSYXlQGsr4qqrSHjYWh7QGuJscMy6dI43cvnKYQxWj6tyji8H2aA4+BYtz4WbC9i",
+	"YYBVxKiXxEC6ByoJ+9gRYSTe99iFn0OvgadeznHLMzU2PfZaAsPWFEznEhvv8oG0YgonbD4RGWCqgvsp",
+	"KspDAnVSItfRd74RwlINczOhUleQz0mhtb4jLXQa+oNERXMQ8ow+0OvOxRnOGFpF7aLYEEuFHEm1UegE",
+	"p4f91p79E7IMERn97CrKvkGknE+4hRC+LsjWkdYJ4/hm6S6eaTVsiBz/2b/9M+KjH4/WgIncrW4Z3DXo",
+	"HvX7LRuvgrPYkvEwpVGg6z1Pb7Sagp1Abpi/vBh3W2RVidDZ8j12gVdGUN9M7NbDupUWEfPQBdMkms9A",
+	"M46dIQw2hGjwkL/yK9wId/fug1nGxRLEl3N2VoAbYLAOvKsw2LDntVD3PQ96AT1aQf96BvLszUXZ3qGh",
+	"mwM14qg1bcC+Lv99+frHVXC+9u0WPhKNl5sSNfLO5dWvhXCtjcVa6GGC8Bo2gJxElLR8wog4PN6VAtvz",
+	"izIloQz5CpRvjlGdsif9x1GYfjmfLHxjUqks68ZhcmERCvJpNej5yfi4AaHf0vK/CB9B0FWEw2d+nYOR",
+	"f+VG1rXudIpzIWT3JxMxyAy441mLLreHB6EB1Fpao/70hfVRNo1SWVoJiHI242NcA2ek/IxUlqk5iyuj",
+	"0eKa6inzLFvFg5fC2LOwsF2dnugs62xRUXhOo9o+a3Kg3wVOr2sSXgQxNSpgWg/1FW1vNsX6ygs/RJ3l",
+	"Hjpb3xyuv+eA4RbK2HOlhyJNQd632vdkG530Bbcw54uKw/Iu2mJZUC6MZcv92aqkVlMDA+K0V7BQhNvZ",
+	"GbWHhtBElbp7LA6Nz32EDN5b0JJn1yKNkcXkUvyaQxg9Ve1Ufdz/bq/HrooYWNHVCb359NJH1dIWegP2",
+	"pVplArRqT0Cfybnvn/5liljC1ratYnFw2kTKeM2H6A45AtEDs2lmNg/FNl8yxPEl+C+xg2V22cJ0l/Qo",
+	"HIS6Loub8n5rPPGUHfe/8yZqZfKp0qEHJ9Mwoq55wvbYT+goKpr3ReSWKi3cwN5JUedF4q77jaiQNHKv",
+	"JB4fHq0yX1plyXx3U8EuRri0JtVqTQr5g+azBTPaOd66MxvagiO80diNAo365zRW+t+ALfiM/cokGalK",
+	"ei3JlajVMKtOyakbSNVTKvXiEIbl0jfrbNXnWi0yf1UUyvhrPT4deWMPXGuKMRsl16i26PQXokleZRNe",
+	"f0Pf9OP+Mb5F5Y6ZDFW66LGz5c65VZ6ztn3uCqd5AfbubMbtpZXV9O9DU6sw3Ltra1+S2T3ekqW8UqkY",
+	"iftu6fn5GeS/ONN6LZeZheMKDvHajcjdiPB7ClojFTaEBB2DM76fPOaPYYNr328ES3UxJt2g1mCIDe93",
+	"bGXKU7irpoN9rpc6GLNqA2OcXW3nilF7ZlMbxIS9oB3EikZIyk6YyZMEIMVHBz2q1oGclm5aDWIJ81bb",
+	"990s5Z9K/fpsVjMt8r4z4jbw4nxGbfb+qXnyv5QCel/m89311gfL+6uxvIndGzUtxIUaVTTuj1Sova3u",
+	"rertagr8xZtiHacsNjMo6go0TLmQQo7JZ1rWQRSiYKQ09bHA5zfHQJ76hf5Th0BoE5sjIMNisw9ugIcA",
+	"iG0mPNYNpihmuAk5PsWUNkdJVO/IbS2PLWDVNtERb743hEVOkAfhzBGcIz5V0k6yRcR+zbm2oLOFM/8X",
+	"wN1f1CMvDDgPtUcRUzOa654tmEnUDFIcgyFL9Zxj/oJIANmLD8PQmBTLxzVF0peYUtccP/DQv/iRKWDT",
+	"1E2sJc5CVPqZwiz08C8TZfEbaw+yVMyiVkB+bAHmgzr5EFx5UPHqwZVS8Vnl1XVFbaeYCt1zylaHe3nX",
+	"ZFuwo8IBHyIWDw65zx1FWIv/azz/QbuoYvsjw95dnbOEZyBT7tWTQjkJqgkqRwOJ4wSFNCzmNmZdq1K+",
+	"oCQzX8nVK0wZGkzpa7rKuORoIDFiUCo6taUU82yxR4TTdFi30HGChjOQhYLDZXrgVDc+3jutWU7CrZGU",
+	"rn1GS4qYDCPg3JIHEptueVCyH8PwP0wAlSmkTSn0L8AWtL62+98Zc6AR0ogUQl9Et2GrfGr2KSPodd9d",
+	"ne9VYdjW0Y7X29nVJnY2jD39/GZZmxttGAD0wOAeGNzuEQdCn6KJFPdjIWfg25zhV0TpWPjulG8irlbb",
+	"bfeghFciqtNXDnBi2EGx2LaG5DyZlIrDjGv0LrlX5RYDCJ4jtExrKSqWcBpn6Gsa02Iq74/ZXOVZyoaA",
+	"UQSpQibdSGSWwq+ZGFnqlDOQ2AlV3IoMxpBSiZQw1A3a3R7aCbjlUjLwFLS70hmsN7Cgh5TmKJ4N1HZq",
+	"JlwD2Zn1KVh+C2WjOmrmGlK6/WiJYoJSWcriHoNfxzgwc0EhH+pn7RSygawEiyu5hPWgcQMTP6+c6rky",
+	"9tIf6QaWfq6mU75vwF1UTlujWWsRC21c1/QktZWO8Z9uuMlzrabb+Ouu1DZXXZKMfY5YtMMN59zCWOnF",
+	"9je+8TJ8+zue0lBbH8XZ/r63MBZKbn/9+cTZcLvv6IqPt7/4hVb57Olim0upVufzelqrNBHooUW+e9bg",
+	"J48/iPkHMb+zHe8YJX0U1OYGi2h5Vin0qYuRqCqQipZMFXmPwrG0/uljm4z+ARYGLJvxsZB+ajhnc57d",
+	"FNPUqHAJwwtYSoyyDlO1yBBC2RLK7nBsqjOXyknYSiYQMZy2TSkHZP4UHcebxNJLYey5MneI2ezMER9k",
+	"xj+lzPiqYnMOVTdH5krb/0FSPATnqDqJph3IwBSHC5Ybhy5O+fDjoUTaxNzb+5toADZUqfB1u1T8jGx2",
+	"IP/AzrBql3Gt+aKOlDjnLsYa58TcxiEl1ieAaTX3aa4DybwrK8un6P8ihnIt0jhisfdMuT9xK9duK+4T",
+	"uaDiyN0fB7kVO7MVDRrt3tL9NVdYYoxJCxE7f/vyOcEHp/LhpB/27ur5/rfuKcOFBX/jlOub2nb3Tqpm",
+	"SNTv9z2Iu1OlwRtNjB0fPqYBQod99ko8ZV2eGcU4fu8jhT45bpobb0eFTowICN/mubpXZ4hyJ6ozf4yV",
+	"3WKcEv1uF5ev2fHR4R/dUxKVQgkhnJHrhCdLIRFTnrGug5DMp0PQ7szC19R3bq9H5/qHPzx/ff7u8g9/",
+	"wApXJ9S7z4V8PTNYJc1Q0XA7fYcIdjmDRIw8u3NrOOz1I3bYO3T/OUJLOOPOevbJgIZlijtNV+2hnVlB",
+	"FA2JGkthIKVDQTvXo02XW5YBN5bFTvyQkemwwQuj8wpk8PaYpMcb9GJcOlUipgmM3LA3XP+ag3WXdeMq",
+	"t76VaY/PeDKB3oyuiWmVVHkypHdhCb22eG4pZOIWsEEgo/FXhM4OMW5gZql9pbNAfTPiIWRqHpEy5B5A",
+	"BjhCPGLx++uYJbmxCvPXc3kjnZ3vH5lLB4l4pJLcxD32bDqz+IgEssxU2hdaVPviH9+9fEnpLlNhjFv3",
+	"Lc9yMKeITQdWTImy3SMcEn37Tf+QiFXpIsM8vvIZNP8be5weaZ5Q4Jz5IZhIiWo0MpgeELN3V+cObJbf",
+	"gHTAe3d1fsriKz42MUV9kHNQQX6PoXNHqzmeOWRKjk3RcbAsjMSo+WU+9ErHRRqzLmQGFx/XFZKLNCZS",
+	"jINq8yOfQsy62I4JIc0Oe4+Jf3i1qXalI3mfpIRODwMg2RBGjt4dOH2gmgkZWBimpFrNpSHYRJjnmjoc",
+	"rizaL6Nl2fRq4hVDlS6wa6vV4B4U+c7VE8hSmnqD8wPcU7DJILrmxdRhZW/K3187hmZi1j1iL8TT0Eu6",
+	"bAPne6dyJEX3EGcSuOPyM3TCoyyJqDgkA/+XpiZ0f/KEcE0+wjiAQas5Wh6o2QdiCYfo3hi+C457X0Vv",
+	"iBYnKksN8++IGLdqKhKe0UTm8unUqrLyVHqae0IYyeY7YXcd98SW+FOQdu+0wGph6Wml7cCu5so9oXI9",
+	"vgxTwuqr9vNcmc4po4TmwmK/JE/OJ0vrpX5DuO5ETbG7KLa2J49rONyhshMUrueX/4MnMnSGUugUHp+T",
+	"grn/TCYqFXJ8gm1IYmp2NOQpSlZsVQrTgaQ5KGT00Zik0ODIi+PjoyP3gwEW4/QIQ30h/Nk5tHDPoxG5",
+	"yH0cJ49/fvxLL0iX0M+81AMeGTZSubYTBhnNrRjI2D3mSXGTUw3omwobLx7ldo6/sm6ZMz6QGD+as8O9",
+	"aN3NIzGyk8Db8Qbvhh1IWQai5tTUFAGNWM0liy9SmM6UdQJk/wdYxBHKXasXZZd2JHHvti2+GEik1K77",
+	"Dh2T1KHDn9Ae4fIipNtrPHLS5ShxaiDLV9t9bPG4gPSEWZ2DZ2KYFm9CFvtpfS30jBBaD1yDBhGyH0JT",
+	"OieH0MgP7myl2dExm6hcG4TDmeeKKJlFGAHmW8lLRtzghMUvnl2x0mtOX1M2QDyQZuLwHSMHWo214zhd",
+	"JIFUSfC98Jz64WAiEl7Y8EUfrnQg0bGd20RNPVn12CU4Tn6B79pHts/Zu3cX3zvKWqhcs2SilEFoWzVA",
+	"gUmjVdLAsn07RgT7ae2Tr0YQ1qkjTe6DCzmGVgdCXV8+3D968oTNtJDU2ezs8vzigiUT7sQlaOPWaZwc",
+	"WZDSi4UNhVebML10ay8hZC1KOeXvX4Ic20nn5OgJTSULnw+3mPvl5IvwQVN3zIxXTx91DCq/cOyqdpwJ",
+	"lzh0GnhaP73TcnBtLerKzpzV0T4os3nr4aibQ7N5LtLOFtuMl2TUSVXaBDZP+Frn74Z1CR5KZovWUXFe",
+	"StXWGKa01d/cNIztIwpByO7fwo9wYWEaUvxwONsF3XnYd/8r1oSMG03K9YpwfRXFcQyFpDDPyoF0gmJf",
+	"vxPe8+ksc5cua21RVb2L6mpTVFXQIq+0Vf8OXqKo7jSKVqyA2jfPZBr5ZVQvqX0VriFxEz3D6fziFvBT",
+	"8C9GTjojpdNVS1ZJRK6vizRyWvBAHlb+Fx1V/hfNtEqjs58uo7Mp/03JZ+dH0TnFOSO0t6Kj/tE3+/3D",
+	"/ceHV/3+Cf7/f/2XR/v91S8Pm75curLfQ5zof4uY0fjpcPn7d5ffR7nZdybZ/mE06Pw+6Aw6FvjU/Xvi",
+	"/jOHofvnw6CDnLWhudn9ZZ0SI38LJs/WzH1GZ/ScF0pC3b3WIKlX3SYxiu7QJEqYkBjkNdJC8lAZBXCd",
+	"iUrzybq2sSQEep21Qc2HNNiHNNiHNNi7elGJQaz4UZUmtSjoSHUPUMQ4TWTw2vmm4FlQmberdCq1MhP5",
+	"OZZ2TcVTRKZbtcOuzUu3EKrinq859W7EdXOR04Vf4z91kRNtYnMoRRSbfYij/JvHUXahvcrwwmAdbUv7",
+	"RfJ8IwN4GyxvUe8xiRaZs56Ljtzeiva9J3vsjV8HeksCnZNaM4J5cNVWivWRr5H1Fvsq7Wtu44G06E6e",
+	"qDkbaTATX8vZ5SzWufSZwLiX4D+q3O30nJkZyKnCVWYUFDK+Eexej51593/pC7NkFMa+gB/SOELPapNf",
+	"lfn8PcfMWlKJifI7n523tGXyiPD+B4bykMKze6ZuxRXzj7/9HyscaF5kL3vNVh1mzSHej8jW3SZB9yxN",
+	"cf5+TB2n4+BCqcbq2HARxs+csrhmRsfRQMbBlCYfcd2ejknTCpUNXgkL0dA972UfSFLayNuaodfNQAaJ",
+	"jYLbLR5rlc+uh4uYpWIKknoxnU0p2KNGA5mK0Qiw6tA/PsS//ezQFAdhqDGQo79MYhIG/V83sBjIpVrT",
+	"HrsoUpUwzEyhoRtY+NB8eeFZCNYNJEbrWJdLb5cWPZ80OhOw0fNesC9vYMFiZ27Hp6S6DmS4gfIL3bng",
+	"AjIYWYczPXaZ+zVhkLiJn1LWovgN7pZD9WlTonbON3rIofp3zbst88/bZrQ9JNo+qP2k9jtMILt/Brqs",
+	"+A/lcFHZDyDw3ZQ7vs3HEfvH3/6+bfYsTU3bqqU762I9Bjav4lPY84OZM3DigQJHFB+dw5BROQ1EA4ni",
+	"gBuc+CMwhwKDYfMJUOGtYsqJNjQOMH7MWTFu2ucFD2QxUifCwCikwqryd4YZIBiSbFG/X8HnVL1fwZqh",
+	"zSX8Ary+Jvp+INZPQKw/TVSh7ZgZ8BvDRkpHZQ2bsIimqWqfs7AyCGgmfoBFMQSIBqbiL7nOOiedibWz",
+	"k4ODw6M/9vq9fu/w5Nv+t30UYP75TeRc7xbPumc/XUbs7LdcQ8RenL9BzrFXzAN7ZJABGZ//xCwuP9So",
+	"hn5JqzHO8yVvpQNDk5/SMCFPKxdGlUIByvAoC1WqNQS5rayD+NnqIi5DcxM/N9fxQ4p8bldvWHlFKDBs",
+	"CFpTDUPknS40b0+uzu4tp5nh+C9zWoZUcD4Ts+oGJOvG+KmHn+K9KrRxitPqAt5oNQQTlSN1bHUITMBA",
+	"5Uf9l7hZeXQFDT/88uH/DwAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

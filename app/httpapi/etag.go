@@ -16,11 +16,7 @@ import (
 // microseconds, which every write moves forward — so that If-Match can be
 // compared in the write's own statement (no lost update between a read and
 // a write) and If-None-Match can answer 304 without the body.
-const (
-	headerETag        = "ETag"
-	headerIfMatch     = "If-Match"
-	headerIfNoneMatch = "If-None-Match"
-)
+const headerETag = "ETag"
 
 // versionedRoutes are the routes that answer with a version ETag.
 var versionedRoutes = map[string]bool{
@@ -32,35 +28,33 @@ func versionTag(at time.Time) string {
 	return `"` + strconv.FormatInt(at.UnixMicro(), 36) + `"`
 }
 
-// entityTags splits an If-Match or If-None-Match field into its entity
-// tags (each with its quotes, and W/ when weak); star is true for "*".
-func entityTags(h http.Header, name string) (tags []string, star, present bool) {
-	values := h.Values(name)
-	if len(values) == 0 {
-		return nil, false, false
-	}
-	for _, v := range values {
-		for _, t := range strings.Split(v, ",") {
-			t = strings.TrimSpace(t)
-			switch {
-			case t == "*":
-				star = true
-			case t != "":
-				tags = append(tags, t)
-			}
+// entityTags splits an If-Match or If-None-Match value into its entity
+// tags (each with its quotes, and W/ when weak); star is true for "*". The
+// generated binder has already refused the field given more than once.
+func entityTags(field string) (tags []string, star bool) {
+	for _, t := range strings.Split(field, ",") {
+		t = strings.TrimSpace(t)
+		switch {
+		case t == "*":
+			star = true
+		case t != "":
+			tags = append(tags, t)
 		}
 	}
-	return tags, star, true
+	return tags, star
 }
 
-// precondition turns the request's If-Match into the row versions a write
-// may change: nil when there is no If-Match or it is "*" (the row must
-// merely exist, which the write finds out). Weak tags and tags that are
-// not this server's never match (the strong comparison), so a list of only
-// those fails with 412 — if the resource exists.
-func precondition(c echo.Context) *finops.Precondition {
-	tags, star, present := entityTags(c.Request().Header, headerIfMatch)
-	if !present || star {
+// precondition turns an If-Match into the row versions a write may change:
+// nil when there is no If-Match or it is "*" (the row must merely exist,
+// which the write finds out). Weak tags and tags that are not this
+// server's never match (the strong comparison), so a list of only those
+// fails with 412 — if the resource exists.
+func precondition(ifMatch *IfMatch) *finops.Precondition {
+	if ifMatch == nil {
+		return nil
+	}
+	tags, star := entityTags(*ifMatch)
+	if star {
 		return nil
 	}
 	cond := &finops.Precondition{}
@@ -77,31 +71,20 @@ func precondition(c echo.Context) *finops.Precondition {
 	return cond
 }
 
-// notModified sets the representation's ETag and tells whether the
-// request's If-None-Match names it (the weak comparison: W/ is ignored),
-// in which case the caller answers 304 without a body.
-func notModified(c echo.Context, etag string) bool {
+// versioned answers a conditional GET of a versioned resource: its ETag,
+// and 304 without a body when If-None-Match names it (the weak comparison:
+// W/ is ignored), else 200 with v.
+func versioned(c echo.Context, at time.Time, ifNoneMatch *IfNoneMatch, v any) error {
+	etag := versionTag(at)
 	c.Response().Header().Set(headerETag, etag)
-	tags, star, present := entityTags(c.Request().Header, headerIfNoneMatch)
-	if !present {
-		return false
-	}
-	if star {
-		return true
-	}
-	for _, t := range tags {
-		if strings.TrimPrefix(t, "W/") == etag {
-			return true
+	if ifNoneMatch != nil {
+		tags, star := entityTags(*ifNoneMatch)
+		for _, t := range tags {
+			star = star || strings.TrimPrefix(t, "W/") == etag
 		}
-	}
-	return false
-}
-
-// versioned answers a conditional GET of a versioned resource: 304 when
-// If-None-Match names its version, else 200 with v.
-func versioned(c echo.Context, at time.Time, v any) error {
-	if notModified(c, versionTag(at)) {
-		return c.NoContent(http.StatusNotModified)
+		if star {
+			return c.NoContent(http.StatusNotModified)
+		}
 	}
 	return c.JSON(http.StatusOK, v)
 }
