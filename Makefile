@@ -80,6 +80,10 @@ lint: ## gofmt and go vet
 	if [ -n "$$out" ]; then echo "gofmt wants to rewrite:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
+.PHONY: lint/api
+lint/api: ## Lint app/httpapi/openapi.yaml with Spectral's and Redocly's recommended rules (npm; cached)
+	scripts/apilint.sh
+
 .PHONY: generate
 generate: ## Regenerate the server interface from app/httpapi/openapi.yaml
 	$(GO) generate ./app/httpapi

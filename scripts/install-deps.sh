@@ -2,7 +2,8 @@
 # Installs what the tests and `make run` need and the machine lacks: a
 # PostgreSQL server (15 where the distribution has it, else its default),
 # PgBouncer, Chromium (with a font) for the web console's browser tests, and
-# jq and curl, which the README's commands use (and a test runs them).
+# jq and curl, which the README's commands use (and a test runs them), and
+# node with npm, which run the OpenAPI linters (scripts/apilint.sh).
 # Only as root with apt-get; anywhere else it prints what to install and
 # exits 1. Idempotent, and a quick no-op when all are present.
 #
@@ -49,8 +50,9 @@ have_pgbouncer || missing+=(pgbouncer)
 have_chromium || missing+=(chromium)
 command -v jq >/dev/null || missing+=(jq)
 command -v curl >/dev/null || missing+=(curl)
+{ command -v node >/dev/null && command -v npm >/dev/null; } || missing+=(npm)
 if ((${#missing[@]} == 0)); then
-	echo "ok   PostgreSQL, PgBouncer, Chromium, jq and curl present"
+	echo "ok   PostgreSQL, PgBouncer, Chromium, jq, curl and npm present"
 	exit 0
 fi
 
@@ -70,14 +72,15 @@ if [[ $(id -u) != 0 ]] || ! command -v apt-get >/dev/null; then
 			[[ " ${missing[*]} " == *" chromium "* ]] && pkgs+=(chromium fonts-dejavu-core)
 			[[ " ${missing[*]} " == *" jq "* ]] && pkgs+=(jq)
 			[[ " ${missing[*]} " == *" curl "* ]] && pkgs+=(curl)
+			[[ " ${missing[*]} " == *" npm "* ]] && pkgs+=(nodejs npm)
 			echo "  sudo apt-get update && sudo apt-get install -y ${pkgs[*]}"
 			if [[ " ${pkgs[*]} " == *" postgresql-15 "* ]]; then
 				echo "  (or postgresql, the distribution's default, where there is no postgresql-15)"
 			fi
 		else
-			echo "  Debian/Ubuntu: apt-get install postgresql-15 pgbouncer chromium jq curl"
-			echo "  Fedora/RHEL:   dnf install postgresql-server pgbouncer chromium jq curl"
-			echo "  macOS:         brew install postgresql@15 pgbouncer jq; brew install --cask chromium"
+			echo "  Debian/Ubuntu: apt-get install postgresql-15 pgbouncer chromium jq curl nodejs npm"
+			echo "  Fedora/RHEL:   dnf install postgresql-server pgbouncer chromium jq curl nodejs npm"
+			echo "  macOS:         brew install postgresql@15 pgbouncer jq node; brew install --cask chromium"
 			echo "or set PG_BINDIR to a directory holding initdb and postgres,"
 			echo "and BULKHEAD_CHROMIUM to a Chromium or Chrome binary."
 		fi
@@ -100,6 +103,7 @@ want=()
 [[ " ${missing[*]} " == *" chromium "* ]] && want+=(chromium fonts-dejavu-core)
 [[ " ${missing[*]} " == *" jq "* ]] && want+=(jq)
 [[ " ${missing[*]} " == *" curl "* ]] && want+=(curl)
+[[ " ${missing[*]} " == *" npm "* ]] && want+=(nodejs npm)
 updated=0
 for pkg in "${want[@]}"; do
 	if ! candidate "$pkg" && ((updated == 0)); then

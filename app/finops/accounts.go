@@ -111,9 +111,30 @@ func (s *Service) Accounts(ctx context.Context, t isolation.Tenant, p Page) ([]A
 		ORDER BY id LIMIT $3`, scanAccount, func(a Account) uuid.UUID { return a.ID })
 }
 
+// Precondition limits a write to the row versions it names (the UpdatedAt
+// of each): an If-Match. A nil *Precondition allows any version; one with
+// no versions allows none.
+type Precondition struct {
+	Versions []time.Time
+}
+
+// versions is the SQL parameter of p: NULL (any version) for nil.
+func (p *Precondition) versions() []time.Time {
+	if p == nil {
+		return nil
+	}
+	if p.Versions == nil {
+		return []time.Time{}
+	}
+	return p.Versions
+}
+
 // UpdateAccount changes the fields of in that are set, on the account id of
-// t; store.ErrNotFound when t has no such account.
-func (s *Service) UpdateAccount(ctx context.Context, t isolation.Tenant, id uuid.UUID, in AccountInput) (Account, error) {
+// t; store.ErrNotFound when t has no such account, store.ErrPreconditionFailed
+// when if is set and the account is at none of its versions (compared in the
+// write itself, so a concurrent change cannot slip between). Every update
+// moves UpdatedAt forward, even two in one microsecond.
+func (s *Service) UpdateAccount(ctx context.Context, t isolation.Tenant, id uuid.UUID, in AccountInput, cond *Precondition) (Account, error) {
 	if err := in.validate(false); err != nil {
 		return Account{}, err
 	}
@@ -131,23 +152,46 @@ func (s *Service) UpdateAccount(ctx context.Context, t isolation.Tenant, id uuid
 				provider = COALESCE($3, provider),
 				external_id = COALESCE($4, external_id),
 				name = COALESCE($5, name),
-				updated_at = now()
-			WHERE tenant_id = $1 AND id = $2
-			RETURNING `+accountColumns, t.ID, id, in.Provider, trim(in.ExternalID), trim(in.Name)))
+				updated_at = greatest(clock_timestamp(), updated_at + interval '1 microsecond')
+			WHERE tenant_id = $1 AND id = $2 AND ($6::timestamptz[] IS NULL OR updated_at = ANY($6))
+			RETURNING `+accountColumns, t.ID, id, in.Provider, trim(in.ExternalID), trim(in.Name), cond.versions()))
+		if errors.Is(err, pgx.ErrNoRows) && cond != nil {
+			return missingOrChanged(ctx, tx, t, id)
+		}
 		return err
 	})
 	return a, err
 }
 
+// missingOrChanged tells why a conditional write of account id touched no
+// row: store.ErrNotFound, or store.ErrPreconditionFailed when it exists.
+func missingOrChanged(ctx context.Context, tx pgx.Tx, t isolation.Tenant, id uuid.UUID) error {
+	var exists bool
+	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM accounts WHERE tenant_id = $1 AND id = $2)`,
+		t.ID, id).Scan(&exists); err != nil {
+		return err
+	}
+	if exists {
+		return store.ErrPreconditionFailed
+	}
+	return store.ErrNotFound
+}
+
 // DeleteAccount deletes the account id of t; store.ErrNotFound when t has no
-// such account, a *store.ConflictError while cost items or budgets refer to it.
-func (s *Service) DeleteAccount(ctx context.Context, t isolation.Tenant, id uuid.UUID) error {
+// such account, a *store.ConflictError while cost items or budgets refer to
+// it, store.ErrPreconditionFailed when cond is set and the account is at
+// none of its versions.
+func (s *Service) DeleteAccount(ctx context.Context, t isolation.Tenant, id uuid.UUID, cond *Precondition) error {
 	return s.run(ctx, t, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `DELETE FROM accounts WHERE tenant_id = $1 AND id = $2`, t.ID, id)
+		tag, err := tx.Exec(ctx, `DELETE FROM accounts WHERE tenant_id = $1 AND id = $2
+			AND ($3::timestamptz[] IS NULL OR updated_at = ANY($3))`, t.ID, id, cond.versions())
 		if err != nil {
 			return err
 		}
 		if tag.RowsAffected() == 0 {
+			if cond != nil {
+				return missingOrChanged(ctx, tx, t, id)
+			}
 			return store.ErrNotFound
 		}
 		// Deferrable references are checked at commit; check them here so

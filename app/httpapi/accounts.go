@@ -45,6 +45,7 @@ func (h *handlers) CreateAccount(c echo.Context) error {
 		return err
 	}
 	c.Response().Header().Set(echo.HeaderLocation, "/v1/accounts/"+a.ID.String())
+	c.Response().Header().Set(headerETag, versionTag(a.UpdatedAt))
 	return c.JSON(http.StatusCreated, accountJSON(a))
 }
 
@@ -65,8 +66,9 @@ func (h *handlers) ListAccounts(c echo.Context, params ListAccountsParams) error
 	return c.JSON(http.StatusOK, AccountPage{Items: convert(list, accountJSON), NextCursor: cursorJSON(next)})
 }
 
-// GetAccount returns one account; another tenant's is not found.
-func (h *handlers) GetAccount(c echo.Context, id ID) error {
+// GetAccount returns one account with its ETag (304 when If-None-Match
+// names it); another tenant's is not found.
+func (h *handlers) GetAccount(c echo.Context, id ID, params GetAccountParams) error {
 	p, err := principal(c)
 	if err != nil {
 		return err
@@ -75,11 +77,12 @@ func (h *handlers) GetAccount(c echo.Context, id ID) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, accountJSON(a))
+	return versioned(c, a.UpdatedAt, params.IfNoneMatch, accountJSON(a))
 }
 
-// UpdateAccount changes the given fields of one account.
-func (h *handlers) UpdateAccount(c echo.Context, id ID) error {
+// UpdateAccount changes the given fields of one account; with If-Match,
+// only while the account is at a version it names (else 412).
+func (h *handlers) UpdateAccount(c echo.Context, id ID, params UpdateAccountParams) error {
 	p, err := principal(c)
 	if err != nil {
 		return err
@@ -88,20 +91,22 @@ func (h *handlers) UpdateAccount(c echo.Context, id ID) error {
 	if err != nil {
 		return err
 	}
-	a, err := h.finops.UpdateAccount(c.Request().Context(), p.Tenant, uuid.UUID(id), in)
+	a, err := h.finops.UpdateAccount(c.Request().Context(), p.Tenant, uuid.UUID(id), in, precondition(params.IfMatch))
 	if err != nil {
 		return err
 	}
+	c.Response().Header().Set(headerETag, versionTag(a.UpdatedAt))
 	return c.JSON(http.StatusOK, accountJSON(a))
 }
 
-// DeleteAccount deletes one account.
-func (h *handlers) DeleteAccount(c echo.Context, id ID) error {
+// DeleteAccount deletes one account; with If-Match, only while it is at a
+// version it names (else 412).
+func (h *handlers) DeleteAccount(c echo.Context, id ID, params DeleteAccountParams) error {
 	p, err := principal(c)
 	if err != nil {
 		return err
 	}
-	if err := h.finops.DeleteAccount(c.Request().Context(), p.Tenant, uuid.UUID(id)); err != nil {
+	if err := h.finops.DeleteAccount(c.Request().Context(), p.Tenant, uuid.UUID(id), precondition(params.IfMatch)); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)

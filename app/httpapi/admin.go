@@ -50,6 +50,7 @@ func (h *handlers) AdminCreateTenant(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	c.Response().Header().Set(echo.HeaderLocation, "/admin/v1/tenants/"+t.Slug)
 	return c.JSON(http.StatusCreated, tenantJSON(t))
 }
 
@@ -117,6 +118,8 @@ func (h *handlers) AdminCreateKey(c echo.Context, slug Slug) error {
 	if err != nil {
 		return err
 	}
+	// The key's resource: where it is revoked (DELETE) and rotated.
+	c.Response().Header().Set(echo.HeaderLocation, "/admin/v1/keys/"+k.ID)
 	return c.JSON(http.StatusCreated, Key{Id: k.ID, Key: k.Key, Tenant: k.Tenant, Role: KeyRole(k.Role), ExpiresAt: k.ExpiresAt})
 }
 
@@ -163,6 +166,7 @@ func (h *handlers) AdminRotateKey(c echo.Context, keyID string) error {
 	if err != nil {
 		return err
 	}
+	c.Response().Header().Set(echo.HeaderLocation, "/admin/v1/keys/"+k.ID)
 	return c.JSON(http.StatusCreated, KeyRotated{
 		Id: k.ID, Key: k.Key, Tenant: k.Tenant, Role: KeyRotatedRole(k.Role), ExpiresAt: k.ExpiresAt,
 		Replaces: old.ID, ReplacedExpiresAt: *old.ExpiresAt,

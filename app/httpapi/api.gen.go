@@ -1000,6 +1000,12 @@ type GroupBy = string
 // ID defines model for ID.
 type ID = openapi_types.UUID
 
+// IfMatch defines model for IfMatch.
+type IfMatch = string
+
+// IfNoneMatch defines model for IfNoneMatch.
+type IfNoneMatch = string
+
 // Limit defines model for Limit.
 type Limit = int
 
@@ -1027,6 +1033,48 @@ type TagFilter = []string
 // To defines model for To.
 type To = openapi_types.Date
 
+// BadRequest defines model for BadRequest.
+type BadRequest = Problem
+
+// Conflict defines model for Conflict.
+type Conflict = Problem
+
+// Error defines model for Error.
+type Error = Problem
+
+// Forbidden defines model for Forbidden.
+type Forbidden = Problem
+
+// GatewayTimeout defines model for GatewayTimeout.
+type GatewayTimeout = Problem
+
+// NotFound defines model for NotFound.
+type NotFound = Problem
+
+// PayloadTooLarge defines model for PayloadTooLarge.
+type PayloadTooLarge = Problem
+
+// PreconditionFailed defines model for PreconditionFailed.
+type PreconditionFailed = Problem
+
+// RequestTimeout defines model for RequestTimeout.
+type RequestTimeout = Problem
+
+// TooManyRequests defines model for TooManyRequests.
+type TooManyRequests = Problem
+
+// Unauthorized defines model for Unauthorized.
+type Unauthorized = Problem
+
+// Unavailable defines model for Unavailable.
+type Unavailable = Problem
+
+// Unprocessable defines model for Unprocessable.
+type Unprocessable = Problem
+
+// UnsupportedMediaType defines model for UnsupportedMediaType.
+type UnsupportedMediaType = Problem
+
 // AdminTenantStatsParams defines parameters for AdminTenantStats.
 type AdminTenantStatsParams struct {
 	// Minutes The window, in whole minutes up to now (at most limits.stats.retention).
@@ -1049,6 +1097,24 @@ type ListAccountsParams struct {
 
 	// Cursor The `next_cursor` of the previous page.
 	Cursor *Cursor `form:"cursor,omitempty" json:"cursor,omitempty"`
+}
+
+// DeleteAccountParams defines parameters for DeleteAccount.
+type DeleteAccountParams struct {
+	// IfMatch Change the resource only while it is at one of these versions (ETags, strong comparison; `*`: while it exists), compared in the write itself; otherwise 412 and nothing changes.
+	IfMatch *IfMatch `json:"If-Match,omitempty"`
+}
+
+// GetAccountParams defines parameters for GetAccount.
+type GetAccountParams struct {
+	// IfNoneMatch A 304 without a body while the resource is at one of these versions (ETags, weak comparison; `*`, any).
+	IfNoneMatch *IfNoneMatch `json:"If-None-Match,omitempty"`
+}
+
+// UpdateAccountParams defines parameters for UpdateAccount.
+type UpdateAccountParams struct {
+	// IfMatch Change the resource only while it is at one of these versions (ETags, strong comparison; `*`: while it exists), compared in the write itself; otherwise 412 and nothing changes.
+	IfMatch *IfMatch `json:"If-Match,omitempty"`
 }
 
 // ListBudgetsParams defines parameters for ListBudgets.
@@ -1266,10 +1332,10 @@ type ServerInterface interface {
 	// AdminRotateKey Replace a key with a new one; the old one keeps working for a grace period, then expires.
 	// (POST /admin/v1/keys/{keyId}/rotate)
 	AdminRotateKey(ctx echo.Context, keyId string) error
-
+	// AdminListTenants Every tenant, with where it lives and its migration state.
 	// (GET /admin/v1/tenants)
 	AdminListTenants(ctx echo.Context) error
-
+	// AdminCreateTenant Provision a tenant.
 	// (POST /admin/v1/tenants)
 	AdminCreateTenant(ctx echo.Context) error
 	// AdminTenantStats The top tenants by requests, database time, waits or rejections over the last minutes.
@@ -1278,13 +1344,13 @@ type ServerInterface interface {
 	// AdminDeleteTenant Delete the tenant and every row, schema or database it has.
 	// (DELETE /admin/v1/tenants/{slug})
 	AdminDeleteTenant(ctx echo.Context, slug Slug) error
-
+	// AdminGetTenant One tenant, with where it lives and its migration state.
 	// (GET /admin/v1/tenants/{slug})
 	AdminGetTenant(ctx echo.Context, slug Slug) error
 	// AdminListKeys A tenant's keys, newest first, revoked and expired ones included; never a secret.
 	// (GET /admin/v1/tenants/{slug}/keys)
 	AdminListKeys(ctx echo.Context, slug Slug) error
-
+	// AdminCreateKey Make an API key for a tenant; its secret is shown only in this answer.
 	// (POST /admin/v1/tenants/{slug}/keys)
 	AdminCreateKey(ctx echo.Context, slug Slug) error
 	// AdminGetTenantLimits The tenant's overrides of the configured limits, and the limits in force for it.
@@ -1293,10 +1359,10 @@ type ServerInterface interface {
 	// AdminSetTenantLimits Replace the tenant's overrides; null (or absent) keeps the configured default. Audited.
 	// (PUT /admin/v1/tenants/{slug}/limits)
 	AdminSetTenantLimits(ctx echo.Context, slug Slug) error
-
+	// AdminResumeTenant Resume a suspended tenant.
 	// (POST /admin/v1/tenants/{slug}/resume)
 	AdminResumeTenant(ctx echo.Context, slug Slug) error
-
+	// AdminSuspendTenant Suspend a tenant (its keys get 403 until it is resumed).
 	// (POST /admin/v1/tenants/{slug}/suspend)
 	AdminSuspendTenant(ctx echo.Context, slug Slug) error
 	// AdminVerify What `bulkhead verify` reports, read live.
@@ -1320,22 +1386,22 @@ type ServerInterface interface {
 	// CreateAccount Create a cloud account.
 	// (POST /v1/accounts)
 	CreateAccount(ctx echo.Context) error
-
+	// DeleteAccount Delete an account no cost item or budget refers to; with If-Match, only if it is unchanged.
 	// (DELETE /v1/accounts/{id})
-	DeleteAccount(ctx echo.Context, id ID) error
-
+	DeleteAccount(ctx echo.Context, id ID, params DeleteAccountParams) error
+	// GetAccount One account, with its ETag.
 	// (GET /v1/accounts/{id})
-	GetAccount(ctx echo.Context, id ID) error
-
+	GetAccount(ctx echo.Context, id ID, params GetAccountParams) error
+	// UpdateAccount Change some fields of an account; with If-Match, only if it is unchanged.
 	// (PATCH /v1/accounts/{id})
-	UpdateAccount(ctx echo.Context, id ID) error
+	UpdateAccount(ctx echo.Context, id ID, params UpdateAccountParams) error
 	// ListBudgets List budgets, oldest first (without spending; get one for that).
 	// (GET /v1/budgets)
 	ListBudgets(ctx echo.Context, params ListBudgetsParams) error
 	// CreateBudget Create a budget.
 	// (POST /v1/budgets)
 	CreateBudget(ctx echo.Context) error
-
+	// DeleteBudget Delete a budget.
 	// (DELETE /v1/budgets/{id})
 	DeleteBudget(ctx echo.Context, id ID) error
 	// GetBudget One budget, with what was spent and what remains in its period.
@@ -1725,8 +1791,28 @@ func (w *ServerInterfaceWrapper) DeleteAccount(ctx echo.Context) error {
 		return &paramError{Name: "id", In: "path", Type: "string", Format: "uuid", Err: err}
 	}
 
+	// Parameter object where we will unmarshal all parameters from the context
+	var params DeleteAccountParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "If-Match" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("If-Match")]; found {
+		var IfMatch IfMatch
+		n := len(valueList)
+		if n != 1 {
+			return &paramError{Name: "If-Match", In: "header", Repeated: n}
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "If-Match", valueList[0], &IfMatch, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return &paramError{Name: "If-Match", In: "header", Type: "string", Format: "", Err: err}
+		}
+
+		params.IfMatch = &IfMatch
+	}
+
 	// Invoke the callback with all the unmarshaled arguments
-	err = w.Handler.DeleteAccount(ctx, id)
+	err = w.Handler.DeleteAccount(ctx, id, params)
 	return err
 }
 
@@ -1741,8 +1827,28 @@ func (w *ServerInterfaceWrapper) GetAccount(ctx echo.Context) error {
 		return &paramError{Name: "id", In: "path", Type: "string", Format: "uuid", Err: err}
 	}
 
+	// Parameter object where we will unmarshal all parameters from the context
+	var params GetAccountParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "If-None-Match" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("If-None-Match")]; found {
+		var IfNoneMatch IfNoneMatch
+		n := len(valueList)
+		if n != 1 {
+			return &paramError{Name: "If-None-Match", In: "header", Repeated: n}
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "If-None-Match", valueList[0], &IfNoneMatch, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return &paramError{Name: "If-None-Match", In: "header", Type: "string", Format: "", Err: err}
+		}
+
+		params.IfNoneMatch = &IfNoneMatch
+	}
+
 	// Invoke the callback with all the unmarshaled arguments
-	err = w.Handler.GetAccount(ctx, id)
+	err = w.Handler.GetAccount(ctx, id, params)
 	return err
 }
 
@@ -1757,8 +1863,28 @@ func (w *ServerInterfaceWrapper) UpdateAccount(ctx echo.Context) error {
 		return &paramError{Name: "id", In: "path", Type: "string", Format: "uuid", Err: err}
 	}
 
+	// Parameter object where we will unmarshal all parameters from the context
+	var params UpdateAccountParams
+
+	headers := ctx.Request().Header
+	// ------------- Optional header parameter "If-Match" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("If-Match")]; found {
+		var IfMatch IfMatch
+		n := len(valueList)
+		if n != 1 {
+			return &paramError{Name: "If-Match", In: "header", Repeated: n}
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "If-Match", valueList[0], &IfMatch, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			return &paramError{Name: "If-Match", In: "header", Type: "string", Format: "", Err: err}
+		}
+
+		params.IfMatch = &IfMatch
+	}
+
 	// Invoke the callback with all the unmarshaled arguments
-	err = w.Handler.UpdateAccount(ctx, id)
+	err = w.Handler.UpdateAccount(ctx, id, params)
 	return err
 }
 
@@ -2314,178 +2440,234 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H2LchvHseivdOGeKgHJEgQpybHJSqUo2nJ4bFm6IhVXYuhyB7sNYMLFDDwzSwi2WZWPuN+QD/OX3Jqe",
-	"mX0Au3jQoiTfk1TKIoDdefT0u3u6f+4kcjaXAoXRnZOfO3Om2AwNKvp0liQyF+Y5zwwq+0WKOlF8brgU",
-	"nZPOS5EtwUy5BuYefKSBG5zpfifqcPvEjzmqZSfqCDbDzknHP3bN007U0ckUZ8yOOpZqxkznpJPn9ItZ",
-	"zu3T2iguJp27u6jzjGcZF5Od1/P85fmbS4jrr12kcdvCRu7Ba7/A2urWV3M+ZWqC58zgRKrlzqupvxZD",
-	"N36j2QTjCOJXuUqmTNPfV+yd/edcYcqN/ess/WeuzQyFiXttG0ho7OvED75tA7nSsmHJV1OEWOA7c53Q",
-	"EzHIMZgpwlzhLZe5hjmbYOsa3Kibp36u5Gx94udcaQO5BQekzCBwkWR5iil0//73v//94MWLgy+/bN38",
-	"2I7ZiFB2rEaE+lrJfP5sub6S76fMgJFgpGEZjJYRxBrVLU8whsUUBbCRRmFOyq+joQh/F/C3xzZX8pan",
-	"qOzfHq9i6HKjgae9COIVnKNxFE64FPaNlQO1X6XMIk0FHhHEMynMtPy2F4FUQxEbNjkZ5oPB4+QGl/QH",
-	"xtC1J3nLshztsUqBYNgkAuxP+kBvGGSzuNcfihY4TyzQrkd17EpxzPLMAtsDoRN18B2bzTP7Shi2E3Xm",
-	"zBhUdtj/0/WP/rIKt18C0H7xUPllBUq/OAj9sgKeX1K2/IVg8Yudsf/H3n81HvvFl3bJtLc5M9Nya8R3",
-	"FP6Yc4Vp58SoHPfjUN/yGTfr6PTKYrTmP2EERxatjgaDQRsaZzREI2yPBoOoM2Pv+Cyf0Sf7kQv/sVgP",
-	"FwYnqGhBL9AonjTTeCI1ITlLU8jnHhcxvbbf19C8bakzN3gzHlQGs7gg7Bp/WP12PMbE8FsMX2Rcm/B3",
-	"IoVRLDHh8bdNAH/lMWUL+8Ugm7TjZVxDwDHoxmyhiTx/yhXx3kkyjy0JAfNMu3g2kwtUBwnTmEag82QK",
-	"TEMsFUsybGfL4fUtTPE1IfXOgsQ9vkGcOSLZMumlo729xdjKe1aOncvZPDcEwUsjlRNqv/7r361wWaX7",
-	"3Za6fYl+XOjW1/odm204pJJvbVxDlk9amIe2P21iH+ujXbHJxt2QGgWLqdRoNYKJjmEqs9Tt8gaXsOBm",
-	"6j4RR49gobgxKCC+weWf6bsYunqecQNWok0RxiRk4z/HvVNQOEdmYCwVaLxFxbI+8e15JlMMG2gClmGT",
-	"GqBooQ17LEiWKcWW9rM2SxIJlpfaz1dyfe/fst+gBhi5lxJwZ09Mz6XQSBt4peQoQ1JOLANCQeyczecZ",
-	"T5hd3+HcPfHHf2q72J8rc/2XwnHnpPO/Dktt+tD9qg/DuDRjfbtMwOvn5/DFk6d/gnnxWNhEVQUn3VzJ",
-	"OSrD3XIThcxySGbWNntg+Kxhx/Z8rQRmmVXAm47Mfb1F2AV4N7xfsLvtIHHP3UWdfJ7uuY+7Kqn94ER3",
-	"hdFWN+nXGlWhVZuyFC1y9E9MjF2RB/k5vbIO+BUgrkvXsBZrDaVBg/ZSKIKjg+PBAKz+YiWcIlupFcL1",
-	"wXd6tXoGK9i20BGQqLMSbpLMt4J2M1Q3wM6qPeuQK3hF8ccmJAmY38BKKiaKHUXkWcZGWcG3tuALTV4f",
-	"ZMNW3hCybEWD+xHJ+krXlvEsTyfYQP8VW7qBZreAJOqwWWArm87ghRRIEL8Pt0lypVAky22TnIfn3gcH",
-	"QsVlum1GB9NX7tnirWsUaYtIStkyELLCuVQGU3AvQdcaUiMaEKTIliSetsieYkZtmDJt5vD7n7SCeVsR",
-	"ROGMcWE/7IojQY/aZXQ9xz2wz7DJ9Q0udxrZPkvqz05Pvx/p44WMp6kK5hcIGa34vgqVs8Jiwy6re9hP",
-	"cjm8bhNcdY5Rx7hz+wuh0qpDz1pguoZeO7GYqPPuYCIPfgvfuRDz3NyXkewmQSPIBf8xR2AzKSZEagYF",
-	"o4078moRsgWbqY9PLohsGcGPOVMGVba0onaJzP7VfXN1DgnLUKRMeUrWvT2FeO2gnCW/btk+0qXV2y3F",
-	"fmSFfmmYbSfSkqA3Y4t/sIotO9Gpp+nWwd3unBVkjSBvA7k3vQkUSGXnSXdlDiuEvp3G2ynyfahDXg/4",
-	"WNpQTWRa9ce7dTzGd6JOgfKdqOMwvsFxE3XOpdAy48THLvPZjKnlBtCsmsZIlrElHrKCmUghHEQEUqWo",
-	"MIXR0v4YWQIRxc9kNe4C6OoCr6RhWRPMHZdoWOJXLJmWPMR5ke1qy1VyQZRLiwWmbzDdeWlXNC4tSq+v",
-	"quVkw1KbTnV9r+tSY09F8R682rOBdf4zZQp3pxAHnUv70lbgODnbRMx+0mZoaXNhsCF+ceZcqhn3CNqH",
-	"C3LgZJKlmMJYyVnhUkyZYRoNsExLSJhSS+BGD4WdLoVEZvlMaOjGbnExcO0CWZja+eNqQKLm34qGIibX",
-	"ybU9zpiQzEocr0b68JOj4Eurd8Y9Sz+EkPFYJrm2Q9i3FlOZISi5AKZpmLDkKUuBmxPAW1RLt50I4nfX",
-	"MSS5NnaPIh2KXNwIuRB+K5ALi+jciqmFAMtGXYRhH3Pmt5ovK1GENpstPFa3B3azdlbeLTT7HW2llfhd",
-	"0+r8M/dZXP3Vfde24o7/1GzGlVjCrssjlCfUS1Nu6Zhlryoo6YTnunfH08IjbQkk8qTgUX20rOH5qfPN",
-	"amAK4b8vX34HXZHPRqg04DuWmKru57lMXW1WbPFPLUX/NVu8QG1pu/rAAZ9Zq5Bkvvf7u+ddsG3aOemg",
-	"SGTKxeSQvr7b3cAuwzG7gtPFHNooq6JKtv22GfkNm+x5WD4EQM7zjwDokhXvFpFeMypbDMbKuM0CrEJ2",
-	"m4RYaSU2g3TMMo3RHibkmQhGR2GPONWjyXj8aHZhq02zk3P1txzq/c6z7Qjfh0lR6DMfy6iwC2i1AYps",
-	"g8ZIxd4bbVXlZ0WgfJdNtW3jo2vP65LK41hUuAWigkB5GoFj2BHph/WsErLpqjklhk1CmPHXf/37FIad",
-	"YYdihz5Myc1U5tZmx/5WMmjTvBsBWwFHA7OxMh8uLl/Ck+OjPxUWFiQyxX4tC+XN5Zf1BJQfzg7+8fbn",
-	"x3f/1UTkYdaPdaSrfGMnUD3nmKVfKeXItb7iFA3jWSMdje1rzehDP0XWBGBOeZlLLgyqg4zfIFi5B934",
-	"h8dv+95Q6bm8CVLwt2KBmzcKS2vekUi9+3kl8kkh6tUlXxrLn04hlYk+/NtXry+e/70/S8EqMhqQJdNG",
-	"hr4RNO+aPRBk5Wm25GICU7kAI2GGwlpGjVP4HbVkmhGgaaOQSJGgEvoEGCiZoaW7kf3HoUgE/X7jBBTA",
-	"56aBShLFDU9YBpRwhaBwnGvUdsVkA4AUwA0d3IIpwcVk+8kR9CuTRqVG5YHpQNd0pF8r1h5XdcpCCyvL",
-	"8kmIhbjn6M8bXMKMLUEhS7ev3E/QurBvuTa7iNQtmQ47i42/Isus8rhOrhPFUkzbdbP2NZSjb8BsbZjJ",
-	"9XaJ559rWvtFoRE3Koj62muhNTWJC/PZk3Y3bZG9FnVGS4P6OpWigdCf2d8CMnRTtLxUodaY9mAkU4cN",
-	"oCWMmaqpnmH69ekw8M1VCrX2HIwZzzA98YmwlKVRzG+tQUoYM4GaidKUf2knp/SYC66nmw3l7YP4t0rP",
-	"bKJvSeipH3M0ja7YHW1BLjSq+5+lwnnGnMZdzQUsfSV2bTuEI2mUey9CLtrw6bVc6CJ7yqENdL2T1hl+",
-	"j5xJbxQT2modUpzALdd8lKFlpdJMrUlvubdFl0TOZtzo3o64R4x4Ty9JScABoioXwoXddJ4kiJZ9RB2H",
-	"hI1n/34Cn34hxUargK5RcW2fW+OYjru8DxPH86mPZeBciAlq8xo1ZcbuwixX/crOi5FJlp6QsjFjYlkG",
-	"9yy6uXd3xDaH0M32e2WuR9qjPvAUuvHXX13B4e3RIcXjDt0v+vBnnt7FvZ2s+yoLqc/617AncqB7ewIV",
-	"BorccV9V9tC8LYUWWXFGyfsFJLWRClM/LzcQxtlp2lWkCJtswoRvcNmUQzTnCrUnwpV1+3sGQc9JJWoQ",
-	"0oB7aS3ho5VZtKWp3eDykYZ5Psp4AjxtVC032JaJQnMKemo5o2V9je9bNbbKpm45Llw6WcpNjWYqmkyh",
-	"B+7AgHy+hHvFz9cC/vZ8vvZD+H6KojgBbeRcw0KqG6utd50ynbow9JPBkYvyUMxRit5piPONc5Mr7EM4",
-	"T2EV591PL0CwTK8vYbgzUO+aIXIhxrKJYCiyqsl0wvSUXNruvIFrt35PN5GVl/4Liwj9tbDO/bJUPx2q",
-	"cJdm5tZWYmODCuLR9DqmuPMIx1Kh1/kSKVKIr+PmdI6MaXNtkWU7ktlHgeUWjazpZjC11iD+mKM2kdU2",
-	"LLpxAQxmXOQGocvpWBQmUqX2aQMzy0pJHQlP9VbwD+xi9kBCvJU3e57ifUh/Xa9xTp5OQAp3S4cW89t5",
-	"R51rVJSZLR50Tzm7moub1JNAhPc3Ir/B5Wtp7s/YBC7Wmdv7Yl4TxRK8dtSha1zs88+eDAZRgy6QhTws",
-	"maW0sBvEcmGNYrm4F/X46Onjz+p3owaNUrsdiun9hXSA5HtnSX7g+wvrcoBdxbbXgq53QqFwUjUU2oe5",
-	"0GS6ee1+8K2b/yiaRmXxzUBroli6KfjyFpXiKeo9A3CjXOmGs3jtBIS23J8Y/xwVnL26oHOp+c0q9xD9",
-	"VcTtxvOMvbtOpHD+5yYPXWkY66qLjlxzuSgWxQXdOvUekrmSCWpdXdBuy1Ge27WAwG7dC+QNUGAjeYsw",
-	"qKOpzEfZBm+LC943c5AXTaaq1nlTDudzqYAJ4KmV8WZZTds08gbFCalcXGtIMsZnbcR+vaMOcwo4m5sl",
-	"BWw2TdvfrH9WZ3HUdeJcbVJky1NwdHZCh06pTdaAc3GYfTSAvMVbvhvMdD7aALOS3jdGbtAlkrX5jwva",
-	"90fwthEbroq56jjRenNB+/uFW1yy7qph6/0bF3ZqCpdRxgmkmPAZy8DFbKJwjRDDD2QEL5iGCb9FAV0G",
-	"Op9RJqXTKovH5JgAblDNnKurjLYN+o65fG7/U4+7Hfzlh8HBF2//2B0O++6v3l8aY3CVQP/WzVRjVG4E",
-	"6MbDztFx//GTp58NOy4y5YgXurH/Pu5FQ+GUYcJiM1Uyn0yBwTiTzJwAE8vwkhwXgHPsHrpBzf7syVCU",
-	"SQOWxbEs60Vwg3PjlpmRMUXwdIlvUuDLcefkh3Uk+HmV07x98DSVyq3HnYOG5C7XTddWMEsPMrzFrHCU",
-	"R8R2bhklmXIpwL28c8prJa7Z4MTjQhsmWvKKvNXUmpK0GgWpiBjDTYYb4izbyJR+DcNULIsN4c5XrSn/",
-	"9VvqFpfpnvqp5YchoM8qzrvgEiRWPGW3CEyQj7qSCFC5zg7d2jX2tR23cbL7mPa7Rhy0zJjbfcXFneny",
-	"fm9k52EjprFRjMz4xGoJ1xsCO7W7HmR1u5csjjq/eeQqIXADaYvS6afZYtZ7bchy1co8+9jf7dfdLDea",
-	"NSpl30/ReyeKXSq50JDxW/TCkkBp8SnA0mctluqCynRLyNmqcM3aRzGY1/OmMqPwdgUU3fIZY0ExWfY8",
-	"sJ0KDVK0JJO0yskm5wGhu+bSR0YKX4LO9RyFC5GkmKGxvzeh0S0q7bFwfZ8FWEu88c/fy3lM4ZSKdK9S",
-	"QbQpFOvos827uVXfqG/s8cFnjytJcFbysYOfIhgcfEFOr4PIZQ7YAyXdgUGGVrxvD7/ThO0bILNIN5jf",
-	"Ibu3xT4MhpSPwiIkUoz5JFeYgnc3FNFaJvQCSUHwxscpMLAIaB8YkHdTApVhWfdkFpbXLvZRu9Gybmys",
-	"GxdVqK2M7QeK/HKawCmrpuUm0bpiiO5hEBeacDlXJQ174yH/dp9Z0M7v7TKr3hP5rdlde0PMj79hXYY1",
-	"gCgd1d1oNTLgM3TKeNUOn2KWArPUIJC+ajZ1V7DPrvqf7nm9wcYOsQ8yKR0FEdlEtI4CX5MlJGzu8sLG",
-	"eZbBjznmuHNIz03WGPFvUNm2pA+dQtx1kfpeTOsu5ZEGlqaYQj6vmcpAsgHTShpzi0m5662VBeOmeo47",
-	"HId9RW91uTCrXnBTnEh56qAzae4jkMqdVb1e4UyiKkaGVa5ssIZLmxG+ge+/l8TfCkk1Zf5SbKTFBNBc",
-	"JM1phsoEeeIq6vhADCniu2t1q3zeryVMHHWozto2LubvAm5IpltH2eKV3XKna9mw27hugSl+lqaV/w0V",
-	"Hy9fY3MGWTLFZN9YU8hz3JBeUJwY5Vq6KznhtX5zqsRemBayVXe9lVksOarueB1cpGwnueJmeWmnCh7j",
-	"GRdX8gZbdFP63TnGoBvTpz59cjYeLZrqXiJTrvaAm3VqzJxuY8z5N41+pKDBe69qRPHQX//171A17b+/",
-	"v/K3HRt8dVXVjAuIJU+TvnOSaipPqBAhleZA45yRiUSRV907BeRkwLJMCuerSrHqat5hU3T5qTHg/SLP",
-	"DD/wG3vOxcu5JiMGukkm87TItolWLnnqKNQI6Lk76kPhByk0d6tSohhLlbhrya+kNhOFl//7WysoMRv3",
-	"h2IorkqYqsKRXwkBO007PsvNVCr+E3MZaM9om7Ba5vHUgmUoKBK1BqeIlHghzdQqwRRG9jNCwtyltcJZ",
-	"IAWeDEX4VFg7PLWbYvBk8IQcb3zsLWQf8+La9IEcNkRkQxG3ldCKoRuqX/X6QCoVDb3m3rvBuRmKVWca",
-	"/Pqv/ws+kxDwHeUk+fu0mKF9wO51JlXp3HSV+4aCaYhrXsrYAYYZyNCa6EfHxCDIiWen0flshmnpz7NA",
-	"xFtUQ6Fkbi3JU3Bh+JBHSB5J74wsfKw6YRkGB6vPPLI/RkMxY0sYWZNZmNq7LqWetAG3xCIDY86U1cAK",
-	"t+VQkN+yD9/hhNHNCKdqaugmVEpWR6S2iVT3HPej4gpGSoeDU64hlUk+Q0Jgt2CZqwQD73T2PPkRrKhy",
-	"Uc+vpf9+KOh2wJglaF+foEBHwsQOuIFuPGM3WPwQCo16V1vnWZ7dTJFZdaMwuzuD/lF/QEbNHAWbc2uh",
-	"9gf9x96jSbzwkNjb4e3R4Q0u9eHPN7i8SO8cmVv9zf5lBQwh4EVquZh94TWlEXxDUb1aHbjjwZN1HhGS",
-	"Du6izpPBUZswKMYpi77Z55/s8XyF35OLuMrpf3h79zbq6HBhquO2AMxyYkLAeoaSDBH+dyZQeb8TblL+",
-	"4EbuvL2LakWff2iscEgw3avEoR23+WQOJyqUTvCFrRpOxxqKX7vn1o5nsKFE336l+cq0/4bifBZ2tNTC",
-	"AtCPyJLQ+2PBPqd6VbVLalccLMNOKhUbfFkoK4dQE6f3t48/4DFHnbm/JdxwigTfQGKEgM9kuny/x+cd",
-	"X3d1Rcuu+24Xwg4n3KU/yE+54I6FWXnGfMCi5858sCflfyqc4ls0HpcIj+pCvQ2toFuEd6NCzrh7DkEZ",
-	"kAsBI6f59pqQbhsTOPzZEtR2Zv1GTKqotO1QrVBNFVuIT+sUvvfLAuYYC/Fsw25Qg3OefVyWHTVvupzq",
-	"kGrgbmLtqkxFe1hm05rkBFNfs0RmFnXxkS5UXyUzdBWDCmS3KrrDxL5VgcpcJp/DE5I+a4lsMXS9Yxlc",
-	"GhswSNnyFAZDgSKlELpPeaF67KClFKi8pmx1PyP9BOEnJpYLtuzD2VB4TcO+53MeaUEJE5YfjRAcjNMT",
-	"q4H7gHKDdkMPPRzrLdMO79Yr6R47inu/E6VtMtof/Gqeckhxy5YwRVcR6NPi31HnyfHxg2mGFEjzPN8H",
-	"aiygpMDTKnnU0yu995Cw3Reo81W0PD1s5fGVuliblbsr/+ADaneVkEMD6rjCLaYIJrxvha6BZ7crSk6J",
-	"uVpxs75Xiq2FCXfSlo7e89xNpxBuPn0Q6vzio1LnLnRzqIMz3FPPivvNhyko6ulLD61mU4ZbKJZ+D2qu",
-	"aaWHAlky9XcFdEjypvpOklKbBEKXAjm6Tyvpj7NcT6/Jsr9lWe/UFQhbi6OWQ/ryR+QZ74OnchAyPDkU",
-	"3k9O3Ge0pH+YwiIEQ30VikhNq4Crxg7W1KF17WDBRSoXVOvMVTfz/nY7oZEg5KJM6aoBQKFFfy5Fa9n5",
-	"iud+vRnG0219Otr6zygmbmC0bG1Y1NaEpRKhKRJnakEb70MPEZvGEE1VJWzxp3uELbN379XVpN7UZAus",
-	"3j64rHDo1KJnGDkPu/4g7OrBlIOr+mYsEQYUicrsHYsnEUUVtdVFSzxxzMdCxGczEfrvqhnsavF9ST9W",
-	"JOI2m88Haz8ti8/topr6ZO0Px7ipfFxDDhY31oZpNvvadaqv0bQBa/AB5Hi5w0/hALbay/ewc+v4S2bv",
-	"di33G/vUAx5I9Spay6nQQj8pojgr/Ud2cZE1TFAbpzNEEAxgohRvAUuBumgGc+ojIMxbezt5SHY78R2U",
-	"9Ae1qUv1/IFt6g3YspMh/fsyjPcQTIdZkYe4A7P1SYsfwIileTYy3kfaa66fFrXXUmWLfMEQU6xkBLjF",
-	"uygnaRf02WrsFD/39ebeL7HnbSd82XDC75/iVzMwd7HKPwHU+p/mRTONKHwKIs8y6ErlmyX2vDOtOQm5",
-	"D2d5yn2C2D4MSaHOZ00+9fcg0l7T2B9bcXQ7TD9hBXLT+fjbBA9zQJdu8I99QsWNid/LGd1SjmGrI+18",
-	"ismN9mLmtnJnhU0YF9pVcqtkcYlbpriLyGuXX0XFVcXEBZU0Uuw9ql74i0c+oQXcWmIqDODEGxWl9M64",
-	"UP2RnPSkeVHVR6piCt16NcteBKHuYgQuQ3Ao7IBS4AHlpY35uz5c+PYpClnq2REzLJMT3YeXAoESDkHl",
-	"gu6Ls6Gwtv4JLKY8Q/LH2Z+iIkocMsRc2tfxFz4d7TUatTw4GxtU7W46l+v5kIhbyyZtQd+Q9RkVKZ/O",
-	"2LifX2Y/N/LTweOHCidPmWlAsyIphKL3Fr3bJM6UClD+1Krr/tX//oCn52tgNvXGtCtfBUht/8eDgcdZ",
-	"X5nReaJzUXOeFFvSfteu3nO7hv/C/7511wbfmcN5xvjKfhsaja50ifIzbNrcKyVnaKaYa/CPF51j7LyU",
-	"8Ki5u61IOdIb9+zT5/rhcBo3/tLn2P3G415NYG6kSDvX2auLIuNwIyxquYkb92lRftmO0K/dzx8Fn2lp",
-	"FYbwwNMJacBPuZWE/D3VUghSeEe7/NlwudGlzDMDltlEgJlGeDp4vPE4bo8OQ/J065l8y7U5Cw/ta8m5",
-	"rus7ZK6cuxqNDxpDqPY+bWJoMGcTSqYtYPJBrKl9xU+ZNMa1gdUUeJmlha+uJlfCntoj3c65Fdq6PoxF",
-	"Xe/d+4HD3EXH2o8c5378sHHxoz3HP3r6wPZ8gbHu2IHVsbYFTVcYFJUz3RSWcrGcKvo+aEjq8cM6TfY6",
-	"9LsWOm9k6F+jaQXS4EPQWqXd9qcH+jZQ7if3Lr50jgNmkun6CbiW1R+E0fru2B/Yc7nl8H116ToSfGpM",
-	"98mnlbzUziD9HbeNCtwz/8zvWn+r9GrdqL4FgPwOtDe/1LraBt3QsIecelTv0zUSR38xnplaNn/Y8DbV",
-	"zreofRiGU+tt/YEVu9B7t1Wvi0r3na/U4dNnH+kCyP/R/T6M7uewtRl/6yxtR5Wvgta/W43vrpmaG53j",
-	"V9OQ/B3ugbpXHmmodTCnNmFFq/PQ6JzYx1BYumNcaIiZiaFrZMqWztXgg2V9iC1lmNg1SdZFO3NfjF+O",
-	"h4IuG4WliPpSigojTKSgEzlH6HrhFRWtz4aiuHvORHpomRub9E4hVjhjXHAxcf113VVZOAC3pAhEuERr",
-	"lzwUlPLmEQu+C9en6SasSDFtcn9/jaZAnI3pqWfUgY0LzVMMibt2w0Z6V+4pOOh131yd96owbEu5ZPV8",
-	"y21tCh9eprYpaqOip/nvWz+rMaKXImzMS4WFK8/iJIHLAKSvHA5ShgN3dWu5TFvl7v72gWd21at9voOH",
-	"LnsuNnKAehNzqn7PNdipckO1GzyutlwFLOJgdNM+pITHZQcRP38MC5lnKYyQLtkLGZIkxzyzHIVryPjY",
-	"uFywoaAkcn7LM5xg6gJvXFMle3o95I1QyQhyVs5Q2ScrzeKHouzDTmeDtZ1S7+8+XK20Fiu2UOZwujz4",
-	"kEEbaqaGu6RlUMYOQ1/HvVOqKOpCatTPjGtgQ1Gpo1BJE63XU2hgL9XO7dU2mluYzbmczVilvoafjq41",
-	"R0XvgA3p3KZyb+f9XSx8ruRsFzPgSu7ylO+K/pywaI8Xzn0D4t1fDEU7d3/jmStY4S3Y3d97Td06d3/e",
-	"dXvff0dXbLL7w18rmc+fLXd51EXVHtaAq9JEoIcWyeNZg69S9P+XALLsANxH7jLtKGmAZQW/Wu2dGFVZ",
-	"ZeCQVUlEbLvUn93HNunxDS41Gmsuc+Fr1TBYsOymuETuEuDJnqbUCeLCVu3zyiNxPUyL+qu+d1iRXiFF",
-	"gtR6XfgAsFMZi2tETQzT2sPnUt/DSbE3rf6Hm/0uudkn5YwqenxvdEWV9tLvIpZYL58FoyVQ93OwHNtf",
-	"NOZpE99pv/ivEGEkU8voiPyTBOeGOMBQ/AHOXFV4KsVWhxddzI8phSPRt3G4I22VNlSg5AIEm3ExGQrw",
-	"lmmWz8icLdq4xxHE3tC0f5aN3KlYt2uKHNn348BSYyq5ZbVAZWfp/phLqpDEMUt1BOevv33u4ENlBKgi",
-	"Fby5en7wuR1ltDToX5wxdVPbbu+kqrtFg8HAg7hL9a+cpgnw5Ohxj4Y9GsAL/gy61KiB0fdO7Q31xGe5",
-	"9sqnM7y5JkD4SgrVvVrtnVkpkvljrOyWrXXptqMkMsUSQmv1vqC7qfJ+r+/O9Q9/oILnf/gDpS1YedP1",
-	"pdtezlEAyUC70zeEYJdzTPjYU6Jdw1F/EMFR/8j+55jMh4xZk8OXntKukLqRskfKeQVRFCZyIrjG1B0K",
-	"GQcebbpFAbHYckanmVts8HzyvAIZej12jO0VmX5UWjJ2JSOYhleuc6t9rFuroXYr0j6bs2SKfd/dNXar",
-	"dFHPlZJo9v0UM36LlD4PX5HsdehsEeMG576BkVXb/VWbEWZyETk5bQdwVgtBPIL43XUMSa6NnNml5uJG",
-	"WOPID5kLC4l4LJNcx334ajY3NESCWaYryf2GNJL4uzfffhs7a41rbddNjeb1KWHToeEz9HXkgJDo888G",
-	"R45YpSoaz8dXriVb/I/Y4/RYueKoLPO9YDRRohyPNfnDY3hzdR5Ta/sbV67tzdX5KcRXbKJjl+lInMNl",
-	"MfWBLGIlF3TmmEkxoSoelVBj6IgRX+YjLw8v0hi6mGlafFyXlRdp7EgxDlL3OzbDGLp0f9sV8z/qP3b8",
-	"w0v02pOW5EMbUGspakQRetK54pauCQAXgYVpNsNqjeCI6v1RXcLKov0yWpbtpna8gpotcw3aKLQDRf5e",
-	"FlUeplvWVGfejkK3B8jT5npU9Gfs3TW1h42hewxf82eQiwy1riTO93xNPiJFO4jVVu1x+TvbYSiLIjI3",
-	"cR++p7zUv/hGTH+udxmOAxioCr4cO6UzEEvRR0GUBBT8cD41SjtanMos1aFPqDWZ5YwnLHM1ksrRyTlS",
-	"HdWNZkdgGSVmhQqAXVbtTdo7LbCaGzdaqdbC1ULaESrP02R0lb6+6tBzSeWu6ZIrZEOpy56cT1bW61J/",
-	"ad2+hbG74OvcVOFwR9JMSbieX/4NqlULXVLwudN9Dr7yjUZOYPITn8cu73jEUpKsdJEHZ0PhLhU7e8Rd",
-	"yw+5xl4cPzk+dqU1IXZ9Q2JXo9KdnUULO56r6UPcx3Ly+IfHb/tBuoRKz6Ue8EjDWObKTAEzAmE0FLEd",
-	"5mnxklUN3DcVNl4MZXdOv7rmkI73DwW5gxdw1Is2vTzmYzMNvJ1e8L6roRClXzk0v7WAJqxmAuKLFGdz",
-	"aawAOfgGl3FEcteoZaXCpAWO93UVXwwFUWrXfkfeHHe10p9Qz+HyUlcqGgdtzkUKh6Kc2hzQpZgl9UNX",
-	"OXomRr2edCgselpfixsjZJMHrsHgyeCLPlhjsay1OS+LklmAHT+BqcyVJjhU+xPXO15SzVDHDU5gU7Pi",
-	"odBTi+/kblVyoizH6RIJpFJgL5SuXRJMeMIK87JIiU+HgryBuUnkzJNVHy7RcnLXbPqA2D6DN28uvrSU",
-	"tZS5gmQqpSZoGzkkgel6fNXaiAawn9Y+EcaTj9HV6lyzbF2T6Rbbtq4vHx0cP30Kc8WFu2Rwdnl+cVHt",
-	"95BYYhNWJJDSm/FqmMFheukLXEHIWtBhxt59i2Jipp2T46euCkb4fLRDnQkrX7iPgdhjrje4IR2Dms8S",
-	"u6odZ8IEVclCltZP77QsgVQLosCZtToKrkz+5AI/W7cejro50tJcAH59m/GKjDqpSpvA5h2+1vm7hq6D",
-	"hxTZsrU0SWi9X11jew/+xrjQ/QL5u1UWl9pcGJyFmD4VA7lwb7r+hA21tDcrwvVVFMcx4sL5xhv6InvF",
-	"vv5m2cxsVWuLqupdVFeboqqCFnmlrfp3cGBEdX9GtGYF1L75SqSRX0b1kdpX4RknbqKvQi8O+hRcX5GV",
-	"zkTp7qkVqyRyXpmLNLJa8FAcVf4XHVf+F82VTKOz7y+jsxn7SYqvzo+jcxccisjeio4Hx58dDI4OHh9d",
-	"DQYn9P9/+C+PDwbrXx41fbnyZK1gc/Ono9Xv31x+GeX6wJpkB0fRsPPzsDPsGGQz+++J/c8CR/afu2HH",
-	"VSNev7vx4dJMHCN/jTrPNpQsIz/pghVKQify3InW0yCpGzqKkegOmf9cF/WenUZaSB45JuucqYxX7oHV",
-	"tY0VIdDvbIoE3f0nB+Yhc2AcAq352aRyYjPI0LqHIAKWZdQh0Wlv2/z+QaXamBB44Z/5XScEuk1s98IG",
-	"gHzaLthaIYZSmdKRr+VkKjVYAolzVShWu6JFkVTVGBt6HZR2Xr9zRMqcVbyLe7VeAfd3kfrwyq+DDK1Q",
-	"Zt9xxDEugpenciGQUN4pfrHPCL5mJh4KQ56oqVzAWKGe+sr9XQaxyoXPCaK9BNOz8rYrsT4UM0mrzJw/",
-	"WfsqfL0+nHnPYWlGG6dPxjpPEsQU0zgip0yTSwZ8voQ1SVqSihxSdh4c7dsip77J6Kefg1OxF6yJXVh5",
-	"FtPGTK2adutWXXMc4jfk4eySenOWplSUMHa3PuOg51cdytY881UlTiGu6XpxNBRx0PecI6Ou9MWO3Yds",
-	"Oi8Jgsu+511B1si1ksO5BDIyDTVmmJgo2IbxRMl8fj1axpDyGQpqfAhnvueEHA9FysdjpFxYP3wI0vjy",
-	"TVTw0cgJOm9UGQTm2pemXQ6F7xleBKXhogj1UizE+S+pFQ3Fj8oHz4JHeSjIpQxdJrzy5B1sDBRpvBFo",
-	"tuwFJegGlxBbnTA+dfJzKMILLnPAngstIMOxsTjTh8vcr4kiGU2U6/IR+E94vxj0+w0p7x2v/U8M+n9q",
-	"Rk2ZWdZaFvPTTKGp6z52kU4vnqMq0oMrDZGL1OHAElJmWQqbRPDrv/69a2KMq9PTmlXtGvOHJriUBEit",
-	"hNgMnR9VyQwt53KON+dfXuDIV6zHaCiIUzFNxUs4xaDImbiYouvoIEFarksaEvnfGcSu8X4cUn6GoqgO",
-	"EpFj2fXjL36vtu9v1kFe4EPqHy9wQ3W6En4BXh8Ylb6fykJM6DmyGw1j6ZszLZw3koCYyvar8WtVPny7",
-	"NV/hg3RJJxZylfkOZieHh0fHf+oP+oP+0cnng88HnUoRnKLje+VqefGdw9HKF+UFpvI9KgtS+aKy4Lu3",
-	"d/8vAAD//w==",
+	"7L2NchvHkQD8KlP4rkpAbgmCFOXYZKWuKFpSeJYsfSJ1rpzhjzvYbQATLmbgmVlCsK2qPMQ9Qx4sT/LV",
+	"dM/sD7ALgLREKQlTKYsAduenp7un//vXTqJmcyVBWtM5/rUzBZ6Cxj+fXfKJ+zcFk2gxt0LJznHnlBmr",
+	"lZwwkFbYJbN8wiSfCTlhdgpMg1G5TuCRYTegjVDyhAnLkimXEzBsIeyUwQ3oJVtoYaHPLkCm7okRT66Z",
+	"kOx8vPeK22TKrPJv1cZlSmZLxg3TwNOIKe3f+V5JKF+cgGWcPR4cscVUZMBySUOl/U7UMckUZtztDN7z",
+	"2TyDznFn2Ml+efz+epAc/vz1sNOJOnY5d98bq4WcdD58iDovVcIJBqsg+WEKemWVM54Cy8QNGNYdK804",
+	"e/767N0FyxR3uzVMzOZKW6YhUTo9Ye6ZecaFZJmQwISFmcERE5VlkLiJ3Mcl+6sSEtKe24eGn3OhIe0c",
+	"W51DdV9jpWfcdo47uRZ7GsagQSbQuKu33MJLMRO2aVvcMmFYBmPL1JhZ9/nnXFl+zOJh5xqWw86J/tMw",
+	"HwweJ24xYCw9jV/BifW/GUiUTA3LpRUZG+dZRg/E7acRBj/45psT+6eDzUvfe6MykSzXd3A5BVowLR/Y",
+	"NSxZV+kI4T3mIoOU8dxOHS7T6ZooPJtkAqRlPE01GNOLHNKlmo/tngA73ptaO+dzsae5hQxX4UmHENsw",
+	"YStg+tmDYpRrE8CzWAGPVUzDWJTQcbRhmZKeYLg0C9DuMS6rq4aUWZBcOmzCQ/BIz5lbG8PFuXNMlByL",
+	"Sa43UUFY7eFgcLL402Ez3MHq5d7p2IJeB/lFuZkFd2QNY6UdYVi9FHJSn3kmpJjls87xQTGPkBYmoHGi",
+	"H374Ye+0ss/mA8bhAMFSeRY5TcTip8A1aMctstmfhp1Rnl27cxp2VpBvdZsfos6caz4D67nhaZKoXNrn",
+	"Imvc92vHluxUGMbpwUeGqNhNI9wTP+egl52oI/nMzeQfuxJpp5l0c/xlHfxPRZYJOdl5PcR44vpr52nc",
+	"trARPXjlF7gRSlHnbMr1BM64hYnSy51XU38tZt34neETiCMWv8l1MuUG/77k790/ZxpSYd1fp+lfc2Nn",
+	"IG3ca9tAgmNfJX7wbRvItVG6GbViCe/tVYJPxIEvzDXcCJUbNucTaF0Djbp56udazdYnfi60sSx34GCp",
+	"w2QhkyxPIWXdv/zlL3/Ze/Vq79tvWzc/dmM2IpQbqxGhXmiVz58uWy4Aq5hVlmdstIxYbEDfiARitpiC",
+	"ZHxkQDo2F76OhjL8XcDfHdtcqxuRgnZ/e7yKWRfvwbQXsXgF53AcDROhpHtj5UDdVyl3SFOBR8TimZJ2",
+	"Wn7bc9LBUMaWT46J0TrmRqyVdd1J3vAsB3esSoKTYyIG/Umf4RsW+Czu9YeyBc4TB7SrUR27UhjzPHPA",
+	"9kDoRBXuGobtONZiLWg37P/X9Y/+tgq33wLQfvNQ+W0FSr8RhH5bAc9vKV/+hrD4zc3Y/8/efzQe+/m3",
+	"zUhfkeBEGjHO3r07//aEcbm0UyflQWbAXSecHQ0GBRrOuZ2W0EHWtYt80sbkzscoy62v8KxNJKQ7j246",
+	"bvFIiWANBEnUsK6TaU0URFgn+nItjBNS4z/Ex+Ug8F4Y6y59egRSJ2a6SfFydxIcZOMTpuwU9EIYYEcH",
+	"h4zLlElFUPICbwEfEg5KCAUxdwuLOB87wbYFFqck4Qo7VbmTd0cqDXCowWcXiCyAX6/CI3KH3tu0hVLq",
+	"3rKPFhHzjWNyRvwCETtwnOZgUEGpFYpDOaaZ3A4Gg6gz4++9MDHAj5tli1dgtUiaKSBRBvkeT1OWzz17",
+	"gvTKfV/jfG1LndHgzayhMphjD9Kt8cfVb8djJ/TfQPgiE8aGvxMlreaJDY//1ERAbzzz2HIjQxBXDOGG",
+	"MCywHdaN+cIgx/4l13gdT5J5jDpXUGeKZzO1AL2XcANpxEyeTJ20HCvNkwzab+rw+hbkeYt8bmfZgh7f",
+	"IOEQ39wy6QWx41tLNivvOdHmTM3muUUIXlilSc75x9/+3gqX1atgt6VuX6Ifl3Xra/2ezzYcUnmVbVxD",
+	"lqOxoOEyMO6nTdfB+miXfLJxN6QfL6bKgBMSJyZmU5WltEun5KGdAT/hJR8h37YgWXwNyz/hdzHrmnkm",
+	"rOONjhDGKHfFf4p7J0zDHLhFLdE45YtnfbzK55lKIWygCViWT2qAwoU27LEgWa41X7rPxi5RSnB3o/t8",
+	"qdb3/pL/DsnQqlvJhR/ciZm5kgZwA095+pbUS/fJ8SCQ+CefzzOvPO/PtRplMPvPvxqyk5TT/YeGcee4",
+	"8//sl+amffrV7L+ht2jS+o45K7Qwsj+kCoy7ZN33BljXPWCnTKT0s6AfSWiJmOHLXsRmPHO7hZT998Xr",
+	"74l/OSRxgEmZXYgETlicguUii907DrWE42EyZQsc1rJZbpw224mqJrKa9aRpi/7Z/fLBFsPFTi+H5xFQ",
+	"Z0qOM5Hc63GQWEFGhsTP7416Cw9+Y5UTl7qc5VL8nANC2YmRWi2YsSLLGFqk3ENWORGDnacwmysLMlnu",
+	"fQdLJ2rlBnpfDqifaU0q4r2hvVySbIlGqlwjAJ8MBoHl+TO4EmnMRArSirFAk1MQUx3Txmt54k4i5ZaP",
+	"uAEGbiNMOpbGNPBkCqZm6zLMwnvbc5B7rvRIpCnI+yX3GwEL0MTDtbBCTlDgcIv0Ri6HY7mZg0wh/XJQ",
+	"5AW3sODLSzEDld8zizSWW5ihrVA7ehKp0wA0l4aT5XjOjQGyO49ULlPWDRjRL969srT0qMCWvhvnSsir",
+	"ylDhKbwjrV4yPnasuWoS/CKOZM1KufH1yqMI4O+Vfe7gdJ/HKBXJzYXWNka0F8bjveOUxBLos1PPi+uf",
+	"vAOMpzMh2embc8Yzo0hTIY1YjcdRqSm6x/pWXYP8gpjs98q+UqljZOm65FP38LgrxTOuXGuH+IWvSSpU",
+	"g+vbCp6sTYvCZ1YdIvcMgjd8mSmeXir1kusJ3PfNjvYDhyzuejgYsFfiqbs9Ss9VRD+R76o/4++vRksL",
+	"5gtCojca/Q/C7eo5+nfuE4iF75IQVJYml6pVrQFnyWa04MbbjVLWffHs0tEun3AhkRc47u2Q9AuCtlcI",
+	"PsOlVxVEEW2NVfM5pIxrLW4cMLtTa+d9DTwt7ixSq9QrLpd+5eZ+L+q6P87JMJYs0dewfGRQ0Gl2SrKx",
+	"VjPvXir8kTWx6JFhZsp1gW9eAHTXB78G6W8TcAJkBiQFQIouun/pm/yddJBUWvwC932bJxpQMucZnWwu",
+	"r6VayIhpuFHXkLrv4P1cOEVISTBfCribvK6bxlh7PgD+houMj7J7v8YI9R1BZMoa5oiCZ9lWOnAqVqaS",
+	"a/Jbr4rMBbkVulRhiSC//L84Gc21SsCYz3GeyN/R3GPYKLd4JmjBo7PFI0gSmFu3uBMWo5JrYn8JOy2X",
+	"jQVkX5Cy+E6afO5kKEhfQSr4Jdre7vMmOqOZ9tzMdK+oOWicrkRsRzFfCtA+BNtlNRjD/TnXbuVWkJUy",
+	"0cAtpFfcrtk495wYsG7ojDrw3oKWPLsSaaOllr7e4rMMZtaG9wsvx/YDo+c+RJ18nt5yHx+qFvYfyQNb",
+	"8a9UN+nXGlWhVZuy9Cip0V8hwUP0ID/DV9YBvwLEdadaWAu6lYOU4p1PETvYOxwMnPCLji2NftNWCNcH",
+	"3+nV6hms0MLCRAw9XI7DT5L5VtBuhuoG2L3hkwbIFS6C4o9NSBIwv8GDUAlWcaPIPPPXL7krtuALTl4f",
+	"ZMNW3iGybEWDuxHJ+krXlvE0TyfQQP+VqKoGmt0CkqjDZ4GtbDqDV0oCQvwu3Ia0v3YmGCY5C899DA4E",
+	"Wqh024wE0zf0bPHWFci0xROV8mWp3tJ1xugl1nWq7wgHxPAM9EptcTkVMxrLtW0LjPr4k1YwbyuCaJhx",
+	"Id2HXXEkuE93GR01wp1HtnxydQ3LnUZ2z6LMtNPTH+f28ZeMp6kK5hcIGa1EQRae5gqLDbus7uF2Nxfh",
+	"ddvFVecYK8FG7hcKL1oJ7UyUsaaGXjuxmKjzfm+i9n4P3zmX89zelZHsdoNGwXXHZ8qH9RdGBiKvlku2",
+	"YDP18TEYLVtG7Oecaws6W7qrdgnc/dV9d3nGEp6BTLn2lGx6t7zEawdFATzrAS2PTBns0i2v/chd+mU8",
+	"xnYiLQl6M7b4B6vYshOdeppuHZx2R57ASz4xPvSB3vSRD4FUdp50V+awQujbabydIj+GOOTlgM8lDdWu",
+	"TCf++Gguj/GdqFOgfCfqEMY3xGuhM9+oTCAfu8hnM66XG0CzGhFDCSOOeNBxymXKwkFETOkUNKRstHQ/",
+	"Ro5AZPEzBovsAujqAi+V5VkTzIlLNCzxmVPCCx5C8cRuteUqvd8aF8u4uaYkhZ2Wdonj4qLM+qpaTjYs",
+	"telU1/e6fmvcUlC8A6/2bGCd/0y5ht0phKBz4V7aChy6Z5uI2U/aDC1jzy3MmuJTMZKyyGjqs3OM28oU",
+	"TyElm3ZwL6XccgOWHJcJ13rJhDVD6aZLWaKyfCYN68a0uJgJQykNkLr542poei2sLRrKGCOmrtxxxohk",
+	"7sbxYqRPRCAKvnByZ9xz9IMIGY9Vkhs3RGkx1GqBYRLeEuiWPMWUrmOfpYPbiVj8/ipmSW6s26NMh9Kb",
+	"f/1WWC4dogt3TS0kmqoo1vw26szvVV9W4snbdLbwWF0f2E3bWXm3kOx31JVWMjmaVuefucvi6q/edm0r",
+	"Ubhfms64EkK86/IQ5RH1UvKi8uxNBSXp8ly37nhaeGQcgUSeFDyqj5Y1PD+pGm8xIK8r89kItGHwnie2",
+	"Kvt5LlMXmzVf/NUo2X/LF6/AONquPrBH3mm88324Lz1PaRfTznEHZKJSISf7+PWH3RXsMgp7V3BSqHEb",
+	"ZVVEybbfNiO/5ZNbHpaP/MWY2c8A6JIV75abtKZUtiiMlXGbL7AK2W26xEotsRmkY54ZiG6hQp7KoHQU",
+	"+giJHk3K42fTC1t1mp2Mq7/nUO92nm1H+DFUikKe+VxKhVtAqw5Q5J01eipuvdFWUX5W5Mfssqm2bXx2",
+	"6bkhXZhwLCrMAlFBoCKNGDHsCOXDen4h6nTV7ELLJyG74B9/+/sJG3aGHR+pg9kJPtpOSehvJYM2ybsR",
+	"sBVwNDAbd+ez84vX7Ojw4I+FhsUSlUK/lo/47uLbeirij6d7//vTr48//EcTkYdZP9eRrvKNnUD1XECW",
+	"FtHb9RVTvH8jHZG7uBF98CesBcBJeJkrIS3ovUxcA+UidOMfH//U94pKj9INUMDfigXBTe2X1rwjmXrz",
+	"84rnEzNT1tLxvVM8VYnZ/59nb8+f/6U/S5kTZMg13sjQN4LmfbMFArU8w5dCTthULZhVbEalPRqn8Dtq",
+	"yTlGQONGWaJkAlqaY0whyMDR3cj9QygSsX6/cQLM2xG2gUoSLaxIeMYw9RaYhnFuAEsWoA7AlGTC4sEt",
+	"uJa+asHmk0PoVyaNSonKA5NA13SkLzRv96uSsNDCyrJ8EnwhPjg+FLmY8SVWSNm+cj9B68JeCmN3uVK3",
+	"JDjtfG38GXhmp03kOtE8pSiuZtmsfQ3l6Bsw21huc7P9xvPPNa39vJCIGwVEc+Wl0JqYJKT96qjdTFsk",
+	"rUYdDLa9SpVsIPSn7reADN0UHC/VYAykPQqgcdjAjGJjrmuiZ5h+fToIfHOVQp0+5wMVj31JBAw1KeZ3",
+	"2qAPmPLU7MMR6aWdjNJjIYWZblaUtw/i3yots4m5wUtP/5yDbTTF7qgLCmlA3/0sNcwzThJ3NQW4tJW4",
+	"te3gjsRR7rwItWjDp7dqYYqkSUIb1vVGWlL8HpFKX0kOOWY3wohRhsVYMFfBMMe9sQCUms2ENb0dcQ8Z",
+	"8S2tJCUBB4jqXEpyu5k8SQAoY4iQsPHsP47j0y+k2GgV0DUqru1zqx+TuMvHUHE8n/pcCs65nICxb8Fg",
+	"QvwuzHLVrlymJByjsDHjclk69xy60bs7YhshdLP+XpnrUVG2S6SsG794dsn2bw720R+3T7+Y/V9F+iHu",
+	"7aTdV1lIfdY/hz2hAd3rE6AhUOSO+6qyh+ZtaSgSwCqQ9DmcNK+wLIyz07SrSBE22YQJ38GyKYZoLjQY",
+	"T4Qr6/YVZ4KcU8Qq0ktrAR+tzKItTA0j8dk8H2UiYSJtFC036JaJBnvCzNRxRsf6Gt93YmyVTVHOo9PN",
+	"UmFrNFORZAo5cAcG5OMl6BU/Xwv42+P52g/hhynI4gSMVXPDFkpfY9YFCdMpuaGPBgchcwEcPHonwc83",
+	"zm2uoc/CeWJK6u6nFyBYVtUoYbgzUD80Q+RcjlUTwaBn1aDqBOkJmrTpvDHpHFNqiW4id1/6Lxwi9Nfc",
+	"OneLUv1yqIKSVuZOV6Jw93g0vYrR7+zrvZHMlyiZsvgqbg7nyLixVw5ZtiOZe3Sl5B0P+T8R1poTdiok",
+	"42wmZG6BdSnFhsoruqctmzlWiuJIeKq3gn/MLeYWSEh5HLc6xbuQ/rpcQ0aeTkAKKraEi/n9vKPONSrC",
+	"zBYLuqecXdXFTeJJIMK7K5HfwfKtsndnbBIW68ztYzGvieYJXPmqjzUu9vVXR4NB1CALZCEOS2UpLuwa",
+	"oFxY47VclEN6fPDk8Vf1kkiDxlu7HYrp3S/pAMmPzpL8wHe/rMsBdr22vRR0tRMKhZOqodBtmAtOZprX",
+	"7gffuvnPImlUFt8MtCaKxXyP1zegtUjB3NIBh1VVG3TYUJOWe8Y/B43Z8e5canazSvkxX4Fsu/I84++v",
+	"EiV9Nm/DOZWKsama6NA0l8tiUUJiaTZvIfF5VtUF7bYc3VggtQCB27q/kDdAgY/UDbBBHU1VPso2WFvI",
+	"ed/MQV41qarG5E0xnM9D8QpfWLoStomlCo6pbrIxLMm4mLUR+9WOMswJg9ncLtFhs2na/mb5szoLUdcx",
+	"mdqUzJYnjOjsGA+dajJg1etbyalRx+Qt1vLdYGby0QaYlfS+0XMDFEjWZj8uaN8fwU+N2HBZzFXHidbM",
+	"BePLim0xyVKFsdb8G3I7NbnLMOKEpZCIGc8Y+WyiUD0Mwg+oBC+4YRNxA5J1OTP5DCMpSaosHlNjBLgF",
+	"PSNTV+ltG/SJuXzt/lP3u+3914+DvW9++s/ucNinv3r/1eiDqzj6t26m6qOiEVg3HnYODvuPj558NeyQ",
+	"Z4qIl3Vj/33ci4ayqA+UMjvVKp9MGWfjTHF7zLhchpfUuAAcsXvWDWL2V0dDWQYNOBbHs6wXsWuYW1om",
+	"FXFHeFLgm5Lwetw5/nEdCX5d5TQ/ffIwlZA7eRunIaWdNqWtQJbuZXADWWEopwLkNxyDTIWSVJjJ7Bzy",
+	"WvFrNhjxhDSWy5a4orJ01G5ekMoVY4XNYIOfZRuZ4q9hmIpmscHd+aY15L9enNLhMpanPMHi6N6hX6u6",
+	"7/UXZMVTfgNFPZ0yEKBSxZJ1a9Ur13bcxsnuotrv6nEwKis6EBQm7syUZf2iTshOb7xGZmLipISrDY6d",
+	"Wq4Hat30ksNRsptHRVmhtEXo9NNsUeu9NOS4amWe2+jf7elujhvNGoWyslVDsUutFgZbNfjLEkHp8KnI",
+	"9KeoxVJc0JlpcTk7Ea5Z+igG83LeVGWpqCXXlEW5HL/mFibLngc2idBMyZZgktZ7ssl4gOhuhPKekcKW",
+	"UC2qlkIG1v3ehEa+bk3zPguwlnjjn7+T8RjdKZXbvUoF0SZXLNFnm3Vzq7xR39jjva8eV4Lg3M3H936J",
+	"2GDvGzR67UUUOYBFfJzswFkG7nrf7n7HCds3gGqRaVC/Q3Rvi34YFKmibEXZ/IF5c0PhraX6FW7tXvk4",
+	"Ca0j1JgNqKQmVa1Zt2QWmtcu+lG70rKubKwrF1WorYztB4r8cprAqaqq5aardUURvYVCXEjC5VyVMOyN",
+	"h/z7bWZBOr+zyayaJ/J7o7tuDTE//oZ1Wd4AonRUN6PVyEDMgITxqh4+hSxl3FGDpK46zaruCva5Vf+V",
+	"njcbdOzg+6CGP2WxpwjXUeBrsmQJn1Nc2DjPMvZzDjns7NIrC1ft8Pi28KETFnfJU9+Li9o4PjeK8TSF",
+	"lOXzmqrM8G4oes5sUCl3zVpZcGGr57jDcbhXzFaTC7dYy6c4kfLUsTTQXS6kcmdVq1c4k6iKkWGVKxus",
+	"4dJmhG/g+x8l8LdCUk2Rv+gbaVEBjJBJc5ihtuE+oULa3hGDgvjuUt0qn/drCRNHHey4sY2L+VzADcF0",
+	"6yhbvLJb7HQtGnYb1y0wxc/StPL/AS3Gy7fQHEGWTCG5ra8pxDluCC8oTgxjLSklJ7zWbw6VuBWmhWjV",
+	"XbMyiyVH1R2vgwuF7STXwi4vsP2TtxjPhLxU19Aim1J5VDSMsW5cqYJKOh41kuocd0bYM6rc/tTaOWZj",
+	"zMV3jXakIMF7q2qE/tB//O3voVnCf/9w6bMdG2x1VdFMSBYrkSZ9MpIabFSjAViq7J6BOUcVCT2vpnfC",
+	"QKACyzMlyVaVQtXUvMOmMPnJO7wTJS1PqpYSB7SnvmMWm3EhLRcStOmsVZR6lWdW7HkwPBfy9dygysO6",
+	"SabytIjNiVZSQk0UKgr0KKN9KIsyz17OdwIoyLHSCSUxv1HGTjRc/L8vfRuW/lAO5WV5AkUrurV+YCw+",
+	"9dUAOcWr+e5gq+2BThwQhxL9VmtQjWp9XtDpXJRE55TiVpgWlITjoVwv3JuGBjpHaKYTY69Pew+ZMLbP",
+	"0LyDJDmUcVs5sJh13z4/Y98cPfljr89QAMOh14yB1zC3Q7lqemP/+Nv/MR93yOA9RjD57FvIwD3g9jpT",
+	"ujSFUnuPoeSGxTWbZkyA4ZZl4BT6g0NkJ2jyc9OYfDaDtLT+OSDCDeih1FSF78TXKg5Rh2i/9KbLwiJr",
+	"Ek4deha8qDWPrd6GcsaXbOQUbKpkXrxLAfgoO9ASi3gNLCpXMXIOJVo5++x7mHDMoyDB1LBugi3ITIRC",
+	"nkxNj3gllmKwSiEO/vny8o2j5huHdEqakBL84tklGf9J0zLsz89Ov6UYCuOwhdRYShP2NdCiUMi4d1K8",
+	"pcbsgH0nnpZn4pYw+UXM98poXxJ1htJXdEchyIBMDYtPsUje3jNv7TzGV+MTv8jDwQGevAAzlHFodhmj",
+	"LhhKUuNoDslHUBSq9e8QuJWcsPjZJZ/E0VBOlVS5NiwOZXFjiqwvOiR2jw4O3VeczYSZuSfW+i0NZbXh",
+	"EqZm43hlMWgc1EG4+3hw1OuzZ6u9EguO4sg5rDZerTFH0Svl1/EJOzr8JmJPBo/xlyeDo6Ekyogr5RFj",
+	"Yj5TYViqkhyLsAviFqE5VbUeK5qbnERDzvEXyn8/lJhEMubUrWkCEojT460hLOvGM34NxQ+hM1kmEpAG",
+	"Kiz73fcvz8+efX/x7NuKxbYTmHinYr3pDPoH/QHqxnOQfC46x53H/UH/sTeM45W6j7fk/s3B/jUszf6v",
+	"17A8Tz/QFejUgFZX20pcmApxFe+LLpXudiqKDp6n7h51c73FQJbv0K9ca0ByODhany2EvXyIOkeDQZs4",
+	"UoyzX+ligq8cbH+lVkIWXzra/lJRQd69cPjN9hdW6xJ/iDpPBo93Wl1RZxVvZR9Ksu097zyoCFLoe6mK",
+	"UD/+9OGnqGNCJmKHToZ6pyCv3umIKUX5Rxq589NKX80fGzsGIZbdqmWQG7cZV/cnOtQk8RXj2oyWThYB",
+	"g7e9z1ePfJUdz+ZXcmsci0oqpUJ8PTLTgtgvhbEvaC1rmD3YUP3zdlU/y5ydlmqqCI5CfTeP0AxgHgjo",
+	"Hgjosmpb2QmV1jDyHikq6sxVU1TNS6jQAi6+Lt+27aUSFxEVIhclCAW5WC0kG5HK2GeIyegiWQi6FqnY",
+	"MvlKW4gMXwqXB2LCU5UuPy51eafCh7oS6+D5YZcrKxBgd7Jxg70vmyQHX29/YaU9gHvtYAeKXO2Cge89",
+	"2WVTDVWV/4XYx0tsan9LqmPd21Bdr4m/bLta9391V8hGofAHYaep5gvH9/AllB8svwbDyENyCwnxnZxU",
+	"qXwbvS383PLhjrsHJA0nfeuDvp9bLWrecjnVPjay3CRP6jKw/D6v3UrIMpv6CmQqw9YRj8oeUVplQPX/",
+	"Cl4glKSjMH2nqZaRyT4iN6Rw1MLSY9b1WMIoKJ1xlvLlCRsMJVoTqG+mkglQJxKjlATtLVkLjtn0NEH4",
+	"icvlgi/77HQoGzpgkHIu3Q04AkYwTo/Z0eDIh4c1aIr40Ke77Mskgg/r7TAPiSt83InSNqHdH/xq1lEI",
+	"WM+WbAp6pVZ/MOFsq7ZfPIdzP0gcH0XiONzl5WpPjX8pOwHGK3lZxcfDOAxWEk6qfKuexeKdtMiGfB1g",
+	"X6zUM6qtskml/Gijqk+mQXoqRJMHJ0MIuYpCgJZjokUgWeRttNF6WBM+uEklccr4pV/ZJ1T8K6EkDUwE",
+	"Klt/EGpui9FVxIlCu1vQ6IfIxA0YcivYatQb5lW3CDaNF/ybEJfnhOQQHRncHlUf4RrOsq6bWquFiRrC",
+	"F8loHpwIOKK7vP2CS0t/n51SRRmeOZVhidmQwU/1TQtyky58uRIJ8VGv4Vok305K98FHnruJoEJxgocr",
+	"d/3KHexA9UX36oc7+nNwtILZFLxm19t134TIpMY79tTHjFGnULp2VlPbQkkAd8vv1eKEtBlKbNhFidsm",
+	"ZNxisV2FeSYSWBej6gz2Ljb9cZab6RX6z2541juhas1rQa3lkL4WLYYp9Zm/mplU4cmh9EFLKKOMlvgP",
+	"dpELe+OmEjbXqp9UA7nWtNl15W4hZKoWWHiaSk374Cc3oVVMqkWZX1MDgAZLDufW1v+VMKqC7RXY9aSS",
+	"GHzQFADXXKJNMc3lNRst2ybFSK2G+arhckUWQy2Czgc0hfC5xni5qkbfEtxUeHVCKmXbShGazYs9GFQy",
+	"qQ9qSdRNsPrpkwt4hE4taqJV87DrL9zY9e/Mey/rJ+U4TMD/svk6c0QQYfyqcdJcSQTEWd1x+7wZpO2d",
+	"2fd2Y+1bmCkn0xLzxnreDUkxq5nDXp68hqXps++VZblMfbZKA2/8FueuyI3brLg+6vhBd7ktthGkq3lG",
+	"qLBuPFth2ZSbZuVlixP9/vTqF2Db8GdwDwpACdAHnLwtTr6W8BG16bpgdQfzfp01orV/h3CRR8TsIiZh",
+	"AcaSPFnmjgvty9UGDEcrFsU9IuPODZwUvaAR2SvNoJmQSZankPbZ9xiqyL3Zd4OR6Tu37k9IC9UKPy0E",
+	"gaB7IIdbksPpZozaiiMnPpy1iiMfiU7ajFWv0KNHFt562lBpsyJflLnGZGoqcxGzXGZOGTNcpL0+O6+5",
+	"M1DZw+hlDN5Ev4bbtA/zxZjeKTfTk4rVynd5DvEo3YKTYPWvEnDeo9TbaMf6pL6k0oL1iX1JG4jzwYH0",
+	"4ED68vmhYy6My6JIETmGiL1swOA6+7ilQrSfFZnW2+/9IsEXW4h5Y0wlv7M/B31FT/u4cv8Mxm6zrsyz",
+	"7LglLbtHuhTqd/iS2xdmv/jeEiGAYs3CtU1O9rnk9+CDwnk2ysyPjN/dg7Rw9yjSVUxcQSgC8DZ0+rjC",
+	"Qt5Yhs2XB7KNKz9hjhwwSwfrBlKLDYPO4RYa6bMLVCYNc7iKVUtmpVW5GllEoW7VRDDTZz/4BCOriJDy",
+	"1GkeatJCQBcNBPTxJYTVugO7OLq+AMp9uOwfLvuPEi2ykTl0C+7Q80EjbYzh1BEz5Zvf5vbXYPJZU1Df",
+	"71OT1qwFGOzC+IQ7LtzIsKgkRWNilFvi5zZ5EaDSB9PXndHdwc+p6qHc0m39rx5j/fv3gLJcQ1HapHs0",
+	"eNxrxVwSzjHv21i+bJNIL2jpnxuVV0/gAZlvi8z+IMt4pW5wAbEJWHY0eMxyaUVW2GOQd2xPMrjBWhit",
+	"utjZFJJr42Xam0ptNeSrhjoOVeoHyBuuBWVdGUoqxiaAckImKgOYXxVVC1PGo1D2gNYSYwFrkqWxeZqP",
+	"UwhdynxYlXF4P8oAu+2xbr3rWi9ioT9YxKiSxVC6AZWEPayIMBbv++zct/nXwFN/z3HLMzUxffZaAsPC",
+	"GEznEusa86G0YgbHbDEVGWCogvspKtJDAnVSINfhN74QwkoOczOhUk2ST0mhtaonLXQaqpNERWkSsow+",
+	"0OutkzOcMrSO2kWyIaYKOZJqo9ApNmf7pT36J0QZIjL61mAUfYNIuZhyC8F9XZCtI61jxnFm6R6eazVq",
+	"8Bz/2c/+CfHRd59rwETuVrcK7hp0DweDlo1XwVlsyXiYUqfVzZanN1rNwE4hN8w/XnQTLqKqRKir+R6L",
+	"7CsjqGon1gpi3UqJiEWowWkSzeegGcfKEAYLQjRYyF/5FW6Fu5t7f55xsQLx1ZidNeAGGGwC7zoMtux5",
+	"I9R9zYN+QI9W0L+egzx9c16Wd2io5kCFOGpFG7Cuy39fvP5+HZyvfbmF34nGqyWRGnnn6uo3QrhWxmIj",
+	"9DBAeAMbQE4iSlo+ZkQcHu/KC9vzizIkoXT5CrzfHKM6YU8Gj6PQXHQxXfqyqFJZ1o1DY8jCFeTDatDy",
+	"k/FJA0K/peV/Fj6CoKtcDp94OgcjP+VW1rXpdIpzIWT3JxMxyAy449mILjcH+6EA1EZaoxL9hfZRFo1S",
+	"WVpxiHI25xNcA2ck/IxVlqkFiyud5+Ka6CnzLFvHg5fC2NOwsNsaPdFY1tkho/CMOuF90uBAvwtsDth0",
+	"eRHE1LiAad3VV5S92ebrKx/8EHVWa+js/HJ4/p4dhjsIY8+VHok0BXnfYt+TXWTSF9zCgi8rBsu7SItl",
+	"Qrkwlq3WZ6uSWk0MDIjTnsFCHm6nZ9QGDa6JKnX3WRzq33kPGby3oCXPrkQaI4vJpfg5h9DZq1on+2jw",
+	"Ta/PLgsfWFHVCa35NOmjamoLzYB1qdaZAK3aE9AnMu770T9PEkvY2q5ZLA5O20gZn/kQ3SFGIHpgNs3M",
+	"5iHZ5nO6OD4H/yV2sMouW5juihyFfWY3RXFT3G+NJ56wo8E3XkWtNJZVOtTgZBrGVDVP2D77AQ1FRfG+",
+	"iMxSpYYb2DsJ6rwI3HW/ERWSRO6FxKODw3XmS6ssme/tRLDzMS6tSbTaEEL+IPnswIxu7W+9NRvagSO8",
+	"0ViNApX659S1+9+ALfiI/UofG6lKei3JlajVMKtOyKgbSNVTKtXiEIbl0hfrbJXnWjUy/1QU0vhrNT4d",
+	"eWMNXGuKJh8l16iW6PQPokpeZRNefkPb9OPBEc6icsdMRipd9tnpauXcKs/ZWD53jdO8AHt3NuP20spq",
+	"BvchqVUY7t2ltc/J7B7vyFJeqVSMxX2X9Pz0DPJfnGm9lqvMwnEFh3jtSuTtiPBbclojFTa4BB2DM76a",
+	"PcaPYYFrX28EU3XRJ90g1qCLDd93bGXGU7irpIN1rlcqGLNqAWNsDW4XilF5ZlNrA4W1oB3EikJIyk6Z",
+	"yZMEIMWhgxxVq0BOSzetCrGERavu+26e8o8lfn0yrZkWed8RcVt4cT6nMnv/1Dz5X0oAvS/1+e5y64Pm",
+	"/cVo3sTujZoV14UaVyTu3ylQe13da9W75RT4h7f5Ok5YbOZQ5BVomHEhhZyQzbTMgyiugrHSVMcCx2/2",
+	"gTz1C/2ndoHQJrZ7QEbFZh/MAA8OENtMeKwbVFGMcBNycoIhbY6SKN+R21ocW8CqXbwjXn1vcIscIw/C",
+	"niPYpn2mpJ1my4j9nHNtQWdLp/4vgbu/qEZe6B8fco8ipubUNj9bMpOoOaTYBkOW4jnH+AWRALKX0IaI",
+	"kqz4pCZI+hRTqprj2y36iR+ZAjZN1cRa/CxEpZ/IzUKDfx4vi99Yu5Oloha1AvL3JmA+iJMPzpUHEa/u",
+	"XCkFn3VeXRfUbuVToXdO2HpzL2+abHN2VDjgg8fiwSD3qb0IG/F/g+U/SBdVbH9k2LvLM5bwDGTKvXhS",
+	"CCdBNEHhaCixnaCQhsXcxqxrVcqXFGTmM7n6hSpDbTF9TlfplxwPJXoMSkGntpSimy7WiHCSDusWMk6Q",
+	"cIayEHC4TPed6MYnvZOa5iTcGkno2mO0pIjJ0ALOLXkoseiWByX7PjT/wwBQmULaFEL/AmxB6xur/50y",
+	"BxohjUgh1EV0G7bKh2afMIJe993lWa8Kw7aKdrxezq7WL7Sh6eqnV8vazGijAKAHBvfA4G7vcSD0KYpI",
+	"cd8Wcg6+zBl+RZSOie9O+CbiatXdbu+U8EJEtfvKPnYM2y8W21aQnCfTUnCYc43WJTdVbtGB4DlCS7eW",
+	"ImMJu3GGuqYxLaYyf8wWKs9SNgL0IkgVIunGIrPkfs3E2FKlnKHESqjiRmQwgZRSpIShatDu9VBOAJvQ",
+	"otVpBto96RTWa1jSIKU6imcDtZ2aKddAema9C5bfQlmojoq5hpBu31qi6KBUprK4YfDrGBtmLsnlQ/Ws",
+	"nUA2lBVncSWWsO40bmDiZ5VTPVPGXvgj3cLSz9Rsxisde/102GstYqGM64aapLZSMf7jNTd5rtVsF3vd",
+	"pdrlqQu6Y58jFt3ihTNuYaL0cvcX3/g7fPc3nlJTW+/F2f29tzARSu7+/NnU6XC339Eln+z+8Aut8vnT",
+	"5S6PUq7Op7W0Vmki0EPL/e5Zg+97/nDNP1zzt9bjHaOkj4LK3GASLc8qiT71aySqXkhFSabKfY+XY6n9",
+	"08e2O/o7WBqwbM4nQvqu4ZwteHZddFOjxCV0L2AqMd51GKpFihDeLSHtDtumOnWp7IStZAIRw27bFHJA",
+	"6k9RcbzpWnopjD1T5g4+m1tzxIc745/yzviifHMOVbd75krd/+GmeHDOUXYSdTuQgSmOliw3Dl2c8OHb",
+	"Q4m0ibm31zfRAGykUuHzdin5GdnsUP6BnWLWLuNa82UdKbHPXYw5zom5iUNIrA8A02rhw1yHknlTVpbP",
+	"0P5FDOVKpHHEYm+Zcn/iVq7cVtwnMkHFkXs/DvdW7NRWVGi0m6X7c64wxRiDFiJ29vblc4IPduXDTj/s",
+	"3eXzva/dKKOlBf/ijOvr2nZ7x1U1JBoMBh7E3ZnS4JUmxo4OHlMDoYMBeyWesi7PjGIcv/eeQh8cN8uN",
+	"16NCJUYEhC/zXN2rU0S5u6ozf4yV3aKfEu1u5xev2dHhwR/dKIlKoYQQ9sh1lydLIREznrGug5DMZyPQ",
+	"7szC11R3rtenc/3DH56/Pnt38Yc/YIaru9S7z4V8PTeYJc1Q0HA7fYcIdjGHRIw9u3NrOOgPInbQP3D/",
+	"OURNOONOe/bBgIZlijtJV/VQz6wgioZETaQwkNKhoJ7r0abLLcuAG8tid/2QkumwwV9GZxXI4Osx3R5v",
+	"0Ipx4USJmDowcsPecP1zDtY91o2r3PpGpn0+58kU+nN6JqZVUubJiObCFHpt8dxSyMQNYIFARu2vCJ0d",
+	"YlzD3FL5SqeB+mLEI8jUIiJhyA1ACjhCPGLx+6uYJbmxCuPXc3ktnZ7vh8ylg0Q8Vklu4j57NptbHCKB",
+	"LDOV8oUWxb74+3cvX1K4y0wY49Z9w7MczAli074VM6JsN4RDoq+/GhwQsSpdRJjHlz6C5n9jj9NjzRNy",
+	"nDPfBBMpUY3HBsMDYvbu8syBzfJrkA547y7PTlh8yScmJq8Pcg5KyO8zNO5otcAzh0zJiSkqDpaJkeg1",
+	"v8hHXug4T2PWhczg4uO6QHKexkSKcRBtvucziFkXyzEhpNlB/zHxDy821Z50JO+DlNDoYQAkG8HY0bsD",
+	"p3dUMyEDC8OQVKu5NASbCONcU4fDlUX7ZbQsm6YmXjFS6RKrtloNbqDIV66eQpZS1xvsH+BGwSKDaJoX",
+	"M4eV/Rl/f+UYmolZ95C9EE9DLemyDJyvncqRFN0gTiVwx+V76IShLF1RcQgG/i9NRej+5AnhimyEcQCD",
+	"VgvUPFCyD8QSDtHNGL4LhnufRW+IFqcqSw3zc0SMWzUTCc+oI3M5OpWqrIxKo7kRQks2Xwm767gnlsSf",
+	"gbS9kwKrhaXRSt2BXS6UG6HyPE6GIWH1Vft+rkznFFFCfWGxXpIn5+OV9VK9IVx3omZYXRRL25PFNRzu",
+	"SNkpXq5nF/+DJzJyilKoFB6fkYC590wmKhVycoxlSGIqdjTiKd6sWKoUZkNJfVBI6aM2SaHAkb+Ojw4P",
+	"3Q8GWIzdIwzVhfBn59DCjUctcpH7OE4e//j4p364XUI981IOeGTYWOXaThlk1LdiKGM3zJPiJSca0DcV",
+	"Nl4M5XaOv7JuGTM+lOg/WrCDXrTp5bEY22ng7fiCN8MOpSwdUQsqaoqARqzmksXnKczmyroLZO87WMYR",
+	"3rtWL8sq7Uji3mxbfDGUSKld9x0aJqlChz+hHuHyMoTbazxykuUocGooy6ntHpZ4XEJ6zKzOwTMxDIs3",
+	"IYr9pL4WGiO41gPXoEaE7LtQlM7dQ6jkB3O20uzwiE1Vrg3C4dRzRbyZRWgB5kvJS0bc4JjFL55dstJq",
+	"Tl9TNEA8lGbq8B09B1pNtOM4XSSBVEnwtfCc+OFgIhJe6PBFHa50KNGwndtEzTxZ9dkFOE5+jnPtIdvn",
+	"7N27828dZS1VrlkyVcogtK0a4oVJrVXSwLJ9OUYE+0ntk89GENaJI03mg3M5gVYDQl1ePtg7fPKEzbWQ",
+	"VNns9OLs/JwlU+6uS9DGrdO4e2RJQi8mNhRWbcL00qy9gpA1L+WMv38JcmKnnePDJ9SVLHw+2KHvl7tf",
+	"hHeaumNmvHr6KGNQ+oVjV7XjTLjEptPA0/rpnZSNa2teV3bqtI72RpnNWw9H3eyazXORdnbYZrxyRx1X",
+	"b5vA5glf6/zdsC7BQ8ls2doqzt9StTWGLm31mZuasf2ORBDS+3ewI5xbmIUQP2zOdk5vHgzc/4o1IeNG",
+	"lXKzIFxfRXEcIyHJzbN2IJ0g2NffhPd8Ns/co6tSW1QV76K62BRVBbTIC23Vv4OVKKobjaI1LaD2zTOZ",
+	"Rn4Z1UdqX4Vn6LqJnmF3fnED+CnYFyN3OyOl01MrWklEpq/zNHJS8FAeVP4XHVb+F821SqPTHy6i0xn/",
+	"RclnZ4fRGfk5I9S3osPB4Vd7g4O9xweXg8Ex/v9//ZeHe4P1Lw+avlx5ctBHnBh8jZjR+Olg9ft3F99G",
+	"udlzKtneQTTs/DrsDDsW+Mz9e+z+s4CR++fDsIOctaG42f1FnRIjfwsmzzb0fUZj9IIXQkLdvNZwU6+b",
+	"TWK8ukORKGFCYJCXSIubh9IogOtMVIpP1qWNlUug39no1HwIg30Ig30Ig72rFZUYxJodVWkSi4KMVLcA",
+	"RYxTRwYvnW9zngWRebdMp1IqM5HvY2k3ZDxFpLpVK+zavDQLoSju+ZoT78ZcNyc5nfs1/lMnOdEmtrtS",
+	"RLHZBz/Kv7kf5Ta0V2leGLSjXWm/CJ5vZABvg+Yt6jUmUSNz2nNRkdtr0b72ZJ+98etAa0mgcxJrxrAI",
+	"ptpKsj7yNdLeYp+lfcVtPJQWzclTtWBjDWbqczm7nMU6lz4SGPcS7EeVt52cMzdDOVO4yoycQsYXgu31",
+	"2ak3/5e2MEtKYewT+CGNI7SsNtlVmY/fc8ysJZSYKL/zyXlLWySPCPM/MJSHEJ7bR+pWTDH/+Nv/scKA",
+	"5q/sVavZusGs2cX7O6J1dwnQPU1T7L8fU8XpOJhQqr46NlqG9jMnLK6p0XE0lHFQpclGXNenY5K0QmaD",
+	"F8KCN7TnrexDSUIbWVsztLoZyCCxUTC7xROt8vnVaBmzVMxAUi2m0xk5e9R4KFMxHgNmHfrhg//b9w5N",
+	"sRGGmgAZ+ssgJmHQ/nUNy6FcyTXts/MiVAndzOQauoald82XD54GZ91QoreOdbn0emlR80mjMQELPfeC",
+	"fnkNSxY7dTs+IdF1KMMLFF/ozgUXkMHYOpzps4vcrwmdxE38lKIWxS9wtxiqjxsSdet4o4cYqn/XuNsy",
+	"/rytR9tDoO2D2E9iv8ME0vvnoMuM/5AOF5X1AALfTbnj23wSsX/87e+7Rs9S17SdSrqzLuZjYPEqPoOe",
+	"b8ycgbseyHFE/tEFjBil00A0lHgdcIMdfwTGUKAzbDEFSrxVTLmrDZUD9B9zVrSb9nHBQ1m01InQMQqp",
+	"sKr8nWEECLokW8TvV/ApRe9XsKFpcwm/AK8vib4fiPUjEOsPU1VIO2YO/NqwsdJRmcMmLKJpqtr7LKw1",
+	"ApqL72BZNAGihqn4S66zznFnau38eH//4PCP/UF/0D84/nrw9QAvMD9+EznXq8Wz7ukPFxE7/SXXELEX",
+	"Z2+Qc/SKfmCPDDIg4+OfmMXlhxzVUC9p3cd5tmKtdGBoslMaJuRJ5cGokihAER5loko1hyC3lXUQP1tf",
+	"xEUobuL75jp+SJ7P3fINK1OEBMMGpzXlMETe6EL99uR6796ymxm2/zInpUsF+zMxq65Bsm6Mn/r4Ke5V",
+	"oY1dnNYX8EarEZiobKljq01gAgYq3+q/xM3K0BU0/PDTh/8/AAD//w==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

@@ -25,9 +25,10 @@ const (
 
 // securedRouter registers the generated routes, each behind the
 // authentication its operation's security requirement in the spec names (an
-// operation without its own inherits the document's: a tenant API key). A
-// route the spec does not describe cannot be registered: it panics at start,
-// so no route can exist without the check its document promises.
+// operation without its own inherits the document's: a tenant API key);
+// each GET route answers HEAD too. A route the spec does not describe
+// cannot be registered: it panics at start, so no route can exist without
+// the check its document promises.
 type securedRouter struct {
 	*echo.Echo
 	spec *openapi3.T
@@ -60,6 +61,12 @@ func (r securedRouter) add(method, path string, h echo.HandlerFunc, m []echo.Mid
 		m = append([]echo.MiddlewareFunc{r.h.requireAdmin}, m...)
 	default:
 		m = append([]echo.MiddlewareFunc{r.h.requireKey}, m...)
+	}
+	if method == http.MethodGet {
+		// HEAD for every GET (RFC 9110 §9.3.2): the same handler behind
+		// the same checks, so the headers are the GET's; net/http drops
+		// the body of an answer to HEAD.
+		r.Echo.Add(http.MethodHead, path, h, m...)
 	}
 	return r.Echo.Add(method, path, h, m...)
 }

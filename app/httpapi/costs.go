@@ -152,6 +152,8 @@ func (h *handlers) ingestItems(c echo.Context, p auth.Principal, items []finops.
 	if res.Replayed {
 		c.Response().Header().Set(headerReplayed, "true")
 	}
+	// Line items are no one resource: they joined the collection.
+	c.Response().Header().Set(echo.HeaderLocation, "/v1/costs")
 	return c.JSON(http.StatusCreated, IngestResult{Inserted: int64(res.Inserted)})
 }
 
@@ -272,10 +274,13 @@ func (f *focusImport) respond(res finops.Imported) error {
 		f.c.Response().Header().Set(headerReplayed, "true")
 	}
 	out := IngestResult{Inserted: res.Inserted}
+	location := "/v1/costs"
 	if res.ID != uuid.Nil {
 		id := openapi_types.UUID(res.ID)
 		out.ImportId, out.Replaced, out.AccountsCreated = &id, &res.Replaced, &res.AccountsCreated
+		location = "/v1/costs/imports/" + res.ID.String() // the load's record
 	}
+	f.c.Response().Header().Set(echo.HeaderLocation, location)
 	return f.c.JSON(http.StatusCreated, out)
 }
 

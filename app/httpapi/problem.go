@@ -136,6 +136,8 @@ func toProblem(err error) (p *problem, ok bool) {
 		return newProblem(http.StatusUnauthorized, "the token names a tenant that does not exist"), true
 	case errors.Is(err, auth.ErrNoRole):
 		return newProblem(http.StatusForbidden, "the token grants no role: no role claim, no mapped group, and the issuer has no default role"), true
+	case errors.Is(err, store.ErrPreconditionFailed):
+		return newProblem(http.StatusPreconditionFailed, "If-Match names none of the resource's current version: it has changed since it was read; GET it again for its ETag"), true
 	case errors.Is(err, auth.ErrUnauthenticated):
 		return newProblem(http.StatusUnauthorized, "a valid API key is required: Authorization: Bearer <key>"), true
 	case errors.Is(err, auth.ErrSuspended):

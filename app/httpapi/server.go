@@ -113,6 +113,10 @@ func New(p Params) (*Server, error) {
 			// API formats and import.max_bytes to FOCUS datasets itself.
 			Skipper: isImportRoute,
 		}),
+		middleware.GzipWithConfig(middleware.GzipConfig{
+			MinLength: GzipMinLength,
+			Skipper:   skipGzip,
+		}),
 	)
 	RegisterHandlers(securedRouter{Echo: e, spec: spec, h: h}, h)
 	if err := mountConsole(e); err != nil {
@@ -121,6 +125,24 @@ func New(p Params) (*Server, error) {
 	s := &Server{echo: e, cfg: p.Config.HTTP, log: p.Log, done: make(chan error, 1)}
 	p.Metrics.watch(s, p.Gate)
 	return s, nil
+}
+
+// GzipMinLength is the smallest answer compressed for a client that
+// accepts gzip: below it, compressing costs more than it saves.
+const GzipMinLength = 1024
+
+// skipGzip leaves uncompressed what must not or need not be: /metrics
+// (promhttp compresses for itself), the web console (embedded static files
+// with their own caching), and the versioned single resources, whose
+// strong ETag names one encoding of them (RFC 9110 §8.8.3) and which are
+// small anyway.
+func skipGzip(c echo.Context) bool {
+	switch p := c.Path(); {
+	case p == "/metrics", strings.HasPrefix(p, console.Prefix):
+		return true
+	default:
+		return versionedRoutes[p]
+	}
 }
 
 // Handler returns the server's http.Handler, for tests.
@@ -217,9 +239,11 @@ func mountConsole(e *echo.Echo) error {
 	serve := echo.WrapHandler(h)
 	e.GET(console.Prefix+"*", serve)
 	e.HEAD(console.Prefix+"*", serve)
-	e.GET(strings.TrimSuffix(console.Prefix, "/"), func(c echo.Context) error {
+	redirect := func(c echo.Context) error {
 		return c.Redirect(http.StatusMovedPermanently, console.Prefix)
-	})
+	}
+	e.GET(strings.TrimSuffix(console.Prefix, "/"), redirect)
+	e.HEAD(strings.TrimSuffix(console.Prefix, "/"), redirect)
 	return nil
 }
 

@@ -21,6 +21,11 @@ import (
 // row is not found, never forbidden.
 var ErrNotFound = errors.New("not found")
 
+// ErrPreconditionFailed means a conditional write found the row at another
+// version than the ones it was allowed to change (an If-Match that no
+// longer matches): nothing was written.
+var ErrPreconditionFailed = errors.New("the resource has changed since it was read")
+
 // ErrUnavailable means the database could not be reached or asked the
 // client to retry; answering 503 is right.
 var ErrUnavailable = isolation.ErrUnavailable
