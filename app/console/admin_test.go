@@ -16,9 +16,16 @@ import (
 // resumes, and shows verify's findings and (where the server has them) the
 // busiest tenants.
 func testOperatorConsole(t *testing.T, b *browser.Browser) {
-	env := apitest.Start(t, nil)
+	// Counters reach the control plane soon after the requests (the
+	// default waits 10s).
+	env := apitest.Start(t, nil, apitest.WithEnv("BULKHEAD_LIMITS__STATS__FLUSH_INTERVAL", "200ms"))
 	acme := env.Tenant(t, "acme")
 	env.Tenant(t, "globex")
+	// acme makes requests before the operator looks; globex makes none.
+	const acmeRequests = 5
+	for range acmeRequests {
+		env.Must(t, 200, "GET", "/v1/accounts", acme.Viewer, nil)
+	}
 	p := open(t, b, env)
 
 	// A wrong token is refused and not kept.
@@ -91,6 +98,20 @@ func testOperatorConsole(t *testing.T, b *browser.Browser) {
 	state := eval[string](p, `document.querySelector('section[aria-labelledby="stats-h"]').dataset.state`)
 	if hasStats && state != "ready" || !hasStats && state != "unavailable" {
 		t.Errorf("busiest tenants: state %s, server has the endpoint: %t", state, hasStats)
+	}
+	if hasStats {
+		// acme is listed with at least the requests it made, as the admin
+		// API counts them.
+		busy := eval[map[string]string](p, `Object.fromEntries([...document.querySelectorAll('tr[data-busy]')].map((r) => [r.dataset.busy, r.dataset.requests]))`)
+		var n int
+		if _, err := fmt.Sscan(busy["acme"], &n); err != nil || n < acmeRequests {
+			t.Errorf("busiest tenants: %v; want acme with at least %d requests", busy, acmeRequests)
+		}
+		var stats struct{ Items []struct{ Tenant string } }
+		env.Must(t, 200, "GET", "/admin/v1/tenants/stats", apitest.AdminToken, nil).JSON(t, &stats)
+		if len(stats.Items) == 0 || len(busy) == 0 {
+			t.Errorf("busiest tenants: the console lists %v, the API %+v", busy, stats.Items)
+		}
 	}
 	p.clean()
 	p.shot("console-operator.png")

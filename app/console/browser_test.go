@@ -57,6 +57,7 @@ func TestConsole(t *testing.T) {
 	}{
 		{"DashboardTotalsMatchTheAPI", testDashboardTotalsMatchTheAPI},
 		{"UploadShowsProgressAndLands", testUploadShowsProgressAndLands},
+		{"FOCUSUploadShowsIngestProgress", testFOCUSUploadShowsIngestProgress},
 		{"ViewerSeesNoUploadButton", testViewerSeesNoUploadButton},
 		{"ShowsOnlyTheKeysTenant", testShowsOnlyTheKeysTenant},
 		{"Budgets", testBudgets},

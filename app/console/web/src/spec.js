@@ -9,8 +9,11 @@ export class Capabilities {
     const summary = this.op('get', '/v1/costs/summary');
     const params = (summary?.parameters ?? []).map((p) => this.resolve(p));
     this.summaryParams = new Map(params.map((p) => [p.name, p]));
-    const groupBy = this.schema(this.summaryParams.get('group_by')?.schema);
-    const dims = choices(groupBy);
+    const groupByParam = this.summaryParams.get('group_by');
+    let dims = choices(this.schema(groupByParam?.schema));
+    // A server whose group_by is a plain string names its choices in the
+    // description instead (`service`, ..., `tag:<key>`).
+    if (!dims.values.length) dims = described(groupByParam?.description);
     /** groupBy lists the summary's groupings (service, account, day, ...). */
     this.groupBy = dims.values;
     /** tagPrefix is "tag:" when the summary groups by tag keys. */
@@ -83,6 +86,23 @@ function choices(schema) {
         const prefix = /^([a-z_]+:)/.exec(alt);
         if (prefix && !out.prefixes.includes(prefix[1])) out.prefixes.push(prefix[1]);
       }
+    }
+  }
+  return out;
+}
+
+/**
+ * described lists the choices a description names in backquotes: `name`
+ * as a value, `prefix:<...>` as an open-ended prefix.
+ */
+function described(text) {
+  const out = { values: [], prefixes: [] };
+  for (const [, word] of `${text ?? ''}`.matchAll(/`([^`]+)`/g)) {
+    if (/^[a-z_]+$/.test(word)) {
+      if (!out.values.includes(word)) out.values.push(word);
+    } else {
+      const prefix = /^([a-z_]+:)</.exec(word);
+      if (prefix && !out.prefixes.includes(prefix[1])) out.prefixes.push(prefix[1]);
     }
   }
   return out;

@@ -84,6 +84,29 @@ function firstList(res) {
   return Object.values(res ?? {}).find(Array.isArray) ?? [];
 }
 
+/** seconds shows a duration in seconds to the millisecond. */
+function seconds(v) {
+  return typeof v === 'number' ? v.toFixed(3) : cell(v);
+}
+
+/**
+ * statsTable shows GET /admin/v1/tenants/stats: one row a tenant, busiest
+ * first, named by slug ("(others)" for the tenants added up together).
+ */
+function statsTable(res, items) {
+  const cols = [{ title: 'Tenant' }, { title: 'Requests', num: true }, { title: 'Database time (s)', num: true },
+    { title: 'Waits', num: true }, { title: 'Wait time (s)', num: true }, { title: 'Rejections', num: true }];
+  return table({ caption: `Top tenants by ${String(res.by ?? 'requests').replace(/_/g, ' ')}, last ${res.minutes ?? 5} minutes`,
+    className: 'stats', columns: cols,
+    rows: items.map((it) => h('tr', { dataset: { busy: it.tenant || it.tenant_id, requests: String(it.requests ?? 0) } },
+      h('th', { scope: 'row' }, it.tenant || h('span', { title: it.tenant_id }, '(deleted tenant)')),
+      h('td', { class: 'num' }, cell(it.requests)),
+      h('td', { class: 'num' }, seconds(it.db_seconds)),
+      h('td', { class: 'num' }, cell(it.waits)),
+      h('td', { class: 'num' }, seconds(it.wait_seconds)),
+      h('td', { class: 'num' }, cell(it.rejections)))) });
+}
+
 async function statsSection(ctx) {
   const section = h('section', { 'aria-labelledby': 'stats-h', dataset: { state: 'loading' } }, h('h2', { id: 'stats-h' }, 'Busiest tenants'));
   if (!ctx.caps.has('get', '/admin/v1/tenants/stats')) {
@@ -97,7 +120,9 @@ async function statsSection(ctx) {
       try {
         const res = await ctx.api.get('/admin/v1/tenants/stats', null, { signal: ctx.signal });
         const items = firstList(res);
-        section.append(items.length ? genericTable('Top tenants, busiest first', items) : message('No requests recorded yet.'));
+        const known = items.length && items.every((it) => 'tenant' in it && 'requests' in it);
+        section.append(!items.length ? message('No requests recorded yet.')
+          : known ? statsTable(res, items) : genericTable('Top tenants, busiest first', items));
         section.dataset.state = 'ready';
       } catch (err) {
         if (err instanceof ApiError && err.status === 404) {

@@ -3,6 +3,7 @@
 // file's row shows the bytes sent, then the server's ingest, then what it
 // answered — on a 422, the problem's detail and each bad row and field.
 import { h, replace, table, message, labelCells } from '../dom.js';
+import { ApiError } from '../api.js';
 
 // TYPES maps file names to the media type POST /v1/costs reads them as.
 const TYPES = [
@@ -39,9 +40,11 @@ function size(n) {
 
 /**
  * send posts one file, reporting upload progress, and resolves with
- * {status, body, location}. It never rejects for an HTTP status.
+ * {status, body, location}. It never rejects for an HTTP status. With an
+ * importId, a FOCUS load is recorded under it (the server ignores it for
+ * other files), so its progress can be read while the request runs.
  */
-function send(file, kind, key, idempotencyKey, onProgress, signal) {
+function send(file, kind, key, idempotencyKey, importId, onProgress, signal) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
     xhr.open('POST', '/v1/costs');
@@ -50,6 +53,7 @@ function send(file, kind, key, idempotencyKey, onProgress, signal) {
     xhr.setRequestHeader('Accept', 'application/json');
     if (kind.encoding) xhr.setRequestHeader('Content-Encoding', kind.encoding);
     xhr.setRequestHeader('Idempotency-Key', idempotencyKey);
+    if (importId) xhr.setRequestHeader('Import-Id', importId);
     xhr.upload.addEventListener('progress', (e) => onProgress('upload', e.loaded, e.lengthComputable ? e.total : file.size));
     xhr.upload.addEventListener('load', () => onProgress('ingest'));
     xhr.addEventListener('load', () => {
@@ -76,6 +80,51 @@ function send(file, kind, key, idempotencyKey, onProgress, signal) {
 function idempotencyKey() {
   const b = crypto.getRandomValues(new Uint8Array(16));
   return `console-${[...b].map((x) => x.toString(16).padStart(2, '0')).join('')}`;
+}
+
+/**
+ * uuid4 is a random (version 4) UUID, for the Import-Id header. Made from
+ * getRandomValues for the same reason as idempotencyKey.
+ */
+function uuid4() {
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const x = [...b].map((v) => v.toString(16).padStart(2, '0')).join('');
+  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20)}`;
+}
+
+// IMPORT_POLL_MS is how often a running load's progress is asked for: the
+// server writes it every couple of seconds, so faster would see nothing new.
+const IMPORT_POLL_MS = 1000;
+
+/**
+ * watchImport reads GET /v1/costs/imports/{id} every IMPORT_POLL_MS until
+ * signal aborts (the POST answered, or the view went away). A 404 only
+ * means the load has not been recorded yet, or the file is not FOCUS (the
+ * server records only FOCUS loads): it keeps asking, quietly. One request
+ * at a time, so a slow server is never asked twice at once.
+ */
+async function watchImport(ctx, id, show, signal) {
+  while (!signal.aborted) {
+    try {
+      show(await ctx.api.get(`/v1/costs/imports/${id}`, null, { signal }));
+    } catch (err) {
+      if (signal.aborted || err.name === 'AbortError') return;
+      if (!(err instanceof ApiError) || err.status !== 404) return; // progress is a nicety: the POST still answers
+    }
+    try {
+      await new Promise((resolve, reject) => {
+        const t = setTimeout(resolve, IMPORT_POLL_MS);
+        signal.addEventListener('abort', () => {
+          clearTimeout(t);
+          reject(signal.reason);
+        }, { once: true });
+      });
+    } catch {
+      return;
+    }
+  }
 }
 
 /** track polls an import that the server runs after answering 202, until it ends. */
@@ -139,9 +188,11 @@ export async function uploadView(ctx) {
 
 async function uploadOne(ctx, file, rows) {
   const progress = h('progress', { max: '100', value: '0', 'aria-label': `Upload of ${file.name}` });
+  // ingest is the server's side of a FOCUS load: rows written so far.
+  const ingest = h('span', { class: 'ingest', hidden: true });
   const result = h('td', { class: 'result', 'aria-live': 'polite' }, 'Waiting');
   const tr = h('tr', { dataset: { file: file.name, state: 'sending' } },
-    h('th', { scope: 'row' }, file.name), h('td', { class: 'num' }, size(file.size)), h('td', null, progress), result);
+    h('th', { scope: 'row' }, file.name), h('td', { class: 'num' }, size(file.size)), h('td', { class: 'progress' }, progress, ingest), result);
   rows.append(labelCells(tr, COLUMNS));
   const kind = kindOf(file.name, ctx.caps);
   if (!kind) {
@@ -151,8 +202,22 @@ async function uploadOne(ctx, file, rows) {
     return;
   }
   const key = idempotencyKey();
+  const importId = ctx.caps.has('get', '/v1/costs/imports/{id}') ? uuid4() : null;
+  const showImport = (st) => {
+    if (!st || st.id !== importId) return;
+    tr.dataset.importId = st.id;
+    tr.dataset.importStatus = st.status;
+    tr.dataset.importRows = String(st.rows_done ?? 0);
+    ingest.hidden = false;
+    const rows = Number(st.rows_done ?? 0).toLocaleString('en-US');
+    replace(ingest, st.status === 'running' ? `Ingest: ${rows} rows written` : `Ingest ${st.status}: ${rows} rows`);
+  };
+  const watching = new AbortController();
+  const stopWatching = () => watching.abort();
+  ctx.signal?.addEventListener('abort', stopWatching, { once: true });
+  const watched = importId ? watchImport(ctx, importId, showImport, watching.signal) : Promise.resolve();
   try {
-    const res = await send(file, kind, ctx.key, key, (phase, loaded, total) => {
+    const res = await send(file, kind, ctx.key, key, importId, (phase, loaded, total) => {
       if (phase === 'upload') {
         progress.value = total ? Math.round((loaded / total) * 100) : 0;
         tr.dataset.sent = String(loaded);
@@ -163,6 +228,18 @@ async function uploadOne(ctx, file, rows) {
         replace(result, 'Uploaded; the server is ingesting…');
       }
     }, ctx.signal);
+    stopWatching();
+    await watched;
+    // The load's own record, once it has ended: its final row count, or that
+    // it failed. A 201 names a recorded (FOCUS) load; after a 422 there may
+    // be none (not FOCUS, or refused before loading): a 404, said nothing.
+    if (importId && (res.body?.import_id === importId || res.status === 422)) {
+      try {
+        showImport(await ctx.api.get(`/v1/costs/imports/${importId}`, null, { signal: ctx.signal }));
+      } catch (err) {
+        if (err.name === 'AbortError') return;
+      }
+    }
     if (res.status === 201 || res.status === 200) {
       progress.value = 100;
       tr.dataset.state = 'done';
@@ -181,6 +258,9 @@ async function uploadOne(ctx, file, rows) {
   } catch (err) {
     if (err.name === 'AbortError') return;
     fail(tr, result, progress, 0, { detail: err.message });
+  } finally {
+    stopWatching();
+    ctx.signal?.removeEventListener('abort', stopWatching);
   }
 }
 
