@@ -152,9 +152,14 @@ func (s *Service) UpdateAccount(ctx context.Context, t isolation.Tenant, id uuid
 				provider = COALESCE($3, provider),
 				external_id = COALESCE($4, external_id),
 				name = COALESCE($5, name),
-				updated_at = greatest(clock_timestamp(), updated_at + interval '1 microsecond')
+				updated_at = greatest($7::timestamptz, timezone('UTC', timezone('UTC', updated_at) + interval '1 microsecond'))
 			WHERE tenant_id = $1 AND id = $2 AND ($6::timestamptz[] IS NULL OR updated_at = ANY($6))
-			RETURNING `+accountColumns, t.ID, id, in.Provider, trim(in.ExternalID), trim(in.Name), cond.versions()))
+			RETURNING `+accountColumns, t.ID, id, in.Provider, trim(in.ExternalID), trim(in.Name), cond.versions(),
+			// The time is a parameter, and the step is taken in UTC with
+			// immutable functions: Citus refuses a volatile or stable one
+			// (clock_timestamp, now, timestamptz + interval) beside a column
+			// in a distributed UPDATE.
+			time.Now()))
 		if errors.Is(err, pgx.ErrNoRows) && cond != nil {
 			return missingOrChanged(ctx, tx, t, id)
 		}
