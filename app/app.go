@@ -64,13 +64,13 @@ func Server() fx.Option {
 }
 
 // NewGate is the admission Gate in front of the strategy that the domain
-// runs tenant work through. rls and schema tenants share the serving pool,
-// less one connection kept for authenticating keys and the other reads of
-// the control plane; database tenants share the connection budget of
-// isolation.database.max_connections.
-func NewGate(s isolation.Strategy, cfg *config.Config, usage *limits.Usage) *limits.Gate {
+// runs tenant work through. Tenants of a strategy with a connection budget
+// of its own (isolation.ConnectionBudgeter: the database strategy) share
+// that budget; the others share the serving pool, less one connection kept
+// for authenticating keys and the other reads of the control plane. The
+// Router says which (s may be it, or a decoration of it).
+func NewGate(s isolation.Strategy, router *isolation.Router, cfg *config.Config, usage *limits.Usage) *limits.Gate {
 	serving := max(cfg.Database.MaxConnections-1, 1)
-	budget := cfg.Isolation.Database.MaxConnections
 	c := cfg.Limits.Concurrency
 	return limits.NewGate(s, limits.GateConfig{
 		MaxConcurrent:  c.PerTenant,
@@ -84,11 +84,7 @@ func NewGate(s isolation.Strategy, cfg *config.Config, usage *limits.Usage) *lim
 			IdleInTransaction: cfg.Database.IdleInTransactionTimeout,
 		},
 		Pool: func(t isolation.Tenant) (string, int) {
-			name := t.Strategy
-			if name == "" {
-				name = cfg.Isolation.Strategy
-			}
-			if name == isolation.Database {
+			if budget, ok := router.BudgetOf(t); ok {
 				return "budget", budget
 			}
 			return "serving", serving

@@ -108,3 +108,26 @@ func (r *Router) Verify(ctx context.Context) ([]Finding, error) {
 
 // Ready reports the default strategy's readiness.
 func (r *Router) Ready(ctx context.Context) (Degraded, error) { return r.def.Ready(ctx) }
+
+// ConnectionBudgeter is what a strategy implements when its tenants are
+// served on connections of its own, under one budget (the database
+// strategy's tenant pools), rather than on the serving pool.
+type ConnectionBudgeter interface {
+	// ConnectionBudget is how many connections its tenants hold at once.
+	ConnectionBudget() int
+}
+
+// BudgetOf reports the connection budget t's work runs under when t's
+// strategy has one (ConnectionBudgeter); ok is false when t is served on
+// the serving pool, or its strategy is unknown.
+func (r *Router) BudgetOf(t Tenant) (size int, ok bool) {
+	s, err := r.of(t)
+	if err != nil {
+		return 0, false
+	}
+	b, ok := s.(ConnectionBudgeter)
+	if !ok {
+		return 0, false
+	}
+	return b.ConnectionBudget(), true
+}

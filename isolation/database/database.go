@@ -165,6 +165,10 @@ func DBName(id uuid.UUID) string { return "t_" + hex.EncodeToString(id[:]) }
 // tenant migrations: a change to them names a new template.
 func TemplateName() string { return "bulkhead_tpl_" + migrations.Tenant.Hash() }
 
+// ConnectionBudget is Config.MaxConnections: the tenant connections of
+// every tenant of the process together (isolation.ConnectionBudgeter).
+func (s *Strategy) ConnectionBudget() int { return s.cfg.MaxConnections }
+
 // Name returns isolation.Database.
 func (s *Strategy) Name() string { return isolation.Database }
 
