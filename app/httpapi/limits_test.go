@@ -20,6 +20,7 @@ import (
 	"github.com/bulkheadhq/bulkhead/internal/apitest"
 	"github.com/bulkheadhq/bulkhead/internal/pgtest"
 	"github.com/bulkheadhq/bulkhead/isolation"
+	"github.com/bulkheadhq/bulkhead/isolation/isolationtest"
 )
 
 // bound is how long any wait of these tests may last before it fails.
@@ -293,7 +294,7 @@ func TestLockAndIdleTimeouts(t *testing.T) {
 		apitest.WithEnv("BULKHEAD_DATABASE__LOCK_TIMEOUT", "100ms"),
 		apitest.WithEnv("BULKHEAD_DATABASE__IDLE_IN_TRANSACTION_TIMEOUT", "100ms"),
 		apitest.WithStrategyDecorator(func(inner isolation.Strategy) isolation.Strategy {
-			return &idler{Strategy: inner, slug: "idle"}
+			return isolationtest.ForTenant(inner, "idle", stayIdle)
 		}))
 	a := env.Tenant(t, "acme")
 	acct := newAccount(t, env, a.Editor, 1)
@@ -324,30 +325,20 @@ func TestLockAndIdleTimeouts(t *testing.T) {
 	env.Must(t, 200, "GET", "/v1/accounts", a.Viewer, nil)
 }
 
-// idler leaves every transaction of the tenant called slug idle until
-// PostgreSQL ends its session (checked every 50ms, for at most bound).
-type idler struct {
-	isolation.Strategy
-	slug string
-}
-
-func (s *idler) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) error) error {
-	if t.Slug != s.slug {
-		return s.Strategy.Run(ctx, t, fn)
+// stayIdle leaves a transaction idle, once its work is done, until PostgreSQL
+// ends its session (checked every 50ms, for at most bound).
+func stayIdle(ctx context.Context, tx pgx.Tx, fn func(pgx.Tx) error) error {
+	if err := fn(tx); err != nil {
+		return err
 	}
-	return s.Strategy.Run(ctx, t, func(tx pgx.Tx) error {
-		if err := fn(tx); err != nil {
-			return err
+	deadline := time.Now().Add(bound)
+	for time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		if _, err := tx.Exec(ctx, `SELECT 1`); err != nil {
+			return err // the session was ended under the transaction
 		}
-		deadline := time.Now().Add(bound)
-		for time.Now().Before(deadline) {
-			time.Sleep(50 * time.Millisecond)
-			if _, err := tx.Exec(ctx, `SELECT 1`); err != nil {
-				return err // the session was ended under the transaction
-			}
-		}
-		return fmt.Errorf("the idle transaction was never ended")
-	})
+	}
+	return fmt.Errorf("the idle transaction was never ended")
 }
 
 // 45 ingests with the Idempotency-Key of a long one still running are each

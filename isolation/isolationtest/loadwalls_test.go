@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/bulkheadhq/bulkhead/internal/pgtest"
 	"github.com/bulkheadhq/bulkhead/isolation"
 	"github.com/bulkheadhq/bulkhead/isolation/database"
+	"github.com/bulkheadhq/bulkhead/isolation/isolationtest"
 )
 
 // bound is how long any wait of these tests may last before it fails.
@@ -22,33 +24,44 @@ const bound = 60 * time.Second
 
 var strategies = []string{isolation.RLS, isolation.Schema, isolation.Database}
 
-// holding holds every transaction of the tenant called slug open, once its
-// work is done, until release is closed; entered receives each time one is
-// held.
+// holding holds every transaction of one tenant open, once its work is
+// done, until let is called; entered receives each time one is held.
 type holding struct {
-	isolation.Strategy
-	slug    string
 	entered chan struct{}
 	release chan struct{}
+	once    sync.Once
 }
 
-func (h *holding) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) error) error {
-	if t.Slug != h.slug {
-		return h.Strategy.Run(ctx, t, fn)
-	}
-	return h.Strategy.Run(ctx, t, func(tx pgx.Tx) error {
-		if err := fn(tx); err != nil {
-			return err
-		}
-		h.entered <- struct{}{}
-		select {
-		case <-h.release:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+func newHolding() *holding {
+	return &holding{entered: make(chan struct{}, 10), release: make(chan struct{})}
+}
+
+// decorator holds the transactions of the tenant called slug.
+func (h *holding) decorator(slug string) apitest.Option {
+	return apitest.WithStrategyDecorator(func(inner isolation.Strategy) isolation.Strategy {
+		return isolationtest.ForTenant(inner, slug, h.hold)
 	})
 }
+
+func (h *holding) hold(ctx context.Context, tx pgx.Tx, fn func(pgx.Tx) error) error {
+	if err := fn(tx); err != nil {
+		return err
+	}
+	select {
+	case h.entered <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-h.release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// let ends the holding, once however often it is called.
+func (h *holding) let() { h.once.Do(func() { close(h.release) }) }
 
 // get sends GET path with key in the background; the answer arrives on
 // the channel.
@@ -98,24 +111,16 @@ func TestLoadWallFairShare(t *testing.T) {
 	for _, s := range strategies {
 		t.Run(s, func(t *testing.T) {
 			t.Parallel()
-			h := &holding{slug: "noisy", entered: make(chan struct{}, 10), release: make(chan struct{})}
+			h := newHolding()
 			env := apitest.Start(t, nil, apitest.WithStrategy(s),
 				apitest.WithEnv("BULKHEAD_LIMITS__CONCURRENCY__PER_TENANT", "2"),
 				apitest.WithEnv("BULKHEAD_LIMITS__CONCURRENCY__QUEUE_PER_TENANT", "1"),
 				apitest.WithEnv("BULKHEAD_LIMITS__CONCURRENCY__QUEUE_TIMEOUT", "10m"),
 				apitest.WithEnv("BULKHEAD_DATABASE__MAX_CONNECTIONS", "4"),
 				apitest.WithEnv("BULKHEAD_ISOLATION__DATABASE__MAX_CONNECTIONS", "4"),
-				apitest.WithStrategyDecorator(func(inner isolation.Strategy) isolation.Strategy {
-					h.Strategy = inner
-					return h
-				}))
+				h.decorator("noisy"))
 			noisy, quiet := env.Tenant(t, "noisy"), env.Tenant(t, "quiet")
-			released := false
-			defer func() {
-				if !released {
-					close(h.release)
-				}
-			}()
+			defer h.let()
 			held := []<-chan *apitest.Response{get(env, "/v1/accounts", noisy.Viewer), get(env, "/v1/accounts", noisy.Viewer)}
 			awaitEntered(t, h)
 			awaitEntered(t, h)
@@ -139,8 +144,7 @@ func TestLoadWallFairShare(t *testing.T) {
 					t.Errorf("the noisy tenant's database has %d sessions, over its cap of 2", n)
 				}
 			}
-			close(h.release)
-			released = true
+			h.let()
 			for i, ch := range append(held, queued) {
 				if r := await(t, ch, fmt.Sprint("noisy request ", i)); r.Status != 200 {
 					t.Errorf("noisy request %d: %s", i, r)
@@ -157,23 +161,15 @@ func TestLoadWallFairShare(t *testing.T) {
 // second. The Gate is the same in front of every strategy; rls shows it.
 func TestLoadWallConcurrencyOverride(t *testing.T) {
 	t.Parallel()
-	h := &holding{slug: "noisy", entered: make(chan struct{}, 10), release: make(chan struct{})}
+	h := newHolding()
 	env := apitest.Start(t, nil, apitest.WithStrategy(isolation.RLS),
 		apitest.WithEnv("BULKHEAD_LIMITS__CONCURRENCY__PER_TENANT", "4"),
 		apitest.WithEnv("BULKHEAD_LIMITS__CONCURRENCY__QUEUE_PER_TENANT", "0"),
 		apitest.WithEnv("BULKHEAD_LIMITS__CONCURRENCY__QUEUE_TIMEOUT", "10m"),
 		apitest.WithEnv("BULKHEAD_DATABASE__MAX_CONNECTIONS", "9"),
-		apitest.WithStrategyDecorator(func(inner isolation.Strategy) isolation.Strategy {
-			h.Strategy = inner
-			return h
-		}))
+		h.decorator("noisy"))
 	noisy, quiet := env.Tenant(t, "noisy"), env.Tenant(t, "quiet")
-	released := false
-	defer func() {
-		if !released {
-			close(h.release)
-		}
-	}()
+	defer h.let()
 	env.Must(t, 200, "PUT", "/admin/v1/tenants/noisy/limits", apitest.AdminToken, map[string]any{"max_concurrent": 1})
 	held := []<-chan *apitest.Response{get(env, "/v1/accounts", noisy.Viewer)}
 	awaitEntered(t, h)
@@ -189,8 +185,7 @@ func TestLoadWallConcurrencyOverride(t *testing.T) {
 	if r := env.Do(t, "GET", "/v1/accounts", noisy.Viewer, nil); r.Status != 429 {
 		t.Errorf("the noisy tenant at its override of 2: %s", r)
 	}
-	close(h.release)
-	released = true
+	h.let()
 	for i, ch := range held {
 		if r := await(t, ch, fmt.Sprint("noisy request ", i)); r.Status != 200 {
 			t.Errorf("noisy request %d: %s", i, r)
@@ -317,7 +312,7 @@ func TestLoadWallStatementTimeout(t *testing.T) {
 			env := apitest.Start(t, nil, apitest.WithStrategy(s),
 				apitest.WithEnv("BULKHEAD_DATABASE__STATEMENT_TIMEOUT", "200ms"),
 				apitest.WithStrategyDecorator(func(inner isolation.Strategy) isolation.Strategy {
-					return &sleeper{Strategy: inner, slug: "slow"}
+					return isolationtest.ForTenant(inner, "slow", sleep)
 				}))
 			slow, other := env.Tenant(t, "slow"), env.Tenant(t, "other")
 			r := env.Do(t, "GET", "/v1/accounts", slow.Viewer, nil)
@@ -329,20 +324,10 @@ func TestLoadWallStatementTimeout(t *testing.T) {
 	}
 }
 
-// sleeper runs pg_sleep(60) in every transaction of the tenant called slug.
-type sleeper struct {
-	isolation.Strategy
-	slug string
-}
-
-func (s *sleeper) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) error) error {
-	if t.Slug != s.slug {
-		return s.Strategy.Run(ctx, t, fn)
+// sleep runs pg_sleep(60) before a transaction's work.
+func sleep(ctx context.Context, tx pgx.Tx, fn func(pgx.Tx) error) error {
+	if _, err := tx.Exec(ctx, `SELECT pg_sleep(60)`); err != nil {
+		return err
 	}
-	return s.Strategy.Run(ctx, t, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT pg_sleep(60)`); err != nil {
-			return err
-		}
-		return fn(tx)
-	})
+	return fn(tx)
 }

@@ -1,0 +1,30 @@
+package isolationtest
+
+import (
+	"context"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/bulkheadhq/bulkhead/isolation"
+)
+
+// ForTenant returns s with every transaction of the tenant called slug run
+// through wrap, which gets the transaction and the work it should do:
+// tests make one tenant misbehave with it (sleep in a statement, stay idle,
+// hold its connection) while the others go through s unchanged.
+func ForTenant(s isolation.Strategy, slug string, wrap func(ctx context.Context, tx pgx.Tx, fn func(pgx.Tx) error) error) isolation.Strategy {
+	return &forTenant{Strategy: s, slug: slug, wrap: wrap}
+}
+
+type forTenant struct {
+	isolation.Strategy
+	slug string
+	wrap func(ctx context.Context, tx pgx.Tx, fn func(pgx.Tx) error) error
+}
+
+func (f *forTenant) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) error) error {
+	if t.Slug != f.slug {
+		return f.Strategy.Run(ctx, t, fn)
+	}
+	return f.Strategy.Run(ctx, t, func(tx pgx.Tx) error { return f.wrap(ctx, tx, fn) })
+}
