@@ -68,14 +68,12 @@ func asPgError(err error, target **pgconn.PgError) bool { return errors.As(err, 
 
 // DeleteTenantRows deletes every row of tenant from every tenant table of
 // schema, within tx (which must be bound to tenant: the policy applies to
-// the deletes too). Foreign keys between tenant tables are deferrable, so
-// the order does not matter.
+// the deletes too), the tables that reference others first, so that no
+// foreign key needs deferring (Citus does not carry SET CONSTRAINTS ALL
+// DEFERRED to its workers).
 func DeleteTenantRows(ctx context.Context, tx pgx.Tx, schema string, tenant uuid.UUID) error {
-	tables, err := tenantTablesOf(ctx, tx, schema)
+	tables, err := TenantTablesInDeleteOrder(ctx, tx, schema)
 	if err != nil {
-		return err
-	}
-	if _, err := tx.Exec(ctx, "SET CONSTRAINTS ALL DEFERRED"); err != nil {
 		return err
 	}
 	for _, t := range tables {

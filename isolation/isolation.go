@@ -145,6 +145,15 @@ func BeginQuery(id uuid.UUID, extra ...string) string {
 	return q
 }
 
+// SearchPath is the SET LOCAL statement of a binding's search_path: the
+// schema of the tenant's tables, then the session's temporary schema,
+// explicitly last. Unnamed, pg_temp would be searched first, and a
+// temporary table named like a tenant table would shadow it for the rest
+// of the pooled session. Every strategy binds with it.
+func SearchPath(schema string) string {
+	return "SET LOCAL search_path = " + pgx.Identifier{schema}.Sanitize() + ", pg_temp"
+}
+
 // Bind returns the transaction options that bind id, for pgx.BeginTx.
 func Bind(id uuid.UUID, extra ...string) (pgx.TxOptions, error) {
 	if id == uuid.Nil {

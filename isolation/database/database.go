@@ -37,10 +37,9 @@ import (
 // schema holds the tenant tables inside each tenant database.
 const schema = "public"
 
-// searchPath is the binding's search_path: the tenant tables, then the
-// session's temporary schema, explicitly last, so that no temporary table
-// can shadow a tenant table (tenant databases give no TEMPORARY anyway).
-var searchPath = "SET LOCAL search_path = " + pgx.Identifier{schema}.Sanitize() + ", pg_temp"
+// searchPath is the binding's search_path: the tenant tables, then pg_temp
+// (tenant databases give no TEMPORARY anyway).
+var searchPath = isolation.SearchPath(schema)
 
 // DefaultServer names the one server of a deployment that lists none: the
 // server of database.url.

@@ -86,14 +86,8 @@ func (s *Strategy) Deprovision(ctx context.Context, t isolation.Tenant) error {
 		return err
 	}
 	return pgx.BeginTxFunc(ctx, s.owner, opts, func(tx pgx.Tx) error {
-		tables, err := isolation.TenantTablesInDeleteOrder(ctx, tx, schema)
-		if err != nil {
-			return err
-		}
-		for _, name := range tables {
-			if _, err := tx.Exec(ctx, "DELETE FROM "+pgx.Identifier{schema, name}.Sanitize()+" WHERE tenant_id = $1", t.ID); err != nil {
-				return fmt.Errorf("delete rows of %s from %s.%s: %w", t, schema, name, err)
-			}
+		if err := isolation.DeleteTenantRows(ctx, tx, schema, t.ID); err != nil {
+			return fmt.Errorf("deprovision %s: %w", t, err)
 		}
 		return nil
 	})
@@ -109,11 +103,8 @@ func (s *Strategy) Migrate(ctx context.Context, _ isolation.Tenant) (int64, erro
 	return isolation.TenantVersion(ctx, q, schema)
 }
 
-// searchPath is the binding's search_path: the shared tables, then the
-// session's temporary schema, explicitly last. Unnamed, pg_temp would be
-// searched first, and a temporary table named like a tenant table would
-// shadow it for the rest of the pooled session.
-var searchPath = "SET LOCAL search_path = " + pgx.Identifier{schema}.Sanitize() + ", pg_temp"
+// searchPath is the binding's search_path: the shared tables, then pg_temp.
+var searchPath = isolation.SearchPath(schema)
 
 // Run runs fn in a transaction of the serving pool bound to t. The binding
 // is the SET LOCALs of the tenant setting and of searchPath, folded into

@@ -307,10 +307,7 @@ func bind(ctx context.Context, t isolation.Tenant) (pgx.TxOptions, error) {
 		// guess which one is right.
 		return pgx.TxOptions{}, fmt.Errorf("bind %s: placement %q is not its schema %s", t, t.Placement, name)
 	}
-	ident := pgx.Identifier{name}.Sanitize()
-	// pg_temp explicitly last: unnamed it would be searched first, and a
-	// temporary table named like a tenant table would shadow it.
-	return isolation.BindRun(ctx, t.ID, "SET LOCAL ROLE "+ident, "SET LOCAL search_path = "+ident+", pg_temp")
+	return isolation.BindRun(ctx, t.ID, "SET LOCAL ROLE "+pgx.Identifier{name}.Sanitize(), isolation.SearchPath(name))
 }
 
 // staleStatement reports whether err is PostgreSQL refusing a prepared
