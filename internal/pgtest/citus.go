@@ -44,12 +44,6 @@ func detectCitus(ctx context.Context) (bool, error) {
 	return isolation.IsCitus(ctx, conn)
 }
 
-// onWorkers runs stmt, outside a transaction, in the database of the same
-// name as conn's on every worker, and fails unless it succeeded on all.
-func onWorkers(ctx context.Context, conn *pgx.Conn, stmt string) error {
-	return isolation.OnWorkers(ctx, conn, stmt)
-}
-
 var (
 	baseMu   sync.Mutex
 	baseDone bool
@@ -167,7 +161,7 @@ func finishCitusTemplate(ctx context.Context, conn *pgx.Conn, building, name str
 	}
 	for _, s := range steps {
 		local := func() error { _, err := conn.Exec(ctx, s); return err }
-		workers := func() error { return onWorkers(ctx, conn, s) }
+		workers := func() error { return isolation.OnWorkers(ctx, conn, s) }
 		for _, run := range []func() error{local, workers} {
 			if err := retryInUse(ctx, run); err != nil {
 				return err

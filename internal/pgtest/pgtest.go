@@ -159,13 +159,20 @@ type DB struct {
 	AppURL string
 }
 
+// setupTimeout bounds building the shared template (or Citus base)
+// database, waits for another test process's build included: a stalled
+// build fails the tests that need it instead of hanging them.
+const setupTimeout = 5 * time.Minute
+
 // New returns a fresh database for tb with the control plane and the shared
 // tenant tables migrated, cloned from the template for the current
 // migrations. It is dropped when tb ends, unless tb failed.
 func New(tb testing.TB) *DB {
 	tb.Helper()
 	Server(tb)
-	tpl, err := template(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
+	defer cancel()
+	tpl, err := template(ctx)
 	if err != nil {
 		tb.Fatalf("pgtest: template: %v", err)
 	}
@@ -178,7 +185,9 @@ func Empty(tb testing.TB) *DB {
 	tb.Helper()
 	Server(tb)
 	if citus {
-		base, err := citusBase(context.Background())
+		ctx, cancel := context.WithTimeout(context.Background(), setupTimeout)
+		defer cancel()
+		base, err := citusBase(ctx)
 		if err != nil {
 			tb.Fatalf("pgtest: Citus base database: %v", err)
 		}
@@ -229,7 +238,7 @@ func create(tb testing.TB, tpl string) *DB {
 func cloneDatabase(ctx context.Context, conn *pgx.Conn, name, tpl string) error {
 	stmt := `CREATE DATABASE ` + pgx.Identifier{name}.Sanitize() + ` TEMPLATE ` + pgx.Identifier{tpl}.Sanitize()
 	if citus {
-		if err := onWorkers(ctx, conn, stmt); err != nil {
+		if err := isolation.OnWorkers(ctx, conn, stmt); err != nil {
 			return err
 		}
 	}
@@ -244,7 +253,7 @@ func dropDatabase(ctx context.Context, conn *pgx.Conn, name string) error {
 		return err
 	}
 	if citus {
-		return onWorkers(ctx, conn, stmt)
+		return isolation.OnWorkers(ctx, conn, stmt)
 	}
 	return nil
 }
