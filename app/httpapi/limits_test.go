@@ -291,8 +291,8 @@ func TestStalledBodyTimesOut(t *testing.T) {
 func TestLockAndIdleTimeouts(t *testing.T) {
 	t.Parallel()
 	env := apitest.Start(t, nil,
-		apitest.WithEnv("BULKHEAD_DATABASE__LOCK_TIMEOUT", "100ms"),
-		apitest.WithEnv("BULKHEAD_DATABASE__IDLE_IN_TRANSACTION_TIMEOUT", "100ms"),
+		apitest.WithEnv("BULKHEAD_DATABASE__LOCK_TIMEOUT", "2s"),
+		apitest.WithEnv("BULKHEAD_DATABASE__IDLE_IN_TRANSACTION_TIMEOUT", "2s"),
 		apitest.WithStrategyDecorator(func(inner isolation.Strategy) isolation.Strategy {
 			return isolationtest.ForTenant(inner, "idle", stayIdle)
 		}))
@@ -326,14 +326,16 @@ func TestLockAndIdleTimeouts(t *testing.T) {
 }
 
 // stayIdle leaves a transaction idle, once its work is done, until PostgreSQL
-// ends its session (checked every 50ms, for at most bound).
+// ends its session: it looks every 3s — longer than the test's
+// idle_in_transaction timeout, since each look is a statement that would
+// restart it — for at most bound.
 func stayIdle(ctx context.Context, tx pgx.Tx, fn func(pgx.Tx) error) error {
 	if err := fn(tx); err != nil {
 		return err
 	}
 	deadline := time.Now().Add(bound)
 	for time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(3 * time.Second)
 		if _, err := tx.Exec(ctx, `SELECT 1`); err != nil {
 			return err // the session was ended under the transaction
 		}

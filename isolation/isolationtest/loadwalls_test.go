@@ -310,7 +310,7 @@ func TestLoadWallStatementTimeout(t *testing.T) {
 		t.Run(s, func(t *testing.T) {
 			t.Parallel()
 			env := apitest.Start(t, nil, apitest.WithStrategy(s),
-				apitest.WithEnv("BULKHEAD_DATABASE__STATEMENT_TIMEOUT", "200ms"),
+				apitest.WithEnv("BULKHEAD_DATABASE__STATEMENT_TIMEOUT", "2s"),
 				apitest.WithStrategyDecorator(func(inner isolation.Strategy) isolation.Strategy {
 					return isolationtest.ForTenant(inner, "slow", sleep)
 				}))
