@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -300,8 +299,12 @@ func (v *Verifier) keyfunc(ctx context.Context, is *issuer) (keyfunc.Keyfunc, er
 	}
 	u := is.cfg.JWKSURL
 	if u == "" {
+		// The attempt is the issuer's, not this request's: a client that
+		// goes away must not spend the rate-limited attempt for everyone.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), v.cfg.JWKSTimeout)
+		defer cancel()
 		var err error
-		if u, err = v.discover(ctx, is.cfg.Issuer); err != nil {
+		if u, err = v.discover(dctx, is.cfg.Issuer); err != nil {
 			return nil, err
 		}
 	}
@@ -354,9 +357,9 @@ func (v *Verifier) discover(ctx context.Context, iss string) (string, error) {
 	if doc.Issuer != iss {
 		return "", fmt.Errorf("discover %s: the document names issuer %q", iss, doc.Issuer)
 	}
-	ju, err := url.Parse(doc.JWKSURI)
-	if err != nil || ju.Host == "" || (ju.Scheme != "https" && !strings.HasPrefix(iss, "http://")) {
-		return "", fmt.Errorf("discover %s: jwks_uri %q is not an https URL", iss, doc.JWKSURI)
+	// The rule oidc.issuers[].jwks_url is held to when configured.
+	if msg := config.CheckFetchURL(doc.JWKSURI); msg != "" {
+		return "", fmt.Errorf("discover %s: jwks_uri %s", iss, msg)
 	}
 	return doc.JWKSURI, nil
 }

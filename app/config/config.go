@@ -569,17 +569,26 @@ func (e *Error) fetchURL(key, v string, required bool) {
 		}
 		return
 	}
+	if msg := CheckFetchURL(v); msg != "" {
+		e.add(key, msg)
+	}
+}
+
+// CheckFetchURL says what is wrong with v as a URL Bulkhead fetches keys or
+// documents from (an identity provider's): it must be absolute, and https
+// unless it names a loopback address. Empty means nothing is wrong.
+func CheckFetchURL(v string) string {
 	u, err := url.Parse(v)
 	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
-		e.add(key, fmt.Sprintf("%q is not an absolute http(s) URL", v))
-		return
+		return fmt.Sprintf("%q is not an absolute http(s) URL", v)
 	}
 	if u.Scheme == "http" {
 		ip := net.ParseIP(u.Hostname())
 		if u.Hostname() != "localhost" && (ip == nil || !ip.IsLoopback()) {
-			e.add(key, fmt.Sprintf("%q must use https (plain http only to a loopback address)", v))
+			return fmt.Sprintf("%q must use https (plain http only to a loopback address)", v)
 		}
 	}
+	return ""
 }
 
 // RequireServing reports what serving needs beyond Validate: a database URL.

@@ -21,14 +21,7 @@ func (h *handlers) GetMe(c echo.Context) error {
 		Tenant:  MeTenant{Slug: t.Slug, Name: t.Name},
 		Role:    MeRole(p.Role),
 		KeyId:   p.KeyID,
-		Issuer:  optional(p.Issuer),
-		Subject: optional(p.Subject),
+		Issuer:  nonEmpty(p.Issuer),
+		Subject: nonEmpty(p.Subject),
 	})
-}
-
-func optional(s string) *string {
-	if s == "" {
-		return nil
-	}
-	return &s
 }
