@@ -13,6 +13,7 @@ import (
 
 	"github.com/bulkheadhq/bulkhead/app/control"
 	"github.com/bulkheadhq/bulkhead/app/finops"
+	"github.com/bulkheadhq/bulkhead/app/store"
 	"github.com/bulkheadhq/bulkhead/isolation"
 	"github.com/bulkheadhq/bulkhead/migrations"
 )
@@ -93,7 +94,7 @@ func checkFile(path string, now time.Time) (Manifest, error) {
 		m    *Manifest
 	)
 	note := func(err error) {
-		for _, e := range flatten(err) {
+		for _, e := range store.Unjoin(err) {
 			if len(bad) < maxRowErrors {
 				bad = append(bad, e)
 			} else {
@@ -118,21 +119,6 @@ func checkFile(path string, now time.Time) (Manifest, error) {
 		return *m, &RowsError{bad}
 	}
 	return *m, nil
-}
-
-// flatten unpacks errors.Join trees.
-func flatten(err error) []error {
-	if err == nil {
-		return nil
-	}
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		var out []error
-		for _, e := range j.Unwrap() {
-			out = append(out, flatten(e)...)
-		}
-		return out
-	}
-	return []error{err}
 }
 
 // load inserts the rows of the file into t, in one transaction. The file is

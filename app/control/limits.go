@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -152,7 +153,8 @@ func (s *Service) SetTenantLimits(ctx context.Context, slug string, l Limits) (T
 
 // replica names this process in the usage it records: the host name and a
 // random suffix, so that two processes never add to each other's rows.
-var replica = func() string {
+// Made on first use: only serving processes record usage.
+var replica = sync.OnceValue(func() string {
 	host, _ := os.Hostname()
 	if len(host) > 60 {
 		host = host[:60]
@@ -163,7 +165,7 @@ var replica = func() string {
 	b := make([]byte, 4)
 	rand.Read(b) // never returns an error
 	return host + "-" + hex.EncodeToString(b)
-}()
+})
 
 // RecordUsage adds usage to this process's row of each tenant for minute,
 // and drops rows past limits.stats.retention. It writes through
@@ -190,7 +192,7 @@ func (s *Service) RecordUsage(ctx context.Context, minute time.Time, usage map[u
 		waitUS[i], dbUS[i] = c.WaitTime.Microseconds(), c.DBTime.Microseconds()
 	}
 	_, err := db.Exec(ctx, `SELECT bulkhead.record_tenant_usage($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-		minute, replica, s.cfg.Limits.Stats.Retention, ids, req, rej, waits, waitUS, dbUS)
+		minute, replica(), s.cfg.Limits.Stats.Retention, ids, req, rej, waits, waitUS, dbUS)
 	if err != nil {
 		return fmt.Errorf("record usage: %w", err)
 	}

@@ -54,8 +54,8 @@ func (in AccountInput) validate(create bool) error {
 		}
 		return `must be one of "aws", "azure", "gcp"`
 	})
-	field("external_id", in.ExternalID, checkText)
-	field("name", in.Name, checkText)
+	field("external_id", in.ExternalID, store.CheckText)
+	field("name", in.Name, store.CheckText)
 	return errors.Join(errs...)
 }
 

@@ -93,7 +93,7 @@ type BudgetInput struct {
 func (in BudgetInput) parse() (Budget, error) {
 	var errs fieldErrors
 	b := Budget{Name: strings.TrimSpace(in.Name), Period: in.Period}
-	if msg := checkText(b.Name); msg != "" {
+	if msg := store.CheckText(b.Name); msg != "" {
 		errs.add("name", msg)
 	}
 	var msg string
@@ -121,7 +121,7 @@ func (in BudgetInput) parse() (Budget, error) {
 	}
 	if in.Service != nil {
 		s := strings.TrimSpace(*in.Service)
-		if msg := checkText(s); msg != "" {
+		if msg := store.CheckText(s); msg != "" {
 			errs.add("service", msg)
 		}
 		b.Service = &s

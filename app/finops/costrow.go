@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/bulkheadhq/bulkhead/app/store"
 )
 
 // CostRow is one cost line item in the shape cost_items stores it: the
@@ -55,7 +57,7 @@ func (r *CostRow) validate(row string, errs *fieldErrors) {
 	if r.AccountID == uuid.Nil {
 		errs.add(row+"account_id", "required")
 	}
-	if msg := checkText(r.Service); msg != "" {
+	if msg := store.CheckText(r.Service); msg != "" {
 		errs.add(row+"service", msg)
 	}
 	if r.UsageDate.IsZero() || !r.UsageDate.Equal(r.UsageDate.UTC().Truncate(24*time.Hour)) {

@@ -94,9 +94,6 @@ func (c CostInput) validate(row string, errs *fieldErrors) {
 	r.validate(row, errs)
 }
 
-// checkText checks a name-like text: store.CheckText.
-func checkText(s string) string { return store.CheckText(s) }
-
 // maxFieldErrors bounds the field errors one request reports.
 const maxFieldErrors = 20
 

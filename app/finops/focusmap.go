@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/bulkheadhq/bulkhead/app/store"
 )
 
 // The typed FOCUS columns: those cost_items has a column for. Every other
@@ -243,7 +245,7 @@ func (l *focusLayout) row(cells []cell, name string, errs *fieldErrors, scratch 
 		// category; Focus records that ServiceName was null.
 		r.Service = firstOf(r.ServiceCategory, r.ChargeCategory, "Unknown")
 	}
-	if msg := checkText(r.Service); msg != "" {
+	if msg := store.CheckText(r.Service); msg != "" {
 		bad(colServiceName, msg)
 	}
 	if c := l.cellOf(cells, colTags); !c.null {

@@ -15,6 +15,8 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/bulkheadhq/bulkhead/internal/jsonkeys"
+
+	"github.com/bulkheadhq/bulkhead/app/store"
 )
 
 // FormatError is a request body that is not well-formed JSON or CSV, or not
@@ -252,7 +254,7 @@ func (f *rawCost) parse(row string, errs *fieldErrors) CostInput {
 	})
 	field(1, func(s string) string {
 		c.Service = strings.TrimSpace(s)
-		return checkText(c.Service)
+		return store.CheckText(c.Service)
 	})
 	field(2, func(s string) string {
 		d, ok := ParseDate(s)

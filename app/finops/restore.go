@@ -127,7 +127,7 @@ func (r *Restore) stored(label, table string, obj map[string]json.RawMessage, er
 			errs.add(label+".id", "required")
 		case err != nil || u == uuid.Nil:
 			errs.add(label+".id", "must be a UUID")
-		case r.unique(table, "id", u.String()):
+		case r.unique(table, "id", string(u[:])): // the 16 bytes, not the 36 of its text
 			errs.add(label+".id", "another row of "+table+" has this id")
 		default:
 			out["id"] = u
@@ -230,7 +230,7 @@ func amountText(raw json.RawMessage) string {
 // prefixed adds err's validation errors to errs, their fields prefixed
 // with label; other errors under label itself.
 func prefixed(label string, err error, errs *fieldErrors) {
-	for _, e := range unjoin(err) {
+	for _, e := range store.Unjoin(err) {
 		var v *store.ValidationError
 		if errors.As(e, &v) {
 			errs.add(label+"."+v.Field, v.Msg)
@@ -238,21 +238,6 @@ func prefixed(label string, err error, errs *fieldErrors) {
 			errs.add(label, e.Error())
 		}
 	}
-}
-
-// unjoin unpacks errors.Join trees.
-func unjoin(err error) []error {
-	if err == nil {
-		return nil
-	}
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		var out []error
-		for _, e := range j.Unwrap() {
-			out = append(out, unjoin(e)...)
-		}
-		return out
-	}
-	return []error{err}
 }
 
 // account checks an account row as CreateAccount checks its input.

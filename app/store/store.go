@@ -159,3 +159,20 @@ func Translate(err error) error {
 	}
 	return err
 }
+
+// Unjoin returns the errors an errors.Join tree holds, leaves first, in
+// order; any other error is one leaf, nil none. Validation reports a list
+// of field errors this way.
+func Unjoin(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, Unjoin(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}

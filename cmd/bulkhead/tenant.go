@@ -125,7 +125,7 @@ func (c *cli) tenantDeleteCmd() *cobra.Command {
 					return usageError{fmt.Errorf("tenant delete %s: stdin is not a terminal to confirm on; pass --yes to delete without asking", slug)}
 				}
 				fmt.Fprintf(c.stderr, "Delete tenant %s and every row, schema or database it has, and its keys? This cannot be undone.\nType the slug to confirm: ", slug)
-				line, err := bufio.NewReader(c.stdin).ReadString('\n')
+				line, err := c.readLine(cmd.Context())
 				if err != nil && !errors.Is(err, io.EOF) {
 					return err
 				}
@@ -138,4 +138,25 @@ func (c *cli) tenantDeleteCmd() *cobra.Command {
 	}
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "delete without asking")
 	return cmd
+}
+
+// readLine reads one line of stdin, or gives up when ctx ends (Ctrl-C at a
+// prompt): the read itself cannot be interrupted, so it is left behind in a
+// process on its way out.
+func (c *cli) readLine(ctx context.Context) (string, error) {
+	type result struct {
+		line string
+		err  error
+	}
+	out := make(chan result, 1)
+	go func() {
+		line, err := bufio.NewReader(c.stdin).ReadString('\n')
+		out <- result{line, err}
+	}()
+	select {
+	case r := <-out:
+		return r.line, r.err
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
 }
