@@ -145,7 +145,7 @@ func (s *Service) DeleteAccount(ctx context.Context, t isolation.Tenant, id uuid
 	return s.run(ctx, t, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `DELETE FROM accounts WHERE tenant_id = $1 AND id = $2`, t.ID, id)
 		if err != nil {
-			return err
+			return store.InUse(err)
 		}
 		if tag.RowsAffected() == 0 {
 			return store.ErrNotFound
@@ -153,6 +153,6 @@ func (s *Service) DeleteAccount(ctx context.Context, t isolation.Tenant, id uuid
 		// Deferrable references are checked at commit; check them here so
 		// the error is the statement's and the conflict is reported.
 		_, err = tx.Exec(ctx, `SET CONSTRAINTS ALL IMMEDIATE`)
-		return err
+		return store.InUse(err)
 	})
 }

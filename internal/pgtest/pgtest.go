@@ -416,3 +416,26 @@ func randomHex(n int) string {
 	rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// Foreign is the lc_messages Translated sets: a language other than English
+// whose PostgreSQL translations Debian ships.
+const Foreign = "de_DE.UTF-8"
+
+// Translated sets lc_messages to Foreign on db, so that sessions opened
+// afterwards report errors in German: for tests that code classifies
+// errors by SQLSTATE and names, not by message text. lc_messages is a
+// superuser's setting, so it is the database's default, not the session's.
+// The locale must exist where the server runs (scripts/install-deps.sh
+// generates it).
+func (db *DB) Translated(tb testing.TB) {
+	tb.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, db.AdminURL)
+	if err != nil {
+		tb.Fatalf("pgtest: connect: %v", err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `ALTER DATABASE `+pgx.Identifier{db.Name}.Sanitize()+` SET lc_messages TO '`+Foreign+`'`); err != nil {
+		tb.Fatalf("pgtest: set lc_messages to %s (scripts/install-deps.sh generates the locale): %v", Foreign, err)
+	}
+}

@@ -21,7 +21,6 @@ import (
 	"io"
 	"log/slog"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -306,7 +305,7 @@ func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) 
 			p.pool.Reset() // its other idle connections died with this one
 			continue
 		}
-		if stalePlan(err) {
+		if isolation.StalePlan(err) {
 			// The tenant's tables changed under the pool's cached
 			// statements (a migration ran): start its connections afresh,
 			// and let the client retry.
@@ -359,13 +358,6 @@ func (s *Strategy) awaitOwn(ctx context.Context, p *tenantPool) {
 		}
 		time.Sleep(100 * time.Microsecond)
 	}
-}
-
-// stalePlan reports whether err is PostgreSQL refusing a prepared statement
-// whose tables changed since it was prepared.
-func stalePlan(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "0A000" && strings.Contains(pgErr.Message, "cached plan must not change result type")
 }
 
 // runTx runs fn in tx and commits when it returns nil, as pgx.BeginTxFunc

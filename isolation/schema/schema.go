@@ -290,7 +290,7 @@ func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) 
 	}
 	defer conn.Release()
 	err = pgx.BeginTxFunc(ctx, conn, opts, fn)
-	if staleStatement(err) {
+	if isolation.StalePlan(err) {
 		err = pgx.BeginTxFunc(ctx, conn, opts, fn)
 	}
 	return err
@@ -311,14 +311,6 @@ func bind(ctx context.Context, t isolation.Tenant) (pgx.TxOptions, error) {
 	// pg_temp explicitly last: unnamed it would be searched first, and a
 	// temporary table named like a tenant table would shadow it.
 	return isolation.BindRun(ctx, t.ID, "SET LOCAL ROLE "+ident, "SET LOCAL search_path = "+ident+", pg_temp")
-}
-
-// staleStatement reports whether err is PostgreSQL refusing a prepared
-// statement whose result shape changed since it was prepared.
-func staleStatement(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "0A000" &&
-		strings.Contains(pgErr.Message, "cached plan must not change result type")
 }
 
 // Ready reports whether the database answers. Tenants at different
