@@ -58,23 +58,51 @@ var (
 	citus   bool // the server is a Citus coordinator
 )
 
-// Main runs the tests of a package and then stops the cluster this process
-// started, if any, and checks that no goroutine leaked. Call it from
+// Main runs the tests of a package, stops the cluster this process
+// started, if any, and fails the run when a goroutine started during the
+// tests is still running after them (goroutines running before the tests,
+// the runtime's and the testing package's, are not counted). Call it from
 // TestMain.
 func Main(m *testing.M) {
-	code := m.Run()
+	os.Exit(run(m.Run, stopCluster, os.Stderr, leakGrace))
+}
+
+// leakGrace bounds how long run waits for goroutines that are on their way
+// out (a closed pool's, a stopped server's) to end before it calls them
+// leaked: generous, for a loaded machine, and only ever spent on a leak.
+const leakGrace = 10 * time.Second
+
+// run runs tests, then after, and turns a passing run into a failing one,
+// with the leaked goroutines' stacks on w, when goroutines that were not
+// running before tests still are grace after after.
+func run(tests func() int, after func(), w io.Writer, grace time.Duration) int {
+	// The snapshot is taken before the tests: taken after, it would
+	// count every leaked goroutine as one to ignore.
+	before := goleak.IgnoreCurrent()
+	code := tests()
+	after()
+	if code != 0 {
+		return code
+	}
+	deadline := time.Now().Add(grace)
+	for {
+		err := goleak.Find(before)
+		if err == nil {
+			return code
+		}
+		if time.Now().After(deadline) {
+			fmt.Fprintln(w, "pgtest: leaked goroutines:", err)
+			return 1
+		}
+	}
+}
+
+func stopCluster() {
 	if cluster != nil {
 		if err := cluster.Stop(); err != nil {
 			fmt.Fprintln(os.Stderr, "pgtest: stop cluster:", err)
 		}
 	}
-	if code == 0 {
-		if err := goleak.Find(goleak.IgnoreCurrent()); err != nil {
-			fmt.Fprintln(os.Stderr, "pgtest: leaked goroutines:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
 }
 
 // Server returns the superuser DSN of the test server's postgres database,
