@@ -17,6 +17,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/bulkheadhq/bulkhead/internal/await"
 	"github.com/bulkheadhq/bulkhead/internal/pgtest"
 )
 
@@ -226,7 +227,7 @@ func TestServeDrainsOnSIGTERM(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	w.Write([]byte(`"drained"}`))
 	w.Close()
-	res := <-done
+	res := await.Recv(t, done, "the request in flight at SIGTERM")
 	if res == nil {
 		return
 	}

@@ -69,7 +69,7 @@ func get(env *apitest.Env, path, key string) <-chan *apitest.Response {
 	return out
 }
 
-func await(t *testing.T, ch <-chan *apitest.Response, what string) *apitest.Response {
+func answer(t *testing.T, ch <-chan *apitest.Response, what string) *apitest.Response {
 	t.Helper()
 	select {
 	case r := <-ch:
@@ -142,7 +142,7 @@ func TestLoadWallFairShare(t *testing.T) {
 			close(h.release)
 			released = true
 			for i, ch := range append(held, queued) {
-				if r := await(t, ch, fmt.Sprint("noisy request ", i)); r.Status != 200 {
+				if r := answer(t, ch, fmt.Sprint("noisy request ", i)); r.Status != 200 {
 					t.Errorf("noisy request %d: %s", i, r)
 				}
 			}
@@ -192,7 +192,7 @@ func TestLoadWallConcurrencyOverride(t *testing.T) {
 	close(h.release)
 	released = true
 	for i, ch := range held {
-		if r := await(t, ch, fmt.Sprint("noisy request ", i)); r.Status != 200 {
+		if r := answer(t, ch, fmt.Sprint("noisy request ", i)); r.Status != 200 {
 			t.Errorf("noisy request %d: %s", i, r)
 		}
 	}
