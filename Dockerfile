@@ -14,7 +14,13 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o /out/bulkhead ./cmd/bulkhead
+# `bulkhead version` and bulkhead_build_info: --build-arg VERSION=… COMMIT=…
+# (without them Go's own VCS stamp is used when .git is in the context).
+ARG VERSION=""
+ARG COMMIT=""
+RUN CGO_ENABLED=0 go build -trimpath \
+    -ldflags="-s -w -X github.com/bulkheadhq/bulkhead/internal/build.version=${VERSION} -X github.com/bulkheadhq/bulkhead/internal/build.commit=${COMMIT}" \
+    -o /out/bulkhead ./cmd/bulkhead
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/bulkhead /bulkhead

@@ -14,9 +14,14 @@ CONSOLE  := app/console/web
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_\/-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# `bulkhead version` and the bulkhead_build_info metric say which build runs.
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+COMMIT   ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS  := -X github.com/bulkheadhq/bulkhead/internal/build.version=$(VERSION) -X github.com/bulkheadhq/bulkhead/internal/build.commit=$(COMMIT)
+
 .PHONY: build
 build: ## Build bin/bulkhead
-	$(GO) build -o $(BIN) ./cmd/bulkhead
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/bulkhead
 
 .PHONY: deps
 deps: ## Install what the tests and `make run` need (PostgreSQL, PgBouncer) where missing
@@ -27,8 +32,11 @@ deps/citus: deps ## Build Citus from the vendored source into the local PostgreS
 	scripts/install-citus.sh
 
 .PHONY: run
-run: deps build ## Serve on http://127.0.0.1:8080 over a throwaway PostgreSQL under .dev/
-	$(GO) run ./internal/cmd/devrun -bin $(BIN)
+run: deps build ## Serve on http://127.0.0.1:8080 (BULKHEAD_HTTP_ADDR) over a throwaway PostgreSQL under .dev/; writes .dev/env
+	@# Built, not `go run`: go run exits 1 when interrupted, and Ctrl-C is
+	@# how make run is meant to end (devrun then exits 0).
+	$(GO) build -o bin/devrun ./internal/cmd/devrun
+	bin/devrun -bin $(BIN)
 
 .PHONY: test
 test: deps lint generate/check test/go helm/test ## Run every test against a real PostgreSQL (and the chart tests)

@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/fx"
 
+	"github.com/bulkheadhq/bulkhead/app/auth"
 	"github.com/bulkheadhq/bulkhead/app/config"
 	"github.com/bulkheadhq/bulkhead/app/control"
 	"github.com/bulkheadhq/bulkhead/app/finops"
@@ -54,6 +55,7 @@ func Server() fx.Option {
 			fx.Decorate(func(g *limits.Gate) isolation.Strategy { return g }),
 			finops.Module,
 		),
+		auth.Module,
 		httpapi.Module,
 		fx.Provide(newVerifier),
 		fx.Invoke(registerSafetyCheck),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests and `make run` need and the machine lacks: a
 # PostgreSQL server (15 where the distribution has it, else its default),
-# PgBouncer, and Chromium (with a font) for the web console's browser tests.
+# PgBouncer, Chromium (with a font) for the web console's browser tests, and
+# jq and curl, which the README's commands use (and a test runs them).
 # Only as root with apt-get; anywhere else it prints what to install and
 # exits 1. Idempotent, and a quick no-op when all are present.
 #
@@ -68,8 +69,10 @@ missing=()
 have_postgres || missing+=(postgresql)
 have_pgbouncer || missing+=(pgbouncer)
 have_chromium || missing+=(chromium)
+command -v jq >/dev/null || missing+=(jq)
+command -v curl >/dev/null || missing+=(curl)
 if ((${#missing[@]} == 0)); then
-	echo "ok   PostgreSQL, PgBouncer and Chromium present"
+	echo "ok   PostgreSQL, PgBouncer, Chromium, jq and curl present"
 	exit 0
 fi
 
@@ -87,14 +90,16 @@ if [[ $(id -u) != 0 ]] || ! command -v apt-get >/dev/null; then
 			[[ " ${missing[*]} " == *" postgresql "* ]] && pkgs+=(postgresql-15)
 			[[ " ${missing[*]} " == *" pgbouncer "* ]] && pkgs+=(pgbouncer)
 			[[ " ${missing[*]} " == *" chromium "* ]] && pkgs+=(chromium fonts-dejavu-core)
+			[[ " ${missing[*]} " == *" jq "* ]] && pkgs+=(jq)
+			[[ " ${missing[*]} " == *" curl "* ]] && pkgs+=(curl)
 			echo "  sudo apt-get update && sudo apt-get install -y ${pkgs[*]}"
 			if [[ " ${pkgs[*]} " == *" postgresql-15 "* ]]; then
 				echo "  (or postgresql, the distribution's default, where there is no postgresql-15)"
 			fi
 		else
-			echo "  Debian/Ubuntu: apt-get install postgresql-15 pgbouncer chromium"
-			echo "  Fedora/RHEL:   dnf install postgresql-server pgbouncer chromium"
-			echo "  macOS:         brew install postgresql@15 pgbouncer; brew install --cask chromium"
+			echo "  Debian/Ubuntu: apt-get install postgresql-15 pgbouncer chromium jq curl"
+			echo "  Fedora/RHEL:   dnf install postgresql-server pgbouncer chromium jq curl"
+			echo "  macOS:         brew install postgresql@15 pgbouncer jq; brew install --cask chromium"
 			echo "or set PG_BINDIR to a directory holding initdb and postgres,"
 			echo "and BULKHEAD_CHROMIUM to a Chromium or Chrome binary."
 		fi
@@ -115,6 +120,8 @@ want=()
 [[ " ${missing[*]} " == *" postgresql "* ]] && want+=(postgresql-15)
 [[ " ${missing[*]} " == *" pgbouncer "* ]] && want+=(pgbouncer)
 [[ " ${missing[*]} " == *" chromium "* ]] && want+=(chromium fonts-dejavu-core)
+[[ " ${missing[*]} " == *" jq "* ]] && want+=(jq)
+[[ " ${missing[*]} " == *" curl "* ]] && want+=(curl)
 updated=0
 for pkg in "${want[@]}"; do
 	if ! candidate "$pkg" && ((updated == 0)); then

@@ -124,6 +124,7 @@ func TestRoundTripBetweenStrategies(t *testing.T) {
 				if imported.Isolation != to {
 					t.Errorf("imported onto %s, want %s", imported.Isolation, to)
 				}
+				focusRows(t, path)
 				again, m2 := export(t, dst, "restored")
 				if got, want := rowLines(t, again), rowLines(t, path); got != want {
 					t.Errorf("rows differ after the round trip:\n got %.300s\nwant %.300s", got, want)
@@ -141,8 +142,47 @@ func TestRoundTripBetweenStrategies(t *testing.T) {
 				if len(page.Items) != 22 {
 					t.Errorf("restored tenant lists %d accounts", len(page.Items))
 				}
+				// The API answers the same FOCUS fields for both.
+				var before, after struct{ Items []map[string]any }
+				src.Must(t, 200, "GET", "/v1/costs?limit=1000&from=2024-11-01&to=2024-11-30", tn.Viewer, nil).JSON(t, &before)
+				dst.Must(t, 200, "GET", "/v1/costs?limit=1000&from=2024-11-01&to=2024-11-30", key, nil).JSON(t, &after)
+				if b, a := fmt.Sprint(before.Items), fmt.Sprint(after.Items); len(before.Items) == 0 || a != b {
+					t.Errorf("the restored tenant's FOCUS costs differ:\n got %.500s\nwant %.500s", a, b)
+				}
 			})
 		}
+	}
+}
+
+// focusRows checks that the export at path holds what a FOCUS dataset
+// loads — typed FOCUS columns, tags, the dataset's other columns, amounts
+// of more than six decimals — so that a round trip of it tests them.
+func focusRows(t *testing.T, path string) {
+	t.Helper()
+	var focus, tags, exact int
+	for _, line := range strings.Split(rowLines(t, path), "\n") {
+		var rl struct {
+			Table string                     `json:"table"`
+			Row   map[string]json.RawMessage `json:"row"`
+		}
+		if err := json.Unmarshal([]byte(line), &rl); err != nil {
+			t.Fatal(err)
+		}
+		if rl.Table != "cost_items" {
+			continue
+		}
+		if string(rl.Row["billing_account_id"]) != "null" && string(rl.Row["charge_period_start"]) != "null" && string(rl.Row["focus"]) != "null" {
+			focus++
+		}
+		if strings.HasPrefix(string(rl.Row["tags"]), "{") {
+			tags++
+		}
+		if _, frac, ok := strings.Cut(string(rl.Row["amount"]), "."); ok && len(frac) > 6 {
+			exact++
+		}
+	}
+	if focus == 0 || tags == 0 || exact == 0 {
+		t.Fatalf("the export holds %d FOCUS rows, %d with tags, %d amounts of more than six decimals: it tests too little", focus, tags, exact)
 	}
 }
 

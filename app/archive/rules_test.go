@@ -152,8 +152,22 @@ func TestImportObeysTheAPIsRules(t *testing.T) {
 		edit   func(table, line string) []string
 		detail string // in the error, after the line's number
 	}{
-		{"an amount the database would round", once("cost_items", func(l string) []string { return []string{set(t, l, "amount", `0.1234567`)} }),
-			"cost_items.amount: must have at most 6 decimal places"},
+		{"an amount that is no exact decimal", once("cost_items", func(l string) []string { return []string{set(t, l, "amount", `"0,1234567"`)} }),
+			"cost_items.amount: must be a decimal number such as 12.34"},
+		{"a FOCUS cost that is no exact decimal", once("cost_items", func(l string) []string { return []string{set(t, l, "effective_cost", `"12.3.4"`)} }),
+			"cost_items.effective_cost: must be an exact decimal such as 12.34"},
+		{"tags that are no JSON object", once("cost_items", func(l string) []string { return []string{set(t, l, "tags", `"team=ml"`)} }),
+			"cost_items.tags: must be a JSON object"},
+		{"a charge period that ends before it starts", once("cost_items", func(l string) []string {
+			l = set(t, l, "charge_period_start", `"2026-01-02T00:00:00+00:00"`)
+			return []string{set(t, l, "charge_period_end", `"2026-01-01T00:00:00+00:00"`)}
+		}), "cost_items.charge_period_end: must not be before charge_period_start"},
+		{"a cost column the API does not know", once("cost_items", func(l string) []string { return []string{set(t, l, "x_discount", `"5%"`)} }),
+			"cost_items.x_discount: unknown field"},
+		{"a budget tag key without a value", once("budgets", func(l string) []string { return []string{set(t, l, "tag_key", `"team"`)} }),
+			"budgets.tag_key: tag_key and tag_value go together"},
+		{"an import record of a format the server never read", once("cost_imports", func(l string) []string { return []string{set(t, l, "format", `"xlsx"`)} }),
+			"cost_imports.format"},
 		{"a usage date the API refuses", once("cost_items", func(l string) []string { return []string{set(t, l, "usage_date", `"0001-01-01"`)} }),
 			"cost_items.usage_date: must be 1900-01-01 or later"},
 		{"an idempotency key that never expires", once("idempotency_keys", func(l string) []string {

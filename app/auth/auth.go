@@ -1,4 +1,5 @@
-// Package auth holds API keys and the principal a request acts as.
+// Package auth holds API keys, the verification of identity providers' bearer
+// tokens (JWTs, see Verifier), and the principal a request acts as.
 //
 // A key reads "bh_" + a 16-character public id + "_" + a 52-character
 // secret, both lower-case base32. The id is stored in the clear and looks the
@@ -40,7 +41,7 @@ func ParseRole(s string) (Role, error) {
 
 var (
 	// ErrUnauthenticated means no valid key was presented.
-	ErrUnauthenticated = errors.New("missing, unknown or revoked API key")
+	ErrUnauthenticated = errors.New("missing, unknown, revoked or expired API key")
 	// ErrSuspended means the key's tenant is suspended.
 	ErrSuspended = errors.New("tenant is suspended")
 )
@@ -104,12 +105,16 @@ func hash(secret string) []byte {
 	return h[:]
 }
 
-// Principal is who a request acts as: a key, its role, and the one tenant
-// the key speaks for.
+// Principal is who a request acts as: a key or an identity provider's
+// token, its role, and the one tenant it speaks for.
 type Principal struct {
+	// KeyID is the API key's public id; empty for a token.
 	KeyID  string
 	Role   Role
 	Tenant isolation.Tenant
+	// Issuer and Subject name a token's iss and sub; empty for a key.
+	Issuer  string
+	Subject string
 	// Limits are the tenant's overrides of the configured limits, read
 	// with the key.
 	Limits Limits
@@ -140,4 +145,15 @@ func WithPrincipal(ctx context.Context, p Principal) context.Context {
 func FromContext(ctx context.Context) (p Principal, ok bool) {
 	p, ok = ctx.Value(ctxKey{}).(Principal)
 	return p, ok
+}
+
+// LimitKey names the principal's own rate-limit bucket: its API key, or,
+// for a token, its issuer and subject (with the tenant, so that one
+// subject's tokens for two tenants do not share a bucket). Never empty, so
+// no two callers without a key share one.
+func (p Principal) LimitKey() string {
+	if p.KeyID != "" {
+		return "key:" + p.KeyID
+	}
+	return "token:" + p.Issuer + "\x00" + p.Subject + "\x00" + p.Tenant.ID.String()
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
@@ -52,6 +53,7 @@ type Config struct {
 	Log       Log       `koanf:"log"`
 	Tenants   Tenants   `koanf:"tenants"`
 	System    System    `koanf:"system"`
+	OIDC      OIDC      `koanf:"oidc"`
 	Limits    Limits    `koanf:"limits"`
 	Import    Import    `koanf:"import"`
 }
@@ -216,6 +218,72 @@ type System struct {
 	Enabled bool `koanf:"enabled"`
 }
 
+// OIDC configures bearer tokens (JWTs) from identity providers, accepted
+// beside API keys. With no issuers only API keys are accepted.
+type OIDC struct {
+	Issuers []Issuer `koanf:"issuers"`
+	// JWKSRefreshInterval is how often each issuer's key set is fetched
+	// again in the background.
+	JWKSRefreshInterval time.Duration `koanf:"jwks_refresh_interval"`
+	// JWKSRefetchInterval bounds fetches caused by a token whose key id is
+	// not in the cached set: at most one per interval and issuer, so that
+	// made-up key ids cannot hammer the identity provider.
+	JWKSRefetchInterval time.Duration `koanf:"jwks_refetch_interval"`
+	// JWKSTimeout bounds one fetch of a key set or discovery document.
+	JWKSTimeout time.Duration `koanf:"jwks_timeout"`
+}
+
+// Issuer is one trusted identity provider.
+type Issuer struct {
+	// Issuer must equal the token's iss claim.
+	Issuer string `koanf:"issuer"`
+	// Audience must be one of the token's aud claim.
+	Audience string `koanf:"audience"`
+	// JWKSURL is where the issuer's keys are; empty discovers it from
+	// Issuer + /.well-known/openid-configuration.
+	JWKSURL string `koanf:"jwks_url"`
+	// Algorithms are the signing algorithms accepted (asymmetric only).
+	Algorithms []string `koanf:"algorithms"`
+	// ClockSkew is how far exp, nbf and iat may be off.
+	ClockSkew time.Duration `koanf:"clock_skew"`
+	// TenantClaim names the claim whose value names the tenant.
+	TenantClaim string `koanf:"tenant_claim"`
+	// TenantMap maps the claim's value to a tenant slug; empty means the
+	// value is the slug.
+	TenantMap map[string]string `koanf:"tenant_map"`
+	// Tenants are the slugs this issuer may name; ["*"] trusts it for every
+	// tenant (an identity provider run for all of them).
+	Tenants []string `koanf:"tenants"`
+	// RoleClaim names a claim holding "viewer" or "editor" (or a list).
+	RoleClaim string `koanf:"role_claim"`
+	// GroupsClaim names a claim holding group names (or one name), mapped
+	// to roles by GroupRoles; the highest role found wins.
+	GroupsClaim string            `koanf:"groups_claim"`
+	GroupRoles  map[string]string `koanf:"group_roles"`
+	// DefaultRole is the role of a token no claim gives one; empty refuses
+	// such a token (403).
+	DefaultRole string `koanf:"default_role"`
+}
+
+// AnyTenant in Issuer.Tenants trusts the issuer for every tenant.
+const AnyTenant = "*"
+
+// issuerDefaults fill what an item of oidc.issuers leaves out. They are set
+// on the raw values, so that an explicit value (even 0s) is kept.
+var issuerDefaults = map[string]any{
+	"algorithms": []any{"RS256", "ES256"},
+	"clock_skew": "30s",
+}
+
+// signingAlgorithms are the JWS algorithms an issuer may be configured
+// with: asymmetric ones only, so a public key can never be used as an HMAC
+// secret, and never "none".
+var signingAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+
+// maxClockSkew bounds oidc.issuers[].clock_skew: more would keep expired
+// tokens alive.
+const maxClockSkew = 5 * time.Minute
+
 // defaults are the built-in values, the lowest layer.
 func defaults() map[string]any {
 	return map[string]any{
@@ -266,6 +334,10 @@ func defaults() map[string]any {
 		"import.max_bytes":                     int64(DefaultImportMaxBytes),
 		"import.timeout":                       "1h",
 		"import.spool_dir":                     "",
+		"oidc.issuers":                         []any{},
+		"oidc.jwks_refresh_interval":           "1h",
+		"oidc.jwks_refetch_interval":           "1m",
+		"oidc.jwks_timeout":                    "5s",
 	}
 }
 
@@ -336,6 +408,18 @@ func (c *Config) Validate() error {
 	}
 	if c.Tenants.Bootstrap != "" && !slugRule.MatchString(c.Tenants.Bootstrap) {
 		e.add("tenants.bootstrap", fmt.Sprintf("%q is not a slug: 3-63 characters of a-z, 0-9 and -, starting with a letter", c.Tenants.Bootstrap))
+	}
+	e.positiveDuration("oidc.jwks_refresh_interval", c.OIDC.JWKSRefreshInterval)
+	e.positiveDuration("oidc.jwks_refetch_interval", c.OIDC.JWKSRefetchInterval)
+	e.positiveDuration("oidc.jwks_timeout", c.OIDC.JWKSTimeout)
+	issuers := map[string]bool{}
+	for i, is := range c.OIDC.Issuers {
+		key := fmt.Sprintf("oidc.issuers[%d]", i)
+		if issuers[is.Issuer] {
+			e.add(key+".issuer", fmt.Sprintf("%q is listed twice", is.Issuer))
+		}
+		issuers[is.Issuer] = true
+		is.validate(&e, key)
 	}
 	return e.err()
 }
@@ -412,6 +496,88 @@ func (c *Config) validateLimits(e *Error) {
 	for i, p := range c.HTTP.TrustedProxies {
 		if _, _, err := net.ParseCIDR(p); err != nil {
 			e.add(fmt.Sprintf("http.trusted_proxies[%d]", i), fmt.Sprintf("%q is not a network such as 10.0.0.0/8", p))
+		}
+	}
+}
+
+func (is Issuer) validate(e *Error, key string) {
+	e.fetchURL(key+".issuer", is.Issuer, true)
+	e.fetchURL(key+".jwks_url", is.JWKSURL, false)
+	if is.Audience == "" {
+		e.add(key+".audience", "required: the aud value tokens for Bulkhead carry")
+	}
+	if len(is.Algorithms) == 0 {
+		e.add(key+".algorithms", "must name at least one of "+strings.Join(signingAlgorithms, ", "))
+	}
+	for _, a := range is.Algorithms {
+		switch {
+		case strings.EqualFold(a, "none") || strings.HasPrefix(strings.ToUpper(a), "HS"):
+			e.add(key+".algorithms", fmt.Sprintf("%q is never accepted: only asymmetric algorithms (%s)", a, strings.Join(signingAlgorithms, ", ")))
+		case !slices.Contains(signingAlgorithms, a):
+			e.add(key+".algorithms", fmt.Sprintf("%q is not one of %s", a, strings.Join(signingAlgorithms, ", ")))
+		}
+	}
+	if is.ClockSkew < 0 || is.ClockSkew > maxClockSkew {
+		e.add(key+".clock_skew", fmt.Sprintf("must be from 0s to %s, not %s", maxClockSkew, is.ClockSkew))
+	}
+	if is.TenantClaim == "" {
+		e.add(key+".tenant_claim", "required: the claim that names the tenant")
+	}
+	everyTenant := slices.Contains(is.Tenants, AnyTenant)
+	switch {
+	case len(is.Tenants) == 0:
+		e.add(key+".tenants", `required: the slugs this issuer may name, or ["*"] for every tenant`)
+	case everyTenant && len(is.Tenants) > 1:
+		e.add(key+".tenants", `"*" stands alone`)
+	}
+	for _, t := range is.Tenants {
+		if t != AnyTenant && !slugRule.MatchString(t) {
+			e.add(key+".tenants", fmt.Sprintf("%q is not a slug", t))
+		}
+	}
+	for v, slug := range is.TenantMap {
+		switch {
+		case !slugRule.MatchString(slug):
+			e.add(key+".tenant_map", fmt.Sprintf("%q maps to %q, which is not a slug", v, slug))
+		case !everyTenant && !slices.Contains(is.Tenants, slug):
+			e.add(key+".tenant_map", fmt.Sprintf("%q maps to %q, which is not in %s.tenants", v, slug, key))
+		}
+	}
+	roles := []string{"viewer", "editor"}
+	if (is.GroupsClaim == "") != (len(is.GroupRoles) == 0) {
+		e.add(key+".group_roles", "groups_claim and group_roles go together")
+	}
+	for g, r := range is.GroupRoles {
+		if !slices.Contains(roles, r) {
+			e.add(key+".group_roles", fmt.Sprintf("group %q maps to %q, not one of viewer, editor", g, r))
+		}
+	}
+	if is.DefaultRole != "" && !slices.Contains(roles, is.DefaultRole) {
+		e.add(key+".default_role", fmt.Sprintf("%q is not one of viewer, editor", is.DefaultRole))
+	}
+	if is.RoleClaim == "" && is.GroupsClaim == "" && is.DefaultRole == "" {
+		e.add(key+".role_claim", "one of role_claim, groups_claim or default_role must say where a token's role comes from")
+	}
+}
+
+// fetchURL checks a URL Bulkhead fetches keys from: https, or http to a
+// loopback address only (a test's or a sidecar's).
+func (e *Error) fetchURL(key, v string, required bool) {
+	if v == "" {
+		if required {
+			e.add(key, "required")
+		}
+		return
+	}
+	u, err := url.Parse(v)
+	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		e.add(key, fmt.Sprintf("%q is not an absolute http(s) URL", v))
+		return
+	}
+	if u.Scheme == "http" {
+		ip := net.ParseIP(u.Hostname())
+		if u.Hostname() != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			e.add(key, fmt.Sprintf("%q must use https (plain http only to a loopback address)", v))
 		}
 	}
 }

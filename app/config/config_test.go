@@ -281,3 +281,83 @@ func TestSecretsFromFiles(t *testing.T) {
 		})
 	}
 }
+
+func TestOIDCIssuers(t *testing.T) {
+	t.Parallel()
+	file := writeFile(t, `
+oidc:
+  issuers:
+    - issuer: https://login.example.com/
+      audience: bulkhead
+      tenant_claim: https://example.com/org
+      tenant_map: {"acme.example.com": acme, "o-1": beta}
+      tenants: [acme, beta]
+      groups_claim: groups
+      group_roles: {"finops.editors": editor}
+    - issuer: http://127.0.0.1:9999
+      audience: bulkhead
+      jwks_url: http://127.0.0.1:9999/keys
+      algorithms: [ES256]
+      clock_skew: 0s
+      tenant_claim: tenant
+      tenants: ["*"]
+      default_role: viewer
+`)
+	l, err := config.Load(config.Input{File: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	is := l.Config.OIDC.Issuers
+	if len(is) != 2 {
+		t.Fatalf("issuers: %+v", is)
+	}
+	if got := is[0].TenantMap["acme.example.com"]; got != "acme" {
+		t.Errorf("a claim value with dots maps to %q, want acme: %+v", got, is[0].TenantMap)
+	}
+	if got := is[0].GroupRoles["finops.editors"]; got != "editor" {
+		t.Errorf("a group with dots maps to %q: %+v", got, is[0].GroupRoles)
+	}
+	if strings.Join(is[0].Algorithms, ",") != "RS256,ES256" || is[0].ClockSkew.String() != "30s" {
+		t.Errorf("defaults not filled: %+v", is[0])
+	}
+	if strings.Join(is[1].Algorithms, ",") != "ES256" || is[1].ClockSkew != 0 {
+		t.Errorf("explicit values not kept: %+v", is[1])
+	}
+	if c := l.Config.OIDC; c.JWKSRefetchInterval.String() != "1m0s" || c.JWKSTimeout.String() != "5s" {
+		t.Errorf("oidc defaults: %+v", c)
+	}
+
+	bad := []struct {
+		name, env string
+		want      []string
+	}{
+		{"alg none", `[{issuer: "https://i", audience: a, tenant_claim: t, tenants: [acme], default_role: viewer, algorithms: [none]}]`,
+			[]string{"oidc.issuers[0].algorithms", `"none" is never accepted`}},
+		{"HMAC", `[{issuer: "https://i", audience: a, tenant_claim: t, tenants: [acme], default_role: viewer, algorithms: [HS256]}]`,
+			[]string{"oidc.issuers[0].algorithms", `"HS256" is never accepted`}},
+		{"plain http", `[{issuer: "http://idp.example.com", audience: a, tenant_claim: t, tenants: [acme], default_role: viewer}]`,
+			[]string{"oidc.issuers[0].issuer", "must use https"}},
+		{"missing fields", `[{issuer: "https://i"}]`,
+			[]string{"oidc.issuers[0].audience (from env BULKHEAD_OIDC__ISSUERS): required", "oidc.issuers[0].tenant_claim", "oidc.issuers[0].tenants", "oidc.issuers[0].role_claim"}},
+		{"map outside trust", `[{issuer: "https://i", audience: a, tenant_claim: t, tenants: [acme], tenant_map: {x: beta}, default_role: viewer}]`,
+			[]string{"oidc.issuers[0].tenant_map", `"x" maps to "beta", which is not in oidc.issuers[0].tenants`}},
+		{"bad role", `[{issuer: "https://i", audience: a, tenant_claim: t, tenants: [acme], groups_claim: g, group_roles: {x: admin}}]`,
+			[]string{"oidc.issuers[0].group_roles", `"admin"`}},
+		{"skew", `[{issuer: "https://i", audience: a, tenant_claim: t, tenants: [acme], default_role: viewer, clock_skew: 1h}]`,
+			[]string{"oidc.issuers[0].clock_skew"}},
+		{"unknown field", `[{issuer: "https://i", audience: a, tenant_claim: t, tenants: [acme], default_role: viewer, audiences: [b]}]`,
+			[]string{"oidc.issuers", "audiences"}},
+	}
+	for _, tc := range bad {
+		_, err := config.Load(config.Input{Env: []string{"BULKHEAD_OIDC__ISSUERS=" + tc.env}})
+		if !config.IsConfigError(err) {
+			t.Errorf("%s: want a configuration error, got %v", tc.name, err)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: %q does not contain %q", tc.name, err, w)
+			}
+		}
+	}
+}

@@ -174,6 +174,8 @@ func Load(in Input) (*Loaded, error) {
 		}
 	}
 
+	fillItemDefaults(merged, "oidc.issuers", issuerDefaults)
+
 	// Bad keys were dropped above, so the rest still decodes and is
 	// validated: every problem is reported at once.
 	var cfg Config
@@ -193,6 +195,38 @@ func Load(in Input) (*Loaded, error) {
 		return nil, err
 	}
 	return &Loaded{Config: &cfg, Sources: sources, values: merged}, nil
+}
+
+// fillItemDefaults sets, in every item of the list at key, the defaults the
+// item does not set itself.
+func fillItemDefaults(k *koanf.Koanf, key string, defs map[string]any) {
+	list, ok := k.Get(key).([]any)
+	if !ok || len(list) == 0 {
+		return
+	}
+	out := make([]any, len(list))
+	for i, item := range list {
+		m, ok := item.(map[string]any)
+		if !ok {
+			out[i] = item
+			continue
+		}
+		c := make(map[string]any, len(m)+len(defs))
+		for k, v := range defs {
+			c[k] = v
+		}
+		for k, v := range m {
+			c[k] = v
+		}
+		out[i] = c
+	}
+	mustSet(k, key, out)
+}
+
+func mustSet(k *koanf.Koanf, key string, v any) {
+	if err := k.Set(key, v); err != nil {
+		panic(err) // an in-memory map: cannot fail
+	}
 }
 
 // sourceOf finds the source of key, or of the list it is an element of.
@@ -309,10 +343,27 @@ func checkKey(leaves map[string]reflect.Type, key string, val any, source string
 		err = d.Decode(val)
 	}
 	if err != nil {
-		problems.addFrom(key, source, fmt.Sprintf("want %s, not %s", describe(t), shown(val)))
+		msg := fmt.Sprintf("want %s, not %s", describe(t), shown(val))
+		if k := t.Kind(); k == reflect.Slice || k == reflect.Map {
+			// Say which item and field is wrong rather than repeat the value.
+			msg = fmt.Sprintf("want %s: %s", describe(t), oneLine(err))
+		}
+		problems.addFrom(key, source, msg)
 		return false
 	}
 	return true
+}
+
+// oneLine flattens mapstructure's multi-line error into one line.
+func oneLine(err error) string {
+	var parts []string
+	for _, l := range strings.Split(err.Error(), "\n") {
+		l = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(l), "* "))
+		if l != "" && !strings.HasSuffix(l, "error(s) decoding:") && !strings.HasSuffix(l, "error(s):") {
+			parts = append(parts, l)
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 func decoderConfig(result any) *mapstructure.DecoderConfig {

@@ -24,6 +24,7 @@ const (
 	ActionTenantDelete  = "tenant.delete"
 	ActionKeyCreate     = "key.create"
 	ActionKeyRevoke     = "key.revoke"
+	ActionKeyRotate     = "key.rotate"
 	ActionKeyGrant      = "key.grant"
 	ActionKeyUngrant    = "key.ungrant"
 )

@@ -289,42 +289,6 @@ func (s *Service) DeleteTenant(ctx context.Context, slug string) (Tenant, error)
 	return t, nil
 }
 
-// Key is an API key as created: Key is the secret, shown only here.
-type Key struct {
-	ID     string    `json:"id"`
-	Key    string    `json:"key"`
-	Tenant string    `json:"tenant"`
-	Role   auth.Role `json:"role"`
-}
-
-// CreateKey makes a key for the tenant called slug.
-func (s *Service) CreateKey(ctx context.Context, slug string, role auth.Role) (Key, error) {
-	db, err := s.writer()
-	if err != nil {
-		return Key{}, err
-	}
-	t, err := s.Tenant(ctx, slug)
-	if err != nil {
-		return Key{}, fmt.Errorf("create key for %s: %w", slug, err)
-	}
-	k := auth.NewKey()
-	err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx,
-			`INSERT INTO bulkhead.api_keys (id, tenant_id, role, secret_hash) VALUES ($1, $2, $3, $4)`,
-			k.ID, t.ID, string(role), k.Hash); err != nil {
-			return store.Translate(err)
-		}
-		_, err := appendAudit(ctx, tx, Event{Action: ActionKeyCreate, Tenants: []string{slug},
-			Detail: map[string]any{"key_id": k.ID, "role": role}})
-		return err
-	})
-	if err != nil {
-		return Key{}, fmt.Errorf("create key for %s: %w", slug, err)
-	}
-	s.log.Info("key created", "tenant", slug, "tenant_id", t.ID, "key_id", k.ID, "role", role)
-	return Key{ID: k.ID, Key: k.Token, Tenant: slug, Role: role}, nil
-}
-
 // RevokeKey revokes the key with public id id; it stops working on the next
 // request. An unknown or already revoked key is store.ErrNotFound.
 func (s *Service) RevokeKey(ctx context.Context, id string) error {
@@ -364,8 +328,9 @@ var dummyHash = make([]byte, 32)
 
 // Authenticate resolves a presented token to its principal, reading the
 // control plane as the serving role. It returns auth.ErrUnauthenticated for
-// a malformed, unknown or revoked key and auth.ErrSuspended for a key of a
-// tenant that is not active.
+// a malformed, unknown, revoked or expired key and auth.ErrSuspended for a
+// key of a tenant that is not active. It records when the key was last used,
+// at most once a minute (touch).
 func (s *Service) Authenticate(ctx context.Context, token string) (auth.Principal, error) {
 	id, secret, err := auth.Parse(token)
 	if err != nil {
@@ -382,14 +347,16 @@ func (s *Service) Authenticate(ctx context.Context, token string) (auth.Principa
 	)
 	// The tenant's limit overrides come in the same query: no round trip
 	// of their own.
+	var stale bool
 	err = db.QueryRow(ctx, `
 		SELECT k.role, k.secret_hash, t.id, t.slug, t.isolation, t.server, t.placement, t.status,
-		       COALESCE(l.max_concurrent, 0), COALESCE(l.rate, 0), COALESCE(l.burst, 0)
+		       COALESCE(l.max_concurrent, 0), COALESCE(l.rate, 0), COALESCE(l.burst, 0),
+		       k.last_used_at IS NULL OR k.last_used_at < now() - `+touchEvery+`
 		FROM bulkhead.api_keys k JOIN bulkhead.tenants t ON t.id = k.tenant_id
 		LEFT JOIN bulkhead.tenant_limits l ON l.tenant_id = t.id
-		WHERE k.id = $1 AND k.revoked_at IS NULL`, id,
+		WHERE k.id = $1 AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now())`, id,
 	).Scan(&p.Role, &hash, &p.Tenant.ID, &p.Tenant.Slug, &p.Tenant.Strategy, &p.Tenant.Server, &p.Tenant.Placement, &status,
-		&p.Limits.MaxConcurrent, &p.Limits.Rate, &p.Limits.Burst)
+		&p.Limits.MaxConcurrent, &p.Limits.Rate, &p.Limits.Burst, &stale)
 	if err = store.Translate(err); errors.Is(err, store.ErrNotFound) {
 		auth.Match(secret, dummyHash)
 		return auth.Principal{}, auth.ErrUnauthenticated
@@ -403,5 +370,45 @@ func (s *Service) Authenticate(ctx context.Context, token string) (auth.Principa
 		return auth.Principal{}, auth.ErrSuspended
 	}
 	p.KeyID = id
+	if stale {
+		s.touch(ctx, id)
+	}
 	return p, nil
+}
+
+// TokenPrincipal resolves a verified token's identity to its principal, by
+// the tenant's slug, reading the control plane as the serving role like
+// Authenticate. A tenant that does not exist or is being deleted is
+// auth.ErrUnknownTenant; one that is otherwise not active,
+// auth.ErrSuspended.
+func (s *Service) TokenPrincipal(ctx context.Context, id auth.Identity) (auth.Principal, error) {
+	db := s.app
+	if db == nil {
+		return auth.Principal{}, errors.New("authenticate: database.url is not set")
+	}
+	if !ValidSlug(id.Slug) {
+		return auth.Principal{}, auth.ErrUnknownTenant
+	}
+	p := auth.Principal{Role: id.Role, Issuer: id.Issuer, Subject: id.Subject}
+	var status string
+	// The tenant's limit overrides come in the same query, as for a key.
+	err := db.QueryRow(ctx, `
+		SELECT t.id, t.slug, t.isolation, t.server, t.placement, t.status,
+		       COALESCE(l.max_concurrent, 0), COALESCE(l.rate, 0), COALESCE(l.burst, 0)
+		FROM bulkhead.tenants t LEFT JOIN bulkhead.tenant_limits l ON l.tenant_id = t.id
+		WHERE t.slug = $1`, id.Slug,
+	).Scan(&p.Tenant.ID, &p.Tenant.Slug, &p.Tenant.Strategy, &p.Tenant.Server, &p.Tenant.Placement, &status,
+		&p.Limits.MaxConcurrent, &p.Limits.Rate, &p.Limits.Burst)
+	if err = store.Translate(err); errors.Is(err, store.ErrNotFound) {
+		return auth.Principal{}, auth.ErrUnknownTenant
+	} else if err != nil {
+		return auth.Principal{}, fmt.Errorf("authenticate: %w", err)
+	}
+	switch status {
+	case StatusActive:
+		return p, nil
+	case StatusDeleting:
+		return auth.Principal{}, auth.ErrUnknownTenant
+	}
+	return auth.Principal{}, auth.ErrSuspended
 }

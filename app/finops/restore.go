@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -25,11 +26,11 @@ const MaxClockSkew = 5 * time.Minute
 // sent — with the API's own parsers and validators, so that a rule the API
 // gains holds for imports too — and gives each row back as the API would
 // have stored it. A row the API would refuse, or round, is refused with
-// the place the caller names (a file's line): an amount with more decimals
-// than are kept, a usage date the API refuses, an idempotency key created
-// in the future (it would never expire), a cost item or budget whose
-// account is not in the export, a key given twice, a column the API does
-// not know.
+// the place the caller names (a file's line): an amount that is no exact
+// decimal, a usage date the API refuses, a FOCUS column ValidateCostRow
+// refuses, an idempotency key created in the future (it would never
+// expire), a cost item or budget whose account is not in the export, a key
+// given twice, a column the API does not know.
 //
 // Rows carry what the API generates (ids, creation and update times) as
 // well: ids must be UUIDs, unique where the tables' keys want them, and
@@ -53,8 +54,9 @@ func NewRestore(now time.Time) *Restore {
 // Row checks one row of table, found at where (in the error messages), and
 // returns it as the API would store it: the API's normal forms (currency
 // in capitals, names trimmed, dates as YYYY-MM-DD), amounts as written
-// (the API refuses any it would round), and no tenant_id (the caller puts
-// the importing tenant's in). Its error joins a *store.ValidationError per
+// (exact decimal text, never through a float), every column of the row's
+// table this server has, and no tenant_id (the caller puts the importing
+// tenant's in). Its error joins a *store.ValidationError per
 // problem, each Field starting with where and table.
 func (r *Restore) Row(where, table string, row json.RawMessage) (json.RawMessage, error) {
 	label := where + ": " + table
@@ -108,6 +110,7 @@ var restorers = map[string]func(r *Restore, label string, obj map[string]json.Ra
 	"cost_items":       (*Restore).cost,
 	"budgets":          (*Restore).budget,
 	"idempotency_keys": (*Restore).idempotencyKey,
+	"cost_imports":     (*Restore).costImport,
 }
 
 // stored takes the columns the API generates out of obj — an id and the
@@ -261,7 +264,13 @@ func (r *Restore) account(label string, obj map[string]json.RawMessage, errs *fi
 		Name:       text(label, "name", obj, errs),
 	}
 	unknown(label, obj, errs)
-	prefixed(label, in.validate(true), errs)
+	check := in
+	if in.Provider != nil && focusProvider(*in.Provider) {
+		// An account a FOCUS dataset created (ImportCosts): its provider
+		// is any billing export's, in NormalizeProvider's form.
+		check.Provider = &Providers[0]
+	}
+	prefixed(label, check.validate(true), errs)
 	if id, ok := out["id"].(uuid.UUID); ok {
 		r.accounts[id] = true
 		delete(r.refs, id)
@@ -274,10 +283,58 @@ func (r *Restore) account(label string, obj map[string]json.RawMessage, errs *fi
 	return out
 }
 
-// cost checks a cost row with the JSON ingest's own item parser and
-// IngestCosts's validation.
+// focusTexts, focusTimes, focusDecimals and focusJSON are the columns of
+// cost_items beside CostColumns (tenant schema version 3, archive format
+// version 2): the FOCUS columns a billing export brings.
+var (
+	focusTexts    = []string{"billing_account_id", "charge_category", "service_category", "region_id"}
+	focusTimes    = []string{"billing_period_start", "billing_period_end", "charge_period_start", "charge_period_end"}
+	focusDecimals = []string{"effective_cost", "list_cost", "contracted_cost"}
+	focusJSON     = []string{"tags", "focus"}
+)
+
+// focusProvider reports whether p is a provider ImportCosts gives the
+// accounts it creates: NormalizeProvider's form, 1 to 100 characters.
+func focusProvider(p string) bool {
+	n := utf8.RuneCountInString(p)
+	return n >= 1 && n <= 100 && NormalizeProvider(p) == p
+}
+
+// cost checks a cost row as every way in checks one: its five API columns
+// with the JSON ingest's own item parser, then the whole row — FOCUS
+// columns too — with ValidateCostRow. Amounts stay the text they were
+// written as (normalised as NormalizeDecimal does, never through a float),
+// and every column goes on to the stored row.
 func (r *Restore) cost(label string, obj map[string]json.RawMessage, errs *fieldErrors) map[string]any {
 	out := r.stored(label, "cost_items", obj, errs, true, "created_at")
+	// The FOCUS columns, taken out before the five are parsed.
+	var row CostRow
+	texts := []*string{&row.BillingAccountID, &row.ChargeCategory, &row.ServiceCategory, &row.RegionID}
+	for i, col := range focusTexts {
+		if s := text(label, col, obj, errs); s != nil {
+			*texts[i] = *s
+		}
+	}
+	times := []*time.Time{&row.BillingPeriodStart, &row.BillingPeriodEnd, &row.ChargePeriodStart, &row.ChargePeriodEnd}
+	for i, col := range focusTimes {
+		*times[i] = timeOf(label, col, obj, errs)
+	}
+	decimals := []*string{&row.EffectiveCost, &row.ListCost, &row.ContractedCost}
+	for i, col := range focusDecimals {
+		raw, ok := obj[col]
+		delete(obj, col)
+		if ok && strings.TrimSpace(string(raw)) != "null" {
+			*decimals[i] = decimalText(raw)
+		}
+	}
+	jsons := []*string{&row.Tags, &row.Focus}
+	for i, col := range focusJSON {
+		raw, ok := obj[col]
+		delete(obj, col)
+		if ok && strings.TrimSpace(string(raw)) != "null" {
+			*jsons[i] = string(raw)
+		}
+	}
 	amount := obj["amount"]
 	for k, v := range obj {
 		if !slices.Contains(CostColumns, k) && strings.TrimSpace(string(v)) == "null" {
@@ -286,20 +343,86 @@ func (r *Restore) cost(label string, obj map[string]json.RawMessage, errs *field
 	}
 	before := errs.count()
 	c := parseCostObject(label, obj, errs)
-	if errs.count() == before {
-		c.validate(label, errs)
+	parsed := errs.count() == before
+	if parsed {
+		row.AccountID, row.Service, row.UsageDate, row.Currency = c.AccountID, c.Service, c.UsageDate, c.Currency
+		row.Amount = decimalText(amount)
+		row.validate(label, errs)
+	} else {
+		// The five columns are reported already; the FOCUS ones still
+		// are, with a row whose five are sound.
+		probe := row
+		probe.AccountID, probe.Service, probe.UsageDate, probe.Amount, probe.Currency = uuid.UUID{1}, "s", MinUsageDate, "0", "USD"
+		probe.validate(label, errs)
 	}
 	r.reference(label, c.AccountID)
 	out["account_id"], out["service"], out["currency"] = c.AccountID, c.Service, c.Currency
 	out["usage_date"] = c.UsageDate.Format(DateLayout)
-	out["amount"] = amountText(amount)
+	out["amount"] = row.Amount
+	for i, col := range focusTexts {
+		out[col] = nullIfEmpty(*texts[i])
+	}
+	for i, col := range focusTimes {
+		if !times[i].IsZero() {
+			out[col] = *times[i]
+		} else {
+			out[col] = nil
+		}
+	}
+	for i, col := range focusDecimals {
+		out[col] = nullIfEmpty(*decimals[i])
+	}
+	for i, col := range focusJSON {
+		if *jsons[i] != "" {
+			out[col] = json.RawMessage(*jsons[i])
+		} else {
+			out[col] = nil
+		}
+	}
 	return out
+}
+
+// timeOf reads obj's timestamp column col, written as in RFC 3339 (as
+// PostgreSQL's to_jsonb writes a timestamptz); zero when absent or null.
+func timeOf(label, col string, obj map[string]json.RawMessage, errs *fieldErrors) time.Time {
+	s := text(label, col, obj, errs)
+	if s == nil {
+		return time.Time{}
+	}
+	t, err := time.Parse(time.RFC3339Nano, *s)
+	if err != nil {
+		errs.add(label+"."+col, "must be a time written as in RFC 3339")
+		return time.Time{}
+	}
+	return t
+}
+
+// decimalText is an amount as the row wrote it — a JSON number's text or a
+// string's content — in NormalizeDecimal's form when it is a decimal, as
+// written otherwise (ValidateCostRow then refuses it).
+func decimalText(raw json.RawMessage) string {
+	s := amountText(raw)
+	if canon, ok := NormalizeDecimal(s); ok {
+		return canon
+	}
+	if s == "" {
+		return `""` // not "missing": a value that is no decimal
+	}
+	return s
+}
+
+func nullIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
 }
 
 // budget checks a budget row as CreateBudget checks its input.
 func (r *Restore) budget(label string, obj map[string]json.RawMessage, errs *fieldErrors) map[string]any {
 	out := r.stored(label, "budgets", obj, errs, true, "created_at", "updated_at")
-	in := BudgetInput{Amount: obj["amount"], AccountID: text(label, "account_id", obj, errs), Service: text(label, "service", obj, errs)}
+	in := BudgetInput{Amount: obj["amount"], AccountID: text(label, "account_id", obj, errs), Service: text(label, "service", obj, errs),
+		Provider: text(label, "provider", obj, errs), TagKey: text(label, "tag_key", obj, errs), TagValue: text(label, "tag_value", obj, errs)}
 	delete(obj, "amount")
 	for _, f := range []struct {
 		name string
@@ -319,6 +442,7 @@ func (r *Restore) budget(label string, obj map[string]json.RawMessage, errs *fie
 		r.reference(label, *b.AccountID)
 	}
 	out["name"], out["currency"], out["period"], out["account_id"], out["service"] = b.Name, b.Currency, b.Period, b.AccountID, b.Service
+	out["provider"], out["tag_key"], out["tag_value"] = b.Provider, b.TagKey, b.TagValue
 	out["amount"] = amountText(in.Amount)
 	return out
 }
@@ -356,6 +480,85 @@ func (r *Restore) idempotencyKey(label string, obj map[string]json.RawMessage, e
 		errs.add(label+".result", fmt.Sprintf(`must be what an ingest answered: {"inserted": 0 to %d}`, MaxCostsPerIngest))
 	}
 	out["key"], out["operation"], out["fingerprint"], out["result"] = key, op, fp, result
+	return out
+}
+
+// costImport checks the record of a FOCUS import (ImportCosts) as
+// ImportCosts writes one: a status, a format and a replace mode it knows,
+// counts that are not negative, an error it would have kept, and times in
+// order. An import still running when the export was made is restored as
+// failed: nothing runs it here, and its rows, not committed, are not in
+// the export.
+func (r *Restore) costImport(label string, obj map[string]json.RawMessage, errs *fieldErrors) map[string]any {
+	out := r.stored(label, "cost_imports", obj, errs, true, "started_at", "updated_at")
+	status := text(label, "status", obj, errs)
+	format := text(label, "format", obj, errs)
+	replace := text(label, "replace", obj, errs)
+	msg := text(label, "error", obj, errs)
+	finished := timeOf(label, "finished_at", obj, errs)
+	counts := map[string]*int64{}
+	for _, col := range []string{"rows_done", "bytes_done", "inserted", "replaced", "accounts_created"} {
+		raw, ok := obj[col]
+		delete(obj, col)
+		var n int64
+		switch {
+		case !ok || strings.TrimSpace(string(raw)) == "null":
+			if col == "rows_done" || col == "bytes_done" {
+				errs.add(label+"."+col, "required")
+			}
+		case json.Unmarshal(raw, &n) != nil || n < 0:
+			errs.add(label+"."+col, "must be a whole number, 0 or more")
+		default:
+			counts[col] = &n
+		}
+	}
+	unknown(label, obj, errs)
+	switch deref(status) {
+	case ImportRunning:
+		if !finished.IsZero() {
+			errs.add(label+".finished_at", "must be null while the import runs")
+		}
+	case ImportSucceeded, ImportFailed:
+		if finished.IsZero() {
+			errs.add(label+".finished_at", "required for a finished import")
+		}
+	default:
+		errs.add(label+".status", fmt.Sprintf("must be one of %q, %q, %q", ImportRunning, ImportSucceeded, ImportFailed))
+	}
+	if f := deref(format); f != "csv" && f != "parquet" {
+		errs.add(label+".format", `must be one of "csv", "parquet"`)
+	}
+	if replace != nil && *replace != ReplaceBillingPeriod {
+		errs.add(label+".replace", fmt.Sprintf("must be null or %q", ReplaceBillingPeriod))
+	}
+	if msg != nil {
+		if m := checkFOCUSText(*msg); m != "" || utf8.RuneCountInString(*msg) > 4000 {
+			errs.add(label+".error", "must be text of at most 4000 characters")
+		}
+	}
+	if start, ok := out["started_at"].(time.Time); ok && !finished.IsZero() {
+		switch {
+		case finished.Before(start):
+			errs.add(label+".finished_at", "must not be before started_at")
+		case finished.After(r.now.Add(MaxClockSkew)):
+			errs.add(label+".finished_at", "must not be in the future")
+		}
+	}
+	if deref(status) == ImportRunning {
+		s, m := ImportFailed, "interrupted: the import was still running when the tenant was exported; its rows are not in the export"
+		status, msg = &s, &m
+		if u, ok := out["updated_at"].(time.Time); ok {
+			finished = u
+		}
+	}
+	out["status"], out["format"], out["replace"], out["error"] = status, format, replace, msg
+	out["finished_at"] = nil
+	if !finished.IsZero() {
+		out["finished_at"] = finished
+	}
+	for col, n := range counts {
+		out[col] = n
+	}
 	return out
 }
 

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -112,11 +113,60 @@ func (h *handlers) AdminCreateKey(c echo.Context, slug Slug) error {
 	if err != nil {
 		return &store.ValidationError{Field: "role", Msg: err.Error()}
 	}
-	k, err := h.control.CreateKey(c.Request().Context(), slug, role)
+	k, err := h.control.CreateKeyWith(c.Request().Context(), slug, control.KeySpec{Role: role, ExpiresAt: body.ExpiresAt})
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusCreated, Key{Id: k.ID, Key: k.Key, Tenant: k.Tenant, Role: KeyRole(k.Role)})
+	return c.JSON(http.StatusCreated, Key{Id: k.ID, Key: k.Key, Tenant: k.Tenant, Role: KeyRole(k.Role), ExpiresAt: k.ExpiresAt})
+}
+
+// AdminListKeys lists a tenant's keys, never a secret.
+func (h *handlers) AdminListKeys(c echo.Context, slug Slug) error {
+	keys, err := h.control.Keys(c.Request().Context(), slug)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, KeyInfoList{Items: convert(keys, func(k control.KeyInfo) KeyInfo {
+		return KeyInfo{
+			Id:         k.ID,
+			Tenant:     k.Tenant,
+			Role:       KeyInfoRole(k.Role),
+			Status:     KeyInfoStatus(k.Status),
+			CreatedAt:  k.CreatedAt,
+			ExpiresAt:  k.ExpiresAt,
+			LastUsedAt: k.LastUsedAt,
+			RevokedAt:  k.RevokedAt,
+		}
+	})})
+}
+
+// maxRotateGrace bounds a rotation's overlap: a year, as the spec says.
+const maxRotateGrace = 365 * 24 * time.Hour
+
+// AdminRotateKey replaces a key; the old one keeps working for the grace
+// period.
+func (h *handlers) AdminRotateKey(c echo.Context, keyID string) error {
+	var body KeyRotate
+	if c.Request().ContentLength != 0 {
+		if err := decodeJSON(c, &body); err != nil {
+			return err
+		}
+	}
+	grace := control.DefaultRotateGrace
+	if body.GraceSeconds != nil {
+		if *body.GraceSeconds < 0 || *body.GraceSeconds > int64(maxRotateGrace/time.Second) {
+			return &store.ValidationError{Field: "grace_seconds", Msg: "must be from 0 to 31536000 (a year)"}
+		}
+		grace = time.Duration(*body.GraceSeconds) * time.Second
+	}
+	k, old, err := h.control.RotateKey(c.Request().Context(), keyID, grace, control.KeySpec{ExpiresAt: body.ExpiresAt})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, KeyRotated{
+		Id: k.ID, Key: k.Key, Tenant: k.Tenant, Role: KeyRotatedRole(k.Role), ExpiresAt: k.ExpiresAt,
+		Replaces: old.ID, ReplacedExpiresAt: *old.ExpiresAt,
+	})
 }
 
 // AdminRevokeKey revokes a key.

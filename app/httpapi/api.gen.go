@@ -133,6 +133,63 @@ func (e KeyCreateRole) Valid() bool {
 	}
 }
 
+// Defines values for KeyInfoRole.
+const (
+	KeyInfoRoleEditor KeyInfoRole = "editor"
+	KeyInfoRoleViewer KeyInfoRole = "viewer"
+)
+
+// Valid indicates whether the value is a known member of the KeyInfoRole enum.
+func (e KeyInfoRole) Valid() bool {
+	switch e {
+	case KeyInfoRoleEditor:
+		return true
+	case KeyInfoRoleViewer:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for KeyInfoStatus.
+const (
+	KeyInfoStatusActive  KeyInfoStatus = "active"
+	KeyInfoStatusExpired KeyInfoStatus = "expired"
+	KeyInfoStatusRevoked KeyInfoStatus = "revoked"
+)
+
+// Valid indicates whether the value is a known member of the KeyInfoStatus enum.
+func (e KeyInfoStatus) Valid() bool {
+	switch e {
+	case KeyInfoStatusActive:
+		return true
+	case KeyInfoStatusExpired:
+		return true
+	case KeyInfoStatusRevoked:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for KeyRotatedRole.
+const (
+	KeyRotatedRoleEditor KeyRotatedRole = "editor"
+	KeyRotatedRoleViewer KeyRotatedRole = "viewer"
+)
+
+// Valid indicates whether the value is a known member of the KeyRotatedRole enum.
+func (e KeyRotatedRole) Valid() bool {
+	switch e {
+	case KeyRotatedRoleEditor:
+		return true
+	case KeyRotatedRoleViewer:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for MeRole.
 const (
 	MeRoleEditor MeRole = "editor"
@@ -174,22 +231,22 @@ func (e TenantIsolation) Valid() bool {
 
 // Defines values for TenantStatus.
 const (
-	Active       TenantStatus = "active"
-	Deleting     TenantStatus = "deleting"
-	Provisioning TenantStatus = "provisioning"
-	Suspended    TenantStatus = "suspended"
+	TenantStatusActive       TenantStatus = "active"
+	TenantStatusDeleting     TenantStatus = "deleting"
+	TenantStatusProvisioning TenantStatus = "provisioning"
+	TenantStatusSuspended    TenantStatus = "suspended"
 )
 
 // Valid indicates whether the value is a known member of the TenantStatus enum.
 func (e TenantStatus) Valid() bool {
 	switch e {
-	case Active:
+	case TenantStatusActive:
 		return true
-	case Deleting:
+	case TenantStatusDeleting:
 		return true
-	case Provisioning:
+	case TenantStatusProvisioning:
 		return true
-	case Suspended:
+	case TenantStatusSuspended:
 		return true
 	default:
 		return false
@@ -665,6 +722,9 @@ type IngestResult struct {
 
 // Key defines model for Key.
 type Key struct {
+	// ExpiresAt Absent: the key does not expire.
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+
 	// Id The key's public id.
 	Id string `json:"id"`
 
@@ -679,11 +739,74 @@ type KeyRole string
 
 // KeyCreate defines model for KeyCreate.
 type KeyCreate struct {
-	Role *KeyCreateRole `json:"role,omitempty"`
+	// ExpiresAt When the key stops working (refused with 401 from then on); in the future. Absent: never.
+	ExpiresAt *time.Time     `json:"expires_at,omitempty"`
+	Role      *KeyCreateRole `json:"role,omitempty"`
 }
 
 // KeyCreateRole defines model for KeyCreate.Role.
 type KeyCreateRole string
+
+// KeyInfo A key as listed; its secret is never stored, so never shown.
+type KeyInfo struct {
+	CreatedAt time.Time `json:"created_at"`
+
+	// ExpiresAt Absent: the key does not expire.
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+
+	// Id The key's public id (the part after `bh_` and before the second `_`).
+	Id string `json:"id"`
+
+	// LastUsedAt When the key last authenticated a request, to within a minute (it is recorded at most once a minute). Absent: never used.
+	LastUsedAt *time.Time    `json:"last_used_at,omitempty"`
+	RevokedAt  *time.Time    `json:"revoked_at,omitempty"`
+	Role       KeyInfoRole   `json:"role"`
+	Status     KeyInfoStatus `json:"status"`
+	Tenant     string        `json:"tenant"`
+}
+
+// KeyInfoRole defines model for KeyInfo.Role.
+type KeyInfoRole string
+
+// KeyInfoStatus defines model for KeyInfo.Status.
+type KeyInfoStatus string
+
+// KeyInfoList defines model for KeyInfoList.
+type KeyInfoList struct {
+	Items []KeyInfo `json:"items"`
+}
+
+// KeyRotate defines model for KeyRotate.
+type KeyRotate struct {
+	// ExpiresAt When the new key stops working; in the future. Absent: never.
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+
+	// GraceSeconds How long the old key keeps working.
+	GraceSeconds *int64 `json:"grace_seconds,omitempty"`
+}
+
+// KeyRotated defines model for KeyRotated.
+type KeyRotated struct {
+	// ExpiresAt Absent: the new key does not expire.
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+
+	// Id The new key's public id.
+	Id string `json:"id"`
+
+	// Key The new key's secret; shown once.
+	Key string `json:"key"`
+
+	// ReplacedExpiresAt When the old key stops working.
+	ReplacedExpiresAt time.Time `json:"replaced_expires_at"`
+
+	// Replaces The old key's public id.
+	Replaces string         `json:"replaces"`
+	Role     KeyRotatedRole `json:"role"`
+	Tenant   string         `json:"tenant"`
+}
+
+// KeyRotatedRole defines model for KeyRotated.Role.
+type KeyRotatedRole string
 
 // LimitOverrides defines model for LimitOverrides.
 type LimitOverrides struct {
@@ -699,12 +822,18 @@ type LimitOverrides struct {
 
 // Me defines model for Me.
 type Me struct {
-	// KeyId The key's public id.
+	// Issuer For an identity provider's token: its iss claim.
+	Issuer *string `json:"issuer,omitempty"`
+
+	// KeyId The key's public id; empty for an identity provider's token.
 	KeyId string `json:"key_id"`
 
 	// Role viewer: read only; editor: may also write.
-	Role   MeRole   `json:"role"`
-	Tenant MeTenant `json:"tenant"`
+	Role MeRole `json:"role"`
+
+	// Subject For an identity provider's token: its sub claim.
+	Subject *string  `json:"subject,omitempty"`
+	Tenant  MeTenant `json:"tenant"`
 }
 
 // MeRole viewer: read only; editor: may also write.
@@ -1096,6 +1225,9 @@ type SummarizeCostsParamsMetric string
 // AdminGrantKeyJSONRequestBody defines body for AdminGrantKey for application/json ContentType.
 type AdminGrantKeyJSONRequestBody = GrantCreate
 
+// AdminRotateKeyJSONRequestBody defines body for AdminRotateKey for application/json ContentType.
+type AdminRotateKeyJSONRequestBody = KeyRotate
+
 // AdminCreateTenantJSONRequestBody defines body for AdminCreateTenant for application/json ContentType.
 type AdminCreateTenantJSONRequestBody = TenantCreate
 
@@ -1131,6 +1263,9 @@ type ServerInterface interface {
 	// AdminUngrantKey Withdraw a grant; it takes effect on the next request.
 	// (DELETE /admin/v1/keys/{keyId}/grants/{slug})
 	AdminUngrantKey(ctx echo.Context, keyId string, slug Slug) error
+	// AdminRotateKey Replace a key with a new one; the old one keeps working for a grace period, then expires.
+	// (POST /admin/v1/keys/{keyId}/rotate)
+	AdminRotateKey(ctx echo.Context, keyId string) error
 
 	// (GET /admin/v1/tenants)
 	AdminListTenants(ctx echo.Context) error
@@ -1146,6 +1281,9 @@ type ServerInterface interface {
 
 	// (GET /admin/v1/tenants/{slug})
 	AdminGetTenant(ctx echo.Context, slug Slug) error
+	// AdminListKeys A tenant's keys, newest first, revoked and expired ones included; never a secret.
+	// (GET /admin/v1/tenants/{slug}/keys)
+	AdminListKeys(ctx echo.Context, slug Slug) error
 
 	// (POST /admin/v1/tenants/{slug}/keys)
 	AdminCreateKey(ctx echo.Context, slug Slug) error
@@ -1303,6 +1441,22 @@ func (w *ServerInterfaceWrapper) AdminUngrantKey(ctx echo.Context) error {
 	return err
 }
 
+// AdminRotateKey converts echo context to params.
+func (w *ServerInterfaceWrapper) AdminRotateKey(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "keyId" -------------
+	var keyId string
+
+	err = runtime.BindStyledParameterWithOptions("simple", "keyId", ctx.Param("keyId"), &keyId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return &paramError{Name: "keyId", In: "path", Type: "string", Format: "", Err: err}
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.AdminRotateKey(ctx, keyId)
+	return err
+}
+
 // AdminListTenants converts echo context to params.
 func (w *ServerInterfaceWrapper) AdminListTenants(ctx echo.Context) error {
 	var err error
@@ -1382,6 +1536,22 @@ func (w *ServerInterfaceWrapper) AdminGetTenant(ctx echo.Context) error {
 
 	// Invoke the callback with all the unmarshaled arguments
 	err = w.Handler.AdminGetTenant(ctx, slug)
+	return err
+}
+
+// AdminListKeys converts echo context to params.
+func (w *ServerInterfaceWrapper) AdminListKeys(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "slug" -------------
+	var slug Slug
+
+	err = runtime.BindStyledParameterWithOptions("simple", "slug", ctx.Param("slug"), &slug, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return &paramError{Name: "slug", In: "path", Type: "string", Format: "", Err: err}
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.AdminListKeys(ctx, slug)
 	return err
 }
 
@@ -2128,9 +2298,11 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 	router.GET(options.BaseURL+"/admin/v1/tenants/:slug", wrapper.AdminGetTenant, options.OperationMiddlewares["adminGetTenant"]...)
 	router.POST(options.BaseURL+"/admin/v1/tenants/:slug/suspend", wrapper.AdminSuspendTenant, options.OperationMiddlewares["adminSuspendTenant"]...)
 	router.POST(options.BaseURL+"/admin/v1/tenants/:slug/resume", wrapper.AdminResumeTenant, options.OperationMiddlewares["adminResumeTenant"]...)
+	router.GET(options.BaseURL+"/admin/v1/tenants/:slug/keys", wrapper.AdminListKeys, options.OperationMiddlewares["adminListKeys"]...)
 	router.POST(options.BaseURL+"/admin/v1/tenants/:slug/keys", wrapper.AdminCreateKey, options.OperationMiddlewares["adminCreateKey"]...)
 	router.GET(options.BaseURL+"/admin/v1/verify", wrapper.AdminVerify, options.OperationMiddlewares["adminVerify"]...)
 	router.DELETE(options.BaseURL+"/admin/v1/keys/:keyId", wrapper.AdminRevokeKey, options.OperationMiddlewares["adminRevokeKey"]...)
+	router.POST(options.BaseURL+"/admin/v1/keys/:keyId/rotate", wrapper.AdminRotateKey, options.OperationMiddlewares["adminRotateKey"]...)
 	router.GET(options.BaseURL+"/admin/v1/keys/:keyId/grants", wrapper.AdminListGrants, options.OperationMiddlewares["adminListGrants"]...)
 	router.POST(options.BaseURL+"/admin/v1/keys/:keyId/grants", wrapper.AdminGrantKey, options.OperationMiddlewares["adminGrantKey"]...)
 	router.DELETE(options.BaseURL+"/admin/v1/keys/:keyId/grants/:slug", wrapper.AdminUngrantKey, options.OperationMiddlewares["adminUngrantKey"]...)
@@ -2142,165 +2314,177 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7H2Nchs30uCrdPG+KpP7jShKtrMbqba2ZMX26taOfZa8qWzo04AzTRLREGAAjGgmpao8xD3DPlie5AoN",
-	"YH7IGf44lu3c7dZWLJIzQKPR6H90/9JJ5GwuBQqjOye/dOZMsRkaVPTpLElkLswznhlU9osUdaL43HAp",
-	"OiedVyJbgplyDcw9+EADNzjT/U7U4faJn3JUy07UEWyGnZOOf+yap52oo5MpzpgddSzVjJnOSSfP6Rez",
-	"nNuntVFcTDp3d1HnCc8yLiY7w/Ps1fnbS4jrr12kcRtgI/fgtQewBt06NOdTpiZ4zgxOpFruDE39tRi6",
-	"8VvNJhhHEL/OVTJlmv6+Yu/tP+cKU27sX2fpj7k2MxQm7rUtIKGxrxM/+LYF5ErLBpCvpgixwPfmOqEn",
-	"YpBjMFOEucJbLnMNczbBVhjcqJunfqbkbH3iZ1xpA7lFB6TMIHCRZHmKKXS///777w9evjz45pvWxY/t",
-	"mI0EZcdqJKjnSubzJ8t1SL6bMgNGgpGGZTBaRhBrVLc8wRgWUxTARhqFOSm/joYi/F3g327bXMlbnqKy",
-	"f3u6iqHLjQae9iKIV2iOxlE44VLYN1Y21H6VMks0FXxEEM+kMNPy214EUg1FbNjkZJgPBg+TG1zSHxhD",
-	"1+7kLctytNsqBYJhkwiwP+kDvWGQzeJefyha8DyxSLse1akrxTHLM4tsj4RO1MH3bDbP7Cth2MZNuPjG",
-	"DkAzzZmZlhMRF1D4U84Vpp0To3Lcj1+84DNu1jf3taUvzX/GCI7sJh8NBoM2ospoiMaVHg0GUWfG3vNZ",
-	"PqNP9iMX/mMBDxcGJ6gIoJdoFE+aT1wiNZEcS1PI554yML2239eIrg3UmRu8eVcqg9mdERbGH1a/HY8x",
-	"MfwWwxcZ1yb8nUhhFEtMePxdE8Jfe2LfwgwxSArtOAvXEI4JdGO20HRYfs4VccJJMo8tQQPzLLR4NpML",
-	"VAcJ05hGoPNkCkxDLBVLMmxnkuH1LSzqDR3Cndm6e3yDcHGHesukl+7w7C1UVt6zUuVczua5IQxeGqmc",
-	"iPnt13+34mWVe+0G6nYQ/bjQrcP6LZtt2KSSi2yEIcsnLcxD2582sY/10a7YZONqSKmBxVRqtPJ5omOY",
-	"yix1q7zBJSy4mbpPxF8jWChuDAqIb3D5V/ouhq6eZ9yAlS9ThDGJvPivce8UFM6RGRhLBRpvUbGsT1x0",
-	"nskUwwKakGXYpIYoArRhjcWRZUqxpf2szZIYtOWl9vOVXF/7C/Y7hLKRe4nkO7tjei6FRlrAayVHGZKq",
-	"YBkQCmLnbD7PeMIsfIdz98R//6gtsL9U5vovhePOSed/HJa67aH7VR+GcWnG+nKZgDfPzuHrR4//DPPi",
-	"sbCIqkJMmrKSc1SGO3AThcxySGbWFntg+KxhxXZ/DSrBMqsON22Z+3qLsAv4bni/YHfbUeKeu4s6+Tzd",
-	"cx131aP2gxPdFUZbXaSHNapiqzZlKVrk6EdMjIXIo/ycXllH/AoS16VrgMXaJmnQZ70UiuDo4HgwAKts",
-	"WQmnyHJpxXB98J1ere7BCrUtdAQk6qyEmyTzrajdjNUNuLNqzzrmCl5R/LGJSALlN7CSisFgRxF5lrFR",
-	"VvCtLfRCk9cH2bCUt0QsW8ngww7JOqRrYDzJ0wk2nP+KZdtwZregJOqwWWArm/bgpRRIGP8QbpPkSqFI",
-	"ltsmOQ/PfQwOhIrLdNuMDqev3bPFW9co0haRlLJlOMgK51IZTMG9BF1r1oxoQJAiW5J42iJ7ihm1Ycq0",
-	"Gacff9IK5W0lEIUzxoX9sCuNBD1ql9H1HPegPsMm1ze43Glk+yypPzs9/XGkjxcy/kxVKL8gyGjFE1Wo",
-	"nBUWG1ZZXcN+ksvRdZvgqnOMOsWd21+IlFbda9YC0zXy2onFRJ33BxN58Hv4zoWY5+ZDGcluEjSCXPCf",
-	"cgQ2k2JCR82gYLRwd7xahGzBZurjk3MkW0bwU86UQZUtrahdIrN/dd9enUPCMhQpU/4k696eQry2Uc6S",
-	"X7dsH+jS6u2WYj+yQr80zLYf0vJAb6YW/2CVWnY6p/5Mtw7uVuesIGsEeRvIvelNoHBUdp50V+awctC3",
-	"n/H2E/kx1CGvB3wubagmMq364906nuI7Uacg+U7UcRTf4LiJOudSaJlx4mOX+WzG1HIDalZNYyTL2B4e",
-	"soKZSCFsRARSpagwhdHS/hjZAyKKn8lq3AXRVQCvpGFZE84dl2gA8SlLpiUPcT5dC20JJRd0cglYYPoG",
-	"051Bu6JxCSi9DlXLzgZQm3Z1fa3rUmNPRfEDeLVnA+v8Z8oU7n5CHHYu7UtbkePkbNNh9pM2Y0ubC4MN",
-	"0YQz51LNuCfQPlyQAyeTLMUUxkrOCpdiygzTaIBlWkLClFoCN3oo7HQpJDLLZ0JDN3bAxcC1CythaueP",
-	"q+GBmn8rGoqYXCfXdjtjIjIrcbwa6YNB7gRfWr0z7tnzQwQZj2WSazuEfWsxlRmCkgtgmoYJIE9ZCtyc",
-	"AN6iWrrlRBC/v44hybWxaxTpUOTiRsiF8EuBXFhC51ZMLQRYNur8/fuYM7/XfFmJfLTZbOGxuj2wm7Wz",
-	"8m6h2e9oK61E05qg8898CHD1V/eFbcUd/6XZjCuxhF3BI5In0ktTbs8xy15XSNIJz3Xvjj8LD7Q9IJE/",
-	"Cp7UR8sanZ8636wGphD+5+Wrb6Er8tkIlQZ8zxJT1f08l6mrzYotftRS9N+wxUvU9mxXHzjgM2sVksz3",
-	"fn/3vD1czEw7Jx0UiUy5mBzS13e7G9hlOGZXdLqYQ9vJqqiSbb9tJn7DJntulg8BkPP8MyC6ZMW7xYfX",
-	"jMoWg7EybrMAqxy7TUKstBKbUTpmmcZoDxPyTASjo7BHnOrRZDx+Nruw1abZybn6ezb1w/azbQs/hklR",
-	"6DOfy6iwALTaAEXsvzFSsfdCW1X5WREo32VRbcv47NrzuqTyNBYVboGoOKA8jcAx7Ij0w3qOB9l01QwP",
-	"wyYhzPjbr/8+hWFn2KHYoQ9TcjOVubXZsb/1GLRp3o2IraCjgdlYmQ8Xl6/g0fHRnwsLCxKZYr+WE/L2",
-	"8hvHqg0q+/b//uHs4F/vfnl4919NhzzM+rm2dJVv7ISqZxyz9KlS7rjWIU7RMJ41nqOxfa2ZfOinyJoA",
-	"zCkvc8mFQXWQ8RsEK/egG//w8F3fGyo9lzdBCv5WKnDzRgG05hWJ1LufVyKfFKJeBfnSWP50CqlM9OE/",
-	"n765ePZ9f5aCVWQ0IEumjQx9I2reN3sgyMrTbMnFBKZyAUbCDIW1jBqn8CtqyfsiRNNCIZEiQSX0CTBQ",
-	"MkN77kb2H0ciEfT7jRNQAJ+bhlOSKG54wjLoWl6AoHCca9QWYrIBQArghjZuwZTgYrJ95wj7lUmjUqPy",
-	"yHSoa9rS54q1x1WdstDCyrJ8EmIh7jn68waXMGNLUMjS7ZD7CVoBe8G12UWkbsl02Fls/B1ZZpXH9eM6",
-	"USzFtF03a4ehHH0DZWvDTK63Szz/XBPsF4VG3Kgg6muvhdbUJC7MV4/a3bRF9lrUGS0N6utUioaD/sT+",
-	"Foihm6LlpQq1xrQHI5k6agAtYcxUTfUM069Ph4Fvrp5Qa8/BmPEM0xOflkpZGsX81hqkhDETTjOdNOVf",
-	"2skpPeaC6+lmQ3n7IP6t0jOb6FsSeuqnHE2jK3ZHW5ALjerD91LhPGNO467mApa+EgvbDuFIGuWDgZCL",
-	"Nnp6Ixe6yJ5yZANd76R1ht8DZ9IbxYS2WocUJ3DLNR9laFmpNFNr0lvubcklkbMZN7q3I+0RI97TS1Ie",
-	"4IBRlQvhwm46TxJEyz6ijiPCxr3/OIFPD0ix0Cqia6e4ts6tcUzHXT6GieP51OcycC7EBLV5g5oyY3dh",
-	"lqt+ZefFyCRLT0jZmDGxLIN7ltzcuztSmyPoZvu9MtcD7UkfeArd+PnTKzi8PTqkeNyh+0Uf/sLTu7i3",
-	"k3VfZSH1Wf8e1kQOdG9PoMJwIndcV5U9NC9LoSVWnFEqfYFJbaTC1M/LDYRxdpp2lSjCIpso4R/YFOZq",
-	"Ub1vcPlAwzwfZTwBnjZqfRvMvkShOQU9tUzLcqXG962GWeUgtxwXLtMr5aZGzhUlo1DRduANPpXBveLn",
-	"a8FMm0oYYCxzy0sodwa7STmibP1Xt6gUT1Hv6QQb5Uo36Klv8KccrbHBjJMFc1Rw9vqCtNSa7lq5C+Cv",
-	"A2wXYDP2/toaCGQDNmnJpXDSVTWZ1ONcFEBxQfcwvJYyVzJBrasA7QaO8vvVggK7dI2JFOkmLLCRvEUY",
-	"1HOXZG4nboXBOdCbd/VlAwnd4PL69xyzkgSrbzuqO3GqphTZ8hQc/Z0Qwim0ZxmY80N80Anb6FxAF+ts",
-	"M3E82FFY/btGZF0Vc9VR1ppcp30K/BarwWXDt6aIOs9Ik0eHgiKQYsJnLAPnVohCpjuGH4hPL5iGCb9F",
-	"AV0GOp9RsB9mVoYUj8kxRWMMqpnTxkqH0KDvzt5f7H/qrqGDv/0wOPj63X93h8O++6v3t0Y3UcUXvXUx",
-	"VTeKGwG68bBzdNx/+OjxV8OOc5442oZu7L+Pe9FQCGtoO0IzUyXzyRQYjDPJzAlYCeZfkuMCcSTBNHSZ",
-	"cQj56tFQlH5tywFYlvUiuMG5cWBmSwj4dLFZKfDVuHPywzoR/LJ6EN/deySlkpi/s1+LLDrdlFmJWXqQ",
-	"4S1mhS0XkSvzllEeBJcC3Ms7Z2VUXG8NeiYX2jDREvpSjmG2Rs1WDfUKBzbcZLjBFbDtmNKvYZiKJr/B",
-	"I/e6NSutfpHK0jJdpToFVgaFWEW/DForccspu0Vggsyoiq+6cuMKurWbVmsrbuNkHxKB3tUo1jJjbvUV",
-	"KyzT5RWUyM7DRkxjI6ef8YkVotcbfA+1dMSMaQPuJUujzrSL3GU9biBtkV9+moCD1UlQVJUFy1Ur86yo",
-	"wRvR1p6RbbnRrFFn+W5qFf3aKq35CBm/xRPi3Q6Vlp4CLn1gHWdzs6RzqzLd4hW1Gk6z4C8G82rQVGbk",
-	"ga2gols+YywqJsueR7YzEECKlnhHq5xsstuJ3DWX3nh3MQ2y4vUchbPiU8zQ2N+byOgWlfZUuL7OAq0l",
-	"3fjnP8i+IYu/It2rpyDa5C1057NNy9+qb9QX9vDgq4eVOK2VfOzg5wgGB19TPuBB5JzbdkNJd2CQoRXv",
-	"2z3ENGH7Ashq0A1XQUICSvMuyGBneEchQiLFmE9ya3l606ZwKDKhF0gKgtfNT4GBJUD7wAC4BiGBbgr3",
-	"O62GyS7mQ7tOv66Lr+veVaytjO0Hijw4TeiUVctrk2hdsdP2MEELTbicq5IptHGTd4sCbM9E/B2hgWoq",
-	"4+8NQO6NMT/+BrgMa0BROrp2Jl+D2nXFZ+iU8aqZOsUsBWZPg0D6qtkSXKE+C/WP7nm9wQR1sa6UZIQ/",
-	"QXRsIoKjoNdkCQmbu9DlOM8y+ClHl0y+k9fJTdbolG5Q2bZEuE4h7jpnci8muEt5pIGlKaaQz6uyjwHJ",
-	"BkwrmTYtJuWuiZULxk11H3fYDvuK3uqRYFa94KbYkXLXQWfSfIhAKldW9TOFPYmqFBmgXFlgjZY2E3wD",
-	"3/8ouSmVI9WUnMJFbrDFBNBcJM2RcGWCPHGXvt0wQIr47lrdKp/3sISJow4V5tjGxXy6+oZ47zrJFq/s",
-	"lt5TS9jYxnULSvGzNEH+T1R8vHyDzUHOZIrJzb6JrT4Uv8EDXuwYpQO4rNHwWr/Zm78XpYWEil0vDhQg",
-	"R9UVr6OLlO0kV9wsL+1UwaE64+JK3mCLbkq/g7EPQDemT3365Gw8ApoKJSFT7nqcm3VqzJwSBuf8H41+",
-	"pKDBe6djBPFoev3br/+OdxiWMmTFuKEywcs8M/zAD/2Mi1dzTWYEdJNM5mkRkolWbgLoKFwk67mLTEPh",
-	"Byl0Z6vUoRhLlbi7K6+lNhOFl//rhRVVmI37QzEUV+WqVOFpzs0Uhd0kg07Xjc9yM5WK/8xcmPIJLRNW",
-	"K/OcWkobihtcktcoRV13zIoUrD1u1VAurPh0M0LCXGZzYa5LgSdDET4V9gZP7aIYPBo8ItcXH3sb1Q4L",
-	"+J5r0wdymRCZD0XcVmchhm4okdDrAyk1NPSag+0G52YoVt1Z8Nuv/wd8uBnwPQWu/KULzNA+YNc6k6p0",
-	"L7ryLkPBNMQ1P2HsEMMMZGiN5KNjOqLkRrPT6Hw2w7T0qFkk4i2qoVAyt7bcqUUCL4PN5BP07sDCy6kT",
-	"lmFwcfrwlP0xGooZW8LIGq3C1N51eVckjx2I1kogt+GcKasDFY7DoSDPYR++xQmj9Dmn7GnoJlT9S0ek",
-	"OIlU9xz/oRt4RkpHg1OuIZVJbu15OwsBLHOVYOBezqImS94KC5c18Vz674eCUsjGLEH7+gQFkp/B3ZDh",
-	"BrrxjN1g8UOoDeWdXZ0neXYzRWYFfmH4dgb9o/6AzIo5Cjbn1kbsD/oPvU+RuNEhMZjD26PDG1zqw19u",
-	"cHmR3rljbjUo+5dl8USAF6nlI/aFN3grb/AfFMmqFQs5Hjxa5xGKnqYb5Y8GR23suBinrAxin3+0x/MV",
-	"jktO2iqv/eHd3buoo0NWbcctAZjlhUSA2si5hoVUN0Q7zgEk8L0Jp7zfCen2P7iRO+/uolqdvh8ay+AQ",
-	"Tveqg2PHbd6Zw4kK9+t89YOG3bGm2nP33Nr2DDbUcdmvfkuZG9ZQwcXijkAtdHD9gHR5vT8V7LOrV1XL",
-	"oJYHZxl2UrnW52sHWDmEmji9v6LyCbc56sz9VZKGXST8hiNGBPhEpsuPu33e9XRXV3Us3He7HOyww136",
-	"gzyFC+5YmJVnzIcMem7PB3ue/C+FU7xA42mJ6Kgu1NvICrpFDDQq5IxLhgvKgFwIGDnds9dEdNuYwOEv",
-	"9kBtZ9ZvxaRKSts21QrVVLGF+LJ24TsPFjDHWIhnG3aDGpz76vOy7Kh50eVUh1QobYW1V65Lb2bnV/7B",
-	"e+TnFTdfA0N39/lM4cD72Cy8YZfaWaNjW1crro2Pyh5rrvmd+OPRR567aRdCQtwn4adf7/f88fG9EkTT",
-	"uTnUwQHlT8+KyetdgxRp8DdSVxN8SMGmDGZUBzV3kNJDgSyZgsJEqlSHAgV07VdSOoFA6JLzVPcJkv44",
-	"y/X0mnT5W5b1Tt298bXYRTmkvxVL3qg++FMOQoYnh8L7pig7abSkf6wBEtyeVG6z8I76LIX1E1P1160x",
-	"wHUnxIKLVC7oCry79O59XHZCI0HIRZlGUUOAQkv+XIrWaoQVb9l6jdTH28q3thUJVkzcwGjZWlW6rVJu",
-	"xStaBKtrjlLvtwpe0ka3aFUItPiwPMGWCWUfVOy2Xut2C67e3buscOTUov0bOQ+r/iTs6iOznxWTolyM",
-	"PYSBRKIyYm7pJCJPvgapoKQTx3wsRnwGAZH/Vn0vcLgddbxv6MeKRNym5fkAyZel47lVVNMNmEg946aq",
-	"Ag15D9zAlOlmRa9dp3qOpg1Zg08gx8sVfgkbsFVD/nDN1tMvmS+rXQ12HngHXfD+7OQyDftuvTbux9T6",
-	"7BJaSMW7qLTPYbf2dchiz5YwRVfY537J6DNpeJ5+siLFZIcz7fNRPoGtRPNsPN8PtFeQvixOW8uCKlJB",
-	"grO6kofjgHfucxJi9NkqhhSY8bfdd7Kzdz7sedsOXzbs8Mc/8avJNbsYf18AaX1J7rX71MfeuKtI9fzI",
-	"goRPQeRZBl2pfKuGHtwgznVLflkfzvKU+9j/PgxJoc5det7HF2lvaOzPrZ+4FaZfsJ6yaX98ouj9bNCl",
-	"G/xz71CRDPtH2aNbSh9p9decTzG50V7M3FbSkdmEcaHdPfJKeoC4ZYq7UI92gXsq7SImVCYCNFJQJ6re",
-	"5YhHPlIKDpYYUolevFFJDO/zCbUnKPxMmhfVnKAaKtCt19LoRRCqPkTgkj+Gwg4oBR5QwsOYv+/DhS/e",
-	"qpClnh0xwzI50X14JRAolwRULuimHBsKa1KewGLKMyS3j/0pKsIPIfXA5RMcf+3zHN6gUcuDs7FB1e4N",
-	"cmk890m4tUShFvINCT1Rkc3j/GAfZv7v5618PHh4X3GKKTMNZFZEGyksZMm7TeJMqfzFz6267t/97/e4",
-	"e74CR1NnDgv5KkJq6z8eDDzN+roQzuGZi5qNXixJ+1W7alPtGv5L//vWVRt8bw7nGeMr621oc7JSo9rP",
-	"sGlxr5WcoZlirsE/XtSttfNSJo3m7iIKpb9tXLPPy+iHzWlc+CufvPE7t3s1N63xRNq5zl5fFKksG3FR",
-	"S3rZuE5L8st2gn7jfv4s9EygVRjCPU8npAE/5dYj5K8glUKQogjaJWaFeysuG5IZsMwmAsw0wuPBw43b",
-	"cXt0GLLyWvfkBdfmLDy0ryXner7tEBL13Q/v1VVd7bzSxNCokSJdlgnL/STW1L7ip8xG4NrAam6lzFKr",
-	"C7gwUlWuhDW1B1Sdc+usaLd5HxZ1vXPQJ46mFv1yPnM49eH9hl+P9hz/6PE92/MFxbptB1an2hYyXWFQ",
-	"VExlU/TDhQyq5HuvkY+H9+s02WvT71rOeSNDf46mFUmDT3HWKs2+vjzUt6FyP7l38Y1zHDCTTNd3wDXM",
-	"+iSM1vfm+sSeyy2b72tb1YngS2O6j76sHJl2BukvT2xU4J74Z/7Q+lulU8xG9S0g5A+gvXlQ62obdEO5",
-	"YHLqcTE5BdfGDP2dR2ZqaaJhwdtUO98g534YTq2z1idW7ELnn1a9Lirdd/4Stu8u9UAXSP6P7vdpdD9H",
-	"rc30W2dpO6p8FbL+w2p8d82nudE5fuVyFLlMwwUj98oDDbX+aVSkvGi0FtqsEfsYCnvuGBcaYmZi6BqZ",
-	"smW1r3mvDzG1IIxdiyZdNFPzpQDleCgoiz2AIuqgFJfHmUhBJ3KO0C1avIbC60NRtA9nIj20zI1NeqcQ",
-	"F70VXXcfdwcLDsCBFIEIt7MsyENBmVWesODbcC+PrliJFNMm9/dzNAXhbMyCPKP671xonmLID7ULNtK7",
-	"ck/BYa/79uq8t0tveGb2asN8/zK1TVEbFR3V/tj6WY0RvSoag3qpsHA3750kcIlm9JWjQcpw4K5iH5dp",
-	"q9zd3z7wzK56Z8TXD9Vlx4dGDlBvoTZnioI/iesxn5a02nLHpIiD0RXOkHkcl/VL/fwxLGSepTBCur0p",
-	"ZMjFG1NjdjtnxsekyYt0KChXmd/yDCeYusAb10AlJuzrIW/EguuclTNUE9exNbSqG4qyCxztDdZWSp3H",
-	"+nC1Uti8WEKZKujSrUOiZiiHFy4plUEZOwx9HfdOqVicC6lRNXWugQ1F5YJuJRuxflG3gb1U+8ZVm3hs",
-	"YTbncjZjBxrtQ+WNOXdfLoKQaL0ha9hUrod8vBsrz5Sc7WIGXMldnvI92Xx7/91fOPftj3Z/MdRj2/2N",
-	"J+4mtLdgd3/vDfUK2f1512tu/xVdscnuDz9XMp8/We7yqIuq3a8B19TYskXyeNZgikaO/w8JIMsOwH3k",
-	"LtOOkgZYVvCr1c4NUZVVVtt1BklEbLvUn93HNunxD1xqNNZc5sIXQWCwYNlNcTvR5VmTPU2pE8SFqa2o",
-	"Ux6J62FalNbzlcuL9AopEqTGb8IHgJ3KWNxWaWKY1h4+l/oDnBR7n9X/cLM/JDf7opxRRYexja6o0l76",
-	"Q8QS63VZYLQE6r0GlmP7ZsE8beI7pd9p1VRViDCSKfc9HlmS4NwQBxiKP8GZK/hLVXbq+KJKgDGlcCT6",
-	"Ng51Cq3Shoo6rwo242IyFOAtU9cVNi6byFUbwUZQ7fwaBYsyjuz7cWCpMdVysVogtR7u/pRLKr3BMUt1",
-	"BOdvXjxz+EGRuvA7g7dXzw7+YkcZLU3oWTxj6qa23N5JVXeLBoOBR3GXCqs4TRPg0dFD6jgLRwN4yZ9A",
-	"l8pkM/reqb2hVOws1175dIY314QIX52m1uV2hFSehmV+GyurZWs9wuwoiUyxxNBaIRnobiqq3Ou7ff3T",
-	"n6iW7Z/+VLTG7fqaQK/mKIBkoF3pWyKwyzkmfOxPooXhqD+I4Kh/ZP9zTOZDxqzJ4WuauL7BYKTskXJe",
-	"IRSFiZwIrjF1m0LGgSebblGZZqVfsOeT5xXM0OtNLYGJMpmG165vjH2sWyvOcyvSPpuzZIp931smdlC6",
-	"qOdKrR37fooZv6UWwH14Wm2XyjUVz3E1Ylz7YylQwwizorWqHcBZLQ3thqWCxmbDvp1xH57O5oaGSDDL",
-	"dCW535BGEn/79sWL2FlrXGsLt+vYekrUdGj4DH2BIiAi+stXgyN3WKUq2t7FV4RRiP8Ve5oeK1f3jmW+",
-	"Cr6mkyjHY03+8BjeXp3H1FjvxtUBent1fup7lbpMR+IcLoupD2QRK7mgPcdMign18KqEGkOx8/gyH3l5",
-	"eJHG0MVME/BxXVZepK75M8RB6lILaejSNWFXp/mo/9DxDy/Ra0/aIx+akFhLUSMKGOHYnndXt8zVd+Yi",
-	"sDDNZlgt/xhRISkqeFUB2oPRArab2vEKavXENWij0A4U+ZJHVFSSLvOeuL7a4G4PkKfNlR/vz9j7a2pO",
-	"E0P3GJ7zJ5CLDLWuJM73fLEnOop2EKut2u3yV4PDUJZEZG7iPnxHeal/8x1E/lrvcRQHNFCBYzl2Smc4",
-	"LEWJbFEeoOCHK1sO2yGmMkt16FJiTWY54wnLXPGNcnRyjlRHdaPZEVhGiVmhtFSXVTuj9E4LqubGjVaq",
-	"tXC1kHaEyvM0Gd3YrkMduk2o3LWbYGPjLocWx/lkBV6X+ktw+wZK7h6pc1OFzR1JMyXhen75T6iWw3JJ",
-	"wedO9zl46mvIn8DkZz6PXd7xiKUkWX3byqFwd1edPeJbnvtcYy+OHx0fu5ptELuS8LErfub2zpIF9UgX",
-	"oWs7cfJqS8SiiGepBzzQMJa5MlPAjFAYDUVsh3lcvGRVA/dNhY0XQ9mV06/QtR8d7x8Kcgcv4KgXbXp5",
-	"zMdmGng7veB9V0MhSr9yaL1jEU1UzQTEFynO5tJYAXLwD1zGEcldo5aV0mUWOd7XVXwxFHRSu/Y78ua4",
-	"u65+h3qOlpe6UqwyaHMuUjgU5dTmgC7FLKkbm8rRMzHqtKFDxbrTOixujJBNHrgGg0eDr/tgjcWyiNu8",
-	"rHZjEXb8CKYyV5rwUO2ORL53qmyAKRViE75b0glsapU0FHpq6Z3crUpOlOU4XToCqRTYczUarPphccIT",
-	"VpiXRUp8OhTkDcxNImf+WPXhEi0nd62uDojtM3j79uIbe7KWMleQTKXUhG0jhyQwCQieBpbt78EQ2k9r",
-	"n4jiycfoisCtWbauxVWLbbvWYvnxY5grLtwlg7PL84uLainvxB42aqNOSm/Gq2EGR+mlL3CFIGtBhxl7",
-	"/wLFxEw7J8ePXbGF8Ploh3IGVr5wHwOx21zvXUA6RgRaOnZV286EWTHo/La13TsFBgIXxOWqQRQ4s1ZH",
-	"wZXJn1zQZ+vSw1Y3R1qaa/uuLzNekVEnVWkT2Lyj1zp/19B1+JAiW7ZWwAiN/6owtncAbIwLfVggf6/m",
-	"1yGmTzUnLtybrjNTQ5nUzYpwHYpiO0ZcON94Q2Mqr9jX3yz71KxqbVFVvYvqalNUVdAir7RV/w4OjKju",
-	"z4jWrIDaN09FGnkwqo/UvgrPOHETPQ1l1ulTcH1FVjrTSXdPrVglkfPKXKSR1YKH4qjyv+i48r9ormQa",
-	"nX13GZ3N2M9SPD0/js5dcCgieys6Hhx/dTA4Onh4dDUYnND//+W/PD4YrH951PTlypO1SqDNn45Wv397",
-	"+U2U6wNrkh0cRcPOL8POsGOQzey/J/Y/CxzZf+6GHVfmcv3uxqdLM6n1KmytjEV+0gUrlIRO5LkTwdMg",
-	"qRuaxZDoDpn/XBeFRJ1GWkgeOSbrnKmMV+6B1bWNFSHQ72yKBN39JwfmPnNgHAGt+dmkcmIzyNC6hyAC",
-	"lmXU/Mppb9v8/kGl2pgQeOGf+UMnBFaaoG70wgaEfNku2FohhlKZ0pEvGWSKBMGy4xtXhWK1K1kUSVWN",
-	"saE3QWnn9TtHpMxRO9Bwr9Yr4P4uUh9eezjI0Ar1mx1HHOMieHkqFwKJ5J3iF5fdbuOhMOSJmsoFjBXq",
-	"qS8J3WUQ+x6+cWi96k3Pytuudu9QzCRBmTl/svbF3np9OPOew9KMNk6fjIu2wHFETpkmlwz4fAlrkrQk",
-	"Ffl+uvdO9m2RU1708/3Cc3Aq9oI1sQsrL3SYXjHt1q265jjE78jD2SX15ixNqfZd7G59xkHPrzqUrXnm",
-	"q0qcQlzT9eJoKOKg7zlHRl3pix27D9l0XhIEl33Pu4KskWslh3MJZGQaaswwMVGwDeOJkvn8erSMIeUz",
-	"FNTTCs58MXM5HoqUj8dIubB++BCkcZ4kV1fQyAk6b1QZBOaajLQbXA6F75ZaBKXhogj1UizE+S+pywDF",
-	"j8oHz4JHeSjIpQxdJrzy5B1sDBRpvBFotuwFJegGlxBbnTA+dfJzKMILLnPA7gsBkOHYWJrpw2XuYaJI",
-	"RtPJdfkI/Gf8sBj0xw0p7x2v/U8M+v/XjJoys6y1+uKXmUJT130skE4vdo2RXXpwpddlkTocWELKLEth",
-	"kwh++/XfuybGuDo9rVnVrt1x6G9ISYDUo4LN0PlRlczQci7neHP+5QWOfN1vjIaCOBXTVLyEUwyKnImL",
-	"KbpS4RKk5bqkIZH/nUHs2h7HIeVnKIrqIBE5ll035OL3avPkZh3kJd6n/vESN1SnK/EX8PWJSem7qSzE",
-	"hJ4ju9Ewlr7rx8J5IwmJqWy/Gr9W5cN30vEVPkiXdGIhV5lvjXNyeHh0/Of+oD/oH538ZfCXQadSBKdo",
-	"5lu5Wl5852i08kV5gal8j8qCVL6oAHz37u7/BgAA//8=",
+	"7H2LchvHseivdOGeKgE5SxCkJB+brFSKoi2Hx5alK1JxJYYud7DbACZczMAzs4RgF6vyEfcb8mH5klvT",
+	"M7MPYBcPmpTke5JKWQSwO4+efndP96+dRM7mUqAwunPya2fOFJuhQUWfzpJE5sK85JlBZb9IUSeKzw2X",
+	"onPSeS2yJZgp18Dcg080cIMz3e9EHW6f+DlHtexEHcFm2Dnp+MeuedqJOjqZ4ozZUcdSzZjpnHTynH4x",
+	"y7l9WhvFxaRzdxd1XvAs42Ky83pevj5/dwlx/bWLNG5b2Mg9eO0XWFvd+mrOp0xN8JwZnEi13Hk19ddi",
+	"6MbvNJtgHEH8JlfJlGn6+4p9sP+cK0y5sX+dpX/PtZmhMHGvbQMJjX2d+MG3bSBXWjYs+WqKEAv8YK4T",
+	"eiIGOQYzRZgrvOUy1zBnE2xdgxt189QvlZytT/ySK20gt+CAlBkELpIsTzGF7l//+te/Hrx6dfD1162b",
+	"H9sxGxHKjtWIUN8qmc9fLNdX8uOUGTASjDQsg9EyglijuuUJxrCYogA20ijMSfl1NBTh7wL+9tjmSt7y",
+	"FJX92+NVDF1uNPC0F0G8gnM0jsIJl8K+sXKg9quUWaSpwCOCeCaFmZbf9iKQaihiwyYnw3wweJrc4JL+",
+	"wBi69iRvWZajPVYpEAybRID9SR/oDYNsFvf6Q9EC54kF2vWojl0pjlmeWWB7IHSiDn5gs3lmXwnDNh7C",
+	"xdd2AJppzsy0nIi4gMKfc64w7ZwYleN+/OJ7PuNm/XDfWPzS/BeM4Mge8tFgMGhDqoyGaNzp0WAQdWbs",
+	"A5/lM/pkP3LhPxbr4cLgBBUt6BUaxZNmikukJpRjaQr53GMGptf2+xrStS115gZvPpXKYPZkhF3jT6vf",
+	"jseYGH6L4YuMaxP+TqQwiiUmPP6+CeBvPLJvYYYYJIV2nIVrCGQC3ZgtNBHLL7kiTjhJ5rFFaGCehRbP",
+	"ZnKB6iBhGtMIdJ5MgWmIpWJJhu1MMry+hUW9JSLcma27xzcIF0fUWya9dMSzt1BZec9KlXM5m+eGIHhp",
+	"pHIi5l//+GcrXFa5125L3b5EPy5062v9gc02HFLJRTauIcsnLcxD2582sY/10a7YZONuSKmBxVRqtPJ5",
+	"omOYyix1u7zBJSy4mbpPxF8jWChuDAqIb3D5R/ouhq6eZ9yAlS9ThDGJvPiPce8UFM6RGRhLBRpvUbGs",
+	"T1x0nskUwwaagGXYpAYoWmjDHguSZUqxpf2szZIYtOWl9vOVXN/79+w3CGUj9xLJd/bE9FwKjbSBN0qO",
+	"MiRVwTIgFMTO2Xye8YTZ9R3O3RP/+XdtF/trZa7/UDjunHT+12Gp2x66X/VhGJdmrG+XCXj78hy+evb8",
+	"v2BePBY2UVWISVNWco7KcLfcRCGzHJKZtc0eGD5r2LE9X4NKsMyqw01H5r7eIuwCvBveL9jddpC45+6i",
+	"Tj5P99zHXZXUfnKiu8Joq5v0a42q0KpNWYoWOfo7JsauyIP8nF5ZB/wKENela1iLtU3SoM96KRTB0cHx",
+	"YABW2bISTpHl0grh+uA7vVo9gxVsW+gISNRZCTdJ5ltBuxmqG2Bn1Z51yBW8ovhjE5IEzG9gJRWDwY4i",
+	"8ixjo6zgW1vwhSavD7JhK+8IWbaiwf2IZH2la8t4kacTbKD/imXbQLNbQBJ12CywlU1n8EoKJIjfh9sk",
+	"uVIokuW2Sc7Dcw/BgVBxmW6b0cH0jXu2eOsaRdoiklK2DISscC6VwRTcS9C1Zs2IBgQpsiWJpy2yp5hR",
+	"G6ZMm3H68JNWMG8rgiicMS7sh11xJOhRu4yu57gH9hk2ub7B5U4j22dJ/dnp6YeRPl7IeJqqYH6BkNGK",
+	"J6pQOSssNuyyuof9JJfD6zbBVecYdYw7t78QKq2616wFpmvotROLiTofDiby4LfwnQsxz819GcluEjSC",
+	"XPCfcwQ2k2JCpGZQMNq4I68WIVuwmfr45BzJlhH8nDNlUGVLK2qXyOxf3XdX55CwDEXKlKdk3dtTiNcO",
+	"ylny65btE11avd1S7EdW6JeG2XYiLQl6M7b4B6vYshOdeppuHdztzllB1gjyNpB705tAgVR2nnRX5rBC",
+	"6NtpvJ0iH0Id8nrAp9KGaiLTqj/ereMxvhN1CpTvRB2H8Q2Om6hzLoWWGSc+dpnPZkwtN4Bm1TRGsowt",
+	"8ZAVzEQK4SAikCpFhSmMlvbHyBKIKH4mq3EXQFcXeCUNy5pg7rhEwxK/Ycm05CHOp2tXW66SC6JcWiww",
+	"fYPpzku7onFpUXp9VS0nG5badKrre12XGnsqivfg1Z4NrPOfKVO4O4U46Fzal7YCx8nZJmL2kzZDS5sL",
+	"gw3RhDPnUs24R9A+XJADJ5MsxRTGSs4Kl2LKDNNogGVaQsKUWgI3eijsdCkkMstnQkM3douLgWsXVsLU",
+	"zh9XwwM1/1Y0FDG5Tq7tccaEZFbieDXSB4McBV9avTPuWfohhIzHMsm1HcK+tZjKDEHJBTBNw4QlT1kK",
+	"3JwA3qJauu1EEH+4jiHJtbF7FOlQ5OJGyIXwW4FcWETnVkwtBFg26vz9+5gzv9V8WYl8tNls4bG6PbCb",
+	"tbPybqHZ72grrUTTmlbnn7nP4uqv7ru2FXf852YzrsQSdl0eoTyhXppyS8cse1NBSSc81707nhaeaEsg",
+	"kScFj+qjZQ3PT51vVgNTCP99+foH6Ip8NkKlAT+wxFR1P89l6mqzYou/ayn6b9niFWpL29UHDvjMWoUk",
+	"873f3z1viYuZaeekgyKRKReTQ/r6bncDuwzH7ApOF3Noo6yKKtn222bkN2yy52H5EAA5zz8BoEtWvFt8",
+	"eM2obDEYK+M2C7AK2W0SYqWV2AzSMcs0RnuYkGciGB2FPeJUjybj8ZPZha02zU7O1d9yqPc7z7YjfAiT",
+	"otBnPpVRYRfQagMUsf/GSMXeG21V5WdFoHyXTbVt45Nrz+uSyuNYVLgFooJAeRqBY9gR6Yf1HA+y6aoZ",
+	"HoZNQpjxX//45ykMO8MOxQ59mJKbqcytzY79rWTQpnk3ArYCjgZmY2U+XFy+hmfHR/9VWFiQyBT7tZyQ",
+	"d5dfO1ZtUNm3/89PZwd/e//r07v/aCLyMOunOtJVvrETqF5yzNJvlHLkWl9xiobxrJGOxva1ZvShnyJr",
+	"AjCnvMwlFwbVQcZvEKzcg27809P3fW+o9FzeBCn4W7HAzRuFpTXvSKTe/bwS+aQQ9eqSL43lT6eQykQf",
+	"/uWbtxcv/9qfpWAVGQ3IkmkjQ98Img/NHgiy8jRbcjGBqVyAkTBDYS2jxin8jlryvgjQtFFIpEhQCX0C",
+	"DJTM0NLdyP7jUCSCfr9xAgrgc9NAJYnihicsg67lBQgKx7lGbVdMNgBIAdzQwS2YElxMtp8cQb8yaVRq",
+	"VB6YDnRNR/qtYu1xVacstLCyLJ+EWIh7jv68wSXM2BIUsnT7yv0ErQv7nmuzi0jdkumws9j4M7LMKo/r",
+	"5DpRLMW0XTdrX0M5+gbM1oaZXG+XeP65prVfFBpxo4Kor70WWlOTuDBfPGt30xbZa1FntDSor1MpGgj9",
+	"hf0tIEM3RctLFWqNaQ9GMnXYAFrCmKma6hmmX58OA99cpVBrz8GY8QzTE5+WSlkaxfzWGqSEMROomShN",
+	"+Zd2ckqPueB6utlQ3j6If6v0zCb6loSe+jlH0+iK3dEW5EKjuv9ZKpxnzGnc1VzA0ldi17ZDOJJGufci",
+	"5KINn97KhS6ypxzaQNc7aZ3h98SZ9EYxoa3WIcUJ3HLNRxlaVirN1Jr0lntbdEnkbMaN7u2Ie8SI9/SS",
+	"lAQcIKpyIVzYTedJgmjZR9RxSNh49g8T+PQLKTZaBXSNimv73BrHdNzlIUwcz6c+lYFzISaozVvUlBm7",
+	"C7Nc9Ss7L0YmWXpCysaMiWUZ3LPo5t7dEdscQjfb75W5nmiP+sBT6MbffnMFh7dHhxSPO3S/6MNfeXoX",
+	"93ay7qsspD7rn8OeyIHu7QlUGChyx31V2UPzthRaZMUZpdIXkNRGKkz9vNxAGGenaVeRImyyCRO+w2VT",
+	"DtGcK9SeCFfW7bP+g56TStQgpAH30lrCRyuzaEtTu8HlEw3zfJTxBHjaqFpusC0TheYU9NRyRsv6Gt+3",
+	"amyVTd1yXLh0spSbGs1UNJlCD9yBAfl8CfeKn68F/O35fO2H8OMURXEC2si5hoVUN1Zb7zplOnVh6GeD",
+	"IxfloZijFL3TEOcb5yZX2IdwnsIqzrufXoBgmV5fwnBnoN41Q+RCjGUTwVBkVZPphOkpubTdeQPXbv2e",
+	"biIrL/0XFhH6a2Gd+2Wpfj5U4a6wzK2txMYGFcSj6XVMcecRjqVCr/MlUqQQX8fN6RwZ0+baIst2JLOP",
+	"AsstGlnTzWBqrUH8OUdtIqttWHTjAhjMuMgNQpfTsShMpErt0wZmlpWSOhKe6q3gH9jF7IGEeCtv9jzF",
+	"+5D+ul7jnDydgBTulg4t5rfzjjrXqCgzWzzonnJ2NRc3qSeBCO9vRH6Hy7fS3J+xCVysM7eHYl4TxRK8",
+	"dtSha1zsyy+eDQZRgy6QhTwsmaW0sBvEcmGNYrm4F/X06PnTL+p3owaNUrsdiun9hXSA5IOzJD/w/YV1",
+	"OcCuYttrQdc7oVA4qRoK7cNcaDLdvHY/+NbNfxJNo7L4ZqA1USzdFHx9i0rxFPWeAbhRrnTDWbx1AkJb",
+	"7k+Mf44Kzt5c0LnU/GaVe4j+KuJ243nGPlwnUjj/c5OHrjSMddVFR665XBSL4oLugHoPyVzJBLWuLmi3",
+	"5SjP7VpAYLfuBfIGKLCRvEUY1NFU5qNsg7fFBe+bOcirJlNV67wph/OlVMAE8NTKeLOspm0aeYPihFQu",
+	"rjUkGeOzNmK/3lGHOQWczc2SAjabpu1v1j+rszjqOnGuNimy5Sk4OjuhQ6fUJmvAuTjMPhpA3uIt3w1m",
+	"Oh9tgFlJ7xsjN+gSydr8xwXt+yN434gNV8VcdZxovbmg/f3CLS5Zd9Ww9f6NCzs1hcso4wRSTPiMZeBi",
+	"NlG4RojhBzKCF0zDhN+igC4Dnc8ok9JplcVjckwAN6hmztVVRtsGfcdcvrT/qcfdDv700+Dgq/f/2R0O",
+	"++6v3p8aY3CVQP/WzVRjVG4E6MbDztFx/+mz518MOy4y5YgXurH/Pu5FQ+GUYcJiM1Uyn0yBwTiTzJwA",
+	"E8vwkhwXgHPsHrpBzf7i2VCUSQOWxbEs60Vwg3PjlpmRMUXwdIlvUuDrcefkp3Uk+HWV07x/9DSVyq3H",
+	"nYOG5C7XTddWMEsPMrzFrHCUR8R2bhklmXIpwL28c8prJa7Z4MTjQhsmWvKKvNXUmpK0GgWpiBjDTYYb",
+	"4izbyJR+DcNULIsN4c43rSn/9VvqFpfpnvqp5YchoM8qzrvgEiRWPGW3CEyQj7qSCFC5zg7d2jX2tR23",
+	"cbL7mPa7Rhy0zJjbfcXFnenyfm9k52EjprFRjMz4xGoJ1xsCO7W7HmR1u5csjjq/eeQqIXADaYvS6afZ",
+	"YtZ7bchy1co8+9jf7dfdLDeaNSplP07ReyeKXSq50JDxW/TCkkBp8SnA0mctluqCynRLyNmqcM3aRzGY",
+	"1/OmMqPwdgUU3fIZY0ExWfY8sJ0KDVK0JJO0yskm5wGhu+bSR0YKX4LO9RyFC5GkmKGxvzeh0S0q7bFw",
+	"fZ8FWEu88c/fy3lM4ZSKdK9SQbQpFOvos827uVXfqG/s6cEXTytJcFbysYNfIhgcfEVOr4PIZQ7YAyXd",
+	"gUGGVrxvD7/ThO0bILNIN5jfIbu3xT4MhpSPwiIkUoz5JFeYgnc3FNFaJvQCSUHwxscpMLAIaB8YkHdT",
+	"ApVhWfdkFpbXLvZRu9GybmysGxdVqK2M7QeK/HKawCmrpuUm0bpiiO5hEBeacDlXJQ174yH/dp9Z0M7v",
+	"7TKr3hP5rdlde0PMj79hXYY1gCgd1d1oNTLgM3TKeNUOn2KWArPUIJC+ajZ1V7DPrvrv7nm9wcYOsQ8y",
+	"KR0FEdlEtI4CX5MlJGzu8sLGeZbBzznmuHNIz03WGPFvUNm2pA+dQtx1kfpeTOsu5ZEGlqaYQj6vmcpA",
+	"sgHTShpzi0m5662VBeOmeo47HId9RW91uTCrXnBTnEh56qAzae4jkMqdVb1e4UyiKkaGVa5ssIZLmxG+",
+	"ge8/SOJvhaSaMn8pNtJiAmgukuY0Q2WCPHEVdXwghhTx3bW6VT7v1xImjjpU9WwbF/N3ATck062jbPHK",
+	"brnTtWzYbVy3wBQ/S9PK/4KKj5dvsTmDLJlism+sKeQ5bkgvKE6Mci3dlZzwWr85VWIvTAvZqrveyiyW",
+	"HFV3vA4uUraTXHGzvLRTBY/xjIsreYMtuin97hxj0I3pU58+ORuPFk1VKJEpV3vAzTo1Zk63Meb8u0Y/",
+	"UtDgvVc1onjov/7xz1A17b9/vPK3HRt8dVXVjAuIJU+TvnOSaioWqBAhleZA45yRiUSRV907BeRkwLJM",
+	"CuerSrHqat5hU3T5qTHg/SrPDD/wG3vJxeu5JiMGukkm87TItolWLnnqKNQI6Lk76kPhByk0d6tSohhL",
+	"lbhryW+kNhOFl//7eysoMRv3h2IorkqYqsKRXwkBO007PsvNVCr+C3MZaC9om7BadPHUgmUoKBK1BqeI",
+	"lHghzdQqwRRG9jNCwtyltcJZIAWeDEX4VFg7PLWbYvBs8Iwcb3zsLWQf8+La9IEcNkRkQxG3ldCKoRuq",
+	"X/X6QCoVDb3m3rvBuRmKVWca/Osf/xd8JiHgB8pJ8vdpMUP7gN3rTKrSuekq9w0F0xDXvJSxAwwzkKE1",
+	"0Y+OiUGQE89Oo/PZDNPSn2eBiLeohkLJ3FqSp+DC8CGPkDyS3hlZ+Fh1wjIMDlafeWR/jIZixpYwsiaz",
+	"MLV3XUo9aQNuiUUGxpwpq4EVbsuhIL9lH37ACaObEU7V1NBNqLCrjkhtE6nuOe5HxRWMlA4Hp1xDKpN8",
+	"hoTAbsEyVwkG3unsefIjWFHlop7fSv/9UNDtgDFL0L4+QYGOhIkdcAPdeMZusPghlP30rrbOizy7mSKz",
+	"6kZhdncG/aP+gIyaOQo259ZC7Q/6T71Hk3jhIbG3w9ujwxtc6sNfb3B5kd45Mrf6m/3LChhCwIvUcjH7",
+	"wltKI/iOonq1OnDHg2frPCIkHdxFnWeDozZhUIxTFn2zzz/b4/kKvycXcZXT//T+7n3U0eHCVMdtAZjl",
+	"xISA9QwlGSL8H0yg8n4n3KT8yY3ceX8X1Uow/9RY4ZBguleJQztu88kcTlQoneALWzWcjjUUv3XPrR3P",
+	"YEOJvv1K85Vp/w3F+SzsaKmFBaCfkCWh98eCfU71qmqX1K44WIadVCo2+LJQVg6hJk7vbx9/xGOOOnN/",
+	"S7jhFAm+gcQIAV/IdPmwx+cdX3d1Rcuu+24Xwg4n3KU/yE+54I6FWXnGfMCi5858sCflfy6c4ns0HpcI",
+	"j+pCvQ2toFuEd6NCzrh7DkEZkAsBI6f59pqQbhsTOPzVEtR2Zv1OTKqotO1QrVBNFVuIz+sUfvTLAuYY",
+	"C/Fsw25Qg3OefVqWHTVvupzqkGrgbmLtqkxFe1xm05rkBFNfs0RmFnXxiS5UXyUzdBWDCmS3KrrDxL5V",
+	"gcpcJp/DE5I+a4lsMXS9YxlcGhswSNnyFAZDgSKlELpPeaHq6KClFKi8pmx1PyP9BOEnJpYLtuzD2VB4",
+	"TcO+53MeaUEJE5YfjRAcjNMTq4H7gHKDdkMPPR7rLdMO79Yr6R47invYidI2Ge0PfjVPOaS4ZUuYoqsI",
+	"9Hnx76jz7Pj40TRDCqR5nu8DNRZQUuBplTzq6ZXee0jY7gvU+Spanh628vhKXazNyt2Vf/ARtbtKyKEB",
+	"dVzhFlMEEx5aoWvg2e2KklNirlbcrA9KsbUw4U7a0tEDz910CuHm00ehzq8+KXXuQjeHOjjDPfWsuN98",
+	"mIKinr700Go2ZbiFYun3oOaaVnookCVTf1dAhyRvqu8kKbVJIHQpkKP7tJL+OMv19Jos+1uW9U5dgbC1",
+	"OGo5pC9/RJ7xPngqByHDk0Ph/eTEfUZL+ocpLEIw1FehiNS0Crhq7GBNHVrXDhZcpHJBtc5cdTPvb7cT",
+	"GglCLsqUrhoAFFr051K0lp2veO7Xm2E839ano60bjGLiBkbL1vZBbS1RKhGaInGmFrTxPvQQsWkM0VRV",
+	"whZ/ukfYMnv3Xl1N6k1NtsDq/aPLCodOLXqGkfOw64/Crh5NObiqb8YSYUCRqMzesXgSUVRRW120xBPH",
+	"fCxEfDYTof+umsGuFt/X9GNFIm6z+Xyw9vOy+NwuqqlP1v5wjJvKxzXkYHFjbZhms69dp/oWTRuwBh9B",
+	"jpc7/BwOYKu9fA87t46/ZPZu13K/s0894oFUr6K1nAot9LMiirPSf2QXF1nDBLVxOkMEwQAmSvEWsBSo",
+	"i2Ywpz4Cwry1t5OHZLcT30FJf1SbulTPH9mm3oAtOxnSvy/DeA/BdJgVeYg7MFuftPgRjFiaZyPjfaK9",
+	"5vp5UXstVbbIFwwxxUpGgFu8i3KSdkGfrcZO8XNfb+5hiT1vO+HLhhN+eIpfzcDcxSr/DFDrf5oXzTSi",
+	"8CmIPMugK5VvltjzzrTmJOQ+nOUp9wli+zAkhTqfNfnUH0CkvaWxP7Xi6HaYfsYK5Kbz8bcJHueALt3g",
+	"n/qEihsTv5czuqUcw1ZH2vkUkxvtxcxt5c4KmzAutKvkVsniErdMcReR1y6/ioqriokLKmmk2HtUvfAX",
+	"j3xCC7i1xFQYwIk3KkrpnXGh+iM56UnzoqqPVMUUuvVqlr0IQt3FCFyG4FDYAaXAA8pLG/MPfbjw7VMU",
+	"stSzI2ZYJie6D68FAiUcgsoF3RdnQ2Ft/RNYTHmG5I+zP0VFlDhkiLm0r+OvfDraWzRqeXA2Nqja3XQu",
+	"1/MxEbeWTdqCviHrMypSPp2xcT+/zH5u5OeDp48VTp4y04BmRVIIRe8terdJnCkVoPylVdf9s//9EU/P",
+	"18Bs6o1pV74KkNr+jwcDj7O+MqPzROei5jwptqT9rl2953YN/5X/feuuDX4wh/OM8ZX9NjQaXekS5WfY",
+	"tLk3Ss7QTDHX4B8vOsfYeSnhUXN3W5FypDfu2afP9cPhNG78tc+x+43HvZrA3EiRdq6zNxdFxuFGWNRy",
+	"Ezfu06L8sh2h37qfPwk+09IqDOGRpxPSgJ9yKwn5e6qlEKTwjnb5s+Fyo0uZZwYss4kAM43wfPB043Hc",
+	"Hh2G5OnWM/mea3MWHtrXknNd13fIXDl3NRofNYZQ7X3axNBgziaUTFvA5KNYU/uKnzJpjGsDqynwMksL",
+	"X11NroQ9tUe6nXMrtHV9HIu63rv3I4e5i461nzjO/fRx4+JHe45/9PyR7fkCY92xA6tjbQuarjAoKme6",
+	"KSzlYjlV9H3UkNTTx3Wa7HXody103sjQv0XTCqTBx6C1Srvtzw/0baDcT+5dfO0cB8wk0/UTcC2rPwqj",
+	"9d2xP7Lncsvh++rSdST43Jjus88reamdQfo7bhsVuBf+md+1/lbp1bpRfQsA+R1ob36pdbUNuqFhDzn1",
+	"qN6naySO/mI8M7Vs/rDhbaqdb1H7OAyn1tv6Iyt2ofduq14Xle47X6nDp88+0QWQ/637fRzdz2FrM/7W",
+	"WdqOKl8FrX+3Gt9dMzU3OsevpiH5O9wDda880VDrYE5twopW56HRObGPobB0x7jQEDMTQ9fIlC2dq8EH",
+	"y/oQW8owsWuSrIt25r4YvxwPBV02CksR9aUUFUaYSEEnco7Q9cIrKlqfDUVx95yJ9NAyNzbpnUKscMa4",
+	"4GLi+uu6q7JwAG5JEYhwidYueSgo5c0jFvwQrk/TTViRYtrk/v4WTYE4G9NTz6gDGxeapxgSd+2GjfSu",
+	"3FNw0Ou+uzrvVWHYlnLJ6vmW29oUPr5MbVPURkVP89+3flZjRK9F2JiXCgtXnsVJApcBSF85HKQMB+7q",
+	"1nKZtsrd/e0Dz+yqV/t8Bw9d9lxs5AD1JuZU/Z5rsFPlhmo3eFxtuQpYxMHopn1ICY/LDiJ+/hgWMs9S",
+	"GCFdshcyJEmOeWY5CteQ8bFxuWBDQUnk/JZnOMHUBd64pkr29HrIG6GSEeSsnKGyT1aaxQ9F2YedzgZr",
+	"O6Xe3324WmktVmyhzOF0efAhgzbUTA13ScugjB2Gvo57p1RR1IXUqJ8Z18CGolJHoZImWq+n0MBeqp3b",
+	"q200tzCbczmbsUp9DT8dXWuOit4BG9K5TeXezsNdLHyp5GwXM+BK7vKU74r+krBojxfOfQPi3V8MRTt3",
+	"f+OFK1jhLdjd33tL3Tp3f951e99/R1dssvvD3yqZz18sd3nURdUe14Cr0kSghxbJ41mDr1L0/5cAsuwA",
+	"3EfuMu0oaYBlBb9a7Z0YVVll4JBVSURsu9Sf3cc26fEdLjUaay5z4WvVMFiw7Ka4RO4S4MmeptQJ4sJW",
+	"7fPKI3E9TIv6q753WJFeIUWC1Hpd+ACwUxmLa0RNDNPaw+dS38NJsTet/pub/S652WfljCp6fG90RZX2",
+	"0u8illgvnwWjJVD3c7Ac21805mkT32m/+K8QYSRTy+iI/JME54Y4wFD8Ac5cVXgqxVaHF13MjymFI9G3",
+	"cbgjbZU2VKDkAgSbcTEZCvCWaZbPyJwt2rjHEcTe0LR/lo3cqVi3a4oc2ffjwFJjKrlltUBlZ+n+nEuq",
+	"kMQxS3UE52+/f+ngQ2UEqCIVvLt6efClHWW0NOhfnDF1U9tu76Squ0WDwcCDuEv1r5ymCfDs6GmPhj0a",
+	"wCv+ArrUqIHR907tDfXEZ7n2yqczvLkmQPhKCtW9Wu2dWSmS+WOs7Jatdem2oyQyxRJCa/W+oLup8n6v",
+	"7871D3+ggud/+AOlLVh50/Wl217PUQDJQLvTd4Rgl3NM+NhTol3DUX8QwVH/yP7nmMyHjFmTw5ee0q6Q",
+	"upGyR8p5BVEUJnIiuMbUHQoZBx5tukUBsdhyRqeZW2zwfPK8Ahl6PXaM7Q2ZflRaMnYlI5iGN65zq32s",
+	"W6uhdivSPpuzZIp93901dqt0Uc+Vkmj2/RQzfouUPg/fkOx16GwR4wbnvoGRVdv9VZsRZnIROTltB3BW",
+	"C0E8gvjDdQxJro2c2aXm4kZY48gPmQsLiXgsk1zHffhmNjc0RIJZpivJ/YY0kviHd99/HztrjWtt102N",
+	"5vUpYdOh4TP0deSAkOjLLwZHjlilKhrPx1euJVv8t9jj9Fi54qgs871gNFGiHI81+cNjeHd1HlNr+xtX",
+	"ru3d1fkpxFdsomOX6Uicw2Ux9YEsYiUXdOaYSTGhKh6VUGPoiBFf5iMvDy/SGLqYaVp8XJeVF2nsSDEO",
+	"UvcHNsMYunR/2xXzP+o/dfzDS/Tak5bkQxtQaylqRBF60rnilq4JABeBhWk2w2qN4Ijq/VFdwsqi/TJa",
+	"lu2mdryCmi1zDdootANF/l4WVR6mW9ZUZ96OQrcHyNPmelT0Z+zDNbWHjaF7DN/yF5CLDLWuJM73fE0+",
+	"IkU7iNVW7XH5O9thKIsiMjdxH36kvNQ/+UZMf6x3GY4DGKgKvhw7pTMQS9FHQZQEFPxwPjVKO1qcyizV",
+	"oU+oNZnljCcsczWSytHJOVId1Y1mR2AZJWaFCoBdVu1N2jstsJobN1qp1sLVQtoRKs/TZHSVvr7q0HNJ",
+	"5a7pkitkQ6nLnpxPVtbrUn9p3b6Fsbvg69xU4XBH0kxJuJ5f/gWqVQtdUvC5030OvvGNRk5g8gufxy7v",
+	"eMRSkqx0kQdnQ+EuFTt7xF3LD7nGXhw/Oz52pTUhdn1DYlej0p2dRQs7nqvpQ9zHcvL4p6fv+0G6hErP",
+	"pR7wRMNY5spMATMCYTQUsR3mefGSVQ3cNxU2Xgxld06/uuaQjvcPBbmDF3DUiza9POZjMw28nV7wvquh",
+	"EKVfOTS/tYAmrGYC4osUZ3NprAA5+A6XcURy16hlpcKkBY73dRVfDAVRatd+R94cd7XSn1DP4fJSVyoa",
+	"B23ORQqHopzaHNClmCX1Q1c5eiZGvZ50KCx6Wl+LGyNkkweuweDZ4Ks+WGOxrLU5L4uSWYAdP4OpzJUm",
+	"OFT7E9c7XlLNUMcNTmBTs+Kh0FOL7+RuVXKiLMfpEgmkUmAvlK5dEkx4wgrzskiJT4eCvIG5SeTMk1Uf",
+	"LtFyctds+oDYPoN37y6+tpS1lLmCZCqlJmgbOSSB6Xp81dqIBrCf1j4RxpOP0dXqXLNsXZPpFtu2ri8f",
+	"HRw/fw5zxYW7ZHB2eX5xUe33kFhiE1YkkNKb8WqYwWF66QtcQcha0GHGPnyPYmKmnZPj564KRvh8tEOd",
+	"CStfuI+B2GOuN7ghHYOazxK7qh1nwgRVyUKW1k/vtCyBVAuiwJm1OgquTP7kAj9btx6OujnS0lwAfn2b",
+	"8YqMOqlKm8DmHb7W+buGroOHFNmytTRJaL1fXWN7D/7GuND9Avm7VRaX2lwYnIWYPhUDuXBvuv6EDbW0",
+	"NyvC9VUUxzHiwvnGG/oie8W+/mbZzGxVa4uq6l1UV5uiqoIWeaWt+ndwYER1f0a0ZgXUvvlGpJFfRvWR",
+	"2lfhGSduom9CLw76FFxfkZXOROnuqRWrJHJemYs0slrwUBxV/hcdV/4XzZVMo7MfL6OzGftFim/Oj6Nz",
+	"FxyKyN6KjgfHXxwMjg6eHl0NBif0/7/5L48PButfHjV9ufJkrWBz86ej1e/fXX4d5frAmmQHR9Gw8+uw",
+	"M+wYZDP774n9zwJH9p+7YcdVI16/u/Hx0kwcI3+LOs82lCwjP+mCFUpCJ/LcidbTIKkbOoqR6A6Z/1wX",
+	"9Z6dRlpIHjkm65ypjFfugdW1jRUh0O9sigTd/TsH5jFzYBwCrfnZpHJiM8jQuocgApZl1CHRaW/b/P5B",
+	"pdqYEHjhn/ldJwS6TWz3wgaAfN4u2FohhlKZ0pGv5WQqNVgCiXNVKFa7okWRVNUYG3oblHZev3NEypxV",
+	"vIt7tV4B93eR+vDGr4MMrVBm33HEMS6Cl6dyIZBQ3il+sc8IvmYmHgpDnqipXMBYoZ76yv1dBrHKhc8J",
+	"or0E07PytiuxPhQzSavMnD9Z+yp8vT6cec9haUYbp0/GOk8SxBTTOCKnTJNLBny+hDVJWpKKHFJ2Hh3t",
+	"2yKnvsno55+DU7EXrIldWHkW08ZMrZp261ZdcxziN+Th7JJ6c5amVJQwdrc+46DnVx3K1jzzVSVOIa7p",
+	"enE0FHHQ95wjo670xY7dh2w6LwmCy77nXUHWyLWSw7kEMjINNWaYmCjYhvFEyXx+PVrGkPIZCmp8CGe+",
+	"54QcD0XKx2OkXFg/fAjS+PJNVPDRyAk6b1QZBObal6ZdDoXvGV4EpeGiCPVSLMT5L6kVDcWPygfPgkd5",
+	"KMilDF0mvPLkHWwMFGm8EWi27AUl6AaXEFudMD518nMowgsuc8CeCy0gw7GxONOHy9yviSIZTZTr8hH4",
+	"L3i/GPTDhpT3jtf+Owb9PzWjpswsay2L+Xmm0NR1H7tIpxfPURXpwZWGyEXqcGAJKbMshU0i+Nc//rlr",
+	"Yoyr09OaVe0a84cmuJQESK2E2AydH1XJDC3nco43519e4MhXrMdoKIhTMU3FSzjFoMiZuJii6+ggQVqu",
+	"SxoS+d8ZxK7xfhxSfoaiqA4SkWPZ9eMvfq+272/WQV7hY+ofr3BDdboSfgFeHxmVfpzKQkzoObIbDWPp",
+	"mzMtnDeSgJjK9qvxa1U+fLs1X+GDdEknFnKV+Q5mJ4eHR8f/1R/0B/2jky8HXw46lSI4Rcf3ytXy4juH",
+	"o5UvygtM5XtUFqTyRWXBd+/v/l8AAAD//w==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

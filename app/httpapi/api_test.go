@@ -262,7 +262,8 @@ func TestOperations(t *testing.T) {
 	env.Must(t, 200, "GET", "/readyz", "", nil)
 	env.Must(t, 200, "GET", "/v1/accounts", a.Editor, nil, "X-Request-Id", "req-abc")
 	metrics := env.Must(t, 200, "GET", "/metrics", "", nil)
-	for _, m := range []string{`bulkhead_http_requests_total{method="GET",route="/v1/accounts",status="200"}`, "bulkhead_db_pool_connections", "go_goroutines"} {
+	for _, m := range []string{`bulkhead_http_requests_total{method="GET",route="/v1/accounts",status="200"}`, "bulkhead_db_pool_connections", "go_goroutines",
+		`bulkhead_build_info{commit="`, `goversion="go1.`} {
 		if !strings.Contains(string(metrics.Body), m) {
 			t.Errorf("metrics lack %s", m)
 		}

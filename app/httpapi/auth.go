@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
@@ -117,12 +118,19 @@ func bearer(c echo.Context) (string, bool) {
 	return strings.TrimSpace(token), true
 }
 
-// requireKey authenticates a tenant API key: the key alone decides the
-// tenant. A client address that failed to authenticate too often lately
-// is refused 429 before its key is looked up; a key whose rate limit is
-// spent, 429 after. A viewer key may only read. The tenant's limit
-// overrides, read with the key, go in the request's context for the
-// admission Gate.
+// tokenVerifier verifies identity providers' bearer tokens.
+type tokenVerifier interface {
+	Enabled() bool
+	Verify(ctx context.Context, token string) (auth.Identity, error)
+}
+
+// requireKey authenticates a tenant API key, or a JWT of a trusted identity
+// provider: the key, or the token's issuer and tenant claim, alone decide
+// the tenant. A client address that failed to authenticate too often lately
+// is refused 429 before its key or token is looked at; a principal whose
+// rate limit is spent, 429 after. A viewer may only read. The tenant's
+// limit overrides, read with the key or the tenant, go in the request's
+// context for the admission Gate.
 func (h *handlers) requireKey(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		token, ok := bearer(c)
@@ -132,7 +140,7 @@ func (h *handlers) requireKey(next echo.HandlerFunc) echo.HandlerFunc {
 		if err := h.limits.refuseThrottled(c); err != nil {
 			return err
 		}
-		p, err := h.control.Authenticate(c.Request().Context(), token)
+		p, err := h.authenticate(c.Request().Context(), token)
 		if errors.Is(err, auth.ErrUnauthenticated) {
 			h.limits.failed(c)
 		}
@@ -143,12 +151,28 @@ func (h *handlers) requireKey(next echo.HandlerFunc) echo.HandlerFunc {
 			return err
 		}
 		if m := c.Request().Method; m != http.MethodGet && m != http.MethodHead && !p.CanWrite() {
+			if p.KeyID == "" {
+				return newProblem(http.StatusForbidden, "this token is read-only (role viewer); writing needs the editor role")
+			}
 			return newProblem(http.StatusForbidden, "this key is read-only (role viewer); writing needs an editor key")
 		}
 		ctx := withTenantLimits(auth.WithPrincipal(c.Request().Context(), p), p)
 		c.SetRequest(c.Request().WithContext(ctx))
 		return next(c)
 	}
+}
+
+// authenticate tells a JWT from an API key by its shape and resolves either
+// to a principal through the control plane.
+func (h *handlers) authenticate(ctx context.Context, token string) (auth.Principal, error) {
+	if !auth.IsJWT(token) || h.tokens == nil || !h.tokens.Enabled() {
+		return h.control.Authenticate(ctx, token)
+	}
+	id, err := h.tokens.Verify(ctx, token)
+	if err != nil {
+		return auth.Principal{}, err
+	}
+	return h.control.TokenPrincipal(ctx, id)
 }
 
 // principal returns the request's principal. Routes behind requireKey

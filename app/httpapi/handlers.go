@@ -33,6 +33,8 @@ type handlers struct {
 	// runs (capacity 1).
 	verify    Verifier
 	verifying chan struct{}
+	// tokens verifies identity providers' JWTs; nil accepts API keys only.
+	tokens tokenVerifier
 }
 
 var _ ServerInterface = (*handlers)(nil)

@@ -112,7 +112,7 @@ func (r *rateLimits) failed(c echo.Context) {
 // statistics; it returns the 429 to answer when the bucket is empty.
 func (r *rateLimits) admit(c echo.Context, p auth.Principal) error {
 	pol := r.keyPolicy(p)
-	d := r.keys.Take(p.KeyID, pol)
+	d := r.keys.Take(p.LimitKey(), pol)
 	setRateHeaders(c, policyKey, pol, d)
 	u := limits.Counters{Requests: 1}
 	if !d.Allowed {

@@ -18,8 +18,17 @@ func (h *handlers) GetMe(c echo.Context) error {
 		return err
 	}
 	return c.JSON(http.StatusOK, Me{
-		Tenant: MeTenant{Slug: t.Slug, Name: t.Name},
-		Role:   MeRole(p.Role),
-		KeyId:  p.KeyID,
+		Tenant:  MeTenant{Slug: t.Slug, Name: t.Name},
+		Role:    MeRole(p.Role),
+		KeyId:   p.KeyID,
+		Issuer:  optional(p.Issuer),
+		Subject: optional(p.Subject),
 	})
+}
+
+func optional(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
 }

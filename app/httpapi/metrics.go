@@ -12,14 +12,15 @@ import (
 
 	"github.com/bulkheadhq/bulkhead/app/limits"
 	"github.com/bulkheadhq/bulkhead/app/postgres"
+	"github.com/bulkheadhq/bulkhead/internal/build"
 )
 
 // Metrics is the process's Prometheus registry: HTTP requests by method,
 // route and status, client connections, the load walls' refusals and
-// pools, the serving pool, and the Go runtime. Every label takes values
-// from a fixed set, whatever clients send: unknown methods are "other",
-// unmatched paths "unmatched", and no label names a tenant (per-tenant
-// figures are `bulkhead tenant stats`'s).
+// pools, the serving pool, the Go runtime, and which build this is. Every
+// label takes values from a fixed set, whatever clients send: unknown
+// methods are "other", unmatched paths "unmatched", and no label names a
+// tenant (per-tenant figures are `bulkhead tenant stats`'s).
 type Metrics struct {
 	reg        *prometheus.Registry
 	requests   *prometheus.CounterVec
@@ -51,7 +52,14 @@ func NewMetrics(pools *postgres.Pools) *Metrics {
 	for _, r := range []string{"rate_limit", "auth_failures"} {
 		m.rejections.WithLabelValues(r) // every series from the start
 	}
-	reg.MustRegister(m.requests, m.duration, m.rejections,
+	bi := build.Read()
+	info := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "bulkhead_build_info",
+		Help:        "Always 1; its labels say which build is running.",
+		ConstLabels: prometheus.Labels{"version": bi.Version, "commit": bi.Commit, "goversion": bi.GoVersion},
+	})
+	info.Set(1)
+	reg.MustRegister(m.requests, m.duration, m.rejections, info,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if pools.App != nil {

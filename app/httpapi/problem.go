@@ -79,6 +79,7 @@ func toProblem(err error) (p *problem, ok bool) {
 	var (
 		pe         *problem
 		he         *echo.HTTPError
+		token      *auth.TokenError
 		validation *store.ValidationError
 		conflict   *store.ConflictError
 		reference  *store.ReferenceError
@@ -129,6 +130,12 @@ func toProblem(err error) (p *problem, ok bool) {
 		return newProblem(http.StatusUnprocessableEntity, invalid.Error()), true
 	case errors.Is(err, store.ErrNotFound):
 		return newProblem(http.StatusNotFound, "no such resource"), true
+	case errors.As(err, &token):
+		return newProblem(http.StatusUnauthorized, token.Error()), true
+	case errors.Is(err, auth.ErrUnknownTenant):
+		return newProblem(http.StatusUnauthorized, "the token names a tenant that does not exist"), true
+	case errors.Is(err, auth.ErrNoRole):
+		return newProblem(http.StatusForbidden, "the token grants no role: no role claim, no mapped group, and the issuer has no default role"), true
 	case errors.Is(err, auth.ErrUnauthenticated):
 		return newProblem(http.StatusUnauthorized, "a valid API key is required: Authorization: Bearer <key>"), true
 	case errors.Is(err, auth.ErrSuspended):

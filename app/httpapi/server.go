@@ -15,12 +15,14 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 	"go.uber.org/fx"
 
+	"github.com/bulkheadhq/bulkhead/app/auth"
 	"github.com/bulkheadhq/bulkhead/app/config"
 	"github.com/bulkheadhq/bulkhead/app/console"
 	"github.com/bulkheadhq/bulkhead/app/control"
@@ -56,6 +58,9 @@ type Params struct {
 	Gate     *limits.Gate
 	// Verify serves GET /admin/v1/verify; without it that answers 503.
 	Verify Verifier `optional:"true"`
+	// Tokens verifies identity providers' bearer tokens; without it only
+	// API keys are accepted.
+	Tokens *auth.Verifier `optional:"true"`
 }
 
 // New builds the server: middleware, the generated routes, and the
@@ -81,6 +86,9 @@ func New(p Params) (*Server, error) {
 		limits:    newRateLimits(p.Config.Limits, p.Usage, p.Metrics.rejected),
 		verify:    p.Verify,
 		verifying: make(chan struct{}, 1),
+	}
+	if p.Tokens != nil {
+		h.tokens = p.Tokens
 	}
 	spec, err := h.loadSpec()
 	if err != nil {
@@ -132,6 +140,11 @@ func (s *Server) Addr() string {
 func (s *Server) Start(ctx context.Context) error {
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", s.cfg.Addr)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		// The operator's to fix, so a configuration error (exit 2) naming
+		// the key and its variable.
+		return config.Errorf("http.addr", s.cfg.Addr+" is already in use by another process: set BULKHEAD_HTTP_ADDR (or http.addr) to a free address")
+	}
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", s.cfg.Addr, err)
 	}

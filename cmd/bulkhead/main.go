@@ -29,7 +29,7 @@ const (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr)
+	code := runWith(ctx, os.Args[1:], os.Environ(), os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }
@@ -42,7 +42,13 @@ func (e usageError) Unwrap() error { return e.error }
 // run runs the command line args and returns the exit status. Cancelling
 // ctx is what SIGTERM and SIGINT do: serve drains and returns.
 func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) int {
-	root := newRoot(env, stdout, stderr)
+	return runWith(ctx, args, env, nil, stdout, stderr)
+}
+
+// runWith is run with a stdin, which a command may ask a question on when
+// it is a terminal (nil: there is none).
+func runWith(ctx context.Context, args, env []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	root := newRoot(env, stdin, stdout, stderr)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if err == nil {

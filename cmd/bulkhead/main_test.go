@@ -319,7 +319,7 @@ func TestTenantAndKeyLifecycle(t *testing.T) {
 	if code, _, stderr := runCLI(t, env, "key", "revoke", key["id"]); code != 0 {
 		t.Errorf("key revoke: exit %d: %s", code, stderr)
 	}
-	if code, _, stderr := runCLI(t, env, "tenant", "delete", "acme"); code != 0 {
+	if code, _, stderr := runCLI(t, env, "tenant", "delete", "acme", "--yes"); code != 0 {
 		t.Errorf("tenant delete: exit %d: %s", code, stderr)
 	}
 	code, out, _ = runCLI(t, env, "tenant", "list", "-o", "json")

@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"go.uber.org/fx"
+	"golang.org/x/term"
 
 	"github.com/bulkheadhq/bulkhead/app"
 	"github.com/bulkheadhq/bulkhead/app/config"
@@ -18,6 +20,7 @@ import (
 // cli is the state every command shares.
 type cli struct {
 	env    []string
+	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer
 	file   string // --config
@@ -37,8 +40,8 @@ var configFlags = []struct{ name, key, usage string }{
 	{"pooler", "database.pooler", "none, or pgbouncer when a transaction-mode pooler is in front"},
 }
 
-func newRoot(env []string, stdout, stderr io.Writer) *cobra.Command {
-	c := &cli{env: env, stdout: stdout, stderr: stderr}
+func newRoot(env []string, stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
+	c := &cli{env: env, stdin: stdin, stdout: stdout, stderr: stderr}
 	root := &cobra.Command{
 		Use:           "bulkhead",
 		Short:         "Multi-tenant FinOps server whose tenant isolation PostgreSQL enforces",
@@ -73,6 +76,7 @@ func newRoot(env []string, stdout, stderr io.Writer) *cobra.Command {
 		c.auditCmd(),
 		c.usageCmd(),
 		c.costsCmd(),
+		c.versionCmd(),
 	)
 	return root
 }
@@ -130,4 +134,19 @@ func (c *cli) print(v any, text func(w io.Writer)) error {
 	}
 	text(c.stdout)
 	return nil
+}
+
+// terminal is a stdin that says whether a person is at it; tests fake one.
+type terminal interface{ IsTerminal() bool }
+
+// interactive reports whether stdin is a terminal a person can answer a
+// question on.
+func (c *cli) interactive() bool {
+	switch in := c.stdin.(type) {
+	case terminal:
+		return in.IsTerminal()
+	case *os.File:
+		return term.IsTerminal(int(in.Fd()))
+	}
+	return false
 }

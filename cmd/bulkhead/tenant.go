@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -80,12 +83,7 @@ func (c *cli) tenantCmd() *cobra.Command {
 				return svc.SetStatus(ctx, slug, control.StatusActive)
 			}),
 		},
-		&cobra.Command{
-			Use:   "delete SLUG",
-			Short: "Delete a tenant: every row, schema or database it has, and its keys",
-			Args:  args(cobra.ExactArgs(1)),
-			RunE:  c.tenantOp((*control.Service).DeleteTenant),
-		},
+		c.tenantDeleteCmd(),
 		c.exportCmd(),
 		c.importCmd(),
 		c.limitsCmd(),
@@ -109,4 +107,35 @@ func (c *cli) tenantOp(op func(*control.Service, context.Context, string) (contr
 			})
 		}, &svc)
 	}
+}
+
+// tenantDeleteCmd deletes a tenant after the operator confirms by typing
+// its slug, or at once with --yes. Without a terminal to ask on and without
+// --yes it refuses (exit 2): a script must say what it means.
+func (c *cli) tenantDeleteCmd() *cobra.Command {
+	var yes bool
+	cmd := &cobra.Command{
+		Use:   "delete SLUG [--yes]",
+		Short: "Delete a tenant: every row, schema or database it has, and its keys (asks first unless --yes)",
+		Args:  args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			slug := a[0]
+			if !yes {
+				if !c.interactive() {
+					return usageError{fmt.Errorf("tenant delete %s: stdin is not a terminal to confirm on; pass --yes to delete without asking", slug)}
+				}
+				fmt.Fprintf(c.stderr, "Delete tenant %s and every row, schema or database it has, and its keys? This cannot be undone.\nType the slug to confirm: ", slug)
+				line, err := bufio.NewReader(c.stdin).ReadString('\n')
+				if err != nil && !errors.Is(err, io.EOF) {
+					return err
+				}
+				if strings.TrimSpace(line) != slug {
+					return fmt.Errorf("tenant delete %s: not confirmed; nothing was deleted", slug)
+				}
+			}
+			return c.tenantOp((*control.Service).DeleteTenant)(cmd, a)
+		},
+	}
+	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "delete without asking")
+	return cmd
 }

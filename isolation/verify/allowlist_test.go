@@ -219,6 +219,15 @@ var allowList = []struct {
 			`ALTER FUNCTION run_sql(text) OWNER TO bulkhead_owner`},
 		[]string{`CREATE FUNCTION run_sql(q text) RETURNS void LANGUAGE plpgsql SECURITY INVOKER AS $$ BEGIN EXECUTE q; END $$`,
 			`ALTER FUNCTION run_sql(text) OWNER TO bulkhead_owner`}},
+	{"Bulkhead's own definer function with its body replaced", verify.CodeFunctionDefinerOwner, "record_tenant_usage(", isolation.Critical,
+		[]string{`CREATE OR REPLACE FUNCTION bulkhead.record_tenant_usage(p_minute timestamptz, p_replica text, p_retention interval,
+			p_tenants uuid[], p_requests bigint[], p_rejections bigint[], p_waits bigint[], p_wait_us bigint[], p_db_us bigint[])
+			RETURNS void LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+			AS $$ DELETE FROM bulkhead.tenant_usage $$`},
+		[]string{`COMMENT ON FUNCTION bulkhead.record_tenant_usage(timestamptz, text, interval, uuid[], bigint[], bigint[], bigint[], bigint[], bigint[]) IS 'adds usage'`}},
+	{"Bulkhead's own definer function with its search_path unpinned", verify.CodeFunctionDefinerOwner, "record_tenant_usage(", isolation.Critical,
+		[]string{`ALTER FUNCTION bulkhead.record_tenant_usage(timestamptz, text, interval, uuid[], bigint[], bigint[], bigint[], bigint[], bigint[]) RESET search_path`},
+		[]string{`ALTER FUNCTION bulkhead.record_tenant_usage(timestamptz, text, interval, uuid[], bigint[], bigint[], bigint[], bigint[], bigint[]) COST 200`}},
 	{"a definer function of a role holding tenant rows", verify.CodeFunctionDefiner, "peek()", isolation.Critical,
 		[]string{`GRANT SELECT ON accounts TO $ROLE`, `ALTER ROLE $ROLE NOLOGIN`,
 			`CREATE FUNCTION peek() RETURNS bigint LANGUAGE sql SECURITY DEFINER AS $$ SELECT count(*) FROM public.accounts $$`,

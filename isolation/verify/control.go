@@ -16,7 +16,10 @@ import (
 // other than SELECT on one of its tables, views or sequences (held
 // directly, through PUBLIC, or through a role it may act as), ownership of
 // one, or CREATE or ownership of the schema. All are critical: a serving
-// role that writes api_keys can mint a key for any tenant.
+// role that writes api_keys can mint a key for any tenant. The one write
+// allowed is the serving role's own UPDATE of api_keys.last_used_at, a
+// column-level privilege that lets authentication record a key's use and
+// can change nothing that decides who a key is or whether it works.
 func ControlPlane(ctx context.Context, q isolation.Querier) ([]Finding, error) {
 	var exists bool
 	if err := q.QueryRow(ctx, `SELECT to_regnamespace($1) IS NOT NULL`, migrations.ControlSchema).Scan(&exists); err != nil {
@@ -41,6 +44,8 @@ func ControlPlane(ctx context.Context, q isolation.Querier) ([]Finding, error) {
 		JOIN pg_attribute at ON at.attrelid = c.oid AND at.attacl IS NOT NULL AND NOT at.attisdropped
 		CROSS JOIN LATERAL aclexplode(at.attacl) a
 		WHERE c.relnamespace = $1::regnamespace AND a.privilege_type <> 'SELECT' AND a.grantee <> c.relowner AND `+memberOrPublic+`
+		  AND NOT (c.relname = 'api_keys' AND at.attname = 'last_used_at' AND a.privilege_type = 'UPDATE'
+		           AND a.grantee = to_regrole($2))
 		GROUP BY c.relname, a.grantee
 		UNION ALL
 		SELECT 'owner', c.relname, pg_get_userbyid(c.relowner), 'ownership'
@@ -55,7 +60,7 @@ func ControlPlane(ctx context.Context, q isolation.Querier) ([]Finding, error) {
 		SELECT 'schema-owner', '', pg_get_userbyid(n.nspowner), 'ownership'
 		FROM pg_namespace n
 		WHERE n.oid = $1::regnamespace AND pg_has_role(current_user, n.nspowner, 'MEMBER')
-		ORDER BY 1, 2, 3`, migrations.ControlSchema)
+		ORDER BY 1, 2, 3`, migrations.ControlSchema, isolation.AppRole)
 	if err != nil {
 		return nil, fmt.Errorf("read control plane privileges: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/bulkheadhq/bulkhead/isolation"
+	"github.com/bulkheadhq/bulkhead/migrations"
 )
 
 // Functions reports functions, outside the system schemas, that read the
@@ -69,7 +70,12 @@ func Functions(ctx context.Context, q isolation.Querier) ([]Finding, error) {
 		  AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = 'pg_proc'::regclass AND e.objid = p.oid AND e.deptype = 'e')
 		  AND o.rolname <> current_user
 		  AND has_schema_privilege(n.oid, 'USAGE') AND has_function_privilege(p.oid, 'EXECUTE')
-		ORDER BY 1`, nil, []any{&fn, &owner, &super, &bypass, &unforced, &mayAlter, &holdsRows}, func() error {
+		  -- Bulkhead's own, exactly as its migration made them.
+		  AND NOT ((p.oid::regprocedure::text, encode(sha256(convert_to(p.prosrc, 'UTF8')), 'hex')) IN
+		          (SELECT * FROM unnest($1::text[], $2::text[]))
+		      AND n.nspname = $3 AND o.rolname = $4 AND p.proconfig IS NOT DISTINCT FROM ARRAY['search_path=pg_catalog, pg_temp']
+		      AND p.prolang = (SELECT oid FROM pg_language WHERE lanname = 'sql'))
+		ORDER BY 1`, ownDefinerArgs(), []any{&fn, &owner, &super, &bypass, &unforced, &mayAlter, &holdsRows}, func() error {
 		revoke := "REVOKE EXECUTE ON FUNCTION " + fn + " FROM PUBLIC, " + ident(isolation.AppRole) + ", or ALTER FUNCTION " + fn + " SECURITY INVOKER"
 		runs := "the serving role may execute this SECURITY DEFINER function, which runs as " + owner + ", "
 		var why string
@@ -182,4 +188,31 @@ func EventTriggers(ctx context.Context, q isolation.Querier) ([]Finding, error) 
 		return nil
 	})
 	return out, err
+}
+
+// OwnDefinerFunctions are the SECURITY DEFINER functions Bulkhead's own
+// control-plane migrations give the serving role, by signature, with the
+// SHA-256 of their body as the migration wrote it. One of them is allowed
+// only while it is exactly that — in schema bulkhead, owned by the owner
+// role, in SQL, with its search_path pinned, and that body: a body
+// replaced with CREATE OR REPLACE, another owner or language, or an
+// unpinned search_path makes it a definer function like any other.
+//
+// bulkhead.record_tenant_usage is how serving processes add their
+// per-tenant counters (`bulkhead tenant stats`) without the serving role
+// holding any write on the control plane: it upserts into
+// bulkhead.tenant_usage and drops rows past the retention, and can do
+// nothing else.
+var OwnDefinerFunctions = map[string]string{
+	"bulkhead.record_tenant_usage(timestamp with time zone,text,interval,uuid[],bigint[],bigint[],bigint[],bigint[],bigint[])": "57186eec3c484f82ce12c07c79b99688e0fb61d5d6ed43f677d7d1b392b8b1c5",
+}
+
+// ownDefinerArgs are the query arguments of OwnDefinerFunctions: the
+// signatures and the hashes, in one order.
+func ownDefinerArgs() []any {
+	var sigs, sums []string
+	for sig, sum := range OwnDefinerFunctions {
+		sigs, sums = append(sigs, sig), append(sums, sum)
+	}
+	return []any{sigs, sums, migrations.ControlSchema, isolation.OwnerRole}
 }

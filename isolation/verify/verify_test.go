@@ -229,6 +229,12 @@ func TestVerifyNamesEachFlaw(t *testing.T) {
 			[]string{`GRANT INSERT ON bulkhead.api_keys TO bulkhead_app`}},
 		{verify.CodeControlWriteGrant, `table "bulkhead"."tenants"`, isolation.Critical,
 			[]string{`GRANT ALL ON bulkhead.tenants TO PUBLIC`}},
+		// The serving role's UPDATE of api_keys.last_used_at is allowed;
+		// any other column, or that one for anyone else, is not.
+		{verify.CodeControlWriteGrant, `table "bulkhead"."api_keys"`, isolation.Critical,
+			[]string{`GRANT UPDATE (revoked_at) ON bulkhead.api_keys TO bulkhead_app`}},
+		{verify.CodeControlWriteGrant, `table "bulkhead"."api_keys"`, isolation.Critical,
+			[]string{`GRANT UPDATE (last_used_at) ON bulkhead.api_keys TO PUBLIC`}},
 		{verify.CodeControlWriteGrant, `table "bulkhead"."audit_log"`, isolation.Critical,
 			[]string{`GRANT UPDATE (reason) ON bulkhead.audit_log TO bulkhead_app`}},
 		{verify.CodeControlWriteGrant, `schema "bulkhead"`, isolation.Critical,

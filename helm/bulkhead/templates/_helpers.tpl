@@ -158,6 +158,11 @@ limits:
   {{- toYaml .Values.config.limits | nindent 2 }}
 log:
   format: {{ .Values.config.log.format }}
+{{- with (.Values.config.oidc).issuers }}
+oidc:
+  issuers:
+    {{- toYaml . | nindent 4 }}
+{{- end }}
 {{- end }}
 
 {{- define "bulkhead.containerPort" -}}8080{{- end }}
