@@ -95,6 +95,7 @@ type Strategy struct {
 	order     []*server // as configured
 	budget    *budget
 	pools     *cache
+	ownWait   time.Duration // awaitOwn's bound: ownWait, but for tests
 	log       *slog.Logger
 	closeOnce sync.Once
 }
@@ -126,7 +127,7 @@ func New(cfg Config) (*Strategy, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	s := &Strategy{cfg: cfg, servers: map[string]*server{}, budget: newBudget(cfg.MaxConnections), log: log}
+	s := &Strategy{cfg: cfg, servers: map[string]*server{}, budget: newBudget(cfg.MaxConnections), log: log, ownWait: ownWait}
 	for _, sc := range cfg.Servers {
 		if sc.Name == "" {
 			return nil, errors.New("a server has no name")
@@ -227,14 +228,9 @@ func (s *Strategy) poolConfig(key poolKey, p *tenantPool) (*pgxpool.Config, erro
 	// server did not answer, never that the budget was busy.
 	cfg.ConnConfig.ConnectTimeout = s.cfg.AcquireTimeout + connectAllowance
 	cfg.ConnConfig.DialFunc = s.budget.dialer(p, cfg.ConnConfig.DialFunc)
-	// A surplus connection released while another pool waits for a slot
-	// closes, so that the slot goes where it is needed. A pool's last
-	// connection stays: the waiters evict idle connections least recently
-	// used first, and closing a busy tenant's only connection would make
-	// it dial again at once, churning the budget.
-	cfg.AfterRelease = func(*pgx.Conn) bool {
-		return p.pool.Stat().TotalConns() <= 1 || !s.budget.othersWait(p)
-	}
+	// No AfterRelease: with one, pgxpool releases in a goroutine of its
+	// own, and awaitOwn could not be woken once the connection is idle.
+	// release does that hook's work.
 	return cfg, nil
 }
 
@@ -300,7 +296,7 @@ func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) 
 			}
 			return fmt.Errorf("%w: tenant %s: %w", isolation.ErrUnavailable, t, err)
 		}
-		retry, err := runOn(ctx, conn, opts, fn, attempt == 0)
+		retry, err := s.runOn(ctx, p, conn, opts, fn, attempt == 0)
 		if retry {
 			p.pool.Reset() // its other idle connections died with this one
 			continue
@@ -319,8 +315,8 @@ func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) 
 // runOn runs fn in a transaction of conn and releases conn, whatever
 // happens, panics included. It reports retry when conn was found dead by
 // the BEGIN and mayRetry allows another attempt: nothing ran yet.
-func runOn(ctx context.Context, conn *pgxpool.Conn, opts pgx.TxOptions, fn func(pgx.Tx) error, mayRetry bool) (retry bool, err error) {
-	defer conn.Release()
+func (s *Strategy) runOn(ctx context.Context, p *tenantPool, conn *pgxpool.Conn, opts pgx.TxOptions, fn func(pgx.Tx) error, mayRetry bool) (retry bool, err error) {
+	defer s.release(p, conn)
 	tx, err := conn.BeginTx(ctx, opts)
 	if err != nil {
 		return mayRetry && conn.Conn().IsClosed() && ctx.Err() == nil, err
@@ -333,31 +329,59 @@ func runOn(ctx context.Context, conn *pgxpool.Conn, opts pgx.TxOptions, fn func(
 const connectAllowance = 5 * time.Second
 
 // ownWait bounds how long a Run waits for a connection of its own tenant's
-// pool to come free, while the budget is spent, before it dials another:
-// longer than a short transaction, shorter than starting a backend.
+// pool to come free before it dials one.
 const ownWait = 3 * time.Millisecond
 
 // awaitOwn waits, while the budget has no free slot and every connection of
-// p is busy, up to ownWait for one of them to come free. Dialling instead
+// p is busy, up to s.ownWait for one of them to come free. Dialling instead
 // would evict another tenant's idle connection, and that tenant would dial
 // again on its next request: with more active tenants than the budget has
 // connections, the pools would keep trading slots, each trade the price of
-// a backend start.
+// a backend start. It wakes when p's connection is back (release) or a
+// slot is free (budget.give), not on a timer.
 func (s *Strategy) awaitOwn(ctx context.Context, p *tenantPool) {
-	var deadline time.Time
+	var timeout <-chan time.Time
 	for {
+		// Taken before the checks, so a release between them and the
+		// wait still wakes it.
+		released, freed := p.released.C(), s.budget.freed.C()
 		st := p.pool.Stat()
 		if st.IdleConns() > 0 || st.TotalConns() == 0 || !s.budget.full() {
 			return
 		}
-		now := time.Now()
-		if deadline.IsZero() {
-			deadline = now.Add(ownWait)
-		} else if now.After(deadline) || ctx.Err() != nil {
+		if timeout == nil {
+			t := time.NewTimer(s.ownWait)
+			defer t.Stop()
+			timeout = t.C
+		}
+		select {
+		case <-released:
+		case <-freed:
+		case <-timeout:
+			return
+		case <-ctx.Done():
 			return
 		}
-		time.Sleep(100 * time.Microsecond)
 	}
+}
+
+// release gives conn, of p, back. A surplus connection released while
+// another pool waits for a slot closes, so that the slot goes where it is
+// needed. A pool's last connection stays: the waiters evict idle
+// connections least recently used first, and closing a busy tenant's only
+// connection would make it dial again at once, churning the budget. A
+// connection that stays is idle in p when release returns, and the Runs
+// waiting for one in awaitOwn are woken.
+func (s *Strategy) release(p *tenantPool, conn *pgxpool.Conn) {
+	pc := conn.Conn().PgConn()
+	if !pc.IsClosed() && !pc.IsBusy() && pc.TxStatus() == 'I' &&
+		p.pool.Stat().TotalConns() > 1 && s.budget.othersWait(p) {
+		raw := conn.Hijack()
+		s.pools.goClose(raw)
+		return
+	}
+	conn.Release() // destroys a closed, busy or in-transaction one itself
+	p.released.notify()
 }
 
 // runTx runs fn in tx and commits when it returns nil, as pgx.BeginTxFunc
