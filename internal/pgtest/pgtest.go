@@ -62,9 +62,10 @@ var (
 // started, if any, and fails the run when a goroutine started during the
 // tests is still running after them (goroutines running before the tests,
 // the runtime's and the testing package's, are not counted). Call it from
-// TestMain.
-func Main(m *testing.M) {
-	os.Exit(run(m.Run, stopCluster, os.Stderr, leakGrace))
+// TestMain. ignore names goroutines known to outlive the tests; each use
+// says why.
+func Main(m *testing.M, ignore ...goleak.Option) {
+	os.Exit(run(m.Run, stopCluster, os.Stderr, leakGrace, ignore...))
 }
 
 // leakGrace bounds how long run waits for goroutines that are on their way
@@ -75,7 +76,7 @@ const leakGrace = 10 * time.Second
 // run runs tests, then after, and turns a passing run into a failing one,
 // with the leaked goroutines' stacks on w, when goroutines that were not
 // running before tests still are grace after after.
-func run(tests func() int, after func(), w io.Writer, grace time.Duration) int {
+func run(tests func() int, after func(), w io.Writer, grace time.Duration, ignore ...goleak.Option) int {
 	// The snapshot is taken before the tests: taken after, it would
 	// count every leaked goroutine as one to ignore.
 	before := goleak.IgnoreCurrent()
@@ -86,7 +87,7 @@ func run(tests func() int, after func(), w io.Writer, grace time.Duration) int {
 	}
 	deadline := time.Now().Add(grace)
 	for {
-		err := goleak.Find(before)
+		err := goleak.Find(append([]goleak.Option{before}, ignore...)...)
 		if err == nil {
 			return code
 		}
