@@ -316,6 +316,10 @@ func OnWorkers(ctx context.Context, q Querier, stmt string) error {
 	for _, r := range results {
 		if !r.Success {
 			failed = append(failed, fmt.Sprintf("%s:%d: %s", r.Node, r.Port, r.Result))
+			// run_command_on_workers returns a worker's error as text
+			// only, without its SQLSTATE: the one place the message is
+			// read, and it only chooses the wording of an error that
+			// fails either way (translated, it is the plain one).
 			denied = denied || strings.Contains(r.Result, "permission denied") || strings.Contains(r.Result, "must be owner")
 		}
 	}

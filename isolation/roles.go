@@ -63,11 +63,13 @@ func (e *MissingRolesError) Error() string {
 func EnsureRoles(ctx context.Context, conn Querier, system bool) error {
 	// Roles are global to the cluster, and migrators of different databases
 	// race for them: PostgreSQL reports a lost race as "tuple concurrently
-	// updated". Everything here is idempotent, so run again.
+	// updated", an internal error (XX000) with no SQLSTATE of its own.
+	// Everything here is idempotent, so run again, a few times: an
+	// internal error of another kind fails the same way each time.
 	for attempt := 0; ; attempt++ {
 		err := ensureRoles(ctx, conn, system)
 		var pgErr *pgconn.PgError
-		if attempt < 5 && errors.As(err, &pgErr) && pgErr.Code == "XX000" && strings.Contains(pgErr.Message, "concurrently") {
+		if attempt < 5 && errors.As(err, &pgErr) && pgErr.Code == "XX000" {
 			continue
 		}
 		return err

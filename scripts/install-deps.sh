@@ -44,6 +44,28 @@ have_chromium() {
 		command -v google-chrome >/dev/null || command -v google-chrome-stable >/dev/null
 }
 
+# The tests check that errors are classified the same on a server whose
+# messages are German (lc_messages, internal/pgtest): the locale must exist.
+have_locale() {
+	locale -a 2>/dev/null | grep -qix 'de_DE\.utf-\?8'
+}
+
+# A missing locale is generated here, as root, from the C library's locale
+# sources (the locales package, installed when they are missing).
+if ! have_locale && [[ $(id -u) == 0 ]]; then
+	if [[ ! -e /usr/share/i18n/locales/de_DE ]] && command -v apt-get >/dev/null; then
+		echo "...  apt-get install locales"
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends locales >/dev/null ||
+			{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends locales >/dev/null; }
+	fi
+	echo "...  generating the locale de_DE.UTF-8"
+	localedef -i de_DE -f UTF-8 de_DE.UTF-8
+fi
+if ! have_locale; then
+	echo "install-deps: the tests need the locale de_DE.UTF-8: generate it as root (localedef -i de_DE -f UTF-8 de_DE.UTF-8)" >&2
+	exit 1
+fi
+
 missing=()
 have_postgres || missing+=(postgresql)
 have_pgbouncer || missing+=(pgbouncer)

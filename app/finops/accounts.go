@@ -191,7 +191,7 @@ func (s *Service) DeleteAccount(ctx context.Context, t isolation.Tenant, id uuid
 		tag, err := tx.Exec(ctx, `DELETE FROM accounts WHERE tenant_id = $1 AND id = $2
 			AND ($3::timestamptz[] IS NULL OR updated_at = ANY($3))`, t.ID, id, cond.versions())
 		if err != nil {
-			return err
+			return store.InUse(err)
 		}
 		if tag.RowsAffected() == 0 {
 			if cond != nil {
@@ -202,6 +202,6 @@ func (s *Service) DeleteAccount(ctx context.Context, t isolation.Tenant, id uuid
 		// Deferrable references are checked at commit; check them here so
 		// the error is the statement's and the conflict is reported.
 		_, err = tx.Exec(ctx, `SET CONSTRAINTS ALL IMMEDIATE`)
-		return err
+		return store.InUse(err)
 	})
 }

@@ -181,7 +181,10 @@ func TestBudgets(t *testing.T) {
 	}
 	var got []string
 	path := "/v1/budgets?limit=2"
-	for {
+	for pages := 0; ; pages++ {
+		if pages == maxPages {
+			t.Fatalf("GET /v1/budgets: still a next cursor after %d pages", pages)
+		}
 		var page struct {
 			Items      []map[string]any `json:"items"`
 			NextCursor *string          `json:"next_cursor"`

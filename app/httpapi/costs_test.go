@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/bulkheadhq/bulkhead/internal/apitest"
+	"github.com/bulkheadhq/bulkhead/internal/await"
 )
 
 // newAccount creates an account with key and returns its id.
@@ -64,12 +65,19 @@ type costPage struct {
 	NextCursor *string `json:"next_cursor"`
 }
 
+// maxPages bounds a walk over a list's pages: a cursor that never ends
+// fails the test rather than loop until go test's timeout.
+const maxPages = 1000
+
 // allCosts walks every page of GET /v1/costs?query and returns the items.
 func allCosts(t testing.TB, env *apitest.Env, key, query string) costPage {
 	t.Helper()
 	var all costPage
 	path := "/v1/costs?limit=1000&" + query
-	for {
+	for pages := 0; ; pages++ {
+		if pages == maxPages {
+			t.Fatalf("GET /v1/costs?%s: still a next cursor after %d pages", query, pages)
+		}
 		var page costPage
 		env.Must(t, 200, "GET", path, key, nil).JSON(t, &page)
 		all.Items = append(all.Items, page.Items...)
@@ -392,7 +400,7 @@ func TestCostPaginationUnderConcurrentInserts(t *testing.T) {
 		path = "/v1/costs?limit=23&cursor=" + *page.NextCursor
 	}
 	close(stop)
-	wg.Wait()
+	await.Group(t, &wg, "the inserts during the walk")
 	if inserted == 0 {
 		t.Fatal("no insert ran during the walk")
 	}
@@ -610,7 +618,7 @@ func TestIdempotentIngest(t *testing.T) {
 			results[i], details[i] = res, string(b)
 		}()
 	}
-	wg.Wait()
+	await.Group(t, &wg, "the concurrent requests with one Idempotency-Key")
 	wrote := 0
 	for i, res := range results {
 		switch {

@@ -84,7 +84,10 @@ func focusItems(t testing.TB, env *apitest.Env, key, query string) []focusItem {
 	t.Helper()
 	var out []focusItem
 	path := "/v1/costs?limit=1000&" + query
-	for {
+	for pages := 0; ; pages++ {
+		if pages == maxPages {
+			t.Fatalf("GET /v1/costs?%s: still a next cursor after %d pages", query, pages)
+		}
 		var page struct {
 			Items      []focusItem `json:"items"`
 			NextCursor *string     `json:"next_cursor"`

@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/bulkheadhq/bulkhead/internal/await"
 	"github.com/bulkheadhq/bulkhead/isolation"
 )
 
@@ -250,7 +251,7 @@ func TestGatePanicReturnsTheSlot(t *testing.T) {
 			}()
 			_ = g.Run(context.Background(), tenant("a"), func(pgx.Tx) error { panic("boom") })
 		}()
-		<-b.entered
+		await.Recv(t, b.entered, "the panicking Run to reach the strategy")
 	}
 	if st := g.Stats()["serving"]; st.Held != 0 {
 		t.Fatalf("after the panics: %+v", st)
@@ -315,7 +316,7 @@ func TestGateStateIsBounded(t *testing.T) {
 		if err := g.Run(context.Background(), tenant(fmt.Sprint(i)), func(pgx.Tx) error { return nil }); err != nil {
 			t.Fatal(err)
 		}
-		<-b.entered
+		await.Recv(t, b.entered, "the Run to reach the strategy")
 	}
 	if st := g.Stats()["serving"]; st.Tenants != 0 {
 		t.Errorf("after 1000 tenants came and went: %+v", st)

@@ -107,6 +107,26 @@ const (
 	IdleInTransactionTimeout = "idle_in_transaction_session_timeout"
 )
 
+// rlsCheckRoutine is the server function that raises a row-level security
+// policy's WITH CHECK violation. The error carries no table, constraint or
+// SQLSTATE of its own (a missing grant is 42501 too), and its message is
+// translated with lc_messages; the routine that raised it is neither, and
+// has been this one since PostgreSQL 9.5 brought row-level security.
+const rlsCheckRoutine = "ExecWithCheckOptions"
+
+// InUse translates err from a statement that deletes rows, or changes the
+// keys of rows, that others may reference: a foreign key violation there
+// means a row is still referenced, a *ConflictError. The violation names the
+// referencing table and constraint whichever side broke it, so only the
+// statement's author can tell. Other errors pass through for Translate.
+func InUse(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23503" {
+		return &ConflictError{Constraint: pgErr.ConstraintName}
+	}
+	return err
+}
+
 // Translate maps a driver error to the store errors; errors it does not
 // recognise pass through unchanged (and are answered as internal errors).
 func Translate(err error) error {
@@ -122,15 +142,14 @@ func Translate(err error) error {
 		case "23505": // unique_violation
 			return &ConflictError{Constraint: pgErr.ConstraintName}
 		case "23503": // foreign_key_violation
-			if strings.Contains(pgErr.Detail, "is still referenced") {
-				// A delete of a row something still points at.
-				return &ConflictError{Constraint: pgErr.ConstraintName}
-			}
+			// Only the (translated) message tells a reference to a missing
+			// row from a delete of a row still referenced; a delete says
+			// so with InUse before the error gets here.
 			return &ReferenceError{Constraint: pgErr.ConstraintName}
 		case "23514", "23502", "22001", "22003", "22007", "22008", "22P02", "22021": // check, not null, too long, out of range, bad date/time, bad text, bad encoding
 			return &InvalidError{Constraint: pgErr.ConstraintName}
 		case "42501": // insufficient_privilege
-			if strings.Contains(pgErr.Message, "row-level security") {
+			if pgErr.Routine == rlsCheckRoutine {
 				// A write outside the bound tenant: as if the row did not exist.
 				return ErrNotFound
 			}

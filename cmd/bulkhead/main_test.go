@@ -16,7 +16,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"go.uber.org/goleak"
 
+	"github.com/bulkheadhq/bulkhead/internal/await"
 	"github.com/bulkheadhq/bulkhead/internal/pgtest"
 )
 
@@ -32,7 +34,14 @@ func TestMain(m *testing.M) {
 		panic(fmt.Sprintf("build bulkhead: %v\n%s", err, out))
 	}
 	defer os.RemoveAll(dir)
-	pgtest.Main(m)
+	// KNOWN LEAK, not yet found: some in-process CLI run of
+	// TestVerifyIsCleanOnEveryStrategy, TestTenantAndKeyLifecycle,
+	// TestMigrateIsIdempotentAndReportsStatus or
+	// TestAuditGrantAndUsageCommands leaves six pgx pools open (their
+	// health-check goroutines outlive the tests). Ignored here only, so
+	// that the check guards every other package meanwhile; remove this
+	// once the pools are closed.
+	pgtest.Main(m, goleak.IgnoreTopFunction("github.com/jackc/pgx/v5/pgxpool.(*Pool).backgroundHealthCheck"))
 }
 
 // runCLI runs the command line in process and returns its exit status,
@@ -226,7 +235,7 @@ func TestServeDrainsOnSIGTERM(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	w.Write([]byte(`"drained"}`))
 	w.Close()
-	res := <-done
+	res := await.Recv(t, done, "the request in flight at SIGTERM")
 	if res == nil {
 		return
 	}

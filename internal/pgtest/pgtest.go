@@ -58,23 +58,52 @@ var (
 	citus   bool // the server is a Citus coordinator
 )
 
-// Main runs the tests of a package and then stops the cluster this process
-// started, if any, and checks that no goroutine leaked. Call it from
-// TestMain.
-func Main(m *testing.M) {
-	code := m.Run()
+// Main runs the tests of a package, stops the cluster this process
+// started, if any, and fails the run when a goroutine started during the
+// tests is still running after them (goroutines running before the tests,
+// the runtime's and the testing package's, are not counted). Call it from
+// TestMain. ignore names goroutines known to outlive the tests; each use
+// says why.
+func Main(m *testing.M, ignore ...goleak.Option) {
+	os.Exit(run(m.Run, stopCluster, os.Stderr, leakGrace, ignore...))
+}
+
+// leakGrace bounds how long run waits for goroutines that are on their way
+// out (a closed pool's, a stopped server's) to end before it calls them
+// leaked: generous, for a loaded machine, and only ever spent on a leak.
+const leakGrace = 10 * time.Second
+
+// run runs tests, then after, and turns a passing run into a failing one,
+// with the leaked goroutines' stacks on w, when goroutines that were not
+// running before tests still are grace after after.
+func run(tests func() int, after func(), w io.Writer, grace time.Duration, ignore ...goleak.Option) int {
+	// The snapshot is taken before the tests: taken after, it would
+	// count every leaked goroutine as one to ignore.
+	before := goleak.IgnoreCurrent()
+	code := tests()
+	after()
+	if code != 0 {
+		return code
+	}
+	deadline := time.Now().Add(grace)
+	for {
+		err := goleak.Find(append([]goleak.Option{before}, ignore...)...)
+		if err == nil {
+			return code
+		}
+		if time.Now().After(deadline) {
+			fmt.Fprintln(w, "pgtest: leaked goroutines:", err)
+			return 1
+		}
+	}
+}
+
+func stopCluster() {
 	if cluster != nil {
 		if err := cluster.Stop(); err != nil {
 			fmt.Fprintln(os.Stderr, "pgtest: stop cluster:", err)
 		}
 	}
-	if code == 0 {
-		if err := goleak.Find(goleak.IgnoreCurrent()); err != nil {
-			fmt.Fprintln(os.Stderr, "pgtest: leaked goroutines:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
 }
 
 // Server returns the superuser DSN of the test server's postgres database,
@@ -424,4 +453,27 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// Foreign is the lc_messages Translated sets: a language other than English
+// whose PostgreSQL translations Debian ships.
+const Foreign = "de_DE.UTF-8"
+
+// Translated sets lc_messages to Foreign on db, so that sessions opened
+// afterwards report errors in German: for tests that code classifies
+// errors by SQLSTATE and names, not by message text. lc_messages is a
+// superuser's setting, so it is the database's default, not the session's.
+// The locale must exist where the server runs (scripts/install-deps.sh
+// generates it).
+func (db *DB) Translated(tb testing.TB) {
+	tb.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, db.AdminURL)
+	if err != nil {
+		tb.Fatalf("pgtest: connect: %v", err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `ALTER DATABASE `+pgx.Identifier{db.Name}.Sanitize()+` SET lc_messages TO '`+Foreign+`'`); err != nil {
+		tb.Fatalf("pgtest: set lc_messages to %s (scripts/install-deps.sh generates the locale): %v", Foreign, err)
+	}
 }

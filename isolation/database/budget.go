@@ -45,6 +45,8 @@ type budget struct {
 	high    int       // most slots taken at once
 	closing int       // connections closing: their slots are on the way
 	waiters list.List // of *waiter, first in line at the front
+
+	freed signal // notified when a slot goes back to the budget
 }
 
 type waiter struct {
@@ -104,6 +106,7 @@ func (b *budget) give() {
 		return
 	}
 	b.used--
+	b.freed.notify()
 }
 
 // short reports whether fewer connections are closing than takers wait:

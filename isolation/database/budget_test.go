@@ -14,6 +14,7 @@ import (
 
 	"github.com/bulkheadhq/bulkhead/app/auth"
 	"github.com/bulkheadhq/bulkhead/internal/apitest"
+	"github.com/bulkheadhq/bulkhead/internal/await"
 	"github.com/bulkheadhq/bulkhead/internal/pgtest"
 	"github.com/bulkheadhq/bulkhead/isolation"
 	"github.com/bulkheadhq/bulkhead/isolation/database"
@@ -160,7 +161,7 @@ func TestConnectionsNeverExceedTheBudget(t *testing.T) {
 	}
 	t.Logf("%d tenants one after the other in %s", tenants, time.Since(begin).Round(time.Millisecond))
 	stop()
-	if err := <-sampled; err != nil {
+	if err := await.Recv(t, sampled, "the sampler to stop"); err != nil {
 		t.Fatal(err)
 	}
 	st := e.strategy(t).Stats()

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/bulkheadhq/bulkhead/internal/apitest"
+	"github.com/bulkheadhq/bulkhead/internal/await"
 	"github.com/bulkheadhq/bulkhead/internal/pgtest"
 	"github.com/bulkheadhq/bulkhead/isolation"
 	"github.com/bulkheadhq/bulkhead/isolation/database"
@@ -198,7 +199,13 @@ func TestDeleteLeavesNoDatabaseAndNoPool(t *testing.T) {
 			return err
 		})
 	}()
-	<-inTx
+	select { // a Run that never began its transaction fails the test, not hangs it
+	case <-inTx:
+	case err := <-done:
+		t.Fatalf("Run ended before its transaction began: %v", err)
+	case <-time.After(await.Deadline):
+		t.Fatal("Run never began its transaction")
+	}
 	deleted := make(chan struct{})
 	go func() {
 		defer close(deleted)
@@ -210,7 +217,7 @@ func TestDeleteLeavesNoDatabaseAndNoPool(t *testing.T) {
 		t.Fatal("delete hangs on an open transaction")
 	}
 	close(release)
-	if err := <-done; err == nil {
+	if err := await.Recv(t, done, "the deleted tenant's transaction to end"); err == nil {
 		t.Error("the transaction of a deleted tenant committed")
 	}
 	admin := e.adminConn(t, database.DefaultServer, "postgres")

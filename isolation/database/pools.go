@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -20,6 +21,8 @@ type poolKey struct{ server, db string }
 type tenantPool struct {
 	key  poolKey
 	pool *pgxpool.Pool
+	// released is notified when a connection of pool is back idle.
+	released signal
 
 	// Guarded by cache.mu.
 	refs     int // Runs using the pool: it is not closed while they do
@@ -161,6 +164,14 @@ func (c *cache) goLocked(fn func()) {
 	}()
 }
 
+// goClose closes conn, taken out of its pool, in the background: its slot
+// goes back to the budget once the server has closed it.
+func (c *cache) goClose(conn *pgx.Conn) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.goLocked(func() { _ = conn.Close(context.Background()) })
+}
+
 // evictIdle closes one idle connection of the least recently used pool
 // that has one, other than except, and reports whether it found one. Its
 // slot goes to whoever waits first for one.
@@ -182,9 +193,10 @@ func (c *cache) evictIdle(except *tenantPool) bool {
 		for _, other := range conns[1:] {
 			other.Release()
 		}
-		c.mu.Lock()
-		c.goLocked(func() { _ = raw.Close(context.Background()) })
-		c.mu.Unlock()
+		if len(conns) > 1 {
+			p.released.notify()
+		}
+		c.goClose(raw)
 		return true
 	}
 	return false

@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/bulkheadhq/bulkhead/internal/apitest"
+	"github.com/bulkheadhq/bulkhead/internal/await"
 	"github.com/bulkheadhq/bulkhead/internal/pgcluster"
 	"github.com/bulkheadhq/bulkhead/internal/pgtest"
 	"github.com/bulkheadhq/bulkhead/isolation"
@@ -258,7 +259,7 @@ func (fe *faultEnv) bystanderTraffic(t *testing.T) (stop func()) {
 	})
 	return func() {
 		close(done)
-		wg.Wait()
+		await.Group(t, &wg, "the bystander's traffic to stop")
 		close(errs)
 		for err := range errs {
 			t.Error(err)
@@ -293,7 +294,7 @@ func TestFaultRequestCancelledMidTransaction(t *testing.T) {
 		t.Fatal("the request never reached the injected fault")
 	}
 	cancel()
-	if err := <-errc; !errors.Is(err, context.Canceled) {
+	if err := await.Recv(t, errc, "the cancelled request"); !errors.Is(err, context.Canceled) {
 		t.Fatalf("the cancelled request: %v", err)
 	}
 	stop()
@@ -465,7 +466,7 @@ func TestFaultPostgresRestartUnderLoad(t *testing.T) {
 	mu.Unlock()
 	time.Sleep(500 * time.Millisecond)
 	close(done)
-	wg.Wait()
+	await.Group(t, &wg, "the load to stop")
 	close(errs)
 	for err := range errs {
 		t.Error(err)

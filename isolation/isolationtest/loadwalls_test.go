@@ -82,7 +82,7 @@ func get(env *apitest.Env, path, key string) <-chan *apitest.Response {
 	return out
 }
 
-func await(t *testing.T, ch <-chan *apitest.Response, what string) *apitest.Response {
+func answer(t *testing.T, ch <-chan *apitest.Response, what string) *apitest.Response {
 	t.Helper()
 	select {
 	case r := <-ch:
@@ -146,7 +146,7 @@ func TestLoadWallFairShare(t *testing.T) {
 			}
 			h.let()
 			for i, ch := range append(held, queued) {
-				if r := await(t, ch, fmt.Sprint("noisy request ", i)); r.Status != 200 {
+				if r := answer(t, ch, fmt.Sprint("noisy request ", i)); r.Status != 200 {
 					t.Errorf("noisy request %d: %s", i, r)
 				}
 			}
@@ -187,7 +187,7 @@ func TestLoadWallConcurrencyOverride(t *testing.T) {
 	}
 	h.let()
 	for i, ch := range held {
-		if r := await(t, ch, fmt.Sprint("noisy request ", i)); r.Status != 200 {
+		if r := answer(t, ch, fmt.Sprint("noisy request ", i)); r.Status != 200 {
 			t.Errorf("noisy request %d: %s", i, r)
 		}
 	}

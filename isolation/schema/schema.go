@@ -290,7 +290,7 @@ func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) 
 	}
 	defer conn.Release()
 	err = pgx.BeginTxFunc(ctx, conn, opts, fn)
-	if staleStatement(err) {
+	if isolation.StalePlan(err) {
 		err = pgx.BeginTxFunc(ctx, conn, opts, fn)
 	}
 	return err
@@ -308,14 +308,6 @@ func bind(ctx context.Context, t isolation.Tenant) (pgx.TxOptions, error) {
 		return pgx.TxOptions{}, fmt.Errorf("bind %s: placement %q is not its schema %s", t, t.Placement, name)
 	}
 	return isolation.BindRun(ctx, t.ID, "SET LOCAL ROLE "+pgx.Identifier{name}.Sanitize(), isolation.SearchPath(name))
-}
-
-// staleStatement reports whether err is PostgreSQL refusing a prepared
-// statement whose result shape changed since it was prepared.
-func staleStatement(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "0A000" &&
-		strings.Contains(pgErr.Message, "cached plan must not change result type")
 }
 
 // Ready reports whether the database answers. Tenants at different

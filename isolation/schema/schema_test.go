@@ -18,6 +18,7 @@ import (
 	"github.com/bulkheadhq/bulkhead/app/config"
 	"github.com/bulkheadhq/bulkhead/app/control"
 	"github.com/bulkheadhq/bulkhead/app/postgres"
+	"github.com/bulkheadhq/bulkhead/internal/await"
 	"github.com/bulkheadhq/bulkhead/internal/pgtest"
 	"github.com/bulkheadhq/bulkhead/isolation"
 	"github.com/bulkheadhq/bulkhead/isolation/schema"
@@ -417,7 +418,7 @@ func interleave(t *testing.T, f *fixture) {
 			}
 		})
 	}
-	wg.Wait()
+	await.Group(t, &wg, "the concurrent tenants' transactions")
 	close(errs)
 	for err := range errs {
 		t.Error(err)
