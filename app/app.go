@@ -9,8 +9,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"go.uber.org/fx"
 
 	"github.com/bulkheadhq/bulkhead/app/auth"
@@ -22,24 +20,25 @@ import (
 	"github.com/bulkheadhq/bulkhead/app/logging"
 	"github.com/bulkheadhq/bulkhead/app/postgres"
 	"github.com/bulkheadhq/bulkhead/isolation"
-	"github.com/bulkheadhq/bulkhead/isolation/database"
-	"github.com/bulkheadhq/bulkhead/isolation/rls"
-	"github.com/bulkheadhq/bulkhead/isolation/schema"
 	"github.com/bulkheadhq/bulkhead/isolation/verify"
 )
 
 // Base is what every command needs: configuration from in, logging, the
-// pools, the isolation strategies and the control plane.
+// pools, the isolation strategies and the control plane. in.Strategies
+// defaults to Strategies.
 func Base(in config.Input) fx.Option {
+	if in.Strategies == nil {
+		in.Strategies = Strategies
+	}
 	return fx.Options(
-		fx.Supply(in),
+		fx.Supply(in, in.Strategies),
 		fx.WithLogger(logging.FxLogger),
 		config.Module,
 		logging.Module,
 		postgres.Module,
 		fx.Module("isolation", fx.Provide(
-			NewStrategies,
-			func(r *isolation.Router) isolation.Strategy { return r },
+			NewRegistry,
+			func(r *isolation.Registry) isolation.Runner { return r },
 		)),
 		control.Module,
 	)
@@ -52,7 +51,7 @@ func Server() fx.Option {
 	return fx.Options(
 		fx.Provide(NewGate, newUsage, newRecorder),
 		fx.Module("serving",
-			fx.Decorate(func(g *limits.Gate) isolation.Strategy { return g }),
+			fx.Decorate(func(g *limits.Gate) isolation.Runner { return g }),
 			finops.Module,
 		),
 		auth.Module,
@@ -63,13 +62,13 @@ func Server() fx.Option {
 	)
 }
 
-// NewGate is the admission Gate in front of the strategy that the domain
+// NewGate is the admission Gate in front of the Runner that the domain
 // runs tenant work through. Tenants of a strategy with a connection budget
 // of its own (isolation.ConnectionBudgeter: the database strategy) share
 // that budget; the others share the serving pool, less one connection kept
 // for authenticating keys and the other reads of the control plane. The
-// Router says which (s may be it, or a decoration of it).
-func NewGate(s isolation.Strategy, router *isolation.Router, cfg *config.Config, usage *limits.Usage) *limits.Gate {
+// Registry says which (s may be it, or a decoration of it).
+func NewGate(s isolation.Runner, registry *isolation.Registry, cfg *config.Config, usage *limits.Usage) *limits.Gate {
 	serving := max(cfg.Database.MaxConnections-1, 1)
 	c := cfg.Limits.Concurrency
 	return limits.NewGate(s, limits.GateConfig{
@@ -84,7 +83,7 @@ func NewGate(s isolation.Strategy, router *isolation.Router, cfg *config.Config,
 			IdleInTransaction: cfg.Database.IdleInTransactionTimeout,
 		},
 		Pool: func(t isolation.Tenant) (string, int) {
-			if budget, ok := router.BudgetOf(t); ok {
+			if budget, ok := registry.BudgetOf(t); ok {
 				return "budget", budget
 			}
 			return "serving", serving
@@ -123,77 +122,11 @@ func newRecorder(lc fx.Lifecycle, usage *limits.Usage, ctl *control.Service, cfg
 	return r
 }
 
-// NewStrategies is the one place the configured strategy is chosen: it
-// returns a Router provisioning with it and running tenants of every
-// strategy this build has (tenants keep the strategy they were provisioned
-// with). An unknown name is a configuration error.
-func NewStrategies(lc fx.Lifecycle, cfg *config.Config, pools *postgres.Pools, log *slog.Logger) (*isolation.Router, error) {
-	perTenant, err := newDatabaseStrategy(cfg, pools, log)
-	if err != nil {
-		return nil, err
-	}
-	lc.Append(fx.StopHook(perTenant.Close))
-	citus := isolation.WithCitus(cfg.Database.Citus)
-	all := []isolation.Strategy{
-		rls.New(pools.App, pools.Owner, citus),
-		schema.New(pools.App, pools.Owner, citus),
-		perTenant,
-	}
-	var def isolation.Strategy
-	var others []isolation.Strategy
-	for _, s := range all {
-		if s.Name() == cfg.Isolation.Strategy {
-			def = s
-		} else {
-			others = append(others, s)
-		}
-	}
-	if def == nil {
-		msg := (&isolation.UnknownStrategyError{Name: cfg.Isolation.Strategy}).Error()
-		return nil, config.Errorf("isolation.strategy", msg)
-	}
-	return isolation.NewRouter(def, others...), nil
-}
-
-// newDatabaseStrategy builds the database-per-tenant strategy from
-// isolation.database: its servers (or the server of database.url), its
-// connection budget, and tenant pools configured for database.pooler.
-func newDatabaseStrategy(cfg *config.Config, pools *postgres.Pools, log *slog.Logger) (*database.Strategy, error) {
-	dc := cfg.Isolation.Database
-	servers := []database.Server{{Name: database.DefaultServer, URL: cfg.Database.URL, MigrateURL: cfg.Database.MigrateURL}}
-	if len(dc.Servers) > 0 {
-		servers = servers[:0]
-		for _, s := range dc.Servers {
-			servers = append(servers, database.Server{Name: s.Name, URL: s.URL, MigrateURL: s.MigrateURL})
-		}
-	}
-	control := pools.App
-	if control == nil {
-		control = pools.Owner
-	}
-	s, err := database.New(database.Config{
-		Servers:        servers,
-		MaxConnections: dc.MaxConnections,
-		AcquireTimeout: dc.AcquireTimeout,
-		IdleTimeout:    dc.IdleTimeout,
-		PoolConfig: func(dsn string) (*pgxpool.Config, error) {
-			return postgres.PoolConfig(dsn, cfg.Database.Pooler, 0)
-		},
-		Control: control,
-		System:  cfg.System.Enabled,
-		Logger:  log,
-	})
-	if err != nil {
-		return nil, config.Errorf("isolation.database.servers", err.Error())
-	}
-	return s, nil
-}
-
 // registerSafetyCheck makes start fail, before anything listens, when the
 // serving role could bypass isolation, a critical invariant is broken, or
 // database.url goes through a transaction-mode pooler that database.pooler
 // does not declare. Warnings are logged and do not stop the start.
-func registerSafetyCheck(lc fx.Lifecycle, cfg *config.Config, pools *postgres.Pools, strategy *isolation.Router, log *slog.Logger) error {
+func registerSafetyCheck(lc fx.Lifecycle, cfg *config.Config, pools *postgres.Pools, strategies *isolation.Registry, log *slog.Logger) error {
 	if err := cfg.RequireServing(); err != nil {
 		return err
 	}
@@ -201,7 +134,7 @@ func registerSafetyCheck(lc fx.Lifecycle, cfg *config.Config, pools *postgres.Po
 		if err := checkPooler(ctx, cfg, pools, log); err != nil {
 			return err
 		}
-		findings, err := SafetyFindings(ctx, pools, strategy)
+		findings, err := SafetyFindings(ctx, pools, strategies)
 		if err != nil {
 			return err
 		}
@@ -246,9 +179,9 @@ func checkPooler(ctx context.Context, cfg *config.Config, pools *postgres.Pools,
 }
 
 // SafetyFindings returns every finding of verify.All for the serving pool
-// and strategy: what `bulkhead verify` prints.
-func SafetyFindings(ctx context.Context, pools *postgres.Pools, strategy isolation.Strategy) ([]isolation.Finding, error) {
-	findings, err := verify.All(ctx, pools.App, strategy)
+// and every strategy of the registry: what `bulkhead verify` prints.
+func SafetyFindings(ctx context.Context, pools *postgres.Pools, strategies *isolation.Registry) ([]isolation.Finding, error) {
+	findings, err := verify.All(ctx, pools.App, strategies)
 	if err != nil {
 		return nil, fmt.Errorf("verify isolation: %w", err)
 	}
@@ -257,16 +190,16 @@ func SafetyFindings(ctx context.Context, pools *postgres.Pools, strategy isolati
 
 // newVerifier lets the admin API report what `bulkhead verify` does, over
 // the same pool and every strategy the server runs.
-func newVerifier(pools *postgres.Pools, strategy *isolation.Router) httpapi.Verifier {
+func newVerifier(pools *postgres.Pools, strategies *isolation.Registry) httpapi.Verifier {
 	return func(ctx context.Context) ([]isolation.Finding, error) {
-		return SafetyFindings(ctx, pools, strategy)
+		return SafetyFindings(ctx, pools, strategies)
 	}
 }
 
 // SafetyCheck returns an *isolation.UnsafeError listing the critical
 // findings of SafetyFindings, or nil: serve refuses to start on it.
-func SafetyCheck(ctx context.Context, pools *postgres.Pools, strategy isolation.Strategy) error {
-	findings, err := SafetyFindings(ctx, pools, strategy)
+func SafetyCheck(ctx context.Context, pools *postgres.Pools, strategies *isolation.Registry) error {
+	findings, err := SafetyFindings(ctx, pools, strategies)
 	if err != nil {
 		return err
 	}

@@ -31,11 +31,6 @@ const (
 // share, their rows told apart by tenant_id alone.
 const SharedSchema = "public"
 
-// SharesTables reports whether tenants of the strategy named name keep
-// their rows in the shared tables of SharedSchema; the others have storage
-// of their own (a schema, a database).
-func SharesTables(name string) bool { return name == RLS }
-
 // Role names. The owner runs DDL and owns every table; the serving role does
 // DML under Row-Level Security and owns nothing; the system role bypasses RLS
 // for audited cross-tenant jobs and exists only when configured.
@@ -86,9 +81,12 @@ type Strategy interface {
 	// returns nil. The binding is transaction-local and travels in the same
 	// network round trip as the transaction's BEGIN, and so do the
 	// Bounds ctx carries (WithBounds). It returns ErrUnavailable when no
-	// connection to t's storage could be had in time. A panic in fn
+	// connection to t's storage could be had in time, and an error
+	// wrapping ErrStalePlan (MarkStale) when a statement prepared for
+	// another shape of the tenant tables failed. It runs fn at most once:
+	// retrying is the Registry's policy, not the strategy's. A panic in fn
 	// returns the connection (and whatever else Run holds) before it
-	// propagates.
+	// propagates. The rest of Bulkhead calls it through Registry.Run only.
 	Run(ctx context.Context, t Tenant, fn func(pgx.Tx) error) error
 	// Verify reads the live catalogs and reports every way the isolation
 	// invariants do not hold for this strategy's storage.

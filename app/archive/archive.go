@@ -102,11 +102,13 @@ type manifestLine struct {
 // Archiver exports and imports tenants. It is safe for concurrent use.
 type Archiver struct {
 	control  *control.Service
-	strategy isolation.Strategy
+	strategy isolation.Runner
 }
 
-// New returns an Archiver working through strategy.
-func New(ctl *control.Service, strategy isolation.Strategy) *Archiver {
+// New returns an Archiver running tenant work through strategy. Its
+// transactions are never retried (not isolation.Retryable): export writes
+// to its writer and import reads its file as they go.
+func New(ctl *control.Service, strategy isolation.Runner) *Archiver {
 	return &Archiver{control: ctl, strategy: strategy}
 }
 

@@ -7,6 +7,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -19,14 +20,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/bulkheadhq/bulkhead/isolation"
 	"github.com/bulkheadhq/bulkhead/profiles"
-)
-
-// Strategy names, as configured in isolation.strategy.
-const (
-	StrategyRLS      = "rls"
-	StrategySchema   = "schema"
-	StrategyDatabase = "database"
 )
 
 // Pooler names, as configured in database.pooler.
@@ -73,34 +68,19 @@ type Import struct {
 	SpoolDir string `koanf:"spool_dir"`
 }
 
-// Isolation selects and tunes the isolation strategy new tenants are
-// provisioned with.
+// Isolation selects the isolation strategy new tenants are provisioned
+// with, and holds every strategy's own configuration.
 type Isolation struct {
 	Strategy string `koanf:"strategy"`
 	// MigrateParallelism bounds how many tenants migrate at once.
-	MigrateParallelism int               `koanf:"migrate_parallelism"`
-	Database           DatabaseIsolation `koanf:"database"`
-}
-
-// DatabaseIsolation tunes the database-per-tenant strategy.
-type DatabaseIsolation struct {
-	// MaxConnections caps all tenant pools of one process together.
-	MaxConnections int `koanf:"max_connections"`
-	// AcquireTimeout is how long a request waits for a tenant connection
-	// before it is answered 503 with Retry-After.
-	AcquireTimeout time.Duration `koanf:"acquire_timeout"`
-	// IdleTimeout closes a tenant pool nobody used for this long.
-	IdleTimeout time.Duration `koanf:"idle_timeout"`
-	// Servers lists where tenant databases live; empty means the server of
-	// database.url.
-	Servers []Server `koanf:"servers"`
-}
-
-// Server is one PostgreSQL server tenant databases can be placed on.
-type Server struct {
-	Name       string `koanf:"name"`
-	URL        string `koanf:"url"`
-	MigrateURL string `koanf:"migrate_url"`
+	MigrateParallelism int `koanf:"migrate_parallelism"`
+	// Strategies names the strategies this build has (Input.Strategies),
+	// in their order: the values isolation.strategy may take.
+	Strategies []string `koanf:"-"`
+	// Settings holds each strategy's configuration, loaded from the keys
+	// under isolation.<name> (isolation.Descriptor.Config); nil for a
+	// strategy that takes none.
+	Settings map[string]isolation.Config `koanf:"-"`
 }
 
 // Database holds the connection settings of the control-plane database.
@@ -284,16 +264,13 @@ var signingAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "P
 // tokens alive.
 const maxClockSkew = 5 * time.Minute
 
-// defaults are the built-in values, the lowest layer.
-func defaults() map[string]any {
-	return map[string]any{
+// defaults are the built-in values, the lowest layer: Config's and the
+// strategies' (isolation.Descriptor.Config).
+func defaults(strategies []isolation.Descriptor) map[string]any {
+	out := map[string]any{
 		"profile":                              profiles.Default,
-		"isolation.strategy":                   StrategyRLS,
+		"isolation.strategy":                   isolation.RLS,
 		"isolation.migrate_parallelism":        4,
-		"isolation.database.max_connections":   50,
-		"isolation.database.acquire_timeout":   "2s",
-		"isolation.database.idle_timeout":      "5m",
-		"isolation.database.servers":           []any{},
 		"database.url":                         "",
 		"database.migrate_url":                 "",
 		"database.pooler":                      PoolerNone,
@@ -339,6 +316,8 @@ func defaults() map[string]any {
 		"oidc.jwks_refetch_interval":           "1m",
 		"oidc.jwks_timeout":                    "5s",
 	}
+	strategyDefaults(strategies, out)
+	return out
 }
 
 // DefaultImportMaxBytes is import.max_bytes unless configured: 2 GiB.
@@ -347,10 +326,7 @@ const DefaultImportMaxBytes = 2 << 30
 // MinAdminTokenLen is the shortest admin token accepted.
 const MinAdminTokenLen = 32
 
-var (
-	serverName = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)
-	slugRule   = regexp.MustCompile(`^[a-z][a-z0-9-]{2,62}$`)
-)
+var slugRule = regexp.MustCompile(`^[a-z][a-z0-9-]{2,62}$`)
 
 // Validate reports every problem of c at once as an *Error, or nil.
 func (c *Config) Validate() error {
@@ -361,7 +337,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	oneOf("profile", c.Profile, profiles.Names()...)
-	oneOf("isolation.strategy", c.Isolation.Strategy, StrategyRLS, StrategySchema, StrategyDatabase)
+	oneOf("isolation.strategy", c.Isolation.Strategy, c.Isolation.Strategies...)
 	oneOf("database.pooler", c.Database.Pooler, PoolerNone, PoolerPgBouncer)
 	oneOf("database.citus", c.Database.Citus, CitusAuto, CitusOn, CitusOff)
 	oneOf("log.format", c.Log.Format, "", "json", "text")
@@ -371,31 +347,16 @@ func (c *Config) Validate() error {
 	e.dsn("database.migrate_url", c.Database.MigrateURL)
 	e.positive("database.max_connections", c.Database.MaxConnections)
 	e.positive("isolation.migrate_parallelism", c.Isolation.MigrateParallelism)
-	e.positive("isolation.database.max_connections", c.Isolation.Database.MaxConnections)
-	e.positiveDuration("isolation.database.acquire_timeout", c.Isolation.Database.AcquireTimeout)
-	e.positiveDuration("isolation.database.idle_timeout", c.Isolation.Database.IdleTimeout)
+	for _, name := range c.Isolation.Strategies {
+		if sc := c.Isolation.Settings[name]; sc != nil {
+			e.strategy(name, sc.Validate())
+		}
+	}
 	e.positiveDuration("http.shutdown_timeout", c.HTTP.ShutdownTimeout)
 	c.validateLimits(&e)
 	e.positiveDuration("import.timeout", c.Import.Timeout)
 	if c.Import.MaxBytes < 1<<20 {
 		e.add("import.max_bytes", fmt.Sprintf("must be at least 1048576 (1 MiB), not %d", c.Import.MaxBytes))
-	}
-
-	seen := map[string]bool{}
-	for i, s := range c.Isolation.Database.Servers {
-		key := fmt.Sprintf("isolation.database.servers[%d]", i)
-		switch {
-		case !serverName.MatchString(s.Name):
-			e.add(key+".name", fmt.Sprintf("%q must be 1-63 characters of a-z, 0-9 and -, starting with a letter", s.Name))
-		case seen[s.Name]:
-			e.add(key+".name", fmt.Sprintf("%q is listed twice", s.Name))
-		}
-		seen[s.Name] = true
-		if s.URL == "" {
-			e.add(key+".url", "required")
-		}
-		e.dsn(key+".url", s.URL)
-		e.dsn(key+".migrate_url", s.MigrateURL)
 	}
 
 	if host, port, err := net.SplitHostPort(c.HTTP.Addr); err != nil {
@@ -616,6 +577,27 @@ func (e *Error) dsn(key, v string) {
 	}
 	if _, err := pgx.ParseConfig(v); err != nil {
 		e.add(key, "not a valid PostgreSQL connection string")
+	}
+}
+
+// strategy adds the problems of err, what the configuration of strategy
+// name returned from Validate, under the keys of its section.
+func (e *Error) strategy(name string, err error) {
+	if err == nil {
+		return
+	}
+	var list isolation.ConfigErrors
+	var one *isolation.ConfigError
+	switch {
+	case errors.As(err, &list):
+	case errors.As(err, &one):
+		list = isolation.ConfigErrors{one}
+	default:
+		e.add("isolation."+name, err.Error())
+		return
+	}
+	for _, ce := range list {
+		e.add("isolation."+name+"."+ce.Key, ce.Msg)
 	}
 }
 

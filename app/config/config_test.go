@@ -1,6 +1,7 @@
 package config_test
 
 import (
+	"github.com/bulkheadhq/bulkhead/app"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,7 +31,7 @@ database:
 log:
   level: warn
 `)
-	l, err := config.Load(config.Input{
+	l, err := load(config.Input{
 		File: file,
 		Env: []string{
 			"BULKHEAD_HTTP_ADDR=127.0.0.1:9001",
@@ -53,7 +54,7 @@ log:
 		{"database.pooler", c.Database.Pooler, "pgbouncer", "file " + file},
 		{"log.level", c.Log.Level, "warn", "file " + file},
 		{"database.max_connections", itoa(c.Database.MaxConnections), "8", "env BULKHEAD_DATABASE__MAX_CONNECTIONS"},
-		{"isolation.database.max_connections", itoa(c.Isolation.Database.MaxConnections), "33", "env BULKHEAD_ISOLATION__DATABASE__MAX_CONNECTIONS"},
+		{"isolation.database.max_connections", itoa(databaseConfig(c).MaxConnections), "33", "env BULKHEAD_ISOLATION__DATABASE__MAX_CONNECTIONS"},
 		{"http.addr", c.HTTP.Addr, "127.0.0.1:9002", "flag --http-addr"},
 		{"http.shutdown_timeout", c.HTTP.ShutdownTimeout.String(), "15s", "default"},
 	}
@@ -72,7 +73,7 @@ func TestProfileDefaults(t *testing.T) {
 	for profile, strategy := range map[string]string{
 		"saas": "rls", "regulated": "schema", "enterprise": "database", "community": "rls",
 	} {
-		l, err := config.Load(config.Input{Env: []string{"BULKHEAD_PROFILE=" + profile}})
+		l, err := load(config.Input{Env: []string{"BULKHEAD_PROFILE=" + profile}})
 		if err != nil {
 			t.Fatalf("%s: %v", profile, err)
 		}
@@ -80,12 +81,12 @@ func TestProfileDefaults(t *testing.T) {
 			t.Errorf("%s: strategy %q, want %q", profile, l.Config.Isolation.Strategy, strategy)
 		}
 		// An explicit strategy overrides the profile's.
-		l, err = config.Load(config.Input{Env: []string{"BULKHEAD_PROFILE=" + profile, "BULKHEAD_ISOLATION=schema"}})
+		l, err = load(config.Input{Env: []string{"BULKHEAD_PROFILE=" + profile, "BULKHEAD_ISOLATION=schema"}})
 		if err != nil || l.Config.Isolation.Strategy != "schema" {
 			t.Errorf("%s with BULKHEAD_ISOLATION=schema: %v, %v", profile, l, err)
 		}
 	}
-	l, err := config.Load(config.Input{})
+	l, err := load(config.Input{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +129,7 @@ func TestBadConfigNamesEveryKey(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := config.Load(tc.in)
+			_, err := load(tc.in)
 			if !config.IsConfigError(err) {
 				t.Fatalf("want a configuration error, got %v", err)
 			}
@@ -150,7 +151,7 @@ func TestBadConfigNamesEveryKey(t *testing.T) {
 
 func TestReservedEnvironmentIsNotConfiguration(t *testing.T) {
 	t.Parallel()
-	_, err := config.Load(config.Input{Env: []string{
+	_, err := load(config.Input{Env: []string{
 		"BULKHEAD_TEST_DATABASE_URL=postgres://x/y", // the test harness's own
 		"BULKHEAD_CONFIG=",
 	}})
@@ -161,17 +162,17 @@ func TestReservedEnvironmentIsNotConfiguration(t *testing.T) {
 
 func TestServersFromEnvironment(t *testing.T) {
 	t.Parallel()
-	l, err := config.Load(config.Input{Env: []string{
+	l, err := load(config.Input{Env: []string{
 		`BULKHEAD_ISOLATION__DATABASE__SERVERS=[{name: pg-a, url: "postgres://bulkhead_app:pw@a/bulkhead"}, {name: pg-b, url: "postgres://bulkhead_app@b/bulkhead"}]`,
 	}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := l.Config.Isolation.Database.Servers
+	s := databaseConfig(l.Config).Servers
 	if len(s) != 2 || s[0].Name != "pg-a" || s[1].URL != "postgres://bulkhead_app@b/bulkhead" {
 		t.Fatalf("servers: %+v", s)
 	}
-	_, err = config.Load(config.Input{Env: []string{`BULKHEAD_ISOLATION__DATABASE__SERVERS=[{name: pg-a, url: "postgres://a/b", port: 1}]`}})
+	_, err = load(config.Input{Env: []string{`BULKHEAD_ISOLATION__DATABASE__SERVERS=[{name: pg-a, url: "postgres://a/b", port: 1}]`}})
 	if !config.IsConfigError(err) || !strings.Contains(err.Error(), "isolation.database.servers") {
 		t.Fatalf("unknown key inside a server: %v", err)
 	}
@@ -186,7 +187,7 @@ isolation:
       - name: pg-a
         url: postgres://bulkhead_app:hunter2@a:5432/bulkhead
 `)
-	l, err := config.Load(config.Input{File: file, Env: []string{
+	l, err := load(config.Input{File: file, Env: []string{
 		"BULKHEAD_ADMIN_TOKEN=0123456789abcdef0123456789abcdefXYZ",
 		"BULKHEAD_DATABASE_URL=postgres://bulkhead_app:hunter2@db:5432/bulkhead",
 		"BULKHEAD_MIGRATE_DATABASE_URL=host=db user=postgres password=hunter2 dbname=bulkhead",
@@ -216,7 +217,7 @@ func TestKeysHaveEnvironmentNames(t *testing.T) {
 	}
 	for alias, key := range config.EnvAliases {
 		found := false
-		for _, k := range config.Keys() {
+		for _, k := range config.Keys(app.Strategies...) {
 			found = found || k == key
 		}
 		if !found {
@@ -233,7 +234,7 @@ func TestSecretsFromFiles(t *testing.T) {
 	dsn := writeFile(t, "postgres://bulkhead_app:hunter2@db/bulkhead\n")
 	owner := writeFile(t, "postgres://bulkhead_owner:hunter3@db/bulkhead")
 	token := writeFile(t, "0123456789abcdef0123456789abcdef\r\n")
-	l, err := config.Load(config.Input{Env: []string{
+	l, err := load(config.Input{Env: []string{
 		"BULKHEAD_DATABASE__URL_FILE=" + dsn,
 		"BULKHEAD_MIGRATE_DATABASE_URL_FILE=" + owner,
 		"BULKHEAD_ADMIN_TOKEN_FILE=" + token,
@@ -271,7 +272,7 @@ func TestSecretsFromFiles(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := config.Load(config.Input{Env: tc.env})
+			_, err := load(config.Input{Env: tc.env})
 			if !config.IsConfigError(err) {
 				t.Fatalf("want a configuration error, got %v", err)
 			}
@@ -303,7 +304,7 @@ oidc:
       tenants: ["*"]
       default_role: viewer
 `)
-	l, err := config.Load(config.Input{File: file})
+	l, err := load(config.Input{File: file})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,7 +350,7 @@ oidc:
 			[]string{"oidc.issuers", "audiences"}},
 	}
 	for _, tc := range bad {
-		_, err := config.Load(config.Input{Env: []string{"BULKHEAD_OIDC__ISSUERS=" + tc.env}})
+		_, err := load(config.Input{Env: []string{"BULKHEAD_OIDC__ISSUERS=" + tc.env}})
 		if !config.IsConfigError(err) {
 			t.Errorf("%s: want a configuration error, got %v", tc.name, err)
 			continue

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/knadh/koanf/parsers/yaml"
@@ -16,6 +17,7 @@ import (
 	"github.com/knadh/koanf/v2"
 	goyaml "go.yaml.in/yaml/v3"
 
+	"github.com/bulkheadhq/bulkhead/isolation"
 	"github.com/bulkheadhq/bulkhead/profiles"
 )
 
@@ -57,6 +59,10 @@ type Input struct {
 	Env []string
 	// Flags are the flags the user set.
 	Flags []Flag
+	// Strategies are the isolation strategies of this build (app.Strategies):
+	// the values isolation.strategy may take, and whose configurations
+	// are read from the keys under isolation.<name>.
+	Strategies []isolation.Descriptor
 }
 
 // Loaded is a validated configuration and where each of its values came from.
@@ -107,10 +113,10 @@ func New(in Input) (*Config, error) {
 // and every invalid setting, each with the layer it came from.
 func Load(in Input) (*Loaded, error) {
 	var problems Error
-	leaves := leafTypes(reflect.TypeFor[Config]())
+	leaves := leafTypes(in.Strategies)
 
 	def := koanf.New(".")
-	mustLoad(def, confmap.Provider(defaults(), "."), nil)
+	mustLoad(def, confmap.Provider(defaults(in.Strategies), "."), nil)
 	defLayer := layer{k: def, source: func(string) string { return "default" }}
 
 	file := in.File
@@ -179,7 +185,11 @@ func Load(in Input) (*Loaded, error) {
 	// Bad keys were dropped above, so the rest still decodes and is
 	// validated: every problem is reported at once.
 	var cfg Config
-	if err := merged.UnmarshalWithConf("", &cfg, koanf.UnmarshalConf{DecoderConfig: decoderConfig(&cfg)}); err != nil {
+	err := merged.UnmarshalWithConf("", &cfg, koanf.UnmarshalConf{DecoderConfig: decoderConfig(&cfg)})
+	if err == nil {
+		err = loadStrategies(merged, &cfg, in.Strategies)
+	}
+	if err != nil {
 		problems.add("config", err.Error())
 	} else if err := cfg.Validate(); err != nil {
 		var e *Error
@@ -196,6 +206,27 @@ func Load(in Input) (*Loaded, error) {
 	}
 	return &Loaded{Config: &cfg, Sources: sources, values: merged}, nil
 }
+
+// loadStrategies fills cfg.Isolation from the strategies' sections of k.
+func loadStrategies(k *koanf.Koanf, cfg *Config, strategies []isolation.Descriptor) error {
+	cfg.Isolation.Settings = map[string]isolation.Config{}
+	for _, d := range strategies {
+		cfg.Isolation.Strategies = append(cfg.Isolation.Strategies, d.Name)
+		if d.Config == nil {
+			cfg.Isolation.Settings[d.Name] = nil
+			continue
+		}
+		sc := d.Config()
+		if err := k.UnmarshalWithConf(strategyPrefix+d.Name, sc, koanf.UnmarshalConf{DecoderConfig: decoderConfig(sc)}); err != nil {
+			return fmt.Errorf("%s%s: %w", strategyPrefix, d.Name, err)
+		}
+		cfg.Isolation.Settings[d.Name] = sc
+	}
+	return nil
+}
+
+// strategyPrefix starts the keys of a strategy's own configuration.
+const strategyPrefix = "isolation."
 
 // fillItemDefaults sets, in every item of the list at key, the defaults the
 // item does not set itself.
@@ -405,13 +436,21 @@ func isParent(leaves map[string]reflect.Type, key string) bool {
 	return false
 }
 
-// leafTypes maps every settable key to its Go type, from the koanf tags.
-func leafTypes(t reflect.Type) map[string]reflect.Type {
+// leafTypes maps every settable key to its Go type, from the koanf tags
+// of Config and of the strategies' configurations.
+func leafTypes(strategies []isolation.Descriptor) map[string]reflect.Type {
 	out := map[string]reflect.Type{}
 	var walk func(prefix string, t reflect.Type)
 	walk = func(prefix string, t reflect.Type) {
+		if t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
 		for f := range t.Fields() {
-			key := prefix + f.Tag.Get("koanf")
+			tag := f.Tag.Get("koanf")
+			if tag == "-" || !f.IsExported() {
+				continue
+			}
+			key := prefix + tag
 			if f.Type.Kind() == reflect.Struct && f.Type.String() != "time.Duration" {
 				walk(key+".", f.Type)
 				continue
@@ -419,13 +458,70 @@ func leafTypes(t reflect.Type) map[string]reflect.Type {
 			out[key] = f.Type
 		}
 	}
-	walk("", t)
+	walk("", reflect.TypeFor[Config]())
+	for _, d := range strategies {
+		if d.Config != nil {
+			walk(strategyPrefix+d.Name+".", reflect.TypeOf(d.Config()))
+		}
+	}
 	return out
 }
 
-// Keys lists every configuration key, sorted.
-func Keys() []string {
-	leaves := leafTypes(reflect.TypeFor[Config]())
+// strategyDefaults adds to out the defaults of every strategy's
+// configuration, keyed as leafTypes keys them, in the forms a YAML file
+// would give them (durations as "2s", lists as []any).
+func strategyDefaults(strategies []isolation.Descriptor, out map[string]any) {
+	var walk func(prefix string, v reflect.Value)
+	walk = func(prefix string, v reflect.Value) {
+		if v.Kind() == reflect.Pointer {
+			v = v.Elem()
+		}
+		for i := range v.NumField() {
+			f := v.Type().Field(i)
+			tag := f.Tag.Get("koanf")
+			if tag == "-" || !f.IsExported() {
+				continue
+			}
+			key, fv := prefix+tag, v.Field(i)
+			switch {
+			case f.Type == reflect.TypeFor[time.Duration]():
+				out[key] = shortDuration(time.Duration(fv.Int()))
+			case f.Type.Kind() == reflect.Struct:
+				walk(key+".", fv)
+			case f.Type.Kind() == reflect.Slice:
+				list := make([]any, fv.Len())
+				for j := range list {
+					list[j] = fv.Index(j).Interface()
+				}
+				out[key] = list
+			default:
+				out[key] = fv.Interface()
+			}
+		}
+	}
+	for _, d := range strategies {
+		if d.Config != nil {
+			walk(strategyPrefix+d.Name+".", reflect.ValueOf(d.Config()))
+		}
+	}
+}
+
+// shortDuration formats d as a configuration file would: 5m, not 5m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// Keys lists every configuration key, those of strategies included,
+// sorted.
+func Keys(strategies ...isolation.Descriptor) []string {
+	leaves := leafTypes(strategies)
 	keys := make([]string, 0, len(leaves))
 	for k := range leaves {
 		keys = append(keys, k)

@@ -29,7 +29,7 @@ func setup(t *testing.T) (*control.Service, *pgtest.DB, *postgres.Pools) {
 		t.Fatal(err)
 	}
 	t.Cleanup(pools.Close)
-	svc := control.New(pools, isolation.NewRouter(rls.New(pools.App, pools.Owner)), cfg, pgtest.Logger())
+	svc := control.New(pools, isolation.RegistryOf(rls.New(pools.App, pools.Owner)), cfg, pgtest.Logger())
 	return svc, db, pools
 }
 

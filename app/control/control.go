@@ -66,16 +66,26 @@ func checkSlug(s string) error {
 
 // Service is the control plane. It is safe for concurrent use.
 type Service struct {
-	app      *pgxpool.Pool // serving role: authentication and readiness
-	owner    *pgxpool.Pool // owner: every write
-	strategy *isolation.Router
-	cfg      *config.Config
-	log      *slog.Logger
+	app        *pgxpool.Pool // serving role: authentication and readiness
+	owner      *pgxpool.Pool // owner: every write
+	strategies *isolation.Registry
+	cfg        *config.Config
+	log        *slog.Logger
 }
 
-// New returns the control plane over pools, provisioning with strategy.
-func New(pools *postgres.Pools, strategy *isolation.Router, cfg *config.Config, log *slog.Logger) *Service {
-	return &Service{app: pools.App, owner: pools.Owner, strategy: strategy, cfg: cfg, log: log}
+// New returns the control plane over pools, provisioning with the default
+// of strategies.
+func New(pools *postgres.Pools, strategies *isolation.Registry, cfg *config.Config, log *slog.Logger) *Service {
+	return &Service{app: pools.App, owner: pools.Owner, strategies: strategies, cfg: cfg, log: log}
+}
+
+// deprovision removes t's storage on its strategy.
+func (s *Service) deprovision(ctx context.Context, t isolation.Tenant) error {
+	st, err := s.strategies.For(t)
+	if err != nil {
+		return err
+	}
+	return st.Deprovision(ctx, t)
 }
 
 // writer returns the owner pool, which every control-plane write needs.
@@ -157,7 +167,7 @@ func (s *Service) CreateTenant(ctx context.Context, slug, name string) (Tenant, 
 	if err != nil {
 		return Tenant{}, err
 	}
-	strategy := s.strategy.Default().Name()
+	strategy := s.strategies.Default().Name()
 	if _, err := db.Exec(ctx,
 		`INSERT INTO bulkhead.tenants (id, slug, name, isolation, status) VALUES ($1, $2, $3, $4, $5)`,
 		id, slug, name, strategy, StatusProvisioning); err != nil {
@@ -169,10 +179,10 @@ func (s *Service) CreateTenant(ctx context.Context, slug, name string) (Tenant, 
 		return Tenant{}, fmt.Errorf("create tenant %s: %w", slug, err)
 	}
 	t := isolation.Tenant{ID: id, Slug: slug, Strategy: strategy}
-	placed, err := s.strategy.Provision(ctx, t)
+	placed, err := s.strategies.Default().Provision(ctx, t)
 	var version int64
 	if err == nil {
-		version, err = s.strategy.Migrate(ctx, placed)
+		version, err = s.strategies.Default().Migrate(ctx, placed)
 	}
 	if err != nil {
 		s.undoCreate(t, placed)
@@ -209,7 +219,7 @@ func (s *Service) undoCreate(t, placed isolation.Tenant) {
 	if placed.Strategy == "" {
 		placed = t
 	}
-	if err := s.strategy.Deprovision(ctx, placed); err != nil {
+	if err := s.deprovision(ctx, placed); err != nil {
 		s.log.Error("undo tenant provisioning", "tenant", t.Slug, "tenant_id", t.ID, "err", err)
 		// Keep the row, marked, so an operator can see and delete it.
 		return
@@ -271,7 +281,7 @@ func (s *Service) DeleteTenant(ctx context.Context, slug string) (Tenant, error)
 	if err != nil {
 		return Tenant{}, fmt.Errorf("delete tenant %s: %w", slug, err)
 	}
-	if err := s.strategy.Deprovision(ctx, t.Isolated()); err != nil {
+	if err := s.deprovision(ctx, t.Isolated()); err != nil {
 		return Tenant{}, fmt.Errorf("deprovision tenant %s: %w", slug, err)
 	}
 	err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {

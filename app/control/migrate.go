@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,24 +60,22 @@ func (s *Service) Migrate(ctx context.Context, progress Progress) (MigrationRepo
 	if err != nil {
 		return MigrationReport{}, err
 	}
-	inUse := map[string]bool{s.strategy.Default().Name(): true}
-	for _, t := range tenants {
-		inUse[t.Isolation] = true
+	inUse, err := s.inUse(ctx, s.owner)
+	if err != nil {
+		return MigrationReport{}, err
 	}
-	for _, name := range s.strategy.Names() {
-		if !inUse[name] {
-			continue
-		}
-		st, _ := s.strategy.Strategy(name)
-		if err := st.Setup(ctx); err != nil {
-			return MigrationReport{}, fmt.Errorf("set up %s strategy: %w", name, err)
-		}
+	if err := s.strategies.Setup(ctx, inUse); err != nil {
+		return MigrationReport{}, err
 	}
 	if s.cfg.System.Enabled {
-		// The system role bypasses RLS but still needs privileges: it reads
-		// the shared tables for cross-tenant reports, and nothing else.
-		if _, err := s.owner.Exec(ctx, `GRANT SELECT ON ALL TABLES IN SCHEMA public TO `+pgx.Identifier{isolation.SystemRole}.Sanitize()); err != nil {
-			return MigrationReport{}, fmt.Errorf("grant the system role: %w", err)
+		// The system role bypasses RLS but still needs privileges: each
+		// strategy whose storage it reads outside a binding grants them.
+		for _, st := range s.strategies.All() {
+			if g, ok := st.(isolation.SystemGranter); ok && slices.Contains(inUse, st.Name()) {
+				if err := g.GrantSystem(ctx); err != nil {
+					return MigrationReport{}, err
+				}
+			}
 		}
 	}
 	if slug := s.cfg.Tenants.Bootstrap; slug != "" && len(tenants) == 0 {
@@ -163,7 +162,7 @@ func (s *Service) migrateTenants(ctx context.Context, progress Progress) error {
 	g.SetLimit(s.cfg.Isolation.MigrateParallelism)
 	for _, t := range todo {
 		g.Go(func() error {
-			v, merr := s.strategy.Migrate(gctx, t.Isolated())
+			v, merr := s.migrateTenant(gctx, t.Isolated())
 			msg := ""
 			if merr != nil {
 				failed.Add(1)
@@ -186,6 +185,15 @@ func (s *Service) migrateTenants(ctx context.Context, progress Progress) error {
 		})
 	}
 	return g.Wait()
+}
+
+// migrateTenant migrates t on its strategy.
+func (s *Service) migrateTenant(ctx context.Context, t isolation.Tenant) (int64, error) {
+	st, err := s.strategies.For(t)
+	if err != nil {
+		return 0, err
+	}
+	return st.Migrate(ctx, t)
 }
 
 // MigrateStatus reports the control plane's version and each tenant's.
@@ -220,8 +228,8 @@ func (s *Service) MigrateStatus(ctx context.Context) (MigrationReport, error) {
 	return r, nil
 }
 
-// Ready reports whether the control plane is at head and the strategy can
-// serve; Degraded names parts that cannot, while the whole still can. An
+// Ready reports whether the control plane is at head and every strategy
+// in use (the default, and those of existing tenants) can serve; Degraded names parts that cannot, while the whole still can. An
 // *isolation.NotReadyError says why in words anyone may read; any other
 // error is the database's own.
 func (s *Service) Ready(ctx context.Context) (isolation.Degraded, error) {
@@ -235,7 +243,11 @@ func (s *Service) Ready(ctx context.Context) (isolation.Degraded, error) {
 	if head := migrations.Control.Head(); v != head {
 		return nil, &isolation.NotReadyError{Reason: fmt.Sprintf("control plane is at version %d, head is %d: run bulkhead migrate", v, head)}
 	}
-	return s.strategy.Ready(ctx)
+	inUse, err := s.inUse(ctx, s.app)
+	if err != nil {
+		return nil, err
+	}
+	return s.strategies.Ready(ctx, inUse)
 }
 
 func controlVersion(ctx context.Context, q isolation.Querier) (int64, error) {

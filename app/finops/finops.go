@@ -2,7 +2,7 @@
 // budgets, and the store that reads and writes them.
 //
 // Every method takes the tenant it acts for and runs its SQL through
-// isolation.Strategy.Run, so it works unchanged on every strategy. The SQL
+// isolation.Runner.Run, so it works unchanged on every strategy. The SQL
 // keeps its own tenant filter too — the second wall — always written as
 // "tenant_id = $1", with the tenant id as the first argument; the isolation
 // tests rely on that form to take this wall away and show the database's
@@ -20,16 +20,25 @@ import (
 
 // Service is the FinOps domain. It is safe for concurrent use.
 type Service struct {
-	tenancy isolation.Strategy
+	tenancy isolation.Runner
 }
 
 // New returns the domain service running its work through tenancy.
-func New(tenancy isolation.Strategy) *Service {
+func New(tenancy isolation.Runner) *Service {
 	return &Service{tenancy: tenancy}
 }
 
 // run runs fn bound to t and translates driver errors into store errors.
+// fn may run twice (isolation.Retryable): it assigns its results, never
+// accumulates them, and reads nothing it cannot read again. Work that
+// cannot run twice uses runOnce.
 func (s *Service) run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) error) error {
+	return store.Translate(s.tenancy.Run(ctx, t, fn, isolation.Retryable()))
+}
+
+// runOnce runs fn bound to t, once, and translates driver errors into
+// store errors: for fn that consume a stream.
+func (s *Service) runOnce(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) error) error {
 	return store.Translate(s.tenancy.Run(ctx, t, fn))
 }
 

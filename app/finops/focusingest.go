@@ -183,7 +183,8 @@ func (s *Service) importCosts(ctx context.Context, t isolation.Tenant, src FOCUS
 		replace: opt.Replace == ReplaceBillingPeriod}
 	var progress ImportProgress
 	lastRecord := time.Now()
-	err := s.run(ctx, t, func(tx pgx.Tx) error {
+	// Once: the batches are a stream, read as they come.
+	err := s.runOnce(ctx, t, func(tx pgx.Tx) error {
 		for b := range batches {
 			if err := w.write(ctx, tx, b); err != nil {
 				return err

@@ -293,7 +293,7 @@ func TestLockAndIdleTimeouts(t *testing.T) {
 	env := apitest.Start(t, nil,
 		apitest.WithEnv("BULKHEAD_DATABASE__LOCK_TIMEOUT", "2s"),
 		apitest.WithEnv("BULKHEAD_DATABASE__IDLE_IN_TRANSACTION_TIMEOUT", "2s"),
-		apitest.WithStrategyDecorator(func(inner isolation.Strategy) isolation.Strategy {
+		apitest.WithStrategyDecorator(func(inner isolation.Runner) isolation.Runner {
 			return isolationtest.ForTenant(inner, "idle", stayIdle)
 		}))
 	a := env.Tenant(t, "acme")
@@ -350,8 +350,8 @@ func stayIdle(ctx context.Context, tx pgx.Tx, fn func(pgx.Tx) error) error {
 func TestIdempotencyKeyInProgressAnswers409(t *testing.T) {
 	t.Parallel()
 	h := &holdIngest{entered: make(chan struct{}, 1), release: make(chan struct{})}
-	env := apitest.Start(t, nil, apitest.WithStrategyDecorator(func(inner isolation.Strategy) isolation.Strategy {
-		h.Strategy = inner
+	env := apitest.Start(t, nil, apitest.WithStrategyDecorator(func(inner isolation.Runner) isolation.Runner {
+		h.inner = inner
 		return h
 	}))
 	a, b := env.Tenant(t, "noisy"), env.Tenant(t, "bystander")
@@ -418,14 +418,14 @@ func TestIdempotencyKeyInProgressAnswers409(t *testing.T) {
 // holdIngest holds the first transaction that writes cost items open, after
 // its work, until release is closed.
 type holdIngest struct {
-	isolation.Strategy
+	inner   isolation.Runner
 	once    sync.Once
 	entered chan struct{}
 	release chan struct{}
 }
 
-func (h *holdIngest) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) error) error {
-	return h.Strategy.Run(ctx, t, func(tx pgx.Tx) error {
+func (h *holdIngest) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) error, opts ...isolation.RunOption) error {
+	return h.inner.Run(ctx, t, func(tx pgx.Tx) error {
 		if err := fn(tx); err != nil {
 			return err
 		}
@@ -446,7 +446,7 @@ func (h *holdIngest) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx
 			}
 		}
 		return nil
-	})
+	}, opts...)
 }
 
 // The admin API answers the top tenants by each measure, from what the

@@ -1,6 +1,6 @@
 // Package limits keeps one tenant, or one client without a key, from
 // taking more than its share of a Bulkhead server: the admission Gate in
-// front of isolation.Strategy.Run (a fair share of connections per
+// front of isolation.Registry.Run (a fair share of connections per
 // tenant), token buckets per API key and per client address (Rates), and
 // bounded per-tenant usage counters (Usage) behind `bulkhead tenant stats`.
 // Every structure here is bounded whatever the number of tenants, keys or
@@ -72,9 +72,9 @@ type Outcome struct {
 	Held time.Duration
 }
 
-// Gate is the admission control in front of Strategy.Run: an
-// isolation.Strategy that runs each tenant's transactions on the strategy
-// it wraps only once the tenant holds a slot of its pool.
+// Gate is the admission control in front of the registry's Run: an
+// isolation.Runner that runs each tenant's transactions on the Runner it
+// wraps only once the tenant holds a slot of its pool.
 //
 // Why this mechanism: a pool (the serving pool that rls and schema tenants
 // share, or the database strategy's connection budget) has a fixed number
@@ -100,15 +100,15 @@ type Outcome struct {
 // A slot is released in a deferred call: a panic in fn returns it. Gate is
 // safe for concurrent use.
 type Gate struct {
-	isolation.Strategy
-	cfg GateConfig
+	inner isolation.Runner
+	cfg   GateConfig
 
 	mu     sync.Mutex
 	pools  map[string]*pool
 	totals GateTotals
 }
 
-var _ isolation.Strategy = (*Gate)(nil)
+var _ isolation.Runner = (*Gate)(nil)
 
 // pool is the state of one pool's slots. Guarded by Gate.mu.
 type pool struct {
@@ -133,14 +133,14 @@ type waiter struct {
 }
 
 // NewGate returns a Gate running tenant work on inner as cfg says.
-func NewGate(inner isolation.Strategy, cfg GateConfig) *Gate {
+func NewGate(inner isolation.Runner, cfg GateConfig) *Gate {
 	cfg.MaxConcurrent = max(cfg.MaxConcurrent, 1)
 	cfg.MaxQueued = max(cfg.MaxQueued, 0)
 	cfg.MaxQueuedTotal = max(cfg.MaxQueuedTotal, 0)
 	if cfg.Pool == nil {
 		cfg.Pool = func(isolation.Tenant) (string, int) { return "", cfg.MaxConcurrent }
 	}
-	return &Gate{Strategy: inner, cfg: cfg, pools: map[string]*pool{}}
+	return &Gate{inner: inner, cfg: cfg, pools: map[string]*pool{}}
 }
 
 // Override is what the control plane records for one tenant to replace
@@ -179,12 +179,12 @@ func (g *Gate) capOf(ctx context.Context, t isolation.Tenant) int {
 	return g.cfg.MaxConcurrent
 }
 
-// Run runs fn bound to t on the wrapped strategy once t holds a slot of its
+// Run runs fn bound to t on the wrapped Runner, with opts, once t holds a slot of its
 // pool, and gives the slot back when the transaction is over. It returns
 // ErrTenantBusy or ErrBusy, without running fn, when no slot can be had
 // within the bounds; the context's error when it ends first. The work is
 // bounded by the GateConfig's Bounds unless ctx carries its own.
-func (g *Gate) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) error) error {
+func (g *Gate) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) error, opts ...isolation.RunOption) error {
 	begin := time.Now()
 	release, queued, err := g.acquire(ctx, t)
 	var waited time.Duration
@@ -207,7 +207,7 @@ func (g *Gate) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) erro
 	if _, ok := isolation.BoundsFrom(ctx); !ok {
 		ctx = isolation.WithBounds(ctx, g.cfg.Bounds)
 	}
-	return g.Strategy.Run(ctx, t, fn)
+	return g.inner.Run(ctx, t, fn, opts...)
 }
 
 // acquire takes a slot of t's pool, waiting boundedly, and returns the

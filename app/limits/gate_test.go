@@ -21,7 +21,6 @@ const waitFor = 30 * time.Second
 // blocking is a strategy whose Run holds until released, telling entered
 // when it starts; it records the bounds each Run was given.
 type blocking struct {
-	isolation.Strategy
 	entered chan isolation.Tenant
 	release chan struct{}
 
@@ -33,7 +32,7 @@ func newBlocking() *blocking {
 	return &blocking{entered: make(chan isolation.Tenant, 100), release: make(chan struct{})}
 }
 
-func (b *blocking) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) error) error {
+func (b *blocking) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) error, _ ...isolation.RunOption) error {
 	bd, _ := isolation.BoundsFrom(ctx)
 	b.mu.Lock()
 	b.bounds = append(b.bounds, bd)
@@ -51,7 +50,7 @@ func tenant(name string) isolation.Tenant {
 	return isolation.Tenant{ID: uuid.NewSHA1(uuid.NameSpaceOID, []byte(name)), Slug: name, Strategy: isolation.RLS}
 }
 
-func gate(inner isolation.Strategy, slots int, mod func(*GateConfig)) *Gate {
+func gate(inner isolation.Runner, slots int, mod func(*GateConfig)) *Gate {
 	cfg := GateConfig{
 		MaxConcurrent: 2, MaxQueued: 2, MaxQueuedTotal: 10, QueueTimeout: time.Hour,
 		Pool: func(isolation.Tenant) (string, int) { return "serving", slots },

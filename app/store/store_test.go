@@ -102,7 +102,7 @@ func TestErrorsAreClassifiedWhateverTheServerLanguage(t *testing.T) {
 		return deleteErr
 	})
 	german(t, "a referenced account", deleteErr)
-	if err := finops.New(strategy).DeleteAccount(ctx, a, account, nil); !errors.As(err, &conflict) || conflict.Constraint != "budgets_account_fkey" {
+	if err := finops.New(isolation.RegistryOf(strategy)).DeleteAccount(ctx, a, account, nil); !errors.As(err, &conflict) || conflict.Constraint != "budgets_account_fkey" {
 		t.Errorf("delete a referenced account: got %v, want a conflict on budgets_account_fkey", err)
 	}
 }

@@ -29,7 +29,7 @@ type fixture struct {
 	db       *pgtest.DB
 	cfg      *config.Config
 	control  *control.Service
-	strategy isolation.Strategy
+	strategy *isolation.Registry
 	esc      *system.Escalator
 }
 
@@ -42,7 +42,7 @@ func setup(t *testing.T) fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(pools.Close)
-	router := isolation.NewRouter(rls.New(pools.App, pools.Owner))
+	router := isolation.RegistryOf(rls.New(pools.App, pools.Owner))
 	ctl := control.New(pools, router, cfg, pgtest.Logger())
 	if _, err := ctl.Migrate(context.Background(), nil); err != nil {
 		t.Fatal(err)

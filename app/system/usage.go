@@ -3,9 +3,9 @@ package system
 import (
 	"context"
 	"fmt"
+	"maps"
 	"sort"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/bulkheadhq/bulkhead/app/control"
@@ -27,49 +27,40 @@ type TenantUsage struct {
 }
 
 // TableUsage is one tenant's share of one table.
-type TableUsage struct {
-	Rows  int64 `json:"rows"`
-	Bytes int64 `json:"bytes"`
-}
+type TableUsage = isolation.TableUsage
 
-// Usage reports rows and bytes per tenant. Tenants on shared tables are
-// counted in one pass per table as the system role (which bypasses RLS);
-// tenants with storage of their own are counted inside their own binding.
-// The whole report is one audited escalation.
-func (e *Escalator) Usage(ctx context.Context, reason string, strategy isolation.Strategy) ([]TenantUsage, error) {
+// Usage reports rows and bytes per tenant. Tenants of a strategy whose
+// tenants share tables (isolation.Shared) are counted in one pass per
+// table as the system role (which bypasses RLS); tenants with storage of
+// their own are counted inside their own binding. The whole report is one
+// audited escalation.
+func (e *Escalator) Usage(ctx context.Context, reason string, strategies *isolation.Registry) ([]TenantUsage, error) {
 	tenants, err := e.control.Tenants(ctx)
 	if err != nil {
 		return nil, err
 	}
 	slugs := make([]string, len(tenants))
-	byID := make(map[uuid.UUID]*TenantUsage, len(tenants))
 	out := make([]TenantUsage, len(tenants))
 	for i, t := range tenants {
 		slugs[i] = t.Slug
 		out[i] = TenantUsage{Tenant: t.Slug, Isolation: t.Isolation, Tables: map[string]TableUsage{}}
-		byID[t.ID] = &out[i]
+	}
+	shared := map[string]string{} // strategy name → schema of its shared tables
+	for _, st := range strategies.All() {
+		if sh, ok := st.(isolation.Shared); ok {
+			shared[st.Name()] = sh.SharedSchema()
+		}
 	}
 	err = e.Run(ctx, ActionUsage, reason, slugs, func(tx pgx.Tx) error {
-		tables, err := isolation.TenantTables(ctx, tx)
-		if err != nil {
-			return err
-		}
-		for _, table := range tables {
-			rows, err := tx.Query(ctx, `SELECT tenant_id, count(*), COALESCE(sum(pg_column_size(t.*)), 0)::bigint FROM `+
-				pgx.Identifier{isolation.SharedSchema, table}.Sanitize()+` t GROUP BY tenant_id`)
+		for name, schema := range shared {
+			counts, err := isolation.SharedUsage(ctx, tx, schema)
 			if err != nil {
-				return fmt.Errorf("usage of %s: %w", table, err)
+				return err
 			}
-			var id uuid.UUID
-			var u TableUsage
-			_, err = pgx.ForEachRow(rows, []any{&id, &u.Rows, &u.Bytes}, func() error {
-				if tu, ok := byID[id]; ok && isolation.SharesTables(tu.Isolation) {
-					tu.Tables[table] = u
+			for i, t := range tenants {
+				if t.Isolation == name {
+					maps.Copy(out[i].Tables, counts[t.ID])
 				}
-				return nil
-			})
-			if err != nil {
-				return fmt.Errorf("usage of %s: %w", table, err)
 			}
 		}
 		return nil
@@ -78,10 +69,10 @@ func (e *Escalator) Usage(ctx context.Context, reason string, strategy isolation
 		return nil, err
 	}
 	for i, t := range tenants {
-		if isolation.SharesTables(t.Isolation) || t.Status != control.StatusActive && t.Status != control.StatusSuspended {
+		if _, ok := shared[t.Isolation]; ok || t.Status != control.StatusActive && t.Status != control.StatusSuspended {
 			continue
 		}
-		if err := strategy.Run(ctx, t.Isolated(), func(tx pgx.Tx) error { return ownUsage(ctx, tx, &out[i]) }); err != nil {
+		if err := strategies.Run(ctx, t.Isolated(), func(tx pgx.Tx) error { return ownUsage(ctx, tx, &out[i]) }, isolation.Retryable()); err != nil {
 			return nil, fmt.Errorf("usage of %s: %w", t.Slug, err)
 		}
 	}
@@ -95,7 +86,8 @@ func (e *Escalator) Usage(ctx context.Context, reason string, strategy isolation
 	return out, nil
 }
 
-// ownUsage counts a tenant's rows inside its own binding.
+// ownUsage counts a tenant's rows inside its own binding. It assigns what
+// it counts, so it may run again (isolation.Retryable).
 func ownUsage(ctx context.Context, tx pgx.Tx, u *TenantUsage) error {
 	tables, err := isolation.TenantTables(ctx, tx)
 	if err != nil {

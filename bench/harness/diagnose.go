@@ -101,5 +101,5 @@ func (d *deployment) run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx
 	if d.name == Baseline {
 		return pgx.BeginTxFunc(ctx, d.srv.pools.App, pgx.TxOptions{}, fn)
 	}
-	return d.srv.router.Run(ctx, t, fn)
+	return d.srv.strategies.Run(ctx, t, fn)
 }

@@ -27,12 +27,12 @@ const adminToken = "bench-admin-token-0123456789abcdef0123"
 // server is one `bulkhead serve` fx app running in this process on a
 // loopback port, as internal/apitest runs one for tests.
 type server struct {
-	name    string
-	app     *fx.App
-	url     string
-	control *control.Service
-	router  *isolation.Router
-	pools   *postgres.Pools
+	name       string
+	app        *fx.App
+	url        string
+	control    *control.Service
+	strategies *isolation.Registry
+	pools      *postgres.Pools
 }
 
 // serverOptions configures startServer.
@@ -85,11 +85,11 @@ func startServer(ctx context.Context, o serverOptions) (*server, error) {
 		fx.Decorate(func(cfg *config.Config) *slog.Logger {
 			return logging.NewTo(o.log, "json", cfg.Log.Level)
 		}),
-		fx.Populate(&srv, &s.control, &s.router, &s.pools),
+		fx.Populate(&srv, &s.control, &s.strategies, &s.pools),
 	}
 	if o.baseline {
-		opts = append(opts, fx.Decorate(func(st isolation.Strategy, pools *postgres.Pools) isolation.Strategy {
-			return &noTenancy{Strategy: st, pool: pools.App}
+		opts = append(opts, fx.Decorate(func(_ isolation.Runner, pools *postgres.Pools) isolation.Runner {
+			return &noTenancy{pool: pools.App}
 		}))
 	}
 	s.app = fx.New(opts...)
@@ -119,7 +119,7 @@ func (s *server) stop(ctx context.Context) error {
 // perTenant returns the database strategy of the server, for its pool
 // statistics.
 func (s *server) perTenant() (*database.Strategy, bool) {
-	st, err := s.router.Strategy(isolation.Database)
+	st, err := s.strategies.Named(isolation.Database)
 	if err != nil {
 		return nil, false
 	}
@@ -135,11 +135,10 @@ func (s *server) perTenant() (*database.Strategy, bool) {
 // only in the benchmark harness and serves a copy of the RLS database with
 // Row-Level Security disabled; nothing in the product can reach it.
 type noTenancy struct {
-	isolation.Strategy
 	pool *pgxpool.Pool
 }
 
 // Run runs fn in a plain transaction of the serving pool.
-func (b *noTenancy) Run(ctx context.Context, _ isolation.Tenant, fn func(pgx.Tx) error) error {
+func (b *noTenancy) Run(ctx context.Context, _ isolation.Tenant, fn func(pgx.Tx) error, _ ...isolation.RunOption) error {
 	return pgx.BeginTxFunc(ctx, b.pool, pgx.TxOptions{}, fn)
 }

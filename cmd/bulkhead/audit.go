@@ -101,7 +101,7 @@ func (c *cli) usageCmd() *cobra.Command {
 			}
 			var (
 				esc      *system.Escalator
-				strategy isolation.Strategy
+				strategy *isolation.Registry
 			)
 			return c.with(cmd.Context(), system.Module, func(ctx context.Context) error {
 				report, err := esc.Usage(ctx, reason, strategy)

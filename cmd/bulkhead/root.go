@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -31,7 +32,7 @@ type cli struct {
 // configFlags maps the configuration flags to their keys.
 var configFlags = []struct{ name, key, usage string }{
 	{"profile", "profile", "deployment profile: saas, regulated, enterprise or community"},
-	{"isolation", "isolation.strategy", "isolation strategy: rls, schema or database"},
+	{"isolation", "isolation.strategy", "isolation strategy: " + orList(app.StrategyNames())},
 	{"database-url", "database.url", "DSN the server serves with (the app role)"},
 	{"migrate-database-url", "database.migrate_url", "DSN with owner privilege, for migrate and provisioning"},
 	{"http-addr", "http.addr", "listen address"},
@@ -81,10 +82,18 @@ func newRoot(env []string, stdin io.Reader, stdout, stderr io.Writer) *cobra.Com
 	return root
 }
 
-// input is the configuration input: the file, the environment and the
-// configuration flags the user set.
+// orList joins names as "a, b or c".
+func orList(names []string) string {
+	if len(names) < 2 {
+		return strings.Join(names, "")
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
+}
+
+// input is the configuration input: the file, the environment, the
+// configuration flags the user set, and the build's strategies.
 func (c *cli) input() config.Input {
-	in := config.Input{File: c.file, Env: c.env}
+	in := config.Input{File: c.file, Env: c.env, Strategies: app.Strategies}
 	for _, f := range configFlags {
 		if fl := c.flags.Lookup(f.name); fl != nil && fl.Changed {
 			in.Flags = append(in.Flags, config.Flag{Name: f.name, Key: f.key, Value: fl.Value.String()})

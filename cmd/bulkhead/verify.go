@@ -32,7 +32,7 @@ start on.`,
 			var (
 				cfg      *config.Config
 				pools    *postgres.Pools
-				strategy isolation.Strategy
+				strategy *isolation.Registry
 			)
 			return c.with(cmd.Context(), fx.Options(), func(ctx context.Context) error {
 				if err := cfg.RequireServing(); err != nil {

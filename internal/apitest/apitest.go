@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,12 +41,16 @@ const AdminToken = "test-admin-token-0123456789abcdef0123"
 
 // Env is a running server and what it runs on.
 type Env struct {
-	DB       *pgtest.DB
-	URL      string
-	Config   *config.Config
-	Control  *control.Service
-	Pools    *postgres.Pools
-	Strategy isolation.Strategy
+	DB      *pgtest.DB
+	URL     string
+	Config  *config.Config
+	Control *control.Service
+	Pools   *postgres.Pools
+	// Strategy is what the domain's Gate wraps: Registry, or what
+	// WithStrategyDecorator made of it.
+	Strategy isolation.Runner
+	// Registry holds the server's strategies.
+	Registry *isolation.Registry
 	// Gate is the admission Gate the domain runs tenant work through (it
 	// wraps Strategy), and Recorder records its per-tenant usage.
 	Gate     *limits.Gate
@@ -96,6 +101,8 @@ type Settings struct {
 	Env map[string]string
 	// Fx are added to the server's fx app, after Base and Server.
 	Fx []fx.Option
+	// Strategies are registered besides the build's (app.Strategies).
+	Strategies []isolation.Descriptor
 	// Started run, in order, once the server serves, before Start returns.
 	Started []func(tb testing.TB, e *Env)
 }
@@ -115,11 +122,19 @@ func WithFx(opts ...fx.Option) Option {
 	return func(s *Settings) { s.Fx = append(s.Fx, opts...) }
 }
 
-// WithStrategyDecorator wraps the isolation.Strategy that the domain (and
+// WithStrategyDecorator wraps the isolation.Runner that the domain (and
 // Env.Strategy) runs tenant work through; the control plane keeps the
-// undecorated Router. Tests use it to take a wall away or to inject faults.
-func WithStrategyDecorator(wrap func(isolation.Strategy) isolation.Strategy) Option {
+// undecorated Registry. Tests use it to take a wall away or to inject
+// faults.
+func WithStrategyDecorator(wrap func(isolation.Runner) isolation.Runner) Option {
 	return WithFx(fx.Decorate(wrap))
+}
+
+// WithStrategies registers strategies besides the build's, as one more
+// line of app.Strategies would: configured from their keys under
+// isolation.<name>, served when isolation.strategy names them.
+func WithStrategies(d ...isolation.Descriptor) Option {
+	return func(s *Settings) { s.Strategies = append(s.Strategies, d...) }
 }
 
 // WithStarted runs fn once the server serves, before Start returns: to
@@ -190,7 +205,7 @@ func Start(tb testing.TB, db *pgtest.DB, opts ...Option) *Env {
 	for _, o := range opts {
 		o(settings)
 	}
-	in := config.Input{}
+	in := config.Input{Strategies: slices.Concat(app.Strategies, settings.Strategies)}
 	for k, v := range vars {
 		in.Env = append(in.Env, k+"="+v)
 	}
@@ -206,7 +221,7 @@ func Start(tb testing.TB, db *pgtest.DB, opts ...Option) *Env {
 			return logging.NewTo(w, "json", cfg.Log.Level)
 		}),
 		fx.Options(settings.Fx...),
-		fx.Populate(&srv, &e.Config, &e.Control, &e.Pools, &e.Strategy, &e.Gate, &e.Recorder),
+		fx.Populate(&srv, &e.Config, &e.Control, &e.Pools, &e.Strategy, &e.Registry, &e.Gate, &e.Recorder),
 	)
 	if err := a.Err(); err != nil {
 		tb.Fatalf("apitest: build server: %v", err)

@@ -387,15 +387,22 @@ func migrate(ctx context.Context, dsn string) error {
 		return err
 	}
 	defer pools.Close()
-	svc := control.New(pools, isolation.NewRouter(rls.New(nil, pools.Owner)), cfg, Logger())
+	strategies, err := isolation.NewRegistry(isolation.RLS, rls.New(nil, pools.Owner))
+	if err != nil {
+		return err
+	}
+	svc := control.New(pools, strategies, cfg, Logger())
 	_, err = svc.Migrate(ctx, nil)
 	return err
 }
 
 // Config returns a valid configuration for db: the community profile with
 // db's serving and migrate URLs, no bootstrap tenant, the system role on.
+// It knows the rls strategy only (this package cannot import the others'
+// packages, whose own tests use it); a server with every strategy is
+// apitest's.
 func Config(db *DB) *config.Config {
-	l, err := config.Load(config.Input{})
+	l, err := config.Load(config.Input{Strategies: []isolation.Descriptor{rls.Descriptor}})
 	if err != nil {
 		panic(err)
 	}
@@ -405,14 +412,13 @@ func Config(db *DB) *config.Config {
 	cfg.Tenants.Bootstrap = ""
 	cfg.System.Enabled = true
 	cfg.HTTP.Addr = "127.0.0.1:0"
-	// A first connection to a new tenant database can take seconds on a
-	// loaded machine: the default (2s) is for serving, not for tests.
-	cfg.Isolation.Database.AcquireTimeout = AcquireTimeout
 	return cfg
 }
 
 // AcquireTimeout is how long the database strategy waits for a tenant
-// connection in tests, unless a test sets its own.
+// connection in tests (apitest sets it), unless a test sets its own: a
+// first connection to a new tenant database can take seconds on a loaded
+// machine, and the default (2s) is for serving.
 const AcquireTimeout = 30 * time.Second
 
 // Logger returns a logger for tests: silent unless BULKHEAD_TEST_LOG is set.

@@ -132,7 +132,7 @@ func BenchmarkPointRead(b *testing.B) {
 	b.Logf("%d tenant databases provisioned in %s", n, time.Since(begin).Round(time.Millisecond))
 	targets[isolation.RLS] = seed(b, shared, n)
 	begin = time.Now()
-	fs, err := perTenant.Strategy.Verify(context.Background())
+	fs, err := perTenant.Registry.Verify(context.Background())
 	if err != nil || len(fs) > 0 {
 		b.Fatalf("verify: %v %v", fs, err)
 	}
@@ -158,7 +158,7 @@ func BenchmarkPointRead(b *testing.B) {
 	}
 }
 
-func pointReads(b *testing.B, s isolation.Strategy, targets []target, pick func() int) {
+func pointReads(b *testing.B, s isolation.Runner, targets []target, pick func() int) {
 	ctx := context.Background()
 	var (
 		mu          sync.Mutex

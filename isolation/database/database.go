@@ -14,16 +14,21 @@
 package database
 
 import (
+	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"regexp"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/bulkheadhq/bulkhead/isolation"
@@ -41,46 +46,145 @@ var searchPath = isolation.SearchPath(schema)
 // server of database.url.
 const DefaultServer = "default"
 
-// Server is one PostgreSQL server tenant databases can be placed on.
+// Server is one PostgreSQL server tenant databases can be placed on: an
+// item of isolation.database.servers.
 type Server struct {
-	Name string
+	Name string `koanf:"name"`
 	// URL is the serving role's DSN of the server's control database;
 	// a tenant database is reached with the database name replaced. Empty
 	// in a process that does not serve.
-	URL string
+	URL string `koanf:"url"`
 	// MigrateURL is an owner-capable DSN of the same database, for Setup,
 	// provisioning and migrations. It must reach PostgreSQL directly: its
 	// sessions hold SET ROLE. Empty in a process that does not provision.
-	MigrateURL string
+	MigrateURL string `koanf:"migrate_url"`
 }
 
-// Config configures the strategy.
+// Config configures the strategy. Its koanf-tagged fields are the keys
+// under isolation.database; the others are filled from isolation.Deps by
+// Descriptor.New.
 type Config struct {
-	// Servers lists where tenant databases live; at least one.
-	Servers []Server
 	// MaxConnections caps the open connections of all tenant pools of the
 	// process together, idle ones included.
-	MaxConnections int
-	// AcquireTimeout is how long Run waits for a tenant connection.
-	AcquireTimeout time.Duration
+	MaxConnections int `koanf:"max_connections"`
+	// AcquireTimeout is how long Run waits for a tenant connection
+	// before it answers isolation.ErrUnavailable (503 with Retry-After).
+	AcquireTimeout time.Duration `koanf:"acquire_timeout"`
 	// IdleTimeout closes tenant pools, and connections, unused this long.
-	IdleTimeout time.Duration
+	IdleTimeout time.Duration `koanf:"idle_timeout"`
+	// Servers lists where tenant databases live; empty in the
+	// configuration means the server of database.url.
+	Servers []Server `koanf:"servers"`
+
 	// MaxPools bounds the tenant pools kept open; 0 means four per
 	// connection of the budget. Least recently used unused pools close
 	// first.
-	MaxPools int
+	MaxPools int `koanf:"-"`
 	// PoolConfig turns a serving DSN into a pool configuration (query exec
 	// mode for the pooler in front of PostgreSQL); nil: pgxpool.ParseConfig.
-	PoolConfig func(dsn string) (*pgxpool.Config, error)
-	// Control is a pool on the control-plane database that may read
-	// bulkhead.tenants: placement counts tenants per server, and Verify
-	// finds the tenant databases there.
-	Control *pgxpool.Pool
+	PoolConfig func(dsn string) (*pgxpool.Config, error) `koanf:"-"`
+	// Directory is the control plane's record of the strategy's tenants:
+	// placement counts tenants per server, and Verify finds the tenant
+	// databases there.
+	Directory Directory `koanf:"-"`
+	// Home is the connection configuration of the control-plane server,
+	// whose version verify.All checks: Verify skips a server at the same
+	// address. nil checks every server.
+	Home *pgconn.Config `koanf:"-"`
 	// System makes Setup create the system role on every server too.
-	System bool
+	System bool `koanf:"-"`
 	// Logger receives what the strategy cannot return: a server found down
 	// while others work. nil discards it.
-	Logger *slog.Logger
+	Logger *slog.Logger `koanf:"-"`
+}
+
+// Directory is what the strategy reads of the control plane. app/control
+// implements it; the strategy never reads the control plane's tables
+// itself.
+type Directory interface {
+	// CountByServer counts the tenants of strategy name per server they
+	// are placed on.
+	CountByServer(ctx context.Context, strategy string) (map[string]int64, error)
+	// Placed lists the tenants of strategy that hold storage (active and
+	// suspended ones), by server and id; none before the control plane is
+	// migrated.
+	Placed(ctx context.Context, strategy string) ([]isolation.Tenant, error)
+}
+
+// Descriptor describes the strategy to the registry: its configuration
+// under isolation.database, built with the server of database.url when
+// it lists no servers.
+var Descriptor = isolation.Descriptor{
+	Name:    isolation.Database,
+	Summary: "a database per tenant, on one of several servers",
+	Config: func() isolation.Config {
+		return &Config{MaxConnections: 50, AcquireTimeout: 2 * time.Second, IdleTimeout: 5 * time.Minute, Servers: []Server{}}
+	},
+	New: func(d isolation.Deps, c isolation.Config) (isolation.Strategy, error) {
+		cfg := *c.(*Config)
+		if len(cfg.Servers) == 0 {
+			cfg.Servers = []Server{{Name: DefaultServer, URL: d.URL, MigrateURL: d.MigrateURL}}
+		}
+		dir, ok := d.Control.(Directory)
+		if !ok {
+			return nil, fmt.Errorf("the control plane (%T) does not implement database.Directory", d.Control)
+		}
+		cfg.Directory, cfg.PoolConfig, cfg.System, cfg.Logger = dir, d.PoolConfig, d.System, d.Logger
+		for _, p := range []*pgxpool.Pool{d.App, d.Owner} {
+			if p != nil {
+				cfg.Home = &p.Config().ConnConfig.Config
+				break
+			}
+		}
+		s, err := New(cfg)
+		if err != nil {
+			return nil, &isolation.ConfigError{Key: "servers", Msg: err.Error()}
+		}
+		return s, nil
+	},
+}
+
+// serverName is what a server's name may be: it is stored per tenant and
+// shown in findings, never put in SQL.
+var serverName = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)
+
+// Validate reports every bad value of c at once (isolation.Config).
+func (c *Config) Validate() error {
+	var e isolation.ConfigErrors
+	if c.MaxConnections < 1 {
+		e.Add("max_connections", "must be at least 1, not %d", c.MaxConnections)
+	}
+	for key, d := range map[string]time.Duration{"acquire_timeout": c.AcquireTimeout, "idle_timeout": c.IdleTimeout} {
+		if d <= 0 {
+			e.Add(key, "must be a positive duration such as 2s, not %s", d)
+		}
+	}
+	slices.SortFunc(e, func(a, b *isolation.ConfigError) int { return strings.Compare(a.Key, b.Key) })
+	dsn := func(key, v string) {
+		if v == "" {
+			return
+		}
+		if _, err := pgx.ParseConfig(v); err != nil {
+			e.Add(key, "not a valid PostgreSQL connection string")
+		}
+	}
+	seen := map[string]bool{}
+	for i, s := range c.Servers {
+		key := fmt.Sprintf("servers[%d]", i)
+		switch {
+		case !serverName.MatchString(s.Name):
+			e.Add(key+".name", "%q must be 1-63 characters of a-z, 0-9 and -, starting with a letter", s.Name)
+		case seen[s.Name]:
+			e.Add(key+".name", "%q is listed twice", s.Name)
+		}
+		seen[s.Name] = true
+		if s.URL == "" {
+			e.Add(key+".url", "required")
+		}
+		dsn(key+".url", s.URL)
+		dsn(key+".migrate_url", s.MigrateURL)
+	}
+	return e.Err()
 }
 
 // Strategy is the database-per-tenant strategy. It is safe for concurrent

@@ -9,7 +9,6 @@ import (
 	"slices"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/bulkheadhq/bulkhead/isolation"
 )
@@ -39,21 +38,11 @@ func (s *Strategy) locate(t isolation.Tenant) (*server, string, error) {
 // (counting placements in progress in this process), ties in configured
 // order.
 func (s *Strategy) byLoad(ctx context.Context) ([]*server, error) {
-	if s.cfg.Control == nil {
-		return nil, errors.New("no control-plane pool to count tenants per server")
+	if s.cfg.Directory == nil {
+		return nil, errors.New("no control plane to count tenants per server")
 	}
-	rows, err := s.cfg.Control.Query(ctx,
-		`SELECT server, count(*) FROM bulkhead.tenants WHERE isolation = $1 AND server <> '' GROUP BY server`,
-		isolation.Database)
+	count, err := s.cfg.Directory.CountByServer(ctx, isolation.Database)
 	if err != nil {
-		return nil, fmt.Errorf("count tenants per server: %w", err)
-	}
-	count := map[string]int64{}
-	var (
-		name string
-		n    int64
-	)
-	if _, err := pgx.ForEachRow(rows, []any{&name, &n}, func() error { count[name] = n; return nil }); err != nil {
 		return nil, fmt.Errorf("count tenants per server: %w", err)
 	}
 	var out []*server

@@ -89,11 +89,11 @@ func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) 
 		if isolation.StalePlan(err) {
 			// The tenant's tables changed under the pool's cached
 			// statements (a migration ran): start its connections afresh,
-			// and let the client retry.
+			// so that the Registry's retry, or the client's, prepares
+			// them again.
 			p.pool.Reset()
-			return fmt.Errorf("%w: tenant %s: %w", isolation.ErrUnavailable, t, err)
 		}
-		return err
+		return isolation.MarkStale(err)
 	}
 }
 

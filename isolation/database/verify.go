@@ -7,7 +7,6 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
 
@@ -117,37 +116,20 @@ func (s *Strategy) Verify(ctx context.Context) ([]isolation.Finding, error) {
 // tenantDatabases lists the database of every provisioned tenant of this
 // strategy, by server name.
 func (s *Strategy) tenantDatabases(ctx context.Context) (map[string][]string, error) {
-	if s.cfg.Control == nil {
-		return nil, fmt.Errorf("verify: no control-plane pool")
+	if s.cfg.Directory == nil {
+		return nil, fmt.Errorf("verify: no control plane")
 	}
-	var exists bool
-	if err := s.cfg.Control.QueryRow(ctx, `SELECT to_regclass('bulkhead.tenants') IS NOT NULL`).Scan(&exists); err != nil {
-		return nil, fmt.Errorf("list tenant databases: %w", err)
-	}
-	if !exists {
-		return nil, nil // nothing migrated, nothing provisioned
-	}
-	rows, err := s.cfg.Control.Query(ctx, `
-		SELECT id, server FROM bulkhead.tenants
-		WHERE isolation = $1 AND status IN ('active', 'suspended')
-		ORDER BY server, id`, isolation.Database)
+	tenants, err := s.cfg.Directory.Placed(ctx, isolation.Database)
 	if err != nil {
 		return nil, fmt.Errorf("list tenant databases: %w", err)
 	}
 	out := map[string][]string{}
-	var (
-		id     uuid.UUID
-		server string
-	)
-	_, err = pgx.ForEachRow(rows, []any{&id, &server}, func() error {
+	for _, t := range tenants {
+		server := t.Server
 		if server == "" && len(s.order) == 1 {
 			server = s.order[0].name
 		}
-		out[server] = append(out[server], DBName(id))
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list tenant databases: %w", err)
+		out[server] = append(out[server], DBName(t.ID))
 	}
 	return out, nil
 }
@@ -238,9 +220,8 @@ func (s *Strategy) checkTables(ctx context.Context, srv *server, db string) ([]i
 // checkServer reports the version findings of srv, unless it is the server
 // of the control plane, which verify.All checks.
 func (s *Strategy) checkServer(ctx context.Context, srv *server) ([]isolation.Finding, error) {
-	if s.cfg.Control != nil && srv.app != nil {
-		c, a := s.cfg.Control.Config().ConnConfig, srv.app.ConnConfig
-		if c.Host == a.Host && c.Port == a.Port {
+	if c := s.cfg.Home; c != nil && srv.app != nil {
+		if a := srv.app.ConnConfig; c.Host == a.Host && c.Port == a.Port {
 			return nil, nil
 		}
 	}

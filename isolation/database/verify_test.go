@@ -72,7 +72,7 @@ func TestVerifyNamesEachFlaw(t *testing.T) {
 		}
 		if flaw.severity == isolation.Critical {
 			var unsafe *isolation.UnsafeError
-			if err := app.SafetyCheck(ctx, e.Pools, e.Strategy); !errors.As(err, &unsafe) || !strings.Contains(err.Error(), flaw.code) {
+			if err := app.SafetyCheck(ctx, e.Pools, e.Registry); !errors.As(err, &unsafe) || !strings.Contains(err.Error(), flaw.code) {
 				t.Errorf("%s: the safety check serve runs says %v", flaw.name, err)
 			}
 		}

@@ -41,17 +41,17 @@ const (
 // faulty injects the fault its mode names into every transaction of the
 // tenant called victim; the other tenants' transactions run untouched.
 type faulty struct {
-	isolation.Strategy
+	inner   isolation.Runner
 	mode    atomic.Int32
 	entered chan struct{} // receives once the fault is in place
 }
 
-func (f *faulty) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) error) error {
+func (f *faulty) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) error, opts ...isolation.RunOption) error {
 	mode := f.mode.Load()
 	if t.Slug != "victim" || mode == none {
-		return f.Strategy.Run(ctx, t, fn)
+		return f.inner.Run(ctx, t, fn, opts...)
 	}
-	err := f.Strategy.Run(ctx, t, func(tx pgx.Tx) error {
+	err := f.inner.Run(ctx, t, func(tx pgx.Tx) error {
 		if err := fn(tx); err != nil {
 			return err
 		}
@@ -68,7 +68,7 @@ func (f *faulty) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) er
 			panic("injected fault")
 		}
 		return nil
-	})
+	}, opts...)
 	if err == nil && mode == afterCommit {
 		f.entered <- struct{}{}
 		<-ctx.Done() // the client is gone; the handler answers no one
@@ -88,8 +88,8 @@ type faultEnv struct {
 func startFaulty(t *testing.T) *faultEnv {
 	t.Helper()
 	fe := &faultEnv{f: &faulty{entered: make(chan struct{}, 1)}}
-	fe.env = apitest.Start(t, nil, apitest.WithStrategyDecorator(func(s isolation.Strategy) isolation.Strategy {
-		fe.f.Strategy = s
+	fe.env = apitest.Start(t, nil, apitest.WithStrategyDecorator(func(s isolation.Runner) isolation.Runner {
+		fe.f.inner = s
 		return fe.f
 	}))
 	fe.victim, fe.bystander = fe.env.Tenant(t, "victim"), fe.env.Tenant(t, "bystander")

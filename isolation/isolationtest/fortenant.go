@@ -12,19 +12,19 @@ import (
 // through wrap, which gets the transaction and the work it should do:
 // tests make one tenant misbehave with it (sleep in a statement, stay idle,
 // hold its connection) while the others go through s unchanged.
-func ForTenant(s isolation.Strategy, slug string, wrap func(ctx context.Context, tx pgx.Tx, fn func(pgx.Tx) error) error) isolation.Strategy {
-	return &forTenant{Strategy: s, slug: slug, wrap: wrap}
+func ForTenant(s isolation.Runner, slug string, wrap func(ctx context.Context, tx pgx.Tx, fn func(pgx.Tx) error) error) isolation.Runner {
+	return &forTenant{inner: s, slug: slug, wrap: wrap}
 }
 
 type forTenant struct {
-	isolation.Strategy
-	slug string
-	wrap func(ctx context.Context, tx pgx.Tx, fn func(pgx.Tx) error) error
+	inner isolation.Runner
+	slug  string
+	wrap  func(ctx context.Context, tx pgx.Tx, fn func(pgx.Tx) error) error
 }
 
-func (f *forTenant) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) error) error {
+func (f *forTenant) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) error, opts ...isolation.RunOption) error {
 	if t.Slug != f.slug {
-		return f.Strategy.Run(ctx, t, fn)
+		return f.inner.Run(ctx, t, fn, opts...)
 	}
-	return f.Strategy.Run(ctx, t, func(tx pgx.Tx) error { return f.wrap(ctx, tx, fn) })
+	return f.inner.Run(ctx, t, func(tx pgx.Tx) error { return f.wrap(ctx, tx, fn) }, opts...)
 }

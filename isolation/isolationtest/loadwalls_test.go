@@ -38,7 +38,7 @@ func newHolding() *holding {
 
 // decorator holds the transactions of the tenant called slug.
 func (h *holding) decorator(slug string) apitest.Option {
-	return apitest.WithStrategyDecorator(func(inner isolation.Strategy) isolation.Strategy {
+	return apitest.WithStrategyDecorator(func(inner isolation.Runner) isolation.Runner {
 		return isolationtest.ForTenant(inner, slug, h.hold)
 	})
 }
@@ -244,7 +244,7 @@ func TestLoadWallPanicsReturnWhatTheyHeld(t *testing.T) {
 			}
 			env.Must(t, 200, "GET", "/v1/accounts", tn.Viewer, nil)
 			if s == isolation.Database {
-				st, _ := env.Strategy.(*isolation.Router).Strategy(isolation.Database)
+				st, _ := env.Registry.Named(isolation.Database)
 				if stats := st.(*database.Strategy).Stats(); stats.Open > pool || stats.HighWater > pool {
 					t.Errorf("budget after the panics: %+v", stats)
 				}
@@ -279,7 +279,7 @@ func TestLoadWallBoundsAreTransactionLocal(t *testing.T) {
 				tn := env.Tenant(t, "bounded")
 				ctx, cancel := context.WithTimeout(context.Background(), bound)
 				defer cancel()
-				show := func(run func(context.Context, isolation.Tenant, func(pgx.Tx) error) error) (got [3]string) {
+				show := func(run func(context.Context, isolation.Tenant, func(pgx.Tx) error, ...isolation.RunOption) error) (got [3]string) {
 					t.Helper()
 					err := run(ctx, tn.Isolated(), func(tx pgx.Tx) error {
 						return tx.QueryRow(ctx, `SELECT current_setting('statement_timeout'), current_setting('lock_timeout'),
@@ -311,7 +311,7 @@ func TestLoadWallStatementTimeout(t *testing.T) {
 			t.Parallel()
 			env := apitest.Start(t, nil, apitest.WithStrategy(s),
 				apitest.WithEnv("BULKHEAD_DATABASE__STATEMENT_TIMEOUT", "2s"),
-				apitest.WithStrategyDecorator(func(inner isolation.Strategy) isolation.Strategy {
+				apitest.WithStrategyDecorator(func(inner isolation.Runner) isolation.Runner {
 					return isolationtest.ForTenant(inner, "slow", sleep)
 				}))
 			slow, other := env.Tenant(t, "slow"), env.Tenant(t, "other")

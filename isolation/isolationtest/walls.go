@@ -49,14 +49,14 @@ type FilterBypass struct {
 // NewFilterBypass returns a bypass that has rewritten nothing yet.
 func NewFilterBypass() *FilterBypass { return &FilterBypass{seen: map[string]bool{}} }
 
-// Option decorates the server's isolation.Strategy with the bypass.
+// Option decorates the server's isolation.Runner with the bypass.
 func (b *FilterBypass) Option() apitest.Option {
 	return apitest.WithStrategyDecorator(b.Wrap)
 }
 
 // Wrap returns s with the bypass applied to every transaction it runs.
-func (b *FilterBypass) Wrap(s isolation.Strategy) isolation.Strategy {
-	return &bypassStrategy{Strategy: s, b: b}
+func (b *FilterBypass) Wrap(s isolation.Runner) isolation.Runner {
+	return &bypassStrategy{inner: s, b: b}
 }
 
 // Rewrites is the number of statements rewritten so far.
@@ -86,14 +86,14 @@ func (b *FilterBypass) rewrite(sql string) string {
 }
 
 type bypassStrategy struct {
-	isolation.Strategy
-	b *FilterBypass
+	inner isolation.Runner
+	b     *FilterBypass
 }
 
-func (s *bypassStrategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) error) error {
-	return s.Strategy.Run(ctx, t, func(tx pgx.Tx) error {
+func (s *bypassStrategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) error, opts ...isolation.RunOption) error {
+	return s.inner.Run(ctx, t, func(tx pgx.Tx) error {
 		return fn(&bypassTx{Tx: tx, b: s.b})
-	})
+	}, opts...)
 }
 
 // bypassTx rewrites every statement that passes through it. Conn() is left

@@ -31,7 +31,21 @@ type Strategy struct {
 	opts  isolation.Options
 }
 
-var _ isolation.Strategy = (*Strategy)(nil)
+var (
+	_ isolation.Strategy      = (*Strategy)(nil)
+	_ isolation.Shared        = (*Strategy)(nil)
+	_ isolation.SystemGranter = (*Strategy)(nil)
+)
+
+// Descriptor describes the strategy to the registry. It takes no
+// configuration of its own.
+var Descriptor = isolation.Descriptor{
+	Name:    isolation.RLS,
+	Summary: "shared tables under forced Row-Level Security",
+	New: func(d isolation.Deps, _ isolation.Config) (isolation.Strategy, error) {
+		return New(d.App, d.Owner, isolation.WithCitus(d.Citus)), nil
+	},
+}
 
 // New returns the strategy serving with app (the serving role's pool) and
 // provisioning with owner (a pool whose sessions act as the owner role).
@@ -119,7 +133,24 @@ func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) 
 	if err != nil {
 		return err
 	}
-	return pgx.BeginTxFunc(ctx, s.app, opts, fn)
+	return isolation.MarkStale(pgx.BeginTxFunc(ctx, s.app, opts, fn))
+}
+
+// SharedSchema is the schema of the shared tenant tables
+// (isolation.Shared).
+func (s *Strategy) SharedSchema() string { return schema }
+
+// GrantSystem grants the system role SELECT on the shared tables, for its
+// cross-tenant reports, and nothing else (isolation.SystemGranter).
+func (s *Strategy) GrantSystem(ctx context.Context) error {
+	if s.owner == nil {
+		return isolation.ErrNoOwner
+	}
+	if _, err := s.owner.Exec(ctx, `GRANT SELECT ON ALL TABLES IN SCHEMA `+pgx.Identifier{schema}.Sanitize()+
+		` TO `+pgx.Identifier{isolation.SystemRole}.Sanitize()); err != nil {
+		return fmt.Errorf("grant the system role: %w", err)
+	}
+	return nil
 }
 
 // Verify checks the shared tenant tables (verify.TenantTables).

@@ -115,7 +115,7 @@ ALTER TABLE accounts ALTER COLUMN name TYPE text;
 			if va, vb := version(t, f, a), version(t, f, b); va != head || vb != head+1 {
 				t.Fatalf("versions %d and %d, want %d and %d", va, vb, head, head+1)
 			}
-			store := finops.New(f.strategy)
+			store := finops.New(isolation.RegistryOf(f.strategy))
 			for round := range 3 {
 				for _, tn := range []isolation.Tenant{a, b} {
 					accounts, _, err := store.Accounts(ctx, tn, finops.Page{})
@@ -208,7 +208,7 @@ func TestMigrateFanOutPastABrokenSchema(t *testing.T) {
 	if last := progress[len(progress)-1]; last != [3]int{4, 4, 1} {
 		t.Errorf("last progress %v, want 4 of 4 done, 1 failed", last)
 	}
-	store := finops.New(f.strategy)
+	store := finops.New(isolation.RegistryOf(f.strategy))
 	for _, tn := range tenants {
 		if tn == broken {
 			continue

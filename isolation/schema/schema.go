@@ -41,6 +41,16 @@ type Strategy struct {
 
 var _ isolation.Strategy = (*Strategy)(nil)
 
+// Descriptor describes the strategy to the registry. It takes no
+// configuration of its own.
+var Descriptor = isolation.Descriptor{
+	Name:    isolation.Schema,
+	Summary: "a schema and a role per tenant",
+	New: func(d isolation.Deps, _ isolation.Config) (isolation.Strategy, error) {
+		return New(d.App, d.Owner, isolation.WithCitus(d.Citus)), nil
+	},
+}
+
 // New returns the strategy serving with app (the serving role's pool) and
 // provisioning with owner (a pool whose sessions act as the owner role,
 // which has CREATEROLE). Either may be nil in a process that does not need
@@ -273,9 +283,8 @@ func (s *Strategy) migrate(ctx context.Context, name string) (int64, error) {
 // Tenants may sit at different migration versions, and a statement pgx
 // prepared for one tenant's table shape then fails on another's with
 // "cached plan must not change result type". pgx drops the stale statement
-// on that error, so Run retries the transaction once, on the same
-// connection; fn must therefore be safe to run again after a rollback (it
-// assigns its results rather than appending to them).
+// on that error, and Run returns it wrapped in isolation.ErrStalePlan: the
+// Registry runs a retryable fn again.
 func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) error) error {
 	if s.app == nil {
 		return isolation.ErrNoApp
@@ -289,11 +298,7 @@ func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) 
 		return err
 	}
 	defer conn.Release()
-	err = pgx.BeginTxFunc(ctx, conn, opts, fn)
-	if isolation.StalePlan(err) {
-		err = pgx.BeginTxFunc(ctx, conn, opts, fn)
-	}
-	return err
+	return isolation.MarkStale(pgx.BeginTxFunc(ctx, conn, opts, fn))
 }
 
 // bind returns the transaction options binding t, bounded as ctx says.

@@ -133,7 +133,7 @@ func (f *fixture) provision(t testing.TB, slug string) isolation.Tenant {
 // newControl returns a control plane provisioning with f's strategy.
 func newControl(t testing.TB, f *fixture) *control.Service {
 	t.Helper()
-	return control.New(f.pools, isolation.NewRouter(f.strategy), f.cfg, pgtest.Logger())
+	return control.New(f.pools, isolation.RegistryOf(f.strategy), f.cfg, pgtest.Logger())
 }
 
 func ident(tn isolation.Tenant) string { return pgx.Identifier{schema.Name(tn.ID)}.Sanitize() }

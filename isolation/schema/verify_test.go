@@ -140,7 +140,7 @@ func assertFinding(t *testing.T, f *fixture, code, object string) {
 	if !found {
 		t.Fatalf("no critical %s finding on %s; got %v", code, object, findings)
 	}
-	err = app.SafetyCheck(ctx, f.pools, f.strategy)
+	err = app.SafetyCheck(ctx, f.pools, isolation.RegistryOf(f.strategy))
 	if _, unsafe := err.(*isolation.UnsafeError); !unsafe || !strings.Contains(err.Error(), code) {
 		t.Errorf("the safety check lets the server start: %v", err)
 	}

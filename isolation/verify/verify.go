@@ -37,12 +37,18 @@ const (
 // it, and this package reports the rest.
 type Finding = isolation.Finding
 
+// Verifier reports the findings of strategies' own storage:
+// isolation.Registry, or one isolation.Strategy.
+type Verifier interface {
+	Verify(ctx context.Context) ([]Finding, error)
+}
+
 // All is what `bulkhead verify` reports and what serve checks at start:
 // ServingRole, Database, ControlPlane and Server on q (a connection or pool
-// of the serving role), and the strategy's own Verify (a Router verifies
-// every strategy it runs). Findings are de-duplicated and sorted, critical
-// first.
-func All(ctx context.Context, q isolation.Querier, strategy isolation.Strategy) ([]Finding, error) {
+// of the serving role), and the strategies' own (Verifier: the registry
+// verifies every strategy it has). Findings are de-duplicated and sorted,
+// critical first.
+func All(ctx context.Context, q isolation.Querier, strategy Verifier) ([]Finding, error) {
 	var all []Finding
 	for _, check := range []struct {
 		name string
@@ -61,7 +67,7 @@ func All(ctx context.Context, q isolation.Querier, strategy isolation.Strategy) 
 	}
 	st, err := strategy.Verify(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("verify %s strategy: %w", strategy.Name(), err)
+		return nil, err // the registry names the strategy
 	}
 	return Dedupe(slices.Concat(all, st)), nil
 }
