@@ -85,11 +85,12 @@ lint/api: ## Lint app/httpapi/openapi.yaml with Spectral's and Redocly's recomme
 	scripts/apilint.sh
 
 .PHONY: generate
-generate: ## Regenerate the server interface from app/httpapi/openapi.yaml
-	$(GO) generate ./app/httpapi
+generate: ## Regenerate the strategy lists from app.Strategies and the server interface from app/httpapi/openapi.yaml
+	$(GO) generate ./app ./app/httpapi
 
 .PHONY: generate/check
-generate/check: ## Fail if regenerating would change the checked-in code
+generate/check: ## Fail if regenerating would change the checked-in code or the strategy lists
+	@$(GO) run ./internal/cmd/strategylists -check
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	cp app/httpapi/api.gen.go "$$tmp/api.gen.go"; \
 	$(GO) generate ./app/httpapi; \

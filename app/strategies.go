@@ -17,6 +17,8 @@ import (
 	"github.com/bulkheadhq/bulkhead/isolation/schema"
 )
 
+//go:generate go run ../internal/cmd/strategylists
+
 // Strategies are the isolation strategies of this build, in the order help
 // texts name them; the first is the default of isolation.strategy.
 // Everything that names strategies derives from this list: the

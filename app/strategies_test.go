@@ -2,6 +2,9 @@ package app_test
 
 import (
 	"context"
+	"errors"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -10,6 +13,7 @@ import (
 	"github.com/bulkheadhq/bulkhead/app/config"
 	"github.com/bulkheadhq/bulkhead/internal/apitest"
 	"github.com/bulkheadhq/bulkhead/internal/pgtest"
+	"github.com/bulkheadhq/bulkhead/internal/strategylists"
 	"github.com/bulkheadhq/bulkhead/isolation"
 	"github.com/bulkheadhq/bulkhead/isolation/rls"
 )
@@ -106,4 +110,38 @@ func TestToyStrategyIsRegisteredConfiguredAndServed(t *testing.T) {
 		}
 	}
 	env.Must(t, 200, "GET", "/readyz", "", nil)
+}
+
+// The lists of strategies held outside Go are those of app.Strategies
+// (make generate writes them), and the generator does write a new one.
+func TestStrategyListsAreCurrent(t *testing.T) {
+	t.Parallel()
+	root, err := strategylists.Root(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale, err := strategylists.Stale(root, app.StrategyNames())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stale) > 0 {
+		t.Errorf("%s do not list app.Strategies: run make generate and commit them", strings.Join(stale, ", "))
+	}
+	with, err := strategylists.Render(root, append(app.StrategyNames(), toyName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, b := range with {
+		have, err := os.ReadFile(filepath.Join(root, path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), toyName) || string(b) == string(have) {
+			t.Errorf("%s: a list with the toy is not written", path)
+		}
+	}
+	var unknown *isolation.UnknownStrategyError
+	if _, err := isolation.NewRegistry(toyName); !errors.As(err, &unknown) {
+		t.Errorf("a registry without the toy: %v", err)
+	}
 }

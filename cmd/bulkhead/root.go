@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/bulkheadhq/bulkhead/app"
 	"github.com/bulkheadhq/bulkhead/app/config"
+	"github.com/bulkheadhq/bulkhead/internal/strategylists"
 )
 
 // cli is the state every command shares.
@@ -32,7 +32,7 @@ type cli struct {
 // configFlags maps the configuration flags to their keys.
 var configFlags = []struct{ name, key, usage string }{
 	{"profile", "profile", "deployment profile: saas, regulated, enterprise or community"},
-	{"isolation", "isolation.strategy", "isolation strategy: " + orList(app.StrategyNames())},
+	{"isolation", "isolation.strategy", "isolation strategy: " + strategylists.OrList(app.StrategyNames())},
 	{"database-url", "database.url", "DSN the server serves with (the app role)"},
 	{"migrate-database-url", "database.migrate_url", "DSN with owner privilege, for migrate and provisioning"},
 	{"http-addr", "http.addr", "listen address"},
@@ -80,14 +80,6 @@ func newRoot(env []string, stdin io.Reader, stdout, stderr io.Writer) *cobra.Com
 		c.versionCmd(),
 	)
 	return root
-}
-
-// orList joins names as "a, b or c".
-func orList(names []string) string {
-	if len(names) < 2 {
-		return strings.Join(names, "")
-	}
-	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
 }
 
 // input is the configuration input: the file, the environment, the
