@@ -143,10 +143,7 @@ func registerSafetyCheck(lc fx.Lifecycle, cfg *config.Config, pools *postgres.Po
 				log.Warn("isolation finding", "code", f.Code, "object", f.Object, "detail", f.Detail, "fix", f.Fix)
 			}
 		}
-		if critical := isolation.CriticalOf(findings); len(critical) > 0 {
-			return &isolation.UnsafeError{Findings: critical}
-		}
-		return nil
+		return refuse(findings)
 	}))
 	return nil
 }
@@ -203,6 +200,12 @@ func SafetyCheck(ctx context.Context, pools *postgres.Pools, strategies *isolati
 	if err != nil {
 		return err
 	}
+	return refuse(findings)
+}
+
+// refuse is the one rule serve refuses to start on: an
+// *isolation.UnsafeError listing the critical findings, or nil.
+func refuse(findings []isolation.Finding) error {
 	if critical := isolation.CriticalOf(findings); len(critical) > 0 {
 		return &isolation.UnsafeError{Findings: critical}
 	}

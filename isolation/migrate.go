@@ -22,10 +22,7 @@ func OwnerDB(cfg *pgx.ConnConfig, schema string) *sql.DB {
 	if schema != "" {
 		cfg.RuntimeParams["search_path"] = pgx.Identifier{schema}.Sanitize()
 	}
-	return stdlib.OpenDB(*cfg, stdlib.OptionAfterConnect(func(ctx context.Context, c *pgx.Conn) error {
-		_, err := c.Exec(ctx, AsOwner)
-		return err
-	}))
+	return stdlib.OpenDB(*cfg, stdlib.OptionAfterConnect(BecomeOwner))
 }
 
 // MigrateTenantTables applies the tenant migrations to schema of the database

@@ -194,6 +194,15 @@ func (e *TempPrivilegeError) Error() string {
 // creates is owned by the owner role.
 var AsOwner = "SET ROLE " + pgx.Identifier{OwnerRole}.Sanitize()
 
+// BecomeOwner runs AsOwner on c: the AfterConnect of every owner
+// connection and pool, so that the one way to act as the owner is said
+// once. Its session then holds the role, so an owner connection must reach
+// PostgreSQL directly, never through a transaction-mode pooler.
+func BecomeOwner(ctx context.Context, c *pgx.Conn) error {
+	_, err := c.Exec(ctx, AsOwner)
+	return err
+}
+
 func isDuplicate(err error) bool {
 	var pgErr *pgconn.PgError
 	if !asPgError(err, &pgErr) {

@@ -326,7 +326,14 @@ const DefaultImportMaxBytes = 2 << 30
 // MinAdminTokenLen is the shortest admin token accepted.
 const MinAdminTokenLen = 32
 
+// slugRule is what a tenant slug may be: 3 to 63 characters of a-z, 0-9
+// and -, starting with a letter. ValidSlug is its one use outside.
 var slugRule = regexp.MustCompile(`^[a-z][a-z0-9-]{2,62}$`)
+
+// ValidSlug reports whether s is a valid tenant slug (tenants.bootstrap,
+// and every slug the control plane takes): 3 to 63 characters of a-z,
+// 0-9 and -, starting with a letter.
+func ValidSlug(s string) bool { return slugRule.MatchString(s) }
 
 // Validate reports every problem of c at once as an *Error, or nil.
 func (c *Config) Validate() error {
@@ -367,7 +374,7 @@ func (c *Config) Validate() error {
 	if c.Admin.Token != "" && len(c.Admin.Token) < MinAdminTokenLen {
 		e.add("admin.token", fmt.Sprintf("must be at least %d characters", MinAdminTokenLen))
 	}
-	if c.Tenants.Bootstrap != "" && !slugRule.MatchString(c.Tenants.Bootstrap) {
+	if c.Tenants.Bootstrap != "" && !ValidSlug(c.Tenants.Bootstrap) {
 		e.add("tenants.bootstrap", fmt.Sprintf("%q is not a slug: 3-63 characters of a-z, 0-9 and -, starting with a letter", c.Tenants.Bootstrap))
 	}
 	e.positiveDuration("oidc.jwks_refresh_interval", c.OIDC.JWKSRefreshInterval)

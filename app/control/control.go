@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"time"
 
 	"github.com/google/uuid"
@@ -51,11 +50,9 @@ func (t Tenant) Isolated() isolation.Tenant {
 	return isolation.Tenant{ID: t.ID, Slug: t.Slug, Strategy: t.Isolation, Server: t.Server, Placement: t.Placement}
 }
 
-var slugRule = regexp.MustCompile(`^[a-z][a-z0-9-]{2,62}$`)
-
 // ValidSlug reports whether s is a valid tenant slug: 3 to 63 characters of
-// a-z, 0-9 and -, starting with a letter.
-func ValidSlug(s string) bool { return slugRule.MatchString(s) }
+// a-z, 0-9 and -, starting with a letter (config.ValidSlug, the one rule).
+func ValidSlug(s string) bool { return config.ValidSlug(s) }
 
 func checkSlug(s string) error {
 	if !ValidSlug(s) {

@@ -120,7 +120,7 @@ func (s *Service) migrateControl(ctx context.Context) error {
 			return err
 		}
 	}
-	if _, err := conn.Exec(ctx, isolation.AsOwner); err != nil {
+	if err := isolation.BecomeOwner(ctx, conn); err != nil {
 		return err
 	}
 	var conflict *store.ConflictError // a concurrent migrator created it

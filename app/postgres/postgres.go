@@ -89,10 +89,7 @@ func Open(cfg *config.Config) (*Pools, error) {
 			p.Close()
 			return nil, config.Errorf("database.migrate_url", "not a valid PostgreSQL connection string")
 		}
-		pc.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
-			_, err := c.Exec(ctx, isolation.AsOwner)
-			return err
-		}
+		pc.AfterConnect = isolation.BecomeOwner
 		if p.Owner, err = pgxpool.NewWithConfig(context.Background(), pc); err != nil {
 			p.Close()
 			return nil, fmt.Errorf("open owner pool: %w", err)

@@ -53,10 +53,7 @@ func (s *server) pools() error {
 			}
 			pc.ConnConfig = s.owner.Copy()
 			pc.MaxConns = 4
-			pc.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
-				_, err := c.Exec(ctx, isolation.AsOwner)
-				return err
-			}
+			pc.AfterConnect = isolation.BecomeOwner
 			if s.ownerPool, err = pgxpool.NewWithConfig(context.Background(), pc); err != nil {
 				s.poolErr = fmt.Errorf("owner pool of server %s: %w", s.name, err)
 				return
@@ -122,7 +119,7 @@ func (s *server) connectOwner(ctx context.Context, db string) (*pgx.Conn, error)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := conn.Exec(ctx, isolation.AsOwner); err != nil {
+	if err := isolation.BecomeOwner(ctx, conn); err != nil {
 		conn.Close(context.Background())
 		return nil, err
 	}

@@ -55,7 +55,7 @@ func (s *Strategy) setupServer(ctx context.Context, srv *server) error {
 		return fmt.Errorf("lock template: %w", err)
 	}
 	defer conn.Exec(context.Background(), `SELECT pg_advisory_unlock($1)`, lock)
-	if _, err := conn.Exec(ctx, isolation.AsOwner); err != nil {
+	if err := isolation.BecomeOwner(ctx, conn); err != nil {
 		return err
 	}
 	if err := s.ensureTemplate(ctx, conn, srv); err != nil {
