@@ -78,6 +78,8 @@ func NewGate(s isolation.Strategy, router *isolation.Router, cfg *config.Config,
 		MaxQueued:      c.QueuePerTenant,
 		MaxQueuedTotal: c.Queue,
 		QueueTimeout:   c.QueueTimeout,
+		HeavyCap:       c.HeavyPerTenant,
+		HeavyAfter:     c.HeavyAfter,
 		Bounds: isolation.Bounds{
 			Statement:         cfg.Database.StatementTimeout,
 			Lock:              cfg.Database.LockTimeout,
