@@ -106,8 +106,9 @@ type Outcome struct {
 // one-row reads queueing for a CPU. So a tenant whose transactions run
 // long (a decaying mean of its slot time of HeavyAfter or more: the cost
 // is learned from the Runs it has had, since it is not known before one
-// runs) holds at most HeavyCap slots while another tenant of the pool is
-// being served; alone it may still use its whole cap. HeavyCap is meant to
+// runs) holds at most HeavyCap slots while a tenant of the pool whose Runs
+// are less than half as long is being served; alone, or beside tenants as
+// heavy, it may still use its whole cap. HeavyCap is meant to
 // be at most half the database server's cores. The heat of at most
 // maxHeat tenants is remembered, those of longest ago dropped first.
 //
@@ -169,20 +170,6 @@ func (p *pool) admit(id uuid.UUID, now time.Time) {
 		p.recent[1] = p.recent[0]
 	}
 	p.recent[0] = admitted{id, now}
-}
-
-// othersServed reports whether a tenant other than id holds or waits for
-// a slot of p, or was given one within activeWindow.
-func (p *pool) othersServed(id uuid.UUID, now time.Time) bool {
-	if len(p.tenants) > 1 {
-		return true
-	}
-	for _, r := range p.recent {
-		if r.id != id && r.id != uuid.Nil && now.Sub(r.at) < activeWindow {
-			return true
-		}
-	}
-	return false
 }
 
 // share is one tenant's part of a pool. Guarded by Gate.mu.
@@ -301,7 +288,7 @@ func (g *Gate) acquire(ctx context.Context, t isolation.Tenant) (release func(ti
 	}
 	now := time.Now()
 	s.cap = min(g.capOf(ctx, t), g.shareOf(slots))
-	if g.heavyLocked(t.ID, now) && p.othersServed(t.ID, now) {
+	if g.outweighsLocked(p, t.ID, now) {
 		s.cap = min(s.cap, g.cfg.HeavyCap)
 	}
 	g.dispatchLocked(p) // the slots or a cap may have grown
@@ -410,14 +397,43 @@ func (g *Gate) dispatchLocked(p *pool) {
 	}
 }
 
-// heavyLocked reports whether id's Runs have lately held their slots for
-// HeavyAfter or more on average.
-func (g *Gate) heavyLocked(id uuid.UUID, now time.Time) bool {
+// meanLocked is id's heat: the decaying mean of its Runs' slot time, or 0
+// when none of its recent Runs was long.
+func (g *Gate) meanLocked(id uuid.UUID, now time.Time) time.Duration {
+	h, ok := g.heat[id]
+	if !ok || now.Sub(h.at) >= heatTTL {
+		return 0
+	}
+	return h.mean
+}
+
+// outweighsLocked reports whether id is a heavy tenant of p (its mean slot
+// time HeavyAfter or more) while a tenant whose Runs are less than half as
+// long holds or waits for a slot of p, or was given one within
+// activeWindow. Compared with the others rather than with HeavyAfter
+// alone, because a tenant that keeps the database's cores busy makes
+// everyone's Runs long: capping every tenant whose Runs have grown would
+// cap its victims too, and they would queue behind their own cap.
+func (g *Gate) outweighsLocked(p *pool, id uuid.UUID, now time.Time) bool {
 	if g.cfg.HeavyCap <= 0 {
 		return false
 	}
-	h, ok := g.heat[id]
-	return ok && now.Sub(h.at) < heatTTL && h.mean >= g.cfg.HeavyAfter
+	mean := g.meanLocked(id, now)
+	if mean < g.cfg.HeavyAfter {
+		return false
+	}
+	lighter := func(other uuid.UUID) bool { return other != id && 2*g.meanLocked(other, now) < mean }
+	for other := range p.tenants {
+		if lighter(other) {
+			return true
+		}
+	}
+	for _, r := range p.recent {
+		if r.id != uuid.Nil && now.Sub(r.at) < activeWindow && lighter(r.id) {
+			return true
+		}
+	}
+	return false
 }
 
 // warmLocked folds a Run of id that held its slot for held into id's heat.

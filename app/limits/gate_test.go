@@ -475,8 +475,8 @@ func TestGateHeatIsBounded(t *testing.T) {
 		t.Error("a tenant whose only Run was short is remembered")
 	}
 	g.warmLocked(id, 2*time.Second, now)
-	if !g.heavyLocked(id, now) {
-		t.Error("a tenant after a long Run is not heavy")
+	if g.meanLocked(id, now) != 2*time.Second {
+		t.Errorf("a tenant after a 2s Run: mean %s", g.meanLocked(id, now))
 	}
 	for range 20 {
 		g.warmLocked(id, time.Millisecond, now)
@@ -484,7 +484,49 @@ func TestGateHeatIsBounded(t *testing.T) {
 	if _, ok := g.heat[id]; ok {
 		t.Error("a tenant whose Runs have become short is still remembered")
 	}
-	if g.heavyLocked(uuid.New(), now) {
-		t.Error("an unknown tenant is heavy")
+	if g.meanLocked(uuid.New(), now) != 0 {
+		t.Error("an unknown tenant has heat")
+	}
+}
+
+// A heavy tenant is capped only beside a tenant at most half as heavy: when
+// a tenant's load makes everyone's Runs long, its victims, slowed too, are
+// not capped along with it, and tenants alike share by the cap alone.
+func TestGateCapsOnlyTheHeavier(t *testing.T) {
+	t.Parallel()
+	b := newBlocking()
+	g := gate(b, 10, func(c *GateConfig) {
+		c.MaxConcurrent, c.MaxQueued, c.HeavyCap, c.HeavyAfter = 4, 4, 1, 100*time.Millisecond
+	})
+	ctx := context.Background()
+	attacker, victim, twin := tenant("attacker"), tenant("victim"), tenant("twin")
+	g.mu.Lock()
+	now := time.Now()
+	g.warmLocked(attacker.ID, time.Second, now)
+	g.warmLocked(twin.ID, time.Second, now)
+	g.warmLocked(victim.ID, 300*time.Millisecond, now) // slowed, but less than half as long
+	g.mu.Unlock()
+
+	var done []<-chan error
+	// Beside its twin, the attacker keeps its whole cap.
+	done = append(done, run(ctx, g, twin))
+	entered(t, b)
+	for range 2 {
+		done = append(done, run(ctx, g, attacker))
+		entered(t, b)
+	}
+	// Beside the victim, the victim may run two at once; the attacker's
+	// next Run waits.
+	for range 2 {
+		done = append(done, run(ctx, g, victim))
+		entered(t, b)
+	}
+	done = append(done, run(ctx, g, attacker))
+	waitQueued(t, g, 1)
+	close(b.release)
+	for _, d := range done {
+		if err := result(t, d); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
