@@ -419,7 +419,7 @@ func (h *harness) attack(t *testing.T, self, other isolation.Tenant) {
 	errRollback := errors.New("rolled back on purpose")
 	err := h.run(t, self, self.Slug+"'s attack", func(ctx context.Context, tx pgx.Tx) error {
 		var bound string
-		if err := tx.QueryRow(ctx, `SELECT current_setting('`+isolation.Setting+`', true)`).Scan(&bound); err != nil {
+		if err := tx.QueryRow(ctx, `SELECT COALESCE(current_setting('`+isolation.Setting+`', true), '')`).Scan(&bound); err != nil {
 			return err
 		}
 		if bound != self.ID.String() {
@@ -828,7 +828,7 @@ func (k *kit) concurrent(t *testing.T) {
 				err := h.Strategy.Run(ctx, tn, func(tx pgx.Tx) error {
 					if !h.noWalls {
 						var bound string
-						if err := tx.QueryRow(ctx, `SELECT current_setting('`+isolation.Setting+`', true)`).Scan(&bound); err != nil {
+						if err := tx.QueryRow(ctx, `SELECT COALESCE(current_setting('`+isolation.Setting+`', true), '')`).Scan(&bound); err != nil {
 							return err
 						}
 						if bound != tn.ID.String() {
