@@ -4,8 +4,9 @@
 // it. Handlers and stores never learn which strategy is active: they receive
 // a pgx.Tx that is already bound to one tenant, from Strategy.Run, which is
 // the only way to touch tenant data. The implementations live in the
-// packages below this one (rls, schema, database); the conformance suite
-// every one of them passes is isolationtest.
+// packages below this one (rls, schema, database); the contract kit of
+// the seam every one of them passes is strategytest, and the conformance
+// suite over the API is isolationtest.
 package isolation
 
 import (

@@ -72,7 +72,8 @@ type options struct {
 // NoWalls says the strategy binds nothing and walls nothing in the
 // database on purpose (the benchmark's no-tenancy baseline, served with
 // Row-Level Security disabled): Exercise then leaves out the assertions of
-// isolation — ErrNoTenant, fail-closed binding, unknown tenants — says so
+// isolation — Run of the zero tenant, fail-closed binding, unknown
+// tenants — says so
 // in the log, and filters every read by tenant_id itself. The seam
 // assertions still run: provisioning, panic, cancel, retry and
 // concurrency.
@@ -117,7 +118,7 @@ func Exercise(t *testing.T, newEnv func(t *testing.T) Env, opts ...Option) {
 		opt(&o)
 	}
 	if o.noWalls {
-		t.Log("NoWalls: the strategy keeps no wall in the database by design; the isolation assertions (ErrNoTenant, fail-closed binding, unknown tenants) are not run, the seam assertions are")
+		t.Log("NoWalls: the strategy keeps no wall in the database by design; the isolation assertions (Run of the zero tenant, fail-closed binding, unknown tenants) are not run; the seam assertions are")
 	}
 	k := &kit{newEnv: newEnv, noWalls: o.noWalls}
 	t.Run("lifecycle", k.lifecycle)
