@@ -4,8 +4,9 @@
 // it. Handlers and stores never learn which strategy is active: they receive
 // a pgx.Tx that is already bound to one tenant, from Strategy.Run, which is
 // the only way to touch tenant data. The implementations live in the
-// packages below this one (rls, schema, database); the conformance suite
-// every one of them passes is isolationtest.
+// packages below this one (rls, schema, database); the contract kit of
+// the seam every one of them passes is strategytest, and the conformance
+// suite over the API is isolationtest.
 package isolation
 
 import (
@@ -74,10 +75,12 @@ type Strategy interface {
 	Setup(ctx context.Context) error
 	// Provision gives t storage at the current migration head and returns t
 	// with its Strategy, Server and Placement set. On error it leaves nothing
-	// behind.
+	// behind. Provisioning a tenant that has storage already either
+	// succeeds or fails, and leaves that storage and its rows as they
+	// were. The zero tenant is ErrNoTenant.
 	Provision(ctx context.Context, t Tenant) (Tenant, error)
 	// Deprovision removes every row, schema, role or database of t. Removing
-	// what is already gone is not an error.
+	// what is already gone is not an error. The zero tenant is ErrNoTenant.
 	Deprovision(ctx context.Context, t Tenant) error
 	// Migrate brings t's storage to the migration head and returns the
 	// version it reached; on error the version is what it had reached.
@@ -88,7 +91,13 @@ type Strategy interface {
 	// Bounds ctx carries (WithBounds). It returns ErrUnavailable when no
 	// connection to t's storage could be had in time. A panic in fn
 	// returns the connection (and whatever else Run holds) before it
-	// propagates.
+	// propagates. The zero tenant is ErrNoTenant, and fn is not run.
+	//
+	// Run runs fn at most twice: a strategy may run it once more, in a new
+	// transaction, after the first attempt failed with an error StalePlan
+	// recognises and was rolled back, never after any other error. An fn
+	// that cannot run twice (it reads a stream) must not fail with one.
+	// strategytest.Exercise holds every strategy to this contract.
 	Run(ctx context.Context, t Tenant, fn func(pgx.Tx) error) error
 	// Verify reads the live catalogs and reports every way the isolation
 	// invariants do not hold for this strategy's storage.

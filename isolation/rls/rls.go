@@ -11,6 +11,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -67,8 +68,12 @@ func (s *Strategy) Setup(ctx context.Context) error {
 }
 
 // Provision records nothing: a tenant of shared tables needs no storage of
-// its own.
+// its own. The zero tenant is isolation.ErrNoTenant, as it is to every
+// strategy.
 func (s *Strategy) Provision(_ context.Context, t isolation.Tenant) (isolation.Tenant, error) {
+	if t.ID == uuid.Nil {
+		return t, isolation.ErrNoTenant
+	}
 	t.Strategy, t.Server, t.Placement = isolation.RLS, "", ""
 	return t, nil
 }
