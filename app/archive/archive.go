@@ -45,6 +45,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/bulkheadhq/bulkhead/app/control"
@@ -357,4 +358,28 @@ func scan(r io.Reader, row func(line int, table string, data json.RawMessage) er
 			return err
 		}
 	}
+}
+
+// Checksums returns, for every tenant table, the row count and sha256 an
+// export of tenant would carry in its manifest, read within tx (bound to
+// tenant, its tables first on the search_path; a REPEATABLE READ or
+// otherwise frozen transaction for a consistent answer). A mover compares
+// them between a tenant's source and target.
+func Checksums(ctx context.Context, tx pgx.Tx, tenant uuid.UUID) ([]TableEntry, error) {
+	if _, err := tx.Exec(ctx, `SET LOCAL TimeZone = 'UTC'`); err != nil {
+		return nil, err
+	}
+	tables, err := isolation.TenantTables(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]TableEntry, 0, len(tables))
+	for _, table := range tables {
+		entry, err := exportTable(ctx, tx, tenant, table, io.Discard)
+		if err != nil {
+			return nil, fmt.Errorf("checksum %s: %w", table, err)
+		}
+		out = append(out, entry)
+	}
+	return out, nil
 }

@@ -88,6 +88,7 @@ func (c *cli) tenantCmd() *cobra.Command {
 		c.importCmd(),
 		c.limitsCmd(),
 		c.statsCmd(),
+		c.moveCmd(),
 	)
 	return cmd
 }
