@@ -126,6 +126,11 @@ func (m *Mover) after(step string) error {
 }
 
 func (m *Mover) run(ctx context.Context, mv control.Move) (control.Move, error) {
+	if mv.Step == control.MoveStarted {
+		if err := m.after(mv.Step); err != nil {
+			return mv, err
+		}
+	}
 	var err error
 	for mv.FinishedAt == nil {
 		switch mv.Step {
