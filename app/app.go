@@ -63,7 +63,7 @@ func Server() fx.Option {
 		),
 		auth.Module,
 		httpapi.Module,
-		fx.Provide(newVerifier),
+		fx.Provide(newVerifier, func(m *move.Mover) httpapi.Mover { return m }),
 		fx.Invoke(registerSafetyCheck),
 		fx.Invoke(func(*httpapi.Server, *limits.Recorder) {}),
 	)

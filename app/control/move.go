@@ -111,7 +111,13 @@ func (s *Service) LastMove(ctx context.Context, slug string) (Move, error) {
 }
 
 // MoveBusyError says the tenant has an unfinished move to somewhere else.
+// It is a *store.ConflictError (Unwrap).
 type MoveBusyError struct{ Move Move }
+
+// Unwrap is the conflict the API answers (409).
+func (e *MoveBusyError) Unwrap() error {
+	return &store.ConflictError{Constraint: "tenant_moves_open", Msg: e.Error()}
+}
 
 func (e *MoveBusyError) Error() string {
 	return fmt.Sprintf("tenant %s has a move to %s in progress (step %s): resume it with the same target or roll it back",

@@ -76,20 +76,14 @@ func New(ctl *control.Service, router *isolation.Router, log *slog.Logger, opts 
 	return &Mover{ctl: ctl, router: router, log: log, opts: opts.withDefaults()}
 }
 
-// NotAllowedError says a move's target is not one this deployment can
-// place a tenant on (422).
-type NotAllowedError struct{ Msg string }
-
-func (e *NotAllowedError) Error() string { return e.Msg }
-
 // Check validates a move's target: a strategy the deployment runs, a
-// server only for the database strategy.
+// server only for the database strategy; else a *store.ValidationError.
 func (m *Mover) Check(to control.Placement) error {
 	if _, err := m.router.Strategy(to.Isolation); err != nil {
-		return &NotAllowedError{Msg: fmt.Sprintf("isolation %q is not one of %v", to.Isolation, m.router.Names())}
+		return &store.ValidationError{Field: "to", Msg: fmt.Sprintf("%q is not one of %v", to.Isolation, m.router.Names())}
 	}
 	if to.Server != "" && to.Isolation != isolation.Database {
-		return &NotAllowedError{Msg: "a server is chosen only for the database strategy"}
+		return &store.ValidationError{Field: "server", Msg: "a server is chosen only for the database strategy"}
 	}
 	return nil
 }
@@ -97,25 +91,38 @@ func (m *Mover) Check(to control.Placement) error {
 // Move moves the tenant called slug to the target, or resumes its open
 // move there, and returns the finished move. It returns store.ErrNotFound
 // for an unknown tenant, *store.ConflictError when the tenant is already
-// there, *control.MoveBusyError when a move elsewhere is open, and
-// *NotAllowedError for a target the deployment does not run. Any other
+// there or a move elsewhere is open (wrapping a *control.MoveBusyError),
+// and *store.ValidationError for a target the deployment does not run. Any other
 // error leaves the move open at its last step, recorded with the error:
 // the tenant is served from exactly one placement, and Move (or Abort)
 // can be run again.
 func (m *Mover) Move(ctx context.Context, slug string, to control.Placement) (control.Move, error) {
+	mv, run, err := m.Begin(ctx, slug, to)
+	if err != nil {
+		return mv, err
+	}
+	return run(ctx)
+}
+
+// Begin checks and records the move as Move does, returning the same
+// errors, and returns the open move and the function that runs it to its
+// end (which may run on another goroutine, and returns as Move).
+func (m *Mover) Begin(ctx context.Context, slug string, to control.Placement) (control.Move, func(context.Context) (control.Move, error), error) {
 	if err := m.Check(to); err != nil {
-		return control.Move{}, err
+		return control.Move{}, nil, err
 	}
 	mv, err := m.ctl.StartMove(ctx, slug, to)
 	if err != nil {
-		return control.Move{}, err
+		return control.Move{}, nil, err
 	}
-	mv, err = m.run(ctx, mv)
-	if err != nil {
-		m.ctl.FailMove(mv, err)
-		return mv, fmt.Errorf("move %s (step %s): %w", slug, mv.Step, err)
-	}
-	return mv, nil
+	return mv, func(ctx context.Context) (control.Move, error) {
+		mv, err := m.run(ctx, mv)
+		if err != nil {
+			m.ctl.FailMove(mv, err)
+			return mv, fmt.Errorf("move %s (step %s): %w", slug, mv.Step, err)
+		}
+		return mv, nil
+	}, nil
 }
 
 func (m *Mover) after(step string) error {

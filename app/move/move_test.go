@@ -412,3 +412,67 @@ func TestMoveInterrupted(t *testing.T) {
 		}
 	}
 }
+
+// TestMoveAdminAPI moves a tenant through POST /admin/v1/tenants/{slug}/move
+// and follows it with GET until it is done; the errors are problems.
+func TestMoveAdminAPI(t *testing.T) {
+	t.Parallel()
+	b := setup(t, isolation.RLS)
+	admin := apitest.AdminToken
+	for _, c := range []struct {
+		slug   string
+		body   any
+		status int
+	}{
+		{"nobody", map[string]any{"to": "schema"}, 404},
+		{"acme", map[string]any{"to": "rls"}, 409},
+		{"acme", map[string]any{"to": "citus"}, 422},
+		{"acme", map[string]any{"to": "schema", "server": "db-2"}, 422},
+		{"acme", map[string]any{}, 422},
+	} {
+		r := b.env.Do(t, "POST", "/admin/v1/tenants/"+c.slug+"/move", admin, c.body)
+		if r.Status != c.status || r.Header.Get("Content-Type") != "application/problem+json" {
+			t.Errorf("move %s %v: %s, want a %d problem", c.slug, c.body, r, c.status)
+		}
+	}
+	b.env.Must(t, 404, "GET", "/admin/v1/tenants/acme/move", admin, nil)
+	r := b.env.Must(t, 202, "POST", "/admin/v1/tenants/acme/move", admin, map[string]any{"to": "database"})
+	if r.Header.Get("Location") != "/admin/v1/tenants/acme/move" {
+		t.Errorf("Location %q", r.Header.Get("Location"))
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		var mv struct{ Step, Error string }
+		b.env.Must(t, 200, "GET", "/admin/v1/tenants/acme/move", admin, nil).JSON(t, &mv)
+		if mv.Step == control.MoveDone {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the move is at step %s (%s) after two minutes", mv.Step, mv.Error)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var tn struct{ Isolation string }
+	b.env.Must(t, 200, "GET", "/admin/v1/tenants/acme", admin, nil).JSON(t, &tn)
+	if tn.Isolation != isolation.Database {
+		t.Errorf("after the move the tenant is on %s", tn.Isolation)
+	}
+	if n := len(accounts(t, b)); n != 5 {
+		t.Errorf("%d accounts after the move, want 5", n)
+	}
+	// The audit log has every step.
+	var steps []string
+	log, err := b.env.Control.AuditLog(context.Background(), 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range log {
+		if len(e.Action) > len("tenant.move") && e.Action[:len("tenant.move")] == "tenant.move" {
+			steps = append(steps, e.Action)
+		}
+	}
+	want := []string{control.ActionMoveStart, control.ActionMoveStep, control.ActionMoveStep, control.ActionMoveSwitch, control.ActionMoveDone}
+	if fmt.Sprint(steps) != fmt.Sprint(want) {
+		t.Errorf("audited %v, want %v", steps, want)
+	}
+}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/bulkheadhq/bulkhead/app/control"
 	"github.com/bulkheadhq/bulkhead/app/move"
+	"github.com/bulkheadhq/bulkhead/app/store"
 )
 
 // moveCmd moves a live tenant to another strategy or server, resumes its
@@ -40,7 +41,7 @@ func (c *cli) moveCmd() *cobra.Command {
 				} else {
 					mv, err = mover.Move(ctx, slug, to)
 				}
-				var notAllowed *move.NotAllowedError
+				var notAllowed *store.ValidationError
 				if errors.As(err, &notAllowed) {
 					return usageError{err}
 				}
