@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"strconv"
 
 	"github.com/google/uuid"
@@ -166,11 +167,14 @@ type OwnerRunner interface {
 // Statements of the context (WithStatements) run in a transaction's BEGIN.
 type statementsKey struct{}
 
-// WithStatements returns ctx carrying stmts: the transactions Run opens
-// under it run them in their BEGIN, after the binding (BindRun). They must
+// WithStatements returns ctx carrying stmts after those it carries
+// already: the transactions Run opens under it run them in their BEGIN,
+// after the binding and the bounds (BindRun). A statement that must come
+// before any query (SET TRANSACTION ISOLATION LEVEL) goes there rather
+// than first in fn, since the move fence's statement is a query. They must
 // be built from trusted, derived text only.
 func WithStatements(ctx context.Context, stmts ...string) context.Context {
-	return context.WithValue(ctx, statementsKey{}, stmts)
+	return context.WithValue(ctx, statementsKey{}, append(slices.Clip(statementsFrom(ctx)), stmts...))
 }
 
 func statementsFrom(ctx context.Context) []string {

@@ -128,12 +128,10 @@ func (a *Archiver) Export(ctx context.Context, slug string, w io.Writer) (Manife
 	if err := writeLine(bw, header{Format, Version}); err != nil {
 		return Manifest{}, err
 	}
-	err = a.strategy.Run(ctx, t.Isolated(), func(tx pgx.Tx) error {
-		// One snapshot for every table. The binding's SET LOCALs take
-		// none, so this is still the transaction's first query.
-		if _, err := tx.Exec(ctx, `SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY`); err != nil {
-			return err
-		}
+	// One snapshot for every table, set in the transaction's BEGIN: the
+	// move fence's statement there is a query, after which it is too late.
+	snapshot := isolation.WithStatements(ctx, `SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY`)
+	err = a.strategy.Run(snapshot, t.Isolated(), func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SET LOCAL TimeZone = 'UTC'`); err != nil {
 			return err
 		}
