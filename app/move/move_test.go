@@ -16,6 +16,7 @@ import (
 
 	"go.uber.org/fx"
 
+	"github.com/bulkheadhq/bulkhead/app"
 	"github.com/bulkheadhq/bulkhead/app/control"
 	"github.com/bulkheadhq/bulkhead/app/move"
 	"github.com/bulkheadhq/bulkhead/internal/apitest"
@@ -474,5 +475,54 @@ func TestMoveAdminAPI(t *testing.T) {
 	want := []string{control.ActionMoveStart, control.ActionMoveStep, control.ActionMoveStep, control.ActionMoveSwitch, control.ActionMoveDone}
 	if fmt.Sprint(steps) != fmt.Sprint(want) {
 		t.Errorf("audited %v, want %v", steps, want)
+	}
+}
+
+// TestMixedDeployment moves tenants of an rls deployment to a schema and
+// to a database of their own: readiness, verify and migrate cover every
+// placement, and migrate keeps each at the head.
+func TestMixedDeployment(t *testing.T) {
+	t.Parallel()
+	b := setup(t, isolation.RLS)
+	other := b.env.Tenant(t, "globex")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := b.mover(move.Options{}).Move(ctx, "acme", control.Placement{Isolation: isolation.Database}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.mover(move.Options{}).Move(ctx, "globex", control.Placement{Isolation: isolation.Schema}); err != nil {
+		t.Fatal(err)
+	}
+	b.env.Tenant(t, "initech") // the deployment's own strategy, rls
+	b.env.Must(t, 200, "GET", "/readyz", "", nil)
+	findings, err := app.SafetyFindings(ctx, b.env.Pools, b.env.Strategy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range findings {
+		t.Errorf("verify after the moves: %s %s %s: %s", f.Severity, f.Code, f.Object, f.Detail)
+	}
+	report, err := b.env.Control.Migrate(ctx, nil)
+	if err != nil {
+		t.Fatalf("migrate after the moves: %v", err)
+	}
+	placed := map[string]string{}
+	for _, tm := range report.Tenants {
+		if tm.Version != report.TenantHead {
+			t.Errorf("tenant %s at version %d after migrate, head %d", tm.Tenant, tm.Version, report.TenantHead)
+		}
+	}
+	list, err := b.env.Control.Tenants(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tn := range list {
+		placed[tn.Slug] = tn.Isolation
+	}
+	if want := map[string]string{"acme": "database", "globex": "schema", "initech": "rls"}; fmt.Sprint(placed) != fmt.Sprint(want) {
+		t.Errorf("placements %v, want %v", placed, want)
+	}
+	for _, key := range []string{b.tn.Editor, other.Editor} {
+		b.env.Must(t, 201, "POST", "/v1/accounts", key, map[string]any{"provider": "aws", "external_id": "after-migrate", "name": "x"})
 	}
 }
