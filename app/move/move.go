@@ -41,6 +41,12 @@ type Options struct {
 	LockWait time.Duration
 	// Attempts bounds the cut-over attempts.
 	Attempts int
+	// Pause bounds the cut-over's work once it holds the tenant's fence:
+	// past it the cut-over is given up (the tenant's waiting requests go
+	// on), the rows are caught up again and it is tried anew. It must be
+	// below the lock_timeout the tenant's requests wait under, so that
+	// they wait and never fail.
+	Pause time.Duration
 	// AfterStep, when set, runs after each recorded step; an error from
 	// it stops the move there, as a killed mover would (fault tests).
 	AfterStep func(step string) error
@@ -58,6 +64,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Attempts <= 0 {
 		o.Attempts = 5
+	}
+	if o.Pause <= 0 {
+		o.Pause = 2 * time.Second
 	}
 	return o
 }
@@ -309,63 +318,75 @@ func (m *Mover) cutover(ctx context.Context, mv control.Move) (control.Move, err
 	return mv, lastErr
 }
 
-func (m *Mover) cutoverOnce(ctx context.Context, mv control.Move) (control.Move, error) {
+func (m *Mover) cutoverOnce(outer context.Context, mv control.Move) (control.Move, error) {
 	source := mv.Source()
 	inControl := isolation.InControlDatabase(source.Strategy)
 	wait := "SET LOCAL lock_timeout = " + strconv.FormatInt(m.opts.LockWait.Milliseconds(), 10)
-	var start time.Time
 	next := mv
-	err := m.both(ctx, mv, "", func(src, dst pgx.Tx) error {
-		if _, err := src.Exec(ctx, wait); err != nil {
+	err := m.both(outer, mv, "", func(src, dst pgx.Tx) error {
+		if _, err := src.Exec(outer, wait); err != nil {
 			return err
 		}
-		start = time.Now()
-		if err := isolation.Cutover(ctx, src, source); err != nil {
+		start := time.Now()
+		if err := isolation.Cutover(outer, src, source); err != nil {
 			if lockTimeout(err) {
 				return errLockBusy
 			}
 			return err
 		}
-		if _, err := src.Exec(ctx, `SET LOCAL lock_timeout = 0`); err != nil {
-			return err
+		// The work under the fence is bounded by the pause; the commits
+		// are not, so that no commit's outcome is left in doubt.
+		ctx, cancel := context.WithTimeout(outer, m.opts.Pause)
+		defer cancel()
+		err := m.cutoverWork(ctx, src, dst, source, &next, inControl, start)
+		if err != nil && ctx.Err() != nil && outer.Err() == nil {
+			return fmt.Errorf("%w: the cut-over took longer than %s", errLockBusy, m.opts.Pause)
 		}
-		tables, err := tablesOf(ctx, src)
-		if err != nil {
-			return err
-		}
-		d, err := diff(ctx, src, dst, tables, mv.TenantID)
-		if err != nil {
-			return err
-		}
-		if err := apply(ctx, src, dst, tables, mv.TenantID, d); err != nil {
-			return err
-		}
-		next.RowsCopied += int64(d.n)
-		if err := verify(ctx, src, dst, tables, mv); err != nil {
-			return err
-		}
-		if err := isolation.Close(ctx, src, source); err != nil {
-			return err
-		}
-		if inControl {
-			ms := time.Since(start).Milliseconds()
-			next.PauseMS = &ms
-			return control.SwitchPlacement(ctx, src, &next)
-		}
-		return nil
+		return err
 	})
 	if err != nil {
 		return mv, err
 	}
 	if !inControl {
-		ms := time.Since(start).Milliseconds()
-		next.PauseMS = &ms
 		if err := m.after("closed"); err != nil {
 			return mv, err
 		}
-		return m.ctl.SwitchMove(ctx, next)
+		return m.ctl.SwitchMove(outer, next)
 	}
 	return next, nil
+}
+
+// cutoverWork copies the last rows, verifies, closes the source and, for
+// a source in the control plane's database, switches the placement (in
+// src), recording the pause since start.
+func (m *Mover) cutoverWork(ctx context.Context, src, dst pgx.Tx, source isolation.Tenant, next *control.Move, inControl bool, start time.Time) error {
+	if _, err := src.Exec(ctx, `SET LOCAL lock_timeout = 0`); err != nil {
+		return err
+	}
+	tables, err := tablesOf(ctx, src)
+	if err != nil {
+		return err
+	}
+	d, err := diff(ctx, src, dst, tables, next.TenantID)
+	if err != nil {
+		return err
+	}
+	if err := apply(ctx, src, dst, tables, next.TenantID, d); err != nil {
+		return err
+	}
+	next.RowsCopied += int64(d.n)
+	if err := verify(ctx, src, dst, tables, *next); err != nil {
+		return err
+	}
+	if err := isolation.Close(ctx, src, source); err != nil {
+		return err
+	}
+	ms := time.Since(start).Milliseconds()
+	next.PauseMS = &ms
+	if inControl {
+		return control.SwitchPlacement(ctx, src, next)
+	}
+	return nil
 }
 
 // verify holds the target to the source: no row differs, and every

@@ -40,10 +40,10 @@ var seq atomic.Int64
 
 // setup serves a tenant "acme" placed with strategy from, holding a few
 // accounts.
-func setup(t *testing.T, from string) bundle {
+func setup(t testing.TB, from string, opts ...apitest.Option) bundle {
 	t.Helper()
 	b := bundle{acked: &sync.Map{}}
-	b.env = apitest.Start(t, nil, apitest.WithStrategy(from), apitest.WithFx(fx.Populate(&b.router)))
+	b.env = apitest.Start(t, nil, append([]apitest.Option{apitest.WithStrategy(from), apitest.WithFx(fx.Populate(&b.router))}, opts...)...)
 	b.tn = b.env.Tenant(t, "acme")
 	for i := range 5 {
 		b.env.Must(t, 201, "POST", "/v1/accounts", b.tn.Editor, map[string]any{
@@ -195,7 +195,7 @@ func (l *load) written(t *testing.T, n int) {
 
 // accounts lists every account of the tenant through the API, by
 // external id, failing on a duplicate.
-func accounts(t *testing.T, b bundle) map[string]string {
+func accounts(t testing.TB, b bundle) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	cursor := ""
