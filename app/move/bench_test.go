@@ -35,6 +35,8 @@ func BenchmarkMove(b *testing.B) {
 		b.StopTimer()
 		bt := setupBench(b, items)
 		l := paced(bt, 50)
+		time.Sleep(5 * time.Second) // a baseline: what fails before any move
+		b.Logf("before the moves: %d of %d requests failed", l.failed.Load(), l.sent.Load())
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 		b.StartTimer()
 		for _, to := range []string{isolation.Database, isolation.RLS} {
@@ -45,6 +47,7 @@ func BenchmarkMove(b *testing.B) {
 			}
 			b.ReportMetric(float64(*mv.PauseMS), "pause-ms-to-"+to)
 			b.ReportMetric(time.Since(begin).Seconds(), "move-s-to-"+to)
+			b.Logf("to %s: write pause %d ms, move %s, %d requests failed so far", to, *mv.PauseMS, time.Since(begin).Round(time.Millisecond), l.failed.Load())
 		}
 		b.StopTimer()
 		cancel()
