@@ -4,6 +4,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -20,6 +21,7 @@ import (
 	"github.com/bulkheadhq/bulkhead/app/httpapi"
 	"github.com/bulkheadhq/bulkhead/app/limits"
 	"github.com/bulkheadhq/bulkhead/app/logging"
+	"github.com/bulkheadhq/bulkhead/app/move"
 	"github.com/bulkheadhq/bulkhead/app/postgres"
 	"github.com/bulkheadhq/bulkhead/isolation"
 	"github.com/bulkheadhq/bulkhead/isolation/database"
@@ -39,9 +41,13 @@ func Base(in config.Input) fx.Option {
 		postgres.Module,
 		fx.Module("isolation", fx.Provide(
 			NewStrategies,
-			func(r *isolation.Router) isolation.Strategy { return r },
+			// Tenant work goes through the move fence (app/move).
+			func(r *isolation.Router, pools *postgres.Pools) isolation.Strategy {
+				return move.NewFence(r, cmp.Or(pools.App, pools.Owner))
+			},
 		)),
 		control.Module,
+		move.Module,
 	)
 }
 
@@ -57,7 +63,7 @@ func Server() fx.Option {
 		),
 		auth.Module,
 		httpapi.Module,
-		fx.Provide(newVerifier),
+		fx.Provide(newVerifier, func(m *move.Mover) httpapi.Mover { return m }),
 		fx.Invoke(registerSafetyCheck),
 		fx.Invoke(func(*httpapi.Server, *limits.Recorder) {}),
 	)

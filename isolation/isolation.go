@@ -172,12 +172,14 @@ func Bind(id uuid.UUID, extra ...string) (pgx.TxOptions, error) {
 }
 
 // BindRun returns the options of a transaction Strategy.Run opens for id:
-// Bind's, with the strategy's own statements (extra) and then the
-// statements of the Bounds ctx carries (WithBounds). They all travel in the
+// Bind's, with the strategy's own statements (extra), then the
+// statements of the Bounds ctx carries (WithBounds), then those of
+// WithStatements (the move fence). They all travel in the
 // one BEGIN message, so the bounds cost no round trip either.
 func BindRun(ctx context.Context, id uuid.UUID, extra ...string) (pgx.TxOptions, error) {
 	b, _ := BoundsFrom(ctx)
-	return Bind(id, append(slices.Clip(extra), b.Statements()...)...)
+	extra = append(slices.Clip(extra), b.Statements()...)
+	return Bind(id, append(extra, statementsFrom(ctx)...)...)
 }
 
 // Bounds are the database-side limits of one transaction of Run, each set

@@ -46,6 +46,9 @@ type Env struct {
 	Control  *control.Service
 	Pools    *postgres.Pools
 	Strategy isolation.Strategy
+	// Router is the Router under Strategy (which runs it behind the move
+	// fence): the strategies by name.
+	Router *isolation.Router
 	// Gate is the admission Gate the domain runs tenant work through (it
 	// wraps Strategy), and Recorder records its per-tenant usage.
 	Gate     *limits.Gate
@@ -206,7 +209,7 @@ func Start(tb testing.TB, db *pgtest.DB, opts ...Option) *Env {
 			return logging.NewTo(w, "json", cfg.Log.Level)
 		}),
 		fx.Options(settings.Fx...),
-		fx.Populate(&srv, &e.Config, &e.Control, &e.Pools, &e.Strategy, &e.Gate, &e.Recorder),
+		fx.Populate(&srv, &e.Config, &e.Control, &e.Pools, &e.Strategy, &e.Router, &e.Gate, &e.Recorder),
 	)
 	if err := a.Err(); err != nil {
 		tb.Fatalf("apitest: build server: %v", err)

@@ -121,11 +121,7 @@ func dropTenantDatabases(admin map[string]string) apitest.Option {
 // strategy returns the server's database strategy.
 func (e *env) strategy(t testing.TB) *database.Strategy {
 	t.Helper()
-	r, ok := e.Strategy.(*isolation.Router)
-	if !ok {
-		t.Fatalf("the server's strategy is a %T, not the router", e.Strategy)
-	}
-	s, err := r.Strategy(isolation.Database)
+	s, err := e.Router.Strategy(isolation.Database)
 	if err != nil {
 		t.Fatal(err)
 	}

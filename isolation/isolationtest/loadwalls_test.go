@@ -244,7 +244,7 @@ func TestLoadWallPanicsReturnWhatTheyHeld(t *testing.T) {
 			}
 			env.Must(t, 200, "GET", "/v1/accounts", tn.Viewer, nil)
 			if s == isolation.Database {
-				st, _ := env.Strategy.(*isolation.Router).Strategy(isolation.Database)
+				st, _ := env.Router.Strategy(isolation.Database)
 				if stats := st.(*database.Strategy).Stats(); stats.Open > pool || stats.HighWater > pool {
 					t.Errorf("budget after the panics: %+v", stats)
 				}
