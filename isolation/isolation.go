@@ -171,6 +171,20 @@ func BindRun(ctx context.Context, id uuid.UUID, extra ...string) (pgx.TxOptions,
 	return Bind(id, append(slices.Clip(extra), b.Statements()...)...)
 }
 
+// BindStatements returns the statements that follow BEGIN in the
+// transaction Strategy.Run opens for id, those of BindRun's BeginQuery one
+// by one: the binding, the strategy's own (extra), the Bounds ctx
+// carries. RunOn sends them.
+func BindStatements(ctx context.Context, id uuid.UUID, extra ...string) ([]string, error) {
+	if id == uuid.Nil {
+		return nil, ErrNoTenant
+	}
+	b, _ := BoundsFrom(ctx)
+	out := []string{"SET LOCAL " + Setting + " = '" + id.String() + "'"}
+	out = append(out, extra...)
+	return append(out, b.Statements()...), nil
+}
+
 // Bounds are the database-side limits of one transaction of Run, each set
 // with SET LOCAL in the transaction's BEGIN query, so that PostgreSQL
 // itself ends the work that runs past them and a connection can never hang
