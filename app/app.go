@@ -65,6 +65,7 @@ func Server() fx.Option {
 		httpapi.Module,
 		fx.Provide(newVerifier, func(m *move.Mover) httpapi.Mover { return m }),
 		fx.Invoke(registerSafetyCheck),
+		fx.Invoke(watchKeys),
 		fx.Invoke(func(*httpapi.Server, *limits.Recorder) {}),
 	)
 }
@@ -129,6 +130,32 @@ func newRecorder(lc fx.Lifecycle, usage *limits.Usage, ctl *control.Service, cfg
 		},
 	})
 	return r
+}
+
+// watchKeys keeps the control plane's cache of authenticated keys in step
+// with the authentication generation while the server runs (see
+// control.Service.WatchKeys).
+func watchKeys(lc fx.Lifecycle, ctl *control.Service) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	lc.Append(fx.Hook{
+		OnStart: func(context.Context) error {
+			go func() {
+				defer close(done)
+				ctl.WatchKeys(ctx)
+			}()
+			return nil
+		},
+		OnStop: func(stop context.Context) error {
+			cancel()
+			select {
+			case <-done:
+				return nil
+			case <-stop.Done():
+				return stop.Err()
+			}
+		},
+	})
 }
 
 // NewStrategies is the one place the configured strategy is chosen: it

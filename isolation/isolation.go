@@ -13,7 +13,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"time"
 
@@ -177,9 +176,27 @@ func Bind(id uuid.UUID, extra ...string) (pgx.TxOptions, error) {
 // WithStatements (the move fence). They all travel in the
 // one BEGIN message, so the bounds cost no round trip either.
 func BindRun(ctx context.Context, id uuid.UUID, extra ...string) (pgx.TxOptions, error) {
+	bind, err := BindStatements(ctx, id, extra...)
+	if err != nil {
+		return pgx.TxOptions{}, err
+	}
+	return BeginOptions(bind), nil
+}
+
+// BindStatements returns the statements that follow BEGIN in the
+// transaction Strategy.Run opens for id, those of BindRun's BeginQuery one
+// by one: the binding, the strategy's own (extra), the Bounds ctx
+// carries, then those of WithStatements (the move fence). RunOn sends
+// them.
+func BindStatements(ctx context.Context, id uuid.UUID, extra ...string) ([]string, error) {
+	if id == uuid.Nil {
+		return nil, ErrNoTenant
+	}
 	b, _ := BoundsFrom(ctx)
-	extra = append(slices.Clip(extra), b.Statements()...)
-	return Bind(id, append(extra, statementsFrom(ctx)...)...)
+	out := []string{"SET LOCAL " + Setting + " = '" + id.String() + "'"}
+	out = append(out, extra...)
+	out = append(out, b.Statements()...)
+	return append(out, statementsFrom(ctx)...), nil
 }
 
 // Bounds are the database-side limits of one transaction of Run, each set
