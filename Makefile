@@ -126,6 +126,11 @@ bench: deps build ## Run the benchmarks; write bench/results/latest.{json,md,svg
 	$(GO) run ./bench -out bench/results
 	$(GO) run ./bench/console -out bench/results
 
+.PHONY: bench/quick
+bench/quick: deps build ## A few-minute smoke of make bench's figures, written to tmp/bench-quick/latest.{json,md,svg}
+	$(GO) run ./bench -out tmp/bench-quick -tenants 60 -large 2 -large-rows 20000 -small-rows 200 \
+		-rounds 3 -duration 1s -fixed-duration 1s -warmup 300ms -provision-sample 5 -noisy=false -focus-rows 5000
+
 .PHONY: clean
 clean: ## Remove build output and the dev database
 	rm -rf bin tmp .dev

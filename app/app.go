@@ -4,6 +4,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 	"github.com/bulkheadhq/bulkhead/app/httpapi"
 	"github.com/bulkheadhq/bulkhead/app/limits"
 	"github.com/bulkheadhq/bulkhead/app/logging"
+	"github.com/bulkheadhq/bulkhead/app/move"
 	"github.com/bulkheadhq/bulkhead/app/postgres"
 	"github.com/bulkheadhq/bulkhead/isolation"
 	"github.com/bulkheadhq/bulkhead/isolation/verify"
@@ -38,9 +40,13 @@ func Base(in config.Input) fx.Option {
 		postgres.Module,
 		fx.Module("isolation", fx.Provide(
 			NewRegistry,
-			func(r *isolation.Registry) isolation.Runner { return r },
+			// Tenant work goes through the move fence (app/move).
+			func(r *isolation.Registry, pools *postgres.Pools) isolation.Runner {
+				return move.NewFence(r, cmp.Or(pools.App, pools.Owner))
+			},
 		)),
 		control.Module,
+		move.Module,
 	)
 }
 
@@ -56,8 +62,9 @@ func Server() fx.Option {
 		),
 		auth.Module,
 		httpapi.Module,
-		fx.Provide(newVerifier),
+		fx.Provide(newVerifier, func(m *move.Mover) httpapi.Mover { return m }),
 		fx.Invoke(registerSafetyCheck),
+		fx.Invoke(watchKeys),
 		fx.Invoke(func(*httpapi.Server, *limits.Recorder) {}),
 	)
 }
@@ -77,6 +84,8 @@ func NewGate(s isolation.Runner, registry *isolation.Registry, cfg *config.Confi
 		MaxQueued:      c.QueuePerTenant,
 		MaxQueuedTotal: c.Queue,
 		QueueTimeout:   c.QueueTimeout,
+		HeavyCap:       c.HeavyPerTenant,
+		HeavyAfter:     c.HeavyAfter,
 		Bounds: isolation.Bounds{
 			Statement:         cfg.Database.StatementTimeout,
 			Lock:              cfg.Database.LockTimeout,
@@ -120,6 +129,32 @@ func newRecorder(lc fx.Lifecycle, usage *limits.Usage, ctl *control.Service, cfg
 		},
 	})
 	return r
+}
+
+// watchKeys keeps the control plane's cache of authenticated keys in step
+// with the authentication generation while the server runs (see
+// control.Service.WatchKeys).
+func watchKeys(lc fx.Lifecycle, ctl *control.Service) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	lc.Append(fx.Hook{
+		OnStart: func(context.Context) error {
+			go func() {
+				defer close(done)
+				ctl.WatchKeys(ctx)
+			}()
+			return nil
+		},
+		OnStop: func(stop context.Context) error {
+			cancel()
+			select {
+			case <-done:
+				return nil
+			case <-stop.Done():
+				return stop.Err()
+			}
+		},
+	})
 }
 
 // registerSafetyCheck makes start fail, before anything listens, when the

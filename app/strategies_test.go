@@ -9,20 +9,27 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/bulkheadhq/bulkhead/app"
 	"github.com/bulkheadhq/bulkhead/app/config"
+	"github.com/bulkheadhq/bulkhead/app/postgres"
 	"github.com/bulkheadhq/bulkhead/internal/apitest"
 	"github.com/bulkheadhq/bulkhead/internal/pgtest"
 	"github.com/bulkheadhq/bulkhead/internal/strategylists"
 	"github.com/bulkheadhq/bulkhead/isolation"
 	"github.com/bulkheadhq/bulkhead/isolation/rls"
+	"github.com/bulkheadhq/bulkhead/isolation/strategytest"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
 // toy is a whole strategy in one test file, to show what adding one
 // takes: its package (here, this file) and one registration line
-// (apitest.WithStrategies, standing for a line of app.Strategies). It
+// (apitest.WithStrategies, standing for a line of app.Strategies); it is
+// held to the seam contract (strategytest.Exercise) as every strategy is.
+// The move fence does not know it (isolation.Fenceable): its tenants run
+// unfenced and cannot be moved. It
 // keeps tenants in RLS's shared tables under a name of its own, and has
 // one configuration key, isolation.toy.label.
 type toy struct {
@@ -110,6 +117,44 @@ func TestToyStrategyIsRegisteredConfiguredAndServed(t *testing.T) {
 		}
 	}
 	env.Must(t, 200, "GET", "/readyz", "", nil)
+}
+
+// The toy, built as the registry builds it (its descriptor's constructor
+// from the shared dependencies, its configuration's defaults validated),
+// meets the seam contract every strategy meets.
+func TestToyStrategyMeetsTheSeamContract(t *testing.T) {
+	t.Parallel()
+	strategytest.Exercise(t, func(t *testing.T) strategytest.Env {
+		const conns = 3
+		db := pgtest.New(t)
+		cfg := pgtest.Config(db)
+		pools, err := postgres.Open(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(pools.Close)
+		pc, err := postgres.PoolConfig(db.AppURL, cfg.Database.Pooler, conns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		serving, err := pgxpool.NewWithConfig(context.Background(), pc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		strategytest.CloseAtEnd(t, "the serving pool", serving.Close)
+		tc := toyDescriptor.Config()
+		if err := tc.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		st, err := toyDescriptor.New(isolation.Deps{App: serving, Owner: pools.Owner, Citus: cfg.Database.Citus, Logger: pgtest.Logger()}, tc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Setup(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		return strategytest.Env{Strategy: st, Admin: pgtest.Pool(t, db.AdminURL), Conns: conns}
+	})
 }
 
 // The lists of strategies held outside Go are those of app.Strategies

@@ -39,6 +39,14 @@ func TestSmoke(t *testing.T) {
 	if err := json.Unmarshal(readFile(t, out, "latest.json"), &figures); err != nil {
 		t.Fatalf("latest.json: %v", err)
 	}
+	// The pgbench anchors, and every strategy against them.
+	for _, name := range []string{"pgbench.point_read.throughput_rps", "pgbench_connect.point_read.throughput_rps",
+		"pgbench.cost_summary.throughput_rps", "rls.point_read.throughput_vs_pgbench",
+		"database.point_read.throughput_vs_pgbench_connect", "schema.cost_summary.throughput_vs_pgbench"} {
+		if v, ok := figures[name].(float64); !ok || v <= 0 {
+			t.Errorf("latest.json: %s = %v, want a positive number", name, figures[name])
+		}
+	}
 	machine, _ := figures["machine"].(map[string]any)
 	if v, _ := machine["postgresql"].(string); v == "" {
 		t.Errorf("latest.json: machine has no PostgreSQL version: %v", machine)
@@ -56,6 +64,11 @@ func TestSmoke(t *testing.T) {
 			if s != harness.Baseline {
 				if _, ok := figures[s+"."+w+".p99_ratio"].(float64); !ok {
 					t.Errorf("latest.json: no %s.%s.p99_ratio", s, w)
+				}
+			}
+			for _, m := range []string{"p99_samples", "own_rate_rps", "own_p99_ms", "own_p99_samples"} {
+				if v, ok := figures[s+"."+w+"."+m].(float64); !ok || v <= 0 {
+					t.Errorf("latest.json: %s.%s.%s = %v, want a positive number", s, w, m, figures[s+"."+w+"."+m])
 				}
 			}
 		}

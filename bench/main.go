@@ -20,6 +20,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -63,6 +64,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.Float64Var(&cfg.NoisyRate, "noisy-rate", cfg.NoisyRate, "the victim's point reads per second")
 	fs.IntVar(&cfg.NoisyIdleConns, "noisy-idle", cfg.NoisyIdleConns, "idle connections of the idle-and-flood attack (fewer if the file limit says so)")
 	quiet := fs.Bool("q", false, "print no progress")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run (the servers run in this process) to `FILE`")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -82,6 +84,19 @@ func run(args []string, stderr io.Writer) int {
 		}
 	}
 
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "bench: %v\n", err)
+			return 1
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "bench: %v\n", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	res, err := harness.Run(ctx, cfg)

@@ -4,15 +4,15 @@
 // it. Handlers and stores never learn which strategy is active: they receive
 // a pgx.Tx that is already bound to one tenant, from Strategy.Run, which is
 // the only way to touch tenant data. The implementations live in the
-// packages below this one (rls, schema, database); the conformance suite
-// every one of them passes is isolationtest.
+// packages below this one (rls, schema, database); the contract kit of
+// the seam every one of them passes is strategytest, and the conformance
+// suite over the API is isolationtest.
 package isolation
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"time"
 
@@ -69,10 +69,12 @@ type Strategy interface {
 	Setup(ctx context.Context) error
 	// Provision gives t storage at the current migration head and returns t
 	// with its Strategy, Server and Placement set. On error it leaves nothing
-	// behind.
+	// behind. Provisioning a tenant that has storage already either
+	// succeeds or fails, and leaves that storage and its rows as they
+	// were. The zero tenant is ErrNoTenant.
 	Provision(ctx context.Context, t Tenant) (Tenant, error)
 	// Deprovision removes every row, schema, role or database of t. Removing
-	// what is already gone is not an error.
+	// what is already gone is not an error. The zero tenant is ErrNoTenant.
 	Deprovision(ctx context.Context, t Tenant) error
 	// Migrate brings t's storage to the migration head and returns the
 	// version it reached; on error the version is what it had reached.
@@ -86,7 +88,9 @@ type Strategy interface {
 	// another shape of the tenant tables failed. It runs fn at most once:
 	// retrying is the Registry's policy, not the strategy's. A panic in fn
 	// returns the connection (and whatever else Run holds) before it
-	// propagates. The rest of Bulkhead calls it through Registry.Run only.
+	// propagates. The zero tenant is ErrNoTenant, and fn is not run. The
+	// rest of Bulkhead calls it through Registry.Run only;
+	// strategytest.Exercise holds every strategy to this contract.
 	Run(ctx context.Context, t Tenant, fn func(pgx.Tx) error) error
 	// Verify reads the live catalogs and reports every way the isolation
 	// invariants do not hold for this strategy's storage.
@@ -161,12 +165,32 @@ func Bind(id uuid.UUID, extra ...string) (pgx.TxOptions, error) {
 }
 
 // BindRun returns the options of a transaction Strategy.Run opens for id:
-// Bind's, with the strategy's own statements (extra) and then the
-// statements of the Bounds ctx carries (WithBounds). They all travel in the
+// Bind's, with the strategy's own statements (extra), then the
+// statements of the Bounds ctx carries (WithBounds), then those of
+// WithStatements (the move fence). They all travel in the
 // one BEGIN message, so the bounds cost no round trip either.
 func BindRun(ctx context.Context, id uuid.UUID, extra ...string) (pgx.TxOptions, error) {
+	bind, err := BindStatements(ctx, id, extra...)
+	if err != nil {
+		return pgx.TxOptions{}, err
+	}
+	return BeginOptions(bind), nil
+}
+
+// BindStatements returns the statements that follow BEGIN in the
+// transaction Strategy.Run opens for id, those of BindRun's BeginQuery one
+// by one: the binding, the strategy's own (extra), the Bounds ctx
+// carries, then those of WithStatements (the move fence). RunOn sends
+// them.
+func BindStatements(ctx context.Context, id uuid.UUID, extra ...string) ([]string, error) {
+	if id == uuid.Nil {
+		return nil, ErrNoTenant
+	}
 	b, _ := BoundsFrom(ctx)
-	return Bind(id, append(slices.Clip(extra), b.Statements()...)...)
+	out := []string{"SET LOCAL " + Setting + " = '" + id.String() + "'"}
+	out = append(out, extra...)
+	out = append(out, b.Statements()...)
+	return append(out, statementsFrom(ctx)...), nil
 }
 
 // Bounds are the database-side limits of one transaction of Run, each set

@@ -45,6 +45,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/bulkheadhq/bulkhead/app/control"
@@ -129,12 +130,10 @@ func (a *Archiver) Export(ctx context.Context, slug string, w io.Writer) (Manife
 	if err := writeLine(bw, header{Format, Version}); err != nil {
 		return Manifest{}, err
 	}
-	err = a.strategy.Run(ctx, t.Isolated(), func(tx pgx.Tx) error {
-		// One snapshot for every table. The binding's SET LOCALs take
-		// none, so this is still the transaction's first query.
-		if _, err := tx.Exec(ctx, `SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY`); err != nil {
-			return err
-		}
+	// One snapshot for every table, set in the transaction's BEGIN: the
+	// move fence's statement there is a query, after which it is too late.
+	snapshot := isolation.WithStatements(ctx, `SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY`)
+	err = a.strategy.Run(snapshot, t.Isolated(), func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SET LOCAL TimeZone = 'UTC'`); err != nil {
 			return err
 		}
@@ -359,4 +358,28 @@ func scan(r io.Reader, row func(line int, table string, data json.RawMessage) er
 			return err
 		}
 	}
+}
+
+// Checksums returns, for every tenant table, the row count and sha256 an
+// export of tenant would carry in its manifest, read within tx (bound to
+// tenant, its tables first on the search_path; a REPEATABLE READ or
+// otherwise frozen transaction for a consistent answer). A mover compares
+// them between a tenant's source and target.
+func Checksums(ctx context.Context, tx pgx.Tx, tenant uuid.UUID) ([]TableEntry, error) {
+	if _, err := tx.Exec(ctx, `SET LOCAL TimeZone = 'UTC'`); err != nil {
+		return nil, err
+	}
+	tables, err := isolation.TenantTables(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]TableEntry, 0, len(tables))
+	for _, table := range tables {
+		entry, err := exportTable(ctx, tx, tenant, table, io.Discard)
+		if err != nil {
+			return nil, fmt.Errorf("checksum %s: %w", table, err)
+		}
+		out = append(out, entry)
+	}
+	return out, nil
 }

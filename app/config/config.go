@@ -171,6 +171,13 @@ type Concurrency struct {
 	Queue int `koanf:"queue"`
 	// QueueTimeout bounds a wait; then 429 (the tenant's own cap) or 503.
 	QueueTimeout time.Duration `koanf:"queue_timeout"`
+	// HeavyPerTenant is how many transactions a tenant whose transactions
+	// run long may run at once while other tenants are served: at most
+	// half the database server's cores. 0 turns it off.
+	HeavyPerTenant int `koanf:"heavy_per_tenant"`
+	// HeavyAfter is how long a tenant's transactions must last on average
+	// for it to count as heavy.
+	HeavyAfter time.Duration `koanf:"heavy_after"`
 }
 
 // RateLimit is a token bucket per key: Rate per second, Burst at once,
@@ -293,6 +300,8 @@ func defaults(strategies []isolation.Descriptor) map[string]any {
 		"limits.concurrency.queue_per_tenant":  32,
 		"limits.concurrency.queue":             1024,
 		"limits.concurrency.queue_timeout":     "2s",
+		"limits.concurrency.heavy_per_tenant":  2,
+		"limits.concurrency.heavy_after":       "50ms",
 		"limits.rate.rate":                     100.0,
 		"limits.rate.burst":                    200,
 		"limits.rate.tracked":                  10000,
@@ -413,6 +422,7 @@ func (c *Config) validateLimits(e *Error) {
 		{"http.write_timeout", c.HTTP.WriteTimeout},
 		{"http.idle_timeout", c.HTTP.IdleTimeout},
 		{"limits.concurrency.queue_timeout", c.Limits.Concurrency.QueueTimeout},
+		{"limits.concurrency.heavy_after", c.Limits.Concurrency.HeavyAfter},
 		{"limits.stats.flush_interval", c.Limits.Stats.FlushInterval},
 		{"limits.stats.retention", c.Limits.Stats.Retention},
 	} {
@@ -438,6 +448,7 @@ func (c *Config) validateLimits(e *Error) {
 	for _, k := range []num{
 		{"limits.concurrency.queue_per_tenant", c.Limits.Concurrency.QueuePerTenant},
 		{"limits.concurrency.queue", c.Limits.Concurrency.Queue},
+		{"limits.concurrency.heavy_per_tenant", c.Limits.Concurrency.HeavyPerTenant},
 	} {
 		if k.n < 0 {
 			e.add(k.key, fmt.Sprintf("must be 0 or more, not %d", k.n))

@@ -68,12 +68,14 @@ type Service struct {
 	strategies *isolation.Registry
 	cfg        *config.Config
 	log        *slog.Logger
+	keys       *keyCache // authenticated keys, see Authenticate
 }
 
 // New returns the control plane over pools, provisioning with the default
 // of strategies.
 func New(pools *postgres.Pools, strategies *isolation.Registry, cfg *config.Config, log *slog.Logger) *Service {
-	return &Service{app: pools.App, owner: pools.Owner, strategies: strategies, cfg: cfg, log: log}
+	return &Service{app: pools.App, owner: pools.Owner, strategies: strategies, cfg: cfg, log: log,
+		keys: newKeyCache(keyCacheSize, time.Now)}
 }
 
 // deprovision removes t's storage on its strategy.
@@ -255,6 +257,7 @@ func (s *Service) SetStatus(ctx context.Context, slug, status string) (Tenant, e
 	if err != nil {
 		return Tenant{}, fmt.Errorf("set status of %s: %w", slug, err)
 	}
+	s.keys.invalidate()
 	s.log.Info("tenant status changed", "tenant", slug, "tenant_id", t.ID, "status", status)
 	return t, nil
 }
@@ -278,6 +281,7 @@ func (s *Service) DeleteTenant(ctx context.Context, slug string) (Tenant, error)
 	if err != nil {
 		return Tenant{}, fmt.Errorf("delete tenant %s: %w", slug, err)
 	}
+	s.keys.invalidate()
 	if err := s.deprovision(ctx, t.Isolated()); err != nil {
 		return Tenant{}, fmt.Errorf("deprovision tenant %s: %w", slug, err)
 	}
@@ -296,8 +300,8 @@ func (s *Service) DeleteTenant(ctx context.Context, slug string) (Tenant, error)
 	return t, nil
 }
 
-// RevokeKey revokes the key with public id id; it stops working on the next
-// request. An unknown or already revoked key is store.ErrNotFound.
+// RevokeKey revokes the key with public id id; it stops working at once in
+// this process and within a second in every other (see Authenticate). An unknown or already revoked key is store.ErrNotFound.
 func (s *Service) RevokeKey(ctx context.Context, id string) error {
 	db, err := s.writer()
 	if err != nil {
@@ -325,6 +329,7 @@ func (s *Service) RevokeKey(ctx context.Context, id string) error {
 		}
 		return fmt.Errorf("revoke key %s: %w", id, err)
 	}
+	s.keys.invalidate()
 	s.log.Info("key revoked", "key_id", id)
 	return nil
 }
@@ -338,49 +343,80 @@ var dummyHash = make([]byte, 32)
 // a malformed, unknown, revoked or expired key and auth.ErrSuspended for a
 // key of a tenant that is not active. It records when the key was last used,
 // at most once a minute (touch).
+//
+// A key that authenticated lately is answered from a bounded in-process
+// cache, without a query: for a second after it was read, and for as long
+// after as WatchKeys confirms (at least once a second) that the control
+// plane's authentication generation has not moved. Every change to a key,
+// its tenant or the tenant's limits moves it (a trigger), so a revocation,
+// suspension, deletion or new limits made by any process take effect on
+// every server within a second, and on this one at once when made through
+// this Service. An expiry is kept with the key and holds to the instant.
+// Only keys that authenticated are cached; a wrong secret for a cached key
+// is refused without a query.
 func (s *Service) Authenticate(ctx context.Context, token string) (auth.Principal, error) {
 	id, secret, err := auth.Parse(token)
 	if err != nil {
 		return auth.Principal{}, err
 	}
+	if k, ok := s.keys.get(id); ok {
+		if !auth.Match(secret, k.hash) {
+			return auth.Principal{}, auth.ErrUnauthenticated
+		}
+		if due := k.touchDue.Load(); s.keys.now().UnixNano() >= due &&
+			k.touchDue.CompareAndSwap(due, s.keys.now().Add(time.Minute).UnixNano()) {
+			s.touch(ctx, id)
+		}
+		return k.p, nil
+	}
 	db := s.app
 	if db == nil {
 		return auth.Principal{}, errors.New("authenticate: database.url is not set")
 	}
+	epoch, sent := s.keys.begin()
 	var (
-		p      auth.Principal
-		hash   []byte
-		status string
+		k        = &cachedKey{read: sent}
+		status   string
+		expireIn *float64 // seconds, by the database's clock
+		touchIn  *float64
 	)
-	// The tenant's limit overrides come in the same query: no round trip
-	// of their own.
-	var stale bool
+	// The tenant's limit overrides and the authentication generation come
+	// in the same query, and the same snapshot: no round trip of their own.
 	err = db.QueryRow(ctx, `
 		SELECT k.role, k.secret_hash, t.id, t.slug, t.isolation, t.server, t.placement, t.status,
 		       COALESCE(l.max_concurrent, 0), COALESCE(l.rate, 0), COALESCE(l.burst, 0),
-		       k.last_used_at IS NULL OR k.last_used_at < now() - `+touchEvery+`
+		       EXTRACT(epoch FROM k.expires_at - now())::float8,
+		       EXTRACT(epoch FROM k.last_used_at + `+touchEvery+` - now())::float8,
+		       (SELECT gen FROM bulkhead.auth_generation)
 		FROM bulkhead.api_keys k JOIN bulkhead.tenants t ON t.id = k.tenant_id
 		LEFT JOIN bulkhead.tenant_limits l ON l.tenant_id = t.id
 		WHERE k.id = $1 AND k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > now())`, id,
-	).Scan(&p.Role, &hash, &p.Tenant.ID, &p.Tenant.Slug, &p.Tenant.Strategy, &p.Tenant.Server, &p.Tenant.Placement, &status,
-		&p.Limits.MaxConcurrent, &p.Limits.Rate, &p.Limits.Burst, &stale)
+	).Scan(&k.p.Role, &k.hash, &k.p.Tenant.ID, &k.p.Tenant.Slug, &k.p.Tenant.Strategy, &k.p.Tenant.Server, &k.p.Tenant.Placement, &status,
+		&k.p.Limits.MaxConcurrent, &k.p.Limits.Rate, &k.p.Limits.Burst, &expireIn, &touchIn, &k.gen)
 	if err = store.Translate(err); errors.Is(err, store.ErrNotFound) {
 		auth.Match(secret, dummyHash)
 		return auth.Principal{}, auth.ErrUnauthenticated
 	} else if err != nil {
 		return auth.Principal{}, fmt.Errorf("authenticate: %w", err)
 	}
-	if !auth.Match(secret, hash) {
+	if !auth.Match(secret, k.hash) {
 		return auth.Principal{}, auth.ErrUnauthenticated
 	}
 	if status != StatusActive {
 		return auth.Principal{}, auth.ErrSuspended
 	}
-	p.KeyID = id
-	if stale {
-		s.touch(ctx, id)
+	k.p.KeyID = id
+	if expireIn != nil {
+		k.expires = sent.Add(time.Duration(*expireIn * float64(time.Second)))
 	}
-	return p, nil
+	if touchIn == nil || *touchIn <= 0 {
+		s.touch(ctx, id)
+		k.touchDue.Store(sent.Add(time.Minute).UnixNano())
+	} else {
+		k.touchDue.Store(sent.Add(time.Duration(*touchIn * float64(time.Second))).UnixNano())
+	}
+	s.keys.put(id, k, epoch)
+	return k.p, nil
 }
 
 // TokenPrincipal resolves a verified token's identity to its principal, by

@@ -207,6 +207,7 @@ func (s *Service) RotateKey(ctx context.Context, id string, grace time.Duration,
 		}
 		return Key{}, KeyInfo{}, fmt.Errorf("rotate key %s: %w", id, err)
 	}
+	s.keys.invalidate()
 	s.log.Info("key rotated", "tenant", old.Tenant, "key_id", id, "new_key_id", k.ID, "old_expires_at", old.ExpiresAt)
 	return nk, old, nil
 }

@@ -105,8 +105,8 @@ func (s *Service) TenantLimits(ctx context.Context, slug string) (TenantLimits, 
 
 // SetTenantLimits replaces the overrides of the tenant called slug with l
 // (all nil: the defaults again) and writes the change to the audit log.
-// Servers apply it from the next request that authenticates: the
-// overrides are read with the key.
+// Servers apply it within a second, this process at once: the overrides
+// are read, and cached, with the key (see Authenticate).
 func (s *Service) SetTenantLimits(ctx context.Context, slug string, l Limits) (TenantLimits, error) {
 	if err := l.validate(); err != nil {
 		return TenantLimits{}, err
@@ -147,6 +147,7 @@ func (s *Service) SetTenantLimits(ctx context.Context, slug string, l Limits) (T
 		}
 		return TenantLimits{}, fmt.Errorf("set limits of %s: %w", slug, err)
 	}
+	s.keys.invalidate()
 	s.log.Info("tenant limits set", "tenant", slug, "max_concurrent", l.MaxConcurrent, "rate", l.Rate, "burst", l.Burst)
 	return TenantLimits{Tenant: slug, Overrides: l, Effective: s.effective(l)}, nil
 }

@@ -446,7 +446,7 @@ func (s *Service) Costs(ctx context.Context, t isolation.Tenant, f CostFilter, p
 	f.conditions(&sql, &args)
 	sql.WriteString(` ORDER BY c.usage_date, c.id LIMIT $6`)
 	var out []Cost
-	err = s.run(ctx, t, func(tx pgx.Tx) error {
+	err = s.read1(ctx, t, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, sql.String(), args...)
 		if err != nil {
 			return err
@@ -545,6 +545,11 @@ type Total struct {
 	Currency string
 }
 
+// Statement returns the statement Summary sends for q and t, and its
+// arguments: for measuring the same statement without the server (the
+// bench's pgbench anchor).
+func (q SummaryQuery) Statement(t isolation.Tenant) (string, []any, error) { return q.summarySQL(t) }
+
 // summarySQL builds q's statement for t and its arguments.
 func (q SummaryQuery) summarySQL(t isolation.Tenant) (string, []any, error) {
 	g, m := q.GroupBy, q.Metric
@@ -596,7 +601,7 @@ func (s *Service) Summary(ctx context.Context, t isolation.Tenant, q SummaryQuer
 		return nil, err
 	}
 	var out []Total
-	err = s.run(ctx, t, func(tx pgx.Tx) error {
+	err = s.read1(ctx, t, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, sql, args...)
 		if err != nil {
 			return err

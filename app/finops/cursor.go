@@ -53,7 +53,7 @@ func idPage[T any](ctx context.Context, s *Service, t isolation.Tenant, p Page, 
 	}
 	limit := p.limit()
 	var out []T
-	err := s.run(ctx, t, func(tx pgx.Tx) error {
+	err := s.read1(ctx, t, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, query, t.ID, after, limit+1)
 		if err != nil {
 			return err

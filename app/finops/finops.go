@@ -42,6 +42,13 @@ func (s *Service) runOnce(ctx context.Context, t isolation.Tenant, fn func(pgx.T
 	return store.Translate(s.tenancy.Run(ctx, t, fn))
 }
 
+// read1 runs fn, which sends one statement that only reads, bound to t:
+// the binding, the statement and the end of the transaction in one round
+// trip (isolation.OneRead).
+func (s *Service) read1(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) error) error {
+	return s.run(isolation.OneRead(ctx), t, fn)
+}
+
 // Page asks for one page of a list: at most Limit items after Cursor.
 type Page struct {
 	Limit  int

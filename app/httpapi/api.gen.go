@@ -210,19 +210,19 @@ func (e MeRole) Valid() bool {
 
 // Defines values for TenantIsolation.
 const (
-	Database TenantIsolation = "database"
-	Rls      TenantIsolation = "rls"
-	Schema   TenantIsolation = "schema"
+	TenantIsolationDatabase TenantIsolation = "database"
+	TenantIsolationRls      TenantIsolation = "rls"
+	TenantIsolationSchema   TenantIsolation = "schema"
 )
 
 // Valid indicates whether the value is a known member of the TenantIsolation enum.
 func (e TenantIsolation) Valid() bool {
 	switch e {
-	case Database:
+	case TenantIsolationDatabase:
 		return true
-	case Rls:
+	case TenantIsolationRls:
 		return true
-	case Schema:
+	case TenantIsolationSchema:
 		return true
 	default:
 		return false
@@ -247,6 +247,57 @@ func (e TenantStatus) Valid() bool {
 	case TenantStatusProvisioning:
 		return true
 	case TenantStatusSuspended:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for TenantMoveStep.
+const (
+	Copied      TenantMoveStep = "copied"
+	Done        TenantMoveStep = "done"
+	Provisioned TenantMoveStep = "provisioned"
+	RolledBack  TenantMoveStep = "rolled_back"
+	Started     TenantMoveStep = "started"
+	Switched    TenantMoveStep = "switched"
+)
+
+// Valid indicates whether the value is a known member of the TenantMoveStep enum.
+func (e TenantMoveStep) Valid() bool {
+	switch e {
+	case Copied:
+		return true
+	case Done:
+		return true
+	case Provisioned:
+		return true
+	case RolledBack:
+		return true
+	case Started:
+		return true
+	case Switched:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for TenantMovePlacementIsolation.
+const (
+	TenantMovePlacementIsolationDatabase TenantMovePlacementIsolation = "database"
+	TenantMovePlacementIsolationRls      TenantMovePlacementIsolation = "rls"
+	TenantMovePlacementIsolationSchema   TenantMovePlacementIsolation = "schema"
+)
+
+// Valid indicates whether the value is a known member of the TenantMovePlacementIsolation enum.
+func (e TenantMovePlacementIsolation) Valid() bool {
+	switch e {
+	case TenantMovePlacementIsolationDatabase:
+		return true
+	case TenantMovePlacementIsolationRls:
+		return true
+	case TenantMovePlacementIsolationSchema:
 		return true
 	default:
 		return false
@@ -927,6 +978,61 @@ type TenantList struct {
 	Items []Tenant `json:"items"`
 }
 
+// TenantMove defines model for TenantMove.
+type TenantMove struct {
+	// Error What stopped the move at its step, when something did; run it again to resume.
+	Error *string `json:"error,omitempty"`
+
+	// FinishedAt When the move ended (done or rolled back).
+	FinishedAt *time.Time          `json:"finished_at,omitempty"`
+	From       TenantMovePlacement `json:"from"`
+	Id         openapi_types.UUID  `json:"id"`
+
+	// PauseMs How long the cut-over paused the tenant's transactions, in milliseconds.
+	PauseMs *int64 `json:"pause_ms,omitempty"`
+
+	// RowsCopied Rows written to the target so far, catch-up included.
+	RowsCopied int64     `json:"rows_copied"`
+	StartedAt  time.Time `json:"started_at"`
+
+	// Step The last step done.
+	Step TenantMoveStep `json:"step"`
+
+	// Tenant The tenant's slug.
+	Tenant    string              `json:"tenant"`
+	To        TenantMovePlacement `json:"to"`
+	UpdatedAt time.Time           `json:"updated_at"`
+}
+
+// TenantMoveStep The last step done.
+type TenantMoveStep string
+
+// TenantMovePlacement defines model for TenantMovePlacement.
+type TenantMovePlacement struct {
+	Isolation TenantMovePlacementIsolation `json:"isolation"`
+
+	// Placement The schema or database name; empty for rls, or before the target is provisioned.
+	Placement *string `json:"placement,omitempty"`
+
+	// Server The database server, for the database strategy.
+	Server *string `json:"server,omitempty"`
+}
+
+// TenantMovePlacementIsolation defines model for TenantMovePlacement.Isolation.
+type TenantMovePlacementIsolation string
+
+// TenantMoveRequest defines model for TenantMoveRequest.
+type TenantMoveRequest struct {
+	// Abort Roll the open move back instead.
+	Abort *bool `json:"abort,omitempty"`
+
+	// Server The server of isolation.database.servers to move to (database strategy only).
+	Server *string `json:"server,omitempty"`
+
+	// To The strategy to move to, rls, schema or database (not with abort); one the deployment does not run is 422.
+	To *string `json:"to,omitempty"`
+}
+
 // TenantShare defines model for TenantShare.
 type TenantShare struct {
 	// Amount An exact decimal amount, with the decimals it was given (a sum, the most decimals of its terms).
@@ -1303,6 +1409,9 @@ type AdminCreateKeyJSONRequestBody = KeyCreate
 // AdminSetTenantLimitsJSONRequestBody defines body for AdminSetTenantLimits for application/json ContentType.
 type AdminSetTenantLimitsJSONRequestBody = LimitOverrides
 
+// AdminMoveTenantJSONRequestBody defines body for AdminMoveTenant for application/json ContentType.
+type AdminMoveTenantJSONRequestBody = TenantMoveRequest
+
 // CreateAccountJSONRequestBody defines body for CreateAccount for application/json ContentType.
 type CreateAccountJSONRequestBody = AccountCreate
 
@@ -1359,6 +1468,12 @@ type ServerInterface interface {
 	// AdminSetTenantLimits Replace the tenant's overrides; null (or absent) keeps the configured default. Audited.
 	// (PUT /admin/v1/tenants/{slug}/limits)
 	AdminSetTenantLimits(ctx echo.Context, slug Slug) error
+	// AdminGetTenantMove The tenant's latest move, with its step; 404 when it never moved.
+	// (GET /admin/v1/tenants/{slug}/move)
+	AdminGetTenantMove(ctx echo.Context, slug Slug) error
+	// AdminMoveTenant Move a live tenant to another strategy or server, resume its move, or roll it back.
+	// (POST /admin/v1/tenants/{slug}/move)
+	AdminMoveTenant(ctx echo.Context, slug Slug) error
 	// AdminResumeTenant Resume a suspended tenant.
 	// (POST /admin/v1/tenants/{slug}/resume)
 	AdminResumeTenant(ctx echo.Context, slug Slug) error
@@ -1666,6 +1781,38 @@ func (w *ServerInterfaceWrapper) AdminSetTenantLimits(ctx echo.Context) error {
 
 	// Invoke the callback with all the unmarshaled arguments
 	err = w.Handler.AdminSetTenantLimits(ctx, slug)
+	return err
+}
+
+// AdminGetTenantMove converts echo context to params.
+func (w *ServerInterfaceWrapper) AdminGetTenantMove(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "slug" -------------
+	var slug Slug
+
+	err = runtime.BindStyledParameterWithOptions("simple", "slug", ctx.Param("slug"), &slug, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return &paramError{Name: "slug", In: "path", Type: "string", Format: "", Err: err}
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.AdminGetTenantMove(ctx, slug)
+	return err
+}
+
+// AdminMoveTenant converts echo context to params.
+func (w *ServerInterfaceWrapper) AdminMoveTenant(ctx echo.Context) error {
+	var err error
+	// ------------- Path parameter "slug" -------------
+	var slug Slug
+
+	err = runtime.BindStyledParameterWithOptions("simple", "slug", ctx.Param("slug"), &slug, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: ctx.Request().URL.RawPath == ""})
+	if err != nil {
+		return &paramError{Name: "slug", In: "path", Type: "string", Format: "", Err: err}
+	}
+
+	// Invoke the callback with all the unmarshaled arguments
+	err = w.Handler.AdminMoveTenant(ctx, slug)
 	return err
 }
 
@@ -2424,6 +2571,8 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 	router.GET(options.BaseURL+"/admin/v1/tenants/:slug", wrapper.AdminGetTenant, options.OperationMiddlewares["adminGetTenant"]...)
 	router.POST(options.BaseURL+"/admin/v1/tenants/:slug/suspend", wrapper.AdminSuspendTenant, options.OperationMiddlewares["adminSuspendTenant"]...)
 	router.POST(options.BaseURL+"/admin/v1/tenants/:slug/resume", wrapper.AdminResumeTenant, options.OperationMiddlewares["adminResumeTenant"]...)
+	router.GET(options.BaseURL+"/admin/v1/tenants/:slug/move", wrapper.AdminGetTenantMove, options.OperationMiddlewares["adminGetTenantMove"]...)
+	router.POST(options.BaseURL+"/admin/v1/tenants/:slug/move", wrapper.AdminMoveTenant, options.OperationMiddlewares["adminMoveTenant"]...)
 	router.GET(options.BaseURL+"/admin/v1/tenants/:slug/keys", wrapper.AdminListKeys, options.OperationMiddlewares["adminListKeys"]...)
 	router.POST(options.BaseURL+"/admin/v1/tenants/:slug/keys", wrapper.AdminCreateKey, options.OperationMiddlewares["adminCreateKey"]...)
 	router.GET(options.BaseURL+"/admin/v1/verify", wrapper.AdminVerify, options.OperationMiddlewares["adminVerify"]...)
@@ -2440,234 +2589,248 @@ func RegisterHandlersWithOptions(router EchoRouter, si ServerInterface, options 
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7L2NchvHkQD8KlP4rkpAbgmCFOXYZKWuKFpSeJYsfSJ1rpzhjzvYbQATLmbgmVlCsK2qPMQ9Qx4sT/LV",
-	"dM/sD7ALgLREKQlTKYsAduenp7un//vXTqJmcyVBWtM5/rUzBZ6Cxj+fXfKJ+zcFk2gxt0LJznHnlBmr",
-	"lZwwkFbYJbN8wiSfCTlhdgpMg1G5TuCRYTegjVDyhAnLkimXEzBsIeyUwQ3oJVtoYaHPLkCm7okRT66Z",
-	"kOx8vPeK22TKrPJv1cZlSmZLxg3TwNOIKe3f+V5JKF+cgGWcPR4cscVUZMBySUOl/U7UMckUZtztDN7z",
-	"2TyDznFn2Ml+efz+epAc/vz1sNOJOnY5d98bq4WcdD58iDovVcIJBqsg+WEKemWVM54Cy8QNGNYdK804",
-	"e/767N0FyxR3uzVMzOZKW6YhUTo9Ye6ZecaFZJmQwISFmcERE5VlkLiJ3Mcl+6sSEtKe24eGn3OhIe0c",
-	"W51DdV9jpWfcdo47uRZ7GsagQSbQuKu33MJLMRO2aVvcMmFYBmPL1JhZ9/nnXFl+zOJh5xqWw86J/tMw",
-	"HwweJ24xYCw9jV/BifW/GUiUTA3LpRUZG+dZRg/E7acRBj/45psT+6eDzUvfe6MykSzXd3A5BVowLR/Y",
-	"NSxZV+kI4T3mIoOU8dxOHS7T6ZooPJtkAqRlPE01GNOLHNKlmo/tngA73ptaO+dzsae5hQxX4UmHENsw",
-	"YStg+tmDYpRrE8CzWAGPVUzDWJTQcbRhmZKeYLg0C9DuMS6rq4aUWZBcOmzCQ/BIz5lbG8PFuXNMlByL",
-	"Sa43UUFY7eFgcLL402Ez3MHq5d7p2IJeB/lFuZkFd2QNY6UdYVi9FHJSn3kmpJjls87xQTGPkBYmoHGi",
-	"H374Ye+0ss/mA8bhAMFSeRY5TcTip8A1aMctstmfhp1Rnl27cxp2VpBvdZsfos6caz4D67nhaZKoXNrn",
-	"Imvc92vHluxUGMbpwUeGqNhNI9wTP+egl52oI/nMzeQfuxJpp5l0c/xlHfxPRZYJOdl5PcR44vpr52nc",
-	"trARPXjlF7gRSlHnbMr1BM64hYnSy51XU38tZt34neETiCMWv8l1MuUG/77k790/ZxpSYd1fp+lfc2Nn",
-	"IG3ca9tAgmNfJX7wbRvItVG6GbViCe/tVYJPxIEvzDXcCJUbNucTaF0Djbp56udazdYnfi60sSx34GCp",
-	"w2QhkyxPIWXdv/zlL3/Ze/Vq79tvWzc/dmM2IpQbqxGhXmiVz58uWy4Aq5hVlmdstIxYbEDfiARitpiC",
-	"ZHxkQDo2F76OhjL8XcDfHdtcqxuRgnZ/e7yKWRfvwbQXsXgF53AcDROhpHtj5UDdVyl3SFOBR8TimZJ2",
-	"Wn7bc9LBUMaWT46J0TrmRqyVdd1J3vAsB3esSoKTYyIG/Umf4RsW+Czu9YeyBc4TB7SrUR27UhjzPHPA",
-	"9kDoRBXuGobtONZiLWg37P/X9Y/+tgq33wLQfvNQ+W0FSr8RhH5bAc9vKV/+hrD4zc3Y/8/efzQe+/m3",
-	"zUhfkeBEGjHO3r07//aEcbm0UyflQWbAXSecHQ0GBRrOuZ2W0EHWtYt80sbkzscoy62v8KxNJKQ7j246",
-	"bvFIiWANBEnUsK6TaU0URFgn+nItjBNS4z/Ex+Ug8F4Y6y59egRSJ2a6SfFydxIcZOMTpuwU9EIYYEcH",
-	"h4zLlElFUPICbwEfEg5KCAUxdwuLOB87wbYFFqck4Qo7VbmTd0cqDXCowWcXiCyAX6/CI3KH3tu0hVLq",
-	"3rKPFhHzjWNyRvwCETtwnOZgUEGpFYpDOaaZ3A4Gg6gz4++9MDHAj5tli1dgtUiaKSBRBvkeT1OWzz17",
-	"gvTKfV/jfG1LndHgzayhMphjD9Kt8cfVb8djJ/TfQPgiE8aGvxMlreaJDY//1ERAbzzz2HIjQxBXDOGG",
-	"MCywHdaN+cIgx/4l13gdT5J5jDpXUGeKZzO1AL2XcANpxEyeTJ20HCvNkwzab+rw+hbkeYt8bmfZgh7f",
-	"IOEQ39wy6QWx41tLNivvOdHmTM3muUUIXlilSc75x9/+3gqX1atgt6VuX6Ifl3Xra/2ezzYcUnmVbVxD",
-	"lqOxoOEyMO6nTdfB+miXfLJxN6QfL6bKgBMSJyZmU5WltEun5KGdAT/hJR8h37YgWXwNyz/hdzHrmnkm",
-	"rOONjhDGKHfFf4p7J0zDHLhFLdE45YtnfbzK55lKIWygCViWT2qAwoU27LEgWa41X7rPxi5RSnB3o/t8",
-	"qdb3/pL/DsnQqlvJhR/ciZm5kgZwA095+pbUS/fJ8SCQ+CefzzOvPO/PtRplMPvPvxqyk5TT/YeGcee4",
-	"8//sl+amffrV7L+ht2jS+o45K7Qwsj+kCoy7ZN33BljXPWCnTKT0s6AfSWiJmOHLXsRmPHO7hZT998Xr",
-	"74l/OSRxgEmZXYgETlicguUii907DrWE42EyZQsc1rJZbpw224mqJrKa9aRpi/7Z/fLBFsPFTi+H5xFQ",
-	"Z0qOM5Hc63GQWEFGhsTP7416Cw9+Y5UTl7qc5VL8nANC2YmRWi2YsSLLGFqk3ENWORGDnacwmysLMlnu",
-	"fQdLJ2rlBnpfDqifaU0q4r2hvVySbIlGqlwjAJ8MBoHl+TO4EmnMRArSirFAk1MQUx3Txmt54k4i5ZaP",
-	"uAEGbiNMOpbGNPBkCqZm6zLMwnvbc5B7rvRIpCnI+yX3GwEL0MTDtbBCTlDgcIv0Ri6HY7mZg0wh/XJQ",
-	"5AW3sODLSzEDld8zizSWW5ihrVA7ehKp0wA0l4aT5XjOjQGyO49ULlPWDRjRL969srT0qMCWvhvnSsir",
-	"ylDhKbwjrV4yPnasuWoS/CKOZM1KufH1yqMI4O+Vfe7gdJ/HKBXJzYXWNka0F8bjveOUxBLos1PPi+uf",
-	"vAOMpzMh2embc8Yzo0hTIY1YjcdRqSm6x/pWXYP8gpjs98q+UqljZOm65FP38LgrxTOuXGuH+IWvSSpU",
-	"g+vbCp6sTYvCZ1YdIvcMgjd8mSmeXir1kusJ3PfNjvYDhyzuejgYsFfiqbs9Ss9VRD+R76o/4++vRksL",
-	"5gtCojca/Q/C7eo5+nfuE4iF75IQVJYml6pVrQFnyWa04MbbjVLWffHs0tEun3AhkRc47u2Q9AuCtlcI",
-	"PsOlVxVEEW2NVfM5pIxrLW4cMLtTa+d9DTwt7ixSq9QrLpd+5eZ+L+q6P87JMJYs0dewfGRQ0Gl2SrKx",
-	"VjPvXir8kTWx6JFhZsp1gW9eAHTXB78G6W8TcAJkBiQFQIouun/pm/yddJBUWvwC932bJxpQMucZnWwu",
-	"r6VayIhpuFHXkLrv4P1cOEVISTBfCribvK6bxlh7PgD+houMj7J7v8YI9R1BZMoa5oiCZ9lWOnAqVqaS",
-	"a/Jbr4rMBbkVulRhiSC//L84Gc21SsCYz3GeyN/R3GPYKLd4JmjBo7PFI0gSmFu3uBMWo5JrYn8JOy2X",
-	"jQVkX5Cy+E6afO5kKEhfQSr4Jdre7vMmOqOZ9tzMdK+oOWicrkRsRzFfCtA+BNtlNRjD/TnXbuVWkJUy",
-	"0cAtpFfcrtk495wYsG7ojDrw3oKWPLsSaaOllr7e4rMMZtaG9wsvx/YDo+c+RJ18nt5yHx+qFvYfyQNb",
-	"8a9UN+nXGlWhVZuy9Cip0V8hwUP0ID/DV9YBvwLEdadaWAu6lYOU4p1PETvYOxwMnPCLji2NftNWCNcH",
-	"3+nV6hms0MLCRAw9XI7DT5L5VtBuhuoG2L3hkwbIFS6C4o9NSBIwv8GDUAlWcaPIPPPXL7krtuALTl4f",
-	"ZMNW3iGybEWDuxHJ+krXlvE0TyfQQP+VqKoGmt0CkqjDZ4GtbDqDV0oCQvwu3Ia0v3YmGCY5C899DA4E",
-	"Wqh024wE0zf0bPHWFci0xROV8mWp3tJ1xugl1nWq7wgHxPAM9EptcTkVMxrLtW0LjPr4k1YwbyuCaJhx",
-	"Id2HXXEkuE93GR01wp1HtnxydQ3LnUZ2z6LMtNPTH+f28ZeMp6kK5hcIGa1EQRae5gqLDbus7uF2Nxfh",
-	"ddvFVecYK8FG7hcKL1oJ7UyUsaaGXjuxmKjzfm+i9n4P3zmX89zelZHsdoNGwXXHZ8qH9RdGBiKvlku2",
-	"YDP18TEYLVtG7Oecaws6W7qrdgnc/dV9d3nGEp6BTLn2lGx6t7zEawdFATzrAS2PTBns0i2v/chd+mU8",
-	"xnYiLQl6M7b4B6vYshOdeppuHZx2R57ASz4xPvSB3vSRD4FUdp50V+awQujbabydIj+GOOTlgM8lDdWu",
-	"TCf++Gguj/GdqFOgfCfqEMY3xGuhM9+oTCAfu8hnM66XG0CzGhFDCSOOeNBxymXKwkFETOkUNKRstHQ/",
-	"Ro5AZPEzBovsAujqAi+V5VkTzIlLNCzxmVPCCx5C8cRuteUqvd8aF8u4uaYkhZ2Wdonj4qLM+qpaTjYs",
-	"telU1/e6fmvcUlC8A6/2bGCd/0y5ht0phKBz4V7aChy6Z5uI2U/aDC1jzy3MmuJTMZKyyGjqs3OM28oU",
-	"TyElm3ZwL6XccgOWHJcJ13rJhDVD6aZLWaKyfCYN68a0uJgJQykNkLr542poei2sLRrKGCOmrtxxxohk",
-	"7sbxYqRPRCAKvnByZ9xz9IMIGY9Vkhs3RGkx1GqBYRLeEuiWPMWUrmOfpYPbiVj8/ipmSW6s26NMh9Kb",
-	"f/1WWC4dogt3TS0kmqoo1vw26szvVV9W4snbdLbwWF0f2E3bWXm3kOx31JVWMjmaVuefucvi6q/edm0r",
-	"Ubhfms64EkK86/IQ5RH1UvKi8uxNBSXp8ly37nhaeGQcgUSeFDyqj5Y1PD+pGm8xIK8r89kItGHwnie2",
-	"Kvt5LlMXmzVf/NUo2X/LF6/AONquPrBH3mm88324Lz1PaRfTznEHZKJSISf7+PWH3RXsMgp7V3BSqHEb",
-	"ZVVEybbfNiO/5ZNbHpaP/MWY2c8A6JIV75abtKZUtiiMlXGbL7AK2W26xEotsRmkY54ZiG6hQp7KoHQU",
-	"+giJHk3K42fTC1t1mp2Mq7/nUO92nm1H+DFUikKe+VxKhVtAqw5Q5J01eipuvdFWUX5W5Mfssqm2bXx2",
-	"6bkhXZhwLCrMAlFBoCKNGDHsCOXDen4h6nTV7ELLJyG74B9/+/sJG3aGHR+pg9kJPtpOSehvJYM2ybsR",
-	"sBVwNDAbd+ez84vX7Ojw4I+FhsUSlUK/lo/47uLbeirij6d7//vTr48//EcTkYdZP9eRrvKNnUD1XECW",
-	"FtHb9RVTvH8jHZG7uBF98CesBcBJeJkrIS3ovUxcA+UidOMfH//U94pKj9INUMDfigXBTe2X1rwjmXrz",
-	"84rnEzNT1tLxvVM8VYnZ/59nb8+f/6U/S5kTZMg13sjQN4LmfbMFArU8w5dCTthULZhVbEalPRqn8Dtq",
-	"yTlGQONGWaJkAlqaY0whyMDR3cj9QygSsX6/cQLM2xG2gUoSLaxIeMYw9RaYhnFuAEsWoA7AlGTC4sEt",
-	"uJa+asHmk0PoVyaNSonKA5NA13SkLzRv96uSsNDCyrJ8EnwhPjg+FLmY8SVWSNm+cj9B68JeCmN3uVK3",
-	"JDjtfG38GXhmp03kOtE8pSiuZtmsfQ3l6Bsw21huc7P9xvPPNa39vJCIGwVEc+Wl0JqYJKT96qjdTFsk",
-	"rUYdDLa9SpVsIPSn7reADN0UHC/VYAykPQqgcdjAjGJjrmuiZ5h+fToIfHOVQp0+5wMVj31JBAw1KeZ3",
-	"2qAPmPLU7MMR6aWdjNJjIYWZblaUtw/i3yots4m5wUtP/5yDbTTF7qgLCmlA3/0sNcwzThJ3NQW4tJW4",
-	"te3gjsRR7rwItWjDp7dqYYqkSUIb1vVGWlL8HpFKX0kOOWY3wohRhsVYMFfBMMe9sQCUms2ENb0dcQ8Z",
-	"8S2tJCUBB4jqXEpyu5k8SQAoY4iQsPHsP47j0y+k2GgV0DUqru1zqx+TuMvHUHE8n/pcCs65nICxb8Fg",
-	"QvwuzHLVrlymJByjsDHjclk69xy60bs7YhshdLP+XpnrUVG2S6SsG794dsn2bw720R+3T7+Y/V9F+iHu",
-	"7aTdV1lIfdY/hz2hAd3rE6AhUOSO+6qyh+ZtaSgSwCqQ9DmcNK+wLIyz07SrSBE22YQJ38GyKYZoLjQY",
-	"T4Qr6/YVZ4KcU8Qq0ktrAR+tzKItTA0j8dk8H2UiYSJtFC036JaJBnvCzNRxRsf6Gt93YmyVTVHOo9PN",
-	"UmFrNFORZAo5cAcG5OMl6BU/Xwv42+P52g/hhynI4gSMVXPDFkpfY9YFCdMpuaGPBgchcwEcPHonwc83",
-	"zm2uoc/CeWJK6u6nFyBYVtUoYbgzUD80Q+RcjlUTwaBn1aDqBOkJmrTpvDHpHFNqiW4id1/6Lxwi9Nfc",
-	"OneLUv1yqIKSVuZOV6Jw93g0vYrR7+zrvZHMlyiZsvgqbg7nyLixVw5ZtiOZe3Sl5B0P+T8R1poTdiok",
-	"42wmZG6BdSnFhsoruqctmzlWiuJIeKq3gn/MLeYWSEh5HLc6xbuQ/rpcQ0aeTkAKKraEi/n9vKPONSrC",
-	"zBYLuqecXdXFTeJJIMK7K5HfwfKtsndnbBIW68ztYzGvieYJXPmqjzUu9vVXR4NB1CALZCEOS2UpLuwa",
-	"oFxY47VclEN6fPDk8Vf1kkiDxlu7HYrp3S/pAMmPzpL8wHe/rMsBdr22vRR0tRMKhZOqodBtmAtOZprX",
-	"7gffuvnPImlUFt8MtCaKxXyP1zegtUjB3NIBh1VVG3TYUJOWe8Y/B43Z8e5canazSvkxX4Fsu/I84++v",
-	"EiV9Nm/DOZWKsama6NA0l8tiUUJiaTZvIfF5VtUF7bYc3VggtQCB27q/kDdAgY/UDbBBHU1VPso2WFvI",
-	"ed/MQV41qarG5E0xnM9D8QpfWLoStomlCo6pbrIxLMm4mLUR+9WOMswJg9ncLtFhs2na/mb5szoLUdcx",
-	"mdqUzJYnjOjsGA+dajJg1etbyalRx+Qt1vLdYGby0QaYlfS+0XMDFEjWZj8uaN8fwU+N2HBZzFXHidbM",
+	"7L2LchvHlQD6K124WyUgOwRBinZsslJbFC0pXEuWrkitK2v4chozB0CHg264u4cQbKsqH7HfkA/Ll9zq",
+	"c7rnAcwAICVRSsJUyiKAmX6cPn3ej986iZrNlQRpTef4t84UeAoa/3x6ySfu3xRMosXcCiU7x51TZqxW",
+	"csJAWmGXzPIJk3wm5ITZKTANRuU6gUeG3YA2QskTJixLplxOwLCFsFMGN6CXbKGFhT67AJm6J0Y8uWZC",
+	"svPx3ktukymzyr9VG5cpmS0ZN0wDTyOmtH/nByWhfHEClnH2eHDEFlORAcslDZX2O1HHJFOYcbczeMdn",
+	"8ww6x51hJ/v18bvrQXL4yzfDTifq2OXcfW+sFnLSef8+6rxQCScYrILkxynolVXOeAosEzdgWHesNOPs",
+	"2auztxcsU9zt1jAxmyttmYZE6fSEuWfmGReSZUICExZmBkdMVJZB4iZyH5fsr0pISHtuHxp+yYWGtHNs",
+	"dQ7VfY2VnnHbOe7kWuxpGIMGmUDjrt5wCy/ETNimbXHLhGEZjC1TY2bd519yZfkxi4eda1gOOyf6T8N8",
+	"MHicuMWAsfQ0fgUn1v9mIFEyNSyXVmRsnGcZPRC3n0YY/ODbb0/snw42L33vtcpEslzfweUUaMG0fGDX",
+	"sGRdpSOE95iLDFLGczt1uEyna6LwbJIJkJbxNNVgTC9ySJdqPrZ7Aux4b2rtnM/FnuYWMlyFvzqE2IYJ",
+	"WwHTLx4Uo1ybAJ7FCnisYhrGooSOuxuWKekvDJdmAdo9xmV11ZAyC5JLh014CB7pOXNrY7g4d46JkmMx",
+	"yfWmWxBWezgYnCz+dNgMd7B6uXc6tqDXQX5RbmbB3bWGsdLuYli9FHJSn3kmpJjls87xQTGPkBYmoHGi",
+	"H3/8ce+0ss/mA8bhAMFSeRYpTcTiJ8A1aEctstmfhp1Rnl27cxp2VpBvdZvvo86caz4D66nhaZKoXNpn",
+	"Imvc9ytHluxUGMbpwUeGbrGbRrgnfslBLztRR/KZm8k/diXSTvPVzfGXdfA/EVkm5GTn9RDhieuvnadx",
+	"28JG9OCVX+BGKEWdsynXEzjjFiZKL3deTf21mHXjt4ZPII5Y/DrXyZQb/PuSv3P/nGlIhXV/naZ/zY2d",
+	"gbRxr20DCY59lfjBt20g10bpZtSKJbyzVwk+EQe6MNdwI1Ru2JxPoHUNNOrmqZ9pNVuf+JnQxrLcgYOl",
+	"DpOFTLI8hZR1//KXv/xl7+XLve++a9382I3ZiFBurEaEeq5VPn+ybGEAVjGrLM/YaBmx2IC+EQnEbDEF",
+	"yfjIgHRkLnwdDWX4u4C/O7a5VjciBe3+9ngVsy7ywbQXsXgF53AcDROhpHtj5UDdVyl3SFOBR8TimZJ2",
+	"Wn7bc9LBUMaWT46J0DriRqSVdd1J3vAsB3esSoKTYyIG/Umf4RsW+Czu9YeyBc4TB7SrUR27UhjzPHPA",
+	"9kDoRBXqGobtONJiLWg37P/X9Y/+vgq33wPQfvdQ+X0FSr8ThH5fAc/vKV/+jrD43c3Y/8/efzQe+/l3",
+	"zUhfkeBEGjHO3r49/+6Ecbm0UyflQWbAsRPOjgaDAg3n3E5L6CDp2kU+aSNy52OU5dZXeNYmEhLPI07H",
+	"LR4pXVgDQRI1rOtkWhMFEdaJvlwL44TU+A/xcTkIvBPGOqZPj0DqxEw3KTJ3J8FBNj5hyk5BL4QBdnRw",
+	"yLhMmVQEJS/wFvAh4aCEUBBzt5CI87ETbFtgcUoSrrBTlTt5d6TSAIcafHaByAL49So8InfovU1bKKXu",
+	"LftoETFfOyJnxK8QsQNHaQ4GFZRauXEoxzRft4PBIOrM+DsvTAzw42bZ4iVYLZLmG5Aog3SPpynL5548",
+	"QXrlvq9RvralzmjwZtJQGcyRB+nW+NPqt+OxE/pvIHyRCWPD34mSVvPEhsd/brpArz3x2MKRIYgrhnBD",
+	"GBbIDuvGfGGQYv+aa2THk2Qeo84V1Jni2UwtQO8l3EAaMZMnUyctx0rzJIN2Th1e34I8b5DO7Sxb0OMb",
+	"JByim1smvSByfGvJZuU9J9qcqdk8twjBC6s0yTn/+NvfW+Gyygp2W+r2JfpxWbe+1h/4bMMhlaxs4xqy",
+	"HI0FDczAuJ82sYP10S75ZONuSD9eTJUBJyROTMymKktpl07JQzsDfkImHyHdtiBZfA3LP+F3MeuaeSas",
+	"o43uIoxR7or/FPdOmIY5cItaonHKF8/6yMrnmUohbKAJWJZPaoDChTbssbiyXGu+dJ+NXaKU4Hij+3yp",
+	"1vf+gn+AZGjVreTC9+7EzFxJA7iBJzx9Q+ql++RoEEj8k8/nmVee9+dajTKY/edfDdlJyun+Q8O4c9z5",
+	"f/ZLc9M+/Wr2X9NbNGl9x5wVWhjZH1IFxjFZ970B1nUP2CkTKf0s6EcSWiJm+LIXsRnP3G4hZf998eoH",
+	"ol8OSRxgUmYXIoETFqdguchi945DLeFomEzZAoe1bJYbp812oqqJrGY9adqif3a/fLDFcLHTy+F5BNSZ",
+	"kuNMJPd6HCRWkJEh8fN7o97Cg99Y5cSlLme5FL/kgFB2YqRWC2asyDKGFin3kFVOxGDnKczmyoJMlnvf",
+	"w9KJWrmB3pcD6qdak4p4b2gvlyRbopEq1wjArwaDQPL8GVyJNGYiBWnFWKDJKYipjmgjW564k0i55SNu",
+	"gIHbCJOOpDENPJmCqdm6DLPwzvYc5J4pPRJpCvJ+r/uNgAVoouFaWCEnKHC4RXojl8Ox3MxBppB+OSjy",
+	"nFtY8OWlmIHK75lEGsstzNBWqN19EqnTADSXhpPleM6NAbI7j1QuU9YNGNEv3r2ytPSowJa+G+dKyKvK",
+	"UOEp5JFWLxkfO9JcNQl+EUeyZqXc+HrlUQTwD8o+c3C6z2OUiuTmQmsbI9oL4/HeUUoiCfTZqecF+yfv",
+	"AOPpTEh2+vqc8cwo0lRII1bjcVRqiu6xvlXXIL8gIvuDsi9V6ghZui751D08jqV4wpVr7RC/8DVJhWpw",
+	"fVvBk7VpUfjMqkPknkHwmi8zxdNLpV5wPYH75uxoP3DI4tjDwYC9FE8c9yg9VxH9RL6r/oy/uxotLZgv",
+	"CIlea/Q/CLerZ+jfuU8gFr5LQlBZmlyqVrUGnCWb0YIbbzdKWff500t3d/mEC4m0wFFvh6RfELS9QvAZ",
+	"mF5VEEW0NVbN55AyrrW4ccDsTq2d9zXwtOBZpFapl1wu/crN/TLquj/OyTCWLNHXsHxkUNBpdkqysVYz",
+	"714q/JE1seiRYWbKdYFvXgB07INfg/TcBJwAmQFJAZCii+5fmpO/lQ6SSotf4b65eaIBJXOe0cnm8lqq",
+	"hYyYhht1Dan7Dt7NhVOElATzpYC7yeu6aYy15wPgb7jI+Ci7dzZGqO8uRKasYe5S8Czbeg+cipWp5Jr8",
+	"1qsic3HdCl2qsESQX/5f/BrNtUrAmM9xnkjf0dxj2Ci3eCZowaOzxSNIEphbt7gTFqOSa2LPhJ2Wy8YC",
+	"si9IWXwrTT53MhSkLyEV/BJtb/fJic5opj03M/EVNQeN05WI7W7MlwK098F2WQ3GcH/OtVu5FWSlTDRw",
+	"C+kVt2s2zj0nBqwbOqMOvLOgJc+uRNpoqaWvt/gsg5m14f3Cy7H9wOi591Enn6e33Mf7qoX9J/LAVvwr",
+	"1U36tUZVaNWmLD1KavRXSPAQPcjP8JV1wK8Acd2pFtaCbuUgpXjnU8QO9g4HAyf8omNLo9+0FcL1wXd6",
+	"tXoGK3dhYSKGHi5H4SfJfCtoN0N1A+xe80kD5AoXQfHHJiQJmN/gQagEq7hRZJ559kvuii34gpPXB9mw",
+	"lbeILFvR4G6XZH2la8t4kqcTaLj/laiqhju7BSRRh88CWdl0Bi+VBIT4XagNaX/tRDBMchae+xgUCLRQ",
+	"6bYZCaav6dnirSuQaYsnKuXLUr0ldsboJdZ1qu8IB8TwDPRKbXE5FTMay7VtC4z6+JNWMG8rgmiYcSHd",
+	"h11xJLhPdxkdNcKdR7Z8cnUNy51Gds+izLTT0x+H+3gm4+9UBfMLhIxWoiALT3OFxIZdVvdwO85FeN3G",
+	"uOoUYyXYyP1C4UUroZ2JMtbU0GsnEhN13u1N1N6H0J1zOc/tXQnJbhw0Cq47PlM+rL8wMtD1amGyBZmp",
+	"j4/BaNkyYr/kXFvQ2dKx2iVw91f37eUZS3gGMuXa32TTuyUTrx0UBfCsB7Q8MmWwS7dk+5Fj+mU8xvZL",
+	"Wl7ozdjiH6xiy0731N/p1sFpd+QJvOQT40Mf6E0f+RCuys6T7kocVi769jvefiM/hjjk5YDPJQ3VWKYT",
+	"f3w0l8f4TtQpUL4TdQjjG+K10JlvVCaQjl3ksxnXyw2gWY2IoYQRd3nQccplysJBREzpFDSkbLR0P0bu",
+	"gsjiZwwW2QXQ1QVeKsuzJpgTlWhY4lOnhBc0hOKJ3WrLVXq/NS6WcXNNSQo7Le0Sx8VFmfVVtZxsWGrT",
+	"qa7vdZ1r3FJQvAOt9mRgnf5MuYbdbwhB58K9tBU4xGebLrOftBlaxp5bmDXFp2IkZZHR1GfnGLeVKZ5C",
+	"Sjbt4F5KueUGLDkuE671kglrhtJNl7JEZflMGtaNaXExE4ZSGiB188fV0PRaWFs0lDFGTF2544wRyRzH",
+	"8WKkT0SgG3zh5M645+4PImQ8Vklu3BClxVCrBYZJeEugW/IUU7qOfZYObidi8burmCW5sW6PMh1Kb/71",
+	"W2G5dIguHJtaSDRVUaz5bdSZD1VfVuLJ23S28FhdH9hN21l5t5Dsd9SVVjI5mlbnn7nL4uqv3nZtK1G4",
+	"X5rOuBJCvOvyEOUR9VLyovLsdQUliXmuW3f8XXhk3AWJ/FXwqD5a1vD8pGq8xYC8rsxnI9CGwTue2Krs",
+	"56lMXWzWfPFXo2T/DV+8BOPudvWBPfJOI8/34b70PKVdTDvHHZCJSoWc7OPX73dXsMso7F3BSaHGbTer",
+	"Ikq2/bYZ+S2f3PKwfOQvxsx+BkCXpHi33KQ1pbJFYayM28zAKtduExMrtcRmkI55ZiC6hQp5KoPSUegj",
+	"JHo0KY+fTS9s1Wl2Mq5+yKHe7TzbjvBjqBSFPPO5lAq3gFYdoMg7a/RU3HqjraL8rMiP2WVTbdv47NJz",
+	"Q7ow4VhUmAWi4oKKNGJEsCOUD+v5hajTVbMLLZ+E7IJ//O3vJ2zYGXZ8pA5mJ/hoOyWhv/UatEnejYCt",
+	"gKOB2Diez84vXrGjw4M/FhoWS1QK/Vo+4tuL7+qpiD+d7v3vz789fv8fTZc8zPq5jnSVbuwEqmcCsrSI",
+	"3q6vmOL9G+8RuYsb0Qd/wloAnISXuRLSgt7LxDVQLkI3/unxz32vqPQo3QAF/K1YENzUfmnNO5KpNz+v",
+	"eD4xM2UtHd87xVOVmP3/efrm/Nlf+rOUOUGGXOONBH0jaN41WyBQyzN8KeSETdWCWcVmVNqjcQq/o5ac",
+	"YwQ0bpQlSiagpTnGFIIM3L0buX8IRSLW7zdOgHk7wjbckkQLKxKeMUy9BaZhnBvAkgWoAzAlmbB4cAuu",
+	"pa9asPnkEPqVSaNSovLAJNA1Helzzdv9qiQstJCyLJ8EX4gPjg9FLmZ8iRVStq/cT9C6sBfC2F1Y6pYE",
+	"p53Zxp+BZ3badF0nmqcUxdUsm7WvoRx9A2Yby21utnM8/1zT2s8LibhRQDRXXgqtiUlC2q+P2s20RdJq",
+	"1MFg26tUyYaL/sT9FpChm4KjpRqMgbRHATQOG5hRbMx1TfQM069PB4Furt5Qp8/5QMVjXxIBQ02K+Z02",
+	"6AOm/G324Yj00k5G6bGQwkw3K8rbB/FvlZbZxNwg09O/5GAbTbE76oJCGtB3P0sN84yTxF1NAS5tJW5t",
+	"O7gjcZQ7L0It2vDpjVqYImmS0IZ1vZGWFL9HpNJXkkOO2Y0wYpRhMRbMVTDMUW8sAKVmM2FNb0fcQ0J8",
+	"SytJeYEDRHUuJbndTJ4kAJQxREjYePYfx/HpF1JstAro2i2u7XOrH5Ooy8dQcTyd+lwKzrmcgLFvwGBC",
+	"/C7EctWuXKYkHKOwMeNyWTr3HLrRuztiGyF0s/5emetRUbZLpKwbP396yfZvDvbRH7dPv5j930T6Pu7t",
+	"pN1XSUh91j+HPaEB3esToCHcyB33VSUPzdvSUCSAVSDpczhpXmFZGGenaVeRImyyCRO+h2VTDNFcaDD+",
+	"Eq6s21ecCXJOEatIL60FfLQSi7YwNYzEZ/N8lImEibRRtNygWyYa7AkzU0cZHelrfN+JsVUyRTmPTjdL",
+	"ha3dmYokU8iBOxAgHy9Br/j5WsDfHs/Xfgg/TkEWJ2Csmhu2UPoasy5ImE7JDX00OAiZC+Dg0TsJfr5x",
+	"bnMNfRbOE1NSdz+9AMGyqkYJw52B+r4ZIudyrJouDHpWDapOkJ6gSZvOG5POMaWW7k3k+KX/wiFCf82t",
+	"c7co1S/nVlDSytzpShTuHo+mVzH6nX29N5L5EiVTFl/FzeEcGTf2yiHLdiRzj66UvOMh/yfCWnPCToVk",
+	"nM2EzC2wLqXYUHlF97RlM0dKURwJT/VW8I+5xdwCCSmP41aneJervy7XkJGnE5CCii3hYj6cdtSpRkWY",
+	"2WJB9zdnV3Vxk3gSLuHdlcjvYflG2bsTNgmLdeL2sYjXRPMErnzVxxoV++bro8EgapAFshCHpbIUF3YN",
+	"UC6skS0X5ZAeH3z1+Ot6SaRBI9duh2J6dyYdIPnRSZIf+O7MuhxgV7btpaCrnVAonFQNhW5DXHAy07x2",
+	"P/jWzX8WSaOy+GagNd1YzPd4dQNaixTMLR1wWFW1QYcNNWm5J/xz0Jgd786lZjerlB/zFci2K88z/u4q",
+	"UdJn8zacU6kYm6qJDk1zuSwWJSSWZvMWEp9nVV3QbsvRjQVSCxC4rXuGvAEKfKRugA3qaKryUbbB2kLO",
+	"+2YK8rJJVTUmb4rhfBaKV/jC0pWwTSxVcEx1k41hScbFrO2yX+0ow5wwmM3tEh02m6btb5Y/q7PQ7Tom",
+	"U5uS2fKE0T07xkOnmgxY9fpWcmrUMXmLtXw3mJl8tAFm5X3f6LkBCiRrsx8Xd98fwc+N2HBZzFXHidbM",
 	"BePLim0xyVKFsdb8G3I7NbnLMOKEpZCIGc8Y+WyiUD0Mwg+oBC+4YRNxA5J1OTP5DCMpSaosHlNjBLgF",
-	"PSNTV+ltG/SJuXzt/lP3u+3914+DvW9++s/ucNinv3r/1eiDqzj6t26m6qOiEVg3HnYODvuPj558NeyQ",
-	"Z4qIl3Vj/33ci4ayqA+UMjvVKp9MGWfjTHF7zLhchpfUuAAcsXvWDWL2V0dDWQYNOBbHs6wXsWuYW1om",
-	"FXFHeFLgm5Lwetw5/nEdCX5d5TQ/ffIwlZA7eRunIaWdNqWtQJbuZXADWWEopwLkNxyDTIWSVJjJ7Bzy",
-	"WvFrNhjxhDSWy5a4orJ01G5ekMoVY4XNYIOfZRuZ4q9hmIpmscHd+aY15L9enNLhMpanPMHi6N6hX6u6",
-	"7/UXZMVTfgNFPZ0yEKBSxZJ1a9Ur13bcxsnuotrv6nEwKis6EBQm7syUZf2iTshOb7xGZmLipISrDY6d",
-	"Wq4Hat30ksNRsptHRVmhtEXo9NNsUeu9NOS4amWe2+jf7elujhvNGoWyslVDsUutFgZbNfjLEkHp8KnI",
-	"9KeoxVJc0JlpcTk7Ea5Z+igG83LeVGWpqCXXlEW5HL/mFibLngc2idBMyZZgktZ7ssl4gOhuhPKekcKW",
-	"UC2qlkIG1v3ehEa+bk3zPguwlnjjn7+T8RjdKZXbvUoF0SZXLNFnm3Vzq7xR39jjva8eV4Lg3M3H936J",
-	"2GDvGzR67UUUOYBFfJzswFkG7nrf7n7HCds3gGqRaVC/Q3Rvi34YFKmibEXZ/IF5c0PhraX6FW7tXvk4",
-	"Ca0j1JgNqKQmVa1Zt2QWmtcu+lG70rKubKwrF1WorYztB4r8cprAqaqq5aardUURvYVCXEjC5VyVMOyN",
-	"h/z7bWZBOr+zyayaJ/J7o7tuDTE//oZ1Wd4AonRUN6PVyEDMgITxqh4+hSxl3FGDpK46zaruCva5Vf+V",
-	"njcbdOzg+6CGP2WxpwjXUeBrsmQJn1Nc2DjPMvZzDjns7NIrC1ft8Pi28KETFnfJU9+Li9o4PjeK8TSF",
-	"lOXzmqrM8G4oes5sUCl3zVpZcGGr57jDcbhXzFaTC7dYy6c4kfLUsTTQXS6kcmdVq1c4k6iKkWGVKxus",
-	"4dJmhG/g+x8l8LdCUk2Rv+gbaVEBjJBJc5ihtuE+oULa3hGDgvjuUt0qn/drCRNHHey4sY2L+VzADcF0",
-	"6yhbvLJb7HQtGnYb1y0wxc/StPL/AS3Gy7fQHEGWTCG5ra8pxDluCC8oTgxjLSklJ7zWbw6VuBWmhWjV",
-	"XbMyiyVH1R2vgwuF7STXwi4vsP2TtxjPhLxU19Aim1J5VDSMsW5cqYJKOh41kuocd0bYM6rc/tTaOWZj",
-	"zMV3jXakIMF7q2qE/tB//O3voVnCf/9w6bMdG2x1VdFMSBYrkSZ9MpIabFSjAViq7J6BOUcVCT2vpnfC",
-	"QKACyzMlyVaVQtXUvMOmMPnJO7wTJS1PqpYSB7SnvmMWm3EhLRcStOmsVZR6lWdW7HkwPBfy9dygysO6",
-	"SabytIjNiVZSQk0UKgr0KKN9KIsyz17OdwIoyLHSCSUxv1HGTjRc/L8vfRuW/lAO5WV5AkUrurV+YCw+",
-	"9dUAOcWr+e5gq+2BThwQhxL9VmtQjWp9XtDpXJRE55TiVpgWlITjoVwv3JuGBjpHaKYTY69Pew+ZMLbP",
-	"0LyDJDmUcVs5sJh13z4/Y98cPfljr89QAMOh14yB1zC3Q7lqemP/+Nv/MR93yOA9RjD57FvIwD3g9jpT",
-	"ujSFUnuPoeSGxTWbZkyA4ZZl4BT6g0NkJ2jyc9OYfDaDtLT+OSDCDeih1FSF78TXKg5Rh2i/9KbLwiJr",
-	"Ek4deha8qDWPrd6GcsaXbOQUbKpkXrxLAfgoO9ASi3gNLCpXMXIOJVo5++x7mHDMoyDB1LBugi3ITIRC",
-	"nkxNj3gllmKwSiEO/vny8o2j5huHdEqakBL84tklGf9J0zLsz89Ov6UYCuOwhdRYShP2NdCiUMi4d1K8",
-	"pcbsgH0nnpZn4pYw+UXM98poXxJ1htJXdEchyIBMDYtPsUje3jNv7TzGV+MTv8jDwQGevAAzlHFodhmj",
-	"LhhKUuNoDslHUBSq9e8QuJWcsPjZJZ/E0VBOlVS5NiwOZXFjiqwvOiR2jw4O3VeczYSZuSfW+i0NZbXh",
-	"EqZm43hlMWgc1EG4+3hw1OuzZ6u9EguO4sg5rDZerTFH0Svl1/EJOzr8JmJPBo/xlyeDo6Ekyogr5RFj",
-	"Yj5TYViqkhyLsAviFqE5VbUeK5qbnERDzvEXyn8/lJhEMubUrWkCEojT460hLOvGM34NxQ+hM1kmEpAG",
-	"Kiz73fcvz8+efX/x7NuKxbYTmHinYr3pDPoH/QHqxnOQfC46x53H/UH/sTeM45W6j7fk/s3B/jUszf6v",
-	"17A8Tz/QFejUgFZX20pcmApxFe+LLpXudiqKDp6n7h51c73FQJbv0K9ca0ByODhany2EvXyIOkeDQZs4",
-	"UoyzX+ligq8cbH+lVkIWXzra/lJRQd69cPjN9hdW6xJ/iDpPBo93Wl1RZxVvZR9Ksu097zyoCFLoe6mK",
-	"UD/+9OGnqGNCJmKHToZ6pyCv3umIKUX5Rxq589NKX80fGzsGIZbdqmWQG7cZV/cnOtQk8RXj2oyWThYB",
-	"g7e9z1ePfJUdz+ZXcmsci0oqpUJ8PTLTgtgvhbEvaC1rmD3YUP3zdlU/y5ydlmqqCI5CfTeP0AxgHgjo",
-	"Hgjosmpb2QmV1jDyHikq6sxVU1TNS6jQAi6+Lt+27aUSFxEVIhclCAW5WC0kG5HK2GeIyegiWQi6FqnY",
-	"MvlKW4gMXwqXB2LCU5UuPy51eafCh7oS6+D5YZcrKxBgd7Jxg70vmyQHX29/YaU9gHvtYAeKXO2Cge89",
-	"2WVTDVWV/4XYx0tsan9LqmPd21Bdr4m/bLta9391V8hGofAHYaep5gvH9/AllB8svwbDyENyCwnxnZxU",
-	"qXwbvS383PLhjrsHJA0nfeuDvp9bLWrecjnVPjay3CRP6jKw/D6v3UrIMpv6CmQqw9YRj8oeUVplQPX/",
-	"Cl4glKSjMH2nqZaRyT4iN6Rw1MLSY9b1WMIoKJ1xlvLlCRsMJVoTqG+mkglQJxKjlATtLVkLjtn0NEH4",
-	"icvlgi/77HQoGzpgkHIu3Q04AkYwTo/Z0eDIh4c1aIr40Ke77Mskgg/r7TAPiSt83InSNqHdH/xq1lEI",
-	"WM+WbAp6pVZ/MOFsq7ZfPIdzP0gcH0XiONzl5WpPjX8pOwHGK3lZxcfDOAxWEk6qfKuexeKdtMiGfB1g",
-	"X6zUM6qtskml/Gijqk+mQXoqRJMHJ0MIuYpCgJZjokUgWeRttNF6WBM+uEklccr4pV/ZJ1T8K6EkDUwE",
-	"Klt/EGpui9FVxIlCu1vQ6IfIxA0YcivYatQb5lW3CDaNF/ybEJfnhOQQHRncHlUf4RrOsq6bWquFiRrC",
-	"F8loHpwIOKK7vP2CS0t/n51SRRmeOZVhidmQwU/1TQtyky58uRIJ8VGv4Vok305K98FHnruJoEJxgocr",
-	"d/3KHexA9UX36oc7+nNwtILZFLxm19t134TIpMY79tTHjFGnULp2VlPbQkkAd8vv1eKEtBlKbNhFidsm",
-	"ZNxisV2FeSYSWBej6gz2Ljb9cZab6RX6z2541juhas1rQa3lkL4WLYYp9Zm/mplU4cmh9EFLKKOMlvgP",
-	"dpELe+OmEjbXqp9UA7nWtNl15W4hZKoWWHiaSk374Cc3oVVMqkWZX1MDgAZLDufW1v+VMKqC7RXY9aSS",
-	"GHzQFADXXKJNMc3lNRst2ybFSK2G+arhckUWQy2Czgc0hfC5xni5qkbfEtxUeHVCKmXbShGazYs9GFQy",
-	"qQ9qSdRNsPrpkwt4hE4taqJV87DrL9zY9e/Mey/rJ+U4TMD/svk6c0QQYfyqcdJcSQTEWd1x+7wZpO2d",
-	"2fd2Y+1bmCkn0xLzxnreDUkxq5nDXp68hqXps++VZblMfbZKA2/8FueuyI3brLg+6vhBd7ktthGkq3lG",
-	"qLBuPFth2ZSbZuVlixP9/vTqF2Db8GdwDwpACdAHnLwtTr6W8BG16bpgdQfzfp01orV/h3CRR8TsIiZh",
-	"AcaSPFnmjgvty9UGDEcrFsU9IuPODZwUvaAR2SvNoJmQSZankPbZ9xiqyL3Zd4OR6Tu37k9IC9UKPy0E",
-	"gaB7IIdbksPpZozaiiMnPpy1iiMfiU7ajFWv0KNHFt562lBpsyJflLnGZGoqcxGzXGZOGTNcpL0+O6+5",
-	"M1DZw+hlDN5Ev4bbtA/zxZjeKTfTk4rVynd5DvEo3YKTYPWvEnDeo9TbaMf6pL6k0oL1iX1JG4jzwYH0",
-	"4ED68vmhYy6My6JIETmGiL1swOA6+7ilQrSfFZnW2+/9IsEXW4h5Y0wlv7M/B31FT/u4cv8Mxm6zrsyz",
-	"7LglLbtHuhTqd/iS2xdmv/jeEiGAYs3CtU1O9rnk9+CDwnk2ysyPjN/dg7Rw9yjSVUxcQSgC8DZ0+rjC",
-	"Qt5Yhs2XB7KNKz9hjhwwSwfrBlKLDYPO4RYa6bMLVCYNc7iKVUtmpVW5GllEoW7VRDDTZz/4BCOriJDy",
-	"1GkeatJCQBcNBPTxJYTVugO7OLq+AMp9uOwfLvuPEi2ykTl0C+7Q80EjbYzh1BEz5Zvf5vbXYPJZU1Df",
-	"71OT1qwFGOzC+IQ7LtzIsKgkRWNilFvi5zZ5EaDSB9PXndHdwc+p6qHc0m39rx5j/fv3gLJcQ1HapHs0",
-	"eNxrxVwSzjHv21i+bJNIL2jpnxuVV0/gAZlvi8z+IMt4pW5wAbEJWHY0eMxyaUVW2GOQd2xPMrjBWhit",
-	"utjZFJJr42Xam0ptNeSrhjoOVeoHyBuuBWVdGUoqxiaAckImKgOYXxVVC1PGo1D2gNYSYwFrkqWxeZqP",
-	"UwhdynxYlXF4P8oAu+2xbr3rWi9ioT9YxKiSxVC6AZWEPayIMBbv++zct/nXwFN/z3HLMzUxffZaAsPC",
-	"GEznEusa86G0YgbHbDEVGWCogvspKtJDAnVSINfhN74QwkoOczOhUk2ST0mhtaonLXQaqpNERWkSsow+",
-	"0OutkzOcMrSO2kWyIaYKOZJqo9ApNmf7pT36J0QZIjL61mAUfYNIuZhyC8F9XZCtI61jxnFm6R6eazVq",
-	"8Bz/2c/+CfHRd59rwETuVrcK7hp0DweDlo1XwVlsyXiYUqfVzZanN1rNwE4hN8w/XnQTLqKqRKir+R6L",
-	"7CsjqGon1gpi3UqJiEWowWkSzeegGcfKEAYLQjRYyF/5FW6Fu5t7f55xsQLx1ZidNeAGGGwC7zoMtux5",
-	"I9R9zYN+QI9W0L+egzx9c16Wd2io5kCFOGpFG7Cuy39fvP5+HZyvfbmF34nGqyWRGnnn6uo3QrhWxmIj",
-	"9DBAeAMbQE4iSlo+ZkQcHu/KC9vzizIkoXT5CrzfHKM6YU8Gj6PQXHQxXfqyqFJZ1o1DY8jCFeTDatDy",
-	"k/FJA0K/peV/Fj6CoKtcDp94OgcjP+VW1rXpdIpzIWT3JxMxyAy449mILjcH+6EA1EZaoxL9hfZRFo1S",
-	"WVpxiHI25xNcA2ck/IxVlqkFiyud5+Ka6CnzLFvHg5fC2NOwsNsaPdFY1tkho/CMOuF90uBAvwtsDth0",
-	"eRHE1LiAad3VV5S92ebrKx/8EHVWa+js/HJ4/p4dhjsIY8+VHok0BXnfYt+TXWTSF9zCgi8rBsu7SItl",
-	"Qrkwlq3WZ6uSWk0MDIjTnsFCHm6nZ9QGDa6JKnX3WRzq33kPGby3oCXPrkQaI4vJpfg5h9DZq1on+2jw",
-	"Ta/PLgsfWFHVCa35NOmjamoLzYB1qdaZAK3aE9AnMu770T9PEkvY2q5ZLA5O20gZn/kQ3SFGIHpgNs3M",
-	"5iHZ5nO6OD4H/yV2sMouW5juihyFfWY3RXFT3G+NJ56wo8E3XkWtNJZVOtTgZBrGVDVP2D77AQ1FRfG+",
-	"iMxSpYYb2DsJ6rwI3HW/ERWSRO6FxKODw3XmS6ssme/tRLDzMS6tSbTaEEL+IPnswIxu7W+9NRvagSO8",
-	"0ViNApX659S1+9+ALfiI/UofG6lKei3JlajVMKtOyKgbSNVTKtXiEIbl0hfrbJXnWjUy/1QU0vhrNT4d",
-	"eWMNXGuKJh8l16iW6PQPokpeZRNefkPb9OPBEc6icsdMRipd9tnpauXcKs/ZWD53jdO8AHt3NuP20spq",
-	"BvchqVUY7t2ltc/J7B7vyFJeqVSMxX2X9Pz0DPJfnGm9lqvMwnEFh3jtSuTtiPBbclojFTa4BB2DM76a",
-	"PcaPYYFrX28EU3XRJ90g1qCLDd93bGXGU7irpIN1rlcqGLNqAWNsDW4XilF5ZlNrA4W1oB3EikJIyk6Z",
-	"yZMEIMWhgxxVq0BOSzetCrGERavu+26e8o8lfn0yrZkWed8RcVt4cT6nMnv/1Dz5X0oAvS/1+e5y64Pm",
-	"/cVo3sTujZoV14UaVyTu3ylQe13da9W75RT4h7f5Ok5YbOZQ5BVomHEhhZyQzbTMgyiugrHSVMcCx2/2",
-	"gTz1C/2ndoHQJrZ7QEbFZh/MAA8OENtMeKwbVFGMcBNycoIhbY6SKN+R21ocW8CqXbwjXn1vcIscIw/C",
-	"niPYpn2mpJ1my4j9nHNtQWdLp/4vgbu/qEZe6B8fco8ipubUNj9bMpOoOaTYBkOW4jnH+AWRALKX0IaI",
-	"kqz4pCZI+hRTqprj2y36iR+ZAjZN1cRa/CxEpZ/IzUKDfx4vi99Yu5Oloha1AvL3JmA+iJMPzpUHEa/u",
-	"XCkFn3VeXRfUbuVToXdO2HpzL2+abHN2VDjgg8fiwSD3qb0IG/F/g+U/SBdVbH9k2LvLM5bwDGTKvXhS",
-	"CCdBNEHhaCixnaCQhsXcxqxrVcqXFGTmM7n6hSpDbTF9TlfplxwPJXoMSkGntpSimy7WiHCSDusWMk6Q",
-	"cIayEHC4TPed6MYnvZOa5iTcGkno2mO0pIjJ0ALOLXkoseiWByX7PjT/wwBQmULaFEL/AmxB6xur/50y",
-	"BxohjUgh1EV0G7bKh2afMIJe993lWa8Kw7aKdrxezq7WL7Sh6eqnV8vazGijAKAHBvfA4G7vcSD0KYpI",
-	"cd8Wcg6+zBl+RZSOie9O+CbiatXdbu+U8EJEtfvKPnYM2y8W21aQnCfTUnCYc43WJTdVbtGB4DlCS7eW",
-	"ImMJu3GGuqYxLaYyf8wWKs9SNgL0IkgVIunGIrPkfs3E2FKlnKHESqjiRmQwgZRSpIShatDu9VBOAJvQ",
-	"otVpBto96RTWa1jSIKU6imcDtZ2aKddAema9C5bfQlmojoq5hpBu31qi6KBUprK4YfDrGBtmLsnlQ/Ws",
-	"nUA2lBVncSWWsO40bmDiZ5VTPVPGXvgj3cLSz9Rsxisde/102GstYqGM64aapLZSMf7jNTd5rtVsF3vd",
-	"pdrlqQu6Y58jFt3ihTNuYaL0cvcX3/g7fPc3nlJTW+/F2f29tzARSu7+/NnU6XC339Eln+z+8Aut8vnT",
-	"5S6PUq7Op7W0Vmki0EPL/e5Zg+97/nDNP1zzt9bjHaOkj4LK3GASLc8qiT71aySqXkhFSabKfY+XY6n9",
-	"08e2O/o7WBqwbM4nQvqu4ZwteHZddFOjxCV0L2AqMd51GKpFihDeLSHtDtumOnWp7IStZAIRw27bFHJA",
-	"6k9RcbzpWnopjD1T5g4+m1tzxIc745/yzviifHMOVbd75krd/+GmeHDOUXYSdTuQgSmOliw3Dl2c8OHb",
-	"Q4m0ibm31zfRAGykUuHzdin5GdnsUP6BnWLWLuNa82UdKbHPXYw5zom5iUNIrA8A02rhw1yHknlTVpbP",
-	"0P5FDOVKpHHEYm+Zcn/iVq7cVtwnMkHFkXs/DvdW7NRWVGi0m6X7c64wxRiDFiJ29vblc4IPduXDTj/s",
-	"3eXzva/dKKOlBf/ijOvr2nZ7x1U1JBoMBh7E3ZnS4JUmxo4OHlMDoYMBeyWesi7PjGIcv/eeQh8cN8uN",
-	"16NCJUYEhC/zXN2rU0S5u6ozf4yV3aKfEu1u5xev2dHhwR/dKIlKoYQQ9sh1lydLIREznrGug5DMZyPQ",
-	"7szC11R3rtenc/3DH56/Pnt38Yc/YIaru9S7z4V8PTeYJc1Q0HA7fYcIdjGHRIw9u3NrOOgPInbQP3D/",
-	"OURNOONOe/bBgIZlijtJV/VQz6wgioZETaQwkNKhoJ7r0abLLcuAG8tid/2QkumwwV9GZxXI4Osx3R5v",
-	"0Ipx4USJmDowcsPecP1zDtY91o2r3PpGpn0+58kU+nN6JqZVUubJiObCFHpt8dxSyMQNYIFARu2vCJ0d",
-	"YlzD3FL5SqeB+mLEI8jUIiJhyA1ACjhCPGLx+6uYJbmxCuPXc3ktnZ7vh8ylg0Q8Vklu4j57NptbHCKB",
-	"LDOV8oUWxb74+3cvX1K4y0wY49Z9w7MczAli074VM6JsN4RDoq+/GhwQsSpdRJjHlz6C5n9jj9NjzRNy",
-	"nDPfBBMpUY3HBsMDYvbu8syBzfJrkA547y7PTlh8yScmJq8Pcg5KyO8zNO5otcAzh0zJiSkqDpaJkeg1",
-	"v8hHXug4T2PWhczg4uO6QHKexkSKcRBtvucziFkXyzEhpNlB/zHxDy821Z50JO+DlNDoYQAkG8HY0bsD",
-	"p3dUMyEDC8OQVKu5NASbCONcU4fDlUX7ZbQsm6YmXjFS6RKrtloNbqDIV66eQpZS1xvsH+BGwSKDaJoX",
-	"M4eV/Rl/f+UYmolZ95C9EE9DLemyDJyvncqRFN0gTiVwx+V76IShLF1RcQgG/i9NRej+5AnhimyEcQCD",
-	"VgvUPFCyD8QSDtHNGL4LhnufRW+IFqcqSw3zc0SMWzUTCc+oI3M5OpWqrIxKo7kRQks2Xwm767gnlsSf",
-	"gbS9kwKrhaXRSt2BXS6UG6HyPE6GIWH1Vft+rkznFFFCfWGxXpIn5+OV9VK9IVx3omZYXRRL25PFNRzu",
-	"SNkpXq5nF/+DJzJyilKoFB6fkYC590wmKhVycoxlSGIqdjTiKd6sWKoUZkNJfVBI6aM2SaHAkb+Ojw4P",
-	"3Q8GWIzdIwzVhfBn59DCjUctcpH7OE4e//j4p364XUI981IOeGTYWOXaThlk1LdiKGM3zJPiJSca0DcV",
-	"Nl4M5XaOv7JuGTM+lOg/WrCDXrTp5bEY22ng7fiCN8MOpSwdUQsqaoqARqzmksXnKczmyroLZO87WMYR",
-	"3rtWL8sq7Uji3mxbfDGUSKld9x0aJqlChz+hHuHyMoTbazxykuUocGooy6ntHpZ4XEJ6zKzOwTMxDIs3",
-	"IYr9pL4WGiO41gPXoEaE7LtQlM7dQ6jkB3O20uzwiE1Vrg3C4dRzRbyZRWgB5kvJS0bc4JjFL55dstJq",
-	"Tl9TNEA8lGbq8B09B1pNtOM4XSSBVEnwtfCc+OFgIhJe6PBFHa50KNGwndtEzTxZ9dkFOE5+jnPtIdvn",
-	"7N27828dZS1VrlkyVcogtK0a4oVJrVXSwLJ9OUYE+0ntk89GENaJI03mg3M5gVYDQl1ePtg7fPKEzbWQ",
-	"VNns9OLs/JwlU+6uS9DGrdO4e2RJQi8mNhRWbcL00qy9gpA1L+WMv38JcmKnnePDJ9SVLHw+2KHvl7tf",
-	"hHeaumNmvHr6KGNQ+oVjV7XjTLjEptPA0/rpnZSNa2teV3bqtI72RpnNWw9H3eyazXORdnbYZrxyRx1X",
-	"b5vA5glf6/zdsC7BQ8ls2doqzt9StTWGLm31mZuasf2ORBDS+3ewI5xbmIUQP2zOdk5vHgzc/4o1IeNG",
-	"lXKzIFxfRXEcIyHJzbN2IJ0g2NffhPd8Ns/co6tSW1QV76K62BRVBbTIC23Vv4OVKKobjaI1LaD2zTOZ",
-	"Rn4Z1UdqX4Vn6LqJnmF3fnED+CnYFyN3OyOl01MrWklEpq/zNHJS8FAeVP4XHVb+F821SqPTHy6i0xn/",
-	"RclnZ4fRGfk5I9S3osPB4Vd7g4O9xweXg8Ex/v9//ZeHe4P1Lw+avlx5ctBHnBh8jZjR+Olg9ft3F99G",
-	"udlzKtneQTTs/DrsDDsW+Mz9e+z+s4CR++fDsIOctaG42f1FnRIjfwsmzzb0fUZj9IIXQkLdvNZwU6+b",
-	"TWK8ukORKGFCYJCXSIubh9IogOtMVIpP1qWNlUug39no1HwIg30Ig30Ig72rFZUYxJodVWkSi4KMVLcA",
-	"RYxTRwYvnW9zngWRebdMp1IqM5HvY2k3ZDxFpLpVK+zavDQLoSju+ZoT78ZcNyc5nfs1/lMnOdEmtrtS",
-	"RLHZBz/Kv7kf5Ta0V2leGLSjXWm/CJ5vZABvg+Yt6jUmUSNz2nNRkdtr0b72ZJ+98etAa0mgcxJrxrAI",
-	"ptpKsj7yNdLeYp+lfcVtPJQWzclTtWBjDWbqczm7nMU6lz4SGPcS7EeVt52cMzdDOVO4yoycQsYXgu31",
-	"2ak3/5e2MEtKYewT+CGNI7SsNtlVmY/fc8ysJZSYKL/zyXlLWySPCPM/MJSHEJ7bR+pWTDH/+Nv/scKA",
-	"5q/sVavZusGs2cX7O6J1dwnQPU1T7L8fU8XpOJhQqr46NlqG9jMnLK6p0XE0lHFQpclGXNenY5K0QmaD",
-	"F8KCN7TnrexDSUIbWVsztLoZyCCxUTC7xROt8vnVaBmzVMxAUi2m0xk5e9R4KFMxHgNmHfrhg//b9w5N",
-	"sRGGmgAZ+ssgJmHQ/nUNy6FcyTXts/MiVAndzOQauoald82XD54GZ91QoreOdbn0emlR80mjMQELPfeC",
-	"fnkNSxY7dTs+IdF1KMMLFF/ozgUXkMHYOpzps4vcrwmdxE38lKIWxS9wtxiqjxsSdet4o4cYqn/XuNsy",
-	"/rytR9tDoO2D2E9iv8ME0vvnoMuM/5AOF5X1AALfTbnj23wSsX/87e+7Rs9S17SdSrqzLuZjYPEqPoOe",
-	"b8ycgbseyHFE/tEFjBil00A0lHgdcIMdfwTGUKAzbDEFSrxVTLmrDZUD9B9zVrSb9nHBQ1m01InQMQqp",
-	"sKr8nWEECLokW8TvV/ApRe9XsKFpcwm/AK8vib4fiPUjEOsPU1VIO2YO/NqwsdJRmcMmLKJpqtr7LKw1",
-	"ApqL72BZNAGihqn4S66zznFnau38eH//4PCP/UF/0D84/nrw9QAvMD9+EznXq8Wz7ukPFxE7/SXXELEX",
-	"Z2+Qc/SKfmCPDDIg4+OfmMXlhxzVUC9p3cd5tmKtdGBoslMaJuRJ5cGokihAER5loko1hyC3lXUQP1tf",
-	"xEUobuL75jp+SJ7P3fINK1OEBMMGpzXlMETe6EL99uR6796ymxm2/zInpUsF+zMxq65Bsm6Mn/r4Ke5V",
-	"oY1dnNYX8EarEZiobKljq01gAgYq3+q/xM3K0BU0/PDTh/8/AAD//w==",
+	"PSNTV+ltG/SJuHzj/lP3u+3910+DvW9//s/ucNinv3r/1eiDqzj6t26m6qOiEVg3HnYODvuPj776etgh",
+	"zxRdXtaN/fdxLxrKoj5QyuxUq3wyZZyNM8XtMeNyGV5S4wJwRO5ZN4jZXx8NZRk04Egcz7JexK5hbmmZ",
+	"VMQd4UmBb0rCq3Hn+Kd1JPhtldL8/MnDVELu5G2chpR22pS2Alm6l8ENZIWhnAqQ33AMMhVKUmEms3PI",
+	"a8Wv2WDEE9JYLlviisrSUbt5QSosxgqbwQY/y7Zrir+GYSqaxQZ35+vWkP96cUqHy1ie8gSLo3uHfq3q",
+	"vtdfkBRP+Q0U9XTKQIBKFUvWrVWvXNtxGyW7i2q/q8fBqKzoQFCYuDNTlvWLOiE7vZGNzMTESQlXGxw7",
+	"tVwP1LrpJYejZDePirJCaYvQ6afZotZ7achR1co8t9G/29PdHDWaNQplZauGYpdaLQy2avDMEkHp8KnI",
+	"9KeoxVJc0JlpcTk7Ea5Z+igG83LeVGWpqCXXlEW5HL3mFibLngc2idBMyZZgklY+2WQ8QHQ3QnnPSGFL",
+	"qBZVSyED635vQiNft6Z5nwVYS7zxz9/JeIzulAp3r96CaJMrlu5nm3Vzq7xR39jjva8fV4LgHOfje79G",
+	"bLD3LRq99iKKHMAiPk524CwDx963u99xwvYNoFpkGtTvEN3boh8GRaooW1E2f2De3FB4a6l+hVu7Vz5O",
+	"QusINWYDKqlJVWvWLZmF5rWLftSutKwrG+vKRRVqK2P7gSK/nCZwqqpquYm1riiit1CIC0m4nKsShr3x",
+	"kD/cZhak8zubzGiAl+qmyWbWxjC4LQovkTDs2CpV6DAW5p58GTUDqnCVOr3LKb9FZStsemLyWTNZWwkC",
+	"aGElOC2SLtZNseaWZlplGaTYVai3O0sZ+44M2yHtAPW64DO7M/E5zw1cNaVx1ex8SW73sNYaPp/WOVbF",
+	"5W4wUWUmskx4g+KurkG1MFeJmjdW26s5/62i2bmegPWhABFLuE2me/m8KEL4SR37MG+mcyg5uJ9Z6jlj",
+	"4HJ+npBL7BgQfvJbjjpmIWwyJW5HvnhCmSuHMlsMYxvYnqPnzWq2uiNifZyYhII4+QYhVA3aAbaOC7cL",
+	"SWhacoPB5wPl1g3yXNEAaKvEhpyw4p3y+BzygwlBPlSsi4r6Umuy3HZRoITTZlBXynDfJklhpJqKKrxR",
+	"WUb26jlIoqS+E5ux9fjBkVIZcLkNIl6+VWNW7KdfVpvFHzHUEqeyqkHqLWs3tFyihknDq+XAER16A3J0",
+	"pbJeTHMw6Z1Q/xc098wztcRKuoW/ArmVYUeHh80n2HJQlHD5oWHStxY9/PjtCHRhecMVTUd1f1QNvmIG",
+	"ZNWqGrSnkKWMO7FSUnu6ZpvxihjnVv1Xet5sMFaHIALqnFdWTYxwHYXglyxZwucUYD3Os4z9kkMOO8fG",
+	"lBUgd3h8WxzuCYu7FPLWiwsi4JOMGU+dbJLPazZnhkpW0bxtg2121/TPBRe2eo47HId7xWz1XXCLRfGK",
+	"EylPHWvs3UWzK3dWdR+FM4mqGBlWubLBGi5tRvgGBeqjZNBUrlRTCg0GGbTY0oyQSXO8vrZBMaOOFD6i",
+	"AS1au5tHVhUmv5YwcdTB1lXb1AGfVL8hKr2BRIdXdktCqqWVbFNfCkzxszSt/H9Ai/HyDTSHYidTSG4b",
+	"tBESBjbE6RUnhkkLlNsaXus3xxzeCtNC2seu5Q2KJUfVHa+DC5l5kmthlxfYR9G7XmdCXqpraDHyUJ1x",
+	"9DCxblwpJ07GUurI6EQGbL5Ybn9q7RzTGufi+0aHTDCFefdkhIFF//jb30PXof/+8dKXDWhwelVtHEKy",
+	"WIk06ZO30WDHNw3AUmX3DMw52hoxhMn0ThgItATzzEkCKSROea9Q8B02hVnEPnIsUdLypOpycEB74ltP",
+	"shkX0nIhQZvOWmnGl3lmxZ4HwzMhX80NSi6sm2QqT4sg12iltoKJQmmeHpWGGcqiX4IXw5wYA3KsdELV",
+	"QF4rYycaLv7fF76fWX8oh/KyPIGip+taY00Wn/qyupwCv32bzdU+eycOiEOJASBrUI1qDdMweqvoLcIp",
+	"V7yw0SsJx0O5XgE/DZ3ojtDfJcbeMO1DTYSxfYZ+ErySQxm31dWMWffNszP27dFXf+z1GQpgOPSaV+0a",
+	"5nYoV31Y7B9/+z/mA/gZvMNQYF/GAjJwD7i9zpzyEZyF1CdrKLlhcc05GBNguGUZOP324BDJCfrO3DQm",
+	"n80gLd1oDohwA3ooNZWzPfFF/4MGj45A7wMsXJsm4dTqbsGLpi3YM3UoZ3zJRk6Sp5YgxbuUyYayAy2x",
+	"CHzE6qwVb+FQoruwz36ACceERBJMDesm2MvTRCjkydT0iFZiTSOrFOLgny8vX7vbfOOQTkkTams8f3pJ",
+	"XnQyWRr256en31EwonHYQvZgqrfhi4lGoSNA76R4S43ZAftePCnPxC1h8quY75VpMyTqDKVvjYJCkAGZ",
+	"GhafYrXZvafebXiMr8YnfpGHgwM8eQFmKOPQNTpGo2ro7YCjOSQfQVHx3b9D4FZywuKnl3wSR0M5VVLl",
+	"2rA41JePKUWtaDXcPTo4dF9xNhNm5p5Ya1w4lNXOhVjjBMcruyrgoA7C3ceDo16fPV1tOlxQFHedw2rj",
+	"1WKtFAZafh2fsKPDbyP21eAx/vLV4Ggo6WbElTrDMRGfqTAsVUmOOpggahG6PFYLm6Pfxkk0FGX2XPnv",
+	"hxKzMcec2h5OQAJReuQawrJuPOPXUPwQWnxmIgFpoEKy3/7w4vzs6Q8XT7+ruD47gYh3Km6QzqB/0B+g",
+	"kXkOks9F57jzuD/oP/YeZmSp+8gl928O9q9hafZ/u4blefqeWKBTA1pjVlYCrFUIUHxXtHt23Kmo3nue",
+	"Oj7q5nqDEaHfY4BWrZPX4eBofbYQP/o+6hwNBm3iSDHOfqUdGL5ysP2VWi12fOlo+0tFKxb3wuG3219Y",
+	"LfD/Pup8NXi80+qKguXIlX1M5rb3vBe+IkhhEENVhPrp5/c/Rx0TUvo7dDLUhAxp9U5HTLU+fqKROz+v",
+	"NKj+qbH1HmLZrXrvuXGbcXV/okNxL196tc0M6mQRMMjtfeGXyJer82R+JUnVkaikUnPLF/Y0LYj9Qhj7",
+	"nNayhtmDDWW0b1c+u0x+bSlLjuAo1HfzCM0A5uEC3cMFuqzaVnZCpTWMvMcbFXXmqik89QVU7gIuvi7f",
+	"tu2lEmAYFSIXZdoGuVgtJBuRythniMkYa7AQxBapawEFHbVcMnwpMA/EhCcqXX7c2+W98+/rSqyD5/td",
+	"WFa4gN3Jxg32vuwrOfhm+wsrfXbcawc73MjVdlL43le7bKqhPcG/EPl4AdaTjVvcOta9za3rNdGXbax1",
+	"/zfHQjYKhT8KO001Xzi6hy+h/GD5NRhGoQa3kBDfykn1lm+7bws/t3zgcfeApOGkb33Q98PVouYtl1Pt",
+	"Y0foTfKkLjO07pPtVnJ/2NSX8lQZ9mB6VDZb1CoDKqRb0AKhJB2F6TtNtUzx8aktIReylt8Vs67HEkbZ",
+	"XYyzlC9P2GAo0ZpADaiVTIBaehmlJGhvyVpw9JXSBOEnLpcLvuyz06FsaCVFyrl0HHAEjGCcHrOjwZGP",
+	"s27QFPGhT8fsy2y89+t9pQ+JKnzcidI2od0f/Gr6bsj8ypZsCnql6U0w4WxrW1M8h3M/SBwfReI43OXl",
+	"anOqfyk7AUa+eFnFB5Y6DFYSTqp0q54O6p20SIZ8QX1f9dsTqq2ySaWOd6OqT6ZBeiqkZQUnQwjFiEIk",
+	"iCOiRQRP5G200Xp8MD64SSVxyvilX9knVPwrMZkNRAQqW38Qam6L0VXEiULfeNDoh8jEDRhyK9hq+DgW",
+	"KGkRbBoZ/OsQz+WE5JBmENweVR/hGs6yrptaq0Vj4BAZzYMTAUd0zNsvuLT099kplWbjmVMZllhWIPip",
+	"vm1BbtKFL1ciIT4qG66FxO+kdB985LmbLlSo8vPActdZ7mCHW3+m5DgTyQOP/jwUrSA2Ba3ZlbvumxCZ",
+	"1MhjT33MGLXcJrazmiMeaus4Lr9XixPSZiix8yVVQDGhdAVWrVeYsCmBdTGqzvRxJf1xlpvpFfrPbnjW",
+	"O6G2B2vZIeWQvqg7hin1mWfNTKrw5FD6oCWUUUZL/AfbsYa9cVMJm2vVT6qBXGva7LpytxAyVQsMjKee",
+	"DT74yU1oFZNqUSaq1gCgwZLDGa03qIX+koNelmpoJYyqIHsFdn1VqbBx0BQA11zrVDHN5TUbLdsmxUit",
+	"hvmq4XJFWHUtgs4HNIXwucZ4uapG3xLcVHh1Qk2CtpUiNJsXezColCQ5qFUjaYLVz59cwCN0alETrZqH",
+	"XX/hxq5/Z9p7WT8pR2EC/kdluLe7BBHGrxpMDCouAVFWG9JI/N3emXxvN9a+gZlyMi0Rb2yM0RCOvlqC",
+	"w8uT17A0ffaDsiyXIbmlgTZ+h3NX5MZtVlwfdfygu9wW2wjS1YRdVFg3nq2wbMpNs/KyxYl+f3r1c7Bt",
+	"+DO4BwWgBOgDTt4WJ19J+IjadF2wuoN5v04a0dq/Q7jIIyJ2EZOwAGNJniyLsAjt674HDEcrFsU9IuHO",
+	"DZywYAlHZPemcCXBlPmJ7AcMVeTe7LvByPS9W/cnvAvVUnktFwJB93AdbnkdTjdj1FYcOfHhrFUc+Uj3",
+	"pM1Y9RI9emThracNlTYr8kWZa6xKQvWiYpbLzCljhou012fnNXcGKnsYvYzBm+jXcJv2Yb4Y0zvlZnpS",
+	"sVphvHUZj9ItKAmW0SwB5z1KvY12rE/qSyotWJ/Yl7Thcj44kB4cSF8+PXTEhXFZVPsjxxCRlw0YXCcf",
+	"t1SI9rOiZMl2vl9UysBenN4YU8nv7M9BX9HTPq7cP4Ox26wr8yw7bqlv0iNdCvU7fMntC7NffJOmEECx",
+	"ZuHaJif7oiz34IPCeTbKzI+M392DtHD3KNJVTFxBKALwNnT6uMJC3ljP1NfZs40rP2HuOmCWDhbgpV5V",
+	"Bp3DLXekzy58Rr7DVSz/NSutytXIIgp1qyaCmT77sV4ihOep0zzUpOUCXTRcoI8vIawW8NnF0fUF3NwH",
+	"Zv/A7D9KtMhG4tAtqEPPB420EYZTd5l9RZRbcP+ZLyDVyvszRzosVelYMX36dj2OgoXCT74mH2WAIf3F",
+	"si1UexUL/5CJjWngydQpSL58TVQt6xIxqm4TsVD1J8KCQRGr1PzpRV7ZWpjicez7jXlzWIcp1HcN1ZlK",
+	"loD2NZ8k6AtiYbmKMfq8fKXETTIFFt765HQJZ9lKlcoTehAqPkioqEAyCgEjVBnthB0NjopKmmR1cI+l",
+	"92BywBoTxk23UoDSs/EiGia2KmZd7IbfWtYoqrZ3i+nfuMcWU0HZxURksOmqnETkgDH5LCTiFEWHcG5u",
+	"i/tdDbU5HBwW1dILo4h76wTzVZ3mQsPNtZpoJ8CzHzFJHev7xHTLTVOVo269EpRGh42/957o1DbQW1nX",
+	"oM+OBt/SOVYA6XQnH/tj0YyCeheVqcsMeNMKbf+EHR0eBs2MVrKhFFELGXH3+h5ih6rVpz6LXLWJfhEp",
+	"38NzDbTrcHB4jyuge+4ZUInqlI+vc2kYVi1tsQy1Fap1oz4qcZsJ0+9sCnz/wm1Htw5pehAI72r9wWqc",
+	"6AmqUPiQ7VRWW9NF8TrCV/IYIS77QpoOf929uq0wSOM1ZHh8GANbcx1h5LMvKNqsvSrZmiXvlvi5/Z+e",
+	"UDz4Qe+s+yDiclYUsb5tMJ7HWP/+PaAs11DUueseDR73WjGXLLVYBMhYvmwzT17Q0j83Kq+ewAMy3xaZ",
+	"/UGWwevdEA/EnHR4NHjMcmlFVjjnkHZszzi9wcJorcr52RSSa+MNnDcVUR/pqiGxtFJMSt5wLSgF31CF",
+	"GS8kk7/SAMr4UbXdRzwKNbBoLTHKtiTsY0t6H7Qaer9XVCYHeJaoFFi33su+F7HQdT1iVNZsKN2ASsIe",
+	"lscai3d9dm7Jt+Gkcm/04JZnamL67JUEhlXSSEjjFmvdiBkcez3G6fDup6jgnuF2UlT/4be+KtZKQZvm",
+	"i0oF6j7lDa2VwGu5p6FUXVTUqSM3+cN9vXWmrtNb11G7qDyBeePuSrXd0Cm2vP+1PRQ8pJwgMvqG6xSK",
+	"jUi5mHILIZaxuLbuah17+U+6h+dajRrCCP/sZ/+E+Oh7+jdgInerWwV3DbqHg0HLxqvgLLZkPExnYLVI",
+	"NrshX2ssTA+5Yf5xskhSTWgKsRdBsX+HrQuVEdQLBQtHsm6lXlhhBDCJ5nPQjGOZMIPVwRrCJV76FW6F",
+	"u5t7f55xsQLxNcVvFbgBBpvAuw6DLXveCHVfAKsf0KMV9K/mIE9fn5e1vhpKe1FVtloFLyzy998Xr35Y",
+	"B+crX3vrA9F4tT5mI+1cXf1GCNdqmm2EHlqMNpABpCSivMvHjC6Hx7uSYXt6UcanlvF/AvmbI1Qn7KvB",
+	"44gZvkRWO136bg1SWdaNU5honkJaxAX5GGs00mV80oDQb2j5n4WOIOgqzOETT4fWOJpyK+nadDrFuRCy",
+	"+5OJ0Erojmcjutwc7IdqoBvvGjU+LLSPsoKoytJKdBxncz7BNXBGws9YZZlasLjSzz+uiZ4yz7J1PHgh",
+	"jD0NC7ut7Ro9p50dykuc4Xo6nzRTxO/iNZ802vw8xNS4gGndulfUQNwW+FU++D7qrBZU3Pnl8Pw9WwB3",
+	"EMaeKT0SaQryvsW+r3aRSZ9zCwu+rHiv7yItltWFhLFstVhv9arVxMCAOO3pzBTu6PSM2qDBeVq93X0W",
+	"h2LIPlwK3lnQkmdXIo2RxORS/JJD6Jde7T52NPi212eXRUBUUeITQzto0kfVPGeaAYuUrhMBWrW/QJ/I",
+	"KeFH/zwZzWFru6Y0Ozhtu8r4zPvoDgGj0QOxaSY2D5nXn9O98TnoL5GDVXLZQnRX5Kj938TmoryUBFaj",
+	"iSfeBSwyqm9K5dix2xAVZGcaxlRCWdjgmS4qOUdklio13EDeSVDnRRaX+41uIUnkXkg8OjhcJ760ypL4",
+	"3k4EOx/j0ppEqw35hA+Szw7E6NN7S3egCK81liZDpf4Z9nT9dyALPn2z0h1YqvK+lteVbqthVp2QUTdc",
+	"VX9TqTCbMCyXvnJ7qzzXqpH5p6JQ06lW8N1db2yIYE3ROrWkGtV67f5BVMmrZMLLb2ibfjw4wllU7ojJ",
+	"SKXLPjtdbaNQpTkbeymsUZrnYO9OZtxeWknN4D4ktQrBvbu09jmJ3eMdScpLlYqxuO/67p+eQP6LE61X",
+	"cpVYOKrgEK9dibzdJfyOnNZ4Cxtcgo7AGd/aCJMJsNuJLz6HdVvQJ90g1qCLDd93ZGXGU7irpINNT1ba",
+	"WbBqN4uIGcXsQjHq1WFqzbWxMYiDWFEVU9kpM3mSAKQ4dJCjau1oaOmmVSGWsGjVfd9i08yPI359Mq2Z",
+	"FnnfYXxbaLFvN/rPTZP/pQTQ+1Kf7y63PmjeX4zmTeTeqFnBLtS4InF/oEDtdXWvVe+WYOof3ubrOGGx",
+	"mUORZKphxoUUckI20zIptmAFY6WpqBmO3+wDeeIX+k/tAqFNbPeAjIrNPpgBHhwgtvnisW5QRTHCTcjJ",
+	"CYa0uZs09vlTtTi2gFW7eEe8+t7gFjlGGoQN6NgcE22knWbLiP2Sc21BZxgEvQTu/qKCye66u1WFRPSI",
+	"qTk12s6WzCRqDikFU5fiOackkQSQvISelD6vY1ITJH29EeOTydwU1k/8yBSwaSot2+JnoVv6idwsNPjn",
+	"8bL4jbU7WSpqUSsgP7Qax4M4+eBceRDx6s6VUvBZp9V1Qe1WPhV654Std3r1psk2Z0eFAj54LB4Mcp/a",
+	"i7AR/zdY/oN0UcX2R4a9vTxjCc9AptyLJ4VwEkQTFI6GEntLC2lYzG3MulalfElBZj6tv1+oMtQj3Sf4",
+	"l37J8VCix6AUdGpLCRIPFQxzkg7rFjJOkHCGshBwuEz3nejGJ72TmuYk3BpJ6NpjtKSIydAP2C15KLEC",
+	"qwcl+yF0gsYAUJlC2hRC/xxscdc3loI+ZQ40QhqRQiiS7TZslQ/NPmEEve7by7NeFYZt5Y15vbZxrXl8",
+	"Qwf+T6+WtZnRRgFADwTugcDd3uNA6FNUFOW+R/gcfM1b/IpuOlZBwtR7vFytutvtnRJeiKi24tvH9rH7",
+	"xWLbutPwZFoKDnOu0brkpsotOhA8RWhp3VdkLGFr9lDkPqbFVOaP2ULlWcpGgF4EqUIk3VhkltyvmRhb",
+	"Kps4lFgWX9yIDCaQUoqUMNQaxL0eConMsTYD18BmoN2TTmG9hiUNUqqjeDZQ26mZcg2kZ9ZbovotlFWL",
+	"qbJ/COn2fcaKdpplKosbBr+OsXv6kvnU4SxHKs2HsuIsrsQS1p3GDUT8rHKqZ8rYC3+kW0j6mZrN+J4B",
+	"91DZepca70Ys1PTfUKDeVtoHfbxOd8+0mu1ir7tUuzx1QTz2GWLRLV444xYmSi93f/G15+G7v/FEZJmQ",
+	"E+/F2f29NzARSu7+/NnU6XC339Eln+z+8HOt8vmT5S6PUq7Op7W0Vu9EuA9thSaINJCA98DmH9j87fV4",
+	"Ryjpo6Cah5hEy7NKok+djURVhlTU56zwe2SOpfZPH9t49PewNGDZnE+ExMtyzDhb8Oy6aK1LiUvoXsBU",
+	"YuR1GKpFihDylpB2hz30qexKSDdWMoHIjSKLYkRO/SnazzSxpRfC2DNl7uCzuTVFfOAZ/5Q844vyzTlU",
+	"3e6ZK3X/B07x4Jyj7CRqfSUDURwtWW4cujjhw/cKFWkTcW+vb6IB2EilwuftUvIzktmh/AM7xaxdxrXm",
+	"yzpSYpGhGHOcE3MTh5BYHwCm1cKHuQ4l86asLJ+h/YsIypVI44gqz4kE3J+4lSu3FfeJTFBx5N6PA9+K",
+	"ndqKCo12s3R/yRWmGGPQQsTO3rx4RvDBFs1Y8429vXy2940bZbS04F+ccX1d227vuKqGRIPBwIO4O1NU",
+	"8427IY4OHlMpuYMBeymesC7PjGIcv/eeQh8cN8uN16NCWW4EhK+YWd2rU0S5Y9WZP8bKbtFPiXa384tX",
+	"7Ojw4I9ulESlUELIPYTMk6WQiBnPWNdBSOazEWh3ZuFrKkLc69O5/uEPz16dvb34wx8ww9Ux9e4zIV/N",
+	"DWZJMxQ03E7fIoJdzCERY0/u3BoO+oOIHfQP3H8OURPOuNOefTCgYZniTtJVPdQzK4iiIVETKQykdCio",
+	"53q06XLLMuDGstixH1IyHTZ4ZnRWgQy+HhP3eI1WDCyQGFM7bm7Ya65/ycG6x7pxlVrfyLTP5zyZQn9O",
+	"z8S0Sso8GdFcmEKvLZ5bCpm4AawWzagXKqGzQ4xrmFuqZe40UN+ZYgSZWkQkDLkBSAFHiEcsfncVsyQ3",
+	"VmH8ei6vpdPz/ZC5dJCIxyrJTdxnT2dzi0MkkGWmUsvaotgX//D2xQsKd5kJY9y6b3iWgzlBbNq3YkY3",
+	"2w3hkOibrwcHdFmVLiLM40sfQfO/scfpseYJOc6Z74iON1GNxwbDA2L29vLMgc3ya5AOeG8vz05YfMkn",
+	"JiavD1IOSsjvMzTuaLXAM4dMyYkpyk+XiZHoNb/IR17oOE9j1oXM4OLjukBynsZ0FeMg2vzAZxCzLpZj",
+	"Qkizg/5joh9ebKo96a68D1JCo4cBkGwEY3ffHTi9o5oJGUgYhqRazaUh2EQY55o6HK4s2i+jZdk0NdGK",
+	"kUqXWMLfanADRb6g6BSylFogYhldNwpWnEbTvJg5rOzP+LsrR9BMzLqH7Ll4EhqLlDWBfSF9jlfRDeJU",
+	"AndcvqFiGMoSi4pDMPB/aapI/Cd/Ea7IRhgHMGClXTUmyT5clnCIbsbwXTDc+yx6Q3dxqrLUMD9HxLhV",
+	"M5HwLFtGtdGpbnllVBrNjRBqdPq2KF1HPbE/0gyk7Z0UWC0sjVbqDuxyodwIledxMgwJq686FC7VOUWU",
+	"8LGlSi3FdT5eWS/VG8J1J2qGpeaxzxFZXMPhjpSdInM9u/gfPJGRU5RC25j4jATMvacyUamQk2MsQxJT",
+	"saMRT5GzYt16mA0lNcUjpY96ZoYCR54dHx0euh8MsBhLHRuqC+HPzqGFG8+B11MfR8njnx7/3A/cJVSQ",
+	"LeWAR4aNVa7tlEFGTcyGMnbDfFW85EQD+qZCxouh3M7xV6rjSrR/KNF/tGAHvWjTy2MxttNA2/EFb4Yd",
+	"Slk6ohZU4R4BjVjNJYvPU5jNlXUMZO97WMYR8l2rl2V1Wrzi3mxbfDGUeFO77js0TFKFDn9CPcLlZQi3",
+	"13jkJMtR4NRQllPbPaz3vYT0mFmdgydiGBZvQhT7SX0tNEZwrQeqQV2p2fehKJ3jQ6jkB3O20uzwiE1V",
+	"rg3C4dRTReTMIvSD9X2FJCNqcMzi508vWWk1p68pGiAeyvWivayLVyBVEnwtPCd+OJiIhJcFhUMdrnQo",
+	"0bCd20TN/LXqswtwlPwc59pDss/Z27fn37mbtVS5ZslUKYPQtmqIDJP67KWBZPtyjAj2k9onn40grBNH",
+	"mswH53ICrQaEurx8sHf41VdsroWkymanF2fn5yyZcscuQRu3TuP4yJKEXkxsKKzahOmlWXsFIWteyhl/",
+	"9wLkxE47x4dfUYva8Plghyawjr8I7zR1x8x49fRRxqD0C0euaseZcMcGyQVRO70TxjF9wlG5qteVnTqt",
+	"o71revPWw1E3u2bzXKSdHbYZr/Co4yq3CWSe8LVO3w3rEjyUzJatfYM9l6qtMbTsrc/c1Jn3AxJBSO/f",
+	"wY5wbmEWQvywU+85vXkwcP8r1oSEG1XKzYJwfRXFcYyEJDfP2oF0gmBffxPe8dk8c4+uSm1RVbyL6mJT",
+	"VBXQIi+0Vf8OVqKobjSK1rSA2jdPZRr5ZVQfqX0VniF2Ez0djwEVL/wU7IuR48540+mpFa0kItPXeRo5",
+	"KXgoDyr/iw4r/4vmWqXR6Y8X0emM/6rk07PD6Iz8nBHqW9Hh4PDrvcHB3uODy8HgGP//v/7Lw73B+pcH",
+	"TV+uPDnoI04MvkHMaPx0sPr924vvotzsOZVs7yAadn4bdoYdC3zm/j12/1nAyP3zfthBytpQ3Oz+ok6J",
+	"kL8Bk2eNMRZkm0Zj9IIXQkLdvNbAqdfNJjGy7lAkSpgQGOQl0oLzUBoFcJ2JSvHJurSxwgQ2Fwl/qDHy",
+	"EAb7EAZ7ZysqEYg1O6rSJBYFGaluAYoYp/ZcXjrf5jwLIvNumU6lVGYi39Tcbsh4ikh1q1bYtXlpFkJR",
+	"3NM1J96NuW5Ocjr3a/ynTnKiTWx3pYhisw9+lH9zP8pt7l6lk3XRoWbHu18EzzcSgDdB8xb1GpOokTnt",
+	"uajI7bVoX3uyz177daC1JNxzEmvGsAim2kqyPtI10t5in6V9xW08lBbNyVO1YGMNZupzObucxb6dV+yv",
+	"TbAfVd7GXllmKH0rooycQsYXgu312ak3/5e2MEtKYewT+CGNI7SsNtlVmY/fc8SsJZSYbn7nk9OWtkge",
+	"EeZ/ICgPITy3j9StmGL+8bf/Y4UBzbPsVavZusGs2cX7AdG6uwTonqapYfmcxVRxOg4mlKqvjo2WoRfh",
+	"CYtranQcDWUcVGmyEdf16ZgkrZDZ4IWw4A3teSv7UJLQRtbWDK1uBjJIbBTMbvFEq3x+NVrGLBUzkFSL",
+	"6XRGzh41HspUjMeAWYd++OD/9o3kU2yEoSZAhv4yiEkYtH9dw3IoV3JN++y8CFVCNzO5hq5h6V3z5YOn",
+	"wVk3lOitY10uvV5a1HzSaEzAQs+9oF9ew5LFTt2OT0h0HcrwAsUXunPBBWQwtg5n+uwi92tCJ3ETPaWo",
+	"RfEr3C2G6uOGRN063ughhurfNe62jD9va435EGj7IPaT2O8wgfT+Oegy4z+kw0VlPYBAd1Pu6DafROwf",
+	"f/v7rtGzM9i5pDvrYj4GFq/iMyA/oFYZOPZAjiPyjy5gxCidBqKhRHbADXb8ERhDgc6wxRQo8VYx5Vgb",
+	"KgfoP+YsvhGwAB2HuOChLFrqROgYhVRYVf7OMAIEXZIt4vfLT9rz9mVrp8Ya/AK8vqT7/XBZP8Jl/XGq",
+	"CmnHzIFfGzZWvmnzgvyViKapau+zsNYIaC6+h2XRBIi65+Mvuc46x52ptfPj/f2Dwz/2B/1B/+D4m8E3",
+	"A2Rgfvym61yvFs+6pz9eROz011xDxJ6fvUbK0Sv6gT0ySICMj39iFpcfclRDvaR1H+fZirXSgaHJTmmY",
+	"kCeVB6NKogBFeJSJKtUcgtxW1kH0bH0RF6G4CfW+R3pIns/d8g0rU4QEwwanNeUwRN7oQv32sMeYm7Ps",
+	"2l12M8P2X+akdKlgfyZm1TVI1o3xUx8/xb0qtLGL0/oCXms1AhOVLXVstQlMwEDF+ApuVoauoOH7n9//",
+	"/wEAAP//",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

@@ -35,6 +35,9 @@ type handlers struct {
 	verifying chan struct{}
 	// tokens verifies identity providers' JWTs; nil accepts API keys only.
 	tokens tokenVerifier
+	// mover and moves serve POST /admin/v1/tenants/{slug}/move.
+	mover Mover
+	moves *moves
 }
 
 var _ ServerInterface = (*handlers)(nil)

@@ -42,6 +42,8 @@ type Server struct {
 	ln   *boundedListener
 	log  *slog.Logger
 	done chan error
+	// moves are the tenant moves the admin API runs.
+	moves *moves
 }
 
 // Params are the server's dependencies.
@@ -61,6 +63,8 @@ type Params struct {
 	// Tokens verifies identity providers' bearer tokens; without it only
 	// API keys are accepted.
 	Tokens *auth.Verifier `optional:"true"`
+	// Mover serves the tenant moves of the admin API.
+	Mover Mover `optional:"true"`
 }
 
 // New builds the server: middleware, the generated routes, and the
@@ -86,6 +90,8 @@ func New(p Params) (*Server, error) {
 		limits:    newRateLimits(p.Config.Limits, p.Usage, p.Metrics.rejected),
 		verify:    p.Verify,
 		verifying: make(chan struct{}, 1),
+		mover:     p.Mover,
+		moves:     newMoves(),
 	}
 	if p.Tokens != nil {
 		h.tokens = p.Tokens
@@ -122,7 +128,7 @@ func New(p Params) (*Server, error) {
 	if err := mountConsole(e); err != nil {
 		return nil, err
 	}
-	s := &Server{echo: e, cfg: p.Config.HTTP, log: p.Log, done: make(chan error, 1)}
+	s := &Server{echo: e, cfg: p.Config.HTTP, log: p.Log, done: make(chan error, 1), moves: h.moves}
 	p.Metrics.watch(s, p.Gate)
 	return s, nil
 }
@@ -209,6 +215,10 @@ func (s *Server) Stop(ctx context.Context) error {
 		return nil
 	}
 	err := s.echo.Server.Shutdown(ctx)
+	// The moves the admin API started stop at their step, to be resumed.
+	if merr := s.moves.stop(ctx); merr != nil && err == nil {
+		err = merr
+	}
 	if serveErr := <-s.done; serveErr != nil && err == nil {
 		err = serveErr
 	}

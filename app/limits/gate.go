@@ -59,6 +59,13 @@ type GateConfig struct {
 	// Observe, when set, is told of every Run: how long it waited for a
 	// slot, whether it was refused, and how long it then held one.
 	Observe func(t isolation.Tenant, o Outcome)
+	// HeavyCap, when above 0, is the most slots a heavy tenant may hold
+	// while another tenant of its pool is being served (its override
+	// included): a tenant is heavy while the decaying mean of how long
+	// its Runs hold a slot is HeavyAfter or more. 0 turns it off.
+	HeavyCap int
+	// HeavyAfter is the mean slot time from which a tenant is heavy.
+	HeavyAfter time.Duration
 }
 
 // Outcome is what the Gate saw of one Run.
@@ -93,6 +100,18 @@ type Outcome struct {
 // and in all (MaxQueuedTotal). A tenant's state lives only while it holds
 // or waits for a slot, so memory is bounded by the slots and the queues.
 //
+// Slots count connections, not the database server's CPUs: eight month
+// summaries of one tenant fit its cap and leave a free connection for
+// everyone else, yet on a server with fewer cores they leave the others'
+// one-row reads queueing for a CPU. So a tenant whose transactions run
+// long (a decaying mean of its slot time of HeavyAfter or more: the cost
+// is learned from the Runs it has had, since it is not known before one
+// runs) holds at most HeavyCap slots while a tenant of the pool whose Runs
+// are less than half as long is being served; alone, or beside tenants as
+// heavy, it may still use its whole cap. HeavyCap is meant to
+// be at most half the database server's cores. The heat of at most
+// maxHeat tenants is remembered, those of longest ago dropped first.
+//
 // The caps are per process: with several replicas a tenant holds at most
 // its cap in each. A Run is charged to the tenant it is bound to, a
 // consolidated report's Runs to the tenants it reads.
@@ -105,7 +124,33 @@ type Gate struct {
 
 	mu     sync.Mutex
 	pools  map[string]*pool
+	heat   map[uuid.UUID]heat // tenants whose Runs have been long; bounded by maxHeat
 	totals GateTotals
+}
+
+// heat is the decaying mean of how long one tenant's Runs held a slot.
+type heat struct {
+	mean time.Duration
+	at   time.Time // when it last changed
+}
+
+const (
+	// maxHeat bounds the tenants whose heat the Gate remembers.
+	maxHeat = 4096
+	// heatTTL is how long a tenant's heat lasts without a Run.
+	heatTTL = time.Minute
+	// heatWeight is the weight of the latest Run in the mean: the mean
+	// halves in about three short Runs.
+	heatWeight = 0.25
+	// activeWindow is how recently another tenant must have been given a
+	// slot for a heavy tenant's cap to apply.
+	activeWindow = time.Second
+)
+
+// admitted is a tenant given a slot of a pool, and when.
+type admitted struct {
+	id uuid.UUID
+	at time.Time
 }
 
 var _ isolation.Runner = (*Gate)(nil)
@@ -116,6 +161,15 @@ type pool struct {
 	held    int
 	queued  int
 	tenants map[uuid.UUID]*share // tenants holding or waiting for a slot
+	recent  [2]admitted          // the two tenants given a slot last, latest first
+}
+
+// admit records that id was given a slot at now.
+func (p *pool) admit(id uuid.UUID, now time.Time) {
+	if p.recent[0].id != id {
+		p.recent[1] = p.recent[0]
+	}
+	p.recent[0] = admitted{id, now}
 }
 
 // share is one tenant's part of a pool. Guarded by Gate.mu.
@@ -140,7 +194,7 @@ func NewGate(inner isolation.Runner, cfg GateConfig) *Gate {
 	if cfg.Pool == nil {
 		cfg.Pool = func(isolation.Tenant) (string, int) { return "", cfg.MaxConcurrent }
 	}
-	return &Gate{inner: inner, cfg: cfg, pools: map[string]*pool{}}
+	return &Gate{inner: inner, cfg: cfg, pools: map[string]*pool{}, heat: map[uuid.UUID]heat{}}
 }
 
 // Override is what the control plane records for one tenant to replace
@@ -197,11 +251,12 @@ func (g *Gate) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) erro
 		}
 		return err
 	}
-	held := time.Now()
+	start := time.Now()
 	defer func() {
-		release()
+		held := time.Since(start)
+		release(held)
 		if g.cfg.Observe != nil {
-			g.cfg.Observe(t, Outcome{Waited: waited, Held: time.Since(held)})
+			g.cfg.Observe(t, Outcome{Waited: waited, Held: held})
 		}
 	}()
 	if _, ok := isolation.BoundsFrom(ctx); !ok {
@@ -211,8 +266,9 @@ func (g *Gate) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) erro
 }
 
 // acquire takes a slot of t's pool, waiting boundedly, and returns the
-// function that gives it back (once), and whether it had to queue.
-func (g *Gate) acquire(ctx context.Context, t isolation.Tenant) (release func(), queued bool, err error) {
+// function that gives it back (once, told how long it was held), and
+// whether it had to queue.
+func (g *Gate) acquire(ctx context.Context, t isolation.Tenant) (release func(time.Duration), queued bool, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, false, err
 	}
@@ -230,11 +286,16 @@ func (g *Gate) acquire(ctx context.Context, t isolation.Tenant) (release func(),
 		s = &share{id: t.ID}
 		p.tenants[t.ID] = s
 	}
+	now := time.Now()
 	s.cap = min(g.capOf(ctx, t), g.shareOf(slots))
+	if g.outweighsLocked(p, t.ID, now) {
+		s.cap = min(s.cap, g.cfg.HeavyCap)
+	}
 	g.dispatchLocked(p) // the slots or a cap may have grown
 	if s.waiters.Len() == 0 && s.held < s.cap && p.held < p.slots {
 		s.held++
 		p.held++
+		p.admit(t.ID, now)
 		g.mu.Unlock()
 		return g.releaser(p, s), false, nil
 	}
@@ -291,13 +352,15 @@ func (g *Gate) acquire(ctx context.Context, t isolation.Tenant) (release func(),
 	return nil, true, refused
 }
 
-// releaser returns the function giving s's slot of p back, once.
-func (g *Gate) releaser(p *pool, s *share) func() {
+// releaser returns the function giving s's slot of p back, once, told how
+// long the slot was held.
+func (g *Gate) releaser(p *pool, s *share) func(time.Duration) {
 	var once sync.Once
-	return func() {
+	return func(held time.Duration) {
 		once.Do(func() {
 			g.mu.Lock()
 			defer g.mu.Unlock()
+			g.warmLocked(s.id, held, time.Now())
 			s.held--
 			p.held--
 			g.dispatchLocked(p)
@@ -328,8 +391,97 @@ func (g *Gate) dispatchLocked(p *pool) {
 		p.queued--
 		best.held++
 		p.held++
+		p.admit(best.id, time.Now())
 		w.granted = true
 		close(w.ready)
+	}
+}
+
+// meanLocked is id's heat: the decaying mean of its Runs' slot time, or 0
+// when none of its recent Runs was long.
+func (g *Gate) meanLocked(id uuid.UUID, now time.Time) time.Duration {
+	h, ok := g.heat[id]
+	if !ok || now.Sub(h.at) >= heatTTL {
+		return 0
+	}
+	return h.mean
+}
+
+// outweighsLocked reports whether id is a heavy tenant of p (its mean slot
+// time HeavyAfter or more) while a tenant whose Runs are less than half as
+// long holds or waits for a slot of p, or was given one within
+// activeWindow. Compared with the others rather than with HeavyAfter
+// alone, because a tenant that keeps the database's cores busy makes
+// everyone's Runs long: capping every tenant whose Runs have grown would
+// cap its victims too, and they would queue behind their own cap.
+func (g *Gate) outweighsLocked(p *pool, id uuid.UUID, now time.Time) bool {
+	if g.cfg.HeavyCap <= 0 {
+		return false
+	}
+	mean := g.meanLocked(id, now)
+	if mean < g.cfg.HeavyAfter {
+		return false
+	}
+	lighter := func(other uuid.UUID) bool { return other != id && 2*g.meanLocked(other, now) < mean }
+	for other := range p.tenants {
+		if lighter(other) {
+			return true
+		}
+	}
+	for _, r := range p.recent {
+		if r.id != uuid.Nil && now.Sub(r.at) < activeWindow && lighter(r.id) {
+			return true
+		}
+	}
+	return false
+}
+
+// warmLocked folds a Run of id that held its slot for held into id's heat.
+// Only tenants with a long Run are remembered, and at most maxHeat of
+// them: those whose heat has cooled or is oldest make room.
+func (g *Gate) warmLocked(id uuid.UUID, held time.Duration, now time.Time) {
+	if g.cfg.HeavyCap <= 0 {
+		return
+	}
+	h, ok := g.heat[id]
+	if !ok || now.Sub(h.at) >= heatTTL {
+		if held < g.cfg.HeavyAfter {
+			delete(g.heat, id)
+			return
+		}
+		h = heat{mean: held}
+	} else {
+		h.mean = time.Duration(heatWeight*float64(held) + (1-heatWeight)*float64(h.mean))
+	}
+	h.at = now
+	if h.mean < g.cfg.HeavyAfter/4 {
+		delete(g.heat, id) // cooled: forget it
+		return
+	}
+	if !ok && len(g.heat) >= maxHeat {
+		g.coolLocked(now)
+	}
+	g.heat[id] = h
+}
+
+// coolLocked makes room in g.heat: it drops every expired entry, and if
+// none had expired, the one changed longest ago.
+func (g *Gate) coolLocked(now time.Time) {
+	var oldest uuid.UUID
+	var oldestAt time.Time
+	dropped := false
+	for id, h := range g.heat {
+		if now.Sub(h.at) >= heatTTL {
+			delete(g.heat, id)
+			dropped = true
+			continue
+		}
+		if oldestAt.IsZero() || h.at.Before(oldestAt) {
+			oldest, oldestAt = id, h.at
+		}
+	}
+	if !dropped {
+		delete(g.heat, oldest)
 	}
 }
 

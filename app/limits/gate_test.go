@@ -397,3 +397,135 @@ func TestGateMaxShare(t *testing.T) {
 		}
 	}
 }
+
+// A tenant whose Runs are long holds at most HeavyCap slots while another
+// tenant is served, and its whole cap when it is alone.
+func TestGateHoldsAHeavyTenantToItsHeavyCap(t *testing.T) {
+	t.Parallel()
+	b := newBlocking()
+	// Every Run counts as long: the test depends on no clock.
+	g := gate(b, 10, func(c *GateConfig) { c.MaxConcurrent, c.MaxQueued, c.HeavyCap, c.HeavyAfter = 4, 4, 1, time.Nanosecond })
+	ctx := context.Background()
+	heavy, quiet := tenant("heavy"), tenant("quiet")
+
+	// Learn that heavy's Runs are long.
+	first := run(ctx, g, heavy)
+	entered(t, b)
+	b.release <- struct{}{}
+	if err := result(t, first); err != nil {
+		t.Fatal(err)
+	}
+
+	// Alone, it may use its whole cap.
+	var alone []<-chan error
+	for range 4 {
+		alone = append(alone, run(ctx, g, heavy))
+		entered(t, b)
+	}
+	if s := g.Stats()["serving"]; s.Held != 4 || s.Queued != 0 {
+		t.Fatalf("heavy alone: %+v, want 4 held and none queued", s)
+	}
+	for _, done := range alone {
+		b.release <- struct{}{}
+		if err := result(t, done); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// While quiet is served, heavy gets one slot; its second Run waits,
+	// though the pool and its own cap have room.
+	q := run(ctx, g, quiet)
+	entered(t, b)
+	h1 := run(ctx, g, heavy)
+	entered(t, b)
+	h2 := run(ctx, g, heavy)
+	waitQueued(t, g, 1)
+	if s := g.Stats()["serving"]; s.Held != 2 {
+		t.Fatalf("heavy beside quiet: %+v, want 2 held (quiet's and one of heavy's)", s)
+	}
+	// Quiet, a fresh tenant, is not heavy: it is let in beside heavy.
+	q2 := run(ctx, g, quiet)
+	entered(t, b)
+	close(b.release) // every Run, h2 once it has a slot, goes through
+	for _, done := range []<-chan error{q, h1, q2, h2} {
+		if err := result(t, done); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// The Gate remembers the heat of at most maxHeat tenants, and forgets a
+// tenant whose Runs have become short.
+func TestGateHeatIsBounded(t *testing.T) {
+	t.Parallel()
+	g := gate(newBlocking(), 10, func(c *GateConfig) { c.HeavyCap, c.HeavyAfter = 1, time.Second })
+	now := time.Now()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for i := range maxHeat + 100 {
+		g.warmLocked(uuid.New(), time.Minute, now.Add(time.Duration(i)))
+	}
+	if len(g.heat) > maxHeat {
+		t.Errorf("%d tenants' heat remembered, want at most %d", len(g.heat), maxHeat)
+	}
+	id := uuid.New()
+	g.warmLocked(id, time.Millisecond, now)
+	if _, ok := g.heat[id]; ok {
+		t.Error("a tenant whose only Run was short is remembered")
+	}
+	g.warmLocked(id, 2*time.Second, now)
+	if g.meanLocked(id, now) != 2*time.Second {
+		t.Errorf("a tenant after a 2s Run: mean %s", g.meanLocked(id, now))
+	}
+	for range 20 {
+		g.warmLocked(id, time.Millisecond, now)
+	}
+	if _, ok := g.heat[id]; ok {
+		t.Error("a tenant whose Runs have become short is still remembered")
+	}
+	if g.meanLocked(uuid.New(), now) != 0 {
+		t.Error("an unknown tenant has heat")
+	}
+}
+
+// A heavy tenant is capped only beside a tenant at most half as heavy: when
+// a tenant's load makes everyone's Runs long, its victims, slowed too, are
+// not capped along with it, and tenants alike share by the cap alone.
+func TestGateCapsOnlyTheHeavier(t *testing.T) {
+	t.Parallel()
+	b := newBlocking()
+	g := gate(b, 10, func(c *GateConfig) {
+		c.MaxConcurrent, c.MaxQueued, c.HeavyCap, c.HeavyAfter = 4, 4, 1, 100*time.Millisecond
+	})
+	ctx := context.Background()
+	attacker, victim, twin := tenant("attacker"), tenant("victim"), tenant("twin")
+	g.mu.Lock()
+	now := time.Now()
+	g.warmLocked(attacker.ID, time.Second, now)
+	g.warmLocked(twin.ID, time.Second, now)
+	g.warmLocked(victim.ID, 300*time.Millisecond, now) // slowed, but less than half as long
+	g.mu.Unlock()
+
+	var done []<-chan error
+	// Beside its twin, the attacker keeps its whole cap.
+	done = append(done, run(ctx, g, twin))
+	entered(t, b)
+	for range 2 {
+		done = append(done, run(ctx, g, attacker))
+		entered(t, b)
+	}
+	// Beside the victim, the victim may run two at once; the attacker's
+	// next Run waits.
+	for range 2 {
+		done = append(done, run(ctx, g, victim))
+		entered(t, b)
+	}
+	done = append(done, run(ctx, g, attacker))
+	waitQueued(t, g, 1)
+	close(b.release)
+	for _, d := range done {
+		if err := result(t, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

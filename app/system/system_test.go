@@ -73,7 +73,7 @@ func TestUsageIsAuditedAndCounts(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	report, err := f.esc.Usage(ctx, "monthly capacity review", f.strategy)
+	report, err := f.esc.Usage(ctx, "monthly capacity review", f.strategy, f.strategy)
 	if err != nil {
 		t.Fatal(err)
 	}

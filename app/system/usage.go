@@ -32,9 +32,10 @@ type TableUsage = isolation.TableUsage
 // Usage reports rows and bytes per tenant. Tenants of a strategy whose
 // tenants share tables (isolation.Shared) are counted in one pass per
 // table as the system role (which bypasses RLS); tenants with storage of
-// their own are counted inside their own binding. The whole report is one
-// audited escalation.
-func (e *Escalator) Usage(ctx context.Context, reason string, strategies *isolation.Registry) ([]TenantUsage, error) {
+// their own are counted inside their own binding, through run (the
+// Registry behind the move fence, so that a tenant moving meanwhile is
+// counted where it is). The whole report is one audited escalation.
+func (e *Escalator) Usage(ctx context.Context, reason string, strategies *isolation.Registry, run isolation.Runner) ([]TenantUsage, error) {
 	tenants, err := e.control.Tenants(ctx)
 	if err != nil {
 		return nil, err
@@ -72,7 +73,7 @@ func (e *Escalator) Usage(ctx context.Context, reason string, strategies *isolat
 		if _, ok := shared[t.Isolation]; ok || t.Status != control.StatusActive && t.Status != control.StatusSuspended {
 			continue
 		}
-		if err := strategies.Run(ctx, t.Isolated(), func(tx pgx.Tx) error { return ownUsage(ctx, tx, &out[i]) }, isolation.Retryable()); err != nil {
+		if err := run.Run(ctx, t.Isolated(), func(tx pgx.Tx) error { return ownUsage(ctx, tx, &out[i]) }, isolation.Retryable()); err != nil {
 			return nil, fmt.Errorf("usage of %s: %w", t.Slug, err)
 		}
 	}

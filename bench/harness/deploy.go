@@ -321,14 +321,20 @@ func (h *harness) deployBaseline(ctx context.Context, rls *deployment) (*deploym
 	if d.srv, err = startServer(ctx, o); err != nil {
 		return nil, err
 	}
+	if err := h.exec(ctx, d.db, noRLS()); err != nil {
+		return d, fmt.Errorf("disable RLS on the baseline: %w", err)
+	}
+	return d, nil
+}
+
+// noRLS is the SQL that takes Row-Level Security off the shared tenant
+// tables of a baseline database.
+func noRLS() string {
 	var stmts []string
 	for _, t := range []string{"accounts", "cost_items", "budgets", "idempotency_keys", "cost_imports"} {
 		stmts = append(stmts, `ALTER TABLE public.`+t+` NO FORCE ROW LEVEL SECURITY, DISABLE ROW LEVEL SECURITY`)
 	}
-	if err := h.exec(ctx, d.db, strings.Join(stmts, "; ")); err != nil {
-		return d, fmt.Errorf("disable RLS on the baseline: %w", err)
-	}
-	return d, nil
+	return strings.Join(stmts, "; ")
 }
 
 // restart starts d's server again after it was stopped.

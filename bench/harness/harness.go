@@ -88,7 +88,7 @@ type Config struct {
 func Defaults() Config {
 	return Config{
 		Tenants: 1000, Large: 10, LargeRows: 200_000, SmallRows: 1000,
-		Rounds: 3, Duration: 1500 * time.Millisecond, FixedDuration: 3 * time.Second, Warmup: 500 * time.Millisecond,
+		Rounds: 5, Duration: 1500 * time.Millisecond, FixedDuration: 3 * time.Second, Warmup: 500 * time.Millisecond,
 		Workers: 8, RateShare: 0.5,
 		Budget: 50, AppConns: 20, MigrateParallelism: 4,
 		Parallel: 4, ProvisionSample: 25, FocusRows: 1_000_000,
@@ -273,7 +273,8 @@ func Run(ctx context.Context, cfg Config) (*report.Results, error) {
 			"requests":                      fmt.Sprintf("%.0f%% to the large tenants, the rest spread uniformly over the small ones; ingest: %d rows per request", largeShare*100, ingestRows),
 			"runs":                          fmt.Sprintf("%d rounds; each round runs every workload on every strategy in turn (%s), %s per saturation run and %s per fixed-rate run, after a %s warm-up", cfg.Rounds, strings.Join(cfg.Strategies, ", "), cfg.Duration, cfg.FixedDuration, cfg.Warmup),
 			"saturation":                    fmt.Sprintf("%d concurrent clients, no pacing", cfg.Workers),
-			"fixed rate":                    fmt.Sprintf("%.0f%% of the lowest median saturation throughput of the workload across strategies", cfg.RateShare*100),
+			"fixed rate":                    fmt.Sprintf("%.0f%% of the lowest median saturation throughput of the workload across strategies; and, per strategy, %.0f%% of its own (own_*)", cfg.RateShare*100, cfg.RateShare*100),
+			"pgbench anchors":               fmt.Sprintf("pgbench -M prepared, %d clients, the workload's statement with its values written in (%d scripts drawn like the requests), on the baseline's database as the serving role, in each saturation round after the strategies; pgbench_connect adds -C (a new connection per transaction)", cfg.Workers, anchorScripts),
 			"serving pool":                  fmt.Sprintf("%d connections (database.max_connections)", cfg.AppConns),
 			"database strategy":             fmt.Sprintf("budget %d connections (isolation.database.max_connections)", cfg.Budget),
 			"migrate parallelism":           fmt.Sprint(cfg.MigrateParallelism),
@@ -385,6 +386,23 @@ func (h *harness) measure(ctx context.Context, deps map[string]*deployment) erro
 		return err
 	}
 
+	// The pgbench anchors run beside the strategies, round by round, on
+	// the baseline's database (the same server, the same data).
+	anchorFiles := map[string][]string{}
+	bin, err := pgbench()
+	switch {
+	case deps[Baseline] == nil:
+	case err != nil:
+		h.logf("no pgbench anchors: %v", err)
+	default:
+		for _, w := range h.cfg.Workloads {
+			if _, ok := anchored[w]; ok {
+				if anchorFiles[w], err = h.writeAnchorScripts(filepath.Join(h.dir, "pgbench"), w, deps[Baseline]); err != nil {
+					return err
+				}
+			}
+		}
+	}
 	var saturated, fixed []run
 	err = h.phase("saturation", func() error {
 		for round := range h.cfg.Rounds {
@@ -396,6 +414,18 @@ func (h *harness) measure(ctx context.Context, deps map[string]*deployment) erro
 					}
 					h.logf("saturation %d %-13s %-8s %8.1f req/s", round, w, s, r.out.throughput())
 					saturated = append(saturated, r)
+				}
+				for _, a := range anchored[w] {
+					if anchorFiles[w] == nil {
+						continue
+					}
+					runtime.GC()
+					out, err := h.runAnchor(ctx, bin, a, anchorFiles[w])
+					if err != nil {
+						return err
+					}
+					h.logf("saturation %d %-13s %-8s %8.1f tps", round, w, a, out.throughput())
+					saturated = append(saturated, run{a, w, round, out})
 				}
 			}
 		}
@@ -431,6 +461,36 @@ func (h *harness) measure(ctx context.Context, deps map[string]*deployment) erro
 	if err != nil {
 		return err
 	}
+	// Each strategy also at its own share of its own saturation: the
+	// common rate above is set by the slowest strategy, which leaves the
+	// fast ones few samples and an easy load.
+	var own []run
+	ownRates := map[string]float64{}
+	for _, w := range h.cfg.Workloads {
+		for _, s := range h.cfg.Strategies {
+			ownRates[s+"."+w] = max(median(values(saturated, s, w, outcome.throughput))*h.cfg.RateShare, 1)
+			h.set(s+"."+w+".own_rate_rps", ownRates[s+"."+w])
+		}
+	}
+	err = h.phase("own_rate", func() error {
+		for round := range h.cfg.Rounds {
+			for _, w := range h.cfg.Workloads {
+				for _, s := range h.cfg.Strategies {
+					rate := ownRates[s+"."+w]
+					r := run{s, w, round, do(s, w, round, rate, h.cfg.FixedDuration)}
+					if err := check(r); err != nil {
+						return err
+					}
+					h.logf("own %d %-13s %-8s %6.1f req/s p50 %7.2f ms p99 %7.2f ms", round, w, s, rate, r.out.quantile(0.5), r.out.quantile(0.99))
+					own = append(own, r)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
 	peak, samples := smp.Stop()
 	smp = nil
 	if d := deps[Database]; d != nil {
@@ -441,14 +501,14 @@ func (h *harness) measure(ctx context.Context, deps map[string]*deployment) erro
 			h.set("database.pool_high_water", float64(st.Stats().HighWater))
 		}
 	}
-	h.summarize(saturated, fixed)
+	h.summarize(saturated, fixed, own)
 	return nil
 }
 
 // summarize turns the runs into figures: per strategy and workload the
 // median over rounds of each measure and of its ratio to the baseline's in
 // the same round (and, for schema and database, to RLS's).
-func (h *harness) summarize(saturated, fixed []run) {
+func (h *harness) summarize(saturated, fixed, own []run) {
 	measures := []struct {
 		name string
 		runs []run
@@ -486,6 +546,31 @@ func (h *harness) summarize(saturated, fixed []run) {
 						h.set(s+"."+w+"."+ratioName+"_max", slices.Max(rs))
 					}
 				}
+			}
+			// How many requests each p99 rests on: the fewest of any round.
+			count := func(o outcome) float64 { return float64(len(o.latencies)) }
+			if n := values(fixed, s, w, count); len(n) > 0 {
+				h.set(s+"."+w+".p99_samples", slices.Min(n))
+			}
+			if n := values(own, s, w, count); len(n) > 0 {
+				h.set(s+"."+w+".own_p99_samples", slices.Min(n))
+				h.set(s+"."+w+".own_p50_ms", median(values(own, s, w, func(o outcome) float64 { return o.quantile(0.50) })))
+				h.set(s+"."+w+".own_p99_ms", median(values(own, s, w, func(o outcome) float64 { return o.quantile(0.99) })))
+			}
+			// Against the physical-limit anchors of the same rounds.
+			for _, a := range anchored[w] {
+				rs := ratios(saturated, s, a, w, outcome.throughput)
+				if len(rs) == 0 {
+					continue
+				}
+				h.set(s+"."+w+".throughput_vs_"+a, median(rs))
+				h.set(s+"."+w+".throughput_vs_"+a+"_min", slices.Min(rs))
+				h.set(s+"."+w+".throughput_vs_"+a+"_max", slices.Max(rs))
+			}
+		}
+		for _, a := range anchored[w] {
+			if v := values(saturated, a, w, outcome.throughput); len(v) > 0 {
+				h.set(a+"."+w+".throughput_rps", median(v))
 			}
 		}
 	}

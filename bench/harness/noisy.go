@@ -407,7 +407,7 @@ func noisySettings(cfg Config) string {
 		"(%s) %d concurrent month summaries of the first large tenant, without pause; "+
 		"(%s) a %d-item ingest with a fresh Idempotency-Key and, 20 ms behind it, %d one-item ingests with the same key, round after round; "+
 		"(%s) up to %d idle connections (half never send a byte, half go idle after one request) while %d clients send requests with made-up %d-byte methods and no key. "+
-		"Servers keep the product's default limits except the per-key rate limit (off, as in every run of the harness)",
+		"Servers keep the product's default limits except the per-key rate limit (off, as in every run of the harness) and limits.concurrency.heavy_per_tenant (half this machine's cores, since PostgreSQL runs here)",
 		cfg.NoisyRate, cfg.NoisyDuration, cfg.NoisyDuration,
 		AttackSummaries, noisySummaries, AttackSameKey, noisyLongIngest, noisySameKey,
 		AttackIdleFlood, cfg.NoisyIdleConns, noisyFloodWorker, noisyMethodBytes)

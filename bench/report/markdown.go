@@ -53,15 +53,28 @@ func Markdown(r *Results) string {
 	for _, w := range r.Workloads {
 		rate, _ := r.Get(w + ".fixed_rate_rps")
 		p("### %s\n\n%s Latency at %s req/s.\n\n", w, workloadText[w], num(rate))
-		p("| strategy | req/s at saturation | × baseline | p50 ms | × baseline | p99 ms | × baseline | p50 × RLS | p99 × RLS | failed requests |\n")
-		p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		p("| strategy | req/s at saturation | × baseline | × pgbench (lowest–highest round) | p50 ms | × baseline | p99 ms | × baseline | p99 samples | p50 × RLS | p99 × RLS | at own rate: req/s | p50 ms | p99 ms | p99 samples | failed requests |\n")
+		p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, s := range r.Strategies {
 			f := func(measure string) string { return r.cell(s + "." + w + "." + measure) }
-			p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", s,
-				f("throughput_rps"), f("throughput_ratio"), f("p50_ms"), f("p50_ratio"), f("p99_ms"), f("p99_ratio"),
-				f("p50_vs_rls"), f("p99_vs_rls"), f("errors"))
+			vsPgbench := f("throughput_vs_pgbench")
+			if _, ok := r.Get(s + "." + w + ".throughput_vs_pgbench_min"); ok {
+				vsPgbench += " (" + f("throughput_vs_pgbench_min") + "–" + f("throughput_vs_pgbench_max") + ")"
+			}
+			p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", s,
+				f("throughput_rps"), f("throughput_ratio"), vsPgbench, f("p50_ms"), f("p50_ratio"), f("p99_ms"), f("p99_ratio"),
+				f("p99_samples"), f("p50_vs_rls"), f("p99_vs_rls"),
+				f("own_rate_rps"), f("own_p50_ms"), f("own_p99_ms"), f("own_p99_samples"), f("errors"))
 		}
 		p("\n")
+		if tps, ok := r.Get("pgbench." + w + ".throughput_rps"); ok {
+			p("pgbench, the same statement as one prepared statement in autocommit on the baseline's database of the same server: %s tps.", num(tps))
+			if c, ok := r.Get("pgbench_connect." + w + ".throughput_rps"); ok {
+				p(" With a new connection per transaction (`-C`, the backend-start limit): %s tps; the database strategy at %s× of it.",
+					num(c), r.cell("database."+w+".throughput_vs_pgbench_connect"))
+			}
+			p("\n\n")
+		}
 	}
 
 	p("## Provisioning and migration\n\n")

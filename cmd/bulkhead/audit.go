@@ -102,9 +102,10 @@ func (c *cli) usageCmd() *cobra.Command {
 			var (
 				esc      *system.Escalator
 				strategy *isolation.Registry
+				run      isolation.Runner
 			)
 			return c.with(cmd.Context(), system.Module, func(ctx context.Context) error {
-				report, err := esc.Usage(ctx, reason, strategy)
+				report, err := esc.Usage(ctx, reason, strategy, run)
 				if err != nil {
 					return err
 				}
@@ -116,7 +117,7 @@ func (c *cli) usageCmd() *cobra.Command {
 					}
 					tw.Flush()
 				})
-			}, &esc, &strategy)
+			}, &esc, &strategy, &run)
 		},
 	}
 	cmd.Flags().StringVar(&reason, "reason", "", "why this escalation is needed (recorded in the audit log)")

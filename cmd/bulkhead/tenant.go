@@ -13,6 +13,7 @@ import (
 	"go.uber.org/fx"
 
 	"github.com/bulkheadhq/bulkhead/app/control"
+	"github.com/bulkheadhq/bulkhead/app/store"
 )
 
 func (c *cli) tenantCmd() *cobra.Command {
@@ -61,12 +62,7 @@ func (c *cli) tenantCmd() *cobra.Command {
 				}, &svc)
 			},
 		},
-		&cobra.Command{
-			Use:   "show SLUG",
-			Short: "Show one tenant",
-			Args:  args(cobra.ExactArgs(1)),
-			RunE:  c.tenantOp((*control.Service).Tenant),
-		},
+		c.tenantShowCmd(),
 		&cobra.Command{
 			Use:   "suspend SLUG",
 			Short: "Suspend a tenant: its keys are refused with 403 until resumed",
@@ -88,6 +84,7 @@ func (c *cli) tenantCmd() *cobra.Command {
 		c.importCmd(),
 		c.limitsCmd(),
 		c.statsCmd(),
+		c.moveCmd(),
 	)
 	return cmd
 }
@@ -158,5 +155,42 @@ func (c *cli) readLine(ctx context.Context) (string, error) {
 		return r.line, r.err
 	case <-ctx.Done():
 		return "", ctx.Err()
+	}
+}
+
+// tenantShowCmd shows one tenant and, when it has moved or is moving, its
+// latest move (its step, the rows copied, the write pause).
+func (c *cli) tenantShowCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "show SLUG",
+		Short: "Show one tenant, and its latest move",
+		Args:  args(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			var svc *control.Service
+			return c.with(cmd.Context(), fx.Options(), func(ctx context.Context) error {
+				t, err := svc.Tenant(ctx, a[0])
+				if err != nil {
+					return notFound(err, "tenant "+a[0])
+				}
+				out := struct {
+					control.Tenant
+					Move *control.Move `json:"move,omitempty"`
+				}{Tenant: t}
+				mv, err := svc.LastMove(ctx, a[0])
+				switch {
+				case err == nil:
+					out.Move = &mv
+				case !errors.Is(err, store.ErrNotFound):
+					return err
+				}
+				return c.print(out, func(w io.Writer) {
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", t.Slug, t.ID, t.Isolation, t.Status)
+					if out.Move != nil {
+						fmt.Fprint(w, "move\t")
+						printMove(w, *out.Move)
+					}
+				})
+			}, &svc)
+		},
 	}
 }

@@ -46,8 +46,8 @@ type Env struct {
 	Config  *config.Config
 	Control *control.Service
 	Pools   *postgres.Pools
-	// Strategy is what the domain's Gate wraps: Registry, or what
-	// WithStrategyDecorator made of it.
+	// Strategy is what the domain's Gate wraps: the Registry behind the
+	// move fence (app/move), or what WithStrategyDecorator made of it.
 	Strategy isolation.Runner
 	// Registry holds the server's strategies.
 	Registry *isolation.Registry

@@ -16,8 +16,9 @@ import (
 )
 
 // Provision creates t's database on the server with the fewest tenants
-// (skipping servers that cannot be reached), cloned from the template, and
-// lets only the serving role connect to it.
+// (skipping servers that cannot be reached), or on t.Server when that is
+// set, cloned from the template, and lets only the serving role connect
+// to it.
 func (s *Strategy) Provision(ctx context.Context, t isolation.Tenant) (isolation.Tenant, error) {
 	if t.ID == uuid.Nil {
 		return t, isolation.ErrNoTenant
@@ -26,6 +27,13 @@ func (s *Strategy) Provision(ctx context.Context, t isolation.Tenant) (isolation
 	servers, err := s.byLoad(ctx)
 	if err != nil {
 		return t, err
+	}
+	if t.Server != "" {
+		srv := s.servers[t.Server]
+		if srv == nil {
+			return t, fmt.Errorf("server %q is not configured in isolation.database.servers", t.Server)
+		}
+		servers = []*server{srv}
 	}
 	var errs []error
 	for _, srv := range servers {

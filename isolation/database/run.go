@@ -48,7 +48,7 @@ func (s *Strategy) poolConfig(key poolKey, p *tenantPool) (*pgxpool.Config, erro
 // The connection, and with it its slot of the budget, is released in a
 // deferred call: a panic in fn returns both.
 func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) error) error {
-	opts, err := isolation.BindRun(ctx, t.ID, searchPath)
+	bind, err := isolation.BindStatements(ctx, t.ID, searchPath)
 	if err != nil {
 		return err
 	}
@@ -81,7 +81,7 @@ func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) 
 			}
 			return fmt.Errorf("%w: tenant %s: %w", isolation.ErrUnavailable, t, err)
 		}
-		retry, err := s.runOn(ctx, p, conn, opts, fn, attempt == 0)
+		retry, err := s.runOn(ctx, p, conn, bind, fn, attempt == 0)
 		if retry {
 			p.pool.Reset() // its other idle connections died with this one
 			continue
@@ -99,10 +99,17 @@ func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) 
 
 // runOn runs fn in a transaction of conn and releases conn, whatever
 // happens, panics included. It reports retry when conn was found dead by
-// the BEGIN and mayRetry allows another attempt: nothing ran yet.
-func (s *Strategy) runOn(ctx context.Context, p *tenantPool, conn *pgxpool.Conn, opts pgx.TxOptions, fn func(pgx.Tx) error, mayRetry bool) (retry bool, err error) {
+// the BEGIN and mayRetry allows another attempt: nothing ran yet. Under
+// isolation.OneRead the BEGIN travels with the statement, and the
+// connection found dead by it is retried likewise: a read-only
+// transaction changed nothing, whatever ran.
+func (s *Strategy) runOn(ctx context.Context, p *tenantPool, conn *pgxpool.Conn, bind []string, fn func(pgx.Tx) error, mayRetry bool) (retry bool, err error) {
 	defer s.release(p, conn)
-	tx, err := conn.BeginTx(ctx, opts)
+	if isolation.IsOneRead(ctx) {
+		err := isolation.RunOn(ctx, conn.Conn(), bind, fn)
+		return err != nil && mayRetry && conn.Conn().IsClosed() && ctx.Err() == nil, err
+	}
+	tx, err := conn.BeginTx(ctx, isolation.BeginOptions(bind))
 	if err != nil {
 		return mayRetry && conn.Conn().IsClosed() && ctx.Err() == nil, err
 	}

@@ -51,7 +51,8 @@ func (f *faulty) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) er
 	if t.Slug != "victim" || mode == none {
 		return f.inner.Run(ctx, t, fn, opts...)
 	}
-	err := f.inner.Run(ctx, t, func(tx pgx.Tx) error {
+	// The fault is statements of its own after fn's.
+	err := f.inner.Run(isolation.NotOneRead(ctx), t, func(tx pgx.Tx) error {
 		if err := fn(tx); err != nil {
 			return err
 		}

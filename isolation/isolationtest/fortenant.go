@@ -26,5 +26,6 @@ func (f *forTenant) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx)
 	if t.Slug != f.slug {
 		return f.inner.Run(ctx, t, fn, opts...)
 	}
-	return f.inner.Run(ctx, t, func(tx pgx.Tx) error { return f.wrap(ctx, tx, fn) }, opts...)
+	// wrap may send statements of its own beside fn's: not one read.
+	return f.inner.Run(isolation.NotOneRead(ctx), t, func(tx pgx.Tx) error { return f.wrap(ctx, tx, fn) }, opts...)
 }

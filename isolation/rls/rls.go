@@ -11,6 +11,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -81,8 +82,12 @@ func (s *Strategy) Setup(ctx context.Context) error {
 }
 
 // Provision records nothing: a tenant of shared tables needs no storage of
-// its own.
+// its own. The zero tenant is isolation.ErrNoTenant, as it is to every
+// strategy.
 func (s *Strategy) Provision(_ context.Context, t isolation.Tenant) (isolation.Tenant, error) {
+	if t.ID == uuid.Nil {
+		return t, isolation.ErrNoTenant
+	}
 	t.Strategy, t.Server, t.Placement = isolation.RLS, "", ""
 	return t, nil
 }
@@ -122,18 +127,24 @@ var searchPath = isolation.SearchPath(schema)
 
 // Run runs fn in a transaction of the serving pool bound to t. The binding
 // is the SET LOCALs of the tenant setting and of searchPath, folded into
-// the transaction's BEGIN. pgx.BeginTxFunc rolls back in a deferred call,
-// and rolling back a pool transaction releases its connection, so a panic
-// in fn returns the connection.
+// the transaction's BEGIN; under isolation.OneRead, the statement and the
+// COMMIT ride along too (isolation.RunOn). The connection is released in a
+// deferred call, so a panic in fn returns it: rolled back, or else
+// destroyed by pgxpool rather than reused in a transaction.
 func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) error) error {
 	if s.app == nil {
 		return isolation.ErrNoApp
 	}
-	opts, err := isolation.BindRun(ctx, t.ID, searchPath)
+	bind, err := isolation.BindStatements(ctx, t.ID, searchPath)
 	if err != nil {
 		return err
 	}
-	return isolation.MarkStale(pgx.BeginTxFunc(ctx, s.app, opts, fn))
+	conn, err := s.app.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	return isolation.MarkStale(isolation.RunOn(ctx, conn.Conn(), bind, fn))
 }
 
 // SharedSchema is the schema of the shared tenant tables

@@ -270,6 +270,125 @@ func TestBindingRidesInTheBeginRoundTrip(t *testing.T) {
 	}
 }
 
+// A tenant-bound read of one statement (isolation.OneRead) takes as many
+// round trips as the same statement sent alone, in autocommit and without
+// tenancy: one. Directly and in PgBouncer's exec mode; bounded too; and it
+// still sees only its tenant's rows, refuses a write and a second
+// statement, and leaves its connection outside any transaction.
+func TestOneReadIsOneRoundTrip(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeCacheDescribe} {
+		t.Run(mode.String(), func(t *testing.T) {
+			t.Parallel()
+			f := setup(t, 1, nil)
+			var writes atomic.Int64
+			cfg, err := pgxpool.ParseConfig(f.db.AppURL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.MaxConns = 1
+			cfg.ConnConfig.DialFunc = pgtest.CountingDialer(&writes)
+			cfg.ConnConfig.DefaultQueryExecMode = mode
+			app, err := pgxpool.NewWithConfig(context.Background(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(app.Close)
+			strategy := rls.New(app, nil)
+			ctx := context.Background()
+			const read = `SELECT name FROM accounts WHERE tenant_id = $1 ORDER BY id LIMIT 1`
+			one := func(ctx context.Context) func() error {
+				return func() error {
+					return strategy.Run(isolation.OneRead(ctx), f.a, func(tx pgx.Tx) error {
+						var name string
+						if err := tx.QueryRow(ctx, read, f.a.ID).Scan(&name); err != nil {
+							return err
+						}
+						if name != f.a.Slug {
+							return fmt.Errorf("tenant a read %q", name)
+						}
+						return nil
+					})
+				}
+			}
+			alone := func() error {
+				err := app.QueryRow(ctx, read, f.a.ID).Scan(new(string))
+				if errors.Is(err, pgx.ErrNoRows) { // no tenant: RLS shows nothing
+					err = nil
+				}
+				return err
+			}
+			measure := func(fn func() error) int64 {
+				for range 2 { // warm the statement caches
+					if err := fn(); err != nil {
+						t.Fatal(err)
+					}
+				}
+				before := writes.Load()
+				if err := fn(); err != nil {
+					t.Fatal(err)
+				}
+				return writes.Load() - before
+			}
+			limited := isolation.WithBounds(ctx, isolation.Bounds{Statement: 5 * time.Second, Lock: time.Second, IdleInTransaction: 10 * time.Second})
+			o, a, l := measure(one(ctx)), measure(alone), measure(one(limited))
+			if o != a || l != a || a != 1 {
+				t.Fatalf("a bound one-statement read took %d round trips, bounded %d, the same statement alone %d; want 1 each", o, l, a)
+			}
+
+			// The other tenant, through the same connection, sees its own.
+			var names []string
+			err = strategy.Run(isolation.OneRead(ctx), f.b, func(tx pgx.Tx) error {
+				rows, err := tx.Query(ctx, `SELECT name FROM accounts`)
+				if err != nil {
+					return err
+				}
+				names, err = pgx.CollectRows(rows, pgx.RowTo[string])
+				return err
+			})
+			if err != nil || len(names) != 3 || names[0] != f.b.Slug || names[2] != f.b.Slug {
+				t.Fatalf("tenant b read %v, %v; want its 3 accounts", names, err)
+			}
+			// A write is refused, and so is a second statement.
+			err = strategy.Run(isolation.OneRead(ctx), f.a, func(tx pgx.Tx) error {
+				_, err := tx.Exec(ctx, `DELETE FROM accounts WHERE tenant_id = $1`, f.a.ID)
+				return err
+			})
+			var pgErr *pgconn.PgError
+			if !errors.As(err, &pgErr) || pgErr.Code != "25006" { // read_only_sql_transaction
+				t.Fatalf("a write in a one-statement read: %v; want a read-only transaction's refusal", err)
+			}
+			err = strategy.Run(isolation.OneRead(ctx), f.a, func(tx pgx.Tx) error {
+				if _, err := tx.Exec(ctx, `SELECT 1`); err != nil {
+					return err
+				}
+				_, err := tx.Exec(ctx, `SELECT 2`)
+				return err
+			})
+			if !errors.Is(err, isolation.ErrNotOneRead) {
+				t.Fatalf("a second statement: %v; want ErrNotOneRead", err)
+			}
+			// The one connection is idle and unbound, and tenant a's rows
+			// are all there.
+			c, err := app.Acquire(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Release()
+			if st := c.Conn().PgConn().TxStatus(); st != 'I' {
+				t.Fatalf("the connection is left in transaction status %c", st)
+			}
+			var setting *string
+			if err := c.QueryRow(ctx, `SELECT NULLIF(current_setting('app.tenant_id', true), '')`).Scan(&setting); err != nil || setting != nil {
+				t.Fatalf("the pooled connection carries tenant %v (%v)", setting, err)
+			}
+			if n := pgtest.Count(t, pgtest.Pool(t, f.db.AdminURL), `SELECT count(*) FROM accounts WHERE tenant_id = $1`, f.a.ID); n != 3 {
+				t.Fatalf("tenant a has %d accounts after a refused write; want 3", n)
+			}
+		})
+	}
+}
+
 func BenchmarkBinding(b *testing.B) {
 	var writes atomic.Int64
 	f := setup(b, 1, &writes)

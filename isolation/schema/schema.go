@@ -289,7 +289,7 @@ func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) 
 	if s.app == nil {
 		return isolation.ErrNoApp
 	}
-	opts, err := bind(ctx, t)
+	stmts, err := bind(ctx, t)
 	if err != nil {
 		return err
 	}
@@ -298,21 +298,21 @@ func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) 
 		return err
 	}
 	defer conn.Release()
-	return isolation.MarkStale(pgx.BeginTxFunc(ctx, conn, opts, fn))
+	return isolation.MarkStale(isolation.RunOn(ctx, conn.Conn(), stmts, fn))
 }
 
-// bind returns the transaction options binding t, bounded as ctx says.
-func bind(ctx context.Context, t isolation.Tenant) (pgx.TxOptions, error) {
+// bind returns the statements binding t after BEGIN, bounded as ctx says.
+func bind(ctx context.Context, t isolation.Tenant) ([]string, error) {
 	if t.ID == uuid.Nil {
-		return pgx.TxOptions{}, isolation.ErrNoTenant
+		return nil, isolation.ErrNoTenant
 	}
 	name := Name(t.ID)
 	if t.Placement != "" && t.Placement != name {
 		// The record disagrees with the derivation: refuse rather than
 		// guess which one is right.
-		return pgx.TxOptions{}, fmt.Errorf("bind %s: placement %q is not its schema %s", t, t.Placement, name)
+		return nil, fmt.Errorf("bind %s: placement %q is not its schema %s", t, t.Placement, name)
 	}
-	return isolation.BindRun(ctx, t.ID, "SET LOCAL ROLE "+pgx.Identifier{name}.Sanitize(), isolation.SearchPath(name))
+	return isolation.BindStatements(ctx, t.ID, "SET LOCAL ROLE "+pgx.Identifier{name}.Sanitize(), isolation.SearchPath(name))
 }
 
 // Ready reports whether the database answers. Tenants at different

@@ -518,3 +518,57 @@ func TestBindingRidesInTheBeginRoundTrip(t *testing.T) {
 		t.Fatalf("bound transaction took %d round trips, unbound %d; want 4 each", bound, unbound)
 	}
 }
+
+// A one-statement read (isolation.OneRead) takes one round trip, as the
+// same statement alone would. Its statement is prepared once per
+// connection, inside the first tenant's binding, and then runs for every
+// tenant of that connection: each reads its own schema, never the schema
+// the statement was prepared in.
+func TestOneReadIsOneRoundTrip(t *testing.T) {
+	t.Parallel()
+	var writes atomic.Int64
+	f := setup(t, options{tenants: 2, app: func(c *pgxpool.Config) {
+		c.MaxConns = 1
+		c.ConnConfig.DialFunc = pgtest.CountingDialer(&writes)
+	}})
+	ctx := context.Background()
+	const read = `SELECT name FROM accounts WHERE tenant_id = $1`
+	names := func(tn isolation.Tenant) (out []string, trips int64) {
+		t.Helper()
+		before := writes.Load()
+		err := f.strategy.Run(isolation.OneRead(ctx), tn, func(tx pgx.Tx) error {
+			rows, err := tx.Query(ctx, read, tn.ID)
+			if err != nil {
+				return err
+			}
+			out, err = pgx.CollectRows(rows, pgx.RowTo[string])
+			return err
+		})
+		if err != nil {
+			t.Fatalf("%s: %v", tn, err)
+		}
+		return out, writes.Load() - before
+	}
+	for round := range 3 {
+		for _, tn := range f.tenants {
+			got, trips := names(tn)
+			if len(got) != rowsPer || got[0] != tn.Slug || got[rowsPer-1] != tn.Slug {
+				t.Fatalf("round %d: %s read %v; want its %d accounts", round, tn.Slug, got, rowsPer)
+			}
+			if round > 0 && trips != 1 {
+				t.Fatalf("round %d: %s's one-statement read took %d round trips; want 1", round, tn.Slug, trips)
+			}
+		}
+	}
+	// The statement without the tenant's filter still reads only the
+	// tenant's schema: the prepared statement follows the search_path.
+	for _, tn := range f.tenants {
+		var name string
+		err := f.strategy.Run(isolation.OneRead(ctx), tn, func(tx pgx.Tx) error {
+			return tx.QueryRow(ctx, `SELECT string_agg(DISTINCT name, ',') FROM accounts`).Scan(&name)
+		})
+		if err != nil || name != tn.Slug {
+			t.Fatalf("%s reads accounts of %q (%v); want only its own", tn.Slug, name, err)
+		}
+	}
+}

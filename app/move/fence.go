@@ -1,0 +1,106 @@
+package move
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/bulkheadhq/bulkhead/isolation"
+)
+
+// Fence is the Runner all tenant work goes through: it runs every tenant
+// transaction, through the Registry's run policy, behind its tenant's move
+// fence (isolation.FenceStatement, in the transaction's BEGIN), so that a
+// move's cut-over pauses it, and a transaction routed to a placement the
+// tenant has left runs again on the placement the control plane now
+// records, before anything ran. Tenants of a strategy the fence does not
+// know (isolation.Fenceable) run unfenced: the Mover refuses to move them.
+// It is safe for concurrent use.
+type Fence struct {
+	strategies *isolation.Registry
+	control    *pgxpool.Pool
+}
+
+var _ isolation.Runner = (*Fence)(nil)
+
+// NewFence returns the strategies of the registry behind the fence,
+// reading placements from the control plane with pool.
+func NewFence(strategies *isolation.Registry, pool *pgxpool.Pool) *Fence {
+	return &Fence{strategies: strategies, control: pool}
+}
+
+// retries bounds how often one Run follows its tenant to a new placement.
+const retries = 3
+
+// Run runs fn bound to t behind t's fence. A transaction refused by the
+// fence (t has moved) is run again on t's recorded placement, at most
+// retries times; after that, or when the record cannot be read, the
+// error wraps isolation.ErrUnavailable (the client may retry).
+func (f *Fence) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) error, opts ...isolation.RunOption) error {
+	if t.Strategy == "" {
+		t.Strategy = f.strategies.Default().Name()
+	}
+	for attempt := 0; ; attempt++ {
+		if !isolation.Fenceable(t.Strategy) {
+			return f.strategies.Run(ctx, t, fn, opts...)
+		}
+		stmt, err := isolation.FenceStatement(t)
+		if err != nil {
+			return err
+		}
+		err = f.strategies.Run(isolation.WithStatements(ctx, stmt), t, fn, opts...)
+		if err == nil || !gone(err) || ctx.Err() != nil {
+			return err
+		}
+		if attempt == retries || f.control == nil {
+			return fmt.Errorf("%w: %w", isolation.ErrUnavailable, err)
+		}
+		now, perr := f.placement(ctx, t.ID)
+		if perr != nil {
+			return fmt.Errorf("%w: %w", isolation.ErrUnavailable, perr)
+		}
+		if !isolation.IsMoved(err) && now == t {
+			return err // unavailable where it still lives
+		}
+		t = now
+	}
+}
+
+// gone reports whether err may be the sign of a placement the tenant has
+// left: the fence's refusal, or its storage removed under a request that
+// was routed to it before the switch (its schema or database dropped,
+// its session ended). None of these leaves a commit behind: past the
+// cut-over nothing passes the source's fence, so a transaction that
+// failed there wrote nothing and can run on the new placement.
+func gone(err error) bool {
+	if isolation.IsMoved(err) || errors.Is(err, isolation.ErrUnavailable) {
+		return true
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "3D000", // invalid_catalog_name: the database was dropped
+			"3F000", // invalid_schema_name
+			"42P01", // undefined_table: the schema went with its tables
+			"57P01": // admin_shutdown: the session was ended by the drop
+			return true
+		}
+	}
+	return false
+}
+
+// placement reads where the tenant with id is served now.
+func (f *Fence) placement(ctx context.Context, id uuid.UUID) (isolation.Tenant, error) {
+	t := isolation.Tenant{ID: id}
+	err := f.control.QueryRow(ctx, `SELECT slug, isolation, server, placement FROM bulkhead.tenants WHERE id = $1`, id).
+		Scan(&t.Slug, &t.Strategy, &t.Server, &t.Placement)
+	if err != nil {
+		return t, fmt.Errorf("read the placement of tenant %s: %w", id, err)
+	}
+	return t, nil
+}

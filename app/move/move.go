@@ -1,0 +1,485 @@
+// Package move moves a live tenant to another isolation strategy or
+// server: it provisions the target, copies every tenant table while the
+// tenant keeps serving, catches up with what was written meanwhile, then
+// pauses the tenant's transactions for a moment (they wait, they do not
+// fail), copies the last rows, verifies that source and target hold the
+// same rows (the export checksums), closes the source and switches the
+// tenant's placement in the control plane, and removes the source. Each
+// step is recorded in the control plane (bulkhead.tenant_moves) and
+// audited, so a move interrupted anywhere can be resumed or rolled back,
+// and at every point the tenant is served from exactly one place.
+package move
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/bulkheadhq/bulkhead/app/archive"
+	"github.com/bulkheadhq/bulkhead/app/control"
+	"github.com/bulkheadhq/bulkhead/app/store"
+	"github.com/bulkheadhq/bulkhead/isolation"
+)
+
+// Options tune a Mover; the zero value takes the defaults.
+type Options struct {
+	// CatchUp is the delta (rows to change) small enough to cut over
+	// with: the cut-over copies it while the tenant waits.
+	CatchUp int
+	// Passes bounds the catch-up passes before the cut-over is tried
+	// anyway.
+	Passes int
+	// LockWait bounds one wait of the cut-over for the tenant's running
+	// transactions to end; a wait that runs out is tried again, up to
+	// Attempts times.
+	LockWait time.Duration
+	// Attempts bounds the cut-over attempts.
+	Attempts int
+	// Pause bounds the cut-over's work once it holds the tenant's fence:
+	// past it the cut-over is given up (the tenant's waiting requests go
+	// on), the rows are caught up again and it is tried anew. It must be
+	// below the lock_timeout the tenant's requests wait under, so that
+	// they wait and never fail.
+	Pause time.Duration
+	// AfterStep, when set, runs after each recorded step; an error from
+	// it stops the move there, as a killed mover would (fault tests).
+	AfterStep func(step string) error
+}
+
+func (o Options) withDefaults() Options {
+	if o.CatchUp <= 0 {
+		o.CatchUp = 500
+	}
+	if o.Passes <= 0 {
+		o.Passes = 5
+	}
+	if o.LockWait <= 0 {
+		o.LockWait = time.Second
+	}
+	if o.Attempts <= 0 {
+		o.Attempts = 5
+	}
+	if o.Pause <= 0 {
+		o.Pause = 2 * time.Second
+	}
+	return o
+}
+
+// Mover moves tenants. It is safe for concurrent use; moves of one tenant
+// are serialised by the control plane (one open move per tenant).
+type Mover struct {
+	ctl        *control.Service
+	strategies *isolation.Registry
+	log        *slog.Logger
+	opts       Options
+}
+
+// New returns a Mover working through the control plane and the
+// strategies of the registry.
+func New(ctl *control.Service, strategies *isolation.Registry, log *slog.Logger, opts Options) *Mover {
+	return &Mover{ctl: ctl, strategies: strategies, log: log, opts: opts.withDefaults()}
+}
+
+// Check validates a move's target: a strategy the deployment runs, a
+// server only for the database strategy; else a *store.ValidationError.
+// A strategy the move fence does not know (isolation.Fenceable) cannot be
+// moved to.
+func (m *Mover) Check(to control.Placement) error {
+	if _, err := m.strategies.Named(to.Isolation); err != nil {
+		return &store.ValidationError{Field: "to", Msg: fmt.Sprintf("%q is not one of %v", to.Isolation, m.strategies.Names())}
+	}
+	if !isolation.Fenceable(to.Isolation) {
+		return &store.ValidationError{Field: "to", Msg: fmt.Sprintf("tenants cannot be moved to the %s strategy", to.Isolation)}
+	}
+	if to.Server != "" && to.Isolation != isolation.Database {
+		return &store.ValidationError{Field: "server", Msg: "a server is chosen only for the database strategy"}
+	}
+	return nil
+}
+
+// Move moves the tenant called slug to the target, or resumes its open
+// move there, and returns the finished move. It returns store.ErrNotFound
+// for an unknown tenant, *store.ConflictError when the tenant is already
+// there or a move elsewhere is open (wrapping a *control.MoveBusyError),
+// and *store.ValidationError for a target the deployment does not run. Any other
+// error leaves the move open at its last step, recorded with the error:
+// the tenant is served from exactly one placement, and Move (or Abort)
+// can be run again.
+func (m *Mover) Move(ctx context.Context, slug string, to control.Placement) (control.Move, error) {
+	mv, run, err := m.Begin(ctx, slug, to)
+	if err != nil {
+		return mv, err
+	}
+	return run(ctx)
+}
+
+// Begin checks and records the move as Move does, returning the same
+// errors, and returns the open move and the function that runs it to its
+// end (which may run on another goroutine, and returns as Move).
+func (m *Mover) Begin(ctx context.Context, slug string, to control.Placement) (control.Move, func(context.Context) (control.Move, error), error) {
+	if err := m.Check(to); err != nil {
+		return control.Move{}, nil, err
+	}
+	mv, err := m.ctl.StartMove(ctx, slug, to)
+	if err != nil {
+		return control.Move{}, nil, err
+	}
+	return mv, func(ctx context.Context) (control.Move, error) {
+		mv, err := m.run(ctx, mv)
+		if err != nil {
+			m.ctl.FailMove(mv, err)
+			return mv, fmt.Errorf("move %s (step %s): %w", slug, mv.Step, err)
+		}
+		return mv, nil
+	}, nil
+}
+
+func (m *Mover) after(step string) error {
+	if m.opts.AfterStep != nil {
+		return m.opts.AfterStep(step)
+	}
+	return nil
+}
+
+func (m *Mover) run(ctx context.Context, mv control.Move) (control.Move, error) {
+	if mv.Step == control.MoveStarted {
+		if err := m.after(mv.Step); err != nil {
+			return mv, err
+		}
+	}
+	var err error
+	for mv.FinishedAt == nil {
+		switch mv.Step {
+		case control.MoveStarted:
+			mv, err = m.provision(ctx, mv)
+		case control.MoveProvisioned:
+			mv, err = m.copy(ctx, mv)
+		case control.MoveCopied:
+			mv, err = m.cutover(ctx, mv)
+		case control.MoveSwitched:
+			mv, err = m.finish(ctx, mv)
+		default:
+			return mv, fmt.Errorf("move %s at unknown step %q", mv.ID, mv.Step)
+		}
+		if err != nil {
+			return mv, err
+		}
+		m.log.Info("tenant move step", "tenant", mv.Slug, "move_id", mv.ID, "step", mv.Step)
+		if err := m.after(mv.Step); err != nil {
+			return mv, err
+		}
+	}
+	return mv, nil
+}
+
+// provision gives the target storage at the migration head. Whatever an
+// earlier attempt left there is removed first: nothing serves from it.
+func (m *Mover) provision(ctx context.Context, mv control.Move) (control.Move, error) {
+	target := mv.Target()
+	st, err := m.strategies.For(target)
+	if err != nil {
+		return mv, err
+	}
+	// The deployment may have no tenant of the target's strategy yet, and
+	// migrate sets up only the strategies in use. Setup is idempotent.
+	if err := st.Setup(ctx); err != nil {
+		return mv, fmt.Errorf("set up the %s strategy: %w", target.Strategy, err)
+	}
+	if err := st.Deprovision(ctx, target); err != nil {
+		return mv, fmt.Errorf("clear the target: %w", err)
+	}
+	placed, err := st.Provision(ctx, target)
+	if err != nil {
+		return mv, fmt.Errorf("provision the target: %w", err)
+	}
+	mv.To = control.Placement{Isolation: placed.Strategy, Server: placed.Server, Placement: placed.Placement}
+	if _, err := st.Migrate(ctx, placed); err != nil {
+		return mv, fmt.Errorf("migrate the target: %w", err)
+	}
+	return m.ctl.SetMoveStep(ctx, mv, control.MoveProvisioned)
+}
+
+// migrate brings t's storage to the migration head on its strategy.
+func (m *Mover) migrate(ctx context.Context, t isolation.Tenant) (int64, error) {
+	st, err := m.strategies.For(t)
+	if err != nil {
+		return 0, err
+	}
+	return st.Migrate(ctx, t)
+}
+
+// deprovision removes t's storage on its strategy.
+func (m *Mover) deprovision(ctx context.Context, t isolation.Tenant) error {
+	st, err := m.strategies.For(t)
+	if err != nil {
+		return err
+	}
+	return st.Deprovision(ctx, t)
+}
+
+// owner returns t's strategy as an OwnerRunner, or an error when its
+// tenants cannot be moved.
+func (m *Mover) owner(t isolation.Tenant) (isolation.OwnerRunner, error) {
+	s, err := m.strategies.Named(t.Strategy)
+	if err != nil {
+		return nil, err
+	}
+	o, ok := s.(isolation.OwnerRunner)
+	if !ok || !isolation.Fenceable(t.Strategy) {
+		return nil, fmt.Errorf("strategy %s cannot be moved from or to", t.Strategy)
+	}
+	return o, nil
+}
+
+// both runs fn with an owner transaction in the source and one in the
+// target, the source's opened first; the target's commits first.
+func (m *Mover) both(ctx context.Context, mv control.Move, srcSetup string, fn func(src, dst pgx.Tx) error) error {
+	so, err := m.owner(mv.Source())
+	if err != nil {
+		return err
+	}
+	do, err := m.owner(mv.Target())
+	if err != nil {
+		return err
+	}
+	return so.RunOwner(ctx, mv.Source(), func(src pgx.Tx) error {
+		if srcSetup != "" {
+			if _, err := src.Exec(ctx, srcSetup); err != nil {
+				return err
+			}
+		}
+		if _, err := src.Exec(ctx, `SET LOCAL TimeZone = 'UTC'`); err != nil {
+			return err
+		}
+		return do.RunOwner(ctx, mv.Target(), func(dst pgx.Tx) error {
+			if _, err := dst.Exec(ctx, `SET LOCAL TimeZone = 'UTC'`); err != nil {
+				return err
+			}
+			return fn(src, dst)
+		})
+	})
+}
+
+// pass makes the target equal a snapshot of the source and reports how
+// many rows it changed.
+func (m *Mover) pass(ctx context.Context, mv control.Move) (int, error) {
+	var n int
+	err := m.both(ctx, mv, `SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY`, func(src, dst pgx.Tx) error {
+		tables, err := tablesOf(ctx, src)
+		if err != nil {
+			return err
+		}
+		d, err := diff(ctx, src, dst, tables, mv.TenantID)
+		if err != nil {
+			return err
+		}
+		n = d.n
+		return apply(ctx, src, dst, tables, mv.TenantID, d)
+	})
+	return n, err
+}
+
+// copy copies the source to the target while the tenant serves, then
+// catches up until the rows written meanwhile are few.
+func (m *Mover) copy(ctx context.Context, mv control.Move) (control.Move, error) {
+	for i := 0; i < m.opts.Passes; i++ {
+		n, err := m.pass(ctx, mv)
+		if err != nil {
+			return mv, fmt.Errorf("copy: %w", err)
+		}
+		mv.RowsCopied += int64(n)
+		if n <= m.opts.CatchUp {
+			break
+		}
+	}
+	return m.ctl.SetMoveStep(ctx, mv, control.MoveCopied)
+}
+
+// MismatchError says the target did not hold the source's rows after the
+// cut-over's copy: the move stays before its switch.
+type MismatchError struct{ Detail string }
+
+func (e *MismatchError) Error() string { return "verify: source and target differ: " + e.Detail }
+
+// errLockBusy is a cut-over that could not take the fence in time.
+var errLockBusy = errors.New("the tenant's transactions did not pause in time")
+
+// cutover pauses the tenant, copies the last rows, verifies, closes the
+// source and switches the placement. A source in the control plane's
+// database is closed and switched in one transaction; any other is closed
+// first and switched right after, and a crash between the two leaves the
+// tenant refused (not lost) until the move is resumed.
+func (m *Mover) cutover(ctx context.Context, mv control.Move) (control.Move, error) {
+	// A migrate since the target was provisioned reached the source (a
+	// tenant's placement) but not the target: bring it to the head too.
+	if _, err := m.migrate(ctx, mv.Target()); err != nil {
+		return mv, fmt.Errorf("migrate the target: %w", err)
+	}
+	var lastErr error
+	for attempt := 0; attempt < m.opts.Attempts; attempt++ {
+		if attempt > 0 {
+			// The delta grew while we waited: catch up again outside
+			// the pause.
+			if n, err := m.pass(ctx, mv); err != nil {
+				return mv, fmt.Errorf("catch up: %w", err)
+			} else {
+				mv.RowsCopied += int64(n)
+			}
+		}
+		next, err := m.cutoverOnce(ctx, mv)
+		if err == nil {
+			return next, nil
+		}
+		if !errors.Is(err, errLockBusy) {
+			return mv, err
+		}
+		lastErr = err
+	}
+	return mv, lastErr
+}
+
+func (m *Mover) cutoverOnce(outer context.Context, mv control.Move) (control.Move, error) {
+	source := mv.Source()
+	inControl := isolation.InControlDatabase(source.Strategy)
+	wait := "SET LOCAL lock_timeout = " + strconv.FormatInt(m.opts.LockWait.Milliseconds(), 10)
+	next := mv
+	err := m.both(outer, mv, "", func(src, dst pgx.Tx) error {
+		if _, err := src.Exec(outer, wait); err != nil {
+			return err
+		}
+		start := time.Now()
+		if err := isolation.Cutover(outer, src, source); err != nil {
+			if lockTimeout(err) {
+				return errLockBusy
+			}
+			return err
+		}
+		// The work under the fence is bounded by the pause; the commits
+		// are not, so that no commit's outcome is left in doubt.
+		ctx, cancel := context.WithTimeout(outer, m.opts.Pause)
+		defer cancel()
+		err := m.cutoverWork(ctx, src, dst, source, &next, inControl, start)
+		if err != nil && ctx.Err() != nil && outer.Err() == nil {
+			return fmt.Errorf("%w: the cut-over took longer than %s", errLockBusy, m.opts.Pause)
+		}
+		return err
+	})
+	if err != nil {
+		return mv, err
+	}
+	if !inControl {
+		if err := m.after("closed"); err != nil {
+			return mv, err
+		}
+		return m.ctl.SwitchMove(outer, next)
+	}
+	return next, nil
+}
+
+// cutoverWork copies the last rows, verifies, closes the source and, for
+// a source in the control plane's database, switches the placement (in
+// src), recording the pause since start.
+func (m *Mover) cutoverWork(ctx context.Context, src, dst pgx.Tx, source isolation.Tenant, next *control.Move, inControl bool, start time.Time) error {
+	if _, err := src.Exec(ctx, `SET LOCAL lock_timeout = 0`); err != nil {
+		return err
+	}
+	tables, err := tablesOf(ctx, src)
+	if err != nil {
+		return err
+	}
+	d, err := diff(ctx, src, dst, tables, next.TenantID)
+	if err != nil {
+		return err
+	}
+	if err := apply(ctx, src, dst, tables, next.TenantID, d); err != nil {
+		return err
+	}
+	next.RowsCopied += int64(d.n)
+	if err := verify(ctx, src, dst, tables, *next); err != nil {
+		return err
+	}
+	if err := isolation.Close(ctx, src, source); err != nil {
+		return err
+	}
+	ms := time.Since(start).Milliseconds()
+	next.PauseMS = &ms
+	if inControl {
+		return control.SwitchPlacement(ctx, src, next)
+	}
+	return nil
+}
+
+// verify holds the target to the source: no row differs, and every
+// table's export checksum (archive.Checksums) is equal.
+func verify(ctx context.Context, src, dst pgx.Tx, tables []table, mv control.Move) error {
+	d, err := diff(ctx, src, dst, tables, mv.TenantID)
+	if err != nil {
+		return err
+	}
+	if d.n != 0 {
+		return &MismatchError{Detail: fmt.Sprintf("%d rows differ after the copy", d.n)}
+	}
+	a, err := archive.Checksums(ctx, src, mv.TenantID)
+	if err != nil {
+		return fmt.Errorf("checksum the source: %w", err)
+	}
+	b, err := archive.Checksums(ctx, dst, mv.TenantID)
+	if err != nil {
+		return fmt.Errorf("checksum the target: %w", err)
+	}
+	if !slices.Equal(a, b) {
+		return &MismatchError{Detail: fmt.Sprintf("export checksums: source %v, target %v", a, b)}
+	}
+	return nil
+}
+
+// finish removes the source, which serves no one since the switch.
+func (m *Mover) finish(ctx context.Context, mv control.Move) (control.Move, error) {
+	if err := m.deprovision(ctx, mv.Source()); err != nil {
+		return mv, fmt.Errorf("remove the source: %w", err)
+	}
+	return m.ctl.FinishMove(ctx, mv, control.MoveDone)
+}
+
+// Abort rolls back the open move of the tenant called slug: the source,
+// reopened if it was closed, keeps serving, and the target is removed. A
+// move past its switch is a *store.ConflictError (resume it instead);
+// with no open move, store.ErrNotFound.
+func (m *Mover) Abort(ctx context.Context, slug string) (control.Move, error) {
+	mv, err := m.ctl.OpenMove(ctx, slug)
+	if err != nil {
+		return mv, err
+	}
+	if mv.Step == control.MoveSwitched {
+		return mv, &store.ConflictError{Constraint: "tenant_move", Msg: "the move of " + slug + " has switched already: run it again to finish"}
+	}
+	so, err := m.owner(mv.Source())
+	if err != nil {
+		return mv, err
+	}
+	err = so.RunOwner(ctx, mv.Source(), func(tx pgx.Tx) error {
+		closed, err := isolation.Closed(ctx, tx, mv.Source())
+		if err != nil || !closed {
+			return err
+		}
+		return isolation.Reopen(ctx, tx, mv.Source())
+	})
+	if err != nil {
+		return mv, fmt.Errorf("reopen the source: %w", err)
+	}
+	if err := m.deprovision(ctx, mv.Target()); err != nil {
+		return mv, fmt.Errorf("remove the target: %w", err)
+	}
+	return m.ctl.FinishMove(ctx, mv, control.MoveRolledBack)
+}
+
+func lockTimeout(err error) bool {
+	var code interface{ SQLState() string }
+	return errors.As(err, &code) && code.SQLState() == "55P03"
+}

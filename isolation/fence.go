@@ -1,0 +1,188 @@
+package isolation
+
+// The move fence: how a tenant's storage is closed to the requests still
+// routed to it once the tenant has moved elsewhere.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"slices"
+	"strconv"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// MovedCode is the SQLSTATE the fence raises in a transaction bound to a
+// placement the tenant has left.
+const MovedCode = "BH001"
+
+// MovedMark is the comment a tenant's schema or database carries once the
+// tenant has moved out of it.
+const MovedMark = "bulkhead: tenant moved out"
+
+// ErrMoved means the transaction ran on a placement the tenant has left
+// (or is leaving): nothing was written, and the work may be run again on
+// the tenant's placement as the control plane now records it.
+var ErrMoved = errors.New("tenant moved to another placement")
+
+// fenceClass is the first key of the two-key advisory locks of the fence,
+// so that they never meet the one-key locks used elsewhere.
+const fenceClass = 0x42484d56 // "BHMV"
+
+// FenceKey is the advisory lock of t's fence: every tenant transaction
+// holds it shared, a mover's cut-over exclusive, in t's storage.
+func FenceKey(id uuid.UUID) string {
+	h := fnv.New32a()
+	h.Write(id[:])
+	return strconv.Itoa(fenceClass) + ", " + strconv.Itoa(int(int32(h.Sum32())))
+}
+
+// FenceStatement is the statement that, run first in every transaction
+// bound to t, takes t's fence lock shared (waiting while a move cuts over)
+// and raises MovedCode when t's storage is no longer where t is served:
+// for shared tables the control plane, which lives in the same database,
+// says where t is; a schema or database of its own carries MovedMark. It
+// is built from t's parsed id and derived names only.
+func FenceStatement(t Tenant) (string, error) {
+	if t.ID == uuid.Nil {
+		return "", ErrNoTenant
+	}
+	var moved string
+	switch t.Strategy {
+	case RLS:
+		moved = "NOT EXISTS (SELECT FROM bulkhead.tenants WHERE id = '" + t.ID.String() + "' AND isolation = 'rls')"
+	case Schema:
+		if t.Placement == "" {
+			return "", fmt.Errorf("fence %s: no schema recorded", t)
+		}
+		lit := quoteLiteral(t.Placement)
+		moved = "to_regnamespace(" + lit + ") IS NULL OR obj_description(to_regnamespace(" + lit + "), 'pg_namespace') = " + quoteLiteral(MovedMark)
+	case Database:
+		moved = "shobj_description((SELECT oid FROM pg_database WHERE datname = current_database()), 'pg_database') = " + quoteLiteral(MovedMark)
+	default:
+		return "", &UnknownStrategyError{Name: t.Strategy}
+	}
+	return "DO $fence$BEGIN PERFORM pg_advisory_xact_lock_shared(" + FenceKey(t.ID) + "); " +
+		"IF " + moved + " THEN RAISE EXCEPTION 'tenant moved' USING ERRCODE = '" + MovedCode + "'; END IF; END$fence$", nil
+}
+
+// quoteLiteral quotes s as an SQL string literal. The strings it is given
+// are derived names (a schema name from a UUID) and constants.
+func quoteLiteral(s string) string {
+	out := []byte{'\''}
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\'' {
+			out = append(out, '\'')
+		}
+		out = append(out, s[i])
+	}
+	return string(append(out, '\''))
+}
+
+// IsMoved reports whether err is the fence's refusal.
+func IsMoved(err error) bool {
+	if errors.Is(err, ErrMoved) {
+		return true
+	}
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == MovedCode
+}
+
+// Cutover takes t's fence lock exclusively in tx, which must be an owner
+// transaction in t's storage (OwnerRunner.RunOwner): from then until tx
+// ends, every other transaction bound to t waits at its begin.
+func Cutover(ctx context.Context, tx pgx.Tx, t Tenant) error {
+	_, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock("+FenceKey(t.ID)+")")
+	return err
+}
+
+// Close marks t's storage as left, in tx (an owner transaction in it,
+// holding Cutover's lock): requests still routed to it are refused with
+// MovedCode from the commit on. Shared tables carry no mark: the control
+// plane's record, switched in the same transaction, is theirs.
+func Close(ctx context.Context, tx pgx.Tx, t Tenant) error {
+	return mark(ctx, tx, t, "IS "+quoteLiteral(MovedMark))
+}
+
+// Reopen removes Close's mark (a move rolled back after its cut-over).
+func Reopen(ctx context.Context, tx pgx.Tx, t Tenant) error {
+	return mark(ctx, tx, t, "IS NULL")
+}
+
+func mark(ctx context.Context, tx pgx.Tx, t Tenant, is string) error {
+	var stmt string
+	switch t.Strategy {
+	case RLS:
+		return nil
+	case Schema:
+		stmt = "COMMENT ON SCHEMA " + pgx.Identifier{t.Placement}.Sanitize() + " " + is
+	case Database:
+		stmt = "COMMENT ON DATABASE " + pgx.Identifier{t.Placement}.Sanitize() + " " + is
+	default:
+		return &UnknownStrategyError{Name: t.Strategy}
+	}
+	if _, err := tx.Exec(ctx, stmt); err != nil {
+		return fmt.Errorf("mark %s: %w", t, err)
+	}
+	return nil
+}
+
+// Closed reports whether t's storage carries Close's mark, read in tx (a
+// transaction in t's storage).
+func Closed(ctx context.Context, tx pgx.Tx, t Tenant) (bool, error) {
+	var q string
+	switch t.Strategy {
+	case RLS:
+		return false, nil
+	case Schema:
+		q = "SELECT coalesce(obj_description(to_regnamespace($1), 'pg_namespace') = $2, false)"
+	case Database:
+		q = "SELECT coalesce(shobj_description((SELECT oid FROM pg_database WHERE datname = $1), 'pg_database') = $2, false)"
+	default:
+		return false, &UnknownStrategyError{Name: t.Strategy}
+	}
+	var closed bool
+	err := tx.QueryRow(ctx, q, t.Placement, MovedMark).Scan(&closed)
+	return closed, err
+}
+
+// Fenceable reports whether the fence knows how tenants of the strategy
+// named name keep their storage (FenceStatement, Close): only those can be
+// moved, and the others' transactions need no fence.
+func Fenceable(name string) bool { return name == RLS || name == Schema || name == Database }
+
+// InControlDatabase reports whether tenants of the strategy named name keep
+// their storage in the control plane's database (shared tables, a schema),
+// where one transaction can both close it and switch the tenant's record.
+func InControlDatabase(name string) bool { return name == RLS || name == Schema }
+
+// OwnerRunner is a Strategy whose tenant storage the owner can work in: a
+// mover copies, compares and closes a tenant's storage with it.
+type OwnerRunner interface {
+	// RunOwner runs fn in one owner transaction in t's storage, bound to
+	// t (the tenant policy still applies), with t's tables first on the
+	// search_path, and commits it when fn returns nil.
+	RunOwner(ctx context.Context, t Tenant, fn func(pgx.Tx) error) error
+}
+
+// Statements of the context (WithStatements) run in a transaction's BEGIN.
+type statementsKey struct{}
+
+// WithStatements returns ctx carrying stmts after those it carries
+// already: the transactions Run opens under it run them in their BEGIN,
+// after the binding and the bounds (BindRun). A statement that must come
+// before any query (SET TRANSACTION ISOLATION LEVEL) goes there rather
+// than first in fn, since the move fence's statement is a query. They must
+// be built from trusted, derived text only.
+func WithStatements(ctx context.Context, stmts ...string) context.Context {
+	return context.WithValue(ctx, statementsKey{}, append(slices.Clip(statementsFrom(ctx)), stmts...))
+}
+
+func statementsFrom(ctx context.Context) []string {
+	s, _ := ctx.Value(statementsKey{}).([]string)
+	return s
+}

@@ -1,0 +1,331 @@
+package isolation
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// A read of one statement costs, through Run, the round trip of its BEGIN
+// (which carries the binding), its own, and its COMMIT's. OneRead lets a
+// strategy send all three at once, in one pipeline of the extended
+// protocol, so that a tenant-bound point read costs the one round trip the
+// same statement sent alone would.
+
+type oneReadKey struct{}
+
+// OneRead returns ctx marking the work of the Run it is given to as one
+// read: fn sends exactly one statement, through Query, QueryRow or Exec
+// of the pgx.Tx it is given, and that statement only reads. The strategy
+// then sends BEGIN READ ONLY, the binding, the statement and COMMIT in one
+// pipeline: one round trip. The transaction is read-only, so a statement
+// that writes fails rather than commit unseen; a second statement, or any
+// other use of the Tx, is an error. Results arrive before fn decides
+// anything, so the transaction commits whatever fn returns — harmless for
+// a read. Strategies that do not know the mark run fn as usual.
+func OneRead(ctx context.Context) context.Context {
+	return context.WithValue(ctx, oneReadKey{}, true)
+}
+
+// IsOneRead reports whether ctx carries OneRead's mark.
+func IsOneRead(ctx context.Context) bool {
+	v, _ := ctx.Value(oneReadKey{}).(bool)
+	return v
+}
+
+// NotOneRead returns ctx without OneRead's mark: for a decoration of
+// Strategy.Run that sends statements of its own beside fn's.
+func NotOneRead(ctx context.Context) context.Context {
+	return context.WithValue(ctx, oneReadKey{}, false)
+}
+
+// ErrNotOneRead is what the Tx of a OneRead run returns to a second
+// statement or to anything but Query, QueryRow and Exec.
+var ErrNotOneRead = errors.New("isolation: a OneRead run sends exactly one statement, through Query, QueryRow or Exec")
+
+// RunOn runs fn in a transaction of conn opened by BEGIN and the binding
+// statements bind (BindStatements), and commits it when fn returns nil. The
+// BEGIN and the binding travel in one message; with ctx marked by OneRead,
+// the statement and COMMIT travel with them (see OneRead). A failed
+// transaction is rolled back; should that fail too, the connection is left
+// in a transaction, which pgxpool destroys on release.
+func RunOn(ctx context.Context, conn *pgx.Conn, bind []string, fn func(pgx.Tx) error) error {
+	if !IsOneRead(ctx) {
+		return pgx.BeginTxFunc(ctx, conn, BeginOptions(bind), fn)
+	}
+	tx := &oneReadTx{conn: conn, bind: bind}
+	err := fn(tx)
+	if ferr := tx.finish(ctx); err == nil {
+		err = ferr
+	}
+	return err
+}
+
+// missingStatement reports whether err is PostgreSQL not knowing a
+// prepared statement (someone ran DEALLOCATE ALL, say).
+func missingStatement(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "26000"
+}
+
+// BeginOptions returns the options of a transaction that BEGINs with the
+// binding statements bind (BindStatements) in the same message.
+func BeginOptions(bind []string) pgx.TxOptions {
+	return pgx.TxOptions{BeginQuery: "BEGIN; " + strings.Join(bind, "; ")}
+}
+
+// oneReadTx is the pgx.Tx of a OneRead run: its first statement sends the
+// whole transaction.
+type oneReadTx struct {
+	conn *pgx.Conn
+	bind []string
+	sql  string // the one statement, once sent
+	pipe *pgconn.Pipeline
+	rows pgx.Rows
+	err  error
+}
+
+var _ pgx.Tx = (*oneReadTx)(nil)
+
+// send sends the transaction with sql as its statement and returns the
+// statement's rows. Everything but reading them is done by finish.
+//
+// Direct connections prepare each statement once per connection and reuse
+// it, as pgx does (a named statement, remembered in the connection's
+// CustomData); it is prepared inside the transaction, after the binding,
+// so that its names resolve in the tenant's search_path, at the cost of a
+// second round trip that first time. Behind a transaction-mode pooler a
+// prepared statement may be on another server connection next time, so
+// the statement is parsed each time with its parameters in text, as pgx's
+// exec mode does.
+func (tx *oneReadTx) send(ctx context.Context, sql string, args []any) (pgx.Rows, error) {
+	if tx.sql != "" {
+		return nil, ErrNotOneRead
+	}
+	tx.sql = sql
+	prepared := tx.conn.Config().DefaultQueryExecMode == pgx.QueryExecModeCacheStatement
+	data := tx.conn.PgConn().CustomData()
+	var sd *pgconn.StatementDescription
+	if prepared {
+		sd, _ = data[statementKey(sql)].(*pgconn.StatementDescription)
+		if n, _ := data[statementCount].(int); sd == nil && n >= maxStatements {
+			prepared = false // enough kept: parse this one each time
+		}
+	}
+	pipe := tx.conn.PgConn().StartPipeline(ctx)
+	tx.pipe = pipe
+	pipe.SendQueryParams("BEGIN READ ONLY", nil, nil, nil, nil)
+	for _, s := range tx.bind {
+		pipe.SendQueryParams(s, nil, nil, nil, nil)
+	}
+	bound := false // the results of BEGIN and the binding are read
+	if prepared && sd == nil {
+		pipe.SendPrepare(statementName(sql), sql, nil)
+		pipe.SendFlushRequest()
+		if err := pipe.Flush(); err != nil {
+			return nil, err
+		}
+		if err := closeResults(pipe, 1+len(tx.bind)); err != nil {
+			return nil, err
+		}
+		bound = true
+		res, err := pipe.GetResults()
+		if err != nil {
+			return nil, err
+		}
+		var ok bool
+		if sd, ok = res.(*pgconn.StatementDescription); !ok {
+			return nil, fmt.Errorf("isolation: one read: got %T for the prepared statement", res)
+		}
+		sd.Name, sd.SQL = statementName(sql), sql
+		data[statementKey(sql)] = sd
+		n, _ := data[statementCount].(int)
+		data[statementCount] = n + 1
+	}
+	var eqb pgx.ExtendedQueryBuilder
+	if err := eqb.Build(tx.conn.TypeMap(), sd, args); err != nil {
+		return nil, err
+	}
+	if sd != nil {
+		pipe.SendQueryStatement(sd, eqb.ParamValues, eqb.ParamFormats, eqb.ResultFormats)
+	} else {
+		pipe.SendQueryParams(sql, eqb.ParamValues, nil, eqb.ParamFormats, eqb.ResultFormats)
+	}
+	pipe.SendQueryParams("COMMIT", nil, nil, nil, nil)
+	if err := pipe.Sync(); err != nil {
+		return nil, err
+	}
+	if !bound {
+		if err := closeResults(pipe, 1+len(tx.bind)); err != nil {
+			return nil, err
+		}
+	}
+	res, err := pipe.GetResults()
+	if err != nil {
+		return nil, err
+	}
+	rr, ok := res.(*pgconn.ResultReader)
+	if !ok {
+		return nil, fmt.Errorf("isolation: one read: got %T for the statement", res)
+	}
+	tx.rows = pgx.RowsFromResultReader(tx.conn.TypeMap(), rr)
+	return tx.rows, nil
+}
+
+// maxStatements bounds the statements one connection keeps prepared for
+// OneRead runs; statementCount is where its CustomData counts them.
+const (
+	maxStatements  = 64
+	statementCount = "isolation.oneread.count"
+)
+
+// statementKey is where a connection's CustomData keeps the description of
+// the statement sql prepared for OneRead runs.
+func statementKey(sql string) string { return "isolation.oneread\x00" + sql }
+
+// statementName is the name of sql's prepared statement: its digest, so
+// that it is short and its own (pgx names its statements otherwise).
+func statementName(sql string) string {
+	d := sha256.Sum256([]byte(sql))
+	return "bulkhead_one_" + hex.EncodeToString(d[:12])
+}
+
+// closeResults reads n results of pipe that return no rows.
+func closeResults(pipe *pgconn.Pipeline, n int) error {
+	for range n {
+		if err := closeResult(pipe); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// closeResult reads one result of pipe that returns no rows.
+func closeResult(pipe *pgconn.Pipeline) error {
+	res, err := pipe.GetResults()
+	if err != nil {
+		return err
+	}
+	rr, ok := res.(*pgconn.ResultReader)
+	if !ok {
+		return fmt.Errorf("isolation: one read: got %T", res)
+	}
+	_, err = rr.Close()
+	return err
+}
+
+// finish reads what remains of the pipeline (the rows fn left, COMMIT,
+// the sync) and leaves conn outside any transaction, or reports why not.
+func (tx *oneReadTx) finish(ctx context.Context) error {
+	if tx.pipe == nil {
+		return nil // fn sent nothing
+	}
+	var err error
+	if tx.rows != nil {
+		tx.rows.Close()
+		err = tx.rows.Err()
+		if err == nil {
+			err = closeResult(tx.pipe)
+		}
+		if err == nil {
+			var res any
+			if res, err = tx.pipe.GetResults(); err == nil {
+				if _, ok := res.(*pgconn.PipelineSync); !ok {
+					err = fmt.Errorf("isolation: one read: got %T for the sync", res)
+				}
+			}
+		}
+	}
+	if cerr := tx.pipe.Close(); err == nil {
+		err = cerr
+	}
+	if tx.conn.PgConn().TxStatus() != 'I' && !tx.conn.IsClosed() {
+		if _, rerr := tx.conn.Exec(ctx, "ROLLBACK"); rerr != nil && err == nil {
+			err = rerr
+		}
+	}
+	cause := err
+	if cause == nil {
+		cause = tx.err // the statement failed before fn had its rows
+	}
+	if _, ok := tx.conn.PgConn().CustomData()[statementKey(tx.sql)]; ok && (StalePlan(cause) || missingStatement(cause)) {
+		// The statement this connection prepared no longer fits its
+		// tables, or is gone: prepare it afresh next time.
+		data := tx.conn.PgConn().CustomData()
+		delete(data, statementKey(tx.sql))
+		n, _ := data[statementCount].(int)
+		data[statementCount] = n - 1
+		if !missingStatement(cause) {
+			_ = tx.conn.PgConn().Deallocate(ctx, statementName(tx.sql))
+		}
+	}
+	return err
+}
+
+func (tx *oneReadTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	rows, err := tx.send(ctx, sql, args)
+	if err != nil {
+		tx.err = err
+		return nil, err
+	}
+	return rows, nil
+}
+
+func (tx *oneReadTx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	rows, err := tx.Query(ctx, sql, args...)
+	return oneRow{rows: rows, err: err}
+}
+
+func (tx *oneReadTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	rows, err := tx.Query(ctx, sql, args...)
+	if err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	rows.Close()
+	return rows.CommandTag(), rows.Err()
+}
+
+func (tx *oneReadTx) Begin(context.Context) (pgx.Tx, error) { return nil, ErrNotOneRead }
+func (tx *oneReadTx) Commit(context.Context) error          { return ErrNotOneRead }
+func (tx *oneReadTx) Rollback(context.Context) error        { return ErrNotOneRead }
+func (tx *oneReadTx) CopyFrom(context.Context, pgx.Identifier, []string, pgx.CopyFromSource) (int64, error) {
+	return 0, ErrNotOneRead
+}
+func (tx *oneReadTx) SendBatch(_ context.Context, b *pgx.Batch) pgx.BatchResults {
+	return pgx.FailedBatchResults(b, ErrNotOneRead)
+}
+func (tx *oneReadTx) LargeObjects() pgx.LargeObjects { return pgx.LargeObjects{} }
+func (tx *oneReadTx) Prepare(context.Context, string, string) (*pgconn.StatementDescription, error) {
+	return nil, ErrNotOneRead
+}
+func (tx *oneReadTx) Conn() *pgx.Conn { return tx.conn }
+
+// oneRow is QueryRow's answer: the first row, or pgx.ErrNoRows.
+type oneRow struct {
+	rows pgx.Rows
+	err  error
+}
+
+func (r oneRow) Scan(dest ...any) error {
+	if r.err != nil {
+		return r.err
+	}
+	defer r.rows.Close()
+	if !r.rows.Next() {
+		if err := r.rows.Err(); err != nil {
+			return err
+		}
+		return pgx.ErrNoRows
+	}
+	if err := r.rows.Scan(dest...); err != nil {
+		return err
+	}
+	r.rows.Close()
+	return r.rows.Err()
+}
