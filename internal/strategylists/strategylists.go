@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -19,7 +20,7 @@ import (
 // file is one checked-in file and how to rewrite its list.
 type file struct {
 	path    string
-	pattern *regexp.Regexp                            // its one match is replaced
+	pattern *regexp.Regexp                            // its matches (one at least) are replaced
 	render  func(sub [][]byte, names []string) []byte // sub: the match's submatches
 }
 
@@ -29,6 +30,13 @@ var files = []file{
 		pattern: regexp.MustCompile(`(?m)^(\s+isolation: \{ type: string, enum: )\[[^\]]*\]( \})$`),
 		render: func(sub [][]byte, names []string) []byte {
 			return []byte(string(sub[1]) + "[" + strings.Join(names, ", ") + "]" + string(sub[2]))
+		},
+	},
+	{
+		path:    "app/httpapi/openapi.yaml",
+		pattern: regexp.MustCompile(`(to: \{ type: string, description: "The strategy to move to, )[^"(]*( \(not with abort\))`),
+		render: func(sub [][]byte, names []string) []byte {
+			return []byte(string(sub[1]) + OrList(names) + string(sub[2]))
 		},
 	},
 	{
@@ -65,12 +73,15 @@ func OrList(names []string) string {
 func Render(root string, names []string) (map[string][]byte, error) {
 	out := map[string][]byte{}
 	for _, f := range files {
-		b, err := os.ReadFile(filepath.Join(root, f.path))
-		if err != nil {
-			return nil, err
+		b, ok := out[f.path] // a file may hold lists of several shapes
+		if !ok {
+			var err error
+			if b, err = os.ReadFile(filepath.Join(root, f.path)); err != nil {
+				return nil, err
+			}
 		}
-		if n := len(f.pattern.FindAllIndex(b, -1)); n != 1 {
-			return nil, fmt.Errorf("%s: %d lists of strategies where one was expected (pattern %s)", f.path, n, f.pattern)
+		if len(f.pattern.FindAllIndex(b, -1)) == 0 {
+			return nil, fmt.Errorf("%s: no list of strategies (pattern %s)", f.path, f.pattern)
 		}
 		out[f.path] = f.pattern.ReplaceAllFunc(b, func(m []byte) []byte { return f.render(f.pattern.FindSubmatch(m), names) })
 	}
@@ -85,6 +96,9 @@ func Stale(root string, names []string) ([]string, error) {
 	}
 	var stale []string
 	for _, f := range files {
+		if slices.Contains(stale, f.path) {
+			continue
+		}
 		have, err := os.ReadFile(filepath.Join(root, f.path))
 		if err != nil {
 			return nil, err
