@@ -74,7 +74,10 @@ func (f *Fence) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) err
 // gone reports whether err may be the sign of a placement the tenant has
 // left: the fence's refusal, or its storage removed under a request that
 // was routed to it before the switch (its schema or database dropped,
-// its session ended). None of these leaves a commit behind: past the
+// its session ended, its role dropped, which the binding's SET LOCAL ROLE
+// meets before the fence's statement runs). None is taken for a move
+// unless the control plane's record of the placement has changed since
+// (Run reads it). None of these leaves a commit behind: past the
 // cut-over nothing passes the source's fence, so a transaction that
 // failed there wrote nothing and can run on the new placement.
 func gone(err error) bool {
@@ -87,6 +90,7 @@ func gone(err error) bool {
 		case "3D000", // invalid_catalog_name: the database was dropped
 			"3F000", // invalid_schema_name
 			"42P01", // undefined_table: the schema went with its tables
+			"22023", // invalid_parameter_value: SET LOCAL ROLE of the schema's role, dropped with it
 			"57P01": // admin_shutdown: the session was ended by the drop
 			return true
 		}
