@@ -461,7 +461,11 @@ func (c *Config) validateAllowed(e *Error) {
 }
 
 // Allows reports whether a tenant may be placed in or moved to strategy.
-func (c *Config) Allows(strategy string) bool { return slices.Contains(c.Isolation.Allowed, strategy) }
+// An empty list (a Config not built by Load, which refuses one) allows
+// every strategy.
+func (c *Config) Allows(strategy string) bool {
+	return len(c.Isolation.Allowed) == 0 || slices.Contains(c.Isolation.Allowed, strategy)
+}
 
 // validateLimits checks the load walls' keys.
 func (c *Config) validateLimits(e *Error) {
