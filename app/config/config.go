@@ -77,6 +77,9 @@ type Import struct {
 // provisioned with.
 type Isolation struct {
 	Strategy string `koanf:"strategy"`
+	// Allowed lists the strategies a tenant may be placed in or moved to;
+	// migrate prepares each. Strategy must be among them.
+	Allowed []string `koanf:"allowed"`
 	// MigrateParallelism bounds how many tenants migrate at once.
 	MigrateParallelism int               `koanf:"migrate_parallelism"`
 	Database           DatabaseIsolation `koanf:"database"`
@@ -296,6 +299,7 @@ func defaults() map[string]any {
 	return map[string]any{
 		"profile":                              profiles.Default,
 		"isolation.strategy":                   StrategyRLS,
+		"isolation.allowed":                    []any{StrategyRLS, StrategySchema, StrategyDatabase},
 		"isolation.migrate_parallelism":        4,
 		"isolation.database.max_connections":   50,
 		"isolation.database.acquire_timeout":   "2s",
@@ -371,6 +375,7 @@ func (c *Config) Validate() error {
 	}
 	oneOf("profile", c.Profile, profiles.Names()...)
 	oneOf("isolation.strategy", c.Isolation.Strategy, StrategyRLS, StrategySchema, StrategyDatabase)
+	c.validateAllowed(&e)
 	oneOf("database.pooler", c.Database.Pooler, PoolerNone, PoolerPgBouncer)
 	oneOf("database.citus", c.Database.Citus, CitusAuto, CitusOn, CitusOff)
 	oneOf("log.format", c.Log.Format, "", "json", "text")
@@ -431,6 +436,35 @@ func (c *Config) Validate() error {
 		is.validate(&e, key)
 	}
 	return e.err()
+}
+
+// validateAllowed checks isolation.allowed: known strategies, each once,
+// the default strategy among them.
+func (c *Config) validateAllowed(e *Error) {
+	if len(c.Isolation.Allowed) == 0 {
+		e.add("isolation.allowed", "must list at least one strategy: rls, schema, database")
+		return
+	}
+	for i, s := range c.Isolation.Allowed {
+		key := fmt.Sprintf("isolation.allowed[%d]", i)
+		switch {
+		case !slices.Contains([]string{StrategyRLS, StrategySchema, StrategyDatabase}, s):
+			e.add(key, fmt.Sprintf("%q is not one of rls, schema, database", s))
+		case slices.Index(c.Isolation.Allowed, s) != i:
+			e.add(key, fmt.Sprintf("%q is listed twice", s))
+		}
+	}
+	if !slices.Contains(c.Isolation.Allowed, c.Isolation.Strategy) {
+		e.add("isolation.allowed", fmt.Sprintf("must include isolation.strategy %q (allowed: %s)",
+			c.Isolation.Strategy, strings.Join(c.Isolation.Allowed, ", ")))
+	}
+}
+
+// Allows reports whether a tenant may be placed in or moved to strategy.
+// An empty list (a Config not built by Load, which refuses one) allows
+// every strategy.
+func (c *Config) Allows(strategy string) bool {
+	return len(c.Isolation.Allowed) == 0 || slices.Contains(c.Isolation.Allowed, strategy)
 }
 
 // validateLimits checks the load walls' keys.

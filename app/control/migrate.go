@@ -44,7 +44,7 @@ type Progress func(done, total, failed int)
 
 // Migrate creates the roles Bulkhead needs where the migrate DSN may (or
 // names the missing ones), migrates the control plane, sets up each strategy
-// in use, creates the bootstrap tenant when configured and there are no
+// isolation.allowed lists or a tenant is in, creates the bootstrap tenant when configured and there are no
 // tenants, and migrates every tenant that is behind — in parallel, bounded
 // by isolation.migrate_parallelism, continuing past failures, each tenant's
 // version and error recorded. A re-run picks up only what is behind.
@@ -59,9 +59,16 @@ func (s *Service) Migrate(ctx context.Context, progress Progress) (MigrationRepo
 	if err != nil {
 		return MigrationReport{}, err
 	}
+	// Every strategy a tenant may be placed in or moved to, and every one
+	// a tenant is in.
 	inUse := map[string]bool{s.strategy.Default().Name(): true}
 	for _, t := range tenants {
 		inUse[t.Isolation] = true
+	}
+	if s.cfg != nil {
+		for _, name := range s.cfg.Isolation.Allowed {
+			inUse[name] = true
+		}
 	}
 	for _, name := range s.strategy.Names() {
 		if !inUse[name] {

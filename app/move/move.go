@@ -85,17 +85,10 @@ func New(ctl *control.Service, router *isolation.Router, log *slog.Logger, opts 
 	return &Mover{ctl: ctl, router: router, log: log, opts: opts.withDefaults()}
 }
 
-// Check validates a move's target: a strategy the deployment runs, a
-// server only for the database strategy; else a *store.ValidationError.
-func (m *Mover) Check(to control.Placement) error {
-	if _, err := m.router.Strategy(to.Isolation); err != nil {
-		return &store.ValidationError{Field: "to", Msg: fmt.Sprintf("%q is not one of %v", to.Isolation, m.router.Names())}
-	}
-	if to.Server != "" && to.Isolation != isolation.Database {
-		return &store.ValidationError{Field: "server", Msg: "a server is chosen only for the database strategy"}
-	}
-	return nil
-}
+// Check validates a move's target: a strategy the deployment runs and
+// allows (isolation.allowed), a server only for the database strategy and
+// only one it has; else a *store.ValidationError.
+func (m *Mover) Check(to control.Placement) error { return m.ctl.CheckPlacement("to", to) }
 
 // Move moves the tenant called slug to the target, or resumes its open
 // move there, and returns the finished move. It returns store.ErrNotFound
