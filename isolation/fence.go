@@ -52,8 +52,14 @@ func FenceStatement(t Tenant) (string, error) {
 		return "", ErrNoTenant
 	}
 	var moved string
+	guard := "true"
 	switch t.Strategy {
 	case RLS:
+		// On Citus, SET LOCAL statements travel to the workers with the
+		// whole message they came in, this one included; a worker has no
+		// control plane, and the coordinator has checked. The inner IF is
+		// planned only once the guard holds.
+		guard = "to_regclass('bulkhead.tenants') IS NOT NULL"
 		moved = "NOT EXISTS (SELECT FROM bulkhead.tenants WHERE id = '" + t.ID.String() + "' AND isolation = 'rls')"
 	case Schema:
 		if t.Placement == "" {
@@ -67,7 +73,7 @@ func FenceStatement(t Tenant) (string, error) {
 		return "", &UnknownStrategyError{Name: t.Strategy}
 	}
 	return "DO $fence$BEGIN PERFORM pg_advisory_xact_lock_shared(" + FenceKey(t.ID) + "); " +
-		"IF " + moved + " THEN RAISE EXCEPTION 'tenant moved' USING ERRCODE = '" + MovedCode + "'; END IF; END$fence$", nil
+		"IF " + guard + " THEN IF " + moved + " THEN RAISE EXCEPTION 'tenant moved' USING ERRCODE = '" + MovedCode + "'; END IF; END IF; END$fence$", nil
 }
 
 // quoteLiteral quotes s as an SQL string literal. The strings it is given

@@ -72,6 +72,9 @@ type Import struct {
 // with, and holds every strategy's own configuration.
 type Isolation struct {
 	Strategy string `koanf:"strategy"`
+	// Allowed lists the strategies a tenant may be placed in or moved to;
+	// migrate prepares each. Strategy must be among them.
+	Allowed []string `koanf:"allowed"`
 	// MigrateParallelism bounds how many tenants migrate at once.
 	MigrateParallelism int `koanf:"migrate_parallelism"`
 	// Strategies names the strategies this build has (Input.Strategies),
@@ -326,6 +329,13 @@ func defaults(strategies []isolation.Descriptor) map[string]any {
 		"oidc.jwks_timeout":                    "5s",
 	}
 	strategyDefaults(strategies, out)
+	// Every strategy of the build may be placed in or moved to unless
+	// isolation.allowed says otherwise.
+	allowed := make([]any, len(strategies))
+	for i, d := range strategies {
+		allowed[i] = d.Name
+	}
+	out["isolation.allowed"] = allowed
 	return out
 }
 
@@ -354,6 +364,7 @@ func (c *Config) Validate() error {
 	}
 	oneOf("profile", c.Profile, profiles.Names()...)
 	oneOf("isolation.strategy", c.Isolation.Strategy, c.Isolation.Strategies...)
+	c.validateAllowed(&e)
 	oneOf("database.pooler", c.Database.Pooler, PoolerNone, PoolerPgBouncer)
 	oneOf("database.citus", c.Database.Citus, CitusAuto, CitusOn, CitusOff)
 	oneOf("log.format", c.Log.Format, "", "json", "text")
@@ -399,6 +410,37 @@ func (c *Config) Validate() error {
 		is.validate(&e, key)
 	}
 	return e.err()
+}
+
+// validateAllowed checks isolation.allowed: strategies of this build
+// (Isolation.Strategies, the registry's names), each once, the default
+// strategy among them.
+func (c *Config) validateAllowed(e *Error) {
+	known := strings.Join(c.Isolation.Strategies, ", ")
+	if len(c.Isolation.Allowed) == 0 {
+		e.add("isolation.allowed", "must list at least one strategy: "+known)
+		return
+	}
+	for i, s := range c.Isolation.Allowed {
+		key := fmt.Sprintf("isolation.allowed[%d]", i)
+		switch {
+		case !slices.Contains(c.Isolation.Strategies, s):
+			e.add(key, fmt.Sprintf("%q is not one of %s", s, known))
+		case slices.Index(c.Isolation.Allowed, s) != i:
+			e.add(key, fmt.Sprintf("%q is listed twice", s))
+		}
+	}
+	if !slices.Contains(c.Isolation.Allowed, c.Isolation.Strategy) {
+		e.add("isolation.allowed", fmt.Sprintf("must include isolation.strategy %q (allowed: %s)",
+			c.Isolation.Strategy, strings.Join(c.Isolation.Allowed, ", ")))
+	}
+}
+
+// Allows reports whether a tenant may be placed in or moved to strategy.
+// An empty list (a Config not built by Load, which refuses one) allows
+// every strategy.
+func (c *Config) Allows(strategy string) bool {
+	return len(c.Isolation.Allowed) == 0 || slices.Contains(c.Isolation.Allowed, strategy)
 }
 
 // validateLimits checks the load walls' keys.

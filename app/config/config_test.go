@@ -4,6 +4,7 @@ import (
 	"github.com/bulkheadhq/bulkhead/app"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -93,6 +94,16 @@ func TestProfileDefaults(t *testing.T) {
 	if l.Config.Profile != "community" || l.Config.Tenants.Bootstrap == "" {
 		t.Errorf("default profile: %+v", l.Config)
 	}
+	if got := l.Config.Isolation.Allowed; !slices.Equal(got, []string{"rls", "schema", "database"}) {
+		t.Errorf("isolation.allowed by default: %v, want every strategy", got)
+	}
+	l, err = config.Load(config.Input{Env: []string{"BULKHEAD_ISOLATION__ALLOWED=[rls, database]"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !l.Config.Allows("database") || l.Config.Allows("schema") {
+		t.Errorf("isolation.allowed [rls, database]: %v", l.Config.Isolation.Allowed)
+	}
 }
 
 func TestBadConfigNamesEveryKey(t *testing.T) {
@@ -110,6 +121,10 @@ func TestBadConfigNamesEveryKey(t *testing.T) {
 		{"unparsable DSN", config.Input{Env: []string{"BULKHEAD_DATABASE_URL=postgres://u:secret@host:notaport/db"}}, []string{"database.url (from env BULKHEAD_DATABASE_URL): not a valid PostgreSQL connection string"}},
 		{"wrong type", config.Input{Env: []string{"BULKHEAD_ISOLATION__DATABASE__MAX_CONNECTIONS=many"}}, []string{"isolation.database.max_connections", "want an integer"}},
 		{"short admin token", config.Input{Env: []string{"BULKHEAD_ADMIN_TOKEN=short"}}, []string{"admin.token", "at least 32"}},
+		{"strategy not allowed", config.Input{Env: []string{"BULKHEAD_ISOLATION=schema", "BULKHEAD_ISOLATION__ALLOWED=[rls, database]"}},
+			[]string{"isolation.allowed (from env BULKHEAD_ISOLATION__ALLOWED)", `must include isolation.strategy "schema"`}},
+		{"unknown allowed strategy", config.Input{Env: []string{"BULKHEAD_ISOLATION__ALLOWED=[rls, shard, rls]"}},
+			[]string{`isolation.allowed[1] (from env BULKHEAD_ISOLATION__ALLOWED): "shard" is not one of`, `isolation.allowed[2]`, "listed twice"}},
 		{"unknown Citus mode", config.Input{Env: []string{"BULKHEAD_DATABASE__CITUS=yes"}}, []string{"database.citus (from env BULKHEAD_DATABASE__CITUS)", `"yes" is not one of auto, on, off`}},
 		{"all at once", config.Input{Env: []string{"BULKHEAD_PROFILE=cloud", "BULKHEAD_LOG_FORMAT=xml", "BULKHEAD_POOLER=x"}}, []string{"profile", "log.format", "BULKHEAD_POOLER"}},
 		{"load walls", config.Input{Env: []string{

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -144,11 +145,52 @@ func (s *Service) Tenant(ctx context.Context, slug string) (Tenant, error) {
 	return scanTenant(db.QueryRow(ctx, `SELECT `+tenantColumns+` FROM bulkhead.tenants WHERE slug = $1`, slug))
 }
 
-// CreateTenant records a tenant and provisions its storage with the
-// configured strategy, at the migration head. name defaults to slug. A slug
-// already taken is a *store.ConflictError; if provisioning fails, nothing of
-// the tenant is left behind.
+// CreateTenant is CreateTenantAt with the configured strategy.
 func (s *Service) CreateTenant(ctx context.Context, slug, name string) (Tenant, error) {
+	return s.CreateTenantAt(ctx, slug, name, Placement{})
+}
+
+// CheckPlacement holds a tenant's destination to the deployment: a strategy
+// it runs and isolation.allowed lists, a server only for the database
+// strategy and only one it has. field names the request's field of the
+// strategy. A refusal is a *store.ValidationError.
+func (s *Service) CheckPlacement(field string, to Placement) error {
+	st, err := s.strategies.Named(to.Isolation)
+	if err != nil || (s.cfg != nil && !s.cfg.Allows(to.Isolation)) {
+		allowed := s.strategies.Names()
+		if s.cfg != nil && len(s.cfg.Isolation.Allowed) > 0 {
+			allowed = s.cfg.Isolation.Allowed
+		}
+		return &store.ValidationError{Field: field, Msg: fmt.Sprintf("%q is not one of the strategies this deployment allows (isolation.allowed: %s)",
+			to.Isolation, strings.Join(allowed, ", "))}
+	}
+	if to.Server == "" {
+		return nil
+	}
+	h, ok := st.(serverHolder)
+	if !ok {
+		return &store.ValidationError{Field: "server", Msg: "a server is chosen only for the database strategy"}
+	}
+	if !h.HasServer(to.Server) {
+		return &store.ValidationError{Field: "server", Msg: fmt.Sprintf("%q is not a server of isolation.database.servers", to.Server)}
+	}
+	return nil
+}
+
+// serverHolder is a strategy placing tenants on named servers (the
+// database strategy).
+type serverHolder interface {
+	HasServer(name string) bool
+}
+
+// CreateTenantAt records a tenant and provisions its storage at the
+// migration head with the strategy at.Isolation (the configured one when
+// empty) and, for the database strategy, on the server at.Server (the
+// least loaded when empty). name defaults to slug. A destination the
+// deployment does not allow is a *store.ValidationError (CheckPlacement);
+// a slug already taken, a *store.ConflictError. If provisioning fails,
+// nothing of the tenant is left behind.
+func (s *Service) CreateTenantAt(ctx context.Context, slug, name string, at Placement) (Tenant, error) {
 	if err := checkSlug(slug); err != nil {
 		return Tenant{}, err
 	}
@@ -158,6 +200,12 @@ func (s *Service) CreateTenant(ctx context.Context, slug, name string) (Tenant, 
 	if msg := store.CheckText(name); msg != "" {
 		return Tenant{}, &store.ValidationError{Field: "name", Msg: msg}
 	}
+	if at.Isolation == "" {
+		at.Isolation = s.strategies.Default().Name()
+	}
+	if err := s.CheckPlacement("isolation", at); err != nil {
+		return Tenant{}, err
+	}
 	db, err := s.writer()
 	if err != nil {
 		return Tenant{}, err
@@ -166,7 +214,18 @@ func (s *Service) CreateTenant(ctx context.Context, slug, name string) (Tenant, 
 	if err != nil {
 		return Tenant{}, err
 	}
-	strategy := s.strategies.Default().Name()
+	strategy := at.Isolation
+	st, err := s.strategies.Named(strategy)
+	if err != nil {
+		return Tenant{}, err
+	}
+	if strategy != s.strategies.Default().Name() {
+		// A deployment migrated before the strategy was allowed has not
+		// set it up. Setup is idempotent (the move does the same).
+		if err := st.Setup(ctx); err != nil {
+			return Tenant{}, fmt.Errorf("set up the %s strategy: %w", strategy, err)
+		}
+	}
 	if _, err := db.Exec(ctx,
 		`INSERT INTO bulkhead.tenants (id, slug, name, isolation, status) VALUES ($1, $2, $3, $4, $5)`,
 		id, slug, name, strategy, StatusProvisioning); err != nil {
@@ -177,11 +236,11 @@ func (s *Service) CreateTenant(ctx context.Context, slug, name string) (Tenant, 
 		}
 		return Tenant{}, fmt.Errorf("create tenant %s: %w", slug, err)
 	}
-	t := isolation.Tenant{ID: id, Slug: slug, Strategy: strategy}
-	placed, err := s.strategies.Default().Provision(ctx, t)
+	t := isolation.Tenant{ID: id, Slug: slug, Strategy: strategy, Server: at.Server}
+	placed, err := st.Provision(ctx, t)
 	var version int64
 	if err == nil {
-		version, err = s.strategies.Default().Migrate(ctx, placed)
+		version, err = st.Migrate(ctx, placed)
 	}
 	if err != nil {
 		s.undoCreate(t, placed)

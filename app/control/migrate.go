@@ -45,7 +45,7 @@ type Progress func(done, total, failed int)
 
 // Migrate creates the roles Bulkhead needs where the migrate DSN may (or
 // names the missing ones), migrates the control plane, sets up each strategy
-// in use, creates the bootstrap tenant when configured and there are no
+// isolation.allowed lists or a tenant is in, creates the bootstrap tenant when configured and there are no
 // tenants, and migrates every tenant that is behind — in parallel, bounded
 // by isolation.migrate_parallelism, continuing past failures, each tenant's
 // version and error recorded. A re-run picks up only what is behind.
@@ -60,9 +60,18 @@ func (s *Service) Migrate(ctx context.Context, progress Progress) (MigrationRepo
 	if err != nil {
 		return MigrationReport{}, err
 	}
+	// Every strategy a tenant is in, the default, and every one a tenant
+	// may be placed in or moved to (isolation.allowed).
 	inUse, err := s.inUse(ctx, s.owner)
 	if err != nil {
 		return MigrationReport{}, err
+	}
+	if s.cfg != nil {
+		for _, name := range s.cfg.Isolation.Allowed {
+			if !slices.Contains(inUse, name) {
+				inUse = append(inUse, name)
+			}
+		}
 	}
 	if err := s.strategies.Setup(ctx, inUse); err != nil {
 		return MigrationReport{}, err

@@ -46,7 +46,17 @@ func (h *handlers) AdminCreateTenant(c echo.Context) error {
 	if body.Name != nil {
 		name = *body.Name
 	}
-	t, err := h.control.CreateTenant(c.Request().Context(), body.Slug, name)
+	var at control.Placement
+	if body.Isolation != nil {
+		at.Isolation = *body.Isolation
+		if at.Isolation == "" {
+			return &store.ValidationError{Field: "isolation", Msg: "must be rls, schema or database, or left out"}
+		}
+	}
+	if body.Server != nil {
+		at.Server = *body.Server
+	}
+	t, err := h.control.CreateTenantAt(c.Request().Context(), body.Slug, name, at)
 	if err != nil {
 		return err
 	}

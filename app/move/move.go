@@ -86,19 +86,16 @@ func New(ctl *control.Service, strategies *isolation.Registry, log *slog.Logger,
 	return &Mover{ctl: ctl, strategies: strategies, log: log, opts: opts.withDefaults()}
 }
 
-// Check validates a move's target: a strategy the deployment runs, a
-// server only for the database strategy; else a *store.ValidationError.
-// A strategy the move fence does not know (isolation.Fenceable) cannot be
-// moved to.
+// Check validates a move's target: a strategy the deployment runs and
+// allows (isolation.allowed), a server only for the database strategy and
+// only one it has; else a *store.ValidationError. A strategy the move
+// fence does not know (isolation.Fenceable) cannot be moved to.
 func (m *Mover) Check(to control.Placement) error {
-	if _, err := m.strategies.Named(to.Isolation); err != nil {
-		return &store.ValidationError{Field: "to", Msg: fmt.Sprintf("%q is not one of %v", to.Isolation, m.strategies.Names())}
+	if err := m.ctl.CheckPlacement("to", to); err != nil {
+		return err
 	}
 	if !isolation.Fenceable(to.Isolation) {
 		return &store.ValidationError{Field: "to", Msg: fmt.Sprintf("tenants cannot be moved to the %s strategy", to.Isolation)}
-	}
-	if to.Server != "" && to.Isolation != isolation.Database {
-		return &store.ValidationError{Field: "server", Msg: "a server is chosen only for the database strategy"}
 	}
 	return nil
 }

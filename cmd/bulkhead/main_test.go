@@ -419,3 +419,77 @@ func TestAuditGrantAndUsageCommands(t *testing.T) {
 		t.Errorf("audit verify after tampering: exit %d: %s", code, out)
 	}
 }
+
+// One deployment holds a tenant of each strategy, each chosen with
+// tenant create --isolation, and refuses what isolation.allowed does not
+// list, or a server with another strategy, as bad usage (exit 2).
+func TestTenantCreateChoosesTheStrategy(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	env := []string{"BULKHEAD_DATABASE_URL=" + db.AppURL, "BULKHEAD_MIGRATE_DATABASE_URL=" + db.MigrateURL}
+	created := map[string]map[string]any{}
+	for _, strategy := range []string{"rls", "schema", "database"} {
+		slug := "in-" + strategy
+		args := []string{"tenant", "create", slug, "--isolation", strategy, "-o", "json"}
+		if strategy == "database" {
+			args = append(args, "--server", "default")
+		}
+		code, out, stderr := runCLI(t, env, args...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, stderr)
+		}
+		t.Cleanup(func() { runCLI(t, env, "tenant", "delete", slug, "--yes") })
+		var tenant map[string]any
+		if err := json.Unmarshal([]byte(out), &tenant); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		if tenant["isolation"] != strategy || tenant["status"] != "active" || tenant["slug"] != slug {
+			t.Errorf("%v printed %s", args, out)
+		}
+		created[slug] = tenant
+	}
+	// Each is served from its placement: a key works and export reads it.
+	for slug := range created {
+		if code, _, stderr := runCLI(t, env, "key", "create", "--tenant", slug); code != 0 {
+			t.Errorf("key create --tenant %s: exit %d: %s", slug, code, stderr)
+		}
+		out := filepath.Join(t.TempDir(), slug+".jsonl")
+		if code, _, stderr := runCLI(t, env, "tenant", "export", slug, "--out", out); code != 0 {
+			t.Errorf("tenant export %s: exit %d: %s", slug, code, stderr)
+		}
+	}
+	if code, out, stderr := runCLI(t, env, "verify"); code != 0 {
+		t.Errorf("verify of a deployment with a tenant of each strategy: exit %d: %s %s", code, out, stderr)
+	}
+	code, out, _ := runCLI(t, env, "tenant", "list", "-o", "json")
+	for slug, tenant := range created {
+		if code != 0 || !strings.Contains(out, fmt.Sprint(tenant["id"])) {
+			t.Errorf("tenant list has no %s: %s", slug, out)
+		}
+	}
+
+	onlyRLSAndDatabase := append([]string{"BULKHEAD_ISOLATION__ALLOWED=[rls, database]"}, env...)
+	for _, tc := range []struct {
+		env  []string
+		args []string
+		want string
+	}{
+		{onlyRLSAndDatabase, []string{"tenant", "create", "no-schema", "--isolation", "schema"}, `--isolation: "schema" is not one of the strategies this deployment allows (isolation.allowed: rls, database)`},
+		{env, []string{"tenant", "create", "no-shard", "--isolation", "shard"}, `--isolation: "shard" is not one of`},
+		{env, []string{"tenant", "create", "no-server", "--isolation", "rls", "--server", "default"}, "--server: a server is chosen only for the database strategy"},
+		{env, []string{"tenant", "create", "no-server", "--isolation", "database", "--server", "elsewhere"}, `--server: "elsewhere" is not a server of isolation.database.servers`},
+	} {
+		code, _, stderr := runCLI(t, tc.env, tc.args...)
+		if code != exitUsage || !strings.Contains(stderr, tc.want) || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+			t.Errorf("%v: exit %d, %q; want exit 2 and one line with %q", tc.args, code, stderr, tc.want)
+		}
+	}
+	if code, out, _ := runCLI(t, env, "tenant", "list", "-o", "json"); code != 0 || strings.Contains(out, "no-") {
+		t.Errorf("a refused create left a tenant behind: %s", out)
+	}
+	// The profile's strategy must be allowed: bad configuration.
+	code, _, stderr := runCLI(t, append([]string{"BULKHEAD_ISOLATION__ALLOWED=[schema]"}, env...), "tenant", "list")
+	if code != exitUsage || !strings.Contains(stderr, "isolation.allowed (from env BULKHEAD_ISOLATION__ALLOWED)") {
+		t.Errorf("isolation.allowed without the profile's strategy: exit %d, %q", code, stderr)
+	}
+}

@@ -25,16 +25,28 @@ func (c *cli) tenantCmd() *cobra.Command {
 			return usageError{fmt.Errorf("tenant: missing subcommand")}
 		},
 	}
-	var name string
+	var (
+		name string
+		at   control.Placement
+	)
 	create := &cobra.Command{
-		Use:   "create SLUG",
-		Short: "Provision a tenant with the configured isolation strategy",
+		Use:   "create SLUG [--name NAME] [--isolation rls|schema|database] [--server NAME]",
+		Short: "Provision a tenant, with the configured isolation strategy unless --isolation says otherwise",
 		Args:  args(cobra.ExactArgs(1)),
 		RunE: c.tenantOp(func(svc *control.Service, ctx context.Context, slug string) (control.Tenant, error) {
-			return svc.CreateTenant(ctx, slug, name)
+			t, err := svc.CreateTenantAt(ctx, slug, name, at)
+			var refused *store.ValidationError
+			if errors.As(err, &refused) && (refused.Field == "isolation" || refused.Field == "server") {
+				return t, usageError{fmt.Errorf("tenant create %s: --%s: %s", slug, refused.Field, refused.Msg)}
+			}
+			return t, err
 		}),
 	}
 	create.Flags().StringVar(&name, "name", "", "display name (default: the slug)")
+	// Shadows the configuration flag of the same name: here it places this
+	// tenant, it does not change the deployment's default.
+	create.Flags().StringVar(&at.Isolation, "isolation", "", "the tenant's strategy: rls, schema or database (default: isolation.strategy); one of isolation.allowed")
+	create.Flags().StringVar(&at.Server, "server", "", "the server of isolation.database.servers to place it on (database strategy; default: the least loaded)")
 	cmd.AddCommand(
 		create,
 		&cobra.Command{

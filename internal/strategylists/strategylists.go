@@ -43,12 +43,21 @@ var files = []file{
 		path:    "helm/bulkhead/values.schema.json",
 		pattern: regexp.MustCompile(`("description": "Isolation strategy \(BULKHEAD_ISOLATION\)\.",\n(\s+)"enum": )\[[^\]]*\]`),
 		render: func(sub [][]byte, names []string) []byte {
-			indent := string(sub[2])
-			quoted := make([]string, len(names))
-			for i, n := range names {
-				quoted[i] = indent + "  " + strconv.Quote(n)
-			}
-			return []byte(string(sub[1]) + "[\n" + strings.Join(quoted, ",\n") + "\n" + indent + "]")
+			return []byte(string(sub[1]) + jsonList(names, string(sub[2])))
+		},
+	},
+	{
+		path:    "app/httpapi/openapi.yaml",
+		pattern: regexp.MustCompile(`(description: "The strategy to place the tenant in, )[^"(]*( \(default)`),
+		render: func(sub [][]byte, names []string) []byte {
+			return []byte(string(sub[1]) + OrList(names) + string(sub[2]))
+		},
+	},
+	{
+		path:    "helm/bulkhead/values.schema.json",
+		pattern: regexp.MustCompile(`("allowed": \{\n[^\[]*?\n(\s+)"enum": )\[[^\]]*\]`),
+		render: func(sub [][]byte, names []string) []byte {
+			return []byte(string(sub[1]) + jsonList(names, string(sub[2])))
 		},
 	},
 	{
@@ -58,6 +67,16 @@ var files = []file{
 			return []byte(string(sub[1]) + OrList(names) + ".")
 		},
 	},
+}
+
+// jsonList is names as a JSON array of strings, one a line, its closing
+// bracket at indent.
+func jsonList(names []string, indent string) string {
+	quoted := make([]string, len(names))
+	for i, n := range names {
+		quoted[i] = indent + "  " + strconv.Quote(n)
+	}
+	return "[\n" + strings.Join(quoted, ",\n") + "\n" + indent + "]"
 }
 
 // OrList joins names as "a, b or c".

@@ -294,6 +294,9 @@ func (s *Strategy) Stats() Stats {
 	return Stats{MaxConnections: s.cfg.MaxConnections, Open: used, HighWater: high, Waiting: waiting, Pools: s.pools.len()}
 }
 
+// HasServer reports whether name is one of the configured servers.
+func (s *Strategy) HasServer(name string) bool { return s.servers[name] != nil }
+
 // HasPool reports whether a pool of t's database is open.
 func (s *Strategy) HasPool(t isolation.Tenant) bool {
 	srv, db, err := s.locate(t)

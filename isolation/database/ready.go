@@ -53,7 +53,7 @@ func (s *Strategy) ready(ctx context.Context, srv *server) error {
 	}
 	var ok bool
 	if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_database WHERE datname = $1)`, TemplateName()).Scan(&ok); err != nil {
-		if srv.noteDown(err) || ctx.Err() != nil {
+		if srv.noteDown(ctx, err) || ctx.Err() != nil {
 			return errors.New("unreachable")
 		}
 		s.log.Warn("readiness of tenant database server", "server", srv.name, "err", err)

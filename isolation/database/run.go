@@ -76,7 +76,7 @@ func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) 
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			if srv.noteDown(err) {
+			if srv.noteDown(ctx, err) {
 				s.log.Warn("tenant database server unreachable", "server", srv.name, "err", err)
 			}
 			return fmt.Errorf("%w: tenant %s: %w", isolation.ErrUnavailable, t, err)

@@ -131,13 +131,44 @@ func (s *server) connectOwner(ctx context.Context, db string) (*pgx.Conn, error)
 func (s *server) down() bool { return time.Now().UnixNano() < s.downUntil.Load() }
 
 // noteDown marks the server down for a while when err says it could not be
-// reached, and reports whether it did.
-func (s *server) noteDown(err error) bool {
+// reached, and reports whether it did. A session ended by an administrator
+// command (57P01) is the server shutting down, or only its database being
+// dropped — a move or delete of that one tenant, by this process or
+// another —, and the two look alike: the server counts as down only when
+// its own database does not answer either, so that dropping one tenant
+// database never turns its neighbours away.
+func (s *server) noteDown(ctx context.Context, err error) bool {
 	if !unreachable(err) {
+		return false
+	}
+	if sessionEnded(err) && s.answers(ctx) {
 		return false
 	}
 	s.downUntil.Store(time.Now().Add(downFor).UnixNano())
 	return true
+}
+
+// probeTimeout bounds answers.
+const probeTimeout = time.Second
+
+// answers reports whether the server's own database answers a ping within
+// probeTimeout (the caller's cancellation aside: the verdict is the
+// server's, not the request's).
+func (s *server) answers(ctx context.Context) bool {
+	q, err := s.reader()
+	if err != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), probeTimeout)
+	defer cancel()
+	return q.Ping(ctx) == nil
+}
+
+// sessionEnded reports whether err is a session ended by an administrator
+// command: pg_terminate_backend, or a fast shutdown.
+func sessionEnded(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "57P01"
 }
 
 func (s *server) close() {

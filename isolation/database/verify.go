@@ -147,7 +147,7 @@ func (s *Strategy) checkDatabases(ctx context.Context, srv *server, dbs []string
 		       has_database_privilege('public', d.oid, 'TEMPORARY')
 		FROM pg_database d WHERE d.datname = ANY($1)`, dbs)
 	if err != nil {
-		srv.noteDown(err)
+		srv.noteDown(ctx, err)
 		return nil, nil, err
 	}
 	var (

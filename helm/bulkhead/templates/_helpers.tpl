@@ -129,6 +129,9 @@ an unknown one. DSNs and the admin token come from the Secret, never from here.
 profile: {{ .Values.config.profile }}
 isolation:
   strategy: {{ .Values.config.isolation.strategy }}
+  {{- with .Values.config.isolation.allowed }}
+  allowed: {{ toJson . }}
+  {{- end }}
   database:
     max_connections: {{ .Values.config.isolation.database.max_connections }}
     {{- with .Values.config.isolation.database.servers }}
@@ -185,7 +188,7 @@ Connections of one pod besides its serving pool: the database strategy's
 tenant pools (isolation.database.max_connections).
 */}}
 {{- define "bulkhead.tenantPoolSize" -}}
-{{- ternary .Values.config.isolation.database.max_connections 0 (eq .Values.config.isolation.strategy "database") | int }}
+{{- ternary .Values.config.isolation.database.max_connections 0 (or (eq .Values.config.isolation.strategy "database") (has "database" (.Values.config.isolation.allowed | default list))) | int }}
 {{- end }}
 
 {{/*
