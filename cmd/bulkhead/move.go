@@ -9,9 +9,11 @@ import (
 	"github.com/spf13/cobra"
 	"go.uber.org/fx"
 
+	"github.com/bulkheadhq/bulkhead/app"
 	"github.com/bulkheadhq/bulkhead/app/control"
 	"github.com/bulkheadhq/bulkhead/app/move"
 	"github.com/bulkheadhq/bulkhead/app/store"
+	"github.com/bulkheadhq/bulkhead/internal/strategylists"
 )
 
 // moveCmd moves a live tenant to another strategy or server, resumes its
@@ -52,7 +54,7 @@ func (c *cli) moveCmd() *cobra.Command {
 			}, &mover)
 		},
 	}
-	cmd.Flags().StringVar(&to.Isolation, "to", "", "the strategy to move to: rls, schema or database")
+	cmd.Flags().StringVar(&to.Isolation, "to", "", "the strategy to move to: "+strategylists.OrList(app.StrategyNames()))
 	cmd.Flags().StringVar(&to.Server, "server", "", "the server of isolation.database.servers to move to (database strategy)")
 	cmd.Flags().BoolVar(&abort, "abort", false, "roll the tenant's open move back: the target is removed, the source keeps serving")
 	return cmd

@@ -12,8 +12,10 @@ import (
 	"github.com/spf13/cobra"
 	"go.uber.org/fx"
 
+	"github.com/bulkheadhq/bulkhead/app"
 	"github.com/bulkheadhq/bulkhead/app/control"
 	"github.com/bulkheadhq/bulkhead/app/store"
+	"github.com/bulkheadhq/bulkhead/internal/strategylists"
 )
 
 func (c *cli) tenantCmd() *cobra.Command {
@@ -30,7 +32,7 @@ func (c *cli) tenantCmd() *cobra.Command {
 		at   control.Placement
 	)
 	create := &cobra.Command{
-		Use:   "create SLUG [--name NAME] [--isolation rls|schema|database] [--server NAME]",
+		Use:   "create SLUG [--name NAME] [--isolation " + strings.Join(app.StrategyNames(), "|") + "] [--server NAME]",
 		Short: "Provision a tenant, with the configured isolation strategy unless --isolation says otherwise",
 		Args:  args(cobra.ExactArgs(1)),
 		RunE: c.tenantOp(func(svc *control.Service, ctx context.Context, slug string) (control.Tenant, error) {
@@ -45,7 +47,7 @@ func (c *cli) tenantCmd() *cobra.Command {
 	create.Flags().StringVar(&name, "name", "", "display name (default: the slug)")
 	// Shadows the configuration flag of the same name: here it places this
 	// tenant, it does not change the deployment's default.
-	create.Flags().StringVar(&at.Isolation, "isolation", "", "the tenant's strategy: rls, schema or database (default: isolation.strategy); one of isolation.allowed")
+	create.Flags().StringVar(&at.Isolation, "isolation", "", "the tenant's strategy: "+strategylists.OrList(app.StrategyNames())+" (default: isolation.strategy); one of isolation.allowed")
 	create.Flags().StringVar(&at.Server, "server", "", "the server of isolation.database.servers to place it on (database strategy; default: the least loaded)")
 	cmd.AddCommand(
 		create,
