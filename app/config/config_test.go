@@ -97,7 +97,7 @@ func TestProfileDefaults(t *testing.T) {
 	if got := l.Config.Isolation.Allowed; !slices.Equal(got, []string{"rls", "schema", "database"}) {
 		t.Errorf("isolation.allowed by default: %v, want every strategy", got)
 	}
-	l, err = config.Load(config.Input{Env: []string{"BULKHEAD_ISOLATION__ALLOWED=[rls, database]"}})
+	l, err = load(config.Input{Env: []string{"BULKHEAD_ISOLATION__ALLOWED=[rls, database]"}})
 	if err != nil {
 		t.Fatal(err)
 	}
