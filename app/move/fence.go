@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -35,7 +36,7 @@ func NewFence(strategies *isolation.Registry, pool *pgxpool.Pool) *Fence {
 }
 
 // retries bounds how often one Run follows its tenant to a new placement.
-const retries = 3
+const retries = 5
 
 // Run runs fn bound to t behind t's fence. A transaction refused by the
 // fence (t has moved) is run again on t's recorded placement, at most
@@ -64,20 +65,33 @@ func (f *Fence) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) err
 		if perr != nil {
 			return fmt.Errorf("%w: %w", isolation.ErrUnavailable, perr)
 		}
-		if !isolation.IsMoved(err) && now == t {
-			return err // unavailable where it still lives
+		if now == t {
+			if !isolation.IsMoved(err) {
+				return err // unavailable where it still lives
+			}
+			// The source is closed and the switch not yet recorded (a
+			// database source commits its close first): wait for it,
+			// boundedly, as a write waits for the cut-over.
+			select {
+			case <-time.After(time.Duration(attempt+1) * switchWait):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		}
 		t = now
 	}
 }
 
+// switchWait is the first wait for a switch the fence says is under way.
+const switchWait = 100 * time.Millisecond
+
 // gone reports whether err may be the sign of a placement the tenant has
 // left: the fence's refusal, or its storage removed under a request that
-// was routed to it before the switch (its schema or database dropped,
-// its session ended, its role dropped, which the binding's SET LOCAL ROLE
-// meets before the fence's statement runs). None is taken for a move
-// unless the control plane's record of the placement has changed since
-// (Run reads it). None of these leaves a commit behind: past the
+// was routed to it before the switch (its schema, role or database
+// dropped, its session ended) — which, since servers cache a key's
+// tenant for up to a second, is any request of that second. Run retries
+// only if the control plane then records another placement. None of
+// these leaves a commit behind: past the
 // cut-over nothing passes the source's fence, so a transaction that
 // failed there wrote nothing and can run on the new placement.
 func gone(err error) bool {
@@ -90,7 +104,8 @@ func gone(err error) bool {
 		case "3D000", // invalid_catalog_name: the database was dropped
 			"3F000", // invalid_schema_name
 			"42P01", // undefined_table: the schema went with its tables
-			"22023", // invalid_parameter_value: SET LOCAL ROLE of the schema's role, dropped with it
+			"22023", // invalid_parameter_value: SET ROLE to the schema's dropped role
+			"42704", // undefined_object: the same, where it is reported so
 			"57P01": // admin_shutdown: the session was ended by the drop
 			return true
 		}
