@@ -20,7 +20,7 @@ done
 
 hash="$(cat "$tools/package.json" "$tools/package-lock.json" | sha256sum | cut -c1-16)"
 cache="${BULKHEAD_APILINT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/bulkhead/apilint-$hash}"
-if [[ ! -f $cache/.installed ]]; then
+install() {
 	echo "apilint: installing Spectral and Redocly into $cache (once per lockfile)" >&2
 	rm -rf "$cache.tmp.$$"
 	mkdir -p "$cache.tmp.$$"
@@ -31,6 +31,16 @@ if [[ ! -f $cache/.installed ]]; then
 	rm -rf "$cache"
 	mv "$cache.tmp.$$" "$cache" # whole or not at all: a cut install is redone
 	trap - EXIT
+}
+if [[ ! -f $cache/.installed ]]; then
+	# One install at a time: runs that start together on a fresh machine
+	# (the tests run in parallel) wait for the first instead of replacing
+	# the cache under each other's feet.
+	mkdir -p "$(dirname "$cache")"
+	exec 9>"$cache.lock"
+	flock 9
+	if [[ ! -f $cache/.installed ]]; then install; fi
+	flock -u 9
 fi
 
 bin="$cache/node_modules/.bin"
