@@ -253,6 +253,78 @@ type Issuer struct {
 	// DefaultRole is the role of a token no claim gives one; empty refuses
 	// such a token (403).
 	DefaultRole string `koanf:"default_role"`
+	// Console offers "Sign in with <name>" on the tenant console; without a
+	// client id, the console offers no sign-in with this issuer.
+	Console IssuerConsole `koanf:"console"`
+}
+
+// IssuerConsole is the web console's sign-in with an issuer: the
+// Authorization Code flow with PKCE, run by the browser as a public client
+// (no secret) whose redirect URI is the console's ConsoleCallbackPath.
+type IssuerConsole struct {
+	// ClientID is the console's client at the issuer; empty: no sign-in.
+	ClientID string `koanf:"client_id"`
+	// Name is what the button says: "Sign in with <Name>"; empty: the
+	// issuer's host.
+	Name string `koanf:"name"`
+	// Scopes are requested at sign-in; they must include openid. Empty:
+	// openid alone.
+	Scopes []string `koanf:"scopes"`
+	// Token is the token the console sends to the API: access_token (the
+	// default), or id_token, whose aud is ClientID — then the issuer's
+	// audience must be ClientID too.
+	Token string `koanf:"token"`
+}
+
+// Tokens the console may send: the access token or the ID token.
+const (
+	ConsoleAccessToken = "access_token"
+	ConsoleIDToken     = "id_token"
+)
+
+// ConsoleCallbackPath is the path of the console's redirect URI: an
+// issuer's console client must list <the console's origin> + this path.
+const ConsoleCallbackPath = "/console/signin/callback"
+
+// Effective fills what c leaves out with the defaults: openid alone, the
+// access token, the issuer's host as the name.
+func (c IssuerConsole) Effective(issuer string) IssuerConsole {
+	if len(c.Scopes) == 0 {
+		c.Scopes = []string{"openid"}
+	}
+	if c.Token == "" {
+		c.Token = ConsoleAccessToken
+	}
+	if c.Name == "" {
+		if u, err := url.Parse(issuer); err == nil {
+			c.Name = u.Host
+		}
+	}
+	return c
+}
+
+// Origin is the scheme, host and port of an issuer URL: what the console's
+// Content-Security-Policy allows it to connect to for sign-in.
+func Origin(issuer string) (string, error) {
+	u, err := url.Parse(issuer)
+	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return "", fmt.Errorf("%q is not an absolute http(s) URL", issuer)
+	}
+	return u.Scheme + "://" + strings.ToLower(u.Host), nil
+}
+
+// ConsoleOrigins are the origins of the issuers the console signs in with.
+func (o OIDC) ConsoleOrigins() []string {
+	var out []string
+	for _, is := range o.Issuers {
+		if is.Console.ClientID == "" {
+			continue
+		}
+		if origin, err := Origin(is.Issuer); err == nil && !slices.Contains(out, origin) {
+			out = append(out, origin)
+		}
+	}
+	return out
 }
 
 // AnyTenant in Issuer.Tenants trusts the issuer for every tenant.
@@ -578,6 +650,46 @@ func (is Issuer) validate(e *Error, key string) {
 	}
 	if is.RoleClaim == "" && is.GroupsClaim == "" && is.DefaultRole == "" {
 		e.add(key+".role_claim", "one of role_claim, groups_claim or default_role must say where a token's role comes from")
+	}
+	is.Console.validate(e, key+".console", is.Audience)
+}
+
+// consoleText is what a console client id or name may hold: printable,
+// no quotes or angle brackets, so that it is plain text wherever shown.
+var consoleText = regexp.MustCompile(`^[^\x00-\x1f\x7f"<>\\]{1,128}$`)
+
+// scopeToken is one OAuth scope (RFC 6749 §3.3).
+var scopeToken = regexp.MustCompile(`^[\x21\x23-\x5b\x5d-\x7e]+$`)
+
+func (c IssuerConsole) validate(e *Error, key, audience string) {
+	if c.ClientID == "" {
+		if c.Name != "" || len(c.Scopes) > 0 || c.Token != "" {
+			e.add(key+".client_id", "required: the console's client at the issuer (a public client using PKCE), or leave out console")
+		}
+		return
+	}
+	if !consoleText.MatchString(c.ClientID) {
+		e.add(key+".client_id", fmt.Sprintf("%q must be 1-128 printable characters without quotes, angle brackets or backslashes", c.ClientID))
+	}
+	if c.Name != "" && !consoleText.MatchString(c.Name) {
+		e.add(key+".name", fmt.Sprintf("%q must be 1-128 printable characters without quotes, angle brackets or backslashes", c.Name))
+	}
+	for _, s := range c.Scopes {
+		if !scopeToken.MatchString(s) {
+			e.add(key+".scopes", fmt.Sprintf("%q is not a scope (printable characters, no spaces, quotes or backslashes)", s))
+		}
+	}
+	if len(c.Scopes) > 0 && !slices.Contains(c.Scopes, "openid") {
+		e.add(key+".scopes", "must include openid: the console checks the ID token's nonce")
+	}
+	switch c.Token {
+	case "", ConsoleAccessToken:
+	case ConsoleIDToken:
+		if audience != c.ClientID {
+			e.add(key+".token", fmt.Sprintf("id_token carries aud %q (the client id), so the issuer's audience must be %q too, not %q", c.ClientID, c.ClientID, audience))
+		}
+	default:
+		e.add(key+".token", fmt.Sprintf("%q is not one of access_token, id_token", c.Token))
 	}
 }
 

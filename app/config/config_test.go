@@ -318,6 +318,9 @@ oidc:
       tenant_claim: tenant
       tenants: ["*"]
       default_role: viewer
+      console:
+        client_id: bulkhead-console
+        scopes: [openid, profile]
 `)
 	l, err := load(config.Input{File: file})
 	if err != nil {
@@ -342,6 +345,18 @@ oidc:
 	if c := l.Config.OIDC; c.JWKSRefetchInterval.String() != "1m0s" || c.JWKSTimeout.String() != "5s" {
 		t.Errorf("oidc defaults: %+v", c)
 	}
+	// The console signs in with the second issuer only; its CSP may
+	// connect to that issuer's origin, and no other.
+	if is[0].Console.ClientID != "" {
+		t.Errorf("console sign-in with an issuer that has no console: %+v", is[0].Console)
+	}
+	if c := is[1].Console.Effective(is[1].Issuer); c.ClientID != "bulkhead-console" || c.Token != "access_token" ||
+		c.Name != "127.0.0.1:9999" || strings.Join(c.Scopes, " ") != "openid profile" {
+		t.Errorf("console: %+v", c)
+	}
+	if got := l.Config.OIDC.ConsoleOrigins(); strings.Join(got, " ") != "http://127.0.0.1:9999" {
+		t.Errorf("console origins: %q", got)
+	}
 
 	bad := []struct {
 		name, env string
@@ -363,6 +378,20 @@ oidc:
 			[]string{"oidc.issuers[0].clock_skew"}},
 		{"unknown field", `[{issuer: "https://i", audience: a, tenant_claim: t, tenants: [acme], default_role: viewer, audiences: [b]}]`,
 			[]string{"oidc.issuers", "audiences"}},
+		{"console without client", `[{issuer: "https://i", audience: a, tenant_claim: t, tenants: [acme], default_role: viewer, console: {name: SSO}}]`,
+			[]string{"oidc.issuers[0].console.client_id", "required"}},
+		{"console without openid", `[{issuer: "https://i", audience: a, tenant_claim: t, tenants: [acme], default_role: viewer, console: {client_id: c, scopes: [profile]}}]`,
+			[]string{"oidc.issuers[0].console.scopes", "must include openid"}},
+		{"console scope with a space", `[{issuer: "https://i", audience: a, tenant_claim: t, tenants: [acme], default_role: viewer, console: {client_id: c, scopes: [openid, "a b"]}}]`,
+			[]string{"oidc.issuers[0].console.scopes", `"a b" is not a scope`}},
+		{"console token", `[{issuer: "https://i", audience: a, tenant_claim: t, tenants: [acme], default_role: viewer, console: {client_id: c, token: refresh_token}}]`,
+			[]string{"oidc.issuers[0].console.token", `"refresh_token" is not one of`}},
+		{"console id token for another audience", `[{issuer: "https://i", audience: bulkhead, tenant_claim: t, tenants: [acme], default_role: viewer, console: {client_id: c, token: id_token}}]`,
+			[]string{"oidc.issuers[0].console.token", `audience must be "c"`}},
+		{"console name markup", `[{issuer: "https://i", audience: a, tenant_claim: t, tenants: [acme], default_role: viewer, console: {client_id: c, name: "<b>"}}]`,
+			[]string{"oidc.issuers[0].console.name"}},
+		{"console unknown field", `[{issuer: "https://i", audience: a, tenant_claim: t, tenants: [acme], default_role: viewer, console: {client_id: c, secret: s}}]`,
+			[]string{"oidc.issuers", "secret"}},
 	}
 	for _, tc := range bad {
 		_, err := load(config.Input{Env: []string{"BULKHEAD_OIDC__ISSUERS=" + tc.env}})

@@ -63,6 +63,7 @@ func TestConsole(t *testing.T) {
 		{"Budgets", testBudgets},
 		{"OperatorConsole", testOperatorConsole},
 		{"Units", testUnits},
+		{"SignInWithIdentityProvider", testSignInWithIdentityProvider},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

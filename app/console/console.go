@@ -5,8 +5,22 @@
 //
 // Everything is served from this origin under a strict
 // Content-Security-Policy: scripts and styles from files here only (no
-// inline script, no inline style), connections to this origin only, no
-// framing, and Trusted Types so that no string becomes markup.
+// inline script, no inline style), connections to this origin only — and,
+// when the console signs in with identity providers, to their origins —
+// no framing, and Trusted Types so that no string becomes markup.
+//
+// Why an identity provider's origin is in connect-src: signing in with one
+// is the Authorization Code flow with PKCE run by the browser as a public
+// client, so the page itself reads the provider's discovery document and
+// posts the code and its verifier to the token endpoint (a fetch, which
+// connect-src governs). Going to the authorization endpoint is a top-level
+// navigation, which the policy does not govern: form-action stays 'none'.
+// The origin is exactly the issuer's (scheme, host and port; no wildcard),
+// added only for issuers configured with a console client, and it grants
+// fetches only: scripts, styles, images and frames stay this origin's. A
+// page that could be made to send data there would be sending it to the
+// party already trusted to vouch for its users, and script-src 'self' with
+// Trusted Types is what keeps foreign script out in the first place.
 package console
 
 import (
@@ -17,6 +31,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/http"
+	"net/url"
 	"path"
 	"strings"
 	"time"
@@ -25,10 +40,27 @@ import (
 // Prefix is the path the console is served under.
 const Prefix = "/console/"
 
-// CSP is the Content-Security-Policy of every console response.
+// CSP is the Content-Security-Policy of every console response when the
+// console signs in with no identity provider.
 const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; font-src 'self'; " +
 	"connect-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; " +
 	"require-trusted-types-for 'script'; trusted-types 'none'"
+
+// policy is CSP with the origins of signIn also allowed in connect-src.
+// Each must be a bare origin: scheme://host[:port], nothing else.
+func policy(signIn []string) (string, error) {
+	if len(signIn) == 0 {
+		return CSP, nil
+	}
+	for _, o := range signIn {
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil ||
+			u.Scheme+"://"+u.Host != o || strings.ContainsAny(o, " ;,*'\"") {
+			return "", fmt.Errorf("console: %q is not an origin (scheme://host[:port])", o)
+		}
+	}
+	return strings.Replace(CSP, "connect-src 'self';", "connect-src 'self' "+strings.Join(signIn, " ")+";", 1), nil
+}
 
 //go:embed all:dist
 var dist embed.FS
@@ -53,13 +85,20 @@ var contentTypes = map[string]string{
 // Only GET and HEAD are answered; anything else is a 405.
 type Handler struct {
 	assets map[string]asset // by path under dist, "index.html", "assets/console.js"
+	csp    string
 }
 
-// New reads the embedded build. It fails only when the build is broken:
-// the binary was built without `make console` output.
-func New() (*Handler, error) {
-	h := &Handler{assets: map[string]asset{}}
-	err := fs.WalkDir(dist, "dist", func(p string, d fs.DirEntry, err error) error {
+// New reads the embedded build. signIn are the origins of the identity
+// providers the console signs in with (config.OIDC.ConsoleOrigins), which
+// its policy lets it connect to. It fails when the build is broken — the
+// binary was built without `make console` output — or an origin is not one.
+func New(signIn ...string) (*Handler, error) {
+	csp, err := policy(signIn)
+	if err != nil {
+		return nil, err
+	}
+	h := &Handler{assets: map[string]asset{}, csp: csp}
+	err = fs.WalkDir(dist, "dist", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
@@ -87,7 +126,7 @@ func New() (*Handler, error) {
 // ServeHTTP answers one request under Prefix.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hdr := w.Header()
-	hdr.Set("Content-Security-Policy", CSP)
+	hdr.Set("Content-Security-Policy", h.csp)
 	hdr.Set("X-Content-Type-Options", "nosniff")
 	hdr.Set("X-Frame-Options", "DENY")
 	hdr.Set("Referrer-Policy", "no-referrer")

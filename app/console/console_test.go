@@ -219,3 +219,26 @@ func TestPageHasNothingInline(t *testing.T) {
 		t.Errorf("console.js does not credit uPlot in its banner")
 	}
 }
+
+// Signing in with identity providers adds exactly their origins to
+// connect-src, and nothing else anywhere; anything but a bare origin is
+// refused, so no configuration can widen the policy with a wildcard, a
+// path or a directive of its own.
+func TestPolicyForSignIn(t *testing.T) {
+	t.Parallel()
+	h, err := New("https://login.example.com", "http://127.0.0.1:5556")
+	if err != nil {
+		t.Fatal(err)
+	}
+	csp := serve(t, h, "GET", "/console/").Header().Get("Content-Security-Policy")
+	want := strings.Replace(CSP, "connect-src 'self';", "connect-src 'self' https://login.example.com http://127.0.0.1:5556;", 1)
+	if csp != want || csp == CSP {
+		t.Errorf("policy with sign-in:\n%s\nwant\n%s", csp, want)
+	}
+	for _, bad := range []string{"https://login.example.com/", "https://*.example.com", "https://x.example.com; script-src *",
+		"javascript://x", "https://u@x.example.com", "login.example.com", "'unsafe-inline'", "https://x.example.com/path"} {
+		if _, err := New(bad); err == nil {
+			t.Errorf("New(%q) accepted it as an origin", bad)
+		}
+	}
+}

@@ -94,3 +94,24 @@ func (h *handlers) Metrics(c echo.Context) error {
 func (h *handlers) Openapi(c echo.Context) error {
 	return c.JSONBlob(http.StatusOK, h.spec)
 }
+
+// ListIdentityProviders says which issuers a browser client may sign in
+// with (those with a console client id), and how: public, nothing secret.
+func (h *handlers) ListIdentityProviders(c echo.Context) error {
+	items := []IdentityProvider{}
+	for _, is := range h.cfg.OIDC.Issuers {
+		if is.Console.ClientID == "" {
+			continue
+		}
+		cc := is.Console.Effective(is.Issuer)
+		items = append(items, IdentityProvider{
+			Name:         cc.Name,
+			Issuer:       is.Issuer,
+			ClientId:     cc.ClientID,
+			Scopes:       cc.Scopes,
+			Token:        IdentityProviderToken(cc.Token),
+			RedirectPath: config.ConsoleCallbackPath,
+		})
+	}
+	return c.JSON(http.StatusOK, IdentityProviderList{Items: items})
+}

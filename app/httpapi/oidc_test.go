@@ -85,6 +85,15 @@ func TestIdentityProviderTokens(t *testing.T) {
 		}
 	}
 
+	// An issuer without a console client is not offered for signing in;
+	// the list is public, and the console's policy reaches no issuer.
+	if r := env.Must(t, 200, "GET", "/v1/identity-providers", "", nil); strings.TrimSpace(string(r.Body)) != `{"items":[]}` {
+		t.Errorf("GET /v1/identity-providers with no console client: %s", r.Body)
+	}
+	if csp := env.Must(t, 200, "GET", "/console/", "", nil).Header.Get("Content-Security-Policy"); strings.Contains(csp, idp.Issuer()) {
+		t.Errorf("the console may connect to an issuer it does not sign in with: %s", csp)
+	}
+
 	// The control plane's word holds for tokens as for keys.
 	env.Must(t, 200, "POST", "/admin/v1/tenants/acme/suspend", apitest.AdminToken, nil)
 	wantProblem(t, env.Must(t, 403, "GET", "/v1/me", acmeEditor, nil), "suspended")

@@ -125,7 +125,7 @@ func New(p Params) (*Server, error) {
 		}),
 	)
 	RegisterHandlers(securedRouter{Echo: e, spec: spec, h: h}, h)
-	if err := mountConsole(e); err != nil {
+	if err := mountConsole(e, p.Config.OIDC.ConsoleOrigins()); err != nil {
 		return nil, err
 	}
 	s := &Server{echo: e, cfg: p.Config.HTTP, log: p.Log, done: make(chan error, 1), moves: h.moves}
@@ -240,9 +240,10 @@ var Module = fx.Module("httpapi", fx.Provide(newServer, NewMetrics))
 
 // mountConsole serves the web console under console.Prefix. It is static
 // and public — a client of the API like any other, holding no data — so no
-// key guards it; the API it calls does.
-func mountConsole(e *echo.Echo) error {
-	h, err := console.New()
+// key guards it; the API it calls does. Its policy lets it connect to the
+// issuers it signs in with (signIn: their origins), and to no other origin.
+func mountConsole(e *echo.Echo, signIn []string) error {
+	h, err := console.New(signIn...)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@
 import { Client, ApiError, query } from './api.js';
 import { loadCapabilities } from './spec.js';
 import { session } from './session.js';
+import { CALLBACK, SignInError, begin, complete, providers, takeCallback } from './oidc.js';
 import { h, replace, message } from './dom.js';
 import { signInView } from './views/signin.js';
 import { costsView } from './views/costs.js';
@@ -21,6 +22,10 @@ const state = {
   controller: null,
   owned: [],
   path: null,
+  providers: null, // promise of GET /v1/identity-providers' items
+  // An identity provider's answer, taken from the address bar before
+  // anything else happens (it holds a code).
+  callback: takeCallback(),
 };
 
 const main = () => document.getElementById('main');
@@ -131,13 +136,46 @@ async function accountNames(api) {
   return state.names;
 }
 
+/**
+ * renderCallback finishes signing in with an identity provider: the token
+ * it gives is this tab's bearer once the API accepts it.
+ */
+async function renderCallback() {
+  replace(nav());
+  state.mePromise = null;
+  try {
+    const params = state.callback;
+    state.callback = null; // one answer, one try
+    const { token, returnTo } = await complete(params);
+    session.key = token;
+    try {
+      state.me = await tenantClient().get('/v1/me');
+    } catch (err) {
+      session.key = null;
+      state.me = null;
+      throw new SignInError(err instanceof ApiError ? `The server refused the identity provider's token: ${err.message}` : err.message);
+    }
+    state.signInError = null;
+    state.names = null;
+    navigate(returnTo, { replace: true });
+  } catch (err) {
+    state.signInError = err instanceof SignInError ? err.message : `Signing in failed: ${err.message}`;
+    navigate(`${BASE}/`, { replace: true });
+  }
+}
+
 async function renderTenant(path, signal) {
   if (!session.key) {
     replace(nav());
+    state.providers ??= providers(state.caps);
+    const idps = await state.providers;
+    if (signal.aborted) return;
+    const returnTo = path === BASE ? `${BASE}/costs` : window.location.pathname + window.location.search;
     replace(main(), signInView({
       title: 'Sign in', labelText: 'API key',
       hint: 'A tenant API key (bh_…). It is kept in this tab only, until you sign out or close it.',
       error: state.signInError,
+      providers: idps.map((p) => ({ name: p.name, start: () => begin(p, returnTo) })),
       check: async (key) => {
         session.key = key;
         try {
@@ -265,11 +303,15 @@ async function render() {
     if (!state.caps) {
       // Who the key is and what the server can do, asked at once.
       const isAdmin = path === `${BASE}/admin` || path.startsWith(`${BASE}/admin/`);
-      if (!isAdmin && session.key && !state.me) {
+      if (!isAdmin && path !== CALLBACK && session.key && !state.me) {
         state.mePromise = tenantClient().get('/v1/me', null, { signal });
         state.mePromise.catch(() => {}); // handled where it is awaited
       }
       state.caps = await loadCapabilities();
+    }
+    if (path === CALLBACK) {
+      await renderCallback();
+      return;
     }
     if (path === `${BASE}/admin` || path.startsWith(`${BASE}/admin/`)) await renderAdmin(path, signal);
     else await renderTenant(path, signal);
