@@ -294,7 +294,7 @@ func DistributeSchema(ctx context.Context, q Querier, schema string) error {
 		return nil
 	}
 	rows, err := q.Query(ctx, `
-		SELECT c.relname, p.logicalrelid IS NOT NULL,
+		SELECT c.relname, p.logicalrelid IS NOT NULL, c.relforcerowsecurity,
 		       ARRAY(SELECT DISTINCT r.relname FROM pg_constraint f JOIN pg_class r ON r.oid = f.confrelid
 		             WHERE f.conrelid = c.oid AND f.contype = 'f' AND f.confrelid <> c.oid
 		               AND r.relnamespace = c.relnamespace ORDER BY 1)
@@ -308,11 +308,12 @@ func DistributeSchema(ctx context.Context, q Querier, schema string) error {
 	type table struct {
 		name        string
 		distributed bool
+		forced      bool
 		references  []string
 	}
 	tables, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (table, error) {
 		var t table
-		err := r.Scan(&t.name, &t.distributed, &t.references)
+		err := r.Scan(&t.name, &t.distributed, &t.forced, &t.references)
 		return t, err
 	})
 	if err != nil {
@@ -338,6 +339,12 @@ func DistributeSchema(ctx context.Context, q Querier, schema string) error {
 			schema, pgx.Identifier{schema}.Sanitize(), pgx.Identifier{schema}.Sanitize())}
 	}
 	colocate := pgx.Identifier{schema, anchor}.Sanitize()
+	b, ok := q.(interface {
+		Begin(context.Context) (pgx.Tx, error)
+	})
+	if !ok {
+		return fmt.Errorf("distribute the tables of %s: %T cannot begin a transaction", schema, q)
+	}
 	for len(todo) > 0 {
 		progressed := false
 		rest := todo[:0:0]
@@ -353,7 +360,30 @@ func DistributeSchema(ctx context.Context, q Querier, schema string) error {
 				continue
 			}
 			qualified := pgx.Identifier{schema, t.name}.Sanitize()
-			if _, err := q.Exec(ctx, `SELECT create_distributed_table($1::regclass, NULL, colocate_with => $2)`, qualified, colocate); err != nil {
+			// Citus copies the table's rows into its shard with COPY,
+			// which forced Row-Level Security refuses even to the
+			// owner: unforced for the copy, in the same transaction,
+			// so no other session ever sees it unforced.
+			err := pgx.BeginFunc(ctx, b, func(tx pgx.Tx) error {
+				stmts := []string{`SET LOCAL citus.multi_shard_modify_mode TO 'sequential'`}
+				if t.forced {
+					stmts = append(stmts, `ALTER TABLE `+qualified+` NO FORCE ROW LEVEL SECURITY`)
+				}
+				for _, stmt := range stmts {
+					if _, err := tx.Exec(ctx, stmt); err != nil {
+						return err
+					}
+				}
+				if _, err := tx.Exec(ctx, `SELECT create_distributed_table($1::regclass, NULL, colocate_with => $2)`, qualified, colocate); err != nil {
+					return err
+				}
+				if t.forced {
+					_, err := tx.Exec(ctx, `ALTER TABLE `+qualified+` FORCE ROW LEVEL SECURITY`)
+					return err
+				}
+				return nil
+			})
+			if err != nil {
 				return fmt.Errorf("add %s to the shard group of schema %s: %w", qualified, schema, err)
 			}
 			done[t.name] = true
