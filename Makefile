@@ -46,24 +46,28 @@ test/go: ## Run the Go tests under a throwaway PostgreSQL and PgBouncer
 	$(WITHPG) -pgbouncer -- $(GO) test $(GOFLAGS_TEST) $(TESTFLAGS) ./...
 
 # On Citus: the cluster's own test, migrate and the control plane, the
-# shared-tables strategy with its conformance suite and its Citus-only tests
-# (build tag citus), verify's Citus invariants, and the fault tests (the
-# restart test brings its own plain server, so it is not run here).
-# Skipped: the conformance runs with the application's tenant filter
-# rewritten away — without tenant_id = $1 the stores' row-locking reads
-# (FOR KEY SHARE) span every shard, which Citus refuses; the database wall
-# alone is attacked on Citus by the suite's raw SQL. Not yet: the schema
-# strategy (tenant roles of test databases side by side collide: Citus
-# records distributed roles per database, roles are global), the database
-# strategy, app/archive.
+# shared-tables strategy and the schema strategy, each with its conformance
+# suite and its Citus-only tests (build tag citus: tenants' rows, or tenant
+# schemas, on different workers), export and import (app/archive: an
+# imported rls tenant's rows on its shard's worker), verify's Citus
+# invariants, and the fault tests (the restart test brings its own plain
+# server, so it is not run here). PgBouncer stands in front of the
+# coordinator, for the tests that go through it. Skipped for rls: the conformance runs with the
+# application's tenant filter rewritten away — without tenant_id = $1 the
+# stores' row-locking reads (FOR KEY SHARE) span every shard, which Citus
+# refuses; the database wall alone is attacked on Citus by the suite's raw
+# SQL. (A schema tenant is one shard group, so the schema strategy runs
+# them all.) Not yet: the database strategy's own tests (its tenants'
+# databases are plain ones; app/archive round-trips through them here).
 CITUS_SKIP ?= TestConformanceDatabaseWallAlone|TestConformanceCatchesALeak
 CITUS_GOTEST := $(GO) test -tags citus $(TESTFLAGS)
 
 .PHONY: test/citus
 test/citus: deps/citus ## Run the isolation tests on a Citus coordinator and two workers
-	$(WITHPG) -citus -- bash -c '\
+	$(WITHPG) -citus -pgbouncer -- bash -c '\
 		$(CITUS_GOTEST) -run Citus ./internal/pgcluster ./isolation/verify && \
-		$(CITUS_GOTEST) -skip "$(CITUS_SKIP)" ./app/control ./isolation/rls && \
+		$(CITUS_GOTEST) -skip "$(CITUS_SKIP)" ./app/control ./app/archive ./isolation/rls && \
+		$(CITUS_GOTEST) ./isolation/schema && \
 		$(CITUS_GOTEST) -run TestFault -skip TestFaultPostgresRestartUnderLoad ./isolation/isolationtest'
 
 .PHONY: test/race

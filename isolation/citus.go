@@ -275,18 +275,128 @@ func DistributeTenantTables(ctx context.Context, q Querier, schema string) error
 // DistributeSchema makes schema a distributed schema of Citus's
 // schema-based sharding, when it is not one already: its tables move, as
 // one shard group, to one worker. Tables created in it later are
-// distributed with it by Citus itself. q acts as the schema's owner.
+// distributed with it by Citus itself — but only by a top-level CREATE
+// TABLE: one a migration creates inside a DO block or a function stays a
+// local table on the coordinator. So every table of the schema that is not
+// in its shard group yet is added to it (a single-shard table co-located
+// with the schema's others), referenced tables first. q acts as the
+// schema's owner. It is idempotent; run it after every migration run.
 func DistributeSchema(ctx context.Context, q Querier, schema string) error {
 	var distributed bool
 	if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_dist_schema WHERE schemaid = to_regnamespace($1))`,
 		pgx.Identifier{schema}.Sanitize()).Scan(&distributed); err != nil {
 		return fmt.Errorf("look up distributed schema %s: %w", schema, err)
 	}
-	if distributed {
+	if !distributed {
+		if _, err := q.Exec(ctx, `SELECT citus_schema_distribute($1::regnamespace)`, pgx.Identifier{schema}.Sanitize()); err != nil {
+			return fmt.Errorf("distribute schema %s: %w", schema, err)
+		}
 		return nil
 	}
-	if _, err := q.Exec(ctx, `SELECT citus_schema_distribute($1::regnamespace)`, pgx.Identifier{schema}.Sanitize()); err != nil {
-		return fmt.Errorf("distribute schema %s: %w", schema, err)
+	rows, err := q.Query(ctx, `
+		SELECT c.relname, p.logicalrelid IS NOT NULL, c.relforcerowsecurity,
+		       ARRAY(SELECT DISTINCT r.relname FROM pg_constraint f JOIN pg_class r ON r.oid = f.confrelid
+		             WHERE f.conrelid = c.oid AND f.contype = 'f' AND f.confrelid <> c.oid
+		               AND r.relnamespace = c.relnamespace ORDER BY 1)
+		FROM pg_class c
+		LEFT JOIN pg_dist_partition p ON p.logicalrelid = c.oid
+		WHERE c.relnamespace = to_regnamespace($1) AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+		ORDER BY 2 DESC, 1`, pgx.Identifier{schema}.Sanitize())
+	if err != nil {
+		return fmt.Errorf("list the tables of %s: %w", schema, err)
+	}
+	type table struct {
+		name        string
+		distributed bool
+		forced      bool
+		references  []string
+	}
+	tables, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (table, error) {
+		var t table
+		err := r.Scan(&t.name, &t.distributed, &t.forced, &t.references)
+		return t, err
+	})
+	if err != nil {
+		return fmt.Errorf("list the tables of %s: %w", schema, err)
+	}
+	anchor := ""
+	done := map[string]bool{}
+	var todo []table
+	for _, t := range tables {
+		done[t.name] = t.distributed
+		switch {
+		case !t.distributed:
+			todo = append(todo, t)
+		case anchor == "":
+			anchor = t.name
+		}
+	}
+	if len(todo) == 0 {
+		return nil
+	}
+	if anchor == "" {
+		return &CitusError{fmt.Sprintf("distributed schema %s holds only local tables, which Citus cannot add to its shard group: SELECT citus_schema_undistribute('%s'); SELECT citus_schema_distribute('%s'), then run bulkhead migrate again",
+			schema, pgx.Identifier{schema}.Sanitize(), pgx.Identifier{schema}.Sanitize())}
+	}
+	colocate := pgx.Identifier{schema, anchor}.Sanitize()
+	b, ok := q.(interface {
+		Begin(context.Context) (pgx.Tx, error)
+	})
+	if !ok {
+		return fmt.Errorf("distribute the tables of %s: %T cannot begin a transaction", schema, q)
+	}
+	for len(todo) > 0 {
+		progressed := false
+		rest := todo[:0:0]
+		for _, t := range todo {
+			ready := true
+			for _, ref := range t.references {
+				if !done[ref] {
+					ready = false
+				}
+			}
+			if !ready {
+				rest = append(rest, t)
+				continue
+			}
+			qualified := pgx.Identifier{schema, t.name}.Sanitize()
+			// Citus copies the table's rows into its shard with COPY,
+			// which forced Row-Level Security refuses even to the
+			// owner: unforced for the copy, in the same transaction,
+			// so no other session ever sees it unforced.
+			err := pgx.BeginFunc(ctx, b, func(tx pgx.Tx) error {
+				stmts := []string{`SET LOCAL citus.multi_shard_modify_mode TO 'sequential'`}
+				if t.forced {
+					stmts = append(stmts, `ALTER TABLE `+qualified+` NO FORCE ROW LEVEL SECURITY`)
+				}
+				for _, stmt := range stmts {
+					if _, err := tx.Exec(ctx, stmt); err != nil {
+						return err
+					}
+				}
+				if _, err := tx.Exec(ctx, `SELECT create_distributed_table($1::regclass, NULL, colocate_with => $2)`, qualified, colocate); err != nil {
+					return err
+				}
+				if t.forced {
+					_, err := tx.Exec(ctx, `ALTER TABLE `+qualified+` FORCE ROW LEVEL SECURITY`)
+					return err
+				}
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("add %s to the shard group of schema %s: %w", qualified, schema, err)
+			}
+			done[t.name] = true
+			progressed = true
+		}
+		if !progressed {
+			names := make([]string, len(rest))
+			for i, t := range rest {
+				names[i] = t.name
+			}
+			return fmt.Errorf("distribute the tables of %s: foreign keys form a cycle among %s", schema, strings.Join(names, ", "))
+		}
+		todo = rest
 	}
 	return nil
 }

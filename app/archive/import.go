@@ -162,7 +162,15 @@ func (a *Archiver) load(ctx context.Context, path string, t control.Tenant, m Ma
 				return err
 			}
 			ident := pgx.Identifier{table}.Sanitize()
-			_, err = tx.Exec(ctx, `INSERT INTO `+ident+` SELECT * FROM jsonb_populate_recordset(NULL::`+ident+`, $1::jsonb)`, string(arr))
+			// RETURNING keeps the statement an INSERT on Citus, where an
+			// INSERT … SELECT without it becomes a COPY into the shards,
+			// which Row-Level Security refuses (as in finops's ingest).
+			rows, err := tx.Query(ctx, `INSERT INTO `+ident+` SELECT * FROM jsonb_populate_recordset(NULL::`+ident+`, $1::jsonb) RETURNING true`, string(arr))
+			if err == nil {
+				for rows.Next() {
+				}
+				err = rows.Err()
+			}
 			batch = batch[:0]
 			if err != nil {
 				return fmt.Errorf("insert into %s: %w", table, err)

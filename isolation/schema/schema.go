@@ -126,21 +126,35 @@ func (s *Strategy) Provision(ctx context.Context, t isolation.Tenant) (isolation
 	ident := pgx.Identifier{name}.Sanitize()
 	owner, app := pgx.Identifier{isolation.OwnerRole}.Sanitize(), pgx.Identifier{isolation.AppRole}.Sanitize()
 	login := "NOLOGIN"
-	var stmts []string
+	var setup, unpropagated []string
 	if citus {
 		login = "LOGIN"
 		// Transaction-local: only this schema becomes distributed.
-		stmts = append(stmts, "SELECT set_config('citus.enable_schema_based_sharding', 'on', true)")
+		setup = append(setup, "SELECT set_config('citus.enable_schema_based_sharding', 'on', true)")
+		// The serving role's membership in the tenant's role is the
+		// coordinator's alone: SET ROLE runs there, and Citus reaches the
+		// workers logged in as the tenant's role itself, which needs no
+		// membership. So the GRANT, last in the transaction, is not
+		// propagated. Propagated, Citus would first make sure that every
+		// role the serving role is a member of exists on the workers,
+		// judging by this database's own record of distributed objects.
+		// The serving role is global, and so are its memberships: Citus
+		// would find the tenant roles of every other database on the
+		// cluster (another deployment's; the tests' databases side by
+		// side) unrecorded here and re-create them on the workers with
+		// ALTER ROLE ... NOSUPERUSER, which only a superuser may run.
+		// Names unique per database would not help: the membership, not
+		// the name, crosses databases.
+		unpropagated = append(unpropagated, "SELECT set_config('citus.enable_ddl_propagation', 'off', true)")
 	}
 	// One simple-protocol message, so one implicit transaction: all of it
 	// or none, in one round trip.
-	ddl := strings.Join(append(stmts,
+	ddl := strings.Join(append(append(setup,
 		"CREATE ROLE "+ident+" "+login+" NOINHERIT",
-		"GRANT "+ident+" TO "+app,
 		"CREATE SCHEMA "+ident+" AUTHORIZATION "+owner,
 		"REVOKE ALL ON SCHEMA "+ident+" FROM PUBLIC",
 		"GRANT USAGE ON SCHEMA "+ident+" TO "+ident,
-	), "; ")
+	), append(unpropagated, "GRANT "+ident+" TO "+app)...), "; ")
 	if _, err := s.owner.Exec(ctx, ddl); err != nil {
 		return t, fmt.Errorf("create schema and role of %s: %w", t, err)
 	}
@@ -179,22 +193,30 @@ func (s *Strategy) Deprovision(ctx context.Context, t isolation.Tenant) error {
 func (s *Strategy) drop(ctx context.Context, name string) error {
 	ident := pgx.Identifier{name}.Sanitize()
 	return pgx.BeginTxFunc(ctx, s.owner, pgx.TxOptions{}, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "DROP SCHEMA IF EXISTS "+ident+" CASCADE"); err != nil {
-			return fmt.Errorf("drop schema %s: %w", name, err)
-		}
 		var exists bool
 		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)`, name).Scan(&exists); err != nil {
 			return fmt.Errorf("look up role %s: %w", name, err)
 		}
-		if !exists {
-			return nil
-		}
 		// DROP OWNED revokes every grant to the role in this database,
 		// wherever a mistake put one, so that DROP ROLE cannot fail on it.
 		// It needs membership in the role, held for this transaction only:
-		// the membership goes with the role.
+		// the membership goes with the role. It is granted before the
+		// schema is dropped: on Citus, dropping a distributed schema
+		// drops its tables one by one, each by its owner, and a table a
+		// mistake handed to the tenant's role would stop it.
+		owner := pgx.Identifier{isolation.OwnerRole}.Sanitize()
+		if exists {
+			if _, err := tx.Exec(ctx, "GRANT "+ident+" TO "+owner); err != nil {
+				return fmt.Errorf("GRANT %s TO %s: %w", ident, owner, err)
+			}
+		}
+		if _, err := tx.Exec(ctx, "DROP SCHEMA IF EXISTS "+ident+" CASCADE"); err != nil {
+			return fmt.Errorf("drop schema %s: %w", name, err)
+		}
+		if !exists {
+			return nil
+		}
 		for _, stmt := range []string{
-			"GRANT " + ident + " TO " + pgx.Identifier{isolation.OwnerRole}.Sanitize(),
 			"DROP OWNED BY " + ident,
 			"DROP ROLE " + ident,
 		} {

@@ -259,6 +259,11 @@ var allowList = []struct {
 		// A tenant role as the schema strategy makes one: with its schema.
 		[]string{`CREATE SCHEMA $TENANT AUTHORIZATION bulkhead_owner`, `GRANT USAGE ON SCHEMA $TENANT TO $TENANT`,
 			`GRANT $TENANT TO $APP`}},
+	{"a role named like a tenant's, holding nothing (its database dropped), but with an attribute", verify.CodeRoleMemberExtra, "role t_0000", isolation.Critical,
+		[]string{`ALTER ROLE $TENANT CREATEDB`, `GRANT $TENANT TO $APP`},
+		// LOGIN, as tenant roles are on Citus, is no right the serving
+		// role gains by SET ROLE.
+		[]string{`ALTER ROLE $TENANT LOGIN`, `GRANT $TENANT TO $APP`}},
 	{"a login role that may act as the serving role", verify.CodeRoleServingMember, "role verify_", isolation.Critical,
 		[]string{`GRANT $APP TO $ROLE`},
 		[]string{`GRANT $APP TO bulkhead_owner`}},

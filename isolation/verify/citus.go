@@ -33,7 +33,9 @@ func OnCitus(ctx context.Context, q isolation.Querier) (bool, error) {
 //     deprovisioning then deletes nothing there and reports success;
 //   - citus-table-local: a tenant table outside a distributed schema that
 //     is not distributed (its rows stay on the coordinator), or not
-//     hash-distributed on isolation.DistributionColumn;
+//     hash-distributed on isolation.DistributionColumn; or a tenant table
+//     of a distributed schema outside the schema's shard group (a table a
+//     migration created inside a DO block, which Citus leaves local);
 //   - citus-table-not-colocated: a tenant table distributed on
 //     isolation.DistributionColumn but not co-located with the other
 //     tenant tables of its schema, so one tenant's rows of two tables sit
@@ -92,6 +94,25 @@ func Citus(ctx context.Context, q isolation.Querier) ([]Finding, error) {
 				"tenant table "+table+" is distributed on "+isolation.DistributionColumn+" but not co-located with "+anchorTable+": one tenant's rows of the two sit on different workers",
 				"SELECT update_distributed_table_colocation('"+table+"', colocate_with => '"+anchorTable+"')"))
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	var schema string
+	err = collect(ctx, q, "Citus tenant tables of distributed schemas", `
+		WITH tt AS (`+isolation.TenantTableQuery+`)
+		SELECT t.oid::regclass::text, t.nspname
+		FROM tt t
+		JOIN pg_class c ON c.oid = t.oid
+		JOIN pg_dist_schema s ON s.schemaid = c.relnamespace
+		LEFT JOIN pg_dist_partition p ON p.logicalrelid = t.oid
+		WHERE p.colocationid IS DISTINCT FROM s.colocationid
+		ORDER BY 1`, nil, []any{&table, &schema}, func() error {
+		out = append(out, finding(CodeCitusTableLocal, critical, "table "+table,
+			"tenant table "+table+" is in distributed schema "+schema+" but outside its shard group: its rows stay on the coordinator, or on another worker than the schema's",
+			"run bulkhead migrate, which adds it to the schema's shard group"))
 		return nil
 	})
 	if err != nil {

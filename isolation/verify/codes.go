@@ -156,7 +156,8 @@ const (
 	// not reach the workers.
 	CodeCitusPropagation = "citus-propagation"
 	// CodeCitusTableLocal: on a Citus coordinator, a tenant table outside
-	// a distributed schema that is not hash-distributed on tenant_id.
+	// a distributed schema that is not hash-distributed on tenant_id, or
+	// one in a distributed schema outside the schema's shard group.
 	CodeCitusTableLocal = "citus-table-local"
 	// CodeCitusTableNotColocated: on a Citus coordinator, a tenant table
 	// distributed on tenant_id but not co-located with the others.

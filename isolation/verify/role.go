@@ -88,7 +88,9 @@ func ServingRole(ctx context.Context, q isolation.Querier) ([]Finding, error) {
 	// tenant role is one named like it that holds rights on a schema in
 	// some database, or holds nothing at all, anywhere (one whose database
 	// was dropped with its schema); a role merely named like one is
-	// followed.
+	// followed. Holding nothing, it may still be LOGIN: on Citus tenant
+	// roles are (isolation/schema), and logging in is no right the serving
+	// role gains by SET ROLE.
 	err := collect(ctx, q, "serving role memberships", `
 		WITH RECURSIVE tenant AS (
 			SELECT r.oid FROM pg_roles r
@@ -98,7 +100,7 @@ func ServingRole(ctx context.Context, q isolation.Querier) ([]Finding, error) {
 			                 AND d.classid = 'pg_namespace'::regclass AND d.deptype = 'a')
 			       OR NOT EXISTS (SELECT FROM pg_shdepend d WHERE d.refclassid = 'pg_authid'::regclass AND d.refobjid = r.oid)
 			          AND NOT EXISTS (SELECT FROM pg_auth_members am WHERE am.member = r.oid)
-			          AND NOT (r.rolcanlogin OR r.rolsuper OR r.rolbypassrls OR r.rolcreaterole OR r.rolcreatedb OR r.rolreplication))
+			          AND NOT (r.rolsuper OR r.rolbypassrls OR r.rolcreaterole OR r.rolcreatedb OR r.rolreplication))
 		),
 		edge AS (
 			SELECT am.member, am.roleid FROM pg_auth_members am
