@@ -413,41 +413,14 @@ func (c *Cost) completeFocus() {
 // is a keyset: walking every page sees each item that existed when the walk
 // began exactly once, however many are inserted meanwhile.
 func (s *Service) Costs(ctx context.Context, t isolation.Tenant, f CostFilter, p Page) ([]Cost, string, error) {
-	from, to, err := f.bounds()
+	sql, args, err := costsSQL(t, f, p)
 	if err != nil {
 		return nil, "", err
 	}
-	// Before the first item of the first day: ids are never nil.
-	afterDate, afterID := from, uuid.Nil
-	if p.Cursor != "" {
-		key, err := decodeCursor(p.Cursor, 2)
-		if err != nil {
-			return nil, "", err
-		}
-		var ok bool
-		if afterDate, ok = ParseDate(key[0]); !ok {
-			return nil, "", ErrBadCursor
-		}
-		if afterID, err = uuid.Parse(key[1]); err != nil {
-			return nil, "", ErrBadCursor
-		}
-	}
 	limit := p.limit()
-	// Conditions are appended only when set, rather than written as
-	// "x = $n OR $n IS NULL", which a generic plan could not turn into an
-	// index condition.
-	args := []any{t.ID, from, to, afterDate, afterID, limit + 1}
-	var sql strings.Builder
-	sql.WriteString(`SELECT ` + costColumns + ` FROM cost_items c`)
-	if f.Provider != "" {
-		sql.WriteString(` JOIN accounts a ON a.tenant_id = c.tenant_id AND a.id = c.account_id AND a.tenant_id = $1`)
-	}
-	sql.WriteString(` WHERE c.tenant_id = $1 AND c.usage_date BETWEEN $2 AND $3 AND (c.usage_date, c.id) > ($4, $5)`)
-	f.conditions(&sql, &args)
-	sql.WriteString(` ORDER BY c.usage_date, c.id LIMIT $6`)
 	var out []Cost
 	err = s.read1(ctx, t, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, sql.String(), args...)
+		rows, err := tx.Query(ctx, sql, args...)
 		if err != nil {
 			return err
 		}
@@ -464,6 +437,45 @@ func (s *Service) Costs(ctx context.Context, t isolation.Tenant, f CostFilter, p
 		next = encodeCursor(last.UsageDate.Format(DateLayout), last.ID.String())
 	}
 	return out, next, nil
+}
+
+// costsSQL builds the statement of Costs for t, f and p, and its
+// arguments: it reads one item more than p's limit, to tell whether there
+// is a next page.
+func costsSQL(t isolation.Tenant, f CostFilter, p Page) (string, []any, error) {
+	from, to, err := f.bounds()
+	if err != nil {
+		return "", nil, err
+	}
+	// Before the first item of the first day: ids are never nil.
+	afterDate, afterID := from, uuid.Nil
+	if p.Cursor != "" {
+		key, err := decodeCursor(p.Cursor, 2)
+		if err != nil {
+			return "", nil, err
+		}
+		var ok bool
+		if afterDate, ok = ParseDate(key[0]); !ok {
+			return "", nil, ErrBadCursor
+		}
+		if afterID, err = uuid.Parse(key[1]); err != nil {
+			return "", nil, ErrBadCursor
+		}
+	}
+	limit := p.limit()
+	// Conditions are appended only when set, rather than written as
+	// "x = $n OR $n IS NULL", which a generic plan could not turn into an
+	// index condition.
+	args := []any{t.ID, from, to, afterDate, afterID, limit + 1}
+	var sql strings.Builder
+	sql.WriteString(`SELECT ` + costColumns + ` FROM cost_items c`)
+	if f.Provider != "" {
+		sql.WriteString(` JOIN accounts a ON a.tenant_id = c.tenant_id AND a.id = c.account_id AND a.tenant_id = $1`)
+	}
+	sql.WriteString(` WHERE c.tenant_id = $1 AND c.usage_date BETWEEN $2 AND $3 AND (c.usage_date, c.id) > ($4, $5)`)
+	f.conditions(&sql, &args)
+	sql.WriteString(` ORDER BY c.usage_date, c.id LIMIT $6`)
+	return sql.String(), args, nil
 }
 
 // GroupBy is what a cost summary totals by: one of the groupings below, or
