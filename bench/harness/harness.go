@@ -313,6 +313,7 @@ func Run(ctx context.Context, cfg Config) (*report.Results, error) {
 	}
 	if cfg.Citus {
 		h.set("citus.workers", float64(cfg.CitusWorkers))
+		h.set("run.rounds", float64(cfg.Rounds))
 	}
 	h.set("dataset.tenants", float64(len(h.data.Tenants)))
 	h.set("dataset.large_tenants", float64(len(h.data.Large)))

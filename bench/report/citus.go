@@ -68,7 +68,13 @@ func CitusMarkdown(r *Results) string {
 	p("The same data set, tenants and request sequences on two clusters of this machine: one plain PostgreSQL server, and a Citus coordinator with its workers. ")
 	p("Each strategy runs on the plain server and then on the coordinator, back to back in every round; a ratio is Citus ÷ plain, ")
 	p("the median of each round's ratio, with the lowest and highest round beside it. Throughput is at saturation; latency at one fixed rate for both ")
-	p("(a share of the lowest saturation throughput of the workload). Above 1 is more for throughput, slower for latency.\n\n")
+	p("(a share of the lowest saturation throughput of the workload). Above 1 is more for throughput, slower for latency. ")
+	p("At that common rate a Citus deployment runs nearer its own saturation than the plain one (the rate is a share of Citus's throughput, a smaller share of plain's), ")
+	p("so the latency ratios include the queueing that follows from the throughput ratio, not only the hop; on a shared machine they are the noisiest figures here. ")
+	if rounds, ok := r.Get("run.rounds"); ok && rounds < 2 {
+		p("**This run has one round**: no lowest–highest spread, and each ratio rests on one pair of runs.")
+	}
+	p("\n\n")
 
 	p("## Ratios\n\n| workload | strategy | throughput Citus ÷ plain | p50 Citus ÷ plain | p99 Citus ÷ plain | failed requests (plain / Citus) |\n|---|---|---:|---:|---:|---:|\n")
 	for _, w := range r.Workloads {
