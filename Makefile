@@ -135,6 +135,20 @@ bench/quick: deps build ## A few-minute smoke of make bench's figures, written t
 	$(GO) run ./bench -out tmp/bench-quick -tenants 60 -large 2 -large-rows 20000 -small-rows 200 \
 		-rounds 3 -duration 1s -fixed-duration 1s -warmup 300ms -provision-sample 5 -noisy=false -focus-rows 5000
 
+# Same workloads on plain PostgreSQL and on a Citus coordinator with two
+# workers (started here, on this machine), for the rls and schema
+# strategies: Citus ÷ plain ratios, the database CPU per request on each
+# side, and what the hop costs. Smaller than make bench by default (200
+# tenants, 3 rounds): the Citus cluster holds another copy of each data
+# set. BENCH_CITUS_FLAGS sizes it. Its smoke test (TestCitusSmoke, build
+# tag citus, about a minute: it starts its own four servers) is not in
+# test/citus: go test -tags citus -run TestCitusSmoke ./bench
+BENCH_CITUS_FLAGS ?= -tenants 200 -large 4 -large-rows 100000 -small-rows 500 \
+	-rounds 3 -duration 1500ms -fixed-duration 3s -warmup 500ms -provision-sample 10
+.PHONY: bench/citus
+bench/citus: deps/citus build ## Run rls and schema on plain PostgreSQL and on Citus; write bench/results/citus-latest.{json,md}
+	$(GO) run ./bench -citus -out bench/results $(BENCH_CITUS_FLAGS)
+
 .PHONY: clean
 clean: ## Remove build output and the dev database
 	rm -rf bin tmp .dev

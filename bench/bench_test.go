@@ -148,6 +148,9 @@ func TestFlags(t *testing.T) {
 		{"-tenants", "0"},
 		{"-rate-share", "2"},
 		{"-noisy-rate", "0"},
+		{"-citus", "-strategies", "database"},
+		{"-citus", "-noisy"},
+		{"-citus", "-citus-workers", "0"},
 		{"extra"},
 	} {
 		var stderr bytes.Buffer

@@ -5,7 +5,10 @@
 //	go run ./bench -out bench/results
 //
 // It starts its own throwaway PostgreSQL (see internal/pgcluster), so it
-// needs the PostgreSQL binaries and nothing running. Flags shrink the run;
+// needs the PostgreSQL binaries and nothing running. With -citus it also
+// starts a Citus coordinator and workers (`make deps/citus` builds Citus),
+// runs rls and schema on both, and writes citus-latest.json and
+// citus-latest.md instead (`make bench/citus`). Flags shrink the run;
 // bench/README.md says what the figures mean.
 //
 // Exit status: 0 when the results are written (a missed target is reported,
@@ -63,6 +66,8 @@ func run(args []string, stderr io.Writer) int {
 	fs.DurationVar(&cfg.NoisyDuration, "noisy-duration", cfg.NoisyDuration, "length of each noisy-neighbour run")
 	fs.Float64Var(&cfg.NoisyRate, "noisy-rate", cfg.NoisyRate, "the victim's point reads per second")
 	fs.IntVar(&cfg.NoisyIdleConns, "noisy-idle", cfg.NoisyIdleConns, "idle connections of the idle-and-flood attack (fewer if the file limit says so)")
+	fs.BoolVar(&cfg.Citus, "citus", false, "run rls and schema on plain PostgreSQL and on a Citus coordinator with -citus-workers workers, and write citus-latest.{json,md} (no baseline, database strategy, noisy neighbour or FOCUS export)")
+	fs.IntVar(&cfg.CitusWorkers, "citus-workers", cfg.CitusWorkers, "Citus workers, with -citus")
 	quiet := fs.Bool("q", false, "print no progress")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run (the servers run in this process) to `FILE`")
 	if err := fs.Parse(args); err != nil {
@@ -73,6 +78,21 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	cfg.Strategies, cfg.Workloads = split(*strategies), split(*workloads)
+	if cfg.Citus {
+		// What a Citus run leaves out, unless asked for (and then
+		// refused by Validate).
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["strategies"] {
+			cfg.Strategies = harness.CitusStrategies
+		}
+		if !set["noisy"] {
+			cfg.Noisy = false
+		}
+		if !set["focus-rows"] {
+			cfg.FocusRows = 0
+		}
+	}
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintf(stderr, "bench: %s\n", strings.ReplaceAll(err.Error(), "\n", "; "))
 		return 2
@@ -108,11 +128,15 @@ func run(args []string, stderr io.Writer) int {
 		}
 		return 1
 	}
-	if err := report.Write(*out, res); err != nil {
+	write, files := report.Write, "latest.{json,md,svg}"
+	if cfg.Citus {
+		write, files = report.WriteCitus, "citus-latest.{json,md}"
+	}
+	if err := write(*out, res); err != nil {
 		fmt.Fprintf(stderr, "bench: %v\n", err)
 		return 1
 	}
-	fmt.Fprintf(stderr, "bench: wrote %s/latest.{json,md,svg} in %s\n", *out, time.Since(begin).Round(time.Second))
+	fmt.Fprintf(stderr, "bench: wrote %s/%s in %s\n", *out, files, time.Since(begin).Round(time.Second))
 	return 0
 }
 

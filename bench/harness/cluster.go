@@ -33,13 +33,27 @@ const (
 // out of the way of the load, and JIT off (it compiles per query, which
 // only adds noise at these row counts).
 func startCluster(ctx context.Context, dir string, rows int64, logf func(string, ...any)) (*pgcluster.Cluster, string, error) {
-	want := rows * bytesPerRow * copies
+	settings := benchSettings(rows, copies, 1)
+	c, err := pgcluster.Start(ctx, pgcluster.Options{Dir: filepath.Join(dir, "pg"), Settings: settings, Logf: logf})
+	if err != nil {
+		return nil, "", err
+	}
+	return c, settings["shared_buffers"], nil
+}
+
+// benchSettings are the benchmark's server settings for one of nodes
+// servers that together hold copies copies of a data set of rows cost
+// items: shared_buffers is the node's share, within a quarter of the
+// machine's memory for all of them.
+func benchSettings(rows int64, copies, nodes int) map[string]string {
+	want := rows * bytesPerRow * int64(copies) / int64(nodes)
 	limit := memTotal() / 4
 	if limit <= 0 {
 		limit = 1 << 30
 	}
+	limit /= int64(nodes)
 	sb := min(max(want, 128<<20), limit, 4<<30)
-	settings := map[string]string{
+	return map[string]string{
 		"shared_buffers":       fmt.Sprintf("%dMB", sb>>20),
 		"max_wal_size":         "8GB",
 		"checkpoint_timeout":   "30min",
@@ -50,11 +64,6 @@ func startCluster(ctx context.Context, dir string, rows int64, logf func(string,
 		"jit":                  "off",
 		"max_connections":      "400",
 	}
-	c, err := pgcluster.Start(ctx, pgcluster.Options{Dir: filepath.Join(dir, "pg"), Settings: settings, Logf: logf})
-	if err != nil {
-		return nil, "", err
-	}
-	return c, settings["shared_buffers"], nil
 }
 
 // memTotal is the machine's memory in bytes, or 0 when unknown.

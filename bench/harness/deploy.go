@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/bulkheadhq/bulkhead/app/auth"
+	"github.com/bulkheadhq/bulkhead/internal/pgcluster"
 	"github.com/bulkheadhq/bulkhead/isolation"
 	"github.com/bulkheadhq/bulkhead/isolation/database"
 	"github.com/bulkheadhq/bulkhead/isolation/schema"
@@ -31,20 +32,42 @@ const (
 // Strategies lists them in the order the runs alternate.
 var Strategies = []string{Baseline, RLS, Schema, Database}
 
+// CitusPrefix names the deployments of a -citus run that live on the Citus
+// coordinator: citus_rls is the rls strategy there, citus_schema the
+// schema strategy.
+const CitusPrefix = "citus_"
+
+// CitusStrategies are the strategies a -citus run deploys on both clusters.
+var CitusStrategies = []string{RLS, Schema}
+
+// node is a server the harness connects to: the plain cluster, or the
+// Citus coordinator.
+type node interface {
+	URL(user, database string) string
+}
+
 // deployment is one strategy's database, server and tenants.
 type deployment struct {
-	name    string
-	db      string // the control-plane database
-	srv     *server
-	tenants []placed // by tenant index
-	keys    []string // an editor key per tenant, by index
+	name     string // as in the figures: a strategy, baseline, or citus_<strategy>
+	strategy string // the product's strategy it runs
+	citus    bool   // on the Citus coordinator
+	on       node
+	db       string // the control-plane database
+	srv      *server
+	tenants  []placed // by tenant index
+	keys     []string // an editor key per tenant, by index
 }
 
 func (d *deployment) target() target { return target{name: d.name, url: d.srv.url, keys: d.keys} }
 
-// exec runs sql on database db as the superuser.
+// exec runs sql on database db of the plain cluster as the superuser.
 func (h *harness) exec(ctx context.Context, db, sql string, args ...any) error {
-	conn, err := pgx.Connect(ctx, h.cluster.URL("postgres", db))
+	return execOn(ctx, h.cluster, db, sql, args...)
+}
+
+// execOn runs sql on database db of n as the superuser.
+func execOn(ctx context.Context, n node, db, sql string, args ...any) error {
+	conn, err := pgx.Connect(ctx, n.URL("postgres", db))
 	if err != nil {
 		return err
 	}
@@ -53,12 +76,12 @@ func (h *harness) exec(ctx context.Context, db, sql string, args ...any) error {
 	return err
 }
 
-// serverOptions returns the options of the server of database db.
-func (h *harness) serverOptions(name, db, strategy string) serverOptions {
+// serverOptions returns the options of the server of database db on n.
+func (h *harness) serverOptions(n node, name, db, strategy string) serverOptions {
 	return serverOptions{
 		name:     name,
-		appURL:   h.cluster.URL(isolation.AppRole, db),
-		ownerURL: h.cluster.URL("postgres", db),
+		appURL:   n.URL(isolation.AppRole, db),
+		ownerURL: n.URL("postgres", db),
 		strategy: strategy,
 		cfg:      h.cfg,
 		log:      h.serverLog,
@@ -69,22 +92,33 @@ func (h *harness) serverOptions(name, db, strategy string) serverOptions {
 // provisions every tenant (timing it), for schema and database takes the
 // tenants back to version 0 and times migrating them all again, and loads
 // the data set.
-func (h *harness) deploy(ctx context.Context, strategy string) (*deployment, error) {
-	d := &deployment{name: strategy, db: "bench_" + strategy}
-	if err := h.exec(ctx, "postgres", `CREATE DATABASE `+pgx.Identifier{d.db}.Sanitize()); err != nil {
+//
+// A deployment named citus_<strategy> lives on the Citus coordinator, in a
+// database of its own on every node; migrate distributes its tenant
+// tables. Its tenants are not reset and migrated again: migrating them all
+// is measured on the plain cluster only.
+func (h *harness) deploy(ctx context.Context, name string) (*deployment, error) {
+	strategy, citus := strings.CutPrefix(name, CitusPrefix)
+	d := &deployment{name: name, strategy: strategy, citus: citus, on: h.cluster, db: "bench_" + strategy}
+	if citus {
+		d.on = h.citus
+		if err := h.createCitusDB(ctx, d.db); err != nil {
+			return nil, fmt.Errorf("create database %s on the Citus cluster: %w", d.db, err)
+		}
+	} else if err := h.exec(ctx, "postgres", `CREATE DATABASE `+pgx.Identifier{d.db}.Sanitize()); err != nil {
 		return nil, fmt.Errorf("create database %s: %w", d.db, err)
 	}
-	o := h.serverOptions(strategy, d.db, strategy)
+	o := h.serverOptions(d.on, name, d.db, strategy)
 	o.migrate = true
 	srv, err := startServer(ctx, o)
 	if err != nil {
 		return nil, err
 	}
 	d.srv = srv
-	if err := h.phase(strategy+".provision", func() error { return h.provision(ctx, d) }); err != nil {
+	if err := h.phase(name+".provision", func() error { return h.provision(ctx, d) }); err != nil {
 		return d, err
 	}
-	if strategy != RLS {
+	if strategy != RLS && !citus {
 		if err := h.phase(strategy+".reset", func() error { return h.reset(ctx, d) }); err != nil {
 			return d, err
 		}
@@ -97,8 +131,34 @@ func (h *harness) deploy(ctx context.Context, strategy string) (*deployment, err
 		h.set(strategy+".migrate_all_tenants", float64(len(report.Tenants)))
 		h.logf("%s: migrated %d tenants from version 0 in %s", strategy, len(report.Tenants), time.Since(begin).Round(time.Millisecond))
 	}
-	err = h.phase(strategy+".load", func() error { return h.load(ctx, d) })
+	err = h.phase(name+".load", func() error { return h.load(ctx, d) })
 	return d, err
+}
+
+// createCitusDB creates database db on every node of the Citus cluster
+// with the citus extension, and registers the nodes in the coordinator's,
+// as pgcluster.StartCitus does for its postgres database: Citus does not
+// propagate CREATE DATABASE from anything but template1 by default.
+func (h *harness) createCitusDB(ctx context.Context, db string) error {
+	ident := pgx.Identifier{db}.Sanitize()
+	nodes := append([]*pgcluster.Cluster{h.citus.Coordinator}, h.citus.Workers...)
+	for _, n := range nodes {
+		if err := execOn(ctx, n, "postgres", `CREATE DATABASE `+ident); err != nil {
+			return err
+		}
+		if err := execOn(ctx, n, db, `CREATE EXTENSION citus`); err != nil {
+			return err
+		}
+	}
+	if err := execOn(ctx, h.citus, db, `SELECT citus_set_coordinator_host('127.0.0.1', $1)`, h.citus.Coordinator.Port()); err != nil {
+		return err
+	}
+	for _, w := range h.citus.Workers {
+		if err := execOn(ctx, h.citus, db, `SELECT citus_add_node('127.0.0.1', $1)`, w.Port()); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // provision creates every tenant through the control plane, as `bulkhead
@@ -161,7 +221,7 @@ func (h *harness) provision(ctx context.Context, d *deployment) error {
 func (h *harness) reset(ctx context.Context, d *deployment) error {
 	tables := `DROP TABLE %[1]scost_imports, %[1]sidempotency_keys, %[1]sbudgets, %[1]scost_items, %[1]saccounts; ` +
 		`DELETE FROM %[1]s` + migrations.Tenant.Table + ` WHERE version_id > 0`
-	switch d.name {
+	switch d.strategy {
 	case Schema:
 		err := h.eachTenantSchema(ctx, d, func(ctx context.Context, conn *pgx.Conn, t placed) error {
 			prefix := pgx.Identifier{schema.Name(t.id)}.Sanitize() + "."
@@ -193,7 +253,7 @@ func (h *harness) eachTenantSchema(ctx context.Context, d *deployment, fn func(c
 	g, gctx := errgroup.WithContext(ctx)
 	for _, part := range balance(d.tenants, h.cfg.Parallel) {
 		g.Go(func() error {
-			conn, err := pgx.Connect(gctx, h.cluster.URL("postgres", d.db))
+			conn, err := pgx.Connect(gctx, d.on.URL("postgres", d.db))
 			if err != nil {
 				return err
 			}
@@ -232,18 +292,18 @@ func (h *harness) eachTenantDB(ctx context.Context, d *deployment, fn func(*pgx.
 
 // load generates the data set into d's tenants and analyzes the tables.
 func (h *harness) load(ctx context.Context, d *deployment) error {
-	switch d.name {
+	switch d.strategy {
 	case RLS:
 		// Shared tables: a few statements, each loading a share of the
 		// tenants with about the same number of rows.
 		g, gctx := errgroup.WithContext(ctx)
 		for _, part := range balance(d.tenants, 2*h.cfg.Parallel) {
-			g.Go(func() error { return h.loadShared(gctx, d.db, "public", part) })
+			g.Go(func() error { return h.loadShared(gctx, d.on, d.db, "public", part) })
 		}
 		if err := g.Wait(); err != nil {
 			return err
 		}
-		return h.exec(ctx, d.db, `VACUUM (ANALYZE)`)
+		return h.analyze(ctx, d)
 	case Schema:
 		err := h.eachTenantSchema(ctx, d, func(ctx context.Context, conn *pgx.Conn, t placed) error {
 			return h.data.load(ctx, conn, schema.Name(t.id), []placed{t})
@@ -251,7 +311,7 @@ func (h *harness) load(ctx context.Context, d *deployment) error {
 		if err != nil {
 			return err
 		}
-		return h.exec(ctx, d.db, `VACUUM (ANALYZE)`)
+		return h.analyze(ctx, d)
 	case Database:
 		return h.eachTenantDB(ctx, d, func(conn *pgx.Conn, t placed) error {
 			if err := h.data.load(ctx, conn, "public", []placed{t}); err != nil {
@@ -266,8 +326,25 @@ func (h *harness) load(ctx context.Context, d *deployment) error {
 	return fmt.Errorf("load %s: unknown strategy", d.name)
 }
 
-func (h *harness) loadShared(ctx context.Context, db, schema string, tenants []placed) error {
-	conn, err := pgx.Connect(ctx, h.cluster.URL("postgres", db))
+// analyze vacuums and analyzes d's database; on Citus also each worker's,
+// where the shards are: a VACUUM without a table list stays on the node it
+// runs on.
+func (h *harness) analyze(ctx context.Context, d *deployment) error {
+	if err := execOn(ctx, d.on, d.db, `VACUUM (ANALYZE)`); err != nil {
+		return err
+	}
+	if d.citus {
+		for _, w := range h.citus.Workers {
+			if err := execOn(ctx, w, d.db, `VACUUM (ANALYZE)`); err != nil {
+				return fmt.Errorf("worker on port %d: %w", w.Port(), err)
+			}
+		}
+	}
+	return nil
+}
+
+func (h *harness) loadShared(ctx context.Context, on node, db, schema string, tenants []placed) error {
+	conn, err := pgx.Connect(ctx, on.URL("postgres", db))
 	if err != nil {
 		return err
 	}
@@ -303,7 +380,7 @@ func balance(tenants []placed, n int) [][]placed {
 // tables only once the server has passed its start-up safety check, which
 // would rightly refuse them.
 func (h *harness) deployBaseline(ctx context.Context, rls *deployment) (*deployment, error) {
-	d := &deployment{name: Baseline, db: "bench_baseline", tenants: rls.tenants, keys: rls.keys}
+	d := &deployment{name: Baseline, strategy: RLS, on: h.cluster, db: "bench_baseline", tenants: rls.tenants, keys: rls.keys}
 	err := h.phase("baseline.copy", func() error {
 		ident := pgx.Identifier{d.db}.Sanitize()
 		if err := h.exec(ctx, "postgres", `CREATE DATABASE `+ident+` TEMPLATE `+pgx.Identifier{rls.db}.Sanitize()+` STRATEGY FILE_COPY`); err != nil {
@@ -316,7 +393,7 @@ func (h *harness) deployBaseline(ctx context.Context, rls *deployment) (*deploym
 	if err != nil {
 		return nil, fmt.Errorf("copy %s: %w", rls.db, err)
 	}
-	o := h.serverOptions(Baseline, d.db, RLS)
+	o := h.serverOptions(h.cluster, Baseline, d.db, RLS)
 	o.baseline = true
 	if d.srv, err = startServer(ctx, o); err != nil {
 		return nil, err
@@ -339,7 +416,7 @@ func noRLS() string {
 
 // restart starts d's server again after it was stopped.
 func (h *harness) restart(ctx context.Context, d *deployment) error {
-	srv, err := startServer(ctx, h.serverOptions(d.name, d.db, d.name))
+	srv, err := startServer(ctx, h.serverOptions(d.on, d.name, d.db, d.strategy))
 	if err != nil {
 		return err
 	}

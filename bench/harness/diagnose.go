@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -56,10 +57,24 @@ func (h *harness) diagnose(ctx context.Context, deps map[string]*deployment) (ma
 			}
 			plans[s+" "+q.workload] = strings.Join(lines, "\n")
 			for _, l := range lines {
+				// Citus: how many shards the statement went to (1: a
+				// router query).
+				if v, ok := strings.CutPrefix(strings.TrimSpace(l), "Task Count: "); ok {
+					if n, err := strconv.Atoi(v); err == nil {
+						h.set(s+"."+q.workload+".task_count", float64(n))
+					}
+				}
 				if v, ok := strings.CutPrefix(strings.TrimSpace(l), "Execution Time: "); ok {
 					var ms float64
 					if _, err := fmt.Sscanf(v, "%f ms", &ms); err == nil {
-						h.set(s+"."+q.workload+".explain_ms", ms)
+						// Citus: an indented one is the worker's
+						// execution of the shard query; the last,
+						// at the margin, the coordinator's.
+						name := ".explain_ms"
+						if strings.HasPrefix(l, " ") {
+							name = ".worker_explain_ms"
+						}
+						h.set(s+"."+q.workload+name, ms)
 					}
 				}
 			}

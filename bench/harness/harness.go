@@ -80,6 +80,15 @@ type Config struct {
 	NoisyDuration  time.Duration
 	NoisyRate      float64
 	NoisyIdleConns int
+	// Citus runs the rls and schema strategies (those of Strategies) on
+	// the plain cluster and again on a Citus coordinator with
+	// CitusWorkers workers on this machine, alternating the two run by
+	// run, and reports the Citus deployments (citus_rls, citus_schema)
+	// against the plain ones of the same round (<s>.<w>.<measure>_vs_plain
+	// under citus_<s>). No baseline, database strategy, noisy neighbour
+	// or FOCUS export in such a run.
+	Citus        bool
+	CitusWorkers int
 	// Logf receives progress; nil discards it.
 	Logf func(format string, args ...any)
 }
@@ -95,6 +104,7 @@ func Defaults() Config {
 		Strategies: Strategies, Workloads: Workloads,
 		Seed:  8,
 		Noisy: true, NoisyDuration: 5 * time.Second, NoisyRate: 50, NoisyIdleConns: 20_000,
+		CitusWorkers: 2,
 	}
 }
 
@@ -133,6 +143,19 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("workload %q: want one of %s", w, strings.Join(Workloads, ", ")))
 		}
 	}
+	if c.Citus {
+		for _, s := range c.Strategies {
+			if !slices.Contains(CitusStrategies, s) {
+				errs = append(errs, fmt.Errorf("strategy %q with citus: want %s", s, strings.Join(CitusStrategies, ", ")))
+			}
+		}
+		if c.Noisy || c.FocusRows > 0 {
+			errs = append(errs, errors.New("citus runs no noisy neighbour and no FOCUS export: want noisy off and focus rows 0"))
+		}
+		if c.CitusWorkers < 1 {
+			errs = append(errs, fmt.Errorf("citus workers %d: want at least 1", c.CitusWorkers))
+		}
+	}
 	if len(c.Strategies) == 0 || len(c.Workloads) == 0 {
 		errs = append(errs, errors.New("no strategy or no workload selected"))
 	}
@@ -144,6 +167,7 @@ type harness struct {
 	cfg       Config
 	data      *dataset
 	cluster   *pgcluster.Cluster
+	citus     *pgcluster.Citus // -citus only
 	dir       string
 	serverLog io.Writer
 	logf      func(string, ...any)
@@ -186,6 +210,15 @@ func Run(ctx context.Context, cfg Config) (*report.Results, error) {
 		cfg.Strategies = append(cfg.Strategies, RLS)
 	}
 	cfg.Strategies = slices.DeleteFunc(slices.Clone(Strategies), func(s string) bool { return !slices.Contains(cfg.Strategies, s) })
+	if cfg.Citus {
+		// Each strategy on the plain cluster, then on Citus: the two runs
+		// compared are next to each other in every round.
+		var both []string
+		for _, s := range cfg.Strategies {
+			both = append(both, s, CitusPrefix+s)
+		}
+		cfg.Strategies = both
+	}
 	cfg.Workloads = slices.DeleteFunc(slices.Clone(Workloads), func(w string) bool { return !slices.Contains(cfg.Workloads, w) })
 
 	h := &harness{cfg: cfg, data: newDataset(cfg), logf: cfg.Logf, figures: map[string]float64{}, begin: time.Now()}
@@ -223,12 +256,32 @@ func Run(ctx context.Context, cfg Config) (*report.Results, error) {
 			h.logf("stop cluster: %v", err)
 		}
 	}()
+	var citusBuffers string
+	if cfg.Citus {
+		err = h.phase("citus_cluster", func() (err error) {
+			h.citus, citusBuffers, err = startCitus(ctx, dir, h.data.Rows, cfg.CitusWorkers, h.logf)
+			return err
+		})
+		defer func() {
+			if err := h.citus.Stop(); err != nil {
+				h.logf("stop Citus cluster: %v", err)
+			}
+		}()
+		if err != nil {
+			return nil, err
+		}
+	}
 	admin, err := pgx.Connect(ctx, h.cluster.URL("postgres", "postgres"))
 	if err != nil {
 		return nil, err
 	}
 	m := machine(ctx, admin, sharedBuffers)
 	admin.Close(context.Background())
+	if h.citus != nil {
+		if m.Citus, err = citusVersion(ctx, h.citus); err != nil {
+			return nil, err
+		}
+	}
 
 	deps := map[string]*deployment{}
 	defer func() {
@@ -258,35 +311,47 @@ func Run(ctx context.Context, cfg Config) (*report.Results, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Citus {
+		h.set("citus.workers", float64(cfg.CitusWorkers))
+		h.set("run.rounds", float64(cfg.Rounds))
+	}
 	h.set("dataset.tenants", float64(len(h.data.Tenants)))
 	h.set("dataset.large_tenants", float64(len(h.data.Large)))
 	h.set("dataset.cost_rows", float64(h.data.Rows))
 	h.set("run.total_s", time.Since(h.begin).Seconds())
+	settings := map[string]string{
+		"data set":                      h.data.describe(),
+		"requests":                      fmt.Sprintf("%.0f%% to the large tenants, the rest spread uniformly over the small ones; ingest: %d rows per request", largeShare*100, ingestRows),
+		"runs":                          fmt.Sprintf("%d rounds; each round runs every workload on every strategy in turn (%s), %s per saturation run and %s per fixed-rate run, after a %s warm-up", cfg.Rounds, strings.Join(cfg.Strategies, ", "), cfg.Duration, cfg.FixedDuration, cfg.Warmup),
+		"saturation":                    fmt.Sprintf("%d concurrent clients, no pacing", cfg.Workers),
+		"fixed rate":                    fmt.Sprintf("%.0f%% of the lowest median saturation throughput of the workload across strategies; and, per strategy, %.0f%% of its own (own_*)", cfg.RateShare*100, cfg.RateShare*100),
+		"pgbench anchors":               fmt.Sprintf("pgbench -M prepared, %d clients, the workload's statement with its values written in (%d scripts drawn like the requests), on the baseline's database as the serving role, in each saturation round after the strategies; pgbench_connect adds -C (a new connection per transaction)", cfg.Workers, anchorScripts),
+		"serving pool":                  fmt.Sprintf("%d connections (database.max_connections)", cfg.AppConns),
+		"database strategy":             fmt.Sprintf("budget %d connections (isolation.database.max_connections)", cfg.Budget),
+		"migrate parallelism":           fmt.Sprint(cfg.MigrateParallelism),
+		"PostgreSQL settings":           "fsync, synchronous_commit and full_page_writes off; wal_level minimal; jit off; shared_buffers " + sharedBuffers,
+		"provisioning timed on":         fmt.Sprintf("the first %d tenants, created one at a time", min(cfg.ProvisionSample, cfg.Tenants)),
+		"load generator":                "vegeta " + m.Vegeta + ", in the same process as the servers, over loopback",
+		"GOMAXPROCS":                    fmt.Sprint(runtime.GOMAXPROCS(0)),
+		"FOCUS export":                  fmt.Sprintf("%d rows of FOCUS 1.2 (45 columns, 200 services, 50 sub accounts, 2-5 tags a row) loaded through HTTP into a new tenant of each strategy, then the same rows COPYed (binary) into the same table by a superuser", cfg.FocusRows),
+		"harness wall time (s)":         fmt.Sprintf("%.0f", time.Since(h.begin).Seconds()),
+		"load average (1 min) at start": fmt.Sprintf("%.2f", m.LoadAvg),
+		"noisy neighbour":               noisySettings(cfg),
+	}
+	if cfg.Citus {
+		delete(settings, "noisy neighbour")
+		delete(settings, "FOCUS export")
+		delete(settings, "database strategy")
+		delete(settings, "pgbench anchors")
+		settings["Citus cluster"] = citusSettings(cfg, m, citusBuffers)
+	}
 	return &report.Results{
 		Machine:    m,
 		Figures:    h.figures,
 		Strategies: cfg.Strategies,
 		Workloads:  cfg.Workloads,
 		Plans:      plans,
-		Settings: map[string]string{
-			"data set":                      h.data.describe(),
-			"requests":                      fmt.Sprintf("%.0f%% to the large tenants, the rest spread uniformly over the small ones; ingest: %d rows per request", largeShare*100, ingestRows),
-			"runs":                          fmt.Sprintf("%d rounds; each round runs every workload on every strategy in turn (%s), %s per saturation run and %s per fixed-rate run, after a %s warm-up", cfg.Rounds, strings.Join(cfg.Strategies, ", "), cfg.Duration, cfg.FixedDuration, cfg.Warmup),
-			"saturation":                    fmt.Sprintf("%d concurrent clients, no pacing", cfg.Workers),
-			"fixed rate":                    fmt.Sprintf("%.0f%% of the lowest median saturation throughput of the workload across strategies; and, per strategy, %.0f%% of its own (own_*)", cfg.RateShare*100, cfg.RateShare*100),
-			"pgbench anchors":               fmt.Sprintf("pgbench -M prepared, %d clients, the workload's statement with its values written in (%d scripts drawn like the requests), on the baseline's database as the serving role, in each saturation round after the strategies; pgbench_connect adds -C (a new connection per transaction)", cfg.Workers, anchorScripts),
-			"serving pool":                  fmt.Sprintf("%d connections (database.max_connections)", cfg.AppConns),
-			"database strategy":             fmt.Sprintf("budget %d connections (isolation.database.max_connections)", cfg.Budget),
-			"migrate parallelism":           fmt.Sprint(cfg.MigrateParallelism),
-			"PostgreSQL settings":           "fsync, synchronous_commit and full_page_writes off; wal_level minimal; jit off; shared_buffers " + sharedBuffers,
-			"provisioning timed on":         fmt.Sprintf("the first %d tenants, created one at a time", min(cfg.ProvisionSample, cfg.Tenants)),
-			"load generator":                "vegeta " + m.Vegeta + ", in the same process as the servers, over loopback",
-			"GOMAXPROCS":                    fmt.Sprint(runtime.GOMAXPROCS(0)),
-			"FOCUS export":                  fmt.Sprintf("%d rows of FOCUS 1.2 (45 columns, 200 services, 50 sub accounts, 2-5 tags a row) loaded through HTTP into a new tenant of each strategy, then the same rows COPYed (binary) into the same table by a superuser", cfg.FocusRows),
-			"harness wall time (s)":         fmt.Sprintf("%.0f", time.Since(h.begin).Seconds()),
-			"load average (1 min) at start": fmt.Sprintf("%.2f", m.LoadAvg),
-			"noisy neighbour":               noisySettings(cfg),
-		},
+		Settings:   settings,
 	}, nil
 }
 
@@ -313,7 +378,7 @@ func (h *harness) deployAll(ctx context.Context, deps map[string]*deployment) er
 			}
 		}
 	}
-	for _, s := range []string{Schema, Database} {
+	for _, s := range []string{CitusPrefix + RLS, Schema, CitusPrefix + Schema, Database} {
 		if has(s) {
 			d, err := h.deploy(ctx, s)
 			deps[s] = d
@@ -404,13 +469,44 @@ func (h *harness) measure(ctx context.Context, deps map[string]*deployment) erro
 		}
 	}
 	var saturated, fixed []run
+	// On a -citus run, the database servers' CPU time over each
+	// saturation run: the plain server's, and the coordinator's and the
+	// workers' apart.
+	var meter *cpuMeter
+	cpu := map[string]*cpuUse{}
+	if h.citus != nil {
+		meter = h.newCPUMeter(ctx)
+	}
 	err = h.phase("saturation", func() error {
 		for round := range h.cfg.Rounds {
 			for _, w := range h.cfg.Workloads {
 				for _, s := range h.cfg.Strategies {
+					var before cpuSample
+					if meter != nil {
+						b, err := meter.sample()
+						if err != nil {
+							return err
+						}
+						before = b
+					}
 					r := run{s, w, round, do(s, w, round, 0, h.cfg.Duration)}
 					if err := check(r); err != nil {
 						return err
+					}
+					if meter != nil {
+						after, err := meter.sample()
+						if err != nil {
+							return err
+						}
+						u := cpu[s+"."+w]
+						if u == nil {
+							u = &cpuUse{}
+							cpu[s+"."+w] = u
+						}
+						u.plain += after.plain - before.plain
+						u.coordinator += after.coordinator - before.coordinator
+						u.workers += after.workers - before.workers
+						u.requests += r.out.ok
 					}
 					h.logf("saturation %d %-13s %-8s %8.1f req/s", round, w, s, r.out.throughput())
 					saturated = append(saturated, r)
@@ -502,6 +598,7 @@ func (h *harness) measure(ctx context.Context, deps map[string]*deployment) erro
 		}
 	}
 	h.summarize(saturated, fixed, own)
+	h.recordCPU(cpu)
 	return nil
 }
 
@@ -530,15 +627,8 @@ func (h *harness) summarize(saturated, fixed, own []run) {
 			for _, m := range measures {
 				key := s + "." + w + "." + m.name
 				h.set(key, median(values(m.runs, s, w, m.of)))
-				base, ratioName := strings.TrimSuffix(strings.TrimSuffix(m.name, "_rps"), "_ms"), ""
-				for _, ref := range []string{Baseline, RLS} {
-					if s == ref || !slices.Contains(h.cfg.Strategies, ref) || (ref == RLS && s == Baseline) {
-						continue
-					}
-					ratioName = base + "_ratio"
-					if ref == RLS {
-						ratioName = base + "_vs_rls"
-					}
+				base := strings.TrimSuffix(strings.TrimSuffix(m.name, "_rps"), "_ms")
+				for ref, ratioName := range references(s, base, h.cfg.Strategies) {
 					rs := ratios(m.runs, s, ref, w, m.of)
 					h.set(s+"."+w+"."+ratioName, median(rs))
 					if len(rs) > 1 { // the spread over rounds: how far one round is to be trusted
@@ -574,6 +664,27 @@ func (h *harness) summarize(saturated, fixed, own []run) {
 			}
 		}
 	}
+}
+
+// references returns what strategy s is compared with, round by round, and
+// the name of each ratio of measure base: the baseline (<base>_ratio) and
+// RLS (<base>_vs_rls) where they ran; a Citus deployment only with the
+// same strategy on the plain cluster (<base>_vs_plain).
+func references(s, base string, ran []string) map[string]string {
+	refs := map[string]string{}
+	if plain, ok := strings.CutPrefix(s, CitusPrefix); ok {
+		if slices.Contains(ran, plain) {
+			refs[plain] = base + "_vs_plain"
+		}
+		return refs
+	}
+	if s != Baseline && slices.Contains(ran, Baseline) {
+		refs[Baseline] = base + "_ratio"
+	}
+	if s != RLS && s != Baseline && slices.Contains(ran, RLS) {
+		refs[RLS] = base + "_vs_rls"
+	}
+	return refs
 }
 
 // values returns of(run) of the runs of strategy s on workload w.

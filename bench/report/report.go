@@ -25,6 +25,8 @@ type Machine struct {
 	PostgreSQL    string  `json:"postgresql"`
 	Vegeta        string  `json:"vegeta"`
 	SharedBuffers string  `json:"shared_buffers"`
+	// Citus is the citus extension's version in a -citus run.
+	Citus string `json:"citus,omitempty"`
 	// LoadAvg is the one-minute load average when the run started: the
 	// machine is shared.
 	LoadAvg float64 `json:"load_avg_at_start"`

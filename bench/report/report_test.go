@@ -97,3 +97,37 @@ func TestJSON(t *testing.T) {
 		t.Error("no machine object")
 	}
 }
+
+// TestCitusMarkdown checks the Citus report: each ratio with its
+// lowest–highest round, the CPU split, and the coordinator's ceiling
+// derived from its CPU per request.
+func TestCitusMarkdown(t *testing.T) {
+	t.Parallel()
+	r := &Results{
+		Strategies: []string{"rls", "citus_rls"},
+		Workloads:  []string{"point_read"},
+		Figures: map[string]float64{
+			"citus.workers": 2,
+			"citus_rls.point_read.throughput_vs_plain":        0.3,
+			"citus_rls.point_read.throughput_vs_plain_min":    0.25,
+			"citus_rls.point_read.throughput_vs_plain_max":    0.35,
+			"citus_rls.point_read.p50_vs_plain":               1.8,
+			"rls.point_read.db_cpu_ms_per_req":                0.2,
+			"citus_rls.point_read.coordinator_cpu_ms_per_req": 0.5,
+			"citus_rls.point_read.workers_cpu_ms_per_req":     0.3,
+			"citus_rls.point_read.coordinator_cpu_share":      0.625,
+		},
+	}
+	md := CitusMarkdown(r)
+	for _, want := range []string{
+		"| point_read | rls | 0.300 (0.250–0.350) | 1.80 | – |",
+		"0.200 ms of database CPU per request on plain PostgreSQL, 0.800 ms on Citus (coordinator 0.500 + workers 0.300), 4× as much",
+		"point_read rls: about 2000 req/s per coordinator core (plain PostgreSQL: about 5000 req/s per core",
+		"highest for rls point_read, 0.625",
+		"more than 2 workers",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("citus markdown has no %q:\n%s", want, md)
+		}
+	}
+}
