@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/google/uuid"
@@ -229,19 +230,26 @@ func remove(ctx context.Context, dst pgx.Tx, t table, tenant uuid.UUID, keys []s
 	return nil
 }
 
+// bucket is a share of a table's rows, by the first byte of their hash.
+type bucket struct {
+	rows int64
+	md5  string
+}
+
 // sums is t's checksum of the tenant's rows, computed by the database (no
 // row leaves it): the rows' hashes (rowHash) in 256 buckets by their
 // first byte, each bucket's row count and the md5 of its hashes in order.
 // Equal sums, equal sets of rows.
-func sums(ctx context.Context, tx pgx.Tx, t table, tenant uuid.UUID) (map[string]string, error) {
-	rows, err := tx.Query(ctx, `SELECT left(h, 2), count(*)::text || ' ' || md5(string_agg(h, '' ORDER BY h COLLATE "C"))
+func sums(ctx context.Context, tx pgx.Tx, t table, tenant uuid.UUID) (map[string]bucket, error) {
+	rows, err := tx.Query(ctx, `SELECT left(h, 2), count(*), md5(string_agg(h, '' ORDER BY h COLLATE "C"))
 		FROM (SELECT `+rowHash+` AS h FROM `+t.ident+` r WHERE tenant_id = $1) x GROUP BY 1`, tenant)
 	if err != nil {
 		return nil, err
 	}
-	out := map[string]string{}
-	var b, s string
-	_, err = pgx.ForEachRow(rows, []any{&b, &s}, func() error { out[b] = s; return nil })
+	out := map[string]bucket{}
+	var k string
+	var b bucket
+	_, err = pgx.ForEachRow(rows, []any{&k, &b.rows, &b.md5}, func() error { out[k] = b; return nil })
 	return out, err
 }
 
@@ -255,10 +263,11 @@ func both2(f, g func() error) error {
 }
 
 // verifyAll holds dst to src, table by table: equal sums, computed by the
-// two databases at once.
-func verifyAll(ctx context.Context, src, dst pgx.Tx, tables []table, tenant uuid.UUID) error {
+// two databases at once. It returns the tables' row counts.
+func verifyAll(ctx context.Context, src, dst pgx.Tx, tables []table, tenant uuid.UUID) (map[string]int64, error) {
+	counts := map[string]int64{}
 	for _, t := range tables {
-		var a, b map[string]string
+		var a, b map[string]bucket
 		err := both2(func() (err error) {
 			a, err = sums(ctx, src, t, tenant)
 			return err
@@ -267,19 +276,23 @@ func verifyAll(ctx context.Context, src, dst pgx.Tx, tables []table, tenant uuid
 			return err
 		})
 		if err != nil {
-			return fmt.Errorf("checksum %s: %w", t.name, err)
+			return nil, fmt.Errorf("checksum %s: %w", t.name, err)
 		}
 		if !maps.Equal(a, b) {
-			return &MismatchError{Detail: fmt.Sprintf("table %s: the checksums of %d of %d buckets differ", t.name, differing(a, b), max(len(a), len(b)))}
+			return nil, &MismatchError{Detail: fmt.Sprintf("table %s: the checksums of %d of %d buckets differ", t.name, differing(a, b), max(len(a), len(b)))}
+		}
+		counts[t.name] = 0
+		for _, b := range b {
+			counts[t.name] += b.rows
 		}
 	}
-	return nil
+	return counts, nil
 }
 
-func differing(a, b map[string]string) int {
+func differing(a, b map[string]bucket) int {
 	n := 0
 	for k, v := range a {
-		if b[k] != v {
+		if w, ok := b[k]; !ok || w != v {
 			n++
 		}
 	}
@@ -291,19 +304,25 @@ func differing(a, b map[string]string) int {
 	return n
 }
 
-// changedSQL selects the key, the JSON form and the hash of every row of
-// the tenant ($1) in r whose version was written by a transaction with an
-// id at or past $2, the low 32 bits of a snapshot's xmin: every row
-// written since that snapshot, and some written just before it (harmless,
-// they are copied again). Row versions carry 32-bit ids; an id at or past
-// the xmin is at most 2^31 past it, so the difference modulo 2^32 tells
-// them apart. A version frozen since the snapshot would read as older:
-// the snapshot's transaction is held open until the rows are read, which
-// keeps VACUUM from freezing any version its xmin does not cover.
+// changedSQL reads, in one pass over the rows of the tenant ($1) in t,
+// their count and the key, JSON form and hash of every row whose version
+// was written by a transaction with an id at or past $2, the (32-bit) xmin
+// of a snapshot: every row written since that snapshot, and some written
+// just before it (harmless, they are copied again). Ids are compared by
+// their age, which counts modulo 2^32 back from the newest, and is the
+// largest for a frozen version. A version frozen since the snapshot would
+// so read as older: the snapshot's transaction is held open until the
+// rows are read, which keeps VACUUM from freezing any version its xmin
+// does not cover.
 func changedSQL(t table) string {
-	return `SELECT k, j, md5(j) FROM (SELECT ` + t.key() + ` AS k, to_jsonb(r)::text AS j FROM ` + t.ident + ` r
-		WHERE tenant_id = $1 AND ((r.xmin::text::bigint - $2) & 4294967295) < 2147483648) x`
+	return `SELECT count(*), coalesce(array_agg(k) FILTER (WHERE k IS NOT NULL), '{}'),
+			coalesce(array_agg(j) FILTER (WHERE k IS NOT NULL), '{}'), coalesce(array_agg(md5(j)) FILTER (WHERE k IS NOT NULL), '{}')
+		FROM (SELECT CASE WHEN ` + sinceXmin + ` THEN ` + t.key() + ` END AS k, CASE WHEN ` + sinceXmin + ` THEN to_jsonb(r)::text END AS j
+			FROM ` + t.ident + ` r WHERE tenant_id = $1) x`
 }
+
+// sinceXmin is the SQL of changedSQL's test of a row r's version.
+const sinceXmin = `age(r.xmin) <= (SELECT age($2::xid))`
 
 // count is the number of rows of tenant in t.
 func count(ctx context.Context, tx pgx.Tx, t table, tenant uuid.UUID) (int64, error) {
@@ -340,78 +359,95 @@ func keysIn(ctx context.Context, tx pgx.Tx, t table, tenant uuid.UUID, buckets [
 }
 
 // since makes dst equal src, given that it equalled src as of a snapshot
-// whose xmin had the low 32 bits lo, and checks it; it returns the rows it
-// changed. It reads and writes only the rows written since the snapshot
-// (changedSQL) and the surplus rows of a table the source deleted from;
-// past them, the databases only count. Every source row not written since
-// the snapshot is the one the target holds; every row written since is
-// copied, so the target holds every source row and a surplus of rows
-// exactly when its count is higher: those are found by key bucket.
-func since(ctx context.Context, src, dst pgx.Tx, tables []table, tenant uuid.UUID, lo int64) (int, error) {
+// whose xmin had the low 32 bits lo (its xid), and checks it; it returns the rows it
+// changed. Every source row not written since the snapshot is the one the
+// target holds, and the rows written since (changedSQL) are copied; the
+// target's other rows are those the source deleted since, as many as its
+// count exceeds what the source's unchanged rows and the changed rows it
+// holds account for. Those are found by key bucket (surplus) and deleted
+// first, so that a row deleted and written anew under another key can
+// take its place. The databases count each table once, at once; past
+// that, only the rows written since are read, shipped and written, unless
+// rows were deleted. counts are the target's rows per table as of the
+// catch-up (verifyAll): nothing writes the target since, so only the
+// source is read in full here, once.
+func since(ctx context.Context, src, dst pgx.Tx, tables []table, tenant uuid.UUID, lo int64, counts map[string]int64) (int, error) {
 	if _, err := dst.Exec(ctx, `SET CONSTRAINTS ALL DEFERRED`); err != nil {
 		return 0, err
 	}
+	type state struct {
+		want, have int64 // rows in the source, in the target
+		present    int64 // changed rows the target holds
+		keys, rows []string
+		changed    map[string]string // key → row hash
+	}
 	n := 0
-	changed := map[string]map[string]string{} // table → key → row hash
-	for _, t := range slices.Backward(tables) {
-		rows, err := src.Query(ctx, changedSQL(t), tenant, lo)
+	tabs := map[string]*state{}
+	for _, t := range tables {
+		st := &state{changed: map[string]string{}}
+		var hs []string
+		if err := src.QueryRow(ctx, changedSQL(t), tenant, strconv.FormatInt(lo, 10)).Scan(&st.want, &st.keys, &st.rows, &hs); err != nil {
+			return n, fmt.Errorf("read %s of the source: %w", t.name, err)
+		}
+		have, ok := counts[t.name]
+		if !ok {
+			return n, fmt.Errorf("table %s was not counted at the catch-up", t.name)
+		}
+		st.have = have
+		for i, k := range st.keys {
+			st.changed[k] = hs[i]
+		}
+		if len(st.keys) > 0 {
+			if err := dst.QueryRow(ctx, `SELECT count(*) FROM `+t.ident+` r
+				JOIN jsonb_populate_recordset(NULL::`+t.ident+`, $2::jsonb) k ON `+match(t, "r", "k")+`
+				WHERE r.tenant_id = $1`, tenant, "["+strings.Join(st.keys, ",")+"]").Scan(&st.present); err != nil {
+				return n, fmt.Errorf("read %s of the target: %w", t.name, err)
+			}
+		}
+		tabs[t.name] = st
+	}
+	removed := false
+	for _, t := range tables {
+		st := tabs[t.name]
+		unchanged := st.want - int64(len(st.keys))
+		if st.have-st.present <= unchanged {
+			continue
+		}
+		extra, err := surplus(ctx, src, dst, t, tenant)
 		if err != nil {
-			return n, fmt.Errorf("read %s of the source: %w", t.name, err)
+			return n, err
 		}
-		hs := map[string]string{}
-		var batch []string
-		var k, j, h string
-		if _, err := pgx.ForEachRow(rows, []any{&k, &j, &h}, func() error {
-			hs[k] = h
-			batch = append(batch, j)
-			return nil
-		}); err != nil {
-			return n, fmt.Errorf("read %s of the source: %w", t.name, err)
+		if err := remove(ctx, dst, t, tenant, extra); err != nil {
+			return n, err
 		}
+		n += len(extra)
+		removed = true
+	}
+	for _, t := range slices.Backward(tables) {
+		st := tabs[t.name]
 		upsert := upsertSQL(t)
-		for rows := range slices.Chunk(batch, chunk) {
+		for rows := range slices.Chunk(st.rows, chunk) {
 			if _, err := dst.Exec(ctx, upsert, "["+strings.Join(rows, ",")+"]"); err != nil {
 				return n, fmt.Errorf("write %s: %w", t.name, err)
 			}
 		}
-		changed[t.name] = hs
-		n += len(hs)
+		n += len(st.rows)
 	}
-	want := map[string]int64{}
+	// The check: every table's count (counted again after a delete, which
+	// may cascade), and every row copied.
 	for _, t := range tables {
-		var a, b int64
-		if err := both2(func() (err error) {
-			a, err = count(ctx, src, t, tenant)
-			return err
-		}, func() (err error) {
-			b, err = count(ctx, dst, t, tenant)
-			return err
-		}); err != nil {
-			return n, fmt.Errorf("count %s: %w", t.name, err)
-		}
-		want[t.name] = a
-		if b > a {
-			extra, err := surplus(ctx, src, dst, t, tenant)
-			if err != nil {
-				return n, err
+		st := tabs[t.name]
+		have := st.have + int64(len(st.keys)) - st.present
+		if removed {
+			var err error
+			if have, err = count(ctx, dst, t, tenant); err != nil {
+				return n, fmt.Errorf("count %s: %w", t.name, err)
 			}
-			if err := remove(ctx, dst, t, tenant, extra); err != nil {
-				return n, err
-			}
-			n += len(extra)
 		}
-	}
-	// The check: every table's count, and every row copied.
-	for _, t := range tables {
-		b, err := count(ctx, dst, t, tenant)
-		if err != nil {
-			return n, fmt.Errorf("count %s: %w", t.name, err)
+		if have != st.want {
+			return n, &MismatchError{Detail: fmt.Sprintf("table %s: %d rows in the source, %d in the target", t.name, st.want, have)}
 		}
-		if b != want[t.name] {
-			return n, &MismatchError{Detail: fmt.Sprintf("table %s: %d rows in the source, %d in the target", t.name, want[t.name], b)}
-		}
-		hs := changed[t.name]
-		for keys := range slices.Chunk(slices.Collect(maps.Keys(hs)), chunk) {
+		for keys := range slices.Chunk(st.keys, chunk) {
 			rows, err := dst.Query(ctx, `SELECT `+t.key()+`, `+rowHash+` FROM `+t.ident+` r
 				JOIN jsonb_populate_recordset(NULL::`+t.ident+`, $2::jsonb) k ON `+match(t, "r", "k")+`
 				WHERE r.tenant_id = $1`, tenant, "["+strings.Join(keys, ",")+"]")
@@ -421,7 +457,7 @@ func since(ctx context.Context, src, dst pgx.Tx, tables []table, tenant uuid.UUI
 			found := 0
 			var k, h string
 			if _, err := pgx.ForEachRow(rows, []any{&k, &h}, func() error {
-				if hs[k] != h {
+				if st.changed[k] != h {
 					return &MismatchError{Detail: fmt.Sprintf("table %s: a row copied at the cut-over differs", t.name)}
 				}
 				found++
@@ -474,4 +510,30 @@ func surplus(ctx context.Context, src, dst pgx.Tx, t table, tenant uuid.UUID) ([
 		}
 	}
 	return out, nil
+}
+
+// same holds dst to src row by row: no row differs by key or hash.
+func same(ctx context.Context, src, dst pgx.Tx, tables []table, tenant uuid.UUID) error {
+	d, err := diff(ctx, src, dst, tables, tenant)
+	if err != nil {
+		return err
+	}
+	if d.n != 0 {
+		return &MismatchError{Detail: fmt.Sprintf("%d rows differ after the copy", d.n)}
+	}
+	return nil
+}
+
+// everything makes dst equal src by comparing every row, and checks it;
+// it returns the rows it changed. It is since without a snapshot to go
+// from, its work as large as the tenant.
+func everything(ctx context.Context, src, dst pgx.Tx, tables []table, tenant uuid.UUID) (int, error) {
+	d, err := diff(ctx, src, dst, tables, tenant)
+	if err != nil {
+		return 0, err
+	}
+	if err := apply(ctx, src, dst, tables, tenant, d); err != nil {
+		return d.n, err
+	}
+	return d.n, same(ctx, src, dst, tables, tenant)
 }

@@ -385,11 +385,20 @@ func (m *Mover) cutoverOnce(outer context.Context, mv control.Move) (control.Mov
 		// The snapshot's xmin: every transaction before it ended
 		// before the snapshot, so what the fence must copy is what was
 		// written by it or later.
+		// On Citus the rows live on workers, whose transaction ids are
+		// not the coordinator's: there the cut-over compares every row
+		// (lo < 0), as slow as the tenant is large, but exact.
 		var xmin int64
-		if err := ref.QueryRow(outer, `SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint`).Scan(&xmin); err != nil {
+		if err := ref.QueryRow(outer, `SELECT CASE WHEN EXISTS (SELECT FROM pg_extension WHERE extname = 'citus') THEN -1
+			ELSE pg_snapshot_xmin(pg_current_snapshot())::text::bigint END`).Scan(&xmin); err != nil {
 			return fmt.Errorf("read the snapshot: %w", err)
 		}
+		lo := int64(-1)
+		if xmin >= 0 {
+			lo = xmin & 0xffffffff
+		}
 		var tables []table
+		var counts map[string]int64
 		err := do.RunOwner(outer, mv.Target(), func(dst pgx.Tx) error {
 			if _, err := dst.Exec(outer, `SET LOCAL TimeZone = 'UTC'`); err != nil {
 				return err
@@ -406,12 +415,16 @@ func (m *Mover) cutoverOnce(outer context.Context, mv control.Move) (control.Mov
 				return err
 			}
 			next.RowsCopied += int64(d.n)
-			return verifyAll(outer, ref, dst, tables, mv.TenantID)
+			if lo < 0 {
+				return same(outer, ref, dst, tables, mv.TenantID)
+			}
+			counts, err = verifyAll(outer, ref, dst, tables, mv.TenantID)
+			return err
 		})
 		if err != nil {
 			return fmt.Errorf("catch up: %w", err)
 		}
-		return m.fenced(outer, &next, tables, int64(xmin&0xffffffff), inControl)
+		return m.fenced(outer, &next, tables, lo, counts, inControl)
 	})
 	if err != nil {
 		return next, err
@@ -427,10 +440,11 @@ func (m *Mover) cutoverOnce(outer context.Context, mv control.Move) (control.Mov
 
 // fenced takes the tenant's fence in the source, copies what was written
 // since the snapshot whose xmin had the low bits lo (the target equalling
-// the source as of it), checks, closes the source and, for a source in
+// the source as of it, holding counts rows per table; with lo < 0,
+// whatever differs), checks, closes the source and, for a source in
 // the control plane's database, switches the placement, recording the
 // pause in next.
-func (m *Mover) fenced(outer context.Context, next *control.Move, tables []table, lo int64, inControl bool) error {
+func (m *Mover) fenced(outer context.Context, next *control.Move, tables []table, lo int64, counts map[string]int64, inControl bool) error {
 	source := next.Source()
 	wait := "SET LOCAL lock_timeout = " + strconv.FormatInt(m.opts.LockWait.Milliseconds(), 10)
 	return m.both(outer, *next, "", func(src, dst pgx.Tx) error {
@@ -448,7 +462,7 @@ func (m *Mover) fenced(outer context.Context, next *control.Move, tables []table
 		// are not, so that no commit's outcome is left in doubt.
 		ctx, cancel := context.WithTimeout(outer, m.opts.Pause)
 		defer cancel()
-		err := m.cutoverWork(ctx, src, dst, source, tables, lo, next, inControl, start)
+		err := m.cutoverWork(ctx, src, dst, source, tables, lo, counts, next, inControl, start)
 		if err != nil && ctx.Err() != nil && outer.Err() == nil {
 			return fmt.Errorf("%w: the cut-over took longer than %s", errLockBusy, m.opts.Pause)
 		}
@@ -459,11 +473,18 @@ func (m *Mover) fenced(outer context.Context, next *control.Move, tables []table
 // cutoverWork copies the last rows and checks them (since), closes the
 // source and, for a source in the control plane's database, switches the
 // placement (in src), recording the pause since start.
-func (m *Mover) cutoverWork(ctx context.Context, src, dst pgx.Tx, source isolation.Tenant, tables []table, lo int64, next *control.Move, inControl bool, start time.Time) error {
+func (m *Mover) cutoverWork(ctx context.Context, src, dst pgx.Tx, source isolation.Tenant, tables []table, lo int64, counts map[string]int64, next *control.Move, inControl bool, start time.Time) error {
 	if _, err := src.Exec(ctx, `SET LOCAL lock_timeout = 0`); err != nil {
 		return err
 	}
-	n, err := since(ctx, src, dst, tables, next.TenantID, lo)
+	waited := time.Since(start)
+	var n int
+	var err error
+	if lo >= 0 {
+		n, err = since(ctx, src, dst, tables, next.TenantID, lo, counts)
+	} else {
+		n, err = everything(ctx, src, dst, tables, next.TenantID)
+	}
 	if err != nil {
 		return err
 	}
@@ -473,6 +494,10 @@ func (m *Mover) cutoverWork(ctx context.Context, src, dst pgx.Tx, source isolati
 	}
 	ms := time.Since(start).Milliseconds()
 	next.PauseMS = &ms
+	// The pause is the wait for the tenant's running transactions to
+	// end, then the work under the fence.
+	m.log.Info("tenant move cut-over", "tenant", next.Slug, "move_id", next.ID, "pause_ms", ms,
+		"wait_ms", waited.Milliseconds(), "rows", n, "every_row", lo < 0)
 	if inControl {
 		return control.SwitchPlacement(ctx, src, next)
 	}
