@@ -253,9 +253,9 @@ func sums(ctx context.Context, tx pgx.Tx, t table, tenant uuid.UUID) (map[string
 	return out, err
 }
 
-// both2 runs f and g at once (each on its own transaction, as a pgx.Tx is
-// not for concurrent use) and returns the first error.
-func both2(f, g func() error) error {
+// atOnce runs f and g at once (each on its own transaction, as a pgx.Tx is
+// not for concurrent use) and returns their errors, joined.
+func atOnce(f, g func() error) error {
 	errc := make(chan error, 1)
 	go func() { errc <- g() }()
 	err := f()
@@ -268,7 +268,7 @@ func verifyAll(ctx context.Context, src, dst pgx.Tx, tables []table, tenant uuid
 	counts := map[string]int64{}
 	for _, t := range tables {
 		var a, b map[string]bucket
-		err := both2(func() (err error) {
+		err := atOnce(func() (err error) {
 			a, err = sums(ctx, src, t, tenant)
 			return err
 		}, func() (err error) {
@@ -478,7 +478,7 @@ func since(ctx context.Context, src, dst pgx.Tx, tables []table, tenant uuid.UUI
 // buckets that differ.
 func surplus(ctx context.Context, src, dst pgx.Tx, t table, tenant uuid.UUID) ([]string, error) {
 	var a, b map[string]int64
-	if err := both2(func() (err error) {
+	if err := atOnce(func() (err error) {
 		a, err = keyBuckets(ctx, src, t, tenant)
 		return err
 	}, func() (err error) {
@@ -494,7 +494,7 @@ func surplus(ctx context.Context, src, dst pgx.Tx, t table, tenant uuid.UUID) ([
 		}
 	}
 	var have, extra map[string]bool
-	if err := both2(func() (err error) {
+	if err := atOnce(func() (err error) {
 		have, err = keysIn(ctx, src, t, tenant, buckets)
 		return err
 	}, func() (err error) {
