@@ -1,10 +1,12 @@
 // Package move moves a live tenant to another isolation strategy or
 // server: it provisions the target, copies every tenant table while the
-// tenant keeps serving, catches up with what was written meanwhile, then
-// pauses the tenant's transactions for a moment (they wait, they do not
-// fail), copies the last rows, verifies that source and target hold the
-// same rows (the export checksums), closes the source and switches the
-// tenant's placement in the control plane, and removes the source. Each
+// tenant keeps serving, catches up with what was written meanwhile and
+// verifies that source and target hold the same rows (a checksum of each
+// table both databases compute), then pauses the tenant's transactions
+// for a moment (they wait, they do not fail), copies and checks the rows
+// written since that catch-up's snapshot — the pause does not grow with
+// the tenant — closes the source and switches the tenant's placement in
+// the control plane, and removes the source. Each
 // step is recorded in the control plane (bulkhead.tenant_moves) and
 // audited, so a move interrupted anywhere can be resumed or rolled back,
 // and at every point the tenant is served from exactly one place.
@@ -15,13 +17,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/bulkheadhq/bulkhead/app/archive"
 	"github.com/bulkheadhq/bulkhead/app/control"
 	"github.com/bulkheadhq/bulkhead/app/store"
 	"github.com/bulkheadhq/bulkhead/isolation"
@@ -78,12 +78,13 @@ type Mover struct {
 	strategies *isolation.Registry
 	log        *slog.Logger
 	opts       Options
+	gate       chan struct{} // one copy at a time (enter)
 }
 
 // New returns a Mover working through the control plane and the
 // strategies of the registry.
 func New(ctl *control.Service, strategies *isolation.Registry, log *slog.Logger, opts Options) *Mover {
-	return &Mover{ctl: ctl, strategies: strategies, log: log, opts: opts.withDefaults()}
+	return &Mover{ctl: ctl, strategies: strategies, log: log, opts: opts.withDefaults(), gate: make(chan struct{}, 1)}
 }
 
 // Check validates a move's target: a strategy the deployment runs and
@@ -263,11 +264,29 @@ func (m *Mover) both(ctx context.Context, mv control.Move, srcSetup string, fn f
 	})
 }
 
+// enter waits for the Mover's turn to copy: a pass holds two owner
+// connections at once, a cut-over three (the catch-up's snapshot, and the
+// pair under the fence), so moves take turns rather than starve each
+// other of the owner pool's few. The function it returns ends the turn.
+func (m *Mover) enter(ctx context.Context) (func(), error) {
+	select {
+	case m.gate <- struct{}{}:
+		return func() { <-m.gate }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
 // pass makes the target equal a snapshot of the source and reports how
 // many rows it changed.
 func (m *Mover) pass(ctx context.Context, mv control.Move) (int, error) {
+	leave, err := m.enter(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer leave()
 	var n int
-	err := m.both(ctx, mv, `SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY`, func(src, dst pgx.Tx) error {
+	err = m.both(ctx, mv, `SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY`, func(src, dst pgx.Tx) error {
 		tables, err := tablesOf(ctx, src)
 		if err != nil {
 			return err
@@ -298,8 +317,8 @@ func (m *Mover) copy(ctx context.Context, mv control.Move) (control.Move, error)
 	return m.ctl.SetMoveStep(ctx, mv, control.MoveCopied)
 }
 
-// MismatchError says the target did not hold the source's rows after the
-// cut-over's copy: the move stays before its switch.
+// MismatchError says the target did not hold the source's rows after a
+// catch-up or the cut-over's copy: the move stays before its switch.
 type MismatchError struct{ Detail string }
 
 func (e *MismatchError) Error() string { return "verify: source and target differ: " + e.Detail }
@@ -320,15 +339,6 @@ func (m *Mover) cutover(ctx context.Context, mv control.Move) (control.Move, err
 	}
 	var lastErr error
 	for attempt := 0; attempt < m.opts.Attempts; attempt++ {
-		if attempt > 0 {
-			// The delta grew while we waited: catch up again outside
-			// the pause.
-			if n, err := m.pass(ctx, mv); err != nil {
-				return mv, fmt.Errorf("catch up: %w", err)
-			} else {
-				mv.RowsCopied += int64(n)
-			}
-		}
 		next, err := m.cutoverOnce(ctx, mv)
 		if err == nil {
 			return next, nil
@@ -336,17 +346,108 @@ func (m *Mover) cutover(ctx context.Context, mv control.Move) (control.Move, err
 		if !errors.Is(err, errLockBusy) {
 			return mv, err
 		}
+		// The delta grew while we waited: the next attempt catches up
+		// again outside the pause.
+		mv.RowsCopied = next.RowsCopied
 		lastErr = err
 	}
 	return mv, lastErr
 }
 
+// cutoverOnce catches up and verifies while the tenant serves, holding
+// the catch-up's snapshot of the source open, then takes the fence and
+// copies (and checks) only what was written since that snapshot. On
+// errLockBusy the move it returns counts the rows the catch-up copied.
 func (m *Mover) cutoverOnce(outer context.Context, mv control.Move) (control.Move, error) {
+	leave, err := m.enter(outer)
+	if err != nil {
+		return mv, err
+	}
+	defer leave()
 	source := mv.Source()
+	so, err := m.owner(source)
+	if err != nil {
+		return mv, err
+	}
+	do, err := m.owner(mv.Target())
+	if err != nil {
+		return mv, err
+	}
 	inControl := isolation.InControlDatabase(source.Strategy)
-	wait := "SET LOCAL lock_timeout = " + strconv.FormatInt(m.opts.LockWait.Milliseconds(), 10)
 	next := mv
-	err := m.both(outer, mv, "", func(src, dst pgx.Tx) error {
+	err = so.RunOwner(outer, source, func(ref pgx.Tx) error {
+		if _, err := ref.Exec(outer, `SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY`); err != nil {
+			return err
+		}
+		if _, err := ref.Exec(outer, `SET LOCAL TimeZone = 'UTC'`); err != nil {
+			return err
+		}
+		// The snapshot's xmin: every transaction before it ended
+		// before the snapshot, so what the fence must copy is what was
+		// written by it or later.
+		// On Citus the rows live on workers, whose transaction ids are
+		// not the coordinator's: there the cut-over compares every row
+		// (lo < 0), as slow as the tenant is large, but exact.
+		var xmin int64
+		if err := ref.QueryRow(outer, `SELECT CASE WHEN EXISTS (SELECT FROM pg_extension WHERE extname = 'citus') THEN -1
+			ELSE pg_snapshot_xmin(pg_current_snapshot())::text::bigint END`).Scan(&xmin); err != nil {
+			return fmt.Errorf("read the snapshot: %w", err)
+		}
+		lo := int64(-1)
+		if xmin >= 0 {
+			lo = xmin & 0xffffffff
+		}
+		var tables []table
+		var counts map[string]int64
+		err := do.RunOwner(outer, mv.Target(), func(dst pgx.Tx) error {
+			if _, err := dst.Exec(outer, `SET LOCAL TimeZone = 'UTC'`); err != nil {
+				return err
+			}
+			var err error
+			if tables, err = tablesOf(outer, ref); err != nil {
+				return err
+			}
+			d, err := diff(outer, ref, dst, tables, mv.TenantID)
+			if err != nil {
+				return err
+			}
+			if err := apply(outer, ref, dst, tables, mv.TenantID, d); err != nil {
+				return err
+			}
+			next.RowsCopied += int64(d.n)
+			if lo < 0 {
+				return same(outer, ref, dst, tables, mv.TenantID)
+			}
+			counts, err = verifyAll(outer, ref, dst, tables, mv.TenantID)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("catch up: %w", err)
+		}
+		return m.fenced(outer, &next, tables, lo, counts, inControl)
+	})
+	if err != nil {
+		return next, err
+	}
+	if !inControl {
+		if err := m.after("closed"); err != nil {
+			return mv, err
+		}
+		return m.ctl.SwitchMove(outer, next)
+	}
+	return next, nil
+}
+
+// fenced takes the tenant's fence in the source, copies what was written
+// since the snapshot whose xmin had the low bits lo (the target equalling
+// the source as of it, holding counts rows per table; with lo < 0,
+// whatever differs), checks, closes the source and, for a source in
+// the control plane's database, switches the placement, recording the
+// pause in next.
+func (m *Mover) fenced(outer context.Context, next *control.Move, tables []table, lo int64, counts map[string]int64, inControl bool) error {
+	source := next.Source()
+	wait := "SET LOCAL lock_timeout = " + strconv.FormatInt(m.opts.LockWait.Milliseconds(), 10)
+	return m.both(outer, *next, "", func(src, dst pgx.Tx) error {
 		if _, err := src.Exec(outer, wait); err != nil {
 			return err
 		}
@@ -361,77 +462,44 @@ func (m *Mover) cutoverOnce(outer context.Context, mv control.Move) (control.Mov
 		// are not, so that no commit's outcome is left in doubt.
 		ctx, cancel := context.WithTimeout(outer, m.opts.Pause)
 		defer cancel()
-		err := m.cutoverWork(ctx, src, dst, source, &next, inControl, start)
+		err := m.cutoverWork(ctx, src, dst, source, tables, lo, counts, next, inControl, start)
 		if err != nil && ctx.Err() != nil && outer.Err() == nil {
 			return fmt.Errorf("%w: the cut-over took longer than %s", errLockBusy, m.opts.Pause)
 		}
 		return err
 	})
-	if err != nil {
-		return mv, err
-	}
-	if !inControl {
-		if err := m.after("closed"); err != nil {
-			return mv, err
-		}
-		return m.ctl.SwitchMove(outer, next)
-	}
-	return next, nil
 }
 
-// cutoverWork copies the last rows, verifies, closes the source and, for
-// a source in the control plane's database, switches the placement (in
-// src), recording the pause since start.
-func (m *Mover) cutoverWork(ctx context.Context, src, dst pgx.Tx, source isolation.Tenant, next *control.Move, inControl bool, start time.Time) error {
+// cutoverWork copies the last rows and checks them (since), closes the
+// source and, for a source in the control plane's database, switches the
+// placement (in src), recording the pause since start.
+func (m *Mover) cutoverWork(ctx context.Context, src, dst pgx.Tx, source isolation.Tenant, tables []table, lo int64, counts map[string]int64, next *control.Move, inControl bool, start time.Time) error {
 	if _, err := src.Exec(ctx, `SET LOCAL lock_timeout = 0`); err != nil {
 		return err
 	}
-	tables, err := tablesOf(ctx, src)
+	waited := time.Since(start)
+	var n int
+	var err error
+	if lo >= 0 {
+		n, err = since(ctx, src, dst, tables, next.TenantID, lo, counts)
+	} else {
+		n, err = everything(ctx, src, dst, tables, next.TenantID)
+	}
 	if err != nil {
 		return err
 	}
-	d, err := diff(ctx, src, dst, tables, next.TenantID)
-	if err != nil {
-		return err
-	}
-	if err := apply(ctx, src, dst, tables, next.TenantID, d); err != nil {
-		return err
-	}
-	next.RowsCopied += int64(d.n)
-	if err := verify(ctx, src, dst, tables, *next); err != nil {
-		return err
-	}
+	next.RowsCopied += int64(n)
 	if err := isolation.Close(ctx, src, source); err != nil {
 		return err
 	}
 	ms := time.Since(start).Milliseconds()
 	next.PauseMS = &ms
+	// The pause is the wait for the tenant's running transactions to
+	// end, then the work under the fence.
+	m.log.Info("tenant move cut-over", "tenant", next.Slug, "move_id", next.ID, "pause_ms", ms,
+		"wait_ms", waited.Milliseconds(), "rows", n, "every_row", lo < 0)
 	if inControl {
 		return control.SwitchPlacement(ctx, src, next)
-	}
-	return nil
-}
-
-// verify holds the target to the source: no row differs, and every
-// table's export checksum (archive.Checksums) is equal.
-func verify(ctx context.Context, src, dst pgx.Tx, tables []table, mv control.Move) error {
-	d, err := diff(ctx, src, dst, tables, mv.TenantID)
-	if err != nil {
-		return err
-	}
-	if d.n != 0 {
-		return &MismatchError{Detail: fmt.Sprintf("%d rows differ after the copy", d.n)}
-	}
-	a, err := archive.Checksums(ctx, src, mv.TenantID)
-	if err != nil {
-		return fmt.Errorf("checksum the source: %w", err)
-	}
-	b, err := archive.Checksums(ctx, dst, mv.TenantID)
-	if err != nil {
-		return fmt.Errorf("checksum the target: %w", err)
-	}
-	if !slices.Equal(a, b) {
-		return &MismatchError{Detail: fmt.Sprintf("export checksums: source %v, target %v", a, b)}
 	}
 	return nil
 }
