@@ -202,7 +202,7 @@ func (h *harness) reset(ctx context.Context, d *deployment) error {
 			if _, err := conn.Exec(ctx, fmt.Sprintf(tables, "public.")); err != nil {
 				return err
 			}
-			_, err := conn.Exec(ctx, `VACUUM`) // as the schema's, below
+			_, err := conn.Exec(ctx, `VACUUM (ANALYZE)`) // as the schema's, below
 			return err
 		})
 		if err != nil {
@@ -214,10 +214,11 @@ func (h *harness) reset(ctx context.Context, d *deployment) error {
 	if err := h.exec(ctx, d.db, `UPDATE bulkhead.tenants SET version = 0`); err != nil {
 		return err
 	}
-	// The catalogs' dead rows of the drops, vacuumed now rather than by
-	// autovacuum during the timed migration that follows.
+	// The catalogs' dead rows of the drops, vacuumed (and the catalogs
+	// analyzed) now rather than by autovacuum during the timed migration
+	// that follows.
 	if d.name == Schema {
-		return h.exec(ctx, d.db, `VACUUM`)
+		return h.exec(ctx, d.db, `VACUUM (ANALYZE)`)
 	}
 	return nil
 }
