@@ -92,6 +92,17 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("latest.json: no %s", name)
 		}
 	}
+	// The migration anchor, and migrate held to it.
+	for _, s := range []string{harness.Schema, harness.Database} {
+		for _, m := range []string{"migrate_script_before_s", "migrate_script_after_s", "migrate_script_s", "migrate_vs_script", "migrate_goose_s", "migrate_noop_s"} {
+			if v, ok := figures[s+"."+m].(float64); !ok || v <= 0 {
+				t.Errorf("latest.json: %s.%s = %v, want a positive number", s, m, figures[s+"."+m])
+			}
+		}
+		if _, ok := figures["target."+s+"_migrate_vs_script.met"]; !ok {
+			t.Errorf("latest.json: no target %s_migrate_vs_script", s)
+		}
+	}
 	if n := figures["schema.migrate_all_tenants"]; n != 6.0 {
 		t.Errorf("latest.json: schema.migrate_all_tenants = %v, want 6", n)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -44,22 +45,27 @@ func tenantTablesOf(ctx context.Context, q Querier, schema string) ([]string, er
 
 // GrantTenantTables grants the serving DML (and nothing else) on every
 // tenant table of schema to grantee, and SELECT on the tenant migrations'
-// version table so that readiness can be checked.
+// version table so that readiness can be checked. The grants go in one
+// simple-protocol message (an implicit transaction: all or none): two
+// round trips in all, with the listing, however many tables there are —
+// `bulkhead migrate` makes them for every tenant.
 func GrantTenantTables(ctx context.Context, q Querier, schema, grantee string) error {
 	tables, err := tenantTablesOf(ctx, q, schema)
 	if err != nil {
 		return err
 	}
 	to := pgx.Identifier{grantee}.Sanitize()
-	for _, t := range tables {
-		stmt := "GRANT SELECT, INSERT, UPDATE, DELETE ON " + pgx.Identifier{schema, t}.Sanitize() + " TO " + to
-		if _, err := q.Exec(ctx, stmt); err != nil {
-			return fmt.Errorf("grant on %s.%s: %w", schema, t, err)
+	var stmts []string
+	if len(tables) > 0 {
+		names := make([]string, len(tables))
+		for i, t := range tables {
+			names[i] = pgx.Identifier{schema, t}.Sanitize()
 		}
+		stmts = append(stmts, "GRANT SELECT, INSERT, UPDATE, DELETE ON "+strings.Join(names, ", ")+" TO "+to)
 	}
-	stmt := "GRANT SELECT ON " + pgx.Identifier{schema, migrations.Tenant.Table}.Sanitize() + " TO " + to
-	if _, err := q.Exec(ctx, stmt); err != nil {
-		return fmt.Errorf("grant on %s.%s: %w", schema, migrations.Tenant.Table, err)
+	stmts = append(stmts, "GRANT SELECT ON "+pgx.Identifier{schema, migrations.Tenant.Table}.Sanitize()+" TO "+to)
+	if _, err := q.Exec(ctx, strings.Join(stmts, "; ")); err != nil {
+		return fmt.Errorf("grant on the tenant tables of %s (%s, %s): %w", schema, strings.Join(tables, ", "), migrations.Tenant.Table, err)
 	}
 	return nil
 }

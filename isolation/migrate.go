@@ -32,7 +32,15 @@ func OwnerDB(cfg *pgx.ConnConfig, schema string) *sql.DB {
 func MigrateTenantTables(ctx context.Context, cfg *pgx.ConnConfig, schema string) (int64, error) {
 	db := OwnerDB(cfg, schema)
 	defer db.Close()
-	p, err := migrations.Tenant.Provider(db, LockID(cfg.Database, schema))
+	return MigrateTenantTablesOn(ctx, db, cfg.Database, schema)
+}
+
+// MigrateTenantTablesOn is MigrateTenantTables over db, an OwnerDB of
+// database with search_path schema, which it leaves open: goose takes one
+// of its connections and gives it back idle, so a caller that uses db
+// before and after (OnOwnerConn) pays for one connection in all.
+func MigrateTenantTablesOn(ctx context.Context, db *sql.DB, database, schema string) (int64, error) {
+	p, err := migrations.Tenant.Provider(db, LockID(database, schema))
 	if err != nil {
 		return 0, err
 	}
@@ -45,6 +53,23 @@ func MigrateTenantTables(ctx context.Context, cfg *pgx.ConnConfig, schema string
 		return v, fmt.Errorf("read version of %s: %w", schema, err)
 	}
 	return v, nil
+}
+
+// OnOwnerConn runs fn on a connection of db, an OwnerDB, as the pgx
+// connection it is, and gives the connection back to db idle.
+func OnOwnerConn(ctx context.Context, db *sql.DB, fn func(*pgx.Conn) error) error {
+	c, err := db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return c.Raw(func(dc any) error {
+		sc, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("owner connection: %T is not a pgx connection", dc)
+		}
+		return fn(sc.Conn())
+	})
 }
 
 // TenantVersion reads the tenant migration version recorded in schema, 0

@@ -183,6 +183,13 @@ func (h *harness) set(name string, v float64) {
 	h.figures[name] = v
 }
 
+func (h *harness) get(name string) (float64, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	v, ok := h.figures[name]
+	return v, ok
+}
+
 // phase runs fn and records how long it took as phase.<name>_s.
 func (h *harness) phase(name string, fn func() error) error {
 	begin := time.Now()

@@ -78,16 +78,31 @@ func Markdown(r *Results) string {
 	}
 
 	p("## Provisioning and migration\n\n")
-	p("| strategy | provision one tenant, median ms | slowest of the sample, ms | provision all tenants, s | migrate all tenants from version 0, s |\n|---|---:|---:|---:|---:|\n")
+	p("| strategy | provision one tenant, median ms | slowest of the sample, ms | provision all tenants, s | migrate all tenants from version 0, s | the same DDL as psql scripts, s | migrate ÷ scripts | goose alone, s | migrate with nothing to do, s |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, s := range r.Strategies {
 		if s == "baseline" {
 			continue
 		}
 		f := func(measure string) string { return r.cell(s + "." + measure) }
-		p("| %s | %s | %s | %s | %s |\n", s, f("provision_ms"), f("provision_max_ms"), f("provision_all_s"), f("migrate_all_s"))
+		p("| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", s, f("provision_ms"), f("provision_max_ms"), f("provision_all_s"), f("migrate_all_s"),
+			f("migrate_script_s"), f("migrate_vs_script"), f("migrate_goose_s"), f("migrate_noop_s"))
 	}
 	p("\nProvisioning goes through the control plane as `bulkhead tenant create` does: the tenant's record, its storage at the migration head, and its audit entry. ")
 	p("rls has no storage of its own to make; schema creates a role and a schema and migrates it; database clones a database from the pre-migrated template.\n\n")
+	p("Migrating is timed as `bulkhead migrate` runs it (the control plane's `Migrate`, isolation.migrate_parallelism tenants at a time) on every tenant taken back to version 0. ")
+	p("Its anchor, in the same run and on the same server: the Up part of the same tenant migration files, read from the embedded files into one plain SQL script ")
+	p("(goose's transactional migrations each between BEGIN and COMMIT, the NO TRANSACTION one in autocommit), applied by psql as the owner role to as many fresh schemas (search_path set to each) ")
+	p("or fresh databases (`\\connect` to each) as there are tenants, by as many psql processes as the migrate parallelism, each taking an equal share. Untimed around each pass: fresh schemas are made before it and dropped after it; fresh databases are made once, before the first pass, emptied between passes (their public schema made again, their catalogs vacuumed) and dropped after the last. ")
+	p("The scripts are timed right before migrate and right after it, and the faster of the two is the anchor (the first timed phase after the reset is the slower one on a busy machine): ")
+	for _, s := range []string{"schema", "database"} {
+		if _, ok := r.Get(s + ".migrate_script_before_s"); ok {
+			p("%s %s s before, %s s after; ", s, r.cell(s+".migrate_script_before_s"), r.cell(s+".migrate_script_after_s"))
+		}
+	}
+	p("measured once per run, not per round. ")
+	p("Goose alone is the diagnosis between the two: `isolation.MigrateTenantTables` (goose, on a connection of its own acting as the owner, with its version table and session lock) into as many fresh schemas or databases, ")
+	p("as many at a time, without the control plane's bookkeeping, the version check and the grants of the strategies' migrate. ")
+	p("Migrate with nothing to do is a second `Migrate` right after: the control plane, the strategies' setup and the status read, the fixed part of the first.\n\n")
 
 	if peak, ok := r.Get("database.peak_connections"); ok {
 		budget, _ := r.Get("database.connection_budget")

@@ -23,6 +23,9 @@ func results() *Results {
 			"database.connection_budget":      50,
 			"schema.migrate_all_s":            30,
 			"schema.migrate_all_tenants":      1000,
+			"schema.migrate_vs_script":        1.2,
+			"database.migrate_all_tenants":    1000,
+			"database.migrate_vs_script":      2.5,
 			"database.point_read.p99_vs_rls":  math.NaN(), // not measured
 		},
 	}
@@ -43,6 +46,8 @@ func TestEvaluate(t *testing.T) {
 		"schema_point_read_p50_vs_rls":          {true, false},
 		"database_peak_connections":             {true, false},
 		"schema_migrate_all_s":                  {true, true},
+		"schema_migrate_vs_script":              {true, true},
+		"database_migrate_vs_script":            {true, false},
 		"database_point_read_p99_vs_rls":        {false, false},
 	} {
 		tg, ok := got[name]

@@ -102,6 +102,14 @@ func Evaluate(r *Results) []Target {
 	n, _ := r.Get("schema.migrate_all_tenants")
 	add("schema_migrate_all_s", fmt.Sprintf("Migrate %.0f tenant schemas ≤ 60 s", n),
 		"schema.migrate_all_s", 60, false, "s")
+	for _, s := range []string{"schema", "database"} {
+		if _, ok := r.Get(s + ".migrate_vs_script"); !ok {
+			continue
+		}
+		n, _ := r.Get(s + ".migrate_all_tenants")
+		add(s+"_migrate_vs_script", fmt.Sprintf("Migrate %.0f tenant %ss ≤ 1.5× the same DDL as plain psql scripts into as many fresh ones (measured once per run)", n, s),
+			s+".migrate_vs_script", 1.5, false, "×")
+	}
 	rows, _ := r.Get("focus.rows")
 	for _, s := range r.Strategies {
 		if _, ok := r.Get(s + ".focus_ingest.vs_copy"); !ok {

@@ -152,25 +152,37 @@ func (s *Strategy) Migrate(ctx context.Context, t isolation.Tenant) (int64, erro
 	if err != nil {
 		return 0, err
 	}
-	conn, err := srv.connectOwner(ctx, db)
+	cfg, err := srv.ownerConfig(db)
 	if err != nil {
+		return 0, err
+	}
+	// One connection for the version check, goose and the grants: a
+	// backend start in a tenant database is most of what a migration
+	// that has little to do costs.
+	odb := isolation.OwnerDB(cfg, schema)
+	defer odb.Close()
+	var v int64
+	connected := false
+	err = isolation.OnOwnerConn(ctx, odb, func(conn *pgx.Conn) error {
+		connected = true
+		v, err = isolation.TenantVersion(ctx, conn, schema)
+		return err
+	})
+	if err != nil && !connected {
 		return 0, fmt.Errorf("connect to %s on server %s: %w", db, srv.name, err)
 	}
-	defer conn.Close(context.Background())
-	v, err := isolation.TenantVersion(ctx, conn, schema)
 	if err != nil {
 		return 0, fmt.Errorf("database %s on server %s: %w", db, srv.name, err)
 	}
 	if v != migrations.Tenant.Head() {
-		cfg, err := srv.ownerConfig(db)
-		if err != nil {
-			return v, err
-		}
-		if v, err = isolation.MigrateTenantTables(ctx, cfg, schema); err != nil {
+		if v, err = isolation.MigrateTenantTablesOn(ctx, odb, db, schema); err != nil {
 			return v, fmt.Errorf("database %s on server %s: %w", db, srv.name, err)
 		}
 	}
-	if err := isolation.GrantTenantTables(ctx, conn, schema, isolation.AppRole); err != nil {
+	err = isolation.OnOwnerConn(ctx, odb, func(conn *pgx.Conn) error {
+		return isolation.GrantTenantTables(ctx, conn, schema, isolation.AppRole)
+	})
+	if err != nil {
 		return v, fmt.Errorf("database %s on server %s: %w", db, srv.name, err)
 	}
 	return v, nil
