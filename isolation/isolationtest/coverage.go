@@ -12,8 +12,10 @@ import (
 
 // operation is one tenant API operation of the served OpenAPI document.
 type operation struct {
-	name string // "GET /v1/accounts/{id}"
-	re   *regexp.Regexp
+	name   string // "GET /v1/accounts/{id}"
+	path   string // "/v1/accounts/{id}"
+	re     *regexp.Regexp
+	public bool // security: [] — answered without a key
 }
 
 // loadSpec reads the tenant operations (paths under /v1/) from the server's
@@ -39,10 +41,11 @@ func loadSpec(tb testing.TB, env *apitest.Env) []operation {
 			}
 		}
 		re := regexp.MustCompile("^" + strings.Join(parts, "/") + "$")
-		for method := range item {
+		for method, op := range item {
 			switch m := strings.ToUpper(method); m {
 			case "GET", "POST", "PUT", "PATCH", "DELETE":
-				ops = append(ops, operation{name: m + " " + path, re: re})
+				sec, declared := op.(map[string]any)["security"].([]any)
+				ops = append(ops, operation{name: m + " " + path, path: path, re: re, public: declared && len(sec) == 0})
 			}
 		}
 	}

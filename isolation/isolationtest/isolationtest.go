@@ -80,6 +80,7 @@ func run(t *testing.T, strategy string, rawSQL bool, opts []apitest.Option) {
 			s.attackConsolidated(t, self, other)
 			s.attackWithGrant(t, self, other)
 			s.attackMe(t, self, other)
+			s.attackPublic(t, self, other)
 			if rawSQL {
 				s.attackSQL(t, self, other)
 			}
