@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -305,5 +306,53 @@ func TestCitusMigrateAddsATableLeftLocal(t *testing.T) {
 	}
 	if n != 1 {
 		t.Fatalf("the tenant reads %d rows of notes after the move into the shard group, want 1", n)
+	}
+}
+
+// A tenant transaction's connections to the workers end with it: Citus
+// reaches the workers as the tenant's role and would otherwise keep one
+// connection per worker and tenant role open in every serving connection,
+// which ran the workers out of connection slots at a few hundred tenants.
+func TestCitusTenantTransactionsKeepNoWorkerConnections(t *testing.T) {
+	t.Parallel()
+	citusOnly(t)
+	ctx := context.Background()
+	f := setup(t, options{tenants: 3})
+	admin, err := pgx.Connect(ctx, f.db.AdminURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	roles := make([]string, len(f.tenants))
+	for i, tn := range f.tenants {
+		roles[i] = schema.Name(tn.ID)
+		var n int
+		if err := f.strategy.Run(ctx, tn, func(tx pgx.Tx) error {
+			return tx.QueryRow(ctx, `SELECT count(*) FROM accounts`).Scan(&n)
+		}); err != nil {
+			t.Fatalf("%s: %v", tn, err)
+		}
+		if n != rowsPer {
+			t.Fatalf("%s: %d accounts, want %d (the read went to its worker)", tn, n, rowsPer)
+		}
+	}
+	// A worker's backend leaves pg_stat_activity just after its client
+	// closed the connection: ask until none is left, within a deadline.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var left int
+		err := admin.QueryRow(ctx, `
+			SELECT coalesce(sum(result::int), 0) FROM run_command_on_workers(format(
+				$$SELECT count(*) FROM pg_stat_activity WHERE usename = ANY(%L::text[])$$, $1::text[]))`, roles).Scan(&left)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if left == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections of the tenant roles %v still open on the workers 30s after their transactions ended; want none (citus.max_cached_conns_per_worker)", left, roles)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

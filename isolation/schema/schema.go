@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -37,7 +38,24 @@ type Strategy struct {
 	app   *pgxpool.Pool
 	owner *pgxpool.Pool
 	opts  isolation.Options
+	// citus is set once Setup, Provision or Migrate found the database a
+	// Citus coordinator: Run then keeps no worker connection past its
+	// transaction (see uncachedWorkerConns).
+	citus atomic.Bool
 }
+
+// uncachedWorkerConns ends a tenant transaction's connections to the
+// Citus workers with the transaction. Citus reaches the workers as the
+// current role, the tenant's, and keeps one connection per worker and
+// role open in each serving connection after a transaction
+// (citus.max_cached_conns_per_worker, per role): with a pool of N
+// connections serving T tenants that is up to N × T connections on each
+// worker, which ran the workers out of connection slots at 200 tenants
+// (make bench/citus: "remaining connection slots are reserved", half the
+// requests failed). Uncached, a worker holds at most one connection per
+// running tenant transaction. Read by Citus when the transaction ends,
+// before its SET LOCALs are undone.
+const uncachedWorkerConns = "SET LOCAL citus.max_cached_conns_per_worker = 0"
 
 var _ isolation.Strategy = (*Strategy)(nil)
 
@@ -101,6 +119,11 @@ func (s *Strategy) Setup(ctx context.Context) error {
 		return fmt.Errorf("role %s is INHERIT and would hold every tenant's privileges: ALTER ROLE %s NOINHERIT",
 			isolation.AppRole, pgx.Identifier{isolation.AppRole}.Sanitize())
 	}
+	citus, err := isolation.UseCitus(ctx, s.owner, s.opts.Citus)
+	if err != nil {
+		return err
+	}
+	s.citus.Store(citus)
 	return nil
 }
 
@@ -122,6 +145,7 @@ func (s *Strategy) Provision(ctx context.Context, t isolation.Tenant) (isolation
 	if err != nil {
 		return t, err
 	}
+	s.citus.Store(citus)
 	name := Name(t.ID)
 	ident := pgx.Identifier{name}.Sanitize()
 	owner, app := pgx.Identifier{isolation.OwnerRole}.Sanitize(), pgx.Identifier{isolation.AppRole}.Sanitize()
@@ -278,6 +302,7 @@ func (s *Strategy) migrate(ctx context.Context, name string) (int64, error) {
 	if err != nil {
 		return v, err
 	}
+	s.citus.Store(citus)
 	if citus {
 		if err := isolation.DistributeSchema(ctx, s.owner, name); err != nil {
 			return v, err
@@ -314,6 +339,9 @@ func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) 
 	stmts, err := bind(ctx, t)
 	if err != nil {
 		return err
+	}
+	if s.citus.Load() {
+		stmts = append(stmts, uncachedWorkerConns)
 	}
 	conn, err := s.app.Acquire(ctx)
 	if err != nil {
