@@ -219,14 +219,16 @@ func (s *Service) ClaimMove(ctx context.Context, slug string, runner uuid.UUID, 
 }
 
 // RenewMove extends m's lease by ttl from now, if m.Runner still holds it
-// (ErrLeaseLost if not: it expired).
+// (ErrLeaseLost if not: it expired). A finished move's lease, until its
+// runner releases it, can be renewed too (and means nothing: only open
+// moves are claimed), so that a renewal racing the finish is no error.
 func (s *Service) RenewMove(ctx context.Context, m Move, ttl time.Duration) error {
 	db, err := s.writer()
 	if err != nil {
 		return err
 	}
 	tag, err := db.Exec(ctx, `UPDATE bulkhead.tenant_moves SET lease_until = clock_timestamp() + make_interval(secs => $3)
-		WHERE id = $1 AND runner = $2 AND lease_until > clock_timestamp() AND finished_at IS NULL`, m.ID, m.Runner, ttl.Seconds())
+		WHERE id = $1 AND runner = $2 AND lease_until > clock_timestamp()`, m.ID, m.Runner, ttl.Seconds())
 	if err != nil {
 		return store.Translate(err)
 	}
@@ -237,7 +239,7 @@ func (s *Service) RenewMove(ctx context.Context, m Move, ttl time.Duration) erro
 }
 
 // ReleaseMove gives m's lease up, if m.Runner holds it, so that the move
-// can be resumed or rolled back at once. It runs on its own context: the
+// can be resumed or rolled back at once (a finished move's too). It runs on its own context: the
 // caller's may have ended.
 func (s *Service) ReleaseMove(m Move) {
 	if m.Runner == uuid.Nil {
@@ -448,7 +450,7 @@ func (s *Service) FinishMove(ctx context.Context, m Move, step string) (Move, er
 		if err := setStep(ctx, tx, &m, step); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `UPDATE bulkhead.tenant_moves SET finished_at = now(), runner = NULL, lease_until = NULL WHERE id = $1`, m.ID); err != nil {
+		if _, err := tx.Exec(ctx, `UPDATE bulkhead.tenant_moves SET finished_at = now() WHERE id = $1`, m.ID); err != nil {
 			return err
 		}
 		_, err := appendAudit(ctx, tx, Event{Action: action, Tenants: []string{m.Slug}, Detail: moveDetail(m)})

@@ -193,8 +193,10 @@ func (m *Mover) hold(parent context.Context, mv control.Move) (context.Context, 
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)
-		// The lease was taken just before: count from now, less a margin.
-		deadline := time.Now().Add(m.opts.Lease - m.opts.Lease/6)
+		// The lease was taken just before: count from now. A margin of
+		// a sixth of the lease is left for the work in flight to end.
+		last := m.opts.Lease - m.opts.Lease/6
+		deadline := time.Now().Add(last)
 		t := time.NewTicker(m.renew)
 		defer t.Stop()
 		for {
@@ -215,7 +217,7 @@ func (m *Mover) hold(parent context.Context, mv control.Move) (context.Context, 
 			rcancel()
 			switch {
 			case err == nil:
-				deadline = sent.Add(m.opts.Lease)
+				deadline = sent.Add(last)
 			case errors.Is(err, control.ErrLeaseLost):
 				m.log.Error("tenant move lease lost: stopping", "tenant", mv.Slug, "move_id", mv.ID)
 				cancel(errLeaseExpiring)
