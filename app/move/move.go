@@ -145,12 +145,13 @@ func (m *Mover) Begin(ctx context.Context, slug string, to control.Placement) (c
 	if err != nil {
 		return control.Move{}, nil, err
 	}
+	taken := time.Now() // the lease runs from no earlier than this
 	mv, err := m.ctl.StartMove(ctx, slug, to, runner, m.opts.Lease)
 	if err != nil {
 		return control.Move{}, nil, err
 	}
 	return mv, func(ctx context.Context) (control.Move, error) {
-		ctx, release := m.hold(ctx, mv)
+		ctx, release := m.hold(ctx, mv, taken)
 		defer release()
 		if err := ctx.Err(); err != nil {
 			return mv, fmt.Errorf("move %s (step %s): %w", slug, mv.Step, err)
@@ -178,13 +179,14 @@ func leaseLost(ctx context.Context, err error) error {
 	return err
 }
 
-// hold keeps mv's lease (mv.Runner's) while the returned context lives:
+// hold keeps mv's lease (mv.Runner's, taken no earlier than taken) while
+// the returned context lives:
 // it renews it every m.renew, and cancels the context once the lease
 // could have run out without a renewal — the deadline is counted from
 // before each renewal was sent, so by this process's clock the work stops
 // before the control plane lets another runner take the move. release
 // stops the renewals and gives the lease up.
-func (m *Mover) hold(parent context.Context, mv control.Move) (context.Context, func()) {
+func (m *Mover) hold(parent context.Context, mv control.Move, taken time.Time) (context.Context, func()) {
 	ctx, cancel := context.WithCancelCause(parent)
 	if m.unfenced {
 		return ctx, func() { cancel(nil); m.ctl.ReleaseMove(mv) }
@@ -193,10 +195,10 @@ func (m *Mover) hold(parent context.Context, mv control.Move) (context.Context, 
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)
-		// The lease was taken just before: count from now. A margin of
-		// a sixth of the lease is left for the work in flight to end.
+		// A margin of a sixth of the lease is left for the work in
+		// flight to end.
 		last := m.opts.Lease - m.opts.Lease/6
-		deadline := time.Now().Add(last)
+		deadline := taken.Add(last)
 		t := time.NewTicker(m.renew)
 		defer t.Stop()
 		for {
@@ -621,11 +623,12 @@ func (m *Mover) Abort(ctx context.Context, slug string) (control.Move, error) {
 	if err != nil {
 		return control.Move{}, err
 	}
+	taken := time.Now()
 	mv, err := m.ctl.ClaimMove(ctx, slug, runner, m.opts.Lease)
 	if err != nil {
 		return mv, err
 	}
-	ctx, release := m.hold(ctx, mv)
+	ctx, release := m.hold(ctx, mv, taken)
 	defer release()
 	mv, err = m.abort(ctx, slug, mv)
 	return mv, leaseLost(ctx, err)
