@@ -52,6 +52,9 @@ type Move struct {
 	UpdatedAt  time.Time  `json:"updated_at"`
 	FinishedAt *time.Time `json:"finished_at,omitempty"`
 	Error      string     `json:"error,omitempty"`
+	// Runner is the lease this process holds on the move (zero: none):
+	// every step recorded with it is conditional on holding it still.
+	Runner uuid.UUID `json:"-"`
 }
 
 // Placement is where a tenant lives: its strategy, server and schema or
@@ -131,11 +134,137 @@ func describe(p Placement) string {
 	return p.Isolation
 }
 
+// MoveRunningMsg is what a second runner of an open move is told.
+const MoveRunningMsg = "a move of this tenant is already running in another process"
+
+// MoveRunningError says another runner holds the lease of the tenant's
+// open move (until Until, unless it renews it). It is a
+// *store.ConflictError (Unwrap), answered 409.
+type MoveRunningError struct {
+	Move  Move
+	Until time.Time
+}
+
+// Unwrap is the conflict the API answers (409).
+func (e *MoveRunningError) Unwrap() error {
+	return &store.ConflictError{Constraint: "tenant_moves_lease", Msg: MoveRunningMsg}
+}
+
+func (e *MoveRunningError) Error() string {
+	return fmt.Sprintf("tenant %s: %s (move %s, step %s; its lease runs to %s unless renewed)",
+		e.Move.Slug, MoveRunningMsg, e.Move.ID, e.Move.Step, e.Until.UTC().Format(time.RFC3339))
+}
+
+// ErrLeaseLost is a step refused because the runner no longer holds the
+// move's lease: it expired (the runner stalled past it) and may be
+// another's now. The runner must stop; the move stays where the control
+// plane records it.
+var ErrLeaseLost = errors.New("this process no longer holds the move's lease: another process may be running it")
+
+// claim takes the lease of the open move id for runner for ttl, in tx:
+// free, expired or already runner's. Held by another, a *MoveRunningError.
+func claim(ctx context.Context, tx pgx.Tx, m *Move, runner uuid.UUID, ttl time.Duration) error {
+	var (
+		holder *uuid.UUID
+		until  *time.Time
+	)
+	// FOR UPDATE: two claimers queue here, and the second sees the
+	// first's lease.
+	if err := tx.QueryRow(ctx, `SELECT runner, lease_until FROM bulkhead.tenant_moves
+		WHERE id = $1 AND finished_at IS NULL FOR UPDATE`, m.ID).Scan(&holder, &until); err != nil {
+		return store.Translate(err)
+	}
+	var took bool
+	err := tx.QueryRow(ctx, `
+		UPDATE bulkhead.tenant_moves SET runner = $2, lease_until = clock_timestamp() + make_interval(secs => $3)
+		WHERE id = $1 AND finished_at IS NULL AND (runner IS NULL OR runner = $2 OR lease_until <= clock_timestamp())
+		RETURNING true`, m.ID, runner, ttl.Seconds()).Scan(&took)
+	if errors.Is(err, pgx.ErrNoRows) {
+		var u time.Time
+		if until != nil {
+			u = *until
+		}
+		return &MoveRunningError{Move: *m, Until: u}
+	}
+	if err != nil {
+		return store.Translate(err)
+	}
+	m.Runner = runner
+	return nil
+}
+
+// ClaimMove takes the lease of the tenant called slug's open move for
+// runner, for ttl, and returns the move: store.ErrNotFound with no open
+// move, a *MoveRunningError when another runner holds it.
+func (s *Service) ClaimMove(ctx context.Context, slug string, runner uuid.UUID, ttl time.Duration) (Move, error) {
+	db, err := s.writer()
+	if err != nil {
+		return Move{}, err
+	}
+	var m Move
+	err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		var err error
+		m, err = scanMove(tx.QueryRow(ctx, `SELECT `+moveColumns+`
+			FROM bulkhead.tenant_moves m JOIN bulkhead.tenants t ON t.id = m.tenant_id
+			WHERE t.slug = $1 AND m.finished_at IS NULL`, slug))
+		if err != nil {
+			return err
+		}
+		return claim(ctx, tx, &m, runner, ttl)
+	})
+	if err != nil {
+		return Move{}, err
+	}
+	return m, nil
+}
+
+// RenewMove extends m's lease by ttl from now, if m.Runner still holds it
+// (ErrLeaseLost if not: it expired). A finished move's lease, until its
+// runner releases it, can be renewed too (and means nothing: only open
+// moves are claimed), so that a renewal racing the finish is no error.
+func (s *Service) RenewMove(ctx context.Context, m Move, ttl time.Duration) error {
+	db, err := s.writer()
+	if err != nil {
+		return err
+	}
+	tag, err := db.Exec(ctx, `UPDATE bulkhead.tenant_moves SET lease_until = clock_timestamp() + make_interval(secs => $3)
+		WHERE id = $1 AND runner = $2 AND lease_until > clock_timestamp()`, m.ID, m.Runner, ttl.Seconds())
+	if err != nil {
+		return store.Translate(err)
+	}
+	if tag.RowsAffected() != 1 {
+		return ErrLeaseLost
+	}
+	return nil
+}
+
+// ReleaseMove gives m's lease up, if m.Runner holds it, so that the move
+// can be resumed or rolled back at once (a finished move's too). It runs on its own context: the
+// caller's may have ended.
+func (s *Service) ReleaseMove(m Move) {
+	if m.Runner == uuid.Nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	db, err := s.writer()
+	if err == nil {
+		_, err = db.Exec(ctx, `UPDATE bulkhead.tenant_moves SET runner = NULL, lease_until = NULL
+			WHERE id = $1 AND runner = $2`, m.ID, m.Runner)
+	}
+	if err != nil {
+		// Not fatal: the lease runs out.
+		s.log.Warn("release move lease", "tenant", m.Slug, "move_id", m.ID, "err", err)
+	}
+}
+
 // StartMove records a move of the tenant called slug to (to.Isolation,
 // to.Server) and returns it; if one to the same target is open, it returns
 // that one (a resume). One to another target is a *MoveBusyError; a target
-// where the tenant already is, a *store.ConflictError.
-func (s *Service) StartMove(ctx context.Context, slug string, to Placement) (Move, error) {
+// where the tenant already is, a *store.ConflictError. With a runner
+// (not uuid.Nil), the move's lease is taken for it, for ttl, in the same
+// transaction: held by another, a *MoveRunningError.
+func (s *Service) StartMove(ctx context.Context, slug string, to Placement, runner uuid.UUID, ttl time.Duration) (Move, error) {
 	db, err := s.writer()
 	if err != nil {
 		return Move{}, err
@@ -156,7 +285,10 @@ func (s *Service) StartMove(ctx context.Context, slug string, to Placement) (Mov
 				return &MoveBusyError{Move: open}
 			}
 			m = open
-			return nil
+			if runner == uuid.Nil {
+				return nil
+			}
+			return claim(ctx, tx, &m, runner, ttl)
 		case !errors.Is(err, store.ErrNotFound):
 			return err
 		}
@@ -178,6 +310,11 @@ func (s *Service) StartMove(ctx context.Context, slug string, to Placement) (Mov
 			id, t.ID, t.Isolation, t.Server, t.Placement, to.Isolation, to.Server, MoveStarted))
 		if err != nil {
 			return err
+		}
+		if runner != uuid.Nil {
+			if err := claim(ctx, tx, &m, runner, ttl); err != nil {
+				return err
+			}
 		}
 		_, err = appendAudit(ctx, tx, Event{Action: ActionMoveStart, Tenants: []string{slug}, Detail: moveDetail(m)})
 		return err
@@ -212,37 +349,48 @@ func (s *Service) SetMoveStep(ctx context.Context, m Move, step string) (Move, e
 	return m, nil
 }
 
+// setStep records step, fenced: only while m.Runner holds the move's
+// lease (unexpired), in the same statement; else ErrLeaseLost.
 func setStep(ctx context.Context, tx pgx.Tx, m *Move, step string) error {
-	tag, err := tx.Exec(ctx, `
+	var leased bool
+	err := tx.QueryRow(ctx, `
 		UPDATE bulkhead.tenant_moves
 		SET step = $2, to_server = $3, to_placement = $4, rows_copied = $5, pause_ms = $6, error = '', updated_at = now()
-		WHERE id = $1 AND finished_at IS NULL`,
-		m.ID, step, m.To.Server, m.To.Placement, m.RowsCopied, m.PauseMS)
+		WHERE id = $1 AND finished_at IS NULL
+		RETURNING coalesce(runner = $7 AND lease_until > clock_timestamp(), false)`,
+		m.ID, step, m.To.Server, m.To.Placement, m.RowsCopied, m.PauseMS, m.Runner).Scan(&leased)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("move %s is no longer open", m.ID)
+	}
 	if err != nil {
 		return store.Translate(err)
 	}
-	if tag.RowsAffected() != 1 {
-		return fmt.Errorf("move %s is no longer open", m.ID)
+	if !leased {
+		// Undone with the transaction (the caller's returns this).
+		return ErrLeaseLost
 	}
 	m.Step = step
 	return nil
 }
 
-// FailMove records err against m (it stays open, at its step), audited.
-// It runs on its own context: the caller's may be what failed.
+// FailMove records err against m (it stays open, at its step), audited,
+// if m.Runner still holds the move (a runner that lost it does not
+// overwrite what another records). It runs on its own context: the
+// caller's may be what failed.
 func (s *Service) FailMove(m Move, cause error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	db, err := s.writer()
 	if err == nil {
 		err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, `UPDATE bulkhead.tenant_moves SET error = $2, updated_at = now() WHERE id = $1`,
-				m.ID, cause.Error()); err != nil {
+			tag, err := tx.Exec(ctx, `UPDATE bulkhead.tenant_moves SET error = $2, updated_at = now() WHERE id = $1 AND runner = $3`,
+				m.ID, cause.Error(), m.Runner)
+			if err != nil || tag.RowsAffected() == 0 {
 				return err
 			}
 			d := moveDetail(m)
 			d["error"] = cause.Error()
-			_, err := appendAudit(ctx, tx, Event{Action: ActionMoveFail, Tenants: []string{m.Slug}, Detail: d})
+			_, err = appendAudit(ctx, tx, Event{Action: ActionMoveFail, Tenants: []string{m.Slug}, Detail: d})
 			return err
 		})
 	}
@@ -252,7 +400,8 @@ func (s *Service) FailMove(m Move, cause error) {
 }
 
 // SwitchPlacement points the tenant of m at m's target, records the step
-// switched and audits it, all within tx, a transaction on the control
+// switched and audits it, all within tx and only while m.Runner holds the
+// move's lease (else ErrLeaseLost, and tx must roll back), a transaction on the control
 // plane's database (for a source in that database, the cut-over's own
 // transaction, so that closing the source and switching are one commit).
 func SwitchPlacement(ctx context.Context, tx pgx.Tx, m *Move) error {

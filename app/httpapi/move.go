@@ -17,40 +17,41 @@ type Mover interface {
 	// Begin checks and records a move (or finds the open one to the same
 	// target) and returns it with the function that runs it to its end.
 	Begin(ctx context.Context, slug string, to control.Placement) (control.Move, func(context.Context) (control.Move, error), error)
-	// Abort rolls the tenant's open move back.
+	// Abort rolls the tenant's open move back. Both return a
+	// *control.MoveRunningError (409) when another process runs the move.
 	Abort(ctx context.Context, slug string) (control.Move, error)
 }
 
 // moves runs the moves the admin API started, each on a goroutine of its
 // own, until the server stops: stop cancels them (each stays open at its
-// step, to be resumed) and waits for them to record that.
+// step, to be resumed) and waits for them to record that. One runner per
+// move is the move's lease (Begin takes it; a second Begin is a 409),
+// here and across processes alike.
 type moves struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	mu     sync.Mutex
-	active map[string]bool // slugs with a move running here
 }
 
 func newMoves() *moves {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &moves{ctx: ctx, cancel: cancel, active: map[string]bool{}}
+	return &moves{ctx: ctx, cancel: cancel}
 }
 
-// start runs run for slug unless one already runs here.
-func (m *moves) start(slug string, run func(context.Context) (control.Move, error), onErr func(error)) {
+// start runs run on a goroutine of its own; once the server stops, at
+// once and here (run, given a context that is done, gives its lease up
+// and returns).
+func (m *moves) start(run func(context.Context) (control.Move, error), onErr func(error)) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.active[slug] || m.ctx.Err() != nil {
+	if m.ctx.Err() != nil {
+		if _, err := run(m.ctx); err != nil {
+			onErr(err)
+		}
 		return
 	}
-	m.active[slug] = true
 	m.wg.Go(func() {
-		defer func() {
-			m.mu.Lock()
-			delete(m.active, slug)
-			m.mu.Unlock()
-		}()
 		if _, err := run(m.ctx); err != nil {
 			onErr(err)
 		}
@@ -122,7 +123,7 @@ func (h *handlers) AdminMoveTenant(c echo.Context, slug Slug) error {
 	if err != nil {
 		return err
 	}
-	h.moves.start(slug, func(context.Context) (control.Move, error) {
+	h.moves.start(func(context.Context) (control.Move, error) {
 		return run(control.WithActor(h.moves.ctx, "admin-api"))
 	}, func(err error) {
 		h.log.Error("tenant move stopped", "tenant", slug, "move_id", m.ID, "err", err)

@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/bulkheadhq/bulkhead/app/control"
@@ -47,6 +48,11 @@ type Options struct {
 	// below the lock_timeout the tenant's requests wait under, so that
 	// they wait and never fail.
 	Pause time.Duration
+	// Lease is how long the move's lease runs (control: one runner per
+	// open move, across processes) unless renewed; the runner renews it
+	// every third of it, and stops its work once it could have run out. A
+	// crashed runner's move can be resumed after it.
+	Lease time.Duration
 	// AfterStep, when set, runs after each recorded step; an error from
 	// it stops the move there, as a killed mover would (fault tests).
 	AfterStep func(step string) error
@@ -68,6 +74,9 @@ func (o Options) withDefaults() Options {
 	if o.Pause <= 0 {
 		o.Pause = 2 * time.Second
 	}
+	if o.Lease <= 0 {
+		o.Lease = 30 * time.Second
+	}
 	return o
 }
 
@@ -79,12 +88,16 @@ type Mover struct {
 	log        *slog.Logger
 	opts       Options
 	gate       chan struct{} // one copy at a time (enter)
+	renew      time.Duration // how often a lease is renewed (Lease/3)
+	unfenced   bool          // tests: no renewal and no self-fencing
 }
 
 // New returns a Mover working through the control plane and the
 // strategies of the registry.
 func New(ctl *control.Service, strategies *isolation.Registry, log *slog.Logger, opts Options) *Mover {
-	return &Mover{ctl: ctl, strategies: strategies, log: log, opts: opts.withDefaults(), gate: make(chan struct{}, 1)}
+	m := &Mover{ctl: ctl, strategies: strategies, log: log, opts: opts.withDefaults(), gate: make(chan struct{}, 1)}
+	m.renew = m.opts.Lease / 3
+	return m
 }
 
 // Check validates a move's target: a strategy the deployment runs and
@@ -105,7 +118,9 @@ func (m *Mover) Check(to control.Placement) error {
 // move there, and returns the finished move. It returns store.ErrNotFound
 // for an unknown tenant, *store.ConflictError when the tenant is already
 // there or a move elsewhere is open (wrapping a *control.MoveBusyError),
-// and *store.ValidationError for a target the deployment does not run. Any other
+// and *store.ValidationError for a target the deployment does not run,
+// *control.MoveRunningError (a *store.ConflictError) when another process
+// runs the move (holds its lease). Any other
 // error leaves the move open at its last step, recorded with the error:
 // the tenant is served from exactly one placement, and Move (or Abort)
 // can be run again.
@@ -118,24 +133,109 @@ func (m *Mover) Move(ctx context.Context, slug string, to control.Placement) (co
 }
 
 // Begin checks and records the move as Move does, returning the same
-// errors, and returns the open move and the function that runs it to its
-// end (which may run on another goroutine, and returns as Move).
+// errors, takes its lease (in the same transaction) and returns the open
+// move and the function that runs it to its end (which may run on another
+// goroutine, and returns as Move). That function must be called: it
+// releases the lease (with a context already done, at once).
 func (m *Mover) Begin(ctx context.Context, slug string, to control.Placement) (control.Move, func(context.Context) (control.Move, error), error) {
 	if err := m.Check(to); err != nil {
 		return control.Move{}, nil, err
 	}
-	mv, err := m.ctl.StartMove(ctx, slug, to)
+	runner, err := uuid.NewV7()
+	if err != nil {
+		return control.Move{}, nil, err
+	}
+	taken := time.Now() // the lease runs from no earlier than this
+	mv, err := m.ctl.StartMove(ctx, slug, to, runner, m.opts.Lease)
 	if err != nil {
 		return control.Move{}, nil, err
 	}
 	return mv, func(ctx context.Context) (control.Move, error) {
+		ctx, release := m.hold(ctx, mv, taken)
+		defer release()
+		if err := ctx.Err(); err != nil {
+			return mv, fmt.Errorf("move %s (step %s): %w", slug, mv.Step, err)
+		}
 		mv, err := m.run(ctx, mv)
 		if err != nil {
+			err = leaseLost(ctx, err)
 			m.ctl.FailMove(mv, err)
 			return mv, fmt.Errorf("move %s (step %s): %w", slug, mv.Step, err)
 		}
 		return mv, nil
 	}, nil
+}
+
+// errLeaseExpiring ends a runner's context when its lease could have
+// run out (it was lost, or could not be renewed in time).
+var errLeaseExpiring = errors.New("the move's lease could not be renewed")
+
+// leaseLost is err, or control.ErrLeaseLost when the run stopped because
+// its lease went.
+func leaseLost(ctx context.Context, err error) error {
+	if err != nil && errors.Is(context.Cause(ctx), errLeaseExpiring) && !errors.Is(err, control.ErrLeaseLost) {
+		return fmt.Errorf("%w (%v)", control.ErrLeaseLost, err)
+	}
+	return err
+}
+
+// hold keeps mv's lease (mv.Runner's, taken no earlier than taken) while
+// the returned context lives:
+// it renews it every m.renew, and cancels the context once the lease
+// could have run out without a renewal — the deadline is counted from
+// before each renewal was sent, so by this process's clock the work stops
+// before the control plane lets another runner take the move. release
+// stops the renewals and gives the lease up.
+func (m *Mover) hold(parent context.Context, mv control.Move, taken time.Time) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(parent)
+	if m.unfenced {
+		return ctx, func() { cancel(nil); m.ctl.ReleaseMove(mv) }
+	}
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		// A margin of a sixth of the lease is left for the work in
+		// flight to end.
+		last := m.opts.Lease - m.opts.Lease/6
+		deadline := taken.Add(last)
+		t := time.NewTicker(m.renew)
+		defer t.Stop()
+		for {
+			wait := time.Until(deadline)
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+				cancel(errLeaseExpiring)
+				return
+			case <-t.C:
+			}
+			sent := time.Now()
+			rctx, rcancel := context.WithTimeout(ctx, time.Until(deadline))
+			err := m.ctl.RenewMove(rctx, mv, m.opts.Lease)
+			rcancel()
+			switch {
+			case err == nil:
+				deadline = sent.Add(last)
+			case errors.Is(err, control.ErrLeaseLost):
+				m.log.Error("tenant move lease lost: stopping", "tenant", mv.Slug, "move_id", mv.ID)
+				cancel(errLeaseExpiring)
+				return
+			default:
+				// Tried again at the next tick, while the lease lasts.
+				m.log.Warn("renew the tenant move lease", "tenant", mv.Slug, "move_id", mv.ID, "err", err)
+			}
+		}
+	}()
+	return ctx, func() {
+		close(done)
+		<-stopped
+		cancel(nil)
+		m.ctl.ReleaseMove(mv)
+	}
 }
 
 func (m *Mover) after(step string) error {
@@ -516,11 +616,25 @@ func (m *Mover) finish(ctx context.Context, mv control.Move) (control.Move, erro
 // reopened if it was closed, keeps serving, and the target is removed. A
 // move past its switch is a *store.ConflictError (resume it instead);
 // with no open move, store.ErrNotFound.
+// Another process running the move is a *control.MoveRunningError: the
+// abort takes the move's lease first, and holds it to the end.
 func (m *Mover) Abort(ctx context.Context, slug string) (control.Move, error) {
-	mv, err := m.ctl.OpenMove(ctx, slug)
+	runner, err := uuid.NewV7()
+	if err != nil {
+		return control.Move{}, err
+	}
+	taken := time.Now()
+	mv, err := m.ctl.ClaimMove(ctx, slug, runner, m.opts.Lease)
 	if err != nil {
 		return mv, err
 	}
+	ctx, release := m.hold(ctx, mv, taken)
+	defer release()
+	mv, err = m.abort(ctx, slug, mv)
+	return mv, leaseLost(ctx, err)
+}
+
+func (m *Mover) abort(ctx context.Context, slug string, mv control.Move) (control.Move, error) {
 	if mv.Step == control.MoveSwitched {
 		return mv, &store.ConflictError{Constraint: "tenant_move", Msg: "the move of " + slug + " has switched already: run it again to finish"}
 	}

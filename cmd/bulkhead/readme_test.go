@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -91,7 +92,7 @@ func TestREADME(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
-	var out bytes.Buffer
+	var out lockedBuffer // read while devrun still writes to it
 	run := exec.CommandContext(ctx, devrun, "-bin", "bin/bulkhead", "-dir", ".dev")
 	run.Dir = work
 	run.Stdout, run.Stderr = &out, &out
@@ -279,4 +280,23 @@ func TestVersion(t *testing.T) {
 			t.Errorf("bulkhead version -o json: %s; want %s", out, want)
 		}
 	}
+}
+
+// lockedBuffer is a bytes.Buffer a running command may write to while the
+// test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
