@@ -376,7 +376,7 @@ func defaults(strategies []isolation.Descriptor) map[string]any {
 		"limits.concurrency.queue":             1024,
 		"limits.concurrency.queue_timeout":     "2s",
 		"limits.concurrency.heavy_per_tenant":  2,
-		"limits.concurrency.heavy_after":       "50ms",
+		"limits.concurrency.heavy_after":       "5ms",
 		"limits.rate.rate":                     100.0,
 		"limits.rate.burst":                    200,
 		"limits.rate.tracked":                  10000,
