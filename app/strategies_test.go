@@ -125,35 +125,17 @@ func TestToyStrategyIsRegisteredConfiguredAndServed(t *testing.T) {
 func TestToyStrategyMeetsTheSeamContract(t *testing.T) {
 	t.Parallel()
 	strategytest.Exercise(t, func(t *testing.T) strategytest.Env {
-		const conns = 3
-		db := pgtest.New(t)
-		cfg := pgtest.Config(db)
-		pools, err := postgres.Open(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(pools.Close)
-		pc, err := postgres.PoolConfig(db.AppURL, cfg.Database.Pooler, conns)
-		if err != nil {
-			t.Fatal(err)
-		}
-		serving, err := pgxpool.NewWithConfig(context.Background(), pc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		strategytest.CloseAtEnd(t, "the serving pool", serving.Close)
-		tc := toyDescriptor.Config()
-		if err := tc.Validate(); err != nil {
-			t.Fatal(err)
-		}
-		st, err := toyDescriptor.New(isolation.Deps{App: serving, Owner: pools.Owner, Citus: cfg.Database.Citus, Logger: pgtest.Logger()}, tc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := st.Setup(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		return strategytest.Env{Strategy: st, Admin: pgtest.Pool(t, db.AdminURL), Conns: conns}
+		return pgtest.StrategyEnv(t, pgtest.New(t), 3, func(cfg *config.Config, pools *postgres.Pools, serving *pgxpool.Pool) (isolation.Strategy, error) {
+			tc := toyDescriptor.Config()
+			if err := tc.Validate(); err != nil {
+				return nil, err
+			}
+			st, err := toyDescriptor.New(isolation.Deps{App: serving, Owner: pools.Owner, Citus: cfg.Database.Citus, Logger: pgtest.Logger()}, tc)
+			if err != nil {
+				return nil, err
+			}
+			return st, st.Setup(context.Background())
+		})
 	})
 }
 

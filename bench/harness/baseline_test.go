@@ -1,13 +1,14 @@
 package harness
 
 import (
-	"context"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/bulkheadhq/bulkhead/app/config"
 	"github.com/bulkheadhq/bulkhead/app/postgres"
 	"github.com/bulkheadhq/bulkhead/internal/pgtest"
+	"github.com/bulkheadhq/bulkhead/isolation"
 	"github.com/bulkheadhq/bulkhead/isolation/rls"
 	"github.com/bulkheadhq/bulkhead/isolation/strategytest"
 )
@@ -20,24 +21,10 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 func TestBaselineExercise(t *testing.T) {
 	t.Parallel()
 	strategytest.Exercise(t, func(t *testing.T) strategytest.Env {
-		const conns = 3
 		db := pgtest.New(t)
 		db.Exec(t, noRLS())
-		cfg := pgtest.Config(db)
-		pools, err := postgres.Open(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(pools.Close)
-		pc, err := postgres.PoolConfig(db.AppURL, cfg.Database.Pooler, conns)
-		if err != nil {
-			t.Fatal(err)
-		}
-		app, err := pgxpool.NewWithConfig(context.Background(), pc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		strategytest.CloseAtEnd(t, "the serving pool", app.Close)
-		return strategytest.Env{Strategy: &noTenancy{Strategy: rls.New(app, pools.Owner), pool: app}, Admin: pgtest.Pool(t, db.AdminURL), Conns: conns}
+		return pgtest.StrategyEnv(t, db, 3, func(_ *config.Config, pools *postgres.Pools, app *pgxpool.Pool) (isolation.Strategy, error) {
+			return &noTenancy{Strategy: rls.New(app, pools.Owner), pool: app}, nil
+		})
 	}, strategytest.NoWalls())
 }

@@ -20,12 +20,7 @@ func TestExercise(t *testing.T) {
 	strategytest.Exercise(t, func(t *testing.T) strategytest.Env {
 		const budget = 3
 		db := pgtest.New(t)
-		cfg := pgtest.Config(db)
-		pools, err := postgres.Open(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(pools.Close)
+		cfg, pools := pgtest.OpenPools(t, db)
 		s, err := database.New(database.Config{
 			Servers:        []database.Server{{Name: database.DefaultServer, URL: db.AppURL, MigrateURL: db.MigrateURL}},
 			MaxConnections: budget,

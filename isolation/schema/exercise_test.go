@@ -6,8 +6,10 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/bulkheadhq/bulkhead/app/config"
 	"github.com/bulkheadhq/bulkhead/app/postgres"
 	"github.com/bulkheadhq/bulkhead/internal/pgtest"
+	"github.com/bulkheadhq/bulkhead/isolation"
 	"github.com/bulkheadhq/bulkhead/isolation/schema"
 	"github.com/bulkheadhq/bulkhead/isolation/strategytest"
 )
@@ -16,27 +18,9 @@ import (
 func TestExercise(t *testing.T) {
 	t.Parallel()
 	strategytest.Exercise(t, func(t *testing.T) strategytest.Env {
-		const conns = 3
-		db := pgtest.New(t)
-		cfg := pgtest.Config(db)
-		pools, err := postgres.Open(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(pools.Close)
-		pc, err := postgres.PoolConfig(db.AppURL, cfg.Database.Pooler, conns)
-		if err != nil {
-			t.Fatal(err)
-		}
-		app, err := pgxpool.NewWithConfig(context.Background(), pc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		strategytest.CloseAtEnd(t, "the serving pool", app.Close)
-		s := schema.New(app, pools.Owner)
-		if err := s.Setup(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		return strategytest.Env{Strategy: s, Admin: pgtest.Pool(t, db.AdminURL), Conns: conns}
+		return pgtest.StrategyEnv(t, pgtest.New(t), 3, func(_ *config.Config, pools *postgres.Pools, app *pgxpool.Pool) (isolation.Strategy, error) {
+			s := schema.New(app, pools.Owner)
+			return s, s.Setup(context.Background())
+		})
 	})
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/bulkheadhq/bulkhead/app/config"
 	"github.com/bulkheadhq/bulkhead/app/postgres"
 	"github.com/bulkheadhq/bulkhead/internal/pgtest"
 	"github.com/bulkheadhq/bulkhead/isolation"
@@ -121,29 +122,18 @@ func TestBrokenRetriesItself(t *testing.T) {
 // pool.
 func rlsEnv(t *testing.T, noRLS bool) (strategytest.Env, *pgxpool.Pool) {
 	t.Helper()
-	const conns = 2
 	db := pgtest.New(t)
 	if noRLS {
 		for _, table := range []string{"accounts", "cost_items", "budgets", "idempotency_keys", "cost_imports"} {
 			db.Exec(t, `ALTER TABLE `+pgx.Identifier{table}.Sanitize()+` NO FORCE ROW LEVEL SECURITY, DISABLE ROW LEVEL SECURITY`)
 		}
 	}
-	cfg := pgtest.Config(db)
-	pools, err := postgres.Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pools.Close)
-	pc, err := postgres.PoolConfig(db.AppURL, cfg.Database.Pooler, conns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	app, err := pgxpool.NewWithConfig(context.Background(), pc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	strategytest.CloseAtEnd(t, "the serving pool", app.Close)
-	return strategytest.Env{Strategy: rls.New(app, pools.Owner), Admin: pgtest.Pool(t, db.AdminURL), Conns: conns}, app
+	var app *pgxpool.Pool
+	e := pgtest.StrategyEnv(t, db, 2, func(_ *config.Config, pools *postgres.Pools, serving *pgxpool.Pool) (isolation.Strategy, error) {
+		app = serving
+		return rls.New(serving, pools.Owner), nil
+	})
+	return e, app
 }
 
 // commitsOnPanic binds as rls does, but commits when fn panics.
