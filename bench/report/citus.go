@@ -2,8 +2,6 @@ package report
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 )
@@ -15,22 +13,9 @@ const citusPrefix = "citus_"
 // WriteCitus writes citus-latest.json and citus-latest.md into dir: the
 // results of a -citus run.
 func WriteCitus(dir string, r *Results) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	js, err := JSON(r)
-	if err != nil {
-		return err
-	}
-	for name, body := range map[string][]byte{
-		"citus-latest.json": js,
-		"citus-latest.md":   []byte(CitusMarkdown(r)),
-	} {
-		if err := os.WriteFile(filepath.Join(dir, name), body, 0o644); err != nil {
-			return fmt.Errorf("write %s: %w", name, err)
-		}
-	}
-	return nil
+	return writeFiles(dir, r, "citus-latest.json", map[string]func(*Results) string{
+		"citus-latest.md": CitusMarkdown,
+	})
 }
 
 // plainStrategies are the strategies of a -citus run that ran on both
