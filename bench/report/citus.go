@@ -195,25 +195,8 @@ func CitusMarkdown(r *Results) string {
 	p("a query without the tenant filter is the case where a statement fans out to every shard, and its cost grows with the shard count); ")
 	p("queries routed through the workers; PgBouncer in front of the coordinator; shard moves or rebalancing under load; a managed Citus service.\n\n")
 
-	if len(r.Plans) > 0 {
-		p("## Plans\n\n")
-		p("`EXPLAIN (ANALYZE, BUFFERS)` of the store's queries for the first large tenant, after the runs, as the server runs them ")
-		p("(the serving role inside the strategy's transaction), literals in place of parameters.\n\n")
-		for _, k := range sortedKeys(r.Plans) {
-			p("<details><summary>%s</summary>\n\n```\n%s\n```\n\n</details>\n\n", k, r.Plans[k])
-		}
-	}
-
-	p("## How this run was made\n\n")
-	for _, k := range sortedKeys(r.Settings) {
-		p("- %s: %s\n", k, r.Settings[k])
-	}
-	p("\nHarness phases (s):")
-	for _, k := range sortedKeys(r.Figures) {
-		if name, ok := strings.CutPrefix(k, "phase."); ok {
-			p(" %s %s;", strings.TrimSuffix(name, "_s"), num(r.Figures[k]))
-		}
-	}
-	p("\n")
+	writePlans(&b, r, "`EXPLAIN (ANALYZE, BUFFERS)` of the store's queries for the first large tenant, after the runs, as the server runs them "+
+		"(the serving role inside the strategy's transaction), literals in place of parameters.")
+	writeRun(&b, r)
 	return b.String()
 }

@@ -139,27 +139,38 @@ func Markdown(r *Results) string {
 		p("\n")
 	}
 
-	if len(r.Plans) > 0 {
-		p("## Plans\n\n")
-		p("`EXPLAIN (ANALYZE, BUFFERS)` of the store's queries for the first large tenant, after the runs, as the server runs them: ")
-		p("the serving role inside each strategy's transaction (the baseline's: a plain one), literals in place of parameters.\n\n")
-		for _, k := range sortedKeys(r.Plans) {
-			p("<details><summary>%s</summary>\n\n```\n%s\n```\n\n</details>\n\n", k, r.Plans[k])
-		}
-	}
+	writePlans(&b, r, "`EXPLAIN (ANALYZE, BUFFERS)` of the store's queries for the first large tenant, after the runs, as the server runs them: "+
+		"the serving role inside each strategy's transaction (the baseline's: a plain one), literals in place of parameters.")
+	writeRun(&b, r)
+	return b.String()
+}
 
-	p("## How this run was made\n\n")
-	for _, k := range sortedKeys(r.Settings) {
-		p("- %s: %s\n", k, r.Settings[k])
+// writePlans writes the Plans section, introduced by intro, when r has
+// plans.
+func writePlans(b *strings.Builder, r *Results, intro string) {
+	if len(r.Plans) == 0 {
+		return
 	}
-	p("\nHarness phases (s):")
+	fmt.Fprintf(b, "## Plans\n\n%s\n\n", intro)
+	for _, k := range sortedKeys(r.Plans) {
+		fmt.Fprintf(b, "<details><summary>%s</summary>\n\n```\n%s\n```\n\n</details>\n\n", k, r.Plans[k])
+	}
+}
+
+// writeRun writes the section on how the run was made: its settings and
+// the harness's phases.
+func writeRun(b *strings.Builder, r *Results) {
+	b.WriteString("## How this run was made\n\n")
+	for _, k := range sortedKeys(r.Settings) {
+		fmt.Fprintf(b, "- %s: %s\n", k, r.Settings[k])
+	}
+	b.WriteString("\nHarness phases (s):")
 	for _, k := range sortedKeys(r.Figures) {
 		if name, ok := strings.CutPrefix(k, "phase."); ok {
-			p(" %s %s;", strings.TrimSuffix(name, "_s"), num(r.Figures[k]))
+			fmt.Fprintf(b, " %s %s;", strings.TrimSuffix(name, "_s"), num(r.Figures[k]))
 		}
 	}
-	p("\n")
-	return b.String()
+	b.WriteString("\n")
 }
 
 // workloadText says what each workload requests.
