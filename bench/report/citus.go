@@ -30,15 +30,6 @@ func (r *Results) plainStrategies() []string {
 	return out
 }
 
-// ratioCell is a Citus/plain ratio with its lowest–highest round.
-func (r *Results) ratioCell(name string) string {
-	c := r.cell(name)
-	if _, ok := r.Get(name + "_min"); ok {
-		c += " (" + r.cell(name+"_min") + "–" + r.cell(name+"_max") + ")"
-	}
-	return c
-}
-
 // CitusMarkdown is citus-latest.md: per workload and strategy the Citus
 // coordinator's figures against plain PostgreSQL's of the same rounds,
 // the database servers' CPU per request, what the coordinator hop costs

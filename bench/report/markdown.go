@@ -57,12 +57,8 @@ func Markdown(r *Results) string {
 		p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, s := range r.Strategies {
 			f := func(measure string) string { return r.cell(s + "." + w + "." + measure) }
-			vsPgbench := f("throughput_vs_pgbench")
-			if _, ok := r.Get(s + "." + w + ".throughput_vs_pgbench_min"); ok {
-				vsPgbench += " (" + f("throughput_vs_pgbench_min") + "–" + f("throughput_vs_pgbench_max") + ")"
-			}
 			p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", s,
-				f("throughput_rps"), f("throughput_ratio"), vsPgbench, f("p50_ms"), f("p50_ratio"), f("p99_ms"), f("p99_ratio"),
+				f("throughput_rps"), f("throughput_ratio"), r.ratioCell(s+"."+w+".throughput_vs_pgbench"), f("p50_ms"), f("p50_ratio"), f("p99_ms"), f("p99_ratio"),
 				f("p99_samples"), f("p50_vs_rls"), f("p99_vs_rls"),
 				f("own_rate_rps"), f("own_p50_ms"), f("own_p99_ms"), f("own_p99_samples"), f("errors"))
 		}
@@ -194,6 +190,16 @@ func (r *Results) codes(prefix string) string {
 		return "–"
 	}
 	return strings.Join(parts, ", ")
+}
+
+// ratioCell is a ratio's cell with its lowest–highest round, when the
+// run had those.
+func (r *Results) ratioCell(name string) string {
+	c := r.cell(name)
+	if _, ok := r.Get(name + "_min"); ok {
+		c += " (" + r.cell(name+"_min") + "–" + r.cell(name+"_max") + ")"
+	}
+	return c
 }
 
 // cell formats a figure for a table, "–" when it was not measured.
