@@ -30,6 +30,23 @@ func (r *Results) plainStrategies() []string {
 	return out
 }
 
+// citusRun is one workload of one strategy that ran on both clusters:
+// plain and citus prefix its figures on plain PostgreSQL and on Citus.
+type citusRun struct{ workload, strategy, plain, citus string }
+
+// citusRuns are the runs of a -citus run, per workload and strategy in
+// report order.
+func (r *Results) citusRuns() []citusRun {
+	var out []citusRun
+	for _, w := range r.Workloads {
+		for _, s := range r.plainStrategies() {
+			plain := s + "." + w + "."
+			out = append(out, citusRun{w, s, plain, citusPrefix + plain})
+		}
+	}
+	return out
+}
+
 // CitusMarkdown is citus-latest.md: per workload and strategy the Citus
 // coordinator's figures against plain PostgreSQL's of the same rounds,
 // the database servers' CPU per request, what the coordinator hop costs
@@ -53,12 +70,10 @@ func CitusMarkdown(r *Results) string {
 	p("\n\n")
 
 	p("## Ratios\n\n| workload | strategy | throughput Citus ÷ plain | p50 Citus ÷ plain | p99 Citus ÷ plain | failed requests (plain / Citus) |\n|---|---|---:|---:|---:|---:|\n")
-	for _, w := range r.Workloads {
-		for _, s := range r.plainStrategies() {
-			c := citusPrefix + s + "." + w + "."
-			p("| %s | %s | %s | %s | %s | %s / %s |\n", w, s, r.ratioCell(c+"throughput_vs_plain"), r.ratioCell(c+"p50_vs_plain"),
-				r.ratioCell(c+"p99_vs_plain"), r.cell(s+"."+w+".errors"), r.cell(c+"errors"))
-		}
+	for _, run := range r.citusRuns() {
+		w, s, pl, c := run.workload, run.strategy, run.plain, run.citus
+		p("| %s | %s | %s | %s | %s | %s / %s |\n", w, s, r.ratioCell(c+"throughput_vs_plain"), r.ratioCell(c+"p50_vs_plain"),
+			r.ratioCell(c+"p99_vs_plain"), r.cell(pl+"errors"), r.cell(c+"errors"))
 	}
 	p("\n")
 
@@ -107,31 +122,27 @@ func CitusMarkdown(r *Results) string {
 	p("keeps its cached connections.\n\n")
 	p("On this machine the coordinator and the workers share the cores with the plain server, the Bulkhead servers and the load generator, and the hop is loopback: ")
 	p("it costs CPU, not network time. The database CPU per request above puts a number on it:\n\n")
-	for _, w := range r.Workloads {
-		for _, s := range r.plainStrategies() {
-			c := citusPrefix + s + "." + w + "."
-			plain, ok1 := r.Get(s + "." + w + ".db_cpu_ms_per_req")
-			coord, ok2 := r.Get(c + "coordinator_cpu_ms_per_req")
-			work, ok3 := r.Get(c + "workers_cpu_ms_per_req")
-			if !ok1 || !ok2 || !ok3 || plain <= 0 {
-				continue
-			}
-			p("- %s %s: %s ms of database CPU per request on plain PostgreSQL, %s ms on Citus (coordinator %s + workers %s), %s× as much; throughput %s×, p50 %s×.\n",
-				w, s, num(plain), num(coord+work), num(coord), num(work), num((coord+work)/plain),
-				r.cell(c+"throughput_vs_plain"), r.cell(c+"p50_vs_plain"))
+	for _, run := range r.citusRuns() {
+		w, s, pl, c := run.workload, run.strategy, run.plain, run.citus
+		plain, ok1 := r.Get(pl + "db_cpu_ms_per_req")
+		coord, ok2 := r.Get(c + "coordinator_cpu_ms_per_req")
+		work, ok3 := r.Get(c + "workers_cpu_ms_per_req")
+		if !ok1 || !ok2 || !ok3 || plain <= 0 {
+			continue
 		}
+		p("- %s %s: %s ms of database CPU per request on plain PostgreSQL, %s ms on Citus (coordinator %s + workers %s), %s× as much; throughput %s×, p50 %s×.\n",
+			w, s, num(plain), num(coord+work), num(coord), num(work), num((coord+work)/plain),
+			r.cell(c+"throughput_vs_plain"), r.cell(c+"p50_vs_plain"))
 	}
-	for _, w := range r.Workloads {
-		for _, s := range r.plainStrategies() {
-			c := citusPrefix + s + "." + w + "."
-			worker, ok1 := r.Get(c + "worker_explain_ms")
-			coord, ok2 := r.Get(c + "explain_ms")
-			if !ok1 || !ok2 {
-				continue
-			}
-			p("- %s %s, in its plan below: the worker executed the shard query in %s ms, the coordinator's whole statement took %s ms (plain PostgreSQL: %s ms).\n",
-				w, s, num(worker), num(coord), r.cell(s+"."+w+".explain_ms"))
+	for _, run := range r.citusRuns() {
+		w, s, pl, c := run.workload, run.strategy, run.plain, run.citus
+		worker, ok1 := r.Get(c + "worker_explain_ms")
+		coord, ok2 := r.Get(c + "explain_ms")
+		if !ok1 || !ok2 {
+			continue
 		}
+		p("- %s %s, in its plan below: the worker executed the shard query in %s ms, the coordinator's whole statement took %s ms (plain PostgreSQL: %s ms).\n",
+			w, s, num(worker), num(coord), r.cell(pl+"explain_ms"))
 	}
 	p("\n")
 
@@ -143,33 +154,29 @@ func CitusMarkdown(r *Results) string {
 	p("as long as tenants' load is spread (a hot tenant stays on one worker: tenant isolation, `isolate_tenant_to_new_shard`, moves it to its own).\n")
 	p("- **The coordinator's part does not.** Every request passes through the coordinator, so its CPU per request sets a ceiling of about ")
 	p("1000 ÷ (coordinator CPU ms/req) requests per second per coordinator core, however many workers there are:\n\n")
-	for _, w := range r.Workloads {
-		for _, s := range r.plainStrategies() {
-			c := citusPrefix + s + "." + w + "."
-			coord, ok := r.Get(c + "coordinator_cpu_ms_per_req")
-			plain, ok2 := r.Get(s + "." + w + ".db_cpu_ms_per_req")
-			if !ok || coord <= 0 || !ok2 || plain <= 0 {
-				continue
-			}
-			p("  - %s %s: about %s req/s per coordinator core (plain PostgreSQL: about %s req/s per core for the whole query).\n", w, s, num(1000/coord), num(1000/plain))
+	for _, run := range r.citusRuns() {
+		w, s, pl, c := run.workload, run.strategy, run.plain, run.citus
+		coord, ok := r.Get(c + "coordinator_cpu_ms_per_req")
+		plain, ok2 := r.Get(pl + "db_cpu_ms_per_req")
+		if !ok || coord <= 0 || !ok2 || plain <= 0 {
+			continue
 		}
+		p("  - %s %s: about %s req/s per coordinator core (plain PostgreSQL: about %s req/s per core for the whole query).\n", w, s, num(1000/coord), num(1000/plain))
 	}
 	p("\n  These are derived from one run's CPU accounting, not measured ceilings. Where the coordinator's share of the Citus CPU is high, ")
 	p("the coordinator is most of the work and adding workers buys little; where the workers' share is high, the work scales out")
 	lo, hi := "", ""
-	for _, w := range r.Workloads {
-		for _, s := range r.plainStrategies() {
-			key := citusPrefix + s + "." + w + ".coordinator_cpu_share"
-			v, ok := r.Get(key)
-			if !ok {
-				continue
-			}
-			if lo == "" || v < r.Figures[lo] {
-				lo = key
-			}
-			if hi == "" || v > r.Figures[hi] {
-				hi = key
-			}
+	for _, run := range r.citusRuns() {
+		key := run.citus + "coordinator_cpu_share"
+		v, ok := r.Get(key)
+		if !ok {
+			continue
+		}
+		if lo == "" || v < r.Figures[lo] {
+			lo = key
+		}
+		if hi == "" || v > r.Figures[hi] {
+			hi = key
 		}
 	}
 	if lo != "" {
