@@ -108,25 +108,8 @@ func newUsage(cfg *config.Config) *limits.Usage { return limits.NewUsage(cfg.Lim
 // stops.
 func newRecorder(lc fx.Lifecycle, usage *limits.Usage, ctl *control.Service, cfg *config.Config, log *slog.Logger) *limits.Recorder {
 	r := limits.NewRecorder(usage, ctl, cfg.Limits.Stats.Top, log)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	lc.Append(fx.Hook{
-		OnStart: func(context.Context) error {
-			go func() {
-				defer close(done)
-				r.Run(ctx, cfg.Limits.Stats.FlushInterval, 5*time.Second)
-			}()
-			return nil
-		},
-		OnStop: func(stop context.Context) error {
-			cancel()
-			select {
-			case <-done:
-				return nil
-			case <-stop.Done():
-				return stop.Err()
-			}
-		},
+	runInBackground(lc, func(ctx context.Context) {
+		r.Run(ctx, cfg.Limits.Stats.FlushInterval, 5*time.Second)
 	})
 	return r
 }
@@ -135,13 +118,20 @@ func newRecorder(lc fx.Lifecycle, usage *limits.Usage, ctl *control.Service, cfg
 // with the authentication generation while the server runs (see
 // control.Service.WatchKeys).
 func watchKeys(lc fx.Lifecycle, ctl *control.Service) {
+	runInBackground(lc, ctl.WatchKeys)
+}
+
+// runInBackground runs loop in a goroutine from start to stop. Stop
+// cancels loop's context and waits for loop to return, but no longer than
+// the stop context allows.
+func runInBackground(lc fx.Lifecycle, loop func(context.Context)) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	lc.Append(fx.Hook{
 		OnStart: func(context.Context) error {
 			go func() {
 				defer close(done)
-				ctl.WatchKeys(ctx)
+				loop(ctx)
 			}()
 			return nil
 		},

@@ -231,13 +231,44 @@ func DistributeTenantTables(ctx context.Context, q Querier, schema string) error
 	for _, t := range tables {
 		done[t.name] = t.distributed
 	}
+	cycle, err := inReferenceOrder(todo, func(t table) (string, []string) { return t.name, t.references }, done, false, func(t table) error {
+		colocate := "none" // the first one founds the group
+		if anchor != "" {
+			colocate = pgx.Identifier{schema, anchor}.Sanitize()
+		}
+		qualified := pgx.Identifier{schema, t.name}.Sanitize()
+		if _, err := q.Exec(ctx, `SELECT create_distributed_table($1::regclass, $2, colocate_with => $3)`,
+			qualified, DistributionColumn, colocate); err != nil {
+			return fmt.Errorf("distribute %s on %s: %w", qualified, DistributionColumn, err)
+		}
+		if anchor == "" {
+			anchor = t.name
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if cycle != nil {
+		return fmt.Errorf("distribute the tenant tables of %s: foreign keys form a cycle among %s", schema, strings.Join(cycle, ", "))
+	}
+	return nil
+}
+
+// inReferenceOrder calls distribute for each table of todo (key gives its
+// name and the tables it references), a table only once every table it
+// references is done: true in done, or, when unknownWaits is false, not in
+// done at all. Each table distributed is marked done. When foreign keys
+// form a cycle among the tables left, it stops and returns their names.
+func inReferenceOrder[T any](todo []T, key func(T) (string, []string), done map[string]bool, unknownWaits bool, distribute func(T) error) ([]string, error) {
 	for len(todo) > 0 {
 		progressed := false
 		rest := todo[:0:0]
 		for _, t := range todo {
+			name, references := key(t)
 			ready := true
-			for _, ref := range t.references {
-				if known, ok := done[ref]; ok && !known {
+			for _, ref := range references {
+				if known, ok := done[ref]; !known && (ok || unknownWaits) {
 					ready = false
 				}
 			}
@@ -245,31 +276,22 @@ func DistributeTenantTables(ctx context.Context, q Querier, schema string) error
 				rest = append(rest, t)
 				continue
 			}
-			colocate := "none" // the first one founds the group
-			if anchor != "" {
-				colocate = pgx.Identifier{schema, anchor}.Sanitize()
+			if err := distribute(t); err != nil {
+				return nil, err
 			}
-			qualified := pgx.Identifier{schema, t.name}.Sanitize()
-			if _, err := q.Exec(ctx, `SELECT create_distributed_table($1::regclass, $2, colocate_with => $3)`,
-				qualified, DistributionColumn, colocate); err != nil {
-				return fmt.Errorf("distribute %s on %s: %w", qualified, DistributionColumn, err)
-			}
-			if anchor == "" {
-				anchor = t.name
-			}
-			done[t.name] = true
+			done[name] = true
 			progressed = true
 		}
 		if !progressed {
 			names := make([]string, len(rest))
 			for i, t := range rest {
-				names[i] = t.name
+				names[i], _ = key(t)
 			}
-			return fmt.Errorf("distribute the tenant tables of %s: foreign keys form a cycle among %s", schema, strings.Join(names, ", "))
+			return names, nil
 		}
 		todo = rest
 	}
-	return nil
+	return nil, nil
 }
 
 // DistributeSchema makes schema a distributed schema of Citus's
@@ -345,58 +367,41 @@ func DistributeSchema(ctx context.Context, q Querier, schema string) error {
 	if !ok {
 		return fmt.Errorf("distribute the tables of %s: %T cannot begin a transaction", schema, q)
 	}
-	for len(todo) > 0 {
-		progressed := false
-		rest := todo[:0:0]
-		for _, t := range todo {
-			ready := true
-			for _, ref := range t.references {
-				if !done[ref] {
-					ready = false
-				}
+	cycle, err := inReferenceOrder(todo, func(t table) (string, []string) { return t.name, t.references }, done, true, func(t table) error {
+		qualified := pgx.Identifier{schema, t.name}.Sanitize()
+		// Citus copies the table's rows into its shard with COPY,
+		// which forced Row-Level Security refuses even to the
+		// owner: unforced for the copy, in the same transaction,
+		// so no other session ever sees it unforced.
+		err := pgx.BeginFunc(ctx, b, func(tx pgx.Tx) error {
+			stmts := []string{`SET LOCAL citus.multi_shard_modify_mode TO 'sequential'`}
+			if t.forced {
+				stmts = append(stmts, `ALTER TABLE `+qualified+` NO FORCE ROW LEVEL SECURITY`)
 			}
-			if !ready {
-				rest = append(rest, t)
-				continue
-			}
-			qualified := pgx.Identifier{schema, t.name}.Sanitize()
-			// Citus copies the table's rows into its shard with COPY,
-			// which forced Row-Level Security refuses even to the
-			// owner: unforced for the copy, in the same transaction,
-			// so no other session ever sees it unforced.
-			err := pgx.BeginFunc(ctx, b, func(tx pgx.Tx) error {
-				stmts := []string{`SET LOCAL citus.multi_shard_modify_mode TO 'sequential'`}
-				if t.forced {
-					stmts = append(stmts, `ALTER TABLE `+qualified+` NO FORCE ROW LEVEL SECURITY`)
-				}
-				for _, stmt := range stmts {
-					if _, err := tx.Exec(ctx, stmt); err != nil {
-						return err
-					}
-				}
-				if _, err := tx.Exec(ctx, `SELECT create_distributed_table($1::regclass, NULL, colocate_with => $2)`, qualified, colocate); err != nil {
+			for _, stmt := range stmts {
+				if _, err := tx.Exec(ctx, stmt); err != nil {
 					return err
 				}
-				if t.forced {
-					_, err := tx.Exec(ctx, `ALTER TABLE `+qualified+` FORCE ROW LEVEL SECURITY`)
-					return err
-				}
-				return nil
-			})
-			if err != nil {
-				return fmt.Errorf("add %s to the shard group of schema %s: %w", qualified, schema, err)
 			}
-			done[t.name] = true
-			progressed = true
-		}
-		if !progressed {
-			names := make([]string, len(rest))
-			for i, t := range rest {
-				names[i] = t.name
+			if _, err := tx.Exec(ctx, `SELECT create_distributed_table($1::regclass, NULL, colocate_with => $2)`, qualified, colocate); err != nil {
+				return err
 			}
-			return fmt.Errorf("distribute the tables of %s: foreign keys form a cycle among %s", schema, strings.Join(names, ", "))
+			if t.forced {
+				_, err := tx.Exec(ctx, `ALTER TABLE `+qualified+` FORCE ROW LEVEL SECURITY`)
+				return err
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("add %s to the shard group of schema %s: %w", qualified, schema, err)
 		}
-		todo = rest
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if cycle != nil {
+		return fmt.Errorf("distribute the tables of %s: foreign keys form a cycle among %s", schema, strings.Join(cycle, ", "))
 	}
 	return nil
 }

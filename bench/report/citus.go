@@ -2,8 +2,6 @@ package report
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 )
@@ -15,22 +13,9 @@ const citusPrefix = "citus_"
 // WriteCitus writes citus-latest.json and citus-latest.md into dir: the
 // results of a -citus run.
 func WriteCitus(dir string, r *Results) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	js, err := JSON(r)
-	if err != nil {
-		return err
-	}
-	for name, body := range map[string][]byte{
-		"citus-latest.json": js,
-		"citus-latest.md":   []byte(CitusMarkdown(r)),
-	} {
-		if err := os.WriteFile(filepath.Join(dir, name), body, 0o644); err != nil {
-			return fmt.Errorf("write %s: %w", name, err)
-		}
-	}
-	return nil
+	return writeFiles(dir, r, "citus-latest.json", map[string]func(*Results) string{
+		"citus-latest.md": CitusMarkdown,
+	})
 }
 
 // plainStrategies are the strategies of a -citus run that ran on both
@@ -45,13 +30,21 @@ func (r *Results) plainStrategies() []string {
 	return out
 }
 
-// ratioCell is a Citus/plain ratio with its lowest–highest round.
-func (r *Results) ratioCell(name string) string {
-	c := r.cell(name)
-	if _, ok := r.Get(name + "_min"); ok {
-		c += " (" + r.cell(name+"_min") + "–" + r.cell(name+"_max") + ")"
+// citusRun is one workload of one strategy that ran on both clusters:
+// plain and citus prefix its figures on plain PostgreSQL and on Citus.
+type citusRun struct{ workload, strategy, plain, citus string }
+
+// citusRuns are the runs of a -citus run, per workload and strategy in
+// report order.
+func (r *Results) citusRuns() []citusRun {
+	var out []citusRun
+	for _, w := range r.Workloads {
+		for _, s := range r.plainStrategies() {
+			plain := s + "." + w + "."
+			out = append(out, citusRun{w, s, plain, citusPrefix + plain})
+		}
 	}
-	return c
+	return out
 }
 
 // CitusMarkdown is citus-latest.md: per workload and strategy the Citus
@@ -77,12 +70,10 @@ func CitusMarkdown(r *Results) string {
 	p("\n\n")
 
 	p("## Ratios\n\n| workload | strategy | throughput Citus ÷ plain | p50 Citus ÷ plain | p99 Citus ÷ plain | failed requests (plain / Citus) |\n|---|---|---:|---:|---:|---:|\n")
-	for _, w := range r.Workloads {
-		for _, s := range r.plainStrategies() {
-			c := citusPrefix + s + "." + w + "."
-			p("| %s | %s | %s | %s | %s | %s / %s |\n", w, s, r.ratioCell(c+"throughput_vs_plain"), r.ratioCell(c+"p50_vs_plain"),
-				r.ratioCell(c+"p99_vs_plain"), r.cell(s+"."+w+".errors"), r.cell(c+"errors"))
-		}
+	for _, run := range r.citusRuns() {
+		w, s, pl, c := run.workload, run.strategy, run.plain, run.citus
+		p("| %s | %s | %s | %s | %s | %s / %s |\n", w, s, r.ratioCell(c+"throughput_vs_plain"), r.ratioCell(c+"p50_vs_plain"),
+			r.ratioCell(c+"p99_vs_plain"), r.cell(pl+"errors"), r.cell(c+"errors"))
 	}
 	p("\n")
 
@@ -131,31 +122,27 @@ func CitusMarkdown(r *Results) string {
 	p("keeps its cached connections.\n\n")
 	p("On this machine the coordinator and the workers share the cores with the plain server, the Bulkhead servers and the load generator, and the hop is loopback: ")
 	p("it costs CPU, not network time. The database CPU per request above puts a number on it:\n\n")
-	for _, w := range r.Workloads {
-		for _, s := range r.plainStrategies() {
-			c := citusPrefix + s + "." + w + "."
-			plain, ok1 := r.Get(s + "." + w + ".db_cpu_ms_per_req")
-			coord, ok2 := r.Get(c + "coordinator_cpu_ms_per_req")
-			work, ok3 := r.Get(c + "workers_cpu_ms_per_req")
-			if !ok1 || !ok2 || !ok3 || plain <= 0 {
-				continue
-			}
-			p("- %s %s: %s ms of database CPU per request on plain PostgreSQL, %s ms on Citus (coordinator %s + workers %s), %s× as much; throughput %s×, p50 %s×.\n",
-				w, s, num(plain), num(coord+work), num(coord), num(work), num((coord+work)/plain),
-				r.cell(c+"throughput_vs_plain"), r.cell(c+"p50_vs_plain"))
+	for _, run := range r.citusRuns() {
+		w, s, pl, c := run.workload, run.strategy, run.plain, run.citus
+		plain, ok1 := r.Get(pl + "db_cpu_ms_per_req")
+		coord, ok2 := r.Get(c + "coordinator_cpu_ms_per_req")
+		work, ok3 := r.Get(c + "workers_cpu_ms_per_req")
+		if !ok1 || !ok2 || !ok3 || plain <= 0 {
+			continue
 		}
+		p("- %s %s: %s ms of database CPU per request on plain PostgreSQL, %s ms on Citus (coordinator %s + workers %s), %s× as much; throughput %s×, p50 %s×.\n",
+			w, s, num(plain), num(coord+work), num(coord), num(work), num((coord+work)/plain),
+			r.cell(c+"throughput_vs_plain"), r.cell(c+"p50_vs_plain"))
 	}
-	for _, w := range r.Workloads {
-		for _, s := range r.plainStrategies() {
-			c := citusPrefix + s + "." + w + "."
-			worker, ok1 := r.Get(c + "worker_explain_ms")
-			coord, ok2 := r.Get(c + "explain_ms")
-			if !ok1 || !ok2 {
-				continue
-			}
-			p("- %s %s, in its plan below: the worker executed the shard query in %s ms, the coordinator's whole statement took %s ms (plain PostgreSQL: %s ms).\n",
-				w, s, num(worker), num(coord), r.cell(s+"."+w+".explain_ms"))
+	for _, run := range r.citusRuns() {
+		w, s, pl, c := run.workload, run.strategy, run.plain, run.citus
+		worker, ok1 := r.Get(c + "worker_explain_ms")
+		coord, ok2 := r.Get(c + "explain_ms")
+		if !ok1 || !ok2 {
+			continue
 		}
+		p("- %s %s, in its plan below: the worker executed the shard query in %s ms, the coordinator's whole statement took %s ms (plain PostgreSQL: %s ms).\n",
+			w, s, num(worker), num(coord), r.cell(pl+"explain_ms"))
 	}
 	p("\n")
 
@@ -167,33 +154,29 @@ func CitusMarkdown(r *Results) string {
 	p("as long as tenants' load is spread (a hot tenant stays on one worker: tenant isolation, `isolate_tenant_to_new_shard`, moves it to its own).\n")
 	p("- **The coordinator's part does not.** Every request passes through the coordinator, so its CPU per request sets a ceiling of about ")
 	p("1000 ÷ (coordinator CPU ms/req) requests per second per coordinator core, however many workers there are:\n\n")
-	for _, w := range r.Workloads {
-		for _, s := range r.plainStrategies() {
-			c := citusPrefix + s + "." + w + "."
-			coord, ok := r.Get(c + "coordinator_cpu_ms_per_req")
-			plain, ok2 := r.Get(s + "." + w + ".db_cpu_ms_per_req")
-			if !ok || coord <= 0 || !ok2 || plain <= 0 {
-				continue
-			}
-			p("  - %s %s: about %s req/s per coordinator core (plain PostgreSQL: about %s req/s per core for the whole query).\n", w, s, num(1000/coord), num(1000/plain))
+	for _, run := range r.citusRuns() {
+		w, s, pl, c := run.workload, run.strategy, run.plain, run.citus
+		coord, ok := r.Get(c + "coordinator_cpu_ms_per_req")
+		plain, ok2 := r.Get(pl + "db_cpu_ms_per_req")
+		if !ok || coord <= 0 || !ok2 || plain <= 0 {
+			continue
 		}
+		p("  - %s %s: about %s req/s per coordinator core (plain PostgreSQL: about %s req/s per core for the whole query).\n", w, s, num(1000/coord), num(1000/plain))
 	}
 	p("\n  These are derived from one run's CPU accounting, not measured ceilings. Where the coordinator's share of the Citus CPU is high, ")
 	p("the coordinator is most of the work and adding workers buys little; where the workers' share is high, the work scales out")
 	lo, hi := "", ""
-	for _, w := range r.Workloads {
-		for _, s := range r.plainStrategies() {
-			key := citusPrefix + s + "." + w + ".coordinator_cpu_share"
-			v, ok := r.Get(key)
-			if !ok {
-				continue
-			}
-			if lo == "" || v < r.Figures[lo] {
-				lo = key
-			}
-			if hi == "" || v > r.Figures[hi] {
-				hi = key
-			}
+	for _, run := range r.citusRuns() {
+		key := run.citus + "coordinator_cpu_share"
+		v, ok := r.Get(key)
+		if !ok {
+			continue
+		}
+		if lo == "" || v < r.Figures[lo] {
+			lo = key
+		}
+		if hi == "" || v > r.Figures[hi] {
+			hi = key
 		}
 	}
 	if lo != "" {
@@ -210,25 +193,8 @@ func CitusMarkdown(r *Results) string {
 	p("a query without the tenant filter is the case where a statement fans out to every shard, and its cost grows with the shard count); ")
 	p("queries routed through the workers; PgBouncer in front of the coordinator; shard moves or rebalancing under load; a managed Citus service.\n\n")
 
-	if len(r.Plans) > 0 {
-		p("## Plans\n\n")
-		p("`EXPLAIN (ANALYZE, BUFFERS)` of the store's queries for the first large tenant, after the runs, as the server runs them ")
-		p("(the serving role inside the strategy's transaction), literals in place of parameters.\n\n")
-		for _, k := range sortedKeys(r.Plans) {
-			p("<details><summary>%s</summary>\n\n```\n%s\n```\n\n</details>\n\n", k, r.Plans[k])
-		}
-	}
-
-	p("## How this run was made\n\n")
-	for _, k := range sortedKeys(r.Settings) {
-		p("- %s: %s\n", k, r.Settings[k])
-	}
-	p("\nHarness phases (s):")
-	for _, k := range sortedKeys(r.Figures) {
-		if name, ok := strings.CutPrefix(k, "phase."); ok {
-			p(" %s %s;", strings.TrimSuffix(name, "_s"), num(r.Figures[k]))
-		}
-	}
-	p("\n")
+	writePlans(&b, r, "`EXPLAIN (ANALYZE, BUFFERS)` of the store's queries for the first large tenant, after the runs, as the server runs them "+
+		"(the serving role inside the strategy's transaction), literals in place of parameters.")
+	writeRun(&b, r)
 	return b.String()
 }

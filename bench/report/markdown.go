@@ -57,12 +57,8 @@ func Markdown(r *Results) string {
 		p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, s := range r.Strategies {
 			f := func(measure string) string { return r.cell(s + "." + w + "." + measure) }
-			vsPgbench := f("throughput_vs_pgbench")
-			if _, ok := r.Get(s + "." + w + ".throughput_vs_pgbench_min"); ok {
-				vsPgbench += " (" + f("throughput_vs_pgbench_min") + "–" + f("throughput_vs_pgbench_max") + ")"
-			}
 			p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", s,
-				f("throughput_rps"), f("throughput_ratio"), vsPgbench, f("p50_ms"), f("p50_ratio"), f("p99_ms"), f("p99_ratio"),
+				f("throughput_rps"), f("throughput_ratio"), r.ratioCell(s+"."+w+".throughput_vs_pgbench"), f("p50_ms"), f("p50_ratio"), f("p99_ms"), f("p99_ratio"),
 				f("p99_samples"), f("p50_vs_rls"), f("p99_vs_rls"),
 				f("own_rate_rps"), f("own_p50_ms"), f("own_p99_ms"), f("own_p99_samples"), f("errors"))
 		}
@@ -139,27 +135,38 @@ func Markdown(r *Results) string {
 		p("\n")
 	}
 
-	if len(r.Plans) > 0 {
-		p("## Plans\n\n")
-		p("`EXPLAIN (ANALYZE, BUFFERS)` of the store's queries for the first large tenant, after the runs, as the server runs them: ")
-		p("the serving role inside each strategy's transaction (the baseline's: a plain one), literals in place of parameters.\n\n")
-		for _, k := range sortedKeys(r.Plans) {
-			p("<details><summary>%s</summary>\n\n```\n%s\n```\n\n</details>\n\n", k, r.Plans[k])
-		}
-	}
+	writePlans(&b, r, "`EXPLAIN (ANALYZE, BUFFERS)` of the store's queries for the first large tenant, after the runs, as the server runs them: "+
+		"the serving role inside each strategy's transaction (the baseline's: a plain one), literals in place of parameters.")
+	writeRun(&b, r)
+	return b.String()
+}
 
-	p("## How this run was made\n\n")
-	for _, k := range sortedKeys(r.Settings) {
-		p("- %s: %s\n", k, r.Settings[k])
+// writePlans writes the Plans section, introduced by intro, when r has
+// plans.
+func writePlans(b *strings.Builder, r *Results, intro string) {
+	if len(r.Plans) == 0 {
+		return
 	}
-	p("\nHarness phases (s):")
+	fmt.Fprintf(b, "## Plans\n\n%s\n\n", intro)
+	for _, k := range sortedKeys(r.Plans) {
+		fmt.Fprintf(b, "<details><summary>%s</summary>\n\n```\n%s\n```\n\n</details>\n\n", k, r.Plans[k])
+	}
+}
+
+// writeRun writes the section on how the run was made: its settings and
+// the harness's phases.
+func writeRun(b *strings.Builder, r *Results) {
+	b.WriteString("## How this run was made\n\n")
+	for _, k := range sortedKeys(r.Settings) {
+		fmt.Fprintf(b, "- %s: %s\n", k, r.Settings[k])
+	}
+	b.WriteString("\nHarness phases (s):")
 	for _, k := range sortedKeys(r.Figures) {
 		if name, ok := strings.CutPrefix(k, "phase."); ok {
-			p(" %s %s;", strings.TrimSuffix(name, "_s"), num(r.Figures[k]))
+			fmt.Fprintf(b, " %s %s;", strings.TrimSuffix(name, "_s"), num(r.Figures[k]))
 		}
 	}
-	p("\n")
-	return b.String()
+	b.WriteString("\n")
 }
 
 // workloadText says what each workload requests.
@@ -183,6 +190,16 @@ func (r *Results) codes(prefix string) string {
 		return "–"
 	}
 	return strings.Join(parts, ", ")
+}
+
+// ratioCell is a ratio's cell with its lowest–highest round, when the
+// run had those.
+func (r *Results) ratioCell(name string) string {
+	c := r.cell(name)
+	if _, ok := r.Get(name + "_min"); ok {
+		c += " (" + r.cell(name+"_min") + "–" + r.cell(name+"_max") + ")"
+	}
+	return c
 }
 
 // cell formats a figure for a table, "–" when it was not measured.

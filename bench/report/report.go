@@ -55,6 +55,15 @@ func (r *Results) Get(name string) (float64, bool) {
 
 // Write writes latest.json, latest.md and latest.svg into dir.
 func Write(dir string, r *Results) error {
+	return writeFiles(dir, r, "latest.json", map[string]func(*Results) string{
+		"latest.md":  Markdown,
+		"latest.svg": SVG,
+	})
+}
+
+// writeFiles writes r as JSON into dir under jsonName, and under each
+// other name what its function renders of r.
+func writeFiles(dir string, r *Results, jsonName string, renders map[string]func(*Results) string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
@@ -62,11 +71,11 @@ func Write(dir string, r *Results) error {
 	if err != nil {
 		return err
 	}
-	for name, body := range map[string][]byte{
-		"latest.json": js,
-		"latest.md":   []byte(Markdown(r)),
-		"latest.svg":  []byte(SVG(r)),
-	} {
+	files := map[string][]byte{jsonName: js}
+	for name, render := range renders {
+		files[name] = []byte(render(r))
+	}
+	for name, body := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), body, 0o644); err != nil {
 			return fmt.Errorf("write %s: %w", name, err)
 		}
