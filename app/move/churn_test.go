@@ -88,30 +88,8 @@ func (c *churn) one(b bundle, ext string, del bool) {
 func (c *churn) check(t *testing.T) {
 	t.Helper()
 	got := map[string]string{}
-	cursor := ""
-	for {
-		path := "/v1/accounts?limit=1000"
-		if cursor != "" {
-			path += "&cursor=" + cursor
-		}
-		var page struct {
-			Items []struct {
-				ExternalID string `json:"external_id"`
-				Name       string `json:"name"`
-			} `json:"items"`
-			NextCursor *string `json:"next_cursor"`
-		}
-		c.l.b.env.Must(t, 200, "GET", path, c.l.b.tn.Viewer, nil).JSON(t, &page)
-		for _, a := range page.Items {
-			if _, dup := got[a.ExternalID]; dup {
-				t.Errorf("account %s listed twice", a.ExternalID)
-			}
-			got[a.ExternalID] = a.Name
-		}
-		if page.NextCursor == nil || *page.NextCursor == "" {
-			break
-		}
-		cursor = *page.NextCursor
+	for ext, a := range listAccounts(t, c.l.b) {
+		got[ext] = a.Name
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -193,11 +193,14 @@ func (l *load) written(t *testing.T, n int) {
 	}
 }
 
-// accounts lists every account of the tenant through the API, by
+// listedAccount is an account as the API lists it.
+type listedAccount struct{ ID, Name string }
+
+// listAccounts lists every account of the tenant through the API, by
 // external id, failing on a duplicate.
-func accounts(t testing.TB, b bundle) map[string]string {
+func listAccounts(t testing.TB, b bundle) map[string]listedAccount {
 	t.Helper()
-	out := map[string]string{}
+	out := map[string]listedAccount{}
 	cursor := ""
 	for {
 		path := "/v1/accounts?limit=1000"
@@ -208,6 +211,7 @@ func accounts(t testing.TB, b bundle) map[string]string {
 			Items []struct {
 				ID         string `json:"id"`
 				ExternalID string `json:"external_id"`
+				Name       string `json:"name"`
 			} `json:"items"`
 			NextCursor *string `json:"next_cursor"`
 		}
@@ -216,13 +220,24 @@ func accounts(t testing.TB, b bundle) map[string]string {
 			if _, dup := out[a.ExternalID]; dup {
 				t.Errorf("account %s listed twice", a.ExternalID)
 			}
-			out[a.ExternalID] = a.ID
+			out[a.ExternalID] = listedAccount{ID: a.ID, Name: a.Name}
 		}
 		if page.NextCursor == nil || *page.NextCursor == "" {
 			return out
 		}
 		cursor = *page.NextCursor
 	}
+}
+
+// accounts lists every account of the tenant through the API: its id by
+// external id, failing on a duplicate.
+func accounts(t testing.TB, b bundle) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for ext, a := range listAccounts(t, b) {
+		out[ext] = a.ID
+	}
+	return out
 }
 
 // check holds the tenant to the load: every acknowledged write present,
