@@ -15,6 +15,7 @@ import (
 	"github.com/bulkheadhq/bulkhead/app/control"
 	"github.com/bulkheadhq/bulkhead/app/move"
 	"github.com/bulkheadhq/bulkhead/internal/apitest"
+	"github.com/bulkheadhq/bulkhead/internal/await"
 	"github.com/bulkheadhq/bulkhead/isolation"
 )
 
@@ -51,7 +52,7 @@ func BenchmarkMove(b *testing.B) {
 		}
 		b.StopTimer()
 		cancel()
-		l.end()
+		l.end(b)
 		got := accounts(b, bt)
 		lost, acked := 0, 0
 		bt.acked.Range(func(ext, id any) bool {
@@ -190,8 +191,9 @@ func (p *pacer) one(bt bundle, i int) bool {
 }
 
 // end stops the pacer and waits for its requests (each bounded by the
-// client's timeout).
-func (p *pacer) end() {
+// client's timeout), failing tb past await.Deadline.
+func (p *pacer) end(tb testing.TB) {
+	tb.Helper()
 	close(p.stop)
-	p.wg.Wait()
+	await.Group(tb, &p.wg, "the pacer's requests to end")
 }

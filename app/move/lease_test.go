@@ -13,6 +13,7 @@ import (
 	"github.com/bulkheadhq/bulkhead/app/move"
 	"github.com/bulkheadhq/bulkhead/app/store"
 	"github.com/bulkheadhq/bulkhead/internal/apitest"
+	"github.com/bulkheadhq/bulkhead/internal/await"
 	"github.com/bulkheadhq/bulkhead/isolation"
 )
 
@@ -65,7 +66,7 @@ func TestMoveRunsOnce(t *testing.T) {
 		})
 	}
 	close(gate)
-	wg.Wait()
+	await.Group(t, &wg, "the two movers to begin")
 	var winner func(context.Context) (control.Move, error)
 	for i, r := range results {
 		switch {
