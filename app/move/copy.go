@@ -254,12 +254,14 @@ func sums(ctx context.Context, tx pgx.Tx, t table, tenant uuid.UUID) (map[string
 }
 
 // atOnce runs f and g at once (each on its own transaction, as a pgx.Tx is
-// not for concurrent use) and returns their errors, joined.
-func atOnce(f, g func() error) error {
+// not for concurrent use) and returns their errors, joined. It returns
+// only once g has, even when f panics: the transactions' rollback, on the
+// way out, must not race g's use of its connection.
+func atOnce(f, g func() error) (err error) {
 	errc := make(chan error, 1)
 	go func() { errc <- g() }()
-	err := f()
-	return errors.Join(err, <-errc)
+	defer func() { err = errors.Join(err, <-errc) }()
+	return f()
 }
 
 // verifyAll holds dst to src, table by table: equal sums, computed by the
