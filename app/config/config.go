@@ -196,7 +196,8 @@ type RateLimit struct {
 // slowed: a client (an API key, or the address of a client without one)
 // may be refused at Rate per second, Burst at once, and be answered at
 // once; each further refusal is held for Delay before it is answered, at
-// most MaxHeld at a time. Tracked bounds the clients counted. A Delay or a
+// most MaxHeld at a time (and at most half of HTTP.MaxConnections).
+// Tracked bounds the clients counted. A Delay or a
 // Rate of 0 turns it off.
 type Tarpit struct {
 	Delay   time.Duration `koanf:"delay"`

@@ -106,7 +106,7 @@ func New(p Params) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	pit := newTarpit(p.Config.Limits.Tarpit)
+	pit := newTarpit(p.Config)
 	e.Use(
 		middleware.RequestID(),
 		p.Metrics.middleware,

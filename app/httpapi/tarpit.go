@@ -17,8 +17,17 @@ const clientKey = "bulkhead.client"
 // or a token's limit key, or the admin.
 func authenticatedAs(c echo.Context, client string) { c.Set(clientKey, client) }
 
-func newTarpit(cfg config.Tarpit) *limits.Tarpit {
-	return limits.NewTarpit(cfg.Delay, cfg.MaxHeld, limits.Policy{Rate: cfg.Rate, Burst: cfg.Burst}, cfg.Tracked)
+func newTarpit(cfg *config.Config) *limits.Tarpit {
+	t := cfg.Limits.Tarpit
+	return limits.NewTarpit(t.Delay, maxHeld(cfg), limits.Policy{Rate: t.Rate, Burst: t.Burst}, t.Tracked)
+}
+
+// maxHeld is how many refusals may be held at once: limits.tarpit.max_held,
+// but never more than half of http.max_connections, since each holds its
+// connection: a flood of held refusals must not take every connection and
+// keep other clients out.
+func maxHeld(cfg *config.Config) int {
+	return max(min(cfg.Limits.Tarpit.MaxHeld, cfg.HTTP.MaxConnections/2), 1)
 }
 
 // tarpit holds the refusals of clients that keep coming back
