@@ -157,6 +157,7 @@ type Limits struct {
 	Concurrency Concurrency `koanf:"concurrency"`
 	Rate        RateLimit   `koanf:"rate"`
 	AuthFailure RateLimit   `koanf:"auth_failures"`
+	Tarpit      Tarpit      `koanf:"tarpit"`
 	Stats       Stats       `koanf:"stats"`
 }
 
@@ -189,6 +190,21 @@ type RateLimit struct {
 	Rate    float64 `koanf:"rate"`
 	Burst   int     `koanf:"burst"`
 	Tracked int     `koanf:"tracked"`
+}
+
+// Tarpit configures how refusals of a client that keeps coming back are
+// slowed: a client (an API key, or the address of a client without one)
+// may be refused at Rate per second, Burst at once, and be answered at
+// once; each further refusal is held for Delay before it is answered, at
+// most MaxHeld at a time (and at most half of HTTP.MaxConnections).
+// Tracked bounds the clients counted. A Delay or a
+// Rate of 0 turns it off.
+type Tarpit struct {
+	Delay   time.Duration `koanf:"delay"`
+	MaxHeld int           `koanf:"max_held"`
+	Rate    float64       `koanf:"rate"`
+	Burst   int           `koanf:"burst"`
+	Tracked int           `koanf:"tracked"`
 }
 
 // Stats configures the per-tenant usage counters of `tenant stats`.
@@ -383,6 +399,11 @@ func defaults(strategies []isolation.Descriptor) map[string]any {
 		"limits.auth_failures.rate":            1.0,
 		"limits.auth_failures.burst":           20,
 		"limits.auth_failures.tracked":         10000,
+		"limits.tarpit.delay":                  "1s",
+		"limits.tarpit.max_held":               1024,
+		"limits.tarpit.rate":                   5.0,
+		"limits.tarpit.burst":                  20,
+		"limits.tarpit.tracked":                10000,
 		"limits.stats.flush_interval":          "10s",
 		"limits.stats.retention":               "1h",
 		"limits.stats.tenants":                 10000,
@@ -554,6 +575,9 @@ func (c *Config) validateLimits(e *Error) {
 		{"limits.rate.tracked", c.Limits.Rate.Tracked},
 		{"limits.auth_failures.burst", c.Limits.AuthFailure.Burst},
 		{"limits.auth_failures.tracked", c.Limits.AuthFailure.Tracked},
+		{"limits.tarpit.max_held", c.Limits.Tarpit.MaxHeld},
+		{"limits.tarpit.burst", c.Limits.Tarpit.Burst},
+		{"limits.tarpit.tracked", c.Limits.Tarpit.Tracked},
 		{"limits.stats.tenants", c.Limits.Stats.Tenants},
 		{"limits.stats.top", c.Limits.Stats.Top},
 	} {
@@ -574,10 +598,18 @@ func (c *Config) validateLimits(e *Error) {
 	}{
 		{"limits.rate.rate", c.Limits.Rate.Rate},
 		{"limits.auth_failures.rate", c.Limits.AuthFailure.Rate},
+		{"limits.tarpit.rate", c.Limits.Tarpit.Rate},
 	} {
 		if k.r < 0 || math.IsNaN(k.r) || math.IsInf(k.r, 0) {
 			e.add(k.key, fmt.Sprintf("must be a number of requests per second, or 0 for no limit, not %v", k.r))
 		}
+	}
+	switch d := c.Limits.Tarpit.Delay; {
+	case d < 0:
+		e.add("limits.tarpit.delay", fmt.Sprintf("must be a duration such as 1s, or 0 to hold no refusal, not %s", d))
+	case c.HTTP.WriteTimeout > 0 && d >= c.HTTP.WriteTimeout:
+		e.add("limits.tarpit.delay", fmt.Sprintf("%s must be shorter than http.write_timeout (%s), or a held refusal is never answered",
+			d, c.HTTP.WriteTimeout))
 	}
 	if s := c.Limits.Concurrency.MaxShare; !(s > 0 && s <= 1) {
 		e.add("limits.concurrency.max_share", fmt.Sprintf("must be a share above 0 and at most 1, not %v", s))

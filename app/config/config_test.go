@@ -140,6 +140,20 @@ func TestBadConfigNamesEveryKey(t *testing.T) {
 			"database.statement_timeout (from env BULKHEAD_DATABASE__STATEMENT_TIMEOUT): 2m0s must be shorter than http.write_timeout",
 			"http.trusted_proxies[0]", "limits.concurrency.queue_timeout",
 		}},
+		{"tarpit", config.Input{Env: []string{
+			"BULKHEAD_LIMITS__TARPIT__DELAY=-1s",
+			"BULKHEAD_LIMITS__TARPIT__MAX_HELD=0",
+			"BULKHEAD_LIMITS__TARPIT__RATE=-5",
+			"BULKHEAD_LIMITS__TARPIT__BURST=0",
+			"BULKHEAD_LIMITS__TARPIT__TRACKED=-1",
+		}}, []string{
+			"limits.tarpit.delay (from env BULKHEAD_LIMITS__TARPIT__DELAY): must be a duration such as 1s, or 0 to hold no refusal",
+			"limits.tarpit.max_held (from env BULKHEAD_LIMITS__TARPIT__MAX_HELD): must be at least 1",
+			"limits.tarpit.rate (from env BULKHEAD_LIMITS__TARPIT__RATE): must be a number of requests per second",
+			"limits.tarpit.burst", "limits.tarpit.tracked",
+		}},
+		{"tarpit longer than the write timeout", config.Input{Env: []string{"BULKHEAD_LIMITS__TARPIT__DELAY=2m"}},
+			[]string{"limits.tarpit.delay (from env BULKHEAD_LIMITS__TARPIT__DELAY): 2m0s must be shorter than http.write_timeout"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

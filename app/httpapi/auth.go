@@ -154,6 +154,7 @@ func (h *handlers) requireKey(next echo.HandlerFunc) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
+		authenticatedAs(c, p.LimitKey())
 		if err := h.limits.admit(c, p); err != nil {
 			return err
 		}
@@ -218,6 +219,7 @@ func (h *handlers) requireAdmin(next echo.HandlerFunc) echo.HandlerFunc {
 			h.limits.failed(c)
 			return newProblem(http.StatusUnauthorized, "the admin token is required: Authorization: Bearer <admin token>")
 		}
+		authenticatedAs(c, "admin")
 		c.SetRequest(c.Request().WithContext(control.WithActor(c.Request().Context(), "admin-api")))
 		return next(c)
 	}

@@ -72,8 +72,9 @@ func NewMetrics(pools *postgres.Pools) *Metrics {
 // rejected counts a request refused for reason (one of the fixed set).
 func (m *Metrics) rejected(reason string) { m.rejections.WithLabelValues(reason).Inc() }
 
-// watch registers the gauges of the server's connections and of the
-// admission Gate's pools (labelled by pool: "serving" or "budget").
+// watch registers the gauges of the server's connections and held
+// refusals, and of the admission Gate's pools (labelled by pool:
+// "serving" or "budget").
 func (m *Metrics) watch(s *Server, g *limits.Gate) {
 	m.reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -84,6 +85,14 @@ func (m *Metrics) watch(s *Server, g *limits.Gate) {
 			Name: "bulkhead_http_connections_shed_total",
 			Help: "Client connections closed at http.max_connections: idle ones closed to make room, or new ones refused.",
 		}, func() float64 { _, n := s.openConns(); return float64(n) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "bulkhead_http_refusals_held_total",
+			Help: "Refusals (a 429, or a 4xx to a request that did not authenticate) held for limits.tarpit.delay before they were answered: their API key or client address had been refused more often than limits.tarpit.rate allows.",
+		}, func() float64 { return float64(s.tarpit.Total()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "bulkhead_http_refusals_holding",
+			Help: "Refusals being held now (at most limits.tarpit.max_held).",
+		}, func() float64 { return float64(s.tarpit.Held()) }),
 	)
 	if g != nil {
 		m.reg.MustRegister(gateCollector{g})

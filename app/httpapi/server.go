@@ -41,9 +41,15 @@ type Server struct {
 	cfg  config.HTTP
 	ln   *boundedListener
 	log  *slog.Logger
-	done chan error
+	// done is closed once Serve has returned; serveErr is its error,
+	// unless it was stopped.
+	done     chan struct{}
+	serveErr error
 	// moves are the tenant moves the admin API runs.
 	moves *moves
+	// tarpit holds refusals of clients that keep coming back; Stop ends
+	// its waits.
+	tarpit *limits.Tarpit
 }
 
 // Params are the server's dependencies.
@@ -100,10 +106,12 @@ func New(p Params) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	pit := newTarpit(p.Config)
 	e.Use(
 		middleware.RequestID(),
 		p.Metrics.middleware,
 		requestLog(p.Log),
+		tarpit(pit),
 		middleware.RecoverWithConfig(middleware.RecoverConfig{
 			DisableErrorHandler: true, // panics become errors, answered by errorHandler
 			LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
@@ -128,7 +136,7 @@ func New(p Params) (*Server, error) {
 	if err := mountConsole(e, p.Config.OIDC.ConsoleOrigins()); err != nil {
 		return nil, err
 	}
-	s := &Server{echo: e, cfg: p.Config.HTTP, log: p.Log, done: make(chan error, 1), moves: h.moves}
+	s := &Server{echo: e, cfg: p.Config.HTTP, log: p.Log, done: make(chan struct{}), moves: h.moves, tarpit: pit}
 	p.Metrics.watch(s, p.Gate)
 	return s, nil
 }
@@ -190,10 +198,10 @@ func (s *Server) Start(ctx context.Context) error {
 	s.echo.Server = srv
 	go func() {
 		err := srv.Serve(s.ln)
-		if errors.Is(err, http.ErrServerClosed) {
-			err = nil
+		if !errors.Is(err, http.ErrServerClosed) {
+			s.serveErr = err
 		}
-		s.done <- err
+		close(s.done)
 	}()
 	s.log.Info("serving", "addr", ln.Addr().String(), "max_connections", s.cfg.MaxConnections)
 	return nil
@@ -209,8 +217,10 @@ func (s *Server) openConns() (open int, shed int64) {
 }
 
 // Stop stops accepting connections and waits, within ctx, for in-flight
-// requests to finish.
+// requests to finish; refusals being held are answered at once. It may be
+// called more than once.
 func (s *Server) Stop(ctx context.Context) error {
+	s.tarpit.Stop()
 	if s.ln == nil {
 		return nil
 	}
@@ -219,8 +229,9 @@ func (s *Server) Stop(ctx context.Context) error {
 	if merr := s.moves.stop(ctx); merr != nil && err == nil {
 		err = merr
 	}
-	if serveErr := <-s.done; serveErr != nil && err == nil {
-		err = serveErr
+	<-s.done
+	if s.serveErr != nil && err == nil {
+		err = s.serveErr
 	}
 	s.log.Info("stopped serving")
 	return err

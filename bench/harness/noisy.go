@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -101,6 +102,7 @@ func (h *harness) noisyOn(ctx context.Context, d *deployment, idle int) error {
 		codes := &statusCounts{m: map[string]int{}}
 		var wg sync.WaitGroup
 		var setupErr error
+		heldBefore := heldRefusals(ctx, tgt.url)
 		switch a {
 		case AttackSummaries:
 			wg.Go(func() { h.floodSummaries(actx, tgt, attacker, codes) })
@@ -151,11 +153,15 @@ func (h *harness) noisyOn(ctx context.Context, d *deployment, idle int) error {
 		for code, n := range got {
 			h.set(prefix+".flooder."+code, float64(n))
 		}
+		// The refusals the server's tarpit held before answering them,
+		// among the flooder's answers.
+		held := heldRefusals(ctx, tgt.url) - heldBefore
+		h.set(prefix+".flooder.held", held)
 		h.set(prefix+".flooder_500", float64(got["500"]))
 		h.set(prefix+".rss_mb", rssMB())
-		h.logf("noisy %-8s %-15s p50 %7.2f ms p99 %7.2f ms (%.2f× quiet), victim failed %d%s, flooder %v",
+		h.logf("noisy %-8s %-15s p50 %7.2f ms p99 %7.2f ms (%.2f× quiet), victim failed %d%s, flooder %v, held %.0f",
 			s, a, under.quantile(0.5), under.quantile(0.99), under.quantile(0.99)/quiet.quantile(0.99), under.failed,
-			firstError(under), codes.snapshot())
+			firstError(under), got, held)
 	}
 	metricsAfter, err := metricsSize(ctx, tgt.url)
 	if err != nil {
@@ -363,6 +369,33 @@ func metricsSize(ctx context.Context, u string) (int, error) {
 	return len(b), err
 }
 
+var heldTotal = regexp.MustCompile(`(?m)^bulkhead_http_refusals_held_total (\S+)$`)
+
+// heldRefusals returns how many refusals the server at u has held so far
+// (bulkhead_http_refusals_held_total), or 0 when its /metrics does not
+// say.
+func heldRefusals(ctx context.Context, u string) float64 {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u+"/metrics", nil)
+	if err != nil {
+		return 0
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		return 0
+	}
+	m := heldTotal.FindSubmatch(b)
+	if m == nil {
+		return 0
+	}
+	n, _ := strconv.ParseFloat(string(m[1]), 64)
+	return n
+}
+
 // rssMB is this process's resident set size in MiB (Linux; 0 elsewhere).
 func rssMB() float64 {
 	b, err := os.ReadFile("/proc/self/status")
@@ -407,6 +440,7 @@ func noisySettings(cfg Config) string {
 		"(%s) %d concurrent month summaries of the first large tenant, without pause; "+
 		"(%s) a %d-item ingest with a fresh Idempotency-Key and, 20 ms behind it, %d one-item ingests with the same key, round after round; "+
 		"(%s) up to %d idle connections (half never send a byte, half go idle after one request) while %d clients send requests with made-up %d-byte methods and no key. "+
+		"held: of the flooder's refusals, those the server's tarpit (limits.tarpit) held before answering them. "+
 		"Servers keep the product's default limits except the per-key rate limit (off, as in every run of the harness) and limits.concurrency.heavy_per_tenant (half this machine's cores, since PostgreSQL runs here)",
 		cfg.NoisyRate, cfg.NoisyDuration, cfg.NoisyDuration,
 		AttackSummaries, noisySummaries, AttackSameKey, noisyLongIngest, noisySameKey,

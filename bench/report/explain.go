@@ -54,7 +54,8 @@ var explanations = []struct{ prefix, text string }{
 	{"noisy_", "**The victim under a noisy neighbour.** The walls bound what the attacker may hold — connections " +
 		"(`limits.concurrency.per_tenant` slots of the pool or budget, the rest of its requests 429 or queued), time per statement, " +
 		"lock waits (409 at once for a key in use), open connections and metric series — but not CPU: the attacker's capped " +
-		"transactions, the 429s and the HTTP work of refusing a flood still run on the same cores as the victim's reads. On a " +
+		"transactions still run on the same cores as the victim's reads. Refusing it costs little: a client that comes straight " +
+		"back after a refusal gets its further refusals late (`limits.tarpit`; the flooder's answers held), not thousands a second. On a " +
 		"2-core machine shared with the load generator, the harness and PostgreSQL, a few heavy summaries at once are enough " +
 		"to lengthen the victim's tail even though it never waits for a connection (compare its failed requests: none). A " +
 		"lower per-tenant cap (`bulkhead tenant limits SLUG --max-concurrent 2` for a known-heavy tenant), more cores, or " +

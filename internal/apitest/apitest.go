@@ -194,12 +194,14 @@ func Start(tb testing.TB, db *pgtest.DB, opts ...Option) *Env {
 		// a loaded machine; tests of the timeout itself set their own.
 		"BULKHEAD_ISOLATION__DATABASE__ACQUIRE_TIMEOUT": pgtest.AcquireTimeout.String(),
 		// Tests hammer one key, and send bad ones on purpose, from one
-		// address: the rate limits are on, but out of their way. The
-		// tests of the limits set their own.
+		// address: the rate limits and the tarpit are on, but out of their
+		// way. The tests of the limits set their own.
 		"BULKHEAD_LIMITS__RATE__RATE":           "1000000",
 		"BULKHEAD_LIMITS__RATE__BURST":          "1000000",
 		"BULKHEAD_LIMITS__AUTH_FAILURES__RATE":  "1000000",
 		"BULKHEAD_LIMITS__AUTH_FAILURES__BURST": "1000000",
+		"BULKHEAD_LIMITS__TARPIT__RATE":         "1000000",
+		"BULKHEAD_LIMITS__TARPIT__BURST":        "1000000",
 	}
 	settings := &Settings{TB: tb, DB: db, Env: vars}
 	for _, o := range opts {
