@@ -30,9 +30,34 @@ const TenantTableQuery = `
 	  AND EXISTS (SELECT FROM pg_attribute a
 	              WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped)`
 
+// schemaTenantTablesQuery is TenantTableQuery for one schema ($1), by
+// name, sorted. pg_class has no index on the namespace, so filtering
+// TenantTableQuery by schema scans every relation of the database: with
+// 10,000 tenant schemas (some 200,000 relations) that is a quarter of a
+// second, paid by every tenant's provisioning and migration — quadratic
+// over a `bulkhead migrate` of all of them. A relation's dependency on its
+// namespace (pg_depend, which PostgreSQL keeps for every relation but
+// TOAST tables and composite types, and moves with ALTER … SET SCHEMA) is
+// indexed by the namespace, so this reads only the schema's own rows.
+// TestSchemaTenantTablesMatchTenantTableQuery holds it to TenantTableQuery.
+const schemaTenantTablesQuery = `
+	SELECT c.relname
+	FROM pg_namespace n
+	JOIN pg_depend d ON d.refclassid = 'pg_namespace'::regclass AND d.refobjid = n.oid
+	                AND d.classid = 'pg_class'::regclass
+	JOIN pg_class c ON c.oid = d.objid AND c.relnamespace = n.oid
+	WHERE n.nspname = $1
+	  AND c.relkind IN ('r', 'p')
+	  AND n.nspname <> '` + migrations.ControlSchema + `'
+	  AND NOT (n.nspname IN ('pg_catalog', 'information_schema') AND c.oid < 16384)
+	  AND (n.nspname NOT LIKE 'pg\_%' OR n.nspname = 'pg_catalog')
+	  AND EXISTS (SELECT FROM pg_attribute a
+	              WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped)
+	ORDER BY 1`
+
 // tenantTablesOf lists the tenant tables of schema, sorted.
 func tenantTablesOf(ctx context.Context, q Querier, schema string) ([]string, error) {
-	rows, err := q.Query(ctx, `SELECT t.relname FROM (`+TenantTableQuery+`) t WHERE t.nspname = $1 ORDER BY 1`, schema)
+	rows, err := q.Query(ctx, schemaTenantTablesQuery, schema)
 	if err != nil {
 		return nil, fmt.Errorf("list tenant tables of %s: %w", schema, err)
 	}

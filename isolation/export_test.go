@@ -1,0 +1,4 @@
+package isolation
+
+// TenantTablesOf exposes tenantTablesOf to the package's external tests.
+var TenantTablesOf = tenantTablesOf
