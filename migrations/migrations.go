@@ -7,6 +7,7 @@
 package migrations
 
 import (
+	"context"
 	"crypto/sha256"
 	"database/sql"
 	"embed"
@@ -20,6 +21,7 @@ import (
 	"strings"
 
 	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/database"
 	"github.com/pressly/goose/v3/lock"
 )
 
@@ -61,8 +63,12 @@ func (s Set) FS() fs.FS { return s.fsys }
 // serialises concurrent migrators of the same target with a PostgreSQL
 // session advisory lock; different targets must use different ids.
 func (s Set) Provider(db *sql.DB, lockID int64) (*goose.Provider, error) {
+	store, err := database.NewStore(database.DialectPostgres, s.Table)
+	if err != nil {
+		return nil, fmt.Errorf("%s migrations: %w", s.Name, err)
+	}
 	opts := []goose.ProviderOption{
-		goose.WithTableName(s.Table),
+		goose.WithStore(versionStore{store}),
 		goose.WithDisableGlobalRegistry(true),
 	}
 	if lockID != 0 {
@@ -72,11 +78,34 @@ func (s Set) Provider(db *sql.DB, lockID int64) (*goose.Provider, error) {
 		}
 		opts = append(opts, goose.WithSessionLocker(locker))
 	}
-	p, err := goose.NewProvider(goose.DialectPostgres, db, s.fsys, opts...)
+	p, err := goose.NewProvider(goose.DialectCustom, db, s.fsys, opts...) // PostgreSQL's store: versionStore
 	if err != nil {
 		return nil, fmt.Errorf("%s migrations: %w", s.Name, err)
 	}
 	return p, nil
+}
+
+// versionStore is goose's PostgreSQL store but for how it checks that the
+// version table exists. goose asks pg_tables for the table's name in the
+// current schema, which reads every relation of that name in the database
+// (pg_class is indexed by name, then namespace): with one goose_tenant per
+// tenant schema, 25 ms at 7,000 tenants, paid by every tenant's migration —
+// quadratic over a `bulkhead migrate` of all of them. to_regclass resolves
+// the one qualified name through the index. An unqualified table is looked
+// for in the current schema, as goose does (where it would create it), not
+// along the whole search_path; a schema-qualified one where it says.
+type versionStore struct{ database.Store }
+
+func (s versionStore) TableExists(ctx context.Context, db database.DBTxConn) (bool, error) {
+	var exists bool
+	q := `SELECT to_regclass(format('%I.%I', current_schema(), $1::text)) IS NOT NULL`
+	if strings.Contains(s.Tablename(), ".") {
+		q = `SELECT to_regclass($1) IS NOT NULL`
+	}
+	if err := db.QueryRowContext(ctx, q, s.Tablename()).Scan(&exists); err != nil {
+		return false, fmt.Errorf("look for the version table %s: %w", s.Tablename(), err)
+	}
+	return exists, nil
 }
 
 // Head is the highest version in s.
