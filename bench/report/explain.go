@@ -34,11 +34,7 @@ var explanations = []struct{ prefix, text string }{
 		"it was planned under. With 1,000 tenants over a 20-connection pool nearly every request lands on a connection whose last " +
 		"transaction was another tenant's: parse analysis and planning on every query, and cold catalog entries for the tenant's " +
 		"4 tables and their indexes (about 12 relations per tenant, 12,000 in all). That is the cost of the strategy at this tenant count, " +
-		"not a bug. Measured on one connection (`BenchmarkTenantSwitch` in isolation/schema, backend CPU per point read): 47 µs for " +
-		"the same tenant again, 131 µs for another tenant the backend has served before (re-analysis and re-planning; 72 µs with a " +
-		"statement of the tenant's own), 283 µs for a tenant new to the backend. `isolation.schema.affinity` (on by default) sends a " +
-		"tenant's transactions to an idle connection that served it before; it helps only as far as the pool has idle connections " +
-		"to choose from, and grows with more tenants otherwise."},
+		"not a bug; it shrinks when a tenant's requests stick to a connection (a pool per tenant group) and grows with more tenants."},
 	{"database_", "**Database against RLS.** The connection budget held (see below), and that is the cost: 50 connections for 1,000 " +
 		"tenant databases. A connection serves one database, so a request for a tenant whose pool has no idle connection waits for a " +
 		"slot, has the least recently used idle connection of another tenant closed, and opens a new one — a new backend on a database " +
