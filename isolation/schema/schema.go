@@ -42,9 +42,6 @@ type Strategy struct {
 	// Citus coordinator: Run then keeps no worker connection past its
 	// transaction (see uncachedWorkerConns).
 	citus atomic.Bool
-	// affinity, when set, picks tenant-affine serving connections
-	// (affinity.go); nil: the pool's next connection.
-	affinity *affinity
 }
 
 // uncachedWorkerConns ends a tenant transaction's connections to the
@@ -62,44 +59,22 @@ const uncachedWorkerConns = "SET LOCAL citus.max_cached_conns_per_worker = 0"
 
 var _ isolation.Strategy = (*Strategy)(nil)
 
-// Config configures the strategy: the keys under isolation.schema.
-type Config struct {
-	// Affinity makes Run pick, among the serving pool's idle connections,
-	// the one where the tenant's plans and catalog entries are warm
-	// (affinity.go) rather than the most recently released one. It
-	// changes where a transaction runs, never its binding, nor how many
-	// connections there are.
-	Affinity bool `koanf:"affinity"`
-}
-
-// Validate reports every bad value of c (isolation.Config): there is none.
-func (c *Config) Validate() error { return nil }
-
-// Descriptor describes the strategy to the registry: its configuration
-// under isolation.schema.
+// Descriptor describes the strategy to the registry. It takes no
+// configuration of its own.
 var Descriptor = isolation.Descriptor{
 	Name:    isolation.Schema,
 	Summary: "a schema and a role per tenant",
-	Config:  func() isolation.Config { return &Config{Affinity: true} },
-	New: func(d isolation.Deps, c isolation.Config) (isolation.Strategy, error) {
-		s := New(d.App, d.Owner, isolation.WithCitus(d.Citus))
-		if cfg, ok := c.(*Config); ok {
-			s.SetAffinity(cfg.Affinity)
-		}
-		return s, nil
+	New: func(d isolation.Deps, _ isolation.Config) (isolation.Strategy, error) {
+		return New(d.App, d.Owner, isolation.WithCitus(d.Citus)), nil
 	},
 }
 
 // New returns the strategy serving with app (the serving role's pool) and
 // provisioning with owner (a pool whose sessions act as the owner role,
 // which has CREATEROLE). Either may be nil in a process that does not need
-// it; the methods that need the missing one then return an error. Run
-// picks tenant-affine connections (Config.Affinity) unless SetAffinity
-// turns that off.
+// it; the methods that need the missing one then return an error.
 func New(app, owner *pgxpool.Pool, opts ...isolation.Option) *Strategy {
-	s := &Strategy{app: app, owner: owner, opts: isolation.NewOptions(opts...)}
-	s.SetAffinity(true)
-	return s
+	return &Strategy{app: app, owner: owner, opts: isolation.NewOptions(opts...)}
 }
 
 // prefix starts every tenant schema and role name. Names are the prefix and
@@ -368,19 +343,11 @@ func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) 
 	if s.citus.Load() {
 		stmts = append(stmts, uncachedWorkerConns)
 	}
-	if s.affinity == nil {
-		conn, err := s.app.Acquire(ctx)
-		if err != nil {
-			return err
-		}
-		defer conn.Release()
-		return isolation.MarkStale(isolation.RunOn(ctx, conn.Conn(), stmts, fn))
-	}
-	conn, err := s.affinity.acquire(ctx, t.ID)
+	conn, err := s.app.Acquire(ctx)
 	if err != nil {
 		return err
 	}
-	defer s.affinity.release(conn, t.ID)
+	defer conn.Release()
 	return isolation.MarkStale(isolation.RunOn(ctx, conn.Conn(), stmts, fn))
 }
 

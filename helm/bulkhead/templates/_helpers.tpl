@@ -132,8 +132,6 @@ isolation:
   {{- with .Values.config.isolation.allowed }}
   allowed: {{ toJson . }}
   {{- end }}
-  schema:
-    affinity: {{ .Values.config.isolation.schema.affinity }}
   database:
     max_connections: {{ .Values.config.isolation.database.max_connections }}
     {{- with .Values.config.isolation.database.servers }}
