@@ -34,7 +34,12 @@ var explanations = []struct{ prefix, text string }{
 		"it was planned under. With 1,000 tenants over a 20-connection pool nearly every request lands on a connection whose last " +
 		"transaction was another tenant's: parse analysis and planning on every query, and cold catalog entries for the tenant's " +
 		"4 tables and their indexes (about 12 relations per tenant, 12,000 in all). That is the cost of the strategy at this tenant count, " +
-		"not a bug; it shrinks when a tenant's requests stick to a connection (a pool per tenant group) and grows with more tenants."},
+		"not a bug. Measured on one connection (`BenchmarkTenantSwitch` in isolation/schema, backend CPU per point read, two runs on " +
+		"this shared machine): 44–47 µs for the same tenant again, 83–131 µs for another tenant the backend has served (re-analysis " +
+		"and re-planning for its search_path and role; 54–72 µs with a statement of the tenant's own), 283–326 µs for a tenant new " +
+		"to the backend. Picking, among the pool's idle connections, one that served the tenant before did not measurably help " +
+		"(alternating rounds, 100 tenants, 20 connections, 8 clients): the clients keep most connections busy, so there is little " +
+		"to choose from."},
 	{"database_", "**Database against RLS.** The connection budget held (see below), and that is the cost: 50 connections for 1,000 " +
 		"tenant databases. A connection serves one database, so a request for a tenant whose pool has no idle connection waits for a " +
 		"slot, has the least recently used idle connection of another tenant closed, and opens a new one — a new backend on a database " +
