@@ -457,6 +457,10 @@ type Options struct {
 	// Citus is database.citus: CitusAuto (the default when empty),
 	// CitusOn or CitusOff.
 	Citus string
+	// MigrateParallelism is isolation.migrate_parallelism: how many
+	// tenants migrate at once, and so how many owner migration sessions
+	// the schema strategy keeps for the next tenants (4 when not set).
+	MigrateParallelism int
 }
 
 // Option sets one of Options.
@@ -465,9 +469,19 @@ type Option func(*Options)
 // WithCitus sets Options.Citus.
 func WithCitus(mode string) Option { return func(o *Options) { o.Citus = mode } }
 
+// WithMigrateParallelism sets Options.MigrateParallelism; n < 1 keeps
+// the default.
+func WithMigrateParallelism(n int) Option {
+	return func(o *Options) {
+		if n >= 1 {
+			o.MigrateParallelism = n
+		}
+	}
+}
+
 // NewOptions applies opts to the defaults.
 func NewOptions(opts ...Option) Options {
-	o := Options{Citus: CitusAuto}
+	o := Options{Citus: CitusAuto, MigrateParallelism: 4}
 	for _, opt := range opts {
 		opt(&o)
 	}

@@ -38,6 +38,9 @@ type Strategy struct {
 	app   *pgxpool.Pool
 	owner *pgxpool.Pool
 	opts  isolation.Options
+	// migrators migrate tenant schemas on owner sessions kept from one
+	// schema to the next; nil without the owner pool.
+	migrators *isolation.Migrators
 	// citus is set once Setup, Provision or Migrate found the database a
 	// Citus coordinator: Run then keeps no worker connection past its
 	// transaction (see uncachedWorkerConns).
@@ -65,16 +68,44 @@ var Descriptor = isolation.Descriptor{
 	Name:    isolation.Schema,
 	Summary: "a schema and a role per tenant",
 	New: func(d isolation.Deps, _ isolation.Config) (isolation.Strategy, error) {
-		return New(d.App, d.Owner, isolation.WithCitus(d.Citus)), nil
+		return New(d.App, d.Owner, isolation.WithCitus(d.Citus), isolation.WithMigrateParallelism(d.MigrateParallelism)), nil
 	},
 }
 
 // New returns the strategy serving with app (the serving role's pool) and
 // provisioning with owner (a pool whose sessions act as the owner role,
 // which has CREATEROLE). Either may be nil in a process that does not need
-// it; the methods that need the missing one then return an error.
+// it; the methods that need the missing one then return an error. Close
+// closes the owner sessions it keeps for migrating.
 func New(app, owner *pgxpool.Pool, opts ...isolation.Option) *Strategy {
-	return &Strategy{app: app, owner: owner, opts: isolation.NewOptions(opts...)}
+	s := &Strategy{app: app, owner: owner, opts: isolation.NewOptions(opts...)}
+	if owner != nil {
+		// As many sessions as migrate at once, kept while tenants keep
+		// coming: bulkhead migrate lends each to the next tenant at once.
+		s.migrators = isolation.NewMigrators(owner.Config().ConnConfig, s.opts.MigrateParallelism, migratorIdle)
+	}
+	return s
+}
+
+// migratorIdle is how long an owner migration session is kept idle for the
+// next tenant before it is closed.
+const migratorIdle = 10 * time.Second
+
+// Close closes the owner sessions kept for migrating (those migrating now
+// as they finish). The pools are the caller's. It is idempotent.
+func (s *Strategy) Close() {
+	if s.migrators != nil {
+		s.migrators.Close()
+	}
+}
+
+// MigratorStats reports the owner migration sessions the strategy opened,
+// reused and holds.
+func (s *Strategy) MigratorStats() isolation.MigratorStats {
+	if s.migrators == nil {
+		return isolation.MigratorStats{}
+	}
+	return s.migrators.Stats()
 }
 
 // prefix starts every tenant schema and role name. Names are the prefix and
@@ -292,9 +323,9 @@ func (s *Strategy) migrate(ctx context.Context, name string) (int64, error) {
 		return v, err
 	}
 	if v != migrations.Tenant.Head() {
-		// goose takes a connection of its own; a schema at head does not
-		// pay for one.
-		if v, err = isolation.MigrateTenantTables(ctx, s.owner.Config().ConnConfig, name); err != nil {
+		// goose runs on an owner session of its own, kept from one
+		// schema to the next; a schema at head does not take one.
+		if v, err = s.migrators.Migrate(ctx, name); err != nil {
 			return v, err
 		}
 	}
