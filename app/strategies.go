@@ -54,10 +54,11 @@ func NewRegistry(lc fx.Lifecycle, cfg *config.Config, pools *postgres.Pools, log
 		PoolConfig: func(dsn string) (*pgxpool.Config, error) {
 			return postgres.PoolConfig(dsn, cfg.Database.Pooler, 0)
 		},
-		Citus:   cfg.Database.Citus,
-		System:  cfg.System.Enabled,
-		Logger:  log,
-		Control: control.NewDirectory(pools),
+		Citus:              cfg.Database.Citus,
+		System:             cfg.System.Enabled,
+		MigrateParallelism: cfg.Isolation.MigrateParallelism,
+		Logger:             log,
+		Control:            control.NewDirectory(pools),
 	}
 	var built []isolation.Strategy
 	for _, d := range descriptors {

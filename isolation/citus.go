@@ -46,7 +46,7 @@ func (e *CitusError) Error() string { return e.Msg }
 // extension installed.
 func IsCitus(ctx context.Context, q Querier) (bool, error) {
 	var ok bool
-	if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus')`).Scan(&ok); err != nil {
+	if err := q.QueryRow(ctx, `SELECT `+CitusQuery).Scan(&ok); err != nil {
 		return false, fmt.Errorf("look for the citus extension: %w", err)
 	}
 	return ok, nil
@@ -64,10 +64,23 @@ func UseCitus(ctx context.Context, q Querier, mode string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if !ok && mode == CitusOn {
+	return CitusFor(mode, ok)
+}
+
+// CitusQuery is the expression IsCitus reads, for a caller that folds it
+// into a query of its own (and passes its answer to CitusFor).
+const CitusQuery = `EXISTS (SELECT FROM pg_extension WHERE extname = 'citus')`
+
+// CitusFor is UseCitus for a database that has the citus extension or not
+// (installed, as CitusQuery reads it).
+func CitusFor(mode string, installed bool) (bool, error) {
+	if mode == CitusOff {
+		return false, nil
+	}
+	if !installed && mode == CitusOn {
 		return false, &CitusError{"database.citus is on, but the database has no citus extension: CREATE EXTENSION citus on the coordinator and every worker, then register the workers with citus_add_node"}
 	}
-	return ok, nil
+	return installed, nil
 }
 
 // PrepareCitus readies the current database of q, a Citus coordinator, for
@@ -457,6 +470,10 @@ type Options struct {
 	// Citus is database.citus: CitusAuto (the default when empty),
 	// CitusOn or CitusOff.
 	Citus string
+	// MigrateParallelism is isolation.migrate_parallelism: how many
+	// tenants migrate at once, and so how many owner migration sessions
+	// the schema strategy keeps for the next tenants (4 when not set).
+	MigrateParallelism int
 }
 
 // Option sets one of Options.
@@ -465,9 +482,19 @@ type Option func(*Options)
 // WithCitus sets Options.Citus.
 func WithCitus(mode string) Option { return func(o *Options) { o.Citus = mode } }
 
+// WithMigrateParallelism sets Options.MigrateParallelism; n < 1 keeps
+// the default.
+func WithMigrateParallelism(n int) Option {
+	return func(o *Options) {
+		if n >= 1 {
+			o.MigrateParallelism = n
+		}
+	}
+}
+
 // NewOptions applies opts to the defaults.
 func NewOptions(opts ...Option) Options {
-	o := Options{Citus: CitusAuto}
+	o := Options{Citus: CitusAuto, MigrateParallelism: 4}
 	for _, opt := range opts {
 		opt(&o)
 	}

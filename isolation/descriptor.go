@@ -99,6 +99,9 @@ type Deps struct {
 	Citus string
 	// System says whether the system role is configured (system.enabled).
 	System bool
+	// MigrateParallelism is isolation.migrate_parallelism: how many
+	// tenants bulkhead migrate migrates at once.
+	MigrateParallelism int
 	// Logger receives what a strategy cannot return.
 	Logger *slog.Logger
 	// Control is the control plane as strategies may read it. It

@@ -230,24 +230,35 @@ func (h *harness) migrateScript(ctx context.Context, d *deployment, when string)
 	}
 	if when == "goose" {
 		// The diagnosis: goose alone, as the strategies run it for each
-		// tenant (isolation.MigrateTenantTables: a connection of its own
-		// acting as the owner, goose's version table and session lock),
-		// MigrateParallelism at a time, without the control plane, the
-		// version check or the grants around it.
+		// tenant, MigrateParallelism at a time, without the control
+		// plane, the version check or the grants around it: into schemas
+		// on owner sessions kept from one schema to the next
+		// (isolation.Migrators, as the schema strategy), into databases
+		// on a connection of each database's own
+		// (isolation.MigrateTenantTables: a database needs one).
+		var migrators *isolation.Migrators
+		if d.name == Schema {
+			cfg, err := pgx.ParseConfig(h.cluster.URL("postgres", d.db))
+			if err != nil {
+				return err
+			}
+			migrators = isolation.NewMigrators(cfg, h.cfg.MigrateParallelism, time.Minute)
+			defer migrators.Close()
+		}
 		begin := time.Now()
 		g, gctx := errgroup.WithContext(ctx)
 		g.SetLimit(h.cfg.MigrateParallelism)
 		for _, name := range names {
 			g.Go(func() error {
-				db, schema := d.db, name
-				if d.name == Database {
-					db, schema = name, "public"
+				if migrators != nil {
+					_, err := migrators.Migrate(gctx, name)
+					return err
 				}
-				cfg, err := pgx.ParseConfig(h.cluster.URL("postgres", db))
+				cfg, err := pgx.ParseConfig(h.cluster.URL("postgres", name))
 				if err != nil {
 					return err
 				}
-				_, err = isolation.MigrateTenantTables(gctx, cfg, schema)
+				_, err = isolation.MigrateTenantTables(gctx, cfg, "public")
 				return err
 			})
 		}

@@ -96,7 +96,7 @@ func Markdown(r *Results) string {
 		}
 	}
 	p("measured once per run, not per round. ")
-	p("Goose alone is the diagnosis between the two: `isolation.MigrateTenantTables` (goose, on a connection of its own acting as the owner, with its version table and session lock) into as many fresh schemas or databases, ")
+	p("Goose alone is the diagnosis between the two: goose as the strategies run it, acting as the owner, with its version table and session lock (into schemas on owner sessions kept from one schema to the next, `isolation.Migrators`; into databases on a connection of each database's own, `isolation.MigrateTenantTables`), into as many fresh schemas or databases, ")
 	p("as many at a time, without the control plane's bookkeeping, the version check and the grants of the strategies' migrate. ")
 	p("Migrate with nothing to do is a second `Migrate` right after: the control plane, the strategies' setup and the status read, the fixed part of the first.\n\n")
 

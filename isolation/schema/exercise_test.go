@@ -20,6 +20,7 @@ func TestExercise(t *testing.T) {
 	strategytest.Exercise(t, func(t *testing.T) strategytest.Env {
 		return pgtest.StrategyEnv(t, pgtest.New(t), 3, func(_ *config.Config, pools *postgres.Pools, app *pgxpool.Pool) (isolation.Strategy, error) {
 			s := schema.New(app, pools.Owner)
+			strategytest.CloseAtEnd(t, "the strategy", s.Close)
 			return s, s.Setup(context.Background())
 		})
 	})

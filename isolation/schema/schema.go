@@ -30,7 +30,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/bulkheadhq/bulkhead/isolation"
-	"github.com/bulkheadhq/bulkhead/migrations"
 )
 
 // Strategy is the schema-per-tenant strategy. It is safe for concurrent use.
@@ -38,6 +37,9 @@ type Strategy struct {
 	app   *pgxpool.Pool
 	owner *pgxpool.Pool
 	opts  isolation.Options
+	// migrators migrate tenant schemas on owner sessions kept from one
+	// schema to the next; nil without the owner pool.
+	migrators *isolation.Migrators
 	// citus is set once Setup, Provision or Migrate found the database a
 	// Citus coordinator: Run then keeps no worker connection past its
 	// transaction (see uncachedWorkerConns).
@@ -65,16 +67,44 @@ var Descriptor = isolation.Descriptor{
 	Name:    isolation.Schema,
 	Summary: "a schema and a role per tenant",
 	New: func(d isolation.Deps, _ isolation.Config) (isolation.Strategy, error) {
-		return New(d.App, d.Owner, isolation.WithCitus(d.Citus)), nil
+		return New(d.App, d.Owner, isolation.WithCitus(d.Citus), isolation.WithMigrateParallelism(d.MigrateParallelism)), nil
 	},
 }
 
 // New returns the strategy serving with app (the serving role's pool) and
 // provisioning with owner (a pool whose sessions act as the owner role,
 // which has CREATEROLE). Either may be nil in a process that does not need
-// it; the methods that need the missing one then return an error.
+// it; the methods that need the missing one then return an error. Close
+// closes the owner sessions it keeps for migrating.
 func New(app, owner *pgxpool.Pool, opts ...isolation.Option) *Strategy {
-	return &Strategy{app: app, owner: owner, opts: isolation.NewOptions(opts...)}
+	s := &Strategy{app: app, owner: owner, opts: isolation.NewOptions(opts...)}
+	if owner != nil {
+		// As many sessions as migrate at once, kept while tenants keep
+		// coming: bulkhead migrate lends each to the next tenant at once.
+		s.migrators = isolation.NewMigrators(owner.Config().ConnConfig, s.opts.MigrateParallelism, migratorIdle)
+	}
+	return s
+}
+
+// migratorIdle is how long an owner migration session is kept idle for the
+// next tenant before it is closed.
+const migratorIdle = 10 * time.Second
+
+// Close closes the owner sessions kept for migrating (those migrating now
+// as they finish). The pools are the caller's. It is idempotent.
+func (s *Strategy) Close() {
+	if s.migrators != nil {
+		s.migrators.Close()
+	}
+}
+
+// MigratorStats reports the owner migration sessions the strategy opened,
+// reused and holds.
+func (s *Strategy) MigratorStats() isolation.MigratorStats {
+	if s.migrators == nil {
+		return isolation.MigratorStats{}
+	}
+	return s.migrators.Stats()
 }
 
 // prefix starts every tenant schema and role name. Names are the prefix and
@@ -182,7 +212,7 @@ func (s *Strategy) Provision(ctx context.Context, t isolation.Tenant) (isolation
 	if _, err := s.owner.Exec(ctx, ddl); err != nil {
 		return t, fmt.Errorf("create schema and role of %s: %w", t, err)
 	}
-	if _, err := s.migrate(ctx, name); err != nil {
+	if _, err := s.migrate(ctx, name, citus); err != nil {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 		defer cancel()
 		if derr := s.drop(dctx, name); derr != nil {
@@ -261,7 +291,8 @@ func (s *Strategy) drop(ctx context.Context, name string) error {
 // Migrate brings t's schema to the tenant migration head (goose, with the
 // version table in the schema) and grants t's role DML on every tenant
 // table again, so that a table a migration added is reachable. A schema at
-// head is only re-granted. It returns the version reached.
+// head is only re-granted (goose applies nothing). It returns the version
+// reached.
 func (s *Strategy) Migrate(ctx context.Context, t isolation.Tenant) (int64, error) {
 	if s.owner == nil {
 		return 0, isolation.ErrNoOwner
@@ -273,32 +304,33 @@ func (s *Strategy) Migrate(ctx context.Context, t isolation.Tenant) (int64, erro
 	if t.Placement != "" && t.Placement != name {
 		return 0, fmt.Errorf("migrate %s: placement %q is not its schema %s", t, t.Placement, name)
 	}
-	var exists bool
-	if err := s.owner.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1)`, name).Scan(&exists); err != nil {
+	// Whether the schema exists and the database is a Citus coordinator,
+	// in one round trip: bulkhead migrate asks for every tenant.
+	var exists, installed bool
+	if err := s.owner.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1), `+isolation.CitusQuery, name).Scan(&exists, &installed); err != nil {
 		return 0, fmt.Errorf("migrate %s: %w", t, err)
 	}
 	if !exists {
 		return 0, fmt.Errorf("migrate %s: schema %s does not exist", t, name)
 	}
-	return s.migrate(ctx, name) // its errors name the schema
+	citus, err := isolation.CitusFor(s.opts.Citus, installed)
+	if err != nil {
+		return 0, err
+	}
+	return s.migrate(ctx, name, citus) // its errors name the schema
 }
 
 // migrate migrates schema name and grants its role DML on its tables. On
-// Citus it also makes the schema distributed and its role LOGIN, for a
-// tenant provisioned before the database became a Citus coordinator.
-func (s *Strategy) migrate(ctx context.Context, name string) (int64, error) {
-	v, err := isolation.TenantVersion(ctx, s.owner, name)
-	if err != nil {
-		return v, err
-	}
-	if v != migrations.Tenant.Head() {
-		// goose takes a connection of its own; a schema at head does not
-		// pay for one.
-		if v, err = isolation.MigrateTenantTables(ctx, s.owner.Config().ConnConfig, name); err != nil {
-			return v, err
-		}
-	}
-	citus, err := isolation.UseCitus(ctx, s.owner, s.opts.Citus)
+// Citus (citus, as UseCitus says) it also makes the schema distributed and
+// its role LOGIN, for a tenant provisioned before the database became a
+// Citus coordinator.
+//
+// goose runs on an owner session kept from one schema to the next, and
+// is asked even when the schema may be at head: it finds that out itself
+// in a few round trips, and the callers (bulkhead migrate, provisioning)
+// ask for schemas that are behind.
+func (s *Strategy) migrate(ctx context.Context, name string, citus bool) (int64, error) {
+	v, err := s.migrators.Migrate(ctx, name)
 	if err != nil {
 		return v, err
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/bulkheadhq/bulkhead/internal/pgtest"
 	"github.com/bulkheadhq/bulkhead/isolation"
 	"github.com/bulkheadhq/bulkhead/isolation/schema"
+	"github.com/bulkheadhq/bulkhead/isolation/strategytest"
 	"github.com/bulkheadhq/bulkhead/migrations"
 )
 
@@ -89,6 +90,7 @@ func setupOn(t testing.TB, db *pgtest.DB, o options) *fixture {
 	}
 	t.Cleanup(app.Close)
 	f := &fixture{db: db, strategy: schema.New(app, pools.Owner), app: app, owner: pools.Owner, pools: pools, cfg: cfg}
+	strategytest.CloseAtEnd(t, "the strategy", f.strategy.Close)
 	if err := f.strategy.Setup(ctx); err != nil {
 		t.Fatal(err)
 	}
