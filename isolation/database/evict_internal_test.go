@@ -1,10 +1,15 @@
 package database
 
 import (
+	"context"
 	"math"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/bulkheadhq/bulkhead/internal/pgtest"
 )
 
 // The eviction order: pools a Run is about to use last; then the fewest
@@ -45,5 +50,51 @@ func TestUsesDecay(t *testing.T) {
 	}
 	if got := (&tenantPool{}).usesAsOf(now); got != 0 {
 		t.Errorf("never used: %v, want 0", got)
+	}
+}
+
+// Over its bound of pools, the cache closes unused pools without a
+// connection before one with a connection, even when that one is the
+// least recently used: its connection goes only by evictIdle's choice.
+func TestPoolsWithoutConnectionsCloseFirst(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	b := newBudget(10)
+	c := newCache(b, time.Hour, 2, func(key poolKey, p *tenantPool) (*pgxpool.Config, error) {
+		cfg, err := pgxpool.ParseConfig(db.AppURL)
+		if err != nil {
+			return nil, err
+		}
+		cfg.ConnConfig.DialFunc = b.dialer(p, cfg.ConnConfig.DialFunc)
+		return cfg, nil
+	})
+	t.Cleanup(c.close)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	warm, err := c.get(poolKey{"s", "warm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := warm.pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Release()
+	c.put(warm)
+	for _, db := range []string{"a", "b", "c"} { // each over the bound of 2
+		p, err := c.get(poolKey{"s", db})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.put(p)
+	}
+	if !c.has(poolKey{"s", "warm"}) {
+		t.Fatal("the pool with a connection closed while pools without one stayed")
+	}
+	if c.has(poolKey{"s", "a"}) || c.has(poolKey{"s", "b"}) || !c.has(poolKey{"s", "c"}) {
+		t.Errorf("want the pools of a and b closed, c's open: a %v, b %v, c %v", c.has(poolKey{"s", "a"}), c.has(poolKey{"s", "b"}), c.has(poolKey{"s", "c"}))
+	}
+	if n := c.len(); n != 2 {
+		t.Errorf("%d pools open, want the bound, 2", n)
 	}
 }

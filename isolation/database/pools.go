@@ -112,13 +112,20 @@ func (c *cache) get(key poolKey) (*tenantPool, error) {
 	}
 	p.elem = c.lru.PushFront(p)
 	c.pools[key] = p
-	for e := c.lru.Back(); len(c.pools) > c.max && e != nil; {
-		prev := e.Prev()
-		if q := e.Value.(*tenantPool); q.refs == 0 {
-			c.removeLocked(q)
-			c.closeLocked(q)
+	// Over max, unused pools close, least recently used first: those
+	// without a connection before any with one. Closing a pool closes its
+	// connections, and which connections go is evictIdle's choice, by
+	// use; max is a few times the budget, so pools without a connection
+	// are nearly always enough.
+	for _, withConns := range []bool{false, true} {
+		for e := c.lru.Back(); len(c.pools) > c.max && e != nil; {
+			prev := e.Prev()
+			if q := e.Value.(*tenantPool); q.refs == 0 && (withConns || q.pool.Stat().TotalConns() == 0) {
+				c.removeLocked(q)
+				c.closeLocked(q)
+			}
+			e = prev
 		}
-		e = prev
 	}
 	if c.stopJanitor == nil {
 		c.stopJanitor = make(chan struct{})
