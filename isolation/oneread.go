@@ -99,11 +99,14 @@ var _ pgx.Tx = (*oneReadTx)(nil)
 // Direct connections prepare each statement once per connection and reuse
 // it, as pgx does (a named statement, remembered in the connection's
 // CustomData); it is prepared inside the transaction, after the binding,
-// so that its names resolve in the tenant's search_path, at the cost of a
-// second round trip that first time. Behind a transaction-mode pooler a
+// so that its names resolve in the tenant's search_path. The first time,
+// the statement's Parse and Describe travel in the same pipeline as its
+// first execution, which binds its parameters in text, as pgx's exec mode
+// does (their types are not known yet): a connection's first read costs
+// one round trip too — what a brand-new connection of the database
+// strategy serves, often only once. Behind a transaction-mode pooler a
 // prepared statement may be on another server connection next time, so
-// the statement is parsed each time with its parameters in text, as pgx's
-// exec mode does.
+// the statement is parsed each time with its parameters in text.
 func (tx *oneReadTx) send(ctx context.Context, sql string, args []any) (pgx.Rows, error) {
 	if tx.sql != "" {
 		return nil, ErrNotOneRead
@@ -118,53 +121,46 @@ func (tx *oneReadTx) send(ctx context.Context, sql string, args []any) (pgx.Rows
 			prepared = false // enough kept: parse this one each time
 		}
 	}
+	fresh := prepared && sd == nil // prepared in this pipeline
+	var eqb pgx.ExtendedQueryBuilder
+	if err := eqb.Build(tx.conn.TypeMap(), sd, args); err != nil {
+		return nil, err
+	}
 	pipe := tx.conn.PgConn().StartPipeline(ctx)
 	tx.pipe = pipe
 	pipe.SendQueryParams("BEGIN READ ONLY", nil, nil, nil, nil)
 	for _, s := range tx.bind {
 		pipe.SendQueryParams(s, nil, nil, nil, nil)
 	}
-	bound := false // the results of BEGIN and the binding are read
-	if prepared && sd == nil {
+	switch {
+	case fresh:
 		pipe.SendPrepare(statementName(sql), sql, nil)
-		pipe.SendFlushRequest()
-		if err := pipe.Flush(); err != nil {
-			return nil, err
-		}
-		if err := closeResults(pipe, 1+len(tx.bind)); err != nil {
-			return nil, err
-		}
-		bound = true
-		res, err := pipe.GetResults()
-		if err != nil {
-			return nil, err
-		}
-		var ok bool
-		if sd, ok = res.(*pgconn.StatementDescription); !ok {
-			return nil, fmt.Errorf("isolation: one read: got %T for the prepared statement", res)
-		}
-		sd.Name, sd.SQL = statementName(sql), sql
-		data[statementKey(sql)] = sd
-		n, _ := data[statementCount].(int)
-		data[statementCount] = n + 1
-	}
-	var eqb pgx.ExtendedQueryBuilder
-	if err := eqb.Build(tx.conn.TypeMap(), sd, args); err != nil {
-		return nil, err
-	}
-	if sd != nil {
+		pipe.SendQueryPrepared(statementName(sql), eqb.ParamValues, eqb.ParamFormats, eqb.ResultFormats)
+	case sd != nil:
 		pipe.SendQueryStatement(sd, eqb.ParamValues, eqb.ParamFormats, eqb.ResultFormats)
-	} else {
+	default:
 		pipe.SendQueryParams(sql, eqb.ParamValues, nil, eqb.ParamFormats, eqb.ResultFormats)
 	}
 	pipe.SendQueryParams("COMMIT", nil, nil, nil, nil)
 	if err := pipe.Sync(); err != nil {
 		return nil, err
 	}
-	if !bound {
-		if err := closeResults(pipe, 1+len(tx.bind)); err != nil {
+	if err := closeResults(pipe, 1+len(tx.bind)); err != nil {
+		return nil, err
+	}
+	if fresh {
+		res, err := pipe.GetResults()
+		if err != nil {
 			return nil, err
 		}
+		got, ok := res.(*pgconn.StatementDescription)
+		if !ok {
+			return nil, fmt.Errorf("isolation: one read: got %T for the prepared statement", res)
+		}
+		got.Name, got.SQL = statementName(sql), sql
+		data[statementKey(sql)] = got
+		n, _ := data[statementCount].(int)
+		data[statementCount] = n + 1
 	}
 	res, err := pipe.GetResults()
 	if err != nil {

@@ -119,6 +119,16 @@ type Options struct {
 	// ClientTLS, when set, is the certificate URL's DSNs present, for a
 	// server whose pg_hba.conf admits TCP clients only with one.
 	ClientTLS *ClientTLS
+	// HBA, when set, is the content of pg_hba.conf, written in place of
+	// initdb's (trust for everyone) before the server starts: to measure
+	// or test an authentication method. It must let the role postgres in
+	// over TCP on 127.0.0.1 without a password: Start and URL rely on it.
+	HBA string
+	// TLS makes the server offer TLS, with a certificate of a throwaway
+	// authority written into Dir/tls; URL's DSNs then present a client
+	// certificate of the same authority (as with ClientTLS, which it
+	// replaces).
+	TLS bool
 	// Logf, when set, receives progress messages.
 	Logf func(format string, args ...any)
 }
@@ -177,6 +187,17 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		logf:      logf,
 		clientTLS: opts.ClientTLS,
 	}
+	if opts.TLS {
+		tlsDir, _, _, err := workDir(filepath.Join(dir, "tls"), logf)
+		if err != nil {
+			return nil, err
+		}
+		if c.clientTLS, err = writeNodeTLS(tlsDir, acct); err != nil {
+			return nil, fmt.Errorf("pgcluster: %w", err)
+		}
+		c.settings = append(c.settings, "-c", "ssl=on", "-c", "ssl_ca_file="+c.clientTLS.CAFile,
+			"-c", "ssl_cert_file="+c.clientTLS.CertFile, "-c", "ssl_key_file="+c.clientTLS.KeyFile)
+	}
 	// sun_path holds 108 bytes, NUL included.
 	if len(filepath.Join(dir, ".s.PGSQL.65535")) > 107 {
 		logf("pgcluster: %s is too long a path for a unix socket; TCP only", dir)
@@ -193,6 +214,11 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		logf("pgcluster: reusing the cluster in %s", c.data)
 	} else if err := c.initdb(ctx); err != nil {
 		return nil, err
+	}
+	if opts.HBA != "" {
+		if err := writeOwned(filepath.Join(c.data, "pg_hba.conf"), opts.HBA, acct); err != nil {
+			return nil, fmt.Errorf("pgcluster: write pg_hba.conf: %w", err)
+		}
 	}
 
 	for attempt := 1; ; attempt++ {

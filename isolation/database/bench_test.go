@@ -198,3 +198,66 @@ func pointReads(b *testing.B, s isolation.Runner, targets []target, pick func() 
 	b.ReportMetric(q(0.99), "p99-ms")
 	b.ReportMetric(float64(unavailable.Load()), "unavailable")
 }
+
+// BenchmarkColdStarts runs the bench's point-read mix on the database
+// strategy alone, with far more tenants than connections: 150 tenants
+// (BULKHEAD_BENCH_TENANTS) under a budget of 25, the first 3 drawing a
+// fifth of the reads (the bench's 10 large tenants of 1,000), 8 clients,
+// each read one statement (isolation.OneRead) as the API sends it. Most
+// reads start a backend; it reports the throughput and the p50 and p99
+// latency, which is where the cost of a cold start, and of the choice of
+// connections to keep, shows. Run with -benchtime 5s or so.
+func BenchmarkColdStarts(b *testing.B) {
+	n := 150
+	if os.Getenv("BULKHEAD_BENCH_TENANTS") != "" {
+		n = benchTenants(b)
+	}
+	const budget, large = 25, 3
+	e := start(b, nil,
+		apitest.WithEnv("BULKHEAD_ISOLATION__DATABASE__MAX_CONNECTIONS", strconv.Itoa(budget)),
+		apitest.WithEnv("BULKHEAD_DATABASE__MAX_CONNECTIONS", strconv.Itoa(budget)))
+	targets := seed(b, e.Env, n)
+	pick := func() int {
+		if rand.IntN(5) == 0 {
+			return rand.IntN(large)
+		}
+		return large + rand.IntN(n-large)
+	}
+	ctx := isolation.OneRead(context.Background())
+	var (
+		mu  sync.Mutex
+		lat []time.Duration
+	)
+	b.SetParallelism(4) // 8 clients on 2 cores
+	b.ResetTimer()
+	begin := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		var mine []time.Duration
+		for pb.Next() {
+			tg := targets[pick()]
+			t0 := time.Now()
+			err := e.Strategy.Run(ctx, tg.tenant, func(tx pgx.Tx) error {
+				var name string
+				return tx.QueryRow(ctx, `SELECT name FROM accounts WHERE tenant_id = $1 AND id = $2`, tg.tenant.ID, tg.account).Scan(&name)
+			})
+			mine = append(mine, time.Since(t0))
+			if err != nil {
+				b.Error(err)
+				return
+			}
+		}
+		mu.Lock()
+		lat = append(lat, mine...)
+		mu.Unlock()
+	})
+	elapsed := time.Since(begin)
+	b.StopTimer()
+	if len(lat) == 0 {
+		return
+	}
+	slices.Sort(lat)
+	q := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) / 1000 }
+	b.ReportMetric(float64(len(lat))/elapsed.Seconds(), "req/s")
+	b.ReportMetric(q(0.50), "p50-ms")
+	b.ReportMetric(q(0.99), "p99-ms")
+}

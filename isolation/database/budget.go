@@ -32,12 +32,15 @@ const evictEvery = 20 * time.Millisecond
 // the server has closed that connection. While the budget is spent, takers
 // queue in arrival order, each asking the pool cache to close an idle
 // connection of another pool; a freed slot goes to the first taker in line.
-// It is safe for concurrent use.
+// Under that pressure it also keeps a few slots free ahead of need (see
+// reserve). It is safe for concurrent use.
 type budget struct {
 	// evict closes one idle connection of a pool other than except (nil:
-	// of any pool), least recently used first, and reports whether it
-	// found one. It is called without mu held.
-	evict func(except *tenantPool) bool
+	// of any pool), in the order of compareVictims, and reports whether it
+	// found one. ahead: for the reserve, not for a taker that waits; then
+	// it spares the pools a Run is about to use. It is called without mu
+	// held.
+	evict func(except *tenantPool, ahead bool) bool
 
 	mu      sync.Mutex
 	max     int
@@ -45,6 +48,20 @@ type budget struct {
 	high    int       // most slots taken at once
 	closing int       // connections closing: their slots are on the way
 	waiters list.List // of *waiter, first in line at the front
+	// reserve is how many slots the budget keeps free, or closing, while
+	// under pressure: the idle connections the next takers would evict
+	// are closed ahead of them. A slot comes back only once the server
+	// has ended the session, which on a busy server takes as long as
+	// starting one; a taker that finds a slot free dials at once instead
+	// of waiting for that, so each cold start costs one backend start,
+	// not an end and a start in turn. The victims are the ones the next
+	// takers would have closed anyway; the price is the reserve's
+	// connections not kept warm while under pressure. A tenth of the
+	// budget covers the takers that arrive while a session ends at a few
+	// hundred cold starts a second; below 10 slots, none is held back.
+	reserve   int
+	pressed   time.Time // when a taker last found every slot taken
+	toppingUp bool      // a taker is closing connections for the reserve
 
 	freed signal // notified when a slot goes back to the budget
 }
@@ -54,8 +71,13 @@ type waiter struct {
 	granted chan struct{}
 }
 
+// pressureFor is how long after a taker last found every slot taken the
+// budget keeps its reserve: with no such taker for this long, the active
+// tenants fit, and every connection may stay warm.
+const pressureFor = time.Second
+
 func newBudget(max int) *budget {
-	return &budget{max: max, evict: func(*tenantPool) bool { return false }}
+	return &budget{max: max, reserve: max / 10, evict: func(*tenantPool, bool) bool { return false }}
 }
 
 // take takes a slot for a connection of p, waiting until one is free or ctx
@@ -66,8 +88,10 @@ func (b *budget) take(ctx context.Context, p *tenantPool) error {
 		b.used++
 		b.high = max(b.high, b.used)
 		b.mu.Unlock()
+		b.topUp(p)
 		return nil
 	}
+	b.pressed = time.Now()
 	w := &waiter{pool: p, granted: make(chan struct{})}
 	e := b.waiters.PushBack(w)
 	b.mu.Unlock()
@@ -76,10 +100,11 @@ func (b *budget) take(ctx context.Context, p *tenantPool) error {
 	defer tick.Stop()
 	for {
 		if b.short() {
-			b.evict(p)
+			b.evict(p, false)
 		}
 		select {
 		case <-w.granted:
+			b.topUp(p)
 			return nil
 		case <-tick.C:
 		case <-ctx.Done():
@@ -107,6 +132,32 @@ func (b *budget) give() {
 	}
 	b.used--
 	b.freed.notify()
+}
+
+// topUp closes idle connections of pools other than p, while the budget
+// is under pressure, until reserve slots are free or closing beyond what
+// the waiting takers will get. One taker at a time does it.
+func (b *budget) topUp(p *tenantPool) {
+	b.mu.Lock()
+	if b.reserve == 0 || b.toppingUp || time.Since(b.pressed) > pressureFor {
+		b.mu.Unlock()
+		return
+	}
+	b.toppingUp = true
+	b.mu.Unlock()
+	defer func() {
+		b.mu.Lock()
+		b.toppingUp = false
+		b.mu.Unlock()
+	}()
+	for {
+		b.mu.Lock()
+		short := b.max-b.used+b.closing-b.waiters.Len() < b.reserve
+		b.mu.Unlock()
+		if !short || !b.evict(p, true) {
+			return
+		}
+	}
 }
 
 // short reports whether fewer connections are closing than takers wait:
@@ -196,17 +247,23 @@ type acquireKey struct{}
 // it waits for the server to close its end, then gives the slot back.
 type slotConn struct {
 	net.Conn
-	b    *budget
-	once sync.Once
-	err  error
+	b       *budget
+	started sync.Once
+	once    sync.Once
+	err     error
 }
+
+// closing counts c among the connections closing, once: Close does it, and
+// an eviction does it before it hands c to a goroutine to close, so that
+// the budget's count of closing connections is right at once.
+func (c *slotConn) closing() { c.started.Do(c.b.closeStarted) }
 
 // Close half-closes the connection, so that a server waiting for input
 // sees its end, waits up to closeWait for the server to close its side,
 // closes, and gives the slot back. It is idempotent.
 func (c *slotConn) Close() error {
 	c.once.Do(func() {
-		c.b.closeStarted()
+		c.closing()
 		defer c.b.closeDone()
 		if hc, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 			_ = hc.CloseWrite() // a broken connection reads EOF at once below

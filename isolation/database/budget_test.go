@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/bulkheadhq/bulkhead/app/auth"
@@ -222,5 +223,71 @@ func TestIdlePoolsClose(t *testing.T) {
 	// A tenant idle that long is served again as before.
 	if status, _, err := get(e, "/v1/accounts", ts[0].key); err != nil || status != 200 {
 		t.Fatalf("after idling: %d %v", status, err)
+	}
+}
+
+// With the budget spent, a cold tenant's first request evicts the idle
+// connection of a tenant seen once, not that of a tenant with steady
+// traffic, even when the steady one was used least recently: the steady
+// tenant's next request finds the same backend.
+func TestColdTenantEvictsTheLeastUsedConnection(t *testing.T) {
+	t.Parallel()
+	const budget = 3
+	e := start(t, nil,
+		apitest.WithEnv("BULKHEAD_ISOLATION__DATABASE__MAX_CONNECTIONS", fmt.Sprint(budget)),
+		apitest.WithEnv("BULKHEAD_ISOLATION__DATABASE__ACQUIRE_TIMEOUT", "10s"))
+	ctx := context.Background()
+	var tenants []isolation.Tenant
+	for i := range budget + 1 {
+		tn, err := e.Control.CreateTenant(ctx, fmt.Sprintf("evict-%d", i), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tenants = append(tenants, tn.Isolated())
+	}
+	s := e.strategy(t)
+	// backend reads the pid of the backend serving t.
+	backend := func(tn isolation.Tenant) int32 {
+		t.Helper()
+		var pid int32
+		err := s.Run(isolation.OneRead(ctx), tn, func(tx pgx.Tx) error {
+			return tx.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid)
+		})
+		if err != nil {
+			t.Fatalf("read of %s: %v", tn, err)
+		}
+		return pid
+	}
+	steady, once1, once2, cold := tenants[0], tenants[1], tenants[2], tenants[3]
+	pid := backend(steady)
+	for range 10 {
+		if got := backend(steady); got != pid {
+			t.Fatalf("the steady tenant moved from backend %d to %d with the budget free", pid, got)
+		}
+	}
+	once1pid := backend(once1)
+	backend(once2)
+	if st := s.Stats(); st.Open != budget {
+		t.Fatalf("%d connections open, want the budget (%d) spent", st.Open, budget)
+	}
+	backend(cold) // evicts one: under least recently used alone, the steady tenant's
+	if got := backend(steady); got != pid {
+		t.Errorf("the steady tenant's backend %d was evicted for a cold tenant (now %d)", pid, got)
+	}
+	// The victim was the tenant seen once longest ago.
+	var n int
+	admin := e.adminConn(t, database.DefaultServer, "postgres")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if err := admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE pid = $1`, once1pid).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the backend of the tenant seen once longest ago (%d) still runs after 10s", once1pid)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -8,9 +8,10 @@
 // on first use and kept in an LRU. One budget caps the connections of all
 // tenant pools of the process together (Config.MaxConnections): a slot is
 // taken before a connection is dialled and given back only when the server
-// has closed it, idle connections of least recently used pools are closed
-// for those who wait, and a request that gets no connection within
-// Config.AcquireTimeout fails with isolation.ErrUnavailable.
+// has closed it, idle connections of the pools with the fewest recent uses
+// are closed for those who wait (and, while they do, a few ahead of them),
+// and a request that gets no connection within Config.AcquireTimeout fails
+// with isolation.ErrUnavailable.
 package database
 
 import (

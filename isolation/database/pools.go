@@ -1,9 +1,12 @@
 package database
 
 import (
+	"cmp"
 	"container/list"
 	"context"
 	"errors"
+	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -28,6 +31,33 @@ type tenantPool struct {
 	refs     int // Runs using the pool: it is not closed while they do
 	lastUsed time.Time
 	elem     *list.Element // place in cache.lru; nil once removed
+	uses     float64       // Runs begun, decayed with useHalfLife, as of usesAt
+	usesAt   time.Time
+}
+
+// useHalfLife is how fast a pool's count of uses fades: a use counts half
+// as much this long after. It is the memory of the eviction policy
+// (evictIdle): long enough that a tenant with a request every few seconds
+// keeps a count well above a tenant seen once, short enough that a
+// tenant that went quiet yields its connections within a minute or so.
+const useHalfLife = 10 * time.Second
+
+// used counts a use of p at now. Guarded by cache.mu.
+func (p *tenantPool) used(now time.Time) {
+	p.uses = p.usesAsOf(now) + 1
+	p.usesAt = now
+}
+
+// usesAsOf is p's decayed count of uses at now. Guarded by cache.mu.
+func (p *tenantPool) usesAsOf(now time.Time) float64 {
+	if p.uses == 0 {
+		return 0
+	}
+	age := now.Sub(p.usesAt)
+	if age <= 0 {
+		return p.uses
+	}
+	return p.uses * math.Exp2(-float64(age)/float64(useHalfLife))
 }
 
 // cache holds the tenant pools, most recently used first: created on first
@@ -63,12 +93,15 @@ func (c *cache) get(key poolKey) (*tenantPool, error) {
 	if c.closed {
 		return nil, errClosed
 	}
+	now := time.Now()
 	if p := c.pools[key]; p != nil {
 		p.refs++
+		p.used(now)
 		c.lru.MoveToFront(p.elem)
 		return p, nil
 	}
 	p := &tenantPool{key: key, refs: 1}
+	p.used(now)
 	cfg, err := c.config(key, p)
 	if err != nil {
 		return nil, err
@@ -79,13 +112,20 @@ func (c *cache) get(key poolKey) (*tenantPool, error) {
 	}
 	p.elem = c.lru.PushFront(p)
 	c.pools[key] = p
-	for e := c.lru.Back(); len(c.pools) > c.max && e != nil; {
-		prev := e.Prev()
-		if q := e.Value.(*tenantPool); q.refs == 0 {
-			c.removeLocked(q)
-			c.closeLocked(q)
+	// Over max, unused pools close, least recently used first: those
+	// without a connection before any with one. Closing a pool closes its
+	// connections, and which connections go is evictIdle's choice, by
+	// use; max is a few times the budget, so pools without a connection
+	// are nearly always enough.
+	for _, withConns := range []bool{false, true} {
+		for e := c.lru.Back(); len(c.pools) > c.max && e != nil; {
+			prev := e.Prev()
+			if q := e.Value.(*tenantPool); q.refs == 0 && (withConns || q.pool.Stat().TotalConns() == 0) {
+				c.removeLocked(q)
+				c.closeLocked(q)
+			}
+			e = prev
 		}
-		e = prev
 	}
 	if c.stopJanitor == nil {
 		c.stopJanitor = make(chan struct{})
@@ -167,24 +207,91 @@ func (c *cache) goLocked(fn func()) {
 // goClose closes conn, taken out of its pool, in the background: its slot
 // goes back to the budget once the server has closed it.
 func (c *cache) goClose(conn *pgx.Conn) {
+	if sc, ok := conn.PgConn().Conn().(*slotConn); ok {
+		sc.closing()
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.goLocked(func() { _ = conn.Close(context.Background()) })
 }
 
-// evictIdle closes one idle connection of the least recently used pool
-// that has one, other than except, and reports whether it found one. Its
-// slot goes to whoever waits first for one.
-func (c *cache) evictIdle(except *tenantPool) bool {
-	c.mu.Lock()
-	var cands []*tenantPool
-	for e := c.lru.Back(); e != nil; e = e.Prev() {
-		if p := e.Value.(*tenantPool); p != except && p.pool.Stat().IdleConns() > 0 {
-			cands = append(cands, p)
+// victim is a pool with an idle connection, as evictIdle weighs it.
+type victim struct {
+	p *tenantPool
+	// wanted: a Run holds the pool but no connection of it yet, so an
+	// idle connection of it is about to be taken.
+	wanted bool
+	// worth is the pool's decayed count of uses per open connection.
+	worth float64
+	// order is the pool's place in the LRU, least recently used first.
+	order int
+}
+
+// compareVictims orders victims best to close first: pools no Run is
+// about to use before those one is; then least worth (fewest recent
+// uses for each open connection); then least recently used.
+//
+// Why not least recently used alone: with more active tenants than the
+// budget has connections, every cold tenant's request evicts a
+// connection, and under LRU a tenant with steady traffic but a gap a
+// little longer than the turnover loses its connection to a tenant seen
+// once, then evicts another to come back: each trade the price of a
+// backend start. Counting uses with a decay keeps the connections where
+// they are used again (a tenant with a request every second keeps a count
+// near useHalfLife/ln 2 ≈ 14; one seen once has at most 1), while the
+// decay lets a tenant that went quiet give its connections up. Dividing
+// by the pool's open connections makes a busy tenant's surplus idle
+// connections, left from a burst, go before a steady tenant's only one.
+// A pool a Run is about to take a connection from comes last whatever
+// its count: closing that connection would make the Run dial at once.
+func compareVictims(a, b victim) int {
+	if a.wanted != b.wanted {
+		if a.wanted {
+			return 1
 		}
+		return -1
+	}
+	if c := cmp.Compare(a.worth, b.worth); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.order, b.order)
+}
+
+// evictIdle closes one idle connection, of the pool other than except that
+// compareVictims orders first, and reports whether it found one. Its slot
+// goes to whoever waits first for one. ahead (closing for the budget's
+// reserve, not for a waiting taker) spares the pools a Run is about to
+// use.
+func (c *cache) evictIdle(except *tenantPool, ahead bool) bool {
+	c.mu.Lock()
+	now := time.Now()
+	var cands []victim
+	order := 0
+	for e := c.lru.Back(); e != nil; e = e.Prev() {
+		p := e.Value.(*tenantPool)
+		order++
+		if p == except {
+			continue
+		}
+		st := p.pool.Stat()
+		if st.IdleConns() == 0 {
+			continue
+		}
+		wanted := p.refs > int(st.AcquiredConns()+st.ConstructingConns())
+		if wanted && ahead {
+			continue
+		}
+		cands = append(cands, victim{
+			p:      p,
+			wanted: wanted,
+			worth:  p.usesAsOf(now) / float64(max(st.TotalConns(), 1)),
+			order:  order,
+		})
 	}
 	c.mu.Unlock()
-	for _, p := range cands {
+	slices.SortFunc(cands, compareVictims)
+	for _, v := range cands {
+		p := v.p
 		conns := p.pool.AcquireAllIdle(context.Background())
 		if len(conns) == 0 {
 			continue // taken meanwhile

@@ -34,6 +34,13 @@ func (s *Strategy) poolConfig(key poolKey, p *tenantPool) (*pgxpool.Config, erro
 	// server did not answer, never that the budget was busy.
 	cfg.ConnConfig.ConnectTimeout = s.cfg.AcquireTimeout + connectAllowance
 	cfg.ConnConfig.DialFunc = s.budget.dialer(p, cfg.ConnConfig.DialFunc)
+	// No ping before reuse (pgxpool pings a connection idle over a
+	// second): with more tenants than connections most reuses come after
+	// such a gap, and the ping is a round trip before every one of them.
+	// A connection that died while idle is found by the BEGIN, or the
+	// one-read pipeline, that Run sends first, and replaced once: nothing
+	// ran on it.
+	cfg.ShouldPing = func(context.Context, pgxpool.ShouldPingParams) bool { return false }
 	// No AfterRelease: with one, pgxpool releases in a goroutine of its
 	// own, and awaitOwn could not be woken once the connection is idle.
 	// release does that hook's work.
@@ -160,7 +167,7 @@ func (s *Strategy) awaitOwn(ctx context.Context, p *tenantPool) {
 // release gives conn, of p, back. A surplus connection released while
 // another pool waits for a slot closes, so that the slot goes where it is
 // needed. A pool's last connection stays: the waiters evict idle
-// connections least recently used first, and closing a busy tenant's only
+// connections of the least used pools first, and closing a busy tenant's only
 // connection would make it dial again at once, churning the budget. A
 // connection that stays is idle in p when release returns, and the Runs
 // waiting for one in awaitOwn are woken.

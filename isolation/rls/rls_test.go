@@ -330,6 +330,21 @@ func TestOneReadIsOneRoundTrip(t *testing.T) {
 				}
 				return writes.Load() - before
 			}
+			// A connection's first read of the statement, which prepares
+			// it for the next ones, is one round trip too: what a brand-new
+			// connection of the database strategy serves.
+			fresh, err := app.Acquire(ctx) // connected, nothing prepared
+			if err != nil {
+				t.Fatal(err)
+			}
+			fresh.Release()
+			before := writes.Load()
+			if err := one(ctx)(); err != nil {
+				t.Fatal(err)
+			}
+			if n := writes.Load() - before; n != 1 {
+				t.Fatalf("a connection's first one-statement read took %d round trips; want 1", n)
+			}
 			limited := isolation.WithBounds(ctx, isolation.Bounds{Statement: 5 * time.Second, Lock: time.Second, IdleInTransaction: 10 * time.Second})
 			o, a, l := measure(one(ctx)), measure(alone), measure(one(limited))
 			if o != a || l != a || a != 1 {
