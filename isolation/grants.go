@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"strings"
 
 	"github.com/google/uuid"
@@ -80,7 +81,13 @@ func GrantTenantTables(ctx context.Context, q Querier, schema, grantee string) e
 		return err
 	}
 	to := pgx.Identifier{grantee}.Sanitize()
-	var stmts []string
+	// Two GRANTs on one table at once can fail ("tuple concurrently
+	// updated": each rewrites the table's ACL), as when two migrators of
+	// one schema finish together — often on Citus, which propagates each
+	// to the workers. A transaction lock of the schema's grants
+	// serialises them; goose's session lock (LockID) has been released by
+	// then, so the two never wait on each other.
+	stmts := []string{fmt.Sprintf("SELECT pg_advisory_xact_lock(%d)", grantLockID(schema))}
 	if len(tables) > 0 {
 		names := make([]string, len(tables))
 		for i, t := range tables {
@@ -93,6 +100,14 @@ func GrantTenantTables(ctx context.Context, q Querier, schema, grantee string) e
 		return fmt.Errorf("grant on the tenant tables of %s (%s, %s): %w", schema, strings.Join(tables, ", "), migrations.Tenant.Table, err)
 	}
 	return nil
+}
+
+// grantLockID derives the advisory lock id that serialises the grants on
+// schema's tables (advisory locks are per database).
+func grantLockID(schema string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte("bulkhead grant\x00" + schema))
+	return int64(h.Sum64() &^ (1 << 63))
 }
 
 func asPgError(err error, target **pgconn.PgError) bool { return errors.As(err, target) }
