@@ -19,7 +19,12 @@ var explanations = []struct{ prefix, text string }{
 		"no index-only scan lost (`TestLargeReadsUnderRLSAddOnlyAOneTimeCheck` in app/finops holds every large read to that). What is left is " +
 		"the `Result` node's pass-through per row, visible only on the summary's thousands of rows: 5–7 % of the backend CPU of a month's " +
 		"summary of 17,000 items, 4 % of a sequential scan's (`BenchmarkSummaryUnderRLS` in app/finops, backend CPU time, median of 80), " +
-		"and the `SET LOCAL` parsed with BEGIN. Writing the application's filter as the policy's own expression (with the check that " +
+		"and the `SET LOCAL` parsed with BEGIN. Around the plans, every tenant transaction (not the baseline's) also starts with the " +
+		"live-move fence (`isolation.FenceStatement`: the tenant's fence lock taken shared, then a check that the tenant has not moved, " +
+		"in a `DO` block, which PostgreSQL compiles and plans on every call): about 90 µs of backend time per transaction (pgbench, one " +
+		"message per transaction: 0.042 ms without it, 0.134 ms with it, 0.039 ms with the lock alone as a plain statement) — the whole " +
+		"gap of the point read's throughput at saturation. A moved check compiled once per session (a function in every placement) " +
+		"would leave the lock's few microseconds. Writing the application's filter as the policy's own expression (with the check that " +
 		"the binding is `$1` moved to a `LIMIT`, evaluated once) removes the node — the planner makes one index condition of the two — but " +
 		"wherever that condition is a filter rather than an index key it reads the setting for every row: a summary over all of a large " +
 		"tenant's items, a sequential scan, took 2.2× the CPU. PostgreSQL 15 evaluates a stable expression once only as an index key or a " +
@@ -42,7 +47,7 @@ var explanations = []struct{ prefix, text string }{
 		"to choose from."},
 	{"database_", "**Database against RLS.** The connection budget held (see below), and that is the cost: 50 connections for 1,000 " +
 		"tenant databases. A connection serves one database, so a request for a tenant whose pool has no idle connection waits for a " +
-		"slot, has the least recently used idle connection of another tenant closed, and opens a new one — a new backend on a database " +
+		"slot, has the idle connection of the least used other tenant closed, and opens a new one — a new backend on a database " +
 		"it has not touched: fork, authentication and cold catalog caches (the connect time below). With 80 % of requests spread over " +
 		"990 small tenants, most requests pay it; RLS and schema serve every tenant from one warm pool. The large tenants, which get " +
 		"steady traffic, stay warm. Raising the budget, or splitting tenants over more serving processes so each holds fewer, is " +
