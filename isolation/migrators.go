@@ -108,13 +108,18 @@ func (m *Migrators) Migrate(ctx context.Context, schema string) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("migrate %s: %w", schema, err)
 	}
+	ok := false
+	defer func() { // a panic in goose gives the migrator back too (closed)
+		if !ok {
+			m.discarded.Add(1)
+		}
+		m.done(mg, ok)
+	}()
 	v, err := MigrateTenantTablesOn(ctx, mg.db, m.cfg.Database, schema)
 	if err != nil {
-		m.done(mg, false)
-		m.discarded.Add(1)
 		return v, err
 	}
-	m.done(mg, true)
+	ok = true
 	return v, nil
 }
 
