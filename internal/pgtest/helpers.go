@@ -3,6 +3,8 @@ package pgtest
 import (
 	"context"
 	"net"
+	"os"
+	"strconv"
 	"sync/atomic"
 	"testing"
 
@@ -44,6 +46,20 @@ func Count(tb testing.TB, q interface {
 	var n int
 	if err := q.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
 		tb.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+// BenchTenants is how many tenants a benchmark makes:
+// BULKHEAD_BENCH_TENANTS when set, else def.
+func BenchTenants(tb testing.TB, def int) int {
+	v := os.Getenv("BULKHEAD_BENCH_TENANTS")
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		tb.Fatalf("BULKHEAD_BENCH_TENANTS=%q: want a positive number", v)
 	}
 	return n
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"slices"
 	"strconv"
 	"sync"
@@ -18,21 +17,13 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/bulkheadhq/bulkhead/internal/apitest"
+	"github.com/bulkheadhq/bulkhead/internal/pgtest"
 	"github.com/bulkheadhq/bulkhead/isolation"
 )
 
 // benchTenants is the number of tenants of BenchmarkPointRead:
 // BULKHEAD_BENCH_TENANTS, or 1,000.
-func benchTenants(b *testing.B) int {
-	if v := os.Getenv("BULKHEAD_BENCH_TENANTS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			b.Fatalf("BULKHEAD_BENCH_TENANTS=%q: want a positive number", v)
-		}
-		return n
-	}
-	return 1000
-}
+func benchTenants(b *testing.B) int { return pgtest.BenchTenants(b, 1000) }
 
 // BenchmarkProvision measures provisioning one tenant: the database cloned
 // from the template and its grants (provision), the migration check and
@@ -208,10 +199,7 @@ func pointReads(b *testing.B, s isolation.Runner, targets []target, pick func() 
 // latency, which is where the cost of a cold start, and of the choice of
 // connections to keep, shows. Run with -benchtime 5s or so.
 func BenchmarkColdStarts(b *testing.B) {
-	n := 150
-	if os.Getenv("BULKHEAD_BENCH_TENANTS") != "" {
-		n = benchTenants(b)
-	}
+	n := pgtest.BenchTenants(b, 150)
 	const budget, large = 25, 3
 	e := start(b, nil,
 		apitest.WithEnv("BULKHEAD_ISOLATION__DATABASE__MAX_CONNECTIONS", strconv.Itoa(budget)),

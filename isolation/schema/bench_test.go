@@ -3,13 +3,12 @@ package schema_test
 import (
 	"context"
 	"fmt"
-	"os"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/bulkheadhq/bulkhead/internal/pgtest"
 	"github.com/bulkheadhq/bulkhead/migrations"
 )
 
@@ -24,13 +23,7 @@ import (
 //
 //	go run ./internal/cmd/withpg -- go test -run '^$' -bench ThousandTenants -benchtime 1x ./isolation/schema
 func BenchmarkThousandTenants(b *testing.B) {
-	n := 1000
-	if s := os.Getenv("BULKHEAD_BENCH_TENANTS"); s != "" {
-		var err error
-		if n, err = strconv.Atoi(s); err != nil {
-			b.Fatal(err)
-		}
-	}
+	n := pgtest.BenchTenants(b, 1000)
 	ctx := context.Background()
 	for b.Loop() {
 		b.StopTimer()

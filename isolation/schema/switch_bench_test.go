@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/bulkheadhq/bulkhead/app/finops"
+	"github.com/bulkheadhq/bulkhead/internal/pgtest"
 	"github.com/bulkheadhq/bulkhead/isolation"
 )
 
@@ -32,13 +33,7 @@ import (
 //
 //	BULKHEAD_BENCH_TENANTS=100 go run ./internal/cmd/withpg -- go test -run '^$' -bench TenantSwitch -benchtime 3000x ./isolation/schema
 func BenchmarkTenantSwitch(b *testing.B) {
-	n := 40
-	if s := os.Getenv("BULKHEAD_BENCH_TENANTS"); s != "" {
-		var err error
-		if n, err = strconv.Atoi(s); err != nil {
-			b.Fatal(err)
-		}
-	}
+	n := pgtest.BenchTenants(b, 40)
 	f := setup(b, options{tenants: 1, app: func(c *pgxpool.Config) { c.MaxConns, c.MinConns = 1, 0 }})
 	for i := 1; i < n; i++ {
 		f.tenants = append(f.tenants, f.provision(b, fmt.Sprintf("switch-%04d", i)))
