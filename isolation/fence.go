@@ -5,6 +5,8 @@ package isolation
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -41,39 +43,82 @@ func FenceKey(id uuid.UUID) string {
 	return strconv.Itoa(fenceClass) + ", " + strconv.Itoa(int(int32(h.Sum32())))
 }
 
+// FenceSchema is the schema of the fence's functions, in the control
+// plane's database (migrations/control, for shared tables and schemas) and
+// in every tenant database (FenceDatabaseDDL).
+const FenceSchema = "bulkhead_fence"
+
 // FenceStatement is the statement that, run first in every transaction
 // bound to t, takes t's fence lock shared (waiting while a move cuts over)
 // and raises MovedCode when t's storage is no longer where t is served:
 // for shared tables the control plane, which lives in the same database,
 // says where t is; a schema or database of its own carries MovedMark. It
-// is built from t's parsed id and derived names only.
+// calls the function of t's kind of storage in FenceSchema, which a
+// session compiles once (an anonymous block would be compiled, and its
+// query planned, on every transaction), with t's parsed id, derived names
+// and FenceKey only.
 func FenceStatement(t Tenant) (string, error) {
 	if t.ID == uuid.Nil {
 		return "", ErrNoTenant
 	}
-	var moved string
-	guard := "true"
+	key := FenceKey(t.ID)
 	switch t.Strategy {
 	case RLS:
-		// On Citus, SET LOCAL statements travel to the workers with the
-		// whole message they came in, this one included; a worker has no
-		// control plane, and the coordinator has checked. The inner IF is
-		// planned only once the guard holds.
-		guard = "to_regclass('bulkhead.tenants') IS NOT NULL"
-		moved = "NOT EXISTS (SELECT FROM bulkhead.tenants WHERE id = '" + t.ID.String() + "' AND isolation = 'rls')"
+		return "SELECT " + FenceSchema + ".enter_shared('" + t.ID.String() + "', " + key + ")", nil
 	case Schema:
 		if t.Placement == "" {
 			return "", fmt.Errorf("fence %s: no schema recorded", t)
 		}
-		lit := quoteLiteral(t.Placement)
-		moved = "to_regnamespace(" + lit + ") IS NULL OR obj_description(to_regnamespace(" + lit + "), 'pg_namespace') = " + quoteLiteral(MovedMark)
+		return "SELECT " + FenceSchema + ".enter_schema(" + quoteLiteral(t.Placement) + ", " + key + ")", nil
 	case Database:
-		moved = "shobj_description((SELECT oid FROM pg_database WHERE datname = current_database()), 'pg_database') = " + quoteLiteral(MovedMark)
+		return "SELECT " + FenceSchema + ".enter_database(" + key + ")", nil
 	default:
 		return "", &UnknownStrategyError{Name: t.Strategy}
 	}
-	return "DO $fence$BEGIN PERFORM pg_advisory_xact_lock_shared(" + FenceKey(t.ID) + "); " +
-		"IF " + guard + " THEN IF " + moved + " THEN RAISE EXCEPTION 'tenant moved' USING ERRCODE = '" + MovedCode + "'; END IF; END IF; END$fence$", nil
+}
+
+// fenceDatabaseBody is the body of enter_database: the lock, then the
+// mark Close leaves on the database.
+var fenceDatabaseBody = `
+BEGIN
+    PERFORM pg_catalog.pg_advisory_xact_lock_shared(class, key);
+    IF pg_catalog.shobj_description((SELECT d.oid FROM pg_catalog.pg_database d
+                                     WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()),
+                                    'pg_database') OPERATOR(pg_catalog.=) ` + quoteLiteral(MovedMark) + ` THEN
+        RAISE EXCEPTION 'tenant moved' USING ERRCODE = '` + MovedCode + `';
+    END IF;
+END
+`
+
+// FenceDatabaseDDL is the statement that installs the fence's function in
+// a tenant database, run as its owner: FenceSchema, and in it
+// enter_database, which grantee (the serving role) may execute and no one
+// else. It changes nothing where the function is already as it should be,
+// so it can run on every migration; two at once in one database must be
+// serialised by the caller (an advisory lock of the transaction).
+func FenceDatabaseDDL(grantee string) string {
+	to := pgx.Identifier{grantee}.Sanitize()
+	fn := FenceSchema + ".enter_database(integer, integer)"
+	return `DO $install$BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_proc
+                   WHERE oid = pg_catalog.to_regprocedure(` + quoteLiteral(fn) + `)
+                     AND prosrc = ` + quoteLiteral(fenceDatabaseBody) + `) THEN
+        CREATE SCHEMA IF NOT EXISTS ` + FenceSchema + `;
+        REVOKE ALL ON SCHEMA ` + FenceSchema + ` FROM PUBLIC;
+        GRANT USAGE ON SCHEMA ` + FenceSchema + ` TO ` + to + `;
+        CREATE OR REPLACE FUNCTION ` + FenceSchema + `.enter_database(class integer, key integer) RETURNS void
+            LANGUAGE plpgsql VOLATILE AS $fn$` + fenceDatabaseBody + `$fn$;
+        REVOKE ALL ON FUNCTION ` + fn + ` FROM PUBLIC;
+        GRANT EXECUTE ON FUNCTION ` + fn + ` TO ` + to + `;
+    END IF;
+END$install$`
+}
+
+// FenceDatabaseVersion names the fence FenceDatabaseDDL installs: a
+// template of tenant databases built with another is stale.
+func FenceDatabaseVersion() string {
+	d := sha256.Sum256([]byte(FenceDatabaseDDL(AppRole)))
+	return hex.EncodeToString(d[:4])
 }
 
 // quoteLiteral quotes s as an SQL string literal. The strings it is given

@@ -74,8 +74,10 @@ func tenantTablesOf(ctx context.Context, q Querier, schema string) ([]string, er
 // version table so that readiness can be checked. The grants go in one
 // simple-protocol message (an implicit transaction: all or none): two
 // round trips in all, with the listing, however many tables there are —
-// `bulkhead migrate` makes them for every tenant.
-func GrantTenantTables(ctx context.Context, q Querier, schema, grantee string) error {
+// `bulkhead migrate` makes them for every tenant. The statements also
+// (trusted, derived text) go in the same message, after the grants and
+// under the same lock.
+func GrantTenantTables(ctx context.Context, q Querier, schema, grantee string, also ...string) error {
 	tables, err := tenantTablesOf(ctx, q, schema)
 	if err != nil {
 		return err
@@ -96,6 +98,7 @@ func GrantTenantTables(ctx context.Context, q Querier, schema, grantee string) e
 		stmts = append(stmts, "GRANT SELECT, INSERT, UPDATE, DELETE ON "+strings.Join(names, ", ")+" TO "+to)
 	}
 	stmts = append(stmts, "GRANT SELECT ON "+pgx.Identifier{schema, migrations.Tenant.Table}.Sanitize()+" TO "+to)
+	stmts = append(stmts, also...)
 	if _, err := q.Exec(ctx, strings.Join(stmts, "; ")); err != nil {
 		return fmt.Errorf("grant on the tenant tables of %s (%s, %s): %w", schema, strings.Join(tables, ", "), migrations.Tenant.Table, err)
 	}

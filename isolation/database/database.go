@@ -263,8 +263,11 @@ func New(cfg Config) (*Strategy, error) {
 func DBName(id uuid.UUID) string { return "t_" + hex.EncodeToString(id[:]) }
 
 // TemplateName returns the name of the template database for the current
-// tenant migrations: a change to them names a new template.
-func TemplateName() string { return "bulkhead_tpl_" + migrations.Tenant.Hash() }
+// tenant migrations and move fence: a change to either names a new
+// template.
+func TemplateName() string {
+	return "bulkhead_tpl_" + migrations.Tenant.Hash() + "_f" + isolation.FenceDatabaseVersion()
+}
 
 // ConnectionBudget is Config.MaxConnections: the tenant connections of
 // every tenant of the process together (isolation.ConnectionBudgeter).

@@ -145,7 +145,9 @@ func (s *Strategy) drop(ctx context.Context, srv *server, db string) error {
 }
 
 // Migrate brings t's database to the tenant migration head, as the owner,
-// and grants the serving role DML on its tenant tables again. It returns
+// grants the serving role DML on its tenant tables again, and installs
+// the move fence's function where it is missing or out of date (a
+// database cloned from the template of an earlier release). It returns
 // the version reached.
 func (s *Strategy) Migrate(ctx context.Context, t isolation.Tenant) (int64, error) {
 	srv, db, err := s.locate(t)
@@ -180,7 +182,7 @@ func (s *Strategy) Migrate(ctx context.Context, t isolation.Tenant) (int64, erro
 		}
 	}
 	err = isolation.OnOwnerConn(ctx, odb, func(conn *pgx.Conn) error {
-		return isolation.GrantTenantTables(ctx, conn, schema, isolation.AppRole)
+		return isolation.GrantTenantTables(ctx, conn, schema, isolation.AppRole, isolation.FenceDatabaseDDL(isolation.AppRole))
 	})
 	if err != nil {
 		return v, fmt.Errorf("database %s on server %s: %w", db, srv.name, err)

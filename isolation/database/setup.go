@@ -195,7 +195,8 @@ func (s *Strategy) ensureTemplate(ctx context.Context, conn *pgx.Conn, srv *serv
 }
 
 // grantTemplate gives the serving role what it needs inside the template,
-// and PUBLIC nothing: every tenant database inherits it.
+// the move fence's function included, and PUBLIC nothing: every tenant
+// database inherits it.
 func grantTemplate(ctx context.Context, srv *server, db string) error {
 	conn, err := srv.connectOwner(ctx, db)
 	if err != nil {
@@ -206,7 +207,7 @@ func grantTemplate(ctx context.Context, srv *server, db string) error {
 	if _, err := conn.Exec(ctx, `REVOKE ALL ON SCHEMA public FROM PUBLIC; GRANT USAGE ON SCHEMA public TO `+app); err != nil {
 		return err
 	}
-	return isolation.GrantTenantTables(ctx, conn, schema, isolation.AppRole)
+	return isolation.GrantTenantTables(ctx, conn, schema, isolation.AppRole, isolation.FenceDatabaseDDL(isolation.AppRole))
 }
 
 // dropStaleTemplates drops the templates of earlier tenant migrations.
