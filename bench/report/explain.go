@@ -20,11 +20,11 @@ var explanations = []struct{ prefix, text string }{
 		"the `Result` node's pass-through per row, visible only on the summary's thousands of rows: 5–7 % of the backend CPU of a month's " +
 		"summary of 17,000 items, 4 % of a sequential scan's (`BenchmarkSummaryUnderRLS` in app/finops, backend CPU time, median of 80), " +
 		"and the `SET LOCAL` parsed with BEGIN. Around the plans, every tenant transaction (not the baseline's) also starts with the " +
-		"live-move fence (`isolation.FenceStatement`: the tenant's fence lock taken shared, then a check that the tenant has not moved, " +
-		"in a `DO` block, which PostgreSQL compiles and plans on every call): about 90 µs of backend time per transaction (pgbench, one " +
-		"message per transaction: 0.042 ms without it, 0.134 ms with it, 0.039 ms with the lock alone as a plain statement) — the whole " +
-		"gap of the point read's throughput at saturation. A moved check compiled once per session (a function in every placement) " +
-		"would leave the lock's few microseconds. Writing the application's filter as the policy's own expression (with the check that " +
+		"live-move fence (`isolation.FenceStatement`: the tenant's fence lock taken shared, then a check that the tenant has not moved), " +
+		"a call of a PL/pgSQL function of schema `bulkhead_fence` that each session compiles once and whose query plan it keeps " +
+		"(pgbench, one message per transaction, one client: 0.063 ms with no fence, 0.064–0.068 ms with the lock alone, 0.072–0.078 ms " +
+		"with the function; the anonymous `DO` block it replaced, compiled and planned on every transaction, took 0.117–0.120 ms). " +
+		"Writing the application's filter as the policy's own expression (with the check that " +
 		"the binding is `$1` moved to a `LIMIT`, evaluated once) removes the node — the planner makes one index condition of the two — but " +
 		"wherever that condition is a filter rather than an index key it reads the setting for every row: a summary over all of a large " +
 		"tenant's items, a sequential scan, took 2.2× the CPU. PostgreSQL 15 evaluates a stable expression once only as an index key or a " +
