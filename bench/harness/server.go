@@ -147,8 +147,19 @@ type noTenancy struct {
 	pool *pgxpool.Pool
 }
 
-// Run runs fn in a plain transaction of the serving pool, marking a stale
-// plan as every strategy does.
+// Run runs fn in a transaction of the serving pool that carries the bounds
+// of ctx (isolation.WithBounds: the server's load walls, not tenancy) and
+// no binding, marking a stale plan as every strategy does. It opens the
+// transaction as the strategies do (isolation.RunOn), so that under
+// isolation.OneRead the BEGIN, the statement and the COMMIT travel in one
+// round trip here too: the baseline differs from the RLS strategy by the
+// tenancy alone — the binding, the policy and the move fence.
 func (b *noTenancy) Run(ctx context.Context, _ isolation.Tenant, fn func(pgx.Tx) error) error {
-	return isolation.MarkStale(pgx.BeginTxFunc(ctx, b.pool, pgx.TxOptions{}, fn))
+	bounds, _ := isolation.BoundsFrom(ctx)
+	conn, err := b.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	return isolation.MarkStale(isolation.RunOn(ctx, conn.Conn(), bounds.Statements(), fn))
 }

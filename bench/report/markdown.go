@@ -18,7 +18,8 @@ func Markdown(r *Results) string {
 	p("`make bench`, %s, on %s (%d cores, %.0f GiB), %s, Go %s, PostgreSQL %s; load average %.2f when the run began (the machine is shared).\n\n",
 		time.Now().UTC().Format("2006-01-02"), m.CPU, m.Cores, m.MemoryGiB, m.OS, strings.TrimPrefix(m.Go, "go"), m.PostgreSQL, m.LoadAvg)
 	p("Every figure is the median over rounds; a ratio is the median of each round's ratio to the baseline run in the same round ")
-	p("(the baseline is the RLS database with Row-Level Security disabled and no tenant bound: only the application's `tenant_id = $1` filter is left). ")
+	p("(the baseline is the RLS database with Row-Level Security disabled and no tenant bound: only the application's `tenant_id = $1` filter is left; ")
+	p("its transactions carry the server's bounds and no move fence, and a one-statement read is one round trip, as the strategies' are). ")
 	p("Throughput is at saturation; latency at a fixed rate below every strategy's saturation.\n\n")
 
 	targets := Evaluate(r)

@@ -1,0 +1,68 @@
+package rls_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/bulkheadhq/bulkhead/isolation"
+)
+
+// BenchmarkOneReadShapes takes a tenant-bound point read apart, one layer
+// at a time, on one connection: the statement alone in autocommit (RLS
+// shows it no row: the cost of the statement, not of the answer); in
+// BEGIN … COMMIT, three round trips; as a OneRead run (one round trip with
+// the binding); with the server's three bounds; and with the move fence,
+// as the server sends it.
+func BenchmarkOneReadShapes(b *testing.B) {
+	f := setup(b, 1, nil)
+	ctx := context.Background()
+	const q = `SELECT name FROM accounts WHERE tenant_id = $1 LIMIT 1`
+	read := func(tx pgx.Tx) error {
+		err := tx.QueryRow(ctx, q, f.a.ID).Scan(new(string))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		return err
+	}
+	f.db.Exec(b, `INSERT INTO bulkhead.tenants (id, slug, name, isolation, status) VALUES ($1, $2, $2, 'rls', 'active')`, f.a.ID, f.a.Slug)
+	fence, err := isolation.FenceStatement(f.a)
+	if err != nil {
+		b.Fatal(err)
+	}
+	bounds := isolation.Bounds{Statement: 30 * time.Second, Lock: 5 * time.Second, IdleInTransaction: time.Minute}
+	for _, bc := range []struct {
+		name string
+		run  func() error
+	}{
+		{"autocommit", func() error {
+			if err := f.app.QueryRow(ctx, q, f.a.ID).Scan(new(string)); !errors.Is(err, pgx.ErrNoRows) {
+				return err
+			}
+			return nil
+		}},
+		{"begin_commit", func() error { return pgx.BeginTxFunc(ctx, f.app, pgx.TxOptions{}, read) }},
+		{"oneread", func() error { return f.strategy.Run(isolation.OneRead(ctx), f.a, read) }},
+		{"oneread_bounded", func() error {
+			return f.strategy.Run(isolation.OneRead(isolation.WithBounds(ctx, bounds)), f.a, read)
+		}},
+		{"oneread_bounded_fenced", func() error {
+			return f.strategy.Run(isolation.WithStatements(isolation.OneRead(isolation.WithBounds(ctx, bounds)), fence), f.a, read)
+		}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			if err := bc.run(); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for range b.N {
+				if err := bc.run(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
