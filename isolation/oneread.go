@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -86,9 +87,12 @@ type oneReadTx struct {
 	conn *pgx.Conn
 	bind []string
 	sql  string // the one statement, once sent
-	pipe *pgconn.Pipeline
-	rows pgx.Rows
-	err  error
+	// commitFresh: COMMIT was prepared in this pipeline, and its
+	// description comes before its result.
+	commitFresh bool
+	pipe        *pgconn.Pipeline
+	rows        pgx.Rows
+	err         error
 }
 
 var _ pgx.Tx = (*oneReadTx)(nil)
@@ -112,7 +116,8 @@ func (tx *oneReadTx) send(ctx context.Context, sql string, args []any) (pgx.Rows
 		return nil, ErrNotOneRead
 	}
 	tx.sql = sql
-	prepared := tx.conn.Config().DefaultQueryExecMode == pgx.QueryExecModeCacheStatement
+	direct := tx.conn.Config().DefaultQueryExecMode == pgx.QueryExecModeCacheStatement
+	prepared := direct
 	data := tx.conn.PgConn().CustomData()
 	var sd *pgconn.StatementDescription
 	if prepared {
@@ -121,19 +126,38 @@ func (tx *oneReadTx) send(ctx context.Context, sql string, args []any) (pgx.Rows
 			prepared = false // enough kept: parse this one each time
 		}
 	}
-	fresh := prepared && sd == nil // prepared in this pipeline
+	freshStmt := prepared && sd == nil // prepared in this pipeline
 	var eqb pgx.ExtendedQueryBuilder
 	if err := eqb.Build(tx.conn.TypeMap(), sd, args); err != nil {
 		return nil, err
 	}
 	pipe := tx.conn.PgConn().StartPipeline(ctx)
 	tx.pipe = pipe
-	pipe.SendQueryParams("BEGIN READ ONLY", nil, nil, nil, nil)
-	for _, s := range tx.bind {
-		pipe.SendQueryParams(s, nil, nil, nil, nil)
+	// The transaction's own statements (BEGIN, the binding, the bounds,
+	// the fence, COMMIT) are the same text on every read of a tenant, most
+	// on every read at all: a direct connection prepares them as it meets
+	// them, up to maxControl of them, and then sends only their Bind and
+	// Execute — no parse, no analysis, no plan.
+	var fresh []string // prepared in this pipeline, in order
+	sendControl := func(s string) {
+		switch {
+		case direct && (data[controlKey(s)] != nil || slices.Contains(fresh, s)):
+			pipe.SendQueryPrepared(controlName(s), nil, nil, nil)
+		case direct && controlCount(data)+len(fresh) < maxControl:
+			fresh = append(fresh, s)
+			pipe.SendPrepare(controlName(s), s, nil)
+			pipe.SendQueryPrepared(controlName(s), nil, nil, nil)
+		default:
+			pipe.SendQueryParams(s, nil, nil, nil, nil)
+		}
 	}
+	sendControl("BEGIN READ ONLY")
+	for _, s := range tx.bind {
+		sendControl(s)
+	}
+	first := fresh // those whose descriptions come before the statement's
 	switch {
-	case fresh:
+	case freshStmt:
 		pipe.SendPrepare(statementName(sql), sql, nil)
 		pipe.SendQueryPrepared(statementName(sql), eqb.ParamValues, eqb.ParamFormats, eqb.ResultFormats)
 	case sd != nil:
@@ -141,14 +165,26 @@ func (tx *oneReadTx) send(ctx context.Context, sql string, args []any) (pgx.Rows
 	default:
 		pipe.SendQueryParams(sql, eqb.ParamValues, nil, eqb.ParamFormats, eqb.ResultFormats)
 	}
-	pipe.SendQueryParams("COMMIT", nil, nil, nil, nil)
+	sendControl("COMMIT")
+	tx.commitFresh = len(fresh) > len(first)
 	if err := pipe.Sync(); err != nil {
 		return nil, err
 	}
-	if err := closeResults(pipe, 1+len(tx.bind)); err != nil {
-		return nil, err
+	// Each control statement's description (when it was prepared here),
+	// then its result, in the order sent.
+	next := 0
+	for _, s := range append([]string{"BEGIN READ ONLY"}, tx.bind...) {
+		if next < len(first) && first[next] == s {
+			next++
+			if err := tx.keepControl(s); err != nil {
+				return nil, err
+			}
+		}
+		if err := closeResult(pipe); err != nil {
+			return nil, err
+		}
 	}
-	if fresh {
+	if freshStmt {
 		res, err := pipe.GetResults()
 		if err != nil {
 			return nil, err
@@ -192,14 +228,68 @@ func statementName(sql string) string {
 	return "bulkhead_one_" + hex.EncodeToString(d[:12])
 }
 
-// closeResults reads n results of pipe that return no rows.
-func closeResults(pipe *pgconn.Pipeline, n int) error {
-	for range n {
-		if err := closeResult(pipe); err != nil {
-			return err
+// maxControl bounds the transaction statements (BEGIN, the binding, the
+// bounds, the fence, COMMIT) one connection keeps prepared for OneRead
+// runs: those every read sends, and the tenant-specific ones of the first
+// few tenants it serves. controlCountKey is where its CustomData counts
+// them; controlPrefix starts their keys there.
+const (
+	maxControl      = 32
+	controlCountKey = "isolation.oneread.control"
+	controlPrefix   = "isolation.oneread.control\x00"
+)
+
+func controlKey(s string) string { return controlPrefix + s }
+
+// controlName is the name of control statement s's prepared statement.
+func controlName(s string) string {
+	d := sha256.Sum256([]byte("control\x00" + s))
+	return "bulkhead_ctl_" + hex.EncodeToString(d[:12])
+}
+
+func controlCount(data map[string]any) int {
+	n, _ := data[controlCountKey].(int)
+	return n
+}
+
+// keepControl reads the description of control statement s, prepared in
+// this pipeline, and remembers on the connection that it is prepared.
+func (tx *oneReadTx) keepControl(s string) error {
+	res, err := tx.pipe.GetResults()
+	if err != nil {
+		return err
+	}
+	if _, ok := res.(*pgconn.StatementDescription); !ok {
+		return fmt.Errorf("isolation: one read: got %T for a prepared control statement", res)
+	}
+	data := tx.conn.PgConn().CustomData()
+	data[controlKey(s)] = true
+	data[controlCountKey] = controlCount(data) + 1
+	return nil
+}
+
+// forgetControl forgets the control statements conn keeps prepared, and
+// deallocates them (a failure is no matter: the next reads prepare them
+// again under the same names only once this succeeded or the connection
+// is new).
+func forgetControl(ctx context.Context, conn *pgx.Conn) {
+	data := conn.PgConn().CustomData()
+	for k := range data {
+		if s, ok := strings.CutPrefix(k, controlPrefix); ok {
+			delete(data, k)
+			if !conn.IsClosed() {
+				_ = conn.PgConn().Deallocate(ctx, controlName(s))
+			}
 		}
 	}
-	return nil
+	delete(data, controlCountKey)
+}
+
+// duplicateStatement reports whether err is PostgreSQL refusing to prepare
+// a statement under a name it already has.
+func duplicateStatement(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "42P05"
 }
 
 // closeResult reads one result of pipe that returns no rows.
@@ -226,6 +316,9 @@ func (tx *oneReadTx) finish(ctx context.Context) error {
 	if tx.rows != nil {
 		tx.rows.Close()
 		err = tx.rows.Err()
+		if err == nil && tx.commitFresh {
+			err = tx.keepControl("COMMIT")
+		}
 		if err == nil {
 			err = closeResult(tx.pipe)
 		}
@@ -249,6 +342,11 @@ func (tx *oneReadTx) finish(ctx context.Context) error {
 	cause := err
 	if cause == nil {
 		cause = tx.err // the statement failed before fn had its rows
+	}
+	if StalePlan(cause) || missingStatement(cause) || duplicateStatement(cause) {
+		// One of the control statements may be gone, changed or
+		// already there: prepare them all afresh next time.
+		forgetControl(ctx, tx.conn)
 	}
 	if _, ok := tx.conn.PgConn().CustomData()[statementKey(tx.sql)]; ok && (StalePlan(cause) || missingStatement(cause)) {
 		// The statement this connection prepared no longer fits its
