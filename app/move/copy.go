@@ -333,10 +333,14 @@ func count(ctx context.Context, tx pgx.Tx, t table, tenant uuid.UUID) (int64, er
 	return n, err
 }
 
-// keyBuckets counts the tenant's rows of t by key bucket: the first three
-// hex digits of the md5 of the row's key.
-func keyBuckets(ctx context.Context, tx pgx.Tx, t table, tenant uuid.UUID) (map[string]int64, error) {
-	rows, err := tx.Query(ctx, `SELECT left(md5(k), 3), count(*) FROM (SELECT `+t.key()+` AS k FROM `+t.ident+` r WHERE tenant_id = $1) x GROUP BY 1`, tenant)
+// keyBuckets counts the tenant's rows of t by key bucket (the first three
+// hex digits of the md5 of the row's key) that meet cond, a condition on
+// the row r — its key r.k, its version r.xmin — with arg as $2.
+func keyBuckets(ctx context.Context, tx pgx.Tx, t table, tenant uuid.UUID, cond string, arg any) (map[string]int64, error) {
+	q := `SELECT left(md5(r.k), 3), count(*) FROM (SELECT ` + t.key() + ` AS k, r.xmin AS xmin FROM ` + t.ident + ` r WHERE tenant_id = $1) r
+		WHERE ` + cond + ` GROUP BY 1`
+	args := []any{tenant, arg}
+	rows, err := tx.Query(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -415,7 +419,7 @@ func since(ctx context.Context, src, dst pgx.Tx, tables []table, tenant uuid.UUI
 		if st.have-st.present <= unchanged {
 			continue
 		}
-		extra, err := surplus(ctx, src, dst, t, tenant)
+		extra, err := surplus(ctx, src, dst, t, tenant, lo, st.keys)
 		if err != nil {
 			return n, err
 		}
@@ -477,14 +481,20 @@ func since(ctx context.Context, src, dst pgx.Tx, tables []table, tenant uuid.UUI
 
 // surplus returns the keys of the rows of t that dst holds and src does
 // not, comparing the two by key bucket and reading the keys of the
-// buckets that differ.
-func surplus(ctx context.Context, src, dst pgx.Tx, t table, tenant uuid.UUID) ([]string, error) {
+// buckets that differ. dst is the source as of the catch-up's snapshot
+// (whose xmin had the low bits lo); what src wrote since — its rows of a
+// newer version, whose keys are changed — is left out on both sides, so
+// that the rows by which they differ are the ones deleted since, always
+// in dst's favour. Counted with the rows inserted since, a bucket that
+// lost one row and gained another would count the same on both sides,
+// and the deleted row would stay in the target.
+func surplus(ctx context.Context, src, dst pgx.Tx, t table, tenant uuid.UUID, lo int64, changed []string) ([]string, error) {
 	var a, b map[string]int64
 	if err := atOnce(func() (err error) {
-		a, err = keyBuckets(ctx, src, t, tenant)
+		a, err = keyBuckets(ctx, src, t, tenant, "NOT ("+sinceXmin+")", strconv.FormatInt(lo, 10))
 		return err
 	}, func() (err error) {
-		b, err = keyBuckets(ctx, dst, t, tenant)
+		b, err = keyBuckets(ctx, dst, t, tenant, "r.k <> ALL ($2::text[])", changed)
 		return err
 	}); err != nil {
 		return nil, fmt.Errorf("count the keys of %s: %w", t.name, err)
