@@ -41,9 +41,10 @@ type Strategy struct {
 	// schema to the next; nil without the owner pool.
 	migrators *isolation.Migrators
 	// citus is set once Setup, Provision or Migrate found the database a
-	// Citus coordinator: Run then keeps no worker connection past its
-	// transaction (see uncachedWorkerConns).
-	citus atomic.Bool
+	// Citus coordinator, or Run asked (onCitus): Run then keeps no worker
+	// connection past its transaction (see uncachedWorkerConns).
+	// citusKnown says citus has been learnt.
+	citus, citusKnown atomic.Bool
 }
 
 // uncachedWorkerConns ends a tenant transaction's connections to the
@@ -153,7 +154,7 @@ func (s *Strategy) Setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.citus.Store(citus)
+	s.learnCitus(citus)
 	return nil
 }
 
@@ -175,7 +176,7 @@ func (s *Strategy) Provision(ctx context.Context, t isolation.Tenant) (isolation
 	if err != nil {
 		return t, err
 	}
-	s.citus.Store(citus)
+	s.learnCitus(citus)
 	name := Name(t.ID)
 	ident := pgx.Identifier{name}.Sanitize()
 	owner, app := pgx.Identifier{isolation.OwnerRole}.Sanitize(), pgx.Identifier{isolation.AppRole}.Sanitize()
@@ -334,7 +335,7 @@ func (s *Strategy) migrate(ctx context.Context, name string, citus bool) (int64,
 	if err != nil {
 		return v, err
 	}
-	s.citus.Store(citus)
+	s.learnCitus(citus)
 	if citus {
 		if err := isolation.DistributeSchema(ctx, s.owner, name); err != nil {
 			return v, err
@@ -372,7 +373,11 @@ func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) 
 	if err != nil {
 		return err
 	}
-	if s.citus.Load() {
+	citus, err := s.onCitus(ctx)
+	if err != nil {
+		return err
+	}
+	if citus {
 		stmts = append(stmts, uncachedWorkerConns)
 	}
 	conn, err := s.app.Acquire(ctx)
@@ -381,6 +386,34 @@ func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) 
 	}
 	defer conn.Release()
 	return isolation.MarkStale(isolation.RunOn(ctx, conn.Conn(), stmts, fn))
+}
+
+func (s *Strategy) learnCitus(citus bool) {
+	s.citus.Store(citus)
+	s.citusKnown.Store(true)
+}
+
+// onCitus reports whether the database is a Citus coordinator: as Setup,
+// Provision or Migrate found it or, in a process that did none of them (a
+// serving replica, the migration having run in a Job of its own), as the
+// configuration says and the database answers, asked once.
+func (s *Strategy) onCitus(ctx context.Context) (bool, error) {
+	if s.citusKnown.Load() {
+		return s.citus.Load(), nil
+	}
+	installed := false
+	if s.opts.Citus != isolation.CitusOff {
+		var err error
+		if installed, err = isolation.IsCitus(ctx, s.app); err != nil {
+			return false, err
+		}
+	}
+	citus, err := isolation.CitusFor(s.opts.Citus, installed)
+	if err != nil {
+		return false, err
+	}
+	s.learnCitus(citus)
+	return citus, nil
 }
 
 // bind returns the statements binding t after BEGIN, bounded as ctx says.
