@@ -16,7 +16,10 @@ package harness
 // checkpoint had unlinked about 400,000 files, 19–23 ms in the minutes
 // after, and 8.5–8.9 ms once six minutes had passed — a psql script the
 // same 8.7 ms then; perf put 21–23 % of the server's CPU time in
-// recently_deleted during the slow runs. Every migration creates some 35
+// recently_deleted during the slow runs. The scripts pay alike: 43.5 and
+// 26.3 ms a schema in turns with goose's 30.1 and 24.3 ms right after a
+// checkpoint that unlinked some 100,000 files, 11.0 and 10.7 against 13.6
+// and 12.8 ms six minutes later (bench/migscale). Every migration creates some 35
 // files per schema, so the phase that happens to follow such a checkpoint
 // (the anchor or migrate, whichever) is the slower: 81 s and 147 s for
 // the same script before and after migrate in one run of make bench/scale.
