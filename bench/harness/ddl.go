@@ -135,8 +135,9 @@ func psql() (string, error) {
 // kept, each pass making its own, until the last pass ("goose") drops
 // them all and vacuums their database — dropping them in between would
 // leave their files to be unlinked in a later timed phase (settle.go);
-// fresh databases are emptied after the passes before and after migrate,
-// and then the unlinks settled, and dropped after the last.
+// fresh databases get an empty public schema after the passes before and
+// after migrate (the filled one renamed, kept), and are dropped after the
+// last.
 func (h *harness) migrateScript(ctx context.Context, d *deployment, when string) error {
 	script, err := TenantScript()
 	if err != nil {
@@ -192,8 +193,9 @@ func (h *harness) migrateScript(ctx context.Context, d *deployment, when string)
 		// Making and dropping a database costs more than the migration
 		// it anchors: the databases are made before the first pass and
 		// dropped after the last (deploy's order: before, after, goose),
-		// and in between emptied — their public schema made again and
-		// the catalogs vacuumed.
+		// and in between given an empty public schema — the filled one
+		// renamed out of the way, not dropped, so that no file of it is
+		// unlinked before the last pass (settle.go).
 		create = func(ctx context.Context, name string) error {
 			if when != "before" {
 				return nil
@@ -204,11 +206,8 @@ func (h *harness) migrateScript(ctx context.Context, d *deployment, when string)
 			if when == "goose" {
 				return h.exec(ctx, "postgres", `DROP DATABASE `+pgx.Identifier{name}.Sanitize())
 			}
-			if err := h.exec(ctx, name, `DROP SCHEMA public CASCADE; CREATE SCHEMA public AUTHORIZATION pg_database_owner; `+
-				`GRANT USAGE ON SCHEMA public TO PUBLIC`); err != nil {
-				return err
-			}
-			return h.exec(ctx, name, `VACUUM (ANALYZE)`)
+			return h.exec(ctx, name, `ALTER SCHEMA public RENAME TO `+pgx.Identifier{"anchor_" + when}.Sanitize()+`; `+
+				`CREATE SCHEMA public AUTHORIZATION pg_database_owner; GRANT USAGE ON SCHEMA public TO PUBLIC`)
 		}
 	default:
 		return fmt.Errorf("migration anchor of %s: no per-tenant storage", d.name)
@@ -308,16 +307,15 @@ func (h *harness) migrateScript(ctx context.Context, d *deployment, when string)
 	return h.dropAnchor(ctx, d, when, each, drop)
 }
 
-// dropAnchor drops (or empties) the fresh schemas or databases of the
-// anchor's pass when and, after the last schemas, vacuums their database,
-// so that the dead catalog rows of the drops are not left to the next
-// timed phase (as after the reset).
+// dropAnchor drops (or, for databases before the last pass, empties) the
+// fresh schemas or databases of the anchor's pass when and, after the
+// last schemas, vacuums their database, so that the dead catalog rows of
+// the drops are not left to the next timed phase (as after the reset).
 func (h *harness) dropAnchor(ctx context.Context, d *deployment, when string, each func(func(context.Context, string) error) error, drop func(context.Context, string) error) error {
 	if err := each(drop); err != nil {
 		return fmt.Errorf("migration anchor: drop: %w", err)
 	}
-	switch {
-	case d.name == Schema && when == "goose":
+	if d.name == Schema && when == "goose" {
 		if err := h.exec(ctx, d.db, `VACUUM (ANALYZE)`); err != nil {
 			return err
 		}
@@ -326,9 +324,6 @@ func (h *harness) dropAnchor(ctx context.Context, d *deployment, when string, ea
 		// a later deployment's provisioning; no wait: nothing timed
 		// against an anchor follows.
 		return h.exec(ctx, d.db, `CHECKPOINT`)
-	case d.name == Database && when != "goose":
-		// Emptied for the next pass: their tables' files go now.
-		return h.settle(ctx, "emptying the fresh databases")
 	}
 	return nil
 }
