@@ -93,7 +93,11 @@ const migrateVsScript = "**Migrating against the same DDL as plain scripts.** Go
 	"such a machine the ratio moves by tens of per cent from run to run: both anchors of the run are printed below the table. " +
 	"Nothing in goose's run grows with the number of schemas: at 1,000 and at 10,000 tenant schemas (32,000 and 320,000 " +
 	"relations), goose into 1,000 fresh schemas 4 at a time took 11.8–11.9 ms a schema against 10.4–10.8 ms for the scripts " +
-	"(1.12×), and 11.4–15.7 ms against 13.2–14.6 ms (about 1×), alternating, with the grants 10.6–14.5 ms. What does grow is " +
+	"(1.12×), and 11.4–15.7 ms against 13.2–14.6 ms (about 1×), alternating, with the grants 10.6–14.5 ms; nor does a kept " +
+	"session slow down as it goes: 4,000 fresh schemas, 1,000 per session, among 660,000 relations took 9.5 ms a schema, " +
+	"9.7 ms in the first tenth and 9.4 ms in the last (the scripts 11.1 ms). Goose's own statements stay small at 10,000 " +
+	"schemas: the version table lookup 0.03 ms, each version row 0.11 ms, the listing of a schema's tables for the grants " +
+	"0.14 ms and the grants 0.10 ms. What does grow is " +
 	"the file system's work: PostgreSQL unlinks a dropped relation's files at the next checkpoint, and ext4 without a " +
 	"journal (this machine's) then passes over every inode freed in the last minutes each time it creates a file. Right " +
 	"after a checkpoint had unlinked some 400,000 files, goose took 35 ms a schema, 19–23 ms in the next minutes and 8.5–8.9 " +
