@@ -19,10 +19,11 @@ package harness
 // recently_deleted during the slow runs. The scripts pay alike: 43.5 and
 // 26.3 ms a schema in turns with goose's 30.1 and 24.3 ms right after a
 // checkpoint that unlinked some 100,000 files, 11.0 and 10.7 against 13.6
-// and 12.8 ms six minutes later (bench/migscale). Every migration creates some 35
-// files per schema, so the phase that happens to follow such a checkpoint
-// (the anchor or migrate, whichever) is the slower: 81 s and 147 s for
-// the same script before and after migrate in one run of make bench/scale.
+// and 12.8 ms six minutes later (bench/migscale). Every migration creates
+// some 35 files per schema, so the phase that happens to follow such a
+// checkpoint (the anchor or migrate, whichever) is the slower: 81 s and
+// 147 s for the same script before and after migrate in one run of make
+// bench/scale.
 //
 // So the timed migration phases start with nothing left to unlink and the
 // last unlinks out of that window: settle checkpoints (the unlinks happen
