@@ -25,7 +25,7 @@ func TestSmoke(t *testing.T) {
 	var stderr bytes.Buffer
 	code := run([]string{
 		"-out", out, "-q",
-		"-tenants", "6", "-large", "1", "-large-rows", "3000", "-small-rows", "50",
+		"-tenants", "6", "-large", "1", "-large-rows", "3000", "-small-rows", "50", "-settle=false",
 		"-rounds", "1", "-duration", "300ms", "-fixed-duration", "300ms", "-warmup", "0s",
 		"-budget", "4", "-app-conns", "4", "-workers", "2", "-parallel", "2", "-provision-sample", "2",
 		"-noisy-duration", "300ms", "-noisy-rate", "20", "-noisy-idle", "100",

@@ -28,7 +28,7 @@ func TestCitusSmoke(t *testing.T) {
 	var stderr bytes.Buffer
 	code := run([]string{
 		"-citus", "-out", out, "-q",
-		"-tenants", "4", "-large", "1", "-large-rows", "2000", "-small-rows", "50",
+		"-tenants", "4", "-large", "1", "-large-rows", "2000", "-small-rows", "50", "-settle=false",
 		"-rounds", "1", "-duration", "300ms", "-fixed-duration", "300ms", "-warmup", "0s",
 		"-app-conns", "4", "-workers", "2", "-parallel", "2", "-provision-sample", "2",
 	}, &stderr)

@@ -57,6 +57,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.IntVar(&cfg.Parallel, "parallel", cfg.Parallel, "the harness's own parallelism when provisioning and loading")
 	fs.IntVar(&cfg.ProvisionSample, "provision-sample", cfg.ProvisionSample, "tenants provisioned one at a time, each timed")
 	fs.IntVar(&cfg.FocusRows, "focus-rows", cfg.FocusRows, "rows of the FOCUS billing export loaded into each strategy (0: none)")
+	fs.BoolVar(&cfg.Settle, "settle", cfg.Settle, "before timing migrations, wait out the minutes after mass file deletion in which ext4 without a journal makes creating files slow (only on such a file system)")
 	strategies := fs.String("strategies", strings.Join(cfg.Strategies, ","), "strategies to run (baseline needs rls)")
 	workloads := fs.String("workloads", strings.Join(cfg.Workloads, ","), "workloads to run")
 	fs.StringVar(&cfg.Dir, "dir", "", "put the cluster under `DIR` (default: a temporary directory)")

@@ -130,9 +130,14 @@ func psql() (string, error) {
 // before the first pass, emptied after the others); then the tenant
 // script applied to each as the owner role, by MigrateParallelism psql
 // processes each taking an equal share of them, timed from the first
-// process's start to the last one's exit; then the fresh objects dropped,
-// (and for schemas their database vacuumed), untimed. It records
-// <strategy>.migrate_script_<when>_s.
+// process's start to the last one's exit. It records
+// <strategy>.migrate_script_<when>_s. Untimed after it: fresh schemas are
+// kept, each pass making its own, until the last pass ("goose") drops
+// them all and vacuums their database — dropping them in between would
+// leave their files to be unlinked in a later timed phase (settle.go);
+// fresh databases get an empty public schema after the passes before and
+// after migrate (the filled one renamed, kept), and are dropped after the
+// last.
 func (h *harness) migrateScript(ctx context.Context, d *deployment, when string) error {
 	script, err := TenantScript()
 	if err != nil {
@@ -145,7 +150,7 @@ func (h *harness) migrateScript(ctx context.Context, d *deployment, when string)
 	n := len(d.tenants)
 	names := make([]string, n)
 	for i := range names {
-		names[i] = fmt.Sprintf("ddl_anchor_%04d", i)
+		names[i] = fmt.Sprintf("ddl_anchor_%s_%04d", when, i)
 	}
 	owner := pgx.Identifier{isolation.OwnerRole}.Sanitize()
 	// Each psql script: a share of the targets, each target its
@@ -163,11 +168,21 @@ func (h *harness) migrateScript(ctx context.Context, d *deployment, when string)
 			return h.exec(ctx, d.db, `CREATE SCHEMA `+pgx.Identifier{name}.Sanitize()+` AUTHORIZATION `+owner)
 		}
 		drop = func(ctx context.Context, name string) error {
-			return h.exec(ctx, d.db, `DROP SCHEMA `+pgx.Identifier{name}.Sanitize()+` CASCADE`)
+			if when != "goose" {
+				return nil // kept, dropped with the last pass's below
+			}
+			for _, w := range anchorPasses {
+				n := strings.Replace(name, "_goose_", "_"+w+"_", 1)
+				if err := h.exec(ctx, d.db, `DROP SCHEMA IF EXISTS `+pgx.Identifier{n}.Sanitize()+` CASCADE`); err != nil {
+					return err
+				}
+			}
+			return nil
 		}
 	case Database:
 		for i := range names {
-			names[i] = "bench_" + names[i]
+			// One set of databases for every pass.
+			names[i] = fmt.Sprintf("bench_ddl_anchor_%04d", i)
 		}
 		connectTo = "postgres"
 		header = func(name string) string {
@@ -178,8 +193,9 @@ func (h *harness) migrateScript(ctx context.Context, d *deployment, when string)
 		// Making and dropping a database costs more than the migration
 		// it anchors: the databases are made before the first pass and
 		// dropped after the last (deploy's order: before, after, goose),
-		// and in between emptied — their public schema made again and
-		// the catalogs vacuumed.
+		// and in between given an empty public schema — the filled one
+		// renamed out of the way, not dropped, so that no file of it is
+		// unlinked before the last pass (settle.go).
 		create = func(ctx context.Context, name string) error {
 			if when != "before" {
 				return nil
@@ -190,11 +206,8 @@ func (h *harness) migrateScript(ctx context.Context, d *deployment, when string)
 			if when == "goose" {
 				return h.exec(ctx, "postgres", `DROP DATABASE `+pgx.Identifier{name}.Sanitize())
 			}
-			if err := h.exec(ctx, name, `DROP SCHEMA public CASCADE; CREATE SCHEMA public AUTHORIZATION pg_database_owner; `+
-				`GRANT USAGE ON SCHEMA public TO PUBLIC`); err != nil {
-				return err
-			}
-			return h.exec(ctx, name, `VACUUM (ANALYZE)`)
+			return h.exec(ctx, name, `ALTER SCHEMA public RENAME TO `+pgx.Identifier{"anchor_" + when}.Sanitize()+`; `+
+				`CREATE SCHEMA public AUTHORIZATION pg_database_owner; GRANT USAGE ON SCHEMA public TO PUBLIC`)
 		}
 	default:
 		return fmt.Errorf("migration anchor of %s: no per-tenant storage", d.name)
@@ -269,7 +282,7 @@ func (h *harness) migrateScript(ctx context.Context, d *deployment, when string)
 		}
 		h.set(d.name+".migrate_goose_s", took.Seconds())
 		h.logf("%s: goose alone into %d fresh %ss in %s", d.name, n, d.name, took.Round(time.Millisecond))
-		return h.dropAnchor(ctx, d, each, drop)
+		return h.dropAnchor(ctx, d, when, each, drop)
 	}
 	begin := time.Now()
 	g, gctx := errgroup.WithContext(ctx)
@@ -291,18 +304,29 @@ func (h *harness) migrateScript(ctx context.Context, d *deployment, when string)
 	}
 	h.set(d.name+".migrate_script_"+when+"_s", took.Seconds())
 	h.logf("%s: the same DDL as psql scripts into %d fresh %ss in %s (%s migrate)", d.name, n, d.name, took.Round(time.Millisecond), when)
-	return h.dropAnchor(ctx, d, each, drop)
+	return h.dropAnchor(ctx, d, when, each, drop)
 }
 
-// dropAnchor drops the fresh schemas or databases of the anchor and, for
-// schemas, vacuums their database, so that the dead catalog rows of the
-// drops are not left to the next timed phase (as after the reset).
-func (h *harness) dropAnchor(ctx context.Context, d *deployment, each func(func(context.Context, string) error) error, drop func(context.Context, string) error) error {
+// dropAnchor drops (or, for databases before the last pass, empties) the
+// fresh schemas or databases of the anchor's pass when and, after the
+// last schemas, vacuums their database, so that the dead catalog rows of
+// the drops are not left to the next timed phase (as after the reset).
+func (h *harness) dropAnchor(ctx context.Context, d *deployment, when string, each func(func(context.Context, string) error) error, drop func(context.Context, string) error) error {
 	if err := each(drop); err != nil {
 		return fmt.Errorf("migration anchor: drop: %w", err)
 	}
-	if d.name == Schema {
-		return h.exec(ctx, d.db, `VACUUM (ANALYZE)`)
+	if d.name == Schema && when == "goose" {
+		if err := h.exec(ctx, d.db, `VACUUM (ANALYZE)`); err != nil {
+			return err
+		}
+		// Their files unlinked now, while the schema strategy's data
+		// set is loaded (no file made), rather than at a checkpoint in
+		// a later deployment's provisioning; no wait: nothing timed
+		// against an anchor follows.
+		return h.exec(ctx, d.db, `CHECKPOINT`)
 	}
 	return nil
 }
+
+// anchorPasses are the passes of migrateScript, in their order.
+var anchorPasses = []string{"before", "after", "goose"}

@@ -123,6 +123,11 @@ func (h *harness) deploy(ctx context.Context, name string) (*deployment, error) 
 		if err := h.phase(strategy+".reset", func() error { return h.reset(ctx, d) }); err != nil {
 			return d, err
 		}
+		// The reset's dropped tables unlinked now, not in the timed
+		// phases that follow (settle.go).
+		if err := h.phase(strategy+".settle", func() error { return h.settle(ctx, "the reset") }); err != nil {
+			return d, err
+		}
 		// The migration anchor before and after: whichever phase comes
 		// first after the reset runs slower on a busy machine, and the
 		// faster of the two anchors is the one migrate is held to.

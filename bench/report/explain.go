@@ -90,7 +90,25 @@ const migrateVsScript = "**Migrating against the same DDL as plain scripts.** Go
 	"tenant fewer besides 10.7 s against 9.0 s and 10.0 s against 8.8 s in two runs (1.18×, 1.14×). Databases, whose " +
 	"migration changed by one round trip only, measured 1.01×, 1.30×, 1.21× and 1.90× in the same four runs: their two " +
 	"anchors alone differed by up to 35 % within a run. Fewer round trips would need goose to batch its bookkeeping. On " +
-	"such a machine the ratio moves by tens of per cent from run to run: both anchors of the run are printed below the table."
+	"such a machine the ratio moves by tens of per cent from run to run: both anchors of the run are printed below the table. " +
+	"Nothing in goose's run grows with the number of schemas: at 1,000 and at 10,000 tenant schemas (32,000 and 320,000 " +
+	"relations), goose into 1,000 fresh schemas 4 at a time took 11.8–11.9 ms a schema against 10.4–10.8 ms for the scripts " +
+	"(1.12×), and 11.4–15.7 ms against 13.2–14.6 ms (about 1×), alternating, with the grants 10.6–14.5 ms; nor does a kept " +
+	"session slow down as it goes: 4,000 fresh schemas, 1,000 per session, among 660,000 relations took 9.5 ms a schema, " +
+	"9.7 ms in the first tenth and 9.4 ms in the last (the scripts 11.1 ms). Goose's own statements stay small at 10,000 " +
+	"schemas: the version table lookup 0.03 ms, each version row 0.11 ms, the listing of a schema's tables for the grants " +
+	"0.14 ms and the grants 0.10 ms. What does grow is " +
+	"the file system's work: PostgreSQL unlinks a dropped relation's files at the next checkpoint, and ext4 without a " +
+	"journal (this machine's) then passes over every inode freed in the last minutes each time it creates a file. Right " +
+	"after a checkpoint had unlinked some 400,000 files, goose took 35 ms a schema, 19–23 ms in the next minutes and 8.5–8.9 " +
+	"ms after six (the scripts 8.7 ms then), with 21–23 % of the server's CPU time in the kernel's recently_deleted; " +
+	"the scripts suffer alike: in turns right after a checkpoint that unlinked some 100,000 files, the scripts took 43.5 " +
+	"and 26.3 ms a schema and goose 30.1 and 24.3 ms, six minutes later 11.0 and 10.7 ms against 13.6 and 12.8 ms " +
+	"(`go run ./bench/migscale`); " +
+	"whichever migration phase came after such a checkpoint (from the reset or an anchor pass dropping its schemas) was the " +
+	"slow one — 81 s and 147 s for the same scripts before and after migrate in one run of make bench/scale, 168 s for " +
+	"migrate and 176 s for goose alone. The bench now checkpoints after the reset and waits that window out, and keeps the " +
+	"anchors' schemas until the last pass (settings: before timed migrations)."
 
 // explain returns the explanations of the missed targets, one paragraph
 // each, or "".

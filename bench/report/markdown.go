@@ -89,8 +89,9 @@ func Markdown(r *Results) string {
 	p("Migrating is timed as `bulkhead migrate` runs it (the control plane's `Migrate`, isolation.migrate_parallelism tenants at a time) on every tenant taken back to version 0. ")
 	p("Its anchor, in the same run and on the same server: the Up part of the same tenant migration files, read from the embedded files into one plain SQL script ")
 	p("(goose's transactional migrations each between BEGIN and COMMIT, the NO TRANSACTION one in autocommit), applied by psql as the owner role to as many fresh schemas (search_path set to each) ")
-	p("or fresh databases (`\\connect` to each) as there are tenants, by as many psql processes as the migrate parallelism, each taking an equal share. Untimed around each pass: fresh schemas are made before it and dropped after it; fresh databases are made once, before the first pass, emptied between passes (their public schema made again, their catalogs vacuumed) and dropped after the last. ")
-	p("The scripts are timed right before migrate and right after it, and the faster of the two is the anchor (the first timed phase after the reset is the slower one on a busy machine): ")
+	p("or fresh databases (`\\connect` to each) as there are tenants, by as many psql processes as the migrate parallelism, each taking an equal share. Untimed around each pass: fresh schemas are made before it and kept until the last pass (goose alone, below), then all dropped; fresh databases are made once, before the first pass, emptied between passes (their filled public schema renamed, kept, and an empty one made) and dropped after the last. ")
+	p("Dropped relations' files are unlinked at a checkpoint, and some file systems make creating files slow for minutes after many were removed: the reset is followed by a checkpoint and, there, a wait (settings: before timed migrations), so that no timed migration phase pays for the drops of another. ")
+	p("The scripts are timed right before migrate and right after it, and the faster of the two is the anchor: ")
 	for _, s := range []string{"schema", "database"} {
 		if _, ok := r.Get(s + ".migrate_script_before_s"); ok {
 			p("%s %s s before, %s s after; ", s, r.cell(s+".migrate_script_before_s"), r.cell(s+".migrate_script_after_s"))
