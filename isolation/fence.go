@@ -78,13 +78,17 @@ func FenceStatement(t Tenant) (string, error) {
 }
 
 // fenceDatabaseBody is the body of enter_database: the lock, then the
-// mark Close leaves on the database.
+// mark Close leaves on the database, read from pg_shdescription itself (a
+// query the session plans once; shobj_description's, a SQL function's,
+// would be planned again in every transaction).
 var fenceDatabaseBody = `
 BEGIN
     PERFORM pg_catalog.pg_advisory_xact_lock_shared(class, key);
-    IF pg_catalog.shobj_description((SELECT d.oid FROM pg_catalog.pg_database d
-                                     WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()),
-                                    'pg_database') OPERATOR(pg_catalog.=) ` + quoteLiteral(MovedMark) + ` THEN
+    IF EXISTS (SELECT FROM pg_catalog.pg_shdescription d
+               WHERE d.objoid OPERATOR(pg_catalog.=) (SELECT db.oid FROM pg_catalog.pg_database db
+                                                       WHERE db.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())
+                 AND d.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_database'::pg_catalog.regclass
+                 AND d.description OPERATOR(pg_catalog.=) ` + quoteLiteral(MovedMark) + `) THEN
         RAISE EXCEPTION 'tenant moved' USING ERRCODE = '` + MovedCode + `';
     END IF;
 END

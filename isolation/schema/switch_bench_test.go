@@ -25,7 +25,8 @@ import (
 // connection: the same tenant again (same-tenant); another tenant each
 // time, each seen before by the backend (other-tenant-warm: PostgreSQL
 // analyses and plans the cached statement again for the new search_path
-// and role); the same with a statement of each tenant's own
+// and role); the same behind the move fence (other-tenant-warm-fenced);
+// the same with a statement of each tenant's own
 // (other-tenant-warm-own-statement: what per-tenant statements would
 // save); and each tenant for the first time on a new backend (first-touch:
 // cold relation and catalog caches). BULKHEAD_BENCH_TENANTS sets how many
@@ -93,6 +94,37 @@ func BenchmarkTenantSwitch(b *testing.B) {
 		for b.Loop() {
 			i++
 			read(b, f.tenants[i%n], finops.AccountStatement)
+		}
+		perOp(b, cpu(b, f.app)-start)
+	})
+	b.Run("other-tenant-warm-fenced", func(b *testing.B) {
+		// As the server reads: behind the move fence, whose function
+		// the backend calls under each tenant's search_path in turn.
+		fenced := func(b *testing.B, tn isolation.Tenant) {
+			stmt, err := isolation.FenceStatement(tn)
+			if err != nil {
+				b.Fatal(err)
+			}
+			err = f.strategy.Run(isolation.WithStatements(isolation.OneRead(ctx), stmt), tn, func(tx pgx.Tx) error {
+				rows, err := tx.Query(ctx, finops.AccountStatement, tn.ID, uuid.Nil)
+				if err != nil {
+					return err
+				}
+				rows.Close()
+				return rows.Err()
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		for _, tn := range f.tenants {
+			fenced(b, tn)
+		}
+		start := cpu(b, f.app)
+		i := 0
+		for b.Loop() {
+			i++
+			fenced(b, f.tenants[i%n])
 		}
 		perOp(b, cpu(b, f.app)-start)
 	})

@@ -46,14 +46,24 @@ REVOKE ALL ON FUNCTION bulkhead_fence.enter_shared(uuid, integer, integer) FROM 
 GRANT EXECUTE ON FUNCTION bulkhead_fence.enter_shared(uuid, integer, integer) TO bulkhead_app;
 
 -- +goose StatementBegin
+-- Its own search_path: a tenant's transaction calls it under the tenant's
+-- search_path, and a session keeps a function's query plans only while
+-- the search_path they were made under holds — every call from another
+-- tenant would plan them again.
 CREATE FUNCTION bulkhead_fence.enter_schema(placement text, class integer, key integer) RETURNS void
-LANGUAGE plpgsql VOLATILE AS $$
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     ns oid;
 BEGIN
     PERFORM pg_catalog.pg_advisory_xact_lock_shared(class, key);
     ns := pg_catalog.to_regnamespace(placement);
-    IF ns IS NULL OR pg_catalog.obj_description(ns, 'pg_namespace') OPERATOR(pg_catalog.=) 'bulkhead: tenant moved out' THEN
+    -- pg_description itself, not obj_description: a SQL function's query
+    -- is planned again in every transaction, this one once a session.
+    IF ns IS NULL OR EXISTS (SELECT FROM pg_catalog.pg_description d
+                             WHERE d.objoid OPERATOR(pg_catalog.=) ns
+                               AND d.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_namespace'::pg_catalog.regclass
+                               AND d.objsubid OPERATOR(pg_catalog.=) 0
+                               AND d.description OPERATOR(pg_catalog.=) 'bulkhead: tenant moved out') THEN
         RAISE EXCEPTION 'tenant moved' USING ERRCODE = 'BH001';
     END IF;
 END
