@@ -173,7 +173,11 @@ func (tx *oneReadTx) send(ctx context.Context, sql string, args []any) (pgx.Rows
 	// Each control statement's description (when it was prepared here),
 	// then its result, in the order sent.
 	next := 0
-	for _, s := range append([]string{"BEGIN READ ONLY"}, tx.bind...) {
+	for i := -1; i < len(tx.bind); i++ {
+		s := "BEGIN READ ONLY"
+		if i >= 0 {
+			s = tx.bind[i]
+		}
 		if next < len(first) && first[next] == s {
 			next++
 			if err := tx.keepControl(s); err != nil {

@@ -22,6 +22,26 @@ func fenced(ctx context.Context, b bundle, tn isolation.Tenant, fn func(pgx.Tx) 
 	return b.reg.Run(isolation.WithStatements(ctx, stmt), tn, fn)
 }
 
+// acme returns the bundle's tenant as the control plane records it, and
+// its strategy as an isolation.OwnerRunner.
+func acme(ctx context.Context, t *testing.T, b bundle) (isolation.Tenant, isolation.Strategy, isolation.OwnerRunner) {
+	t.Helper()
+	rec, err := b.env.Control.Tenant(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn := rec.Isolated()
+	s, err := b.reg.Named(tn.Strategy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner, ok := s.(isolation.OwnerRunner)
+	if !ok {
+		t.Fatalf("the %s strategy cannot run owner transactions", tn.Strategy)
+	}
+	return tn, s, owner
+}
+
 // fenceLock returns the pg_locks classid and objid of tn's fence lock.
 func fenceLock(t *testing.T, tn isolation.Tenant) (int64, int64) {
 	t.Helper()
@@ -49,16 +69,12 @@ func TestFenceHoldsEveryPlacement(t *testing.T) {
 			b := setup(t, strategy)
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			rec, err := b.env.Control.Tenant(ctx, "acme")
-			if err != nil {
-				t.Fatal(err)
-			}
-			tn := rec.Isolated()
+			tn, _, owner := acme(ctx, t, b)
 			class, objid := fenceLock(t, tn)
 
 			// Held shared, in the tenant's own transaction.
 			var held int
-			err = fenced(ctx, b, tn, func(tx pgx.Tx) error {
+			err := fenced(ctx, b, tn, func(tx pgx.Tx) error {
 				return tx.QueryRow(ctx, `SELECT count(*) FROM pg_locks
 					WHERE locktype = 'advisory' AND mode = 'ShareLock' AND granted
 					  AND pid = pg_backend_pid() AND classid = $1::bigint::oid AND objid = $2::bigint::oid`, class, objid).Scan(&held)
@@ -72,14 +88,6 @@ func TestFenceHoldsEveryPlacement(t *testing.T) {
 
 			// A cut-over holds it: a new transaction waits, then is
 			// refused once the cut-over closes the placement.
-			s, err := b.reg.Named(strategy)
-			if err != nil {
-				t.Fatal(err)
-			}
-			owner, ok := s.(isolation.OwnerRunner)
-			if !ok {
-				t.Fatalf("the %s strategy cannot run owner transactions", strategy)
-			}
 			ran := make(chan struct{}, 1)
 			done := make(chan error, 1)
 			err = owner.RunOwner(ctx, tn, func(tx pgx.Tx) error {
@@ -146,16 +154,8 @@ func TestFenceFailsClosedWithoutItsFunction(t *testing.T) {
 	b := setup(t, isolation.Database)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	rec, err := b.env.Control.Tenant(ctx, "acme")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tn := rec.Isolated()
-	s, err := b.reg.Named(isolation.Database)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = s.(isolation.OwnerRunner).RunOwner(ctx, tn, func(tx pgx.Tx) error {
+	tn, s, owner := acme(ctx, t, b)
+	err := owner.RunOwner(ctx, tn, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `DROP SCHEMA `+isolation.FenceSchema+` CASCADE`)
 		return err
 	})
