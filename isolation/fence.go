@@ -12,6 +12,7 @@ import (
 	"hash/fnv"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -35,12 +36,19 @@ var ErrMoved = errors.New("tenant moved to another placement")
 // so that they never meet the one-key locks used elsewhere.
 const fenceClass = 0x42484d56 // "BHMV"
 
-// FenceKey is the advisory lock of t's fence: every tenant transaction
-// holds it shared, a mover's cut-over exclusive, in t's storage.
+// FenceKey is the advisory lock of t's fence, as the two keys of
+// pg_advisory_xact_lock(int, int) in SQL: every tenant transaction holds
+// it shared, a mover's cut-over exclusive, in t's storage.
 func FenceKey(id uuid.UUID) string {
+	class, key := fenceKeys(id)
+	return strconv.Itoa(int(class)) + ", " + strconv.Itoa(int(key))
+}
+
+// fenceKeys are the two keys of FenceKey.
+func fenceKeys(id uuid.UUID) (class, key int32) {
 	h := fnv.New32a()
 	h.Write(id[:])
-	return strconv.Itoa(fenceClass) + ", " + strconv.Itoa(int(int32(h.Sum32())))
+	return fenceClass, int32(h.Sum32())
 }
 
 // FenceSchema is the schema of the fence's functions, in the control
@@ -48,32 +56,50 @@ func FenceKey(id uuid.UUID) string {
 // in every tenant database (FenceDatabaseDDL).
 const FenceSchema = "bulkhead_fence"
 
-// FenceStatement is the statement that, run first in every transaction
-// bound to t, takes t's fence lock shared (waiting while a move cuts over)
-// and raises MovedCode when t's storage is no longer where t is served:
-// for shared tables the control plane, which lives in the same database,
-// says where t is; a schema or database of its own carries MovedMark. It
-// calls the function of t's kind of storage in FenceSchema, which a
-// session compiles once (an anonymous block would be compiled, and its
-// query planned, on every transaction), with t's parsed id, derived names
-// and FenceKey only.
-func FenceStatement(t Tenant) (string, error) {
+// FenceStep is the step that, run first in every transaction bound to t
+// after the binding, takes t's fence lock shared (waiting while a move
+// cuts over) and raises MovedCode when t's storage is no longer where t
+// is served: for shared tables the control plane, which lives in the same
+// database, says where t is; a schema or database of its own carries
+// MovedMark. It calls the function of t's kind of storage in FenceSchema,
+// which a session compiles once (an anonymous block would be compiled,
+// and its query planned, on every transaction), with t's parsed id,
+// derived names and fence keys only.
+func FenceStep(t Tenant) (Step, error) {
 	if t.ID == uuid.Nil {
-		return "", ErrNoTenant
+		return Step{}, ErrNoTenant
 	}
-	key := FenceKey(t.ID)
+	class, key := fenceKeys(t.ID)
+	keys := []string{strconv.Itoa(int(class)), strconv.Itoa(int(key))}
+	var args []string
 	switch t.Strategy {
 	case RLS:
-		return "SELECT " + FenceSchema + ".enter_shared('" + t.ID.String() + "', " + key + ")", nil
+		args = append([]string{t.ID.String()}, keys...)
+		return fenceCall("enter_shared", args), nil
 	case Schema:
 		if t.Placement == "" {
-			return "", fmt.Errorf("fence %s: no schema recorded", t)
+			return Step{}, fmt.Errorf("fence %s: no schema recorded", t)
 		}
-		return "SELECT " + FenceSchema + ".enter_schema(" + quoteLiteral(t.Placement) + ", " + key + ")", nil
+		return fenceCall("enter_schema", append([]string{t.Placement}, keys...)), nil
 	case Database:
-		return "SELECT " + FenceSchema + ".enter_database(" + key + ")", nil
+		return fenceCall("enter_database", keys), nil
 	default:
-		return "", &UnknownStrategyError{Name: t.Strategy}
+		return Step{}, &UnknownStrategyError{Name: t.Strategy}
+	}
+}
+
+// fenceCall is the step calling function fn of FenceSchema with args, all
+// of them derived (a parsed UUID, a derived name, integers).
+func fenceCall(fn string, args []string) Step {
+	quoted := make([]string, len(args))
+	for i, a := range args {
+		quoted[i] = quoteLiteral(a)
+	}
+	call := FenceSchema + "." + fn
+	return Step{
+		SQL:  "SELECT " + call + "(" + strings.Join(quoted, ", ") + ")",
+		Call: call + "(" + strings.TrimSuffix(strings.Repeat("?, ", len(args)), ", ") + ")",
+		Args: args,
 	}
 }
 
@@ -224,20 +250,29 @@ type OwnerRunner interface {
 	RunOwner(ctx context.Context, t Tenant, fn func(pgx.Tx) error) error
 }
 
-// Statements of the context (WithStatements) run in a transaction's BEGIN.
+// Steps of the context (WithSteps) run in a transaction's BEGIN.
 type statementsKey struct{}
 
-// WithStatements returns ctx carrying stmts after those it carries
-// already: the transactions Run opens under it run them in their BEGIN,
-// after the binding and the bounds (BindRun). A statement that must come
-// before any query (SET TRANSACTION ISOLATION LEVEL) goes there rather
-// than first in fn, since the move fence's statement is a query. They must
-// be built from trusted, derived text only.
-func WithStatements(ctx context.Context, stmts ...string) context.Context {
-	return context.WithValue(ctx, statementsKey{}, append(slices.Clip(statementsFrom(ctx)), stmts...))
+// WithSteps returns ctx carrying steps after those it carries already:
+// the transactions Run opens under it run them in their BEGIN, after the
+// binding and the bounds (BindRun).
+func WithSteps(ctx context.Context, steps ...Step) context.Context {
+	return context.WithValue(ctx, statementsKey{}, append(slices.Clip(statementsFrom(ctx)), steps...))
 }
 
-func statementsFrom(ctx context.Context) []string {
-	s, _ := ctx.Value(statementsKey{}).([]string)
+// WithStatements is WithSteps of statements of their own (Statement). A
+// statement that must come before any query (SET TRANSACTION ISOLATION
+// LEVEL) goes there rather than first in fn, since the move fence's step
+// is a query. They must be built from trusted, derived text only.
+func WithStatements(ctx context.Context, stmts ...string) context.Context {
+	steps := make([]Step, len(stmts))
+	for i, s := range stmts {
+		steps[i] = Statement(s)
+	}
+	return WithSteps(ctx, steps...)
+}
+
+func statementsFrom(ctx context.Context) []Step {
+	s, _ := ctx.Value(statementsKey{}).([]Step)
 	return s
 }

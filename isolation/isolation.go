@@ -13,7 +13,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -134,30 +133,20 @@ func (e *UnknownStrategyError) Error() string {
 	return fmt.Sprintf("unknown isolation strategy %q", e.Name)
 }
 
-// BeginQuery is the statement string that opens a transaction bound to id.
-// It is sent as one simple-protocol message, so the binding costs no round
-// trip of its own, and the binding stays a statement of its own (Citus
-// propagates SET LOCAL but not set_config). id is a parsed UUID: its text
-// form cannot carry a quote.
-func BeginQuery(id uuid.UUID, extra ...string) string {
-	q := "BEGIN; SET LOCAL " + Setting + " = '" + id.String() + "'"
+// BeginQuery is the statement string that opens a transaction bound to id,
+// then runs the steps extra. It is sent as one simple-protocol message, so
+// the binding costs no round trip of its own, and the binding stays a
+// statement of its own (Citus propagates SET LOCAL but not set_config).
+func BeginQuery(id uuid.UUID, extra ...Step) string {
+	q := "BEGIN; " + TenantStep(id).SQL
 	for _, s := range extra {
-		q += "; " + s
+		q += "; " + s.SQL
 	}
 	return q
 }
 
-// SearchPath is the SET LOCAL statement of a binding's search_path: the
-// schema of the tenant's tables, then the session's temporary schema,
-// explicitly last. Unnamed, pg_temp would be searched first, and a
-// temporary table named like a tenant table would shadow it for the rest
-// of the pooled session. Every strategy binds with it.
-func SearchPath(schema string) string {
-	return "SET LOCAL search_path = " + pgx.Identifier{schema}.Sanitize() + ", pg_temp"
-}
-
 // Bind returns the transaction options that bind id, for pgx.BeginTx.
-func Bind(id uuid.UUID, extra ...string) (pgx.TxOptions, error) {
+func Bind(id uuid.UUID, extra ...Step) (pgx.TxOptions, error) {
 	if id == uuid.Nil {
 		return pgx.TxOptions{}, ErrNoTenant
 	}
@@ -165,11 +154,11 @@ func Bind(id uuid.UUID, extra ...string) (pgx.TxOptions, error) {
 }
 
 // BindRun returns the options of a transaction Strategy.Run opens for id:
-// Bind's, with the strategy's own statements (extra), then the
-// statements of the Bounds ctx carries (WithBounds), then those of
-// WithStatements (the move fence). They all travel in the
-// one BEGIN message, so the bounds cost no round trip either.
-func BindRun(ctx context.Context, id uuid.UUID, extra ...string) (pgx.TxOptions, error) {
+// Bind's, with the strategy's own steps (extra), then the steps of the
+// Bounds ctx carries (WithBounds), then those of WithStatements (the move
+// fence). They all travel in the one BEGIN message, so the bounds cost no
+// round trip either.
+func BindRun(ctx context.Context, id uuid.UUID, extra ...Step) (pgx.TxOptions, error) {
 	bind, err := BindStatements(ctx, id, extra...)
 	if err != nil {
 		return pgx.TxOptions{}, err
@@ -177,19 +166,18 @@ func BindRun(ctx context.Context, id uuid.UUID, extra ...string) (pgx.TxOptions,
 	return BeginOptions(bind), nil
 }
 
-// BindStatements returns the statements that follow BEGIN in the
-// transaction Strategy.Run opens for id, those of BindRun's BeginQuery one
-// by one: the binding, the strategy's own (extra), the Bounds ctx
-// carries, then those of WithStatements (the move fence). RunOn sends
-// them.
-func BindStatements(ctx context.Context, id uuid.UUID, extra ...string) ([]string, error) {
+// BindStatements returns the steps that follow BEGIN in the transaction
+// Strategy.Run opens for id, those of BindRun's BeginQuery one by one: the
+// binding, the strategy's own (extra), the Bounds ctx carries, then those
+// of WithStatements (the move fence). RunOn sends them.
+func BindStatements(ctx context.Context, id uuid.UUID, extra ...Step) ([]Step, error) {
 	if id == uuid.Nil {
 		return nil, ErrNoTenant
 	}
 	b, _ := BoundsFrom(ctx)
-	out := []string{"SET LOCAL " + Setting + " = '" + id.String() + "'"}
+	out := []Step{TenantStep(id)}
 	out = append(out, extra...)
-	out = append(out, b.Statements()...)
+	out = append(out, b.Steps()...)
 	return append(out, statementsFrom(ctx)...), nil
 }
 
@@ -211,12 +199,11 @@ type Bounds struct {
 	IdleInTransaction time.Duration
 }
 
-// Statements returns the SET LOCAL statements of b, in a fixed order. The
-// values are whole milliseconds formatted here, never input; a positive
-// duration below a millisecond is one millisecond (0 would turn the
-// timeout off).
-func (b Bounds) Statements() []string {
-	var out []string
+// Steps returns the steps setting b, in a fixed order. The values are
+// whole milliseconds formatted here, never input; a positive duration
+// below a millisecond is one millisecond (0 would turn the timeout off).
+func (b Bounds) Steps() []Step {
+	var out []Step
 	for _, s := range []struct {
 		name string
 		d    time.Duration
@@ -226,12 +213,14 @@ func (b Bounds) Statements() []string {
 		{"idle_in_transaction_session_timeout", b.IdleInTransaction},
 	} {
 		if s.d > 0 {
-			ms := max(s.d.Milliseconds(), 1)
-			out = append(out, "SET LOCAL "+s.name+" = "+strconv.FormatInt(ms, 10))
+			out = append(out, setMillis(s.name, max(s.d.Milliseconds(), 1)))
 		}
 	}
 	return out
 }
+
+// Statements returns the SET LOCAL statements of b (Steps).
+func (b Bounds) Statements() []string { return Statements(b.Steps()) }
 
 type boundsKey struct{}
 

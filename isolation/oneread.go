@@ -56,7 +56,7 @@ var ErrNotOneRead = errors.New("isolation: a OneRead run sends exactly one state
 // the statement and COMMIT travel with them (see OneRead). A failed
 // transaction is rolled back; should that fail too, the connection is left
 // in a transaction, which pgxpool destroys on release.
-func RunOn(ctx context.Context, conn *pgx.Conn, bind []string, fn func(pgx.Tx) error) error {
+func RunOn(ctx context.Context, conn *pgx.Conn, bind []Step, fn func(pgx.Tx) error) error {
 	if !IsOneRead(ctx) {
 		return pgx.BeginTxFunc(ctx, conn, BeginOptions(bind), fn)
 	}
@@ -76,16 +76,16 @@ func missingStatement(err error) bool {
 }
 
 // BeginOptions returns the options of a transaction that BEGINs with the
-// binding statements bind (BindStatements) in the same message.
-func BeginOptions(bind []string) pgx.TxOptions {
-	return pgx.TxOptions{BeginQuery: "BEGIN; " + strings.Join(bind, "; ")}
+// binding's steps bind (BindStatements) in the same message.
+func BeginOptions(bind []Step) pgx.TxOptions {
+	return pgx.TxOptions{BeginQuery: "BEGIN; " + strings.Join(Statements(bind), "; ")}
 }
 
 // oneReadTx is the pgx.Tx of a OneRead run: its first statement sends the
 // whole transaction.
 type oneReadTx struct {
 	conn *pgx.Conn
-	bind []string
+	bind []Step
 	sql  string // the one statement, once sent
 	// commitFresh: COMMIT was prepared in this pipeline, and its
 	// description comes before its result.
@@ -134,26 +134,27 @@ func (tx *oneReadTx) send(ctx context.Context, sql string, args []any) (pgx.Rows
 	pipe := tx.conn.PgConn().StartPipeline(ctx)
 	tx.pipe = pipe
 	// The transaction's own statements (BEGIN, the binding, the bounds,
-	// the fence, COMMIT) are the same text on every read of a tenant, most
-	// on every read at all: a direct connection prepares them as it meets
+	// the fence, COMMIT) are the same text on every read, the binding's
+	// steps folded into one SELECT with the tenant's values as its
+	// arguments (fold): a direct connection prepares them as it meets
 	// them, up to maxControl of them, and then sends only their Bind and
 	// Execute — no parse, no analysis, no plan.
 	var fresh []string // prepared in this pipeline, in order
-	sendControl := func(s string) {
+	sendControl := func(c control) {
 		switch {
-		case direct && (data[controlKey(s)] != nil || slices.Contains(fresh, s)):
-			pipe.SendQueryPrepared(controlName(s), nil, nil, nil)
+		case direct && (data[controlKey(c.sql)] != nil || slices.Contains(fresh, c.sql)):
+			pipe.SendQueryPrepared(controlName(c.sql), c.args, nil, nil)
 		case direct && controlCount(data)+len(fresh) < maxControl:
-			fresh = append(fresh, s)
-			pipe.SendPrepare(controlName(s), s, nil)
-			pipe.SendQueryPrepared(controlName(s), nil, nil, nil)
+			fresh = append(fresh, c.sql)
+			pipe.SendPrepare(controlName(c.sql), c.sql, nil)
+			pipe.SendQueryPrepared(controlName(c.sql), c.args, nil, nil)
 		default:
-			pipe.SendQueryParams(s, nil, nil, nil, nil)
+			pipe.SendQueryParams(c.sql, c.args, nil, nil, nil)
 		}
 	}
-	sendControl("BEGIN READ ONLY")
-	for _, s := range tx.bind {
-		sendControl(s)
+	opening := append([]control{{sql: "BEGIN READ ONLY"}}, controls(tx.bind)...)
+	for _, c := range opening {
+		sendControl(c)
 	}
 	first := fresh // those whose descriptions come before the statement's
 	switch {
@@ -165,7 +166,7 @@ func (tx *oneReadTx) send(ctx context.Context, sql string, args []any) (pgx.Rows
 	default:
 		pipe.SendQueryParams(sql, eqb.ParamValues, nil, eqb.ParamFormats, eqb.ResultFormats)
 	}
-	sendControl("COMMIT")
+	sendControl(control{sql: "COMMIT"})
 	tx.commitFresh = len(fresh) > len(first)
 	if err := pipe.Sync(); err != nil {
 		return nil, err
@@ -173,14 +174,10 @@ func (tx *oneReadTx) send(ctx context.Context, sql string, args []any) (pgx.Rows
 	// Each control statement's description (when it was prepared here),
 	// then its result, in the order sent.
 	next := 0
-	for i := -1; i < len(tx.bind); i++ {
-		s := "BEGIN READ ONLY"
-		if i >= 0 {
-			s = tx.bind[i]
-		}
-		if next < len(first) && first[next] == s {
+	for _, c := range opening {
+		if next < len(first) && first[next] == c.sql {
 			next++
-			if err := tx.keepControl(s); err != nil {
+			if err := tx.keepControl(c.sql); err != nil {
 				return nil, err
 			}
 		}
@@ -212,6 +209,27 @@ func (tx *oneReadTx) send(ctx context.Context, sql string, args []any) (pgx.Rows
 	}
 	tx.rows = pgx.RowsFromResultReader(tx.conn.TypeMap(), rr)
 	return tx.rows, nil
+}
+
+// A control is one of the statements a one-statement read sends around its
+// own: BEGIN, the binding's, COMMIT.
+type control struct {
+	sql  string
+	args [][]byte // in text, or nil
+}
+
+// controls returns the statements that send steps: one SELECT of their
+// calls when every step has one (fold), else each as a statement of its
+// own.
+func controls(steps []Step) []control {
+	if sql, args, ok := fold(steps); ok {
+		return []control{{sql: sql, args: args}}
+	}
+	out := make([]control, len(steps))
+	for i, s := range steps {
+		out[i] = control{sql: s.SQL}
+	}
+	return out
 }
 
 // maxStatements bounds the statements one connection keeps prepared for

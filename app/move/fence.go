@@ -16,7 +16,7 @@ import (
 
 // Fence is the Runner all tenant work goes through: it runs every tenant
 // transaction, through the Registry's run policy, behind its tenant's move
-// fence (isolation.FenceStatement, in the transaction's BEGIN), so that a
+// fence (isolation.FenceStep, in the transaction's BEGIN), so that a
 // move's cut-over pauses it, and a transaction routed to a placement the
 // tenant has left runs again on the placement the control plane now
 // records, before anything ran. Tenants of a strategy the fence does not
@@ -50,11 +50,11 @@ func (f *Fence) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) err
 		if !isolation.Fenceable(t.Strategy) {
 			return f.strategies.Run(ctx, t, fn, opts...)
 		}
-		stmt, err := isolation.FenceStatement(t)
+		stmt, err := isolation.FenceStep(t)
 		if err != nil {
 			return err
 		}
-		err = f.strategies.Run(isolation.WithStatements(ctx, stmt), t, fn, opts...)
+		err = f.strategies.Run(isolation.WithSteps(ctx, stmt), t, fn, opts...)
 		if err == nil || !gone(err) || ctx.Err() != nil {
 			return err
 		}

@@ -15,11 +15,11 @@ import (
 // fenced runs fn bound to tn behind its fence, through the registry
 // itself: a refusal comes back rather than being followed.
 func fenced(ctx context.Context, b bundle, tn isolation.Tenant, fn func(pgx.Tx) error) error {
-	stmt, err := isolation.FenceStatement(tn)
+	stmt, err := isolation.FenceStep(tn)
 	if err != nil {
 		return err
 	}
-	return b.reg.Run(isolation.WithStatements(ctx, stmt), tn, fn)
+	return b.reg.Run(isolation.WithSteps(ctx, stmt), tn, fn)
 }
 
 // acme returns the bundle's tenant as the control plane records it, and

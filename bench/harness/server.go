@@ -161,5 +161,5 @@ func (b *noTenancy) Run(ctx context.Context, _ isolation.Tenant, fn func(pgx.Tx)
 		return err
 	}
 	defer conn.Release()
-	return isolation.MarkStale(isolation.RunOn(ctx, conn.Conn(), bounds.Statements(), fn))
+	return isolation.MarkStale(isolation.RunOn(ctx, conn.Conn(), bounds.Steps(), fn))
 }

@@ -19,8 +19,9 @@ var explanations = []struct{ prefix, text string }{
 		"no index-only scan lost (`TestLargeReadsUnderRLSAddOnlyAOneTimeCheck` in app/finops holds every large read to that). What is left is " +
 		"the `Result` node's pass-through per row, visible only on the summary's thousands of rows: 5–7 % of the backend CPU of a month's " +
 		"summary of 17,000 items, 4 % of a sequential scan's (`BenchmarkSummaryUnderRLS` in app/finops, backend CPU time, median of 80), " +
-		"and the `SET LOCAL` parsed with BEGIN. Around the plans, every tenant transaction (not the baseline's) also starts with the " +
-		"live-move fence (`isolation.FenceStatement`: the tenant's fence lock taken shared, then a check that the tenant has not moved), " +
+		"and the binding: two set_config calls more in the one prepared statement that also sets the bounds (the baseline's has the bounds alone). " +
+		"Around the plans, every tenant transaction (not the baseline's) also starts with the " +
+		"live-move fence (`isolation.FenceStep`: the tenant's fence lock taken shared, then a check that the tenant has not moved), " +
 		"a call of a PL/pgSQL function of schema `bulkhead_fence` that each session compiles once and whose query plan it keeps " +
 		"(pgbench, one message per transaction, one client: 0.063 ms with no fence, 0.064–0.068 ms with the lock alone, 0.072–0.078 ms " +
 		"with the function; the anonymous `DO` block it replaced, compiled and planned on every transaction, took 0.117–0.120 ms). " +

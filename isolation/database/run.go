@@ -110,7 +110,7 @@ func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) 
 // isolation.OneRead the BEGIN travels with the statement, and the
 // connection found dead by it is retried likewise: a read-only
 // transaction changed nothing, whatever ran.
-func (s *Strategy) runOn(ctx context.Context, p *tenantPool, conn *pgxpool.Conn, bind []string, fn func(pgx.Tx) error, mayRetry bool) (retry bool, err error) {
+func (s *Strategy) runOn(ctx context.Context, p *tenantPool, conn *pgxpool.Conn, bind []isolation.Step, fn func(pgx.Tx) error, mayRetry bool) (retry bool, err error) {
 	defer s.release(p, conn)
 	if isolation.IsOneRead(ctx) {
 		err := isolation.RunOn(ctx, conn.Conn(), bind, fn)

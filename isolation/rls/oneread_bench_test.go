@@ -29,7 +29,7 @@ func BenchmarkOneReadShapes(b *testing.B) {
 		return err
 	}
 	f.db.Exec(b, `INSERT INTO bulkhead.tenants (id, slug, name, isolation, status) VALUES ($1, $2, $2, 'rls', 'active')`, f.a.ID, f.a.Slug)
-	fence, err := isolation.FenceStatement(f.a)
+	fence, err := isolation.FenceStep(f.a)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -50,7 +50,7 @@ func BenchmarkOneReadShapes(b *testing.B) {
 			return f.strategy.Run(isolation.OneRead(isolation.WithBounds(ctx, bounds)), f.a, read)
 		}},
 		{"oneread_bounded_fenced", func() error {
-			return f.strategy.Run(isolation.WithStatements(isolation.OneRead(isolation.WithBounds(ctx, bounds)), fence), f.a, read)
+			return f.strategy.Run(isolation.WithSteps(isolation.OneRead(isolation.WithBounds(ctx, bounds)), fence), f.a, read)
 		}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {

@@ -30,6 +30,9 @@ type Strategy struct {
 	app   *pgxpool.Pool
 	owner *pgxpool.Pool
 	opts  isolation.Options
+	// citus is whether the database is a Citus coordinator, whose
+	// workers see the binding only when it is SET LOCAL (Run).
+	citus isolation.CitusProbe
 }
 
 var (
@@ -73,6 +76,7 @@ func (s *Strategy) Setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.citus.Learn(citus)
 	if citus {
 		if err := isolation.DistributeTenantTables(ctx, s.owner, schema); err != nil {
 			return err
@@ -126,9 +130,11 @@ func (s *Strategy) Migrate(ctx context.Context, _ isolation.Tenant) (int64, erro
 var searchPath = isolation.SearchPath(schema)
 
 // Run runs fn in a transaction of the serving pool bound to t. The binding
-// is the SET LOCALs of the tenant setting and of searchPath, folded into
-// the transaction's BEGIN; under isolation.OneRead, the statement and the
-// COMMIT ride along too (isolation.RunOn). The connection is released in a
+// is the tenant setting and searchPath, set transaction-locally in the
+// transaction's BEGIN; under isolation.OneRead, the statement and the
+// COMMIT ride along too (isolation.RunOn), and the binding is one call of
+// set_config per setting, except on Citus, whose workers see only SET
+// LOCAL. The connection is released in a
 // deferred call, so a panic in fn returns it: rolled back, or else
 // destroyed by pgxpool rather than reused in a transaction.
 func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) error) error {
@@ -138,6 +144,13 @@ func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) 
 	bind, err := isolation.BindStatements(ctx, t.ID, searchPath)
 	if err != nil {
 		return err
+	}
+	citus, err := s.citus.Citus(ctx, s.app, s.opts.Citus)
+	if err != nil {
+		return err
+	}
+	if citus {
+		bind = isolation.Unfolded(bind)
 	}
 	conn, err := s.app.Acquire(ctx)
 	if err != nil {

@@ -132,7 +132,7 @@ ALTER TABLE accounts ALTER COLUMN name TYPE text;
 			}
 			var failed error
 			for _, tn := range []isolation.Tenant{a, b} {
-				opts, err := isolation.Bind(tn.ID, "SET LOCAL ROLE "+ident(tn), "SET LOCAL search_path = "+ident(tn))
+				opts, err := isolation.Bind(tn.ID, isolation.SetRole(schema.Name(tn.ID)), isolation.Statement("SET LOCAL search_path = "+ident(tn)))
 				if err != nil {
 					t.Fatal(err)
 				}

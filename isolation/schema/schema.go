@@ -21,7 +21,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -40,11 +39,10 @@ type Strategy struct {
 	// migrators migrate tenant schemas on owner sessions kept from one
 	// schema to the next; nil without the owner pool.
 	migrators *isolation.Migrators
-	// citus is set once Setup, Provision or Migrate found the database a
-	// Citus coordinator, or Run asked (onCitus): Run then keeps no worker
-	// connection past its transaction (see uncachedWorkerConns).
-	// citusKnown says citus has been learnt.
-	citus, citusKnown atomic.Bool
+	// citus is whether the database is a Citus coordinator: on one, Run
+	// keeps no worker connection past its transaction (see
+	// uncachedWorkerConns) and binds with SET LOCAL only.
+	citus isolation.CitusProbe
 }
 
 // uncachedWorkerConns ends a tenant transaction's connections to the
@@ -58,7 +56,7 @@ type Strategy struct {
 // requests failed). Uncached, a worker holds at most one connection per
 // running tenant transaction. Read by Citus when the transaction ends,
 // before its SET LOCALs are undone.
-const uncachedWorkerConns = "SET LOCAL citus.max_cached_conns_per_worker = 0"
+var uncachedWorkerConns = isolation.Statement("SET LOCAL citus.max_cached_conns_per_worker = 0")
 
 var _ isolation.Strategy = (*Strategy)(nil)
 
@@ -154,7 +152,7 @@ func (s *Strategy) Setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.learnCitus(citus)
+	s.citus.Learn(citus)
 	return nil
 }
 
@@ -176,7 +174,7 @@ func (s *Strategy) Provision(ctx context.Context, t isolation.Tenant) (isolation
 	if err != nil {
 		return t, err
 	}
-	s.learnCitus(citus)
+	s.citus.Learn(citus)
 	name := Name(t.ID)
 	ident := pgx.Identifier{name}.Sanitize()
 	owner, app := pgx.Identifier{isolation.OwnerRole}.Sanitize(), pgx.Identifier{isolation.AppRole}.Sanitize()
@@ -335,7 +333,7 @@ func (s *Strategy) migrate(ctx context.Context, name string, citus bool) (int64,
 	if err != nil {
 		return v, err
 	}
-	s.learnCitus(citus)
+	s.citus.Learn(citus)
 	if citus {
 		if err := isolation.DistributeSchema(ctx, s.owner, name); err != nil {
 			return v, err
@@ -373,12 +371,12 @@ func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) 
 	if err != nil {
 		return err
 	}
-	citus, err := s.onCitus(ctx)
+	citus, err := s.citus.Citus(ctx, s.app, s.opts.Citus)
 	if err != nil {
 		return err
 	}
 	if citus {
-		stmts = append(stmts, uncachedWorkerConns)
+		stmts = append(isolation.Unfolded(stmts), uncachedWorkerConns)
 	}
 	conn, err := s.app.Acquire(ctx)
 	if err != nil {
@@ -388,36 +386,8 @@ func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) 
 	return isolation.MarkStale(isolation.RunOn(ctx, conn.Conn(), stmts, fn))
 }
 
-func (s *Strategy) learnCitus(citus bool) {
-	s.citus.Store(citus)
-	s.citusKnown.Store(true)
-}
-
-// onCitus reports whether the database is a Citus coordinator: as Setup,
-// Provision or Migrate found it or, in a process that did none of them (a
-// serving replica, the migration having run in a Job of its own), as the
-// configuration says and the database answers, asked once.
-func (s *Strategy) onCitus(ctx context.Context) (bool, error) {
-	if s.citusKnown.Load() {
-		return s.citus.Load(), nil
-	}
-	installed := false
-	if s.opts.Citus != isolation.CitusOff {
-		var err error
-		if installed, err = isolation.IsCitus(ctx, s.app); err != nil {
-			return false, err
-		}
-	}
-	citus, err := isolation.CitusFor(s.opts.Citus, installed)
-	if err != nil {
-		return false, err
-	}
-	s.learnCitus(citus)
-	return citus, nil
-}
-
-// bind returns the statements binding t after BEGIN, bounded as ctx says.
-func bind(ctx context.Context, t isolation.Tenant) ([]string, error) {
+// bind returns the steps binding t after BEGIN, bounded as ctx says.
+func bind(ctx context.Context, t isolation.Tenant) ([]isolation.Step, error) {
 	if t.ID == uuid.Nil {
 		return nil, isolation.ErrNoTenant
 	}
@@ -427,7 +397,7 @@ func bind(ctx context.Context, t isolation.Tenant) ([]string, error) {
 		// guess which one is right.
 		return nil, fmt.Errorf("bind %s: placement %q is not its schema %s", t, t.Placement, name)
 	}
-	return isolation.BindStatements(ctx, t.ID, "SET LOCAL ROLE "+pgx.Identifier{name}.Sanitize(), isolation.SearchPath(name))
+	return isolation.BindStatements(ctx, t.ID, isolation.SetRole(name), isolation.SearchPath(name))
 }
 
 // Ready reports whether the database answers. Tenants at different

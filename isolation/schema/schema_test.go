@@ -331,7 +331,7 @@ func TestServingRoleReadsNoTenantTableUnbound(t *testing.T) {
 			t.Errorf("unbound qualified read of %s: got %v, want a permission error", tn.Slug, err)
 		}
 		// Only the RLS half of the binding: the role stays the serving role.
-		opts, err := isolation.Bind(tn.ID, "SET LOCAL search_path = "+s)
+		opts, err := isolation.Bind(tn.ID, isolation.Statement("SET LOCAL search_path = "+s))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -104,11 +104,11 @@ func BenchmarkTenantSwitch(b *testing.B) {
 		// As the server reads: behind the move fence, whose function
 		// the backend calls under each tenant's search_path in turn.
 		fenced := func(b *testing.B, tn isolation.Tenant) {
-			stmt, err := isolation.FenceStatement(tn)
+			stmt, err := isolation.FenceStep(tn)
 			if err != nil {
 				b.Fatal(err)
 			}
-			readIn(b, isolation.WithStatements(ctx, stmt), tn, finops.AccountStatement)
+			readIn(b, isolation.WithSteps(ctx, stmt), tn, finops.AccountStatement)
 		}
 		for _, tn := range f.tenants {
 			fenced(b, tn)
