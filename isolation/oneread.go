@@ -1,6 +1,7 @@
 package isolation
 
 import (
+	"container/list"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -57,10 +58,20 @@ var ErrNotOneRead = errors.New("isolation: a OneRead run sends exactly one state
 // transaction is rolled back; should that fail too, the connection is left
 // in a transaction, which pgxpool destroys on release.
 func RunOn(ctx context.Context, conn *pgx.Conn, bind []Step, fn func(pgx.Tx) error) error {
+	return RunOnScoped(ctx, conn, "", bind, fn)
+}
+
+// RunOnScoped is RunOn for a binding under which the same statement text
+// means something else for each scope (a schema tenant's search_path and
+// role: PostgreSQL analyses and plans a prepared statement again whenever
+// either differs from the last execution's). A OneRead's statement is then
+// prepared once per scope on a connection, and a tenant served by the
+// connection before finds its statement planned for it.
+func RunOnScoped(ctx context.Context, conn *pgx.Conn, scope string, bind []Step, fn func(pgx.Tx) error) error {
 	if !IsOneRead(ctx) {
 		return pgx.BeginTxFunc(ctx, conn, BeginOptions(bind), fn)
 	}
-	tx := &oneReadTx{conn: conn, bind: bind}
+	tx := &oneReadTx{conn: conn, bind: bind, key: scope + "\x00"}
 	err := fn(tx)
 	if ferr := tx.finish(ctx); err == nil {
 		err = ferr
@@ -87,6 +98,7 @@ type oneReadTx struct {
 	conn *pgx.Conn
 	bind []Step
 	sql  string // the one statement, once sent
+	key  string // its key among the connection's statements: the scope, then sql
 	// commitFresh: COMMIT was prepared in this pipeline, and its
 	// description comes before its result.
 	commitFresh bool
@@ -116,23 +128,29 @@ func (tx *oneReadTx) send(ctx context.Context, sql string, args []any) (pgx.Rows
 		return nil, ErrNotOneRead
 	}
 	tx.sql = sql
+	tx.key += sql
 	direct := tx.conn.Config().DefaultQueryExecMode == pgx.QueryExecModeCacheStatement
-	prepared := direct
 	data := tx.conn.PgConn().CustomData()
 	var sd *pgconn.StatementDescription
-	if prepared {
-		sd, _ = data[statementKey(sql)].(*pgconn.StatementDescription)
-		if n, _ := data[statementCount].(int); sd == nil && n >= maxStatements {
-			prepared = false // enough kept: parse this one each time
+	var evict string // the statement this pipeline deallocates first
+	var cache *statementCache
+	if direct {
+		cache = statementsOf(data)
+		sd = cache.get(tx.key)
+		if sd == nil {
+			evict = cache.evict()
 		}
 	}
-	freshStmt := prepared && sd == nil // prepared in this pipeline
+	freshStmt := direct && sd == nil // prepared in this pipeline
 	var eqb pgx.ExtendedQueryBuilder
 	if err := eqb.Build(tx.conn.TypeMap(), sd, args); err != nil {
 		return nil, err
 	}
 	pipe := tx.conn.PgConn().StartPipeline(ctx)
 	tx.pipe = pipe
+	if evict != "" {
+		pipe.SendDeallocate(evict)
+	}
 	// The transaction's own statements (BEGIN, the binding, the bounds,
 	// the fence, COMMIT) are the same text on every read, the binding's
 	// steps folded into one SELECT with the tenant's values as its
@@ -159,8 +177,8 @@ func (tx *oneReadTx) send(ctx context.Context, sql string, args []any) (pgx.Rows
 	first := fresh // those whose descriptions come before the statement's
 	switch {
 	case freshStmt:
-		pipe.SendPrepare(statementName(sql), sql, nil)
-		pipe.SendQueryPrepared(statementName(sql), eqb.ParamValues, eqb.ParamFormats, eqb.ResultFormats)
+		pipe.SendPrepare(statementName(tx.key), sql, nil)
+		pipe.SendQueryPrepared(statementName(tx.key), eqb.ParamValues, eqb.ParamFormats, eqb.ResultFormats)
 	case sd != nil:
 		pipe.SendQueryStatement(sd, eqb.ParamValues, eqb.ParamFormats, eqb.ResultFormats)
 	default:
@@ -170,6 +188,15 @@ func (tx *oneReadTx) send(ctx context.Context, sql string, args []any) (pgx.Rows
 	tx.commitFresh = len(fresh) > len(first)
 	if err := pipe.Sync(); err != nil {
 		return nil, err
+	}
+	if evict != "" {
+		res, err := pipe.GetResults()
+		if err != nil {
+			return nil, err
+		}
+		if _, ok := res.(*pgconn.CloseComplete); !ok {
+			return nil, fmt.Errorf("isolation: one read: got %T for a deallocation", res)
+		}
 	}
 	// Each control statement's description (when it was prepared here),
 	// then its result, in the order sent.
@@ -194,10 +221,8 @@ func (tx *oneReadTx) send(ctx context.Context, sql string, args []any) (pgx.Rows
 		if !ok {
 			return nil, fmt.Errorf("isolation: one read: got %T for the prepared statement", res)
 		}
-		got.Name, got.SQL = statementName(sql), sql
-		data[statementKey(sql)] = got
-		n, _ := data[statementCount].(int)
-		data[statementCount] = n + 1
+		got.Name, got.SQL = statementName(tx.key), sql
+		cache.put(tx.key, got)
 	}
 	res, err := pipe.GetResults()
 	if err != nil {
@@ -233,20 +258,79 @@ func controls(steps []Step) []control {
 }
 
 // maxStatements bounds the statements one connection keeps prepared for
-// OneRead runs; statementCount is where its CustomData counts them.
-const (
-	maxStatements  = 64
-	statementCount = "isolation.oneread.count"
-)
+// OneRead runs, the least recently used deallocated to make room: for a
+// schema tenant's point read, some 30 KB of the backend's memory each.
+const maxStatements = 256
 
-// statementKey is where a connection's CustomData keeps the description of
-// the statement sql prepared for OneRead runs.
-func statementKey(sql string) string { return "isolation.oneread\x00" + sql }
+// statementCache is the statements one connection keeps prepared for
+// OneRead runs, by key (scope and text), most recently used first. It lives
+// in the connection's CustomData, so it is used by one goroutine at a time.
+type statementCache struct {
+	byKey map[string]*list.Element // of cachedStatement
+	order list.List
+}
 
-// statementName is the name of sql's prepared statement: its digest, so
-// that it is short and its own (pgx names its statements otherwise).
-func statementName(sql string) string {
-	d := sha256.Sum256([]byte(sql))
+type cachedStatement struct {
+	key string
+	sd  *pgconn.StatementDescription
+}
+
+// preparedKey is where a connection's CustomData keeps its
+// statementCache.
+const preparedKey = "isolation.oneread.statements"
+
+// statementsOf returns the statementCache of the connection whose
+// CustomData is data.
+func statementsOf(data map[string]any) *statementCache {
+	c, _ := data[preparedKey].(*statementCache)
+	if c == nil {
+		c = &statementCache{byKey: map[string]*list.Element{}}
+		data[preparedKey] = c
+	}
+	return c
+}
+
+// get returns the statement prepared under key, or nil, and marks it the
+// most recently used.
+func (c *statementCache) get(key string) *pgconn.StatementDescription {
+	e := c.byKey[key]
+	if e == nil {
+		return nil
+	}
+	c.order.MoveToFront(e)
+	return e.Value.(cachedStatement).sd
+}
+
+// evict forgets the least recently used statement when the cache is full
+// and returns its name, which the caller must deallocate; else "".
+func (c *statementCache) evict() string {
+	if c.order.Len() < maxStatements {
+		return ""
+	}
+	old := c.order.Remove(c.order.Back()).(cachedStatement)
+	delete(c.byKey, old.key)
+	return old.sd.Name
+}
+
+func (c *statementCache) put(key string, sd *pgconn.StatementDescription) {
+	c.byKey[key] = c.order.PushFront(cachedStatement{key: key, sd: sd})
+}
+
+// forget forgets the statement of key and reports whether there was one.
+func (c *statementCache) forget(key string) bool {
+	e := c.byKey[key]
+	if e == nil {
+		return false
+	}
+	c.order.Remove(e)
+	delete(c.byKey, key)
+	return true
+}
+
+// statementName is the name of the prepared statement of key: its digest,
+// so that it is short and its own (pgx names its statements otherwise).
+func statementName(key string) string {
+	d := sha256.Sum256([]byte(key))
 	return "bulkhead_one_" + hex.EncodeToString(d[:12])
 }
 
@@ -370,15 +454,11 @@ func (tx *oneReadTx) finish(ctx context.Context) error {
 		// already there: prepare them all afresh next time.
 		forgetControl(ctx, tx.conn)
 	}
-	if _, ok := tx.conn.PgConn().CustomData()[statementKey(tx.sql)]; ok && (StalePlan(cause) || missingStatement(cause)) {
+	if StalePlan(cause) || missingStatement(cause) {
 		// The statement this connection prepared no longer fits its
 		// tables, or is gone: prepare it afresh next time.
-		data := tx.conn.PgConn().CustomData()
-		delete(data, statementKey(tx.sql))
-		n, _ := data[statementCount].(int)
-		data[statementCount] = n - 1
-		if !missingStatement(cause) {
-			_ = tx.conn.PgConn().Deallocate(ctx, statementName(tx.sql))
+		if statementsOf(tx.conn.PgConn().CustomData()).forget(tx.key) && !missingStatement(cause) && !tx.conn.IsClosed() {
+			_ = tx.conn.PgConn().Deallocate(ctx, statementName(tx.key))
 		}
 	}
 	return err

@@ -137,3 +137,71 @@ func maxKept(ctx context.Context, t *testing.T, pool *pgxpool.Pool) int {
 	}
 	return most
 }
+
+// A connection keeps at most 256 one-read statements prepared: past that,
+// the least recently used is deallocated, in the pipeline of the read that
+// needs the room, and a statement deallocated so is prepared again when
+// next read. Every read still sees its tenant's rows only.
+func TestOneReadStatementsAreBoundedLeastRecentlyUsed(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 1, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	sql := func(i int) string { return fmt.Sprintf(`SELECT count(*) FROM accounts /* %d */`, i) }
+	read := func(i int) {
+		t.Helper()
+		err := f.strategy.Run(isolation.OneRead(ctx), f.a, func(tx pgx.Tx) error {
+			var n int
+			if err := tx.QueryRow(ctx, sql(i)).Scan(&n); err != nil {
+				return err
+			}
+			if n != 3 {
+				return fmt.Errorf("read %d counts %d accounts of tenant a, want 3", i, n)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	prepared := func() map[string]bool {
+		t.Helper()
+		conn, err := f.app.Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Release()
+		rows, err := conn.Query(ctx, `SELECT statement FROM pg_prepared_statements WHERE name LIKE 'bulkhead\_one\_%'`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]bool{}
+		for _, s := range got {
+			out[s] = true
+		}
+		return out
+	}
+	const kept, n = 256, 300
+	for i := range n {
+		read(i)
+	}
+	read(0) // the oldest, evicted: prepared again, evicting read 1's
+	got := prepared()
+	if len(got) != kept {
+		t.Fatalf("the connection keeps %d one-read statements, want %d", len(got), kept)
+	}
+	for _, i := range []int{0, n - kept + 1, n - 1} {
+		if !got[sql(i)] {
+			t.Errorf("statement %d is not kept; it is among the %d most recently used", i, kept)
+		}
+	}
+	for _, i := range []int{1, n - kept} {
+		if got[sql(i)] {
+			t.Errorf("statement %d is kept; it is the least recently used", i)
+		}
+	}
+}

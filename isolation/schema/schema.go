@@ -383,7 +383,9 @@ func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) 
 		return err
 	}
 	defer conn.Release()
-	return isolation.MarkStale(isolation.RunOn(ctx, conn.Conn(), stmts, fn))
+	// A statement's plan holds for one tenant's search_path and role: a
+	// one-statement read is prepared once per tenant a connection serves.
+	return isolation.MarkStale(isolation.RunOnScoped(ctx, conn.Conn(), Name(t.ID), stmts, fn))
 }
 
 // bind returns the steps binding t after BEGIN, bounded as ctx says.

@@ -1,0 +1,64 @@
+package schema_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/bulkheadhq/bulkhead/isolation"
+)
+
+// A one-statement read is prepared once per tenant a connection serves,
+// so that a tenant served before finds its statement planned for its own
+// search_path and role (one prepared statement for every tenant would be
+// analysed and planned again at each change of tenant), and each tenant
+// still reads its own rows.
+func TestOneReadPreparesOncePerTenant(t *testing.T) {
+	t.Parallel()
+	f := setup(t, options{tenants: 3, app: func(c *pgxpool.Config) { c.MaxConns, c.MinConns = 1, 0 }})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const read = `SELECT count(*) FROM accounts`
+	const rounds = 4
+	for range rounds {
+		for _, tn := range f.tenants {
+			err := f.strategy.Run(isolation.OneRead(ctx), tn, func(tx pgx.Tx) error {
+				var n int
+				if err := tx.QueryRow(ctx, read).Scan(&n); err != nil {
+					return err
+				}
+				if n != rowsPer {
+					t.Errorf("tenant %s counts %d accounts, want its %d", tn.Slug, n, rowsPer)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	conn, err := f.app.Acquire(ctx) // the one connection that served them all
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	rows, err := conn.Query(ctx, `SELECT generic_plans + custom_plans FROM pg_prepared_statements WHERE statement = $1`, read)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(runs) != len(f.tenants) {
+		t.Fatalf("the read is prepared %d times on the connection, want once for each of %d tenants", len(runs), len(f.tenants))
+	}
+	for _, n := range runs {
+		if n != rounds {
+			t.Errorf("a tenant's statement ran %d times, want %d: %v", n, rounds, runs)
+		}
+	}
+}
