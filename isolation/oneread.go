@@ -258,9 +258,13 @@ func controls(steps []Step) []control {
 }
 
 // maxStatements bounds the statements one connection keeps prepared for
-// OneRead runs, the least recently used deallocated to make room: for a
-// schema tenant's point read, some 30 KB of the backend's memory each.
-const maxStatements = 256
+// OneRead runs, the least recently used deallocated to make room. A
+// prepared point read holds 20 KB of the backend's memory (its plan
+// source, query and generic plan: 8 + 4 + 8 KB, PostgreSQL 15), so at
+// most 20 MB a connection: enough for a read of each of 1,000 schema
+// tenants, whose relation and catalog cache entries (some 12 relations
+// each) a connection serving them all holds anyway.
+const maxStatements = 1024
 
 // statementCache is the statements one connection keeps prepared for
 // OneRead runs, by key (scope and text), most recently used first. It lives
