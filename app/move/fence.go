@@ -106,6 +106,11 @@ func gone(err error) bool {
 			"42P01", // undefined_table: the schema went with its tables
 			"22023", // invalid_parameter_value: SET ROLE to the schema's dropped role
 			"42704", // undefined_object: the same, where it is reported so
+			// insufficient_privilege: the same, caught half-dropped: the
+			// role still in the catalog cache, the serving role's
+			// membership in it already gone (a plain permission error
+			// finds the tenant where it was and is returned as it is).
+			"42501",
 			"57P01": // admin_shutdown: the session was ended by the drop
 			return true
 		}
