@@ -71,11 +71,9 @@ func FenceStep(t Tenant) (Step, error) {
 	}
 	class, key := fenceKeys(t.ID)
 	keys := []string{strconv.Itoa(int(class)), strconv.Itoa(int(key))}
-	var args []string
 	switch t.Strategy {
 	case RLS:
-		args = append([]string{t.ID.String()}, keys...)
-		return fenceCall("enter_shared", args), nil
+		return fenceCall("enter_shared", append([]string{t.ID.String()}, keys...)), nil
 	case Schema:
 		if t.Placement == "" {
 			return Step{}, fmt.Errorf("fence %s: no schema recorded", t)

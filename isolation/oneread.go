@@ -102,9 +102,11 @@ type oneReadTx struct {
 	// commitFresh: COMMIT was prepared in this pipeline, and its
 	// description comes before its result.
 	commitFresh bool
-	pipe        *pgconn.Pipeline
-	rows        pgx.Rows
-	err         error
+	// fresh: the statement was prepared in this pipeline.
+	fresh bool
+	pipe  *pgconn.Pipeline
+	rows  pgx.Rows
+	err   error
 }
 
 var _ pgx.Tx = (*oneReadTx)(nil)
@@ -142,6 +144,7 @@ func (tx *oneReadTx) send(ctx context.Context, sql string, args []any) (pgx.Rows
 		}
 	}
 	freshStmt := direct && sd == nil // prepared in this pipeline
+	tx.fresh = freshStmt
 	var eqb pgx.ExtendedQueryBuilder
 	if err := eqb.Build(tx.conn.TypeMap(), sd, args); err != nil {
 		return nil, err
@@ -457,6 +460,11 @@ func (tx *oneReadTx) finish(ctx context.Context) error {
 		// One of the control statements may be gone, changed or
 		// already there: prepare them all afresh next time.
 		forgetControl(ctx, tx.conn)
+	}
+	if tx.fresh && duplicateStatement(cause) && !tx.conn.IsClosed() {
+		// A statement of its name is there, unknown to the cache (a
+		// deallocation that failed): make room for it next time.
+		_ = tx.conn.PgConn().Deallocate(ctx, statementName(tx.key))
 	}
 	if StalePlan(cause) || missingStatement(cause) {
 		// The statement this connection prepared no longer fits its

@@ -9,6 +9,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/bulkheadhq/bulkhead/app/control"
+	"github.com/bulkheadhq/bulkhead/app/move"
 	"github.com/bulkheadhq/bulkhead/isolation"
 )
 
@@ -195,5 +197,43 @@ func TestFenceFailsClosedWithoutItsFunction(t *testing.T) {
 	}
 	if after := version(); before != after {
 		t.Fatalf("a second migrate rewrote the fence function (xmin %s, then %s)", before, after)
+	}
+}
+
+// A request routed to a schema the tenant has left, and caught while the
+// schema's role is half-dropped (still in the catalog as the request sees
+// it, the serving role no longer a member: "permission denied to set
+// role"), follows the tenant to where it lives now instead of failing.
+func TestFenceFollowsATenantPastItsHalfDroppedRole(t *testing.T) {
+	t.Parallel()
+	b := setup(t, isolation.Schema)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	before, _, _ := acme(ctx, t, b)
+	if _, err := b.mover(move.Options{}).Move(ctx, "acme", control.Placement{Isolation: isolation.RLS}); err != nil {
+		t.Fatal(err)
+	}
+	// The move dropped the schema and its role: put back the role as a
+	// request racing the drop sees it, without the serving role in it.
+	role := pgx.Identifier{before.Placement}.Sanitize()
+	b.env.DB.Exec(t, "CREATE ROLE "+role+" NOLOGIN")
+	t.Cleanup(func() { b.env.DB.Exec(t, "DROP ROLE IF EXISTS "+role) })
+
+	fence := move.NewFence(b.reg, b.env.Pools.App)
+	for _, one := range []bool{false, true} {
+		rctx := ctx
+		if one {
+			rctx = isolation.OneRead(ctx)
+		}
+		var n int
+		err := fence.Run(rctx, before, func(tx pgx.Tx) error {
+			return tx.QueryRow(ctx, `SELECT count(*) FROM accounts`).Scan(&n)
+		})
+		if err != nil {
+			t.Fatalf("a request routed to the schema left behind (one read: %v): %v", one, err)
+		}
+		if n != 5 {
+			t.Fatalf("a request routed to the schema left behind (one read: %v) counts %d accounts, want the tenant's 5", one, n)
+		}
 	}
 }

@@ -205,3 +205,36 @@ func TestOneReadStatementsAreBoundedLeastRecentlyUsed(t *testing.T) {
 		}
 	}
 }
+
+// A connection that lost track of a one-read statement it prepared (its
+// record gone, the statement still on the server: a deallocation that
+// failed) fails that read with the server's "already exists", and then
+// deallocates it: the next read prepares it again and succeeds.
+func TestOneReadRecoversAStatementItLostTrackOf(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 1, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	read := func() error {
+		return f.strategy.Run(isolation.OneRead(ctx), f.a, func(tx pgx.Tx) error {
+			return tx.QueryRow(ctx, `SELECT count(*) FROM accounts`).Scan(new(int))
+		})
+	}
+	if err := read(); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := f.app.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	delete(conn.Conn().PgConn().CustomData(), "isolation.oneread.statements") // forget, keep it prepared
+	conn.Release()
+	if err := read(); err == nil {
+		t.Log("the read after the record was lost succeeded") // acceptable too: nothing to recover
+	}
+	for i := range 2 {
+		if err := read(); err != nil {
+			t.Fatalf("read %d after the lost record: %v", i+1, err)
+		}
+	}
+}

@@ -134,9 +134,9 @@ var searchPath = isolation.SearchPath(schema)
 // transaction's BEGIN; under isolation.OneRead, the statement and the
 // COMMIT ride along too (isolation.RunOn), and the binding is one call of
 // set_config per setting, except on Citus, whose workers see only SET
-// LOCAL. The connection is released in a
-// deferred call, so a panic in fn returns it: rolled back, or else
-// destroyed by pgxpool rather than reused in a transaction.
+// LOCAL. The connection is released in a deferred call, so a panic in fn
+// returns it: rolled back, or else destroyed by pgxpool rather than
+// reused in a transaction.
 func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) error) error {
 	if s.app == nil {
 		return isolation.ErrNoApp
