@@ -138,7 +138,7 @@ func (e *UnknownStrategyError) Error() string {
 // the binding costs no round trip of its own, and the binding stays a
 // statement of its own (Citus propagates SET LOCAL but not set_config).
 func BeginQuery(id uuid.UUID, extra ...Step) string {
-	q := "BEGIN; " + TenantStep(id).SQL
+	q := "BEGIN; " + tenantStep(id).SQL
 	for _, s := range extra {
 		q += "; " + s.SQL
 	}
@@ -175,7 +175,7 @@ func BindStatements(ctx context.Context, id uuid.UUID, extra ...Step) ([]Step, e
 		return nil, ErrNoTenant
 	}
 	b, _ := BoundsFrom(ctx)
-	out := []Step{TenantStep(id)}
+	out := []Step{tenantStep(id)}
 	out = append(out, extra...)
 	out = append(out, b.Steps()...)
 	return append(out, statementsFrom(ctx)...), nil
@@ -218,9 +218,6 @@ func (b Bounds) Steps() []Step {
 	}
 	return out
 }
-
-// Statements returns the SET LOCAL statements of b (Steps).
-func (b Bounds) Statements() []string { return Statements(b.Steps()) }
 
 type boundsKey struct{}
 

@@ -143,8 +143,7 @@ func (tx *oneReadTx) send(ctx context.Context, sql string, args []any) (pgx.Rows
 			evict = cache.evict()
 		}
 	}
-	freshStmt := direct && sd == nil // prepared in this pipeline
-	tx.fresh = freshStmt
+	tx.fresh = direct && sd == nil // prepared in this pipeline
 	var eqb pgx.ExtendedQueryBuilder
 	if err := eqb.Build(tx.conn.TypeMap(), sd, args); err != nil {
 		return nil, err
@@ -179,7 +178,7 @@ func (tx *oneReadTx) send(ctx context.Context, sql string, args []any) (pgx.Rows
 	}
 	first := fresh // those whose descriptions come before the statement's
 	switch {
-	case freshStmt:
+	case tx.fresh:
 		pipe.SendPrepare(statementName(tx.key), sql, nil)
 		pipe.SendQueryPrepared(statementName(tx.key), eqb.ParamValues, eqb.ParamFormats, eqb.ResultFormats)
 	case sd != nil:
@@ -215,7 +214,7 @@ func (tx *oneReadTx) send(ctx context.Context, sql string, args []any) (pgx.Rows
 			return nil, err
 		}
 	}
-	if freshStmt {
+	if tx.fresh {
 		res, err := pipe.GetResults()
 		if err != nil {
 			return nil, err

@@ -45,9 +45,9 @@ func setLocal(stmt, name, value string) Step {
 	return Step{SQL: stmt, Call: "pg_catalog.set_config(?, ?, true)", Args: []string{name, value}}
 }
 
-// TenantStep is the step that binds id: Setting, transaction-locally. id
+// tenantStep is the step that binds id: Setting, transaction-locally. id
 // is a parsed UUID: its text form cannot carry a quote.
-func TenantStep(id uuid.UUID) Step {
+func tenantStep(id uuid.UUID) Step {
 	return setLocal("SET LOCAL "+Setting+" = '"+id.String()+"'", Setting, id.String())
 }
 
@@ -160,14 +160,7 @@ func (p *CitusProbe) Citus(ctx context.Context, q Querier, mode string) (bool, e
 	if p.known.Load() {
 		return p.citus.Load(), nil
 	}
-	installed := false
-	if mode != CitusOff {
-		var err error
-		if installed, err = IsCitus(ctx, q); err != nil {
-			return false, err
-		}
-	}
-	citus, err := CitusFor(mode, installed)
+	citus, err := UseCitus(ctx, q, mode)
 	if err != nil {
 		return false, err
 	}
