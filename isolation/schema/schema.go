@@ -43,10 +43,6 @@ type Strategy struct {
 	// keeps no worker connection past its transaction (see
 	// uncachedWorkerConns) and binds with SET LOCAL only.
 	citus isolation.CitusProbe
-	// lanes keeps each tenant's transactions on a few of the serving
-	// pool's connections; nil without the serving pool or when it is too
-	// small or pooled (see newLanes).
-	lanes *lanes
 }
 
 // uncachedWorkerConns ends a tenant transaction's connections to the
@@ -81,9 +77,6 @@ var Descriptor = isolation.Descriptor{
 // closes the owner sessions it keeps for migrating.
 func New(app, owner *pgxpool.Pool, opts ...isolation.Option) *Strategy {
 	s := &Strategy{app: app, owner: owner, opts: isolation.NewOptions(opts...)}
-	if app != nil {
-		s.lanes = newLanes(app)
-	}
 	if owner != nil {
 		// As many sessions as migrate at once, kept while tenants keep
 		// coming: bulkhead migrate lends each to the next tenant at once.
@@ -97,12 +90,8 @@ func New(app, owner *pgxpool.Pool, opts ...isolation.Option) *Strategy {
 const migratorIdle = 10 * time.Second
 
 // Close closes the owner sessions kept for migrating (those migrating now
-// as they finish) and gives the serving pool back the connections idle in
-// lanes. The pools are the caller's. It is idempotent.
+// as they finish). The pools are the caller's. It is idempotent.
 func (s *Strategy) Close() {
-	if s.lanes != nil {
-		s.lanes.close()
-	}
 	if s.migrators != nil {
 		s.migrators.Close()
 	}
@@ -389,25 +378,14 @@ func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) 
 	if citus {
 		stmts = append(isolation.Unfolded(stmts), uncachedWorkerConns)
 	}
-	// A statement's plan holds for one tenant's search_path and role: a
-	// one-statement read is prepared once per tenant a connection serves.
-	run := func(conn *pgx.Conn) error {
-		return isolation.MarkStale(isolation.RunOnScoped(ctx, conn, Name(t.ID), stmts, fn))
-	}
-	if s.lanes == nil {
-		conn, err := s.app.Acquire(ctx)
-		if err != nil {
-			return err
-		}
-		defer conn.Release()
-		return run(conn.Conn())
-	}
-	c, err := s.lanes.acquire(ctx, s.lanes.laneOf(t.ID))
+	conn, err := s.app.Acquire(ctx)
 	if err != nil {
 		return err
 	}
-	defer s.lanes.release(c)
-	return run(c.conn.Conn())
+	defer conn.Release()
+	// A statement's plan holds for one tenant's search_path and role: a
+	// one-statement read is prepared once per tenant a connection serves.
+	return isolation.MarkStale(isolation.RunOnScoped(ctx, conn.Conn(), Name(t.ID), stmts, fn))
 }
 
 // bind returns the steps binding t after BEGIN, bounded as ctx says.
