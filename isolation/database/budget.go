@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -41,6 +42,10 @@ type budget struct {
 	// it spares the pools a Run is about to use. It is called without mu
 	// held.
 	evict func(except *tenantPool, ahead bool) bool
+
+	// dials counts the connections dialled (each a backend start when it
+	// succeeds): how often a request found its tenant cold.
+	dials atomic.Uint64
 
 	mu      sync.Mutex
 	max     int
@@ -229,6 +234,7 @@ func (b *budget) dialer(p *tenantPool, dial func(ctx context.Context, network, a
 		if err := b.take(wait, p); err != nil {
 			return nil, fmt.Errorf("%w: %w", errNoSlot, err)
 		}
+		b.dials.Add(1)
 		c, err := dial(ctx, network, addr)
 		if err != nil {
 			b.give()

@@ -259,21 +259,33 @@ func TestColdTenantEvictsTheLeastUsedConnection(t *testing.T) {
 		return pid
 	}
 	steady, once1, once2, cold := tenants[0], tenants[1], tenants[2], tenants[3]
+	// dialled checks that the requests so far dialled want connections
+	// in all: one per cold tenant, none for a warm one.
+	dials := s.Stats().Dials
+	dialled := func(want uint64, when string) {
+		t.Helper()
+		if got := s.Stats().Dials - dials; got != want {
+			t.Errorf("%s: %d connections dialled, want %d", when, got, want)
+		}
+	}
 	pid := backend(steady)
 	for range 10 {
 		if got := backend(steady); got != pid {
 			t.Fatalf("the steady tenant moved from backend %d to %d with the budget free", pid, got)
 		}
 	}
+	dialled(1, "after 11 reads of one tenant")
 	once1pid := backend(once1)
 	backend(once2)
 	if st := s.Stats(); st.Open != budget {
 		t.Fatalf("%d connections open, want the budget (%d) spent", st.Open, budget)
 	}
+	dialled(budget, "after reads of as many tenants as the budget")
 	backend(cold) // evicts one: under least recently used alone, the steady tenant's
 	if got := backend(steady); got != pid {
 		t.Errorf("the steady tenant's backend %d was evicted for a cold tenant (now %d)", pid, got)
 	}
+	dialled(budget+1, "after a cold tenant's read and the steady tenant's again")
 	// The victim was the tenant seen once longest ago.
 	var n int
 	admin := e.adminConn(t, database.DefaultServer, "postgres")

@@ -290,12 +290,15 @@ type Stats struct {
 	Waiting int
 	// Pools is the number of tenant pools open.
 	Pools int
+	// Dials is the number of tenant connections dialled so far, each
+	// with a budget slot: the cold starts requests paid for.
+	Dials uint64
 }
 
 // Stats returns the state of the tenant pools and their budget.
 func (s *Strategy) Stats() Stats {
 	used, high, waiting := s.budget.stats()
-	return Stats{MaxConnections: s.cfg.MaxConnections, Open: used, HighWater: high, Waiting: waiting, Pools: s.pools.len()}
+	return Stats{MaxConnections: s.cfg.MaxConnections, Open: used, HighWater: high, Waiting: waiting, Pools: s.pools.len(), Dials: s.budget.dials.Load()}
 }
 
 // HasServer reports whether name is one of the configured servers.
