@@ -27,7 +27,7 @@ func TestSmoke(t *testing.T) {
 		"-out", out, "-q",
 		"-tenants", "6", "-large", "1", "-large-rows", "3000", "-small-rows", "50", "-settle=false",
 		"-rounds", "1", "-duration", "300ms", "-fixed-duration", "300ms", "-warmup", "0s",
-		"-budget", "4", "-app-conns", "4", "-workers", "2", "-parallel", "2", "-provision-sample", "2",
+		"-budget", "4", "-hot-tenants", "3", "-app-conns", "4", "-workers", "2", "-parallel", "2", "-provision-sample", "2",
 		"-noisy-duration", "300ms", "-noisy-rate", "20", "-noisy-idle", "100",
 		"-focus-rows", "3000",
 	}, &stderr)
@@ -112,6 +112,29 @@ func TestSmoke(t *testing.T) {
 	}
 	if met := figures["target.database_peak_connections.met"]; met != true {
 		t.Errorf("latest.json: target.database_peak_connections.met = %v, want true", met)
+	}
+
+	// The hot-set runs: the database strategy against RLS with the active
+	// tenants within the budget, every figure there and none failed.
+	if n := figures["hot.tenants"]; n != 3.0 {
+		t.Errorf("latest.json: hot.tenants = %v, want 3", n)
+	}
+	for _, w := range harness.Workloads {
+		for _, name := range []string{"rls." + w + ".hot_p99_ms", "database." + w + ".hot_p50_ms", "database." + w + ".hot_p99_ms",
+			"database." + w + ".hot_p99_vs_rls", "database." + w + ".hot_p99_samples"} {
+			if v, ok := figures[name].(float64); !ok || v <= 0 {
+				t.Errorf("latest.json: %s = %v, want a positive number", name, figures[name])
+			}
+		}
+		if v := figures["database."+w+".hot_errors"]; v != 0.0 {
+			t.Errorf("latest.json: database.%s.hot_errors = %v, want 0", w, v)
+		}
+		if _, ok := figures["target.hot_database_"+w+"_p99_vs_rls.met"]; !ok {
+			t.Errorf("latest.json: no target hot_database_%s_p99_vs_rls", w)
+		}
+	}
+	if _, ok := figures["database.hot_dials"].(float64); !ok {
+		t.Errorf("latest.json: no database.hot_dials")
 	}
 
 	// The noisy-neighbour workload: every figure there, and the flooder

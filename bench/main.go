@@ -52,6 +52,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "concurrent clients at saturation")
 	fs.Float64Var(&cfg.RateShare, "rate-share", cfg.RateShare, "fixed rate as a share of the lowest saturation throughput")
 	fs.IntVar(&cfg.Budget, "budget", cfg.Budget, "database strategy connection budget (isolation.database.max_connections)")
+	fs.IntVar(&cfg.HotTenants, "hot-tenants", cfg.HotTenants, "active tenants of the hot-set runs of the database strategy and RLS, at most the budget (0: none)")
 	fs.IntVar(&cfg.AppConns, "app-conns", cfg.AppConns, "serving pool size (database.max_connections)")
 	fs.IntVar(&cfg.MigrateParallelism, "migrate-parallelism", cfg.MigrateParallelism, "isolation.migrate_parallelism")
 	fs.IntVar(&cfg.Parallel, "parallel", cfg.Parallel, "the harness's own parallelism when provisioning and loading")

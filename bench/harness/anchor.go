@@ -63,14 +63,14 @@ func pgbench() (string, error) {
 // writeAnchorScripts writes the pgbench scripts of workload w for the
 // baseline deployment d under dir and returns their paths.
 func (h *harness) writeAnchorScripts(dir, w string, d *deployment) ([]string, error) {
-	q := newRequests(h.data)
+	pop := h.data.everyone()
 	r := rand.New(rand.NewPCG(h.cfg.Seed, 0xa2c4))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
 	var files []string
 	for n := range anchorScripts {
-		i := q.pick(r)
+		i := pop.pick(r)
 		k := r.IntN(1 << 20)
 		var sql string
 		var args []any

@@ -50,6 +50,9 @@ type Config struct {
 	// share of the lowest saturation throughput any strategy reached on it,
 	// so that every strategy runs below saturation.
 	RateShare float64
+	// HotTenants is the active set of the hot-set runs (hotSet): at most
+	// Budget, 0 for none.
+	HotTenants int
 	// Budget is the database strategy's connection budget
 	// (isolation.database.max_connections); AppConns the serving pool's
 	// size (database.max_connections).
@@ -103,7 +106,7 @@ func Defaults() Config {
 		Tenants: 1000, Large: 10, LargeRows: 200_000, SmallRows: 1000,
 		Rounds: 5, Duration: 1500 * time.Millisecond, FixedDuration: 3 * time.Second, Warmup: 500 * time.Millisecond,
 		Workers: 8, RateShare: 0.5,
-		Budget: 50, AppConns: 20, MigrateParallelism: 4,
+		Budget: 50, HotTenants: 40, AppConns: 20, MigrateParallelism: 4,
 		Parallel: 4, ProvisionSample: 25, FocusRows: 1_000_000, Settle: true,
 		Strategies: Strategies, Workloads: Workloads,
 		Seed:  8,
@@ -133,6 +136,9 @@ func (c Config) Validate() error {
 	}
 	if c.Noisy && (c.NoisyDuration <= 0 || c.NoisyRate <= 0 || c.NoisyIdleConns < 0) {
 		errs = append(errs, fmt.Errorf("noisy duration %s, rate %g, idle connections %d: want a positive duration and rate", c.NoisyDuration, c.NoisyRate, c.NoisyIdleConns))
+	}
+	if slices.Contains(c.Strategies, Database) && (c.HotTenants < 0 || c.HotTenants > min(c.Budget, c.Tenants)) {
+		errs = append(errs, fmt.Errorf("hot tenants %d: want 0 to the budget (%d) and the tenants (%d)", c.HotTenants, c.Budget, c.Tenants))
 	}
 	if c.RateShare <= 0 || c.RateShare > 1 {
 		errs = append(errs, fmt.Errorf("rate share %g: want (0, 1]", c.RateShare))
@@ -339,6 +345,7 @@ func Run(ctx context.Context, cfg Config) (*report.Results, error) {
 		"pgbench anchors":               fmt.Sprintf("pgbench -M prepared, %d clients, the workload's statement with its values written in (%d scripts drawn like the requests), on the baseline's database as the serving role, in each saturation round after the strategies; pgbench_connect adds -C (a new connection per transaction)", cfg.Workers, anchorScripts),
 		"serving pool":                  fmt.Sprintf("%d connections (database.max_connections)", cfg.AppConns),
 		"database strategy":             fmt.Sprintf("budget %d connections (isolation.database.max_connections)", cfg.Budget),
+		"hot set":                       hotSettings(cfg),
 		"migrate parallelism":           fmt.Sprint(cfg.MigrateParallelism),
 		"PostgreSQL settings":           "fsync, synchronous_commit and full_page_writes off; wal_level minimal; jit off; shared_buffers " + sharedBuffers,
 		"provisioning timed on":         fmt.Sprintf("the first %d tenants, created one at a time", min(cfg.ProvisionSample, cfg.Tenants)),
@@ -425,10 +432,11 @@ func (h *harness) measure(ctx context.Context, deps map[string]*deployment) erro
 			smp.Stop()
 		}
 	}()
-	do := func(strategy, w string, round int, rate float64, d time.Duration) outcome {
+	everyone := h.data.everyone()
+	do := func(strategy, w string, pop population, round int, rate float64, d time.Duration) outcome {
 		runtime.GC() // the previous run's garbage is not this one's cost
 		seed := h.cfg.Seed<<32 | uint64(round)<<8 | uint64(slices.Index(Workloads, w))
-		return attack(ctx, q.targeter(w, deps[strategy].target(), seed), rate, h.cfg.Workers, d)
+		return attack(ctx, q.targeter(w, deps[strategy].target(), pop, seed), rate, h.cfg.Workers, d)
 	}
 	check := func(r run) error {
 		if ctx.Err() != nil {
@@ -451,7 +459,7 @@ func (h *harness) measure(ctx context.Context, deps map[string]*deployment) erro
 				if h.cfg.Warmup <= 0 {
 					continue
 				}
-				r := run{s, w, -1, do(s, w, 0, 0, h.cfg.Warmup)}
+				r := run{s, w, -1, do(s, w, everyone, 0, 0, h.cfg.Warmup)}
 				if err := check(r); err != nil {
 					return err
 				}
@@ -501,7 +509,7 @@ func (h *harness) measure(ctx context.Context, deps map[string]*deployment) erro
 						}
 						before = b
 					}
-					r := run{s, w, round, do(s, w, round, 0, h.cfg.Duration)}
+					r := run{s, w, round, do(s, w, everyone, round, 0, h.cfg.Duration)}
 					if err := check(r); err != nil {
 						return err
 					}
@@ -555,7 +563,7 @@ func (h *harness) measure(ctx context.Context, deps map[string]*deployment) erro
 		for round := range h.cfg.Rounds {
 			for _, w := range h.cfg.Workloads {
 				for _, s := range h.cfg.Strategies {
-					r := run{s, w, round, do(s, w, round, rates[w], h.cfg.FixedDuration)}
+					r := run{s, w, round, do(s, w, everyone, round, rates[w], h.cfg.FixedDuration)}
 					if err := check(r); err != nil {
 						return err
 					}
@@ -585,7 +593,7 @@ func (h *harness) measure(ctx context.Context, deps map[string]*deployment) erro
 			for _, w := range h.cfg.Workloads {
 				for _, s := range h.cfg.Strategies {
 					rate := ownRates[s+"."+w]
-					r := run{s, w, round, do(s, w, round, rate, h.cfg.FixedDuration)}
+					r := run{s, w, round, do(s, w, everyone, round, rate, h.cfg.FixedDuration)}
 					if err := check(r); err != nil {
 						return err
 					}
@@ -595,6 +603,12 @@ func (h *harness) measure(ctx context.Context, deps map[string]*deployment) erro
 			}
 		}
 		return nil
+	})
+	if err != nil {
+		return err
+	}
+	hot, err := h.hotSet(deps, rates, check, func(s, w string, round int, rate float64, d time.Duration) outcome {
+		return do(s, w, h.data.hot(h.cfg.HotTenants), round, rate, d)
 	})
 	if err != nil {
 		return err
@@ -610,8 +624,110 @@ func (h *harness) measure(ctx context.Context, deps map[string]*deployment) erro
 		}
 	}
 	h.summarize(saturated, fixed, own)
+	h.summarizeHot(hot)
 	h.recordCPU(cpu)
 	return nil
+}
+
+// hotSettings says how the hot-set runs were made.
+func hotSettings(cfg Config) string {
+	if cfg.HotTenants == 0 || !slices.Contains(cfg.Strategies, RLS) || !slices.Contains(cfg.Strategies, Database) {
+		return "not run"
+	}
+	return fmt.Sprintf("the first %d tenants (the large ones first), rls and database in turn, each workload at its common fixed rate, %d rounds of %s after a %s warm-up at saturation", cfg.HotTenants, cfg.Rounds, cfg.FixedDuration, cfg.Warmup)
+}
+
+// hotStrategies are the strategies of the hot-set runs: the database
+// strategy, and RLS as its reference.
+var hotStrategies = []string{RLS, Database}
+
+// hotSet runs each workload at its common rate on the database strategy
+// and on RLS with only HotTenants tenants active, fewer than the database
+// strategy's connection budget: the issue's "p99 ≤ 1.5× RLS while the
+// active tenants fit the budget", which the runs over every tenant (1,000
+// active for 50 connections) cannot show. A warm-up at saturation opens
+// the hot tenants' connections first; the database strategy's dials
+// during the timed runs say whether they stayed open. do runs one
+// workload on one strategy against the hot set. Without both strategies,
+// or with HotTenants 0, it runs nothing.
+func (h *harness) hotSet(deps map[string]*deployment, rates map[string]float64, check func(run) error,
+	do func(s, w string, round int, rate float64, d time.Duration) outcome) ([]run, error) {
+	if deps[RLS] == nil || deps[Database] == nil || h.cfg.HotTenants == 0 {
+		return nil, nil
+	}
+	db, ok := deps[Database].srv.perTenant()
+	if !ok {
+		return nil, errors.New("hot set: the database deployment has no database strategy")
+	}
+	h.set("hot.tenants", float64(h.data.hot(h.cfg.HotTenants).size()))
+	var hot []run
+	err := h.phase("hot_set", func() error {
+		for _, w := range h.cfg.Workloads {
+			for _, s := range hotStrategies {
+				if h.cfg.Warmup > 0 {
+					if err := check(run{s, w, -1, do(s, w, 0, 0, h.cfg.Warmup)}); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		dials, requests := db.Stats().Dials, 0
+		for round := range h.cfg.Rounds {
+			for _, w := range h.cfg.Workloads {
+				for _, s := range hotStrategies {
+					r := run{s, w, round, do(s, w, round, rates[w], h.cfg.FixedDuration)}
+					if err := check(r); err != nil {
+						return err
+					}
+					h.logf("hot %d %-13s %-8s %6.1f req/s p50 %7.2f ms p99 %7.2f ms", round, w, s, rates[w], r.out.quantile(0.5), r.out.quantile(0.99))
+					hot = append(hot, r)
+					if s == Database {
+						requests += r.out.ok + r.out.failed
+					}
+				}
+			}
+		}
+		h.set("database.hot_dials", float64(db.Stats().Dials-dials))
+		h.set("database.hot_requests", float64(requests))
+		return nil
+	})
+	return hot, err
+}
+
+// summarizeHot turns the hot-set runs into figures: per strategy and
+// workload hot_p50_ms, hot_p99_ms and hot_p99_samples, and the database
+// strategy's hot_p50_vs_rls and hot_p99_vs_rls with their spread.
+func (h *harness) summarizeHot(hot []run) {
+	if len(hot) == 0 {
+		return
+	}
+	for _, w := range h.cfg.Workloads {
+		for _, s := range hotStrategies {
+			for _, q := range []float64{0.50, 0.99} {
+				of := func(o outcome) float64 { return o.quantile(q) }
+				name := fmt.Sprintf("hot_p%.0f", q*100)
+				h.set(s+"."+w+"."+name+"_ms", median(values(hot, s, w, of)))
+				if s == RLS {
+					continue
+				}
+				if rs := ratios(hot, s, RLS, w, of); len(rs) > 0 {
+					h.set(s+"."+w+"."+name+"_vs_rls", median(rs))
+					h.set(s+"."+w+"."+name+"_vs_rls_min", slices.Min(rs))
+					h.set(s+"."+w+"."+name+"_vs_rls_max", slices.Max(rs))
+				}
+			}
+			if n := values(hot, s, w, func(o outcome) float64 { return float64(len(o.latencies)) }); len(n) > 0 {
+				h.set(s+"."+w+".hot_p99_samples", slices.Min(n))
+			}
+			failed := 0
+			for _, r := range hot {
+				if r.strategy == s && r.workload == w {
+					failed += r.out.failed
+				}
+			}
+			h.set(s+"."+w+".hot_errors", float64(failed))
+		}
+	}
 }
 
 // summarize turns the runs into figures: per strategy and workload the

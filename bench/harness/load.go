@@ -63,16 +63,16 @@ func (q *requests) body(i int) []byte {
 	return b
 }
 
-// targeter returns the requests of workload w against t, drawn from a
-// generator seeded with seed: every strategy gets the same sequence of
-// tenants and requests in a round.
-func (q *requests) targeter(w string, t target, seed uint64) vegeta.Targeter {
+// targeter returns the requests of workload w against t, to tenants of
+// pop, drawn from a generator seeded with seed: every strategy gets the
+// same sequence of tenants and requests in a round.
+func (q *requests) targeter(w string, t target, pop population, seed uint64) vegeta.Targeter {
 	var mu sync.Mutex
 	r := rand.New(rand.NewPCG(seed, uint64(len(w))))
 	d := q.data
 	return func(tgt *vegeta.Target) error {
 		mu.Lock()
-		i := q.pick(r)
+		i := pop.pick(r)
 		k := r.IntN(1 << 20)
 		mu.Unlock()
 		spec := d.Tenants[i]
@@ -99,14 +99,30 @@ func (q *requests) targeter(w string, t target, seed uint64) vegeta.Targeter {
 	}
 }
 
+// population is the tenants a run's requests go to, by index: the large
+// ones and the others.
+type population struct{ large, small []int }
+
+// everyone is every tenant of d.
+func (d *dataset) everyone() population { return population{d.Large, d.Small} }
+
+// hot is the first n tenants of d, the large ones first: an active set
+// that fits the database strategy's connection budget.
+func (d *dataset) hot(n int) population {
+	large := d.Large[:min(n, len(d.Large))]
+	return population{large, d.Small[:min(n-len(large), len(d.Small))]}
+}
+
+// size is the number of tenants in p.
+func (p population) size() int { return len(p.large) + len(p.small) }
+
 // pick draws a tenant: a large one with probability largeShare, else a
 // small one, uniformly within each group.
-func (q *requests) pick(r *rand.Rand) int {
-	d := q.data
-	if len(d.Large) > 0 && (len(d.Small) == 0 || r.Float64() < largeShare) {
-		return d.Large[r.IntN(len(d.Large))]
+func (p population) pick(r *rand.Rand) int {
+	if len(p.large) > 0 && (len(p.small) == 0 || r.Float64() < largeShare) {
+		return p.large[r.IntN(len(p.large))]
 	}
-	return d.Small[r.IntN(len(d.Small))]
+	return p.small[r.IntN(len(p.small))]
 }
 
 // outcome is what one run measured.

@@ -112,6 +112,23 @@ func Markdown(r *Results) string {
 		p("what a request pays when its tenant has no open connection.\n\n")
 	}
 
+	if hot, ok := r.Get("hot.tenants"); ok {
+		p("## Database strategy, active tenants within the budget\n\n")
+		p("The same requests at each workload's common rate (as in the tables above), to only %s of the tenants, the large ones among them, ", num(hot))
+		p("fewer than the database strategy's budget of %s connections, on the database strategy and on RLS in turn; ", r.cell("database.connection_budget"))
+		p("a warm-up at saturation opens the hot tenants' connections first. ")
+		p("Connections the database strategy dialled during the timed runs, each a cold start: %s, for %s requests.\n\n", r.cell("database.hot_dials"), r.cell("database.hot_requests"))
+		p("| workload | req/s | RLS p50 ms | RLS p99 ms | database p50 ms | database p99 ms | p50 × RLS | p99 × RLS (lowest–highest round) | p99 samples | failed requests |\n")
+		p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		for _, w := range r.Workloads {
+			f := func(s, measure string) string { return r.cell(s + "." + w + "." + measure) }
+			p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", w, r.cell(w+".fixed_rate_rps"),
+				f("rls", "hot_p50_ms"), f("rls", "hot_p99_ms"), f("database", "hot_p50_ms"), f("database", "hot_p99_ms"),
+				f("database", "hot_p50_vs_rls"), r.ratioCell("database."+w+".hot_p99_vs_rls"), f("database", "hot_p99_samples"), f("database", "hot_errors"))
+		}
+		p("\n")
+	}
+
 	if _, ok := r.Get("noisy.victim_rate_rps"); ok {
 		p("## Noisy neighbour\n\n")
 		p("A small tenant's point reads (`GET /v1/accounts/{id}`) at %s req/s, alone and then under each attack of another tenant or of clients without a key ", r.cell("noisy.victim_rate_rps"))

@@ -84,6 +84,11 @@ func Evaluate(r *Results) []Target {
 		add("database_"+w+"_p99_vs_rls", fmt.Sprintf("Database p99 ≤ 2× RLS under a %.0f-connection budget: %s", budget, w),
 			"database."+w+".p99_vs_rls", 2, false, "×")
 	}
+	hot, _ := r.Get("hot.tenants")
+	for _, w := range r.Workloads {
+		add("hot_database_"+w+"_p99_vs_rls", fmt.Sprintf("Database p99 ≤ 1.5× RLS while the active tenants fit the budget (%.0f active, %.0f connections): %s", hot, budget, w),
+			"database."+w+".hot_p99_vs_rls", 1.5, false, "×")
+	}
 	add("database_peak_connections", "Database strategy never above its connection budget (peak tenant sessions in pg_stat_activity)",
 		"database.peak_connections", budget, false, "")
 	for _, s := range r.Strategies {
