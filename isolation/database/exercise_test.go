@@ -1,7 +1,11 @@
 package database_test
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -40,4 +44,52 @@ func TestExercise(t *testing.T) {
 		}
 		return strategytest.Env{Strategy: s, Admin: pgtest.Pool(t, db.AdminURL), Conns: budget}
 	})
+}
+
+// Setup says, naming the server, when a server does not preload PL/pgSQL:
+// the move fence's function then loads it in every new tenant connection.
+// The test servers do not preload it.
+func TestSetupSaysWhenPLpgSQLIsNotPreloaded(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	cfg, pools := pgtest.OpenPools(t, db)
+	var logged syncBuffer
+	s, err := database.New(database.Config{
+		Servers:        []database.Server{{Name: "east", URL: db.AppURL, MigrateURL: db.MigrateURL}},
+		MaxConnections: 2,
+		AcquireTimeout: pgtest.AcquireTimeout,
+		PoolConfig: func(dsn string) (*pgxpool.Config, error) {
+			return postgres.PoolConfig(dsn, cfg.Database.Pooler, 0)
+		},
+		Directory: control.NewDirectory(pools),
+		Logger:    slog.New(slog.NewTextHandler(&logged, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	strategytest.CloseAtEnd(t, "the strategy", s.Close)
+	if err := s.Setup(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if out := logged.String(); !strings.Contains(out, "shared_preload_libraries") || !strings.Contains(out, "server=east") {
+		t.Errorf("Setup on a server without plpgsql preloaded logged:\n%s\nwant a line naming shared_preload_libraries and server east", out)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }

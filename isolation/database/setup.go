@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"path"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 
@@ -50,6 +52,14 @@ func (s *Strategy) setupServer(ctx context.Context, srv *server) error {
 	if err := s.ensureRoles(ctx, conn); err != nil {
 		return err
 	}
+	var preload string
+	if err := conn.QueryRow(ctx, `SELECT pg_catalog.current_setting('shared_preload_libraries')`).Scan(&preload); err != nil {
+		return fmt.Errorf("read shared_preload_libraries: %w", err)
+	}
+	if !preloads(preload, "plpgsql") {
+		s.log.Info("tenant database server does not preload plpgsql: every new tenant connection loads it for the move fence, "+
+			"some 0.5 ms of server time per cold start; add it to shared_preload_libraries", "server", srv.name)
+	}
 	lock := isolation.LockID(conn.Config().Database, TemplateName())
 	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, lock); err != nil {
 		return fmt.Errorf("lock template: %w", err)
@@ -63,6 +73,19 @@ func (s *Strategy) setupServer(ctx context.Context, srv *server) error {
 	}
 	s.dropStaleTemplates(ctx, conn, srv)
 	return nil
+}
+
+// preloads reports whether the shared_preload_libraries setting names
+// library (as a name, a path, or either with a .so suffix).
+func preloads(setting, library string) bool {
+	for _, lib := range strings.Split(setting, ",") {
+		lib = strings.Trim(strings.TrimSpace(lib), `"`)
+		lib = strings.TrimSuffix(path.Base(lib), ".so")
+		if lib == library {
+			return true
+		}
+	}
+	return false
 }
 
 // ensureRoles creates the roles where they are missing, lets the owner end
