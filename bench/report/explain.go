@@ -34,6 +34,12 @@ var explanations = []struct{ prefix, text string }{
 		"move one round's ratio by more than the target's margin — the lowest–highest round column of the targets: where it " +
 		"straddles 1, the baseline itself was the slower in some round. The target is neither proven nor refuted by a median of " +
 		"three such rounds; a dedicated machine and longer runs (`-duration 30s -fixed-duration 60s -rounds 5`) would settle it."},
+	{"hot_", "**The database strategy with the active tenants within its budget.** Its connections stay open " +
+		"(the dials beside the table of that section: a handful for thousands of requests), so no request of these runs pays a " +
+		"cold start; what is left is a p99 of a few hundred requests a round, the third- or fourth-slowest request of a run of a " +
+		"few seconds, which one scheduling stall on a shared 2-core machine moves by milliseconds. Where the lowest–highest " +
+		"round column straddles the limit, the rounds disagree; longer fixed-rate runs (`-fixed-duration`) give each p99 more " +
+		"samples."},
 	{"schema_", "**Schema against RLS.** Execution is the same (compare the plans' execution times), the difference is around it: " +
 		"every tenant has its own tables, so a serving connection keeps relation-cache and catalog-cache entries, and pgx's prepared " +
 		"statements, per tenant it has served, and PostgreSQL re-plans a cached statement whenever `search_path` differs from the one " +
