@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -68,7 +69,9 @@ func TestSetupSaysWhenPLpgSQLIsNotPreloaded(t *testing.T) {
 		t.Fatal(err)
 	}
 	strategytest.CloseAtEnd(t, "the strategy", s.Close)
-	if err := s.Setup(context.Background()); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := s.Setup(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if out := logged.String(); !strings.Contains(out, "shared_preload_libraries") || !strings.Contains(out, "server=east") {
