@@ -607,9 +607,7 @@ func (h *harness) measure(ctx context.Context, deps map[string]*deployment) erro
 	if err != nil {
 		return err
 	}
-	hot, err := h.hotSet(deps, rates, check, func(s, w string, round int, rate float64, d time.Duration) outcome {
-		return do(s, w, h.data.hot(h.cfg.HotTenants), round, rate, d)
-	})
+	hot, err := h.hotSet(deps, rates, check, do)
 	if err != nil {
 		return err
 	}
@@ -629,9 +627,15 @@ func (h *harness) measure(ctx context.Context, deps map[string]*deployment) erro
 	return nil
 }
 
+// runsHotSet reports whether the run makes the hot-set runs (hotSet):
+// with HotTenants, rls and database.
+func (c Config) runsHotSet() bool {
+	return c.HotTenants > 0 && slices.Contains(c.Strategies, RLS) && slices.Contains(c.Strategies, Database)
+}
+
 // hotSettings says how the hot-set runs were made.
 func hotSettings(cfg Config) string {
-	if cfg.HotTenants == 0 || !slices.Contains(cfg.Strategies, RLS) || !slices.Contains(cfg.Strategies, Database) {
+	if !cfg.runsHotSet() {
 		return "not run"
 	}
 	return fmt.Sprintf("the first %d tenants (the large ones first), rls and database in turn, each workload at its common fixed rate, %d rounds of %s after a %s warm-up at saturation", cfg.HotTenants, cfg.Rounds, cfg.FixedDuration, cfg.Warmup)
@@ -648,24 +652,25 @@ var hotStrategies = []string{RLS, Database}
 // active for 50 connections) cannot show. A warm-up at saturation opens
 // the hot tenants' connections first; the database strategy's dials
 // during the timed runs say whether they stayed open. do runs one
-// workload on one strategy against the hot set. Without both strategies,
-// or with HotTenants 0, it runs nothing.
+// workload on one strategy against a population, as measure's runs do.
+// Without both strategies, or with HotTenants 0, it runs nothing.
 func (h *harness) hotSet(deps map[string]*deployment, rates map[string]float64, check func(run) error,
-	do func(s, w string, round int, rate float64, d time.Duration) outcome) ([]run, error) {
-	if deps[RLS] == nil || deps[Database] == nil || h.cfg.HotTenants == 0 {
+	do func(s, w string, pop population, round int, rate float64, d time.Duration) outcome) ([]run, error) {
+	if !h.cfg.runsHotSet() {
 		return nil, nil
 	}
 	db, ok := deps[Database].srv.perTenant()
 	if !ok {
 		return nil, errors.New("hot set: the database deployment has no database strategy")
 	}
-	h.set("hot.tenants", float64(h.data.hot(h.cfg.HotTenants).size()))
+	pop := h.data.hot(h.cfg.HotTenants)
+	h.set("hot.tenants", float64(pop.size()))
 	var hot []run
 	err := h.phase("hot_set", func() error {
 		for _, w := range h.cfg.Workloads {
 			for _, s := range hotStrategies {
 				if h.cfg.Warmup > 0 {
-					if err := check(run{s, w, -1, do(s, w, 0, 0, h.cfg.Warmup)}); err != nil {
+					if err := check(run{s, w, -1, do(s, w, pop, 0, 0, h.cfg.Warmup)}); err != nil {
 						return err
 					}
 				}
@@ -675,7 +680,7 @@ func (h *harness) hotSet(deps map[string]*deployment, rates map[string]float64, 
 		for round := range h.cfg.Rounds {
 			for _, w := range h.cfg.Workloads {
 				for _, s := range hotStrategies {
-					r := run{s, w, round, do(s, w, round, rates[w], h.cfg.FixedDuration)}
+					r := run{s, w, round, do(s, w, pop, round, rates[w], h.cfg.FixedDuration)}
 					if err := check(r); err != nil {
 						return err
 					}
@@ -719,13 +724,7 @@ func (h *harness) summarizeHot(hot []run) {
 			if n := values(hot, s, w, func(o outcome) float64 { return float64(len(o.latencies)) }); len(n) > 0 {
 				h.set(s+"."+w+".hot_p99_samples", slices.Min(n))
 			}
-			failed := 0
-			for _, r := range hot {
-				if r.strategy == s && r.workload == w {
-					failed += r.out.failed
-				}
-			}
-			h.set(s+"."+w+".hot_errors", float64(failed))
+			h.set(s+"."+w+".hot_errors", failures(hot, s, w))
 		}
 	}
 }
@@ -745,13 +744,7 @@ func (h *harness) summarize(saturated, fixed, own []run) {
 	}
 	for _, w := range h.cfg.Workloads {
 		for _, s := range h.cfg.Strategies {
-			failed := 0
-			for _, r := range append(slices.Clone(saturated), fixed...) {
-				if r.strategy == s && r.workload == w {
-					failed += r.out.failed
-				}
-			}
-			h.set(s+"."+w+".errors", float64(failed))
+			h.set(s+"."+w+".errors", failures(saturated, s, w)+failures(fixed, s, w))
 			for _, m := range measures {
 				key := s + "." + w + "." + m.name
 				h.set(key, median(values(m.runs, s, w, m.of)))
@@ -824,6 +817,16 @@ func values(runs []run, s, w string, of func(outcome) float64) []float64 {
 		}
 	}
 	return out
+}
+
+// failures returns the failed requests of the runs of strategy s on
+// workload w, in all.
+func failures(runs []run, s, w string) float64 {
+	n := 0.0
+	for _, f := range values(runs, s, w, func(o outcome) float64 { return float64(o.failed) }) {
+		n += f
+	}
+	return n
 }
 
 // ratios returns, round by round, of(s's run) / of(ref's run) on w.

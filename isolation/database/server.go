@@ -40,6 +40,9 @@ type server struct {
 
 	downUntil atomic.Int64 // unix nanoseconds
 	placing   atomic.Int64 // tenants being placed here now
+	// preloadRead: Setup has read whether the server preloads plpgsql
+	// (and said so if not); every Setup after that skips it.
+	preloadRead atomic.Bool
 }
 
 // pools opens the server's own pools on first use. They connect lazily.

@@ -52,13 +52,8 @@ func (s *Strategy) setupServer(ctx context.Context, srv *server) error {
 	if err := s.ensureRoles(ctx, conn); err != nil {
 		return err
 	}
-	var preload string
-	if err := conn.QueryRow(ctx, `SELECT pg_catalog.current_setting('shared_preload_libraries')`).Scan(&preload); err != nil {
-		return fmt.Errorf("read shared_preload_libraries: %w", err)
-	}
-	if !preloads(preload, "plpgsql") {
-		s.log.Info("tenant database server does not preload plpgsql: every new tenant connection loads it for the move fence, "+
-			"some 0.5 ms of server time per cold start; add it to shared_preload_libraries", "server", srv.name)
+	if err := s.readPreload(ctx, conn, srv); err != nil {
+		return err
 	}
 	lock := isolation.LockID(conn.Config().Database, TemplateName())
 	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, lock); err != nil {
@@ -72,6 +67,26 @@ func (s *Strategy) setupServer(ctx context.Context, srv *server) error {
 		return err
 	}
 	s.dropStaleTemplates(ctx, conn, srv)
+	return nil
+}
+
+// readPreload says, once per process and server, when srv does not
+// preload plpgsql: every new tenant connection then loads it for the move
+// fence. Setup runs again at every tenant creation of a strategy that is
+// not the default and at every move, which need not read it again.
+func (s *Strategy) readPreload(ctx context.Context, conn *pgx.Conn, srv *server) error {
+	if !srv.preloadRead.CompareAndSwap(false, true) {
+		return nil
+	}
+	var preload string
+	if err := conn.QueryRow(ctx, `SELECT pg_catalog.current_setting('shared_preload_libraries')`).Scan(&preload); err != nil {
+		srv.preloadRead.Store(false) // read it at the next Setup
+		return fmt.Errorf("read shared_preload_libraries: %w", err)
+	}
+	if !preloads(preload, "plpgsql") {
+		s.log.Info("tenant database server does not preload plpgsql: every new tenant connection loads it for the move fence, "+
+			"some 0.5 ms of server time per cold start; add it to shared_preload_libraries", "server", srv.name)
+	}
 	return nil
 }
 
