@@ -369,8 +369,9 @@ var (
 // is set (`make test` sets it), or else that of a PgBouncer this process
 // starts in front of the pgtest server — a local cluster trusting local
 // connections, as those withpg and pgtest start are — on first use. That
-// one runs until the process exits (PgBouncer dies with its parent on
-// Linux). It fails tb when no PgBouncer can be had.
+// one runs until pgtest.Main ends the tests (or the process exits:
+// PgBouncer dies with its parent on Linux). It fails tb when no PgBouncer
+// can be had.
 func PgBouncer(tb testing.TB) string {
 	tb.Helper()
 	if u := os.Getenv(EnvPgBouncer); u != "" {
@@ -399,6 +400,12 @@ func PgBouncer(tb testing.TB) string {
 	if err != nil {
 		tb.Fatalf("apitest: start PgBouncer (or set %s): %v", EnvPgBouncer, err)
 	}
+	pgtest.AtExit(func() {
+		if err := b.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "apitest:", err)
+		}
+		_ = os.RemoveAll(dir)
+	})
 	bouncerURL = b.URL("postgres", "postgres")
 	return bouncerURL
 }

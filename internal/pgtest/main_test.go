@@ -46,4 +46,30 @@ func TestRunFailsOnALeakedGoroutine(t *testing.T) {
 	}
 }
 
+// What AtExit registers runs after the tests, the last registered first,
+// before the leak check: a goroutine it ends (the process of a PgBouncer
+// shared by the tests) is not a leak.
+func TestAtExitRunsBeforeTheLeakCheck(t *testing.T) {
+	// Not parallel: run compares the process's goroutines before and after.
+	var order []int
+	var out strings.Builder
+	code := run(func() int {
+		shared := make(chan struct{})
+		go leakedForTest(shared)
+		AtExit(func() { order = append(order, 1); close(shared) })
+		AtExit(func() { order = append(order, 2) })
+		return 0
+	}, runAtExit, &out, time.Second)
+	if code != 0 {
+		t.Errorf("a goroutine ended by an AtExit function: exit code %d, output %q; want 0", code, out.String())
+	}
+	if len(order) != 2 || order[0] != 2 || order[1] != 1 {
+		t.Errorf("AtExit functions ran in the order %v, want [2 1]", order)
+	}
+	runAtExit()
+	if len(order) != 2 {
+		t.Errorf("AtExit functions ran again: %v", order)
+	}
+}
+
 func leakedForTest(done chan struct{}) { <-done }

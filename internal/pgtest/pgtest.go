@@ -65,7 +65,33 @@ var (
 // TestMain. ignore names goroutines known to outlive the tests; each use
 // says why.
 func Main(m *testing.M, ignore ...goleak.Option) {
-	os.Exit(run(m.Run, stopCluster, os.Stderr, leakGrace, ignore...))
+	os.Exit(run(m.Run, func() { runAtExit(); stopCluster() }, os.Stderr, leakGrace, ignore...))
+}
+
+var (
+	atExitMu sync.Mutex
+	atExit   []func()
+)
+
+// AtExit has Main call fn after the tests, before it stops its cluster
+// and looks for leaked goroutines: for what a package's tests start once
+// and share until the end, such as apitest's PgBouncer, whose process
+// would otherwise be waited for by a goroutine the check counts as leaked.
+// The last registered runs first.
+func AtExit(fn func()) {
+	atExitMu.Lock()
+	defer atExitMu.Unlock()
+	atExit = append(atExit, fn)
+}
+
+func runAtExit() {
+	atExitMu.Lock()
+	fns := atExit
+	atExit = nil
+	atExitMu.Unlock()
+	for i := len(fns) - 1; i >= 0; i-- {
+		fns[i]()
+	}
 }
 
 // leakGrace bounds how long run waits for goroutines that are on their way
