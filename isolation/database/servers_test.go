@@ -90,7 +90,9 @@ func TestASecondServer(t *testing.T) {
 		t.Errorf("a tenant created while spare is down went to %q", late.Server)
 	}
 
-	if err := c.StartAgain(context.Background()); err != nil {
+	restart, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := c.StartAgain(restart); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
@@ -124,7 +126,8 @@ func TestMigrateAcrossServers(t *testing.T) {
 	t.Parallel()
 	e, c, ts := twoServers(t)
 	main, spare := on(ts, "main"), on(ts, "spare")
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
 	// Every tenant database back to nothing migrated; one of main's with a
 	// table in the way of the first migration.
 	for _, tn := range ts {
