@@ -31,9 +31,13 @@ const (
 // settings: durability off (a crash loses nothing of value), shared_buffers
 // sized to hold every copy of the data set where memory allows, checkpoints
 // out of the way of the load, and JIT off (it compiles per query, which
-// only adds noise at these row counts).
+// only adds noise at these row counts); and PL/pgSQL preloaded, as the
+// README advises for servers of tenant databases (the database strategy's
+// fence is a PL/pgSQL function, which a new backend would otherwise load
+// before its first answer).
 func startCluster(ctx context.Context, dir string, rows int64, logf func(string, ...any)) (*pgcluster.Cluster, string, error) {
 	settings := benchSettings(rows, copies, 1)
+	settings["shared_preload_libraries"] = "plpgsql"
 	c, err := pgcluster.Start(ctx, pgcluster.Options{Dir: filepath.Join(dir, "pg"), Settings: settings, Logf: logf})
 	if err != nil {
 		return nil, "", err

@@ -347,7 +347,7 @@ func Run(ctx context.Context, cfg Config) (*report.Results, error) {
 		"database strategy":             fmt.Sprintf("budget %d connections (isolation.database.max_connections)", cfg.Budget),
 		"hot set":                       hotSettings(cfg),
 		"migrate parallelism":           fmt.Sprint(cfg.MigrateParallelism),
-		"PostgreSQL settings":           "fsync, synchronous_commit and full_page_writes off; wal_level minimal; jit off; shared_buffers " + sharedBuffers,
+		"PostgreSQL settings":           "fsync, synchronous_commit and full_page_writes off; wal_level minimal; jit off; shared_preload_libraries plpgsql (the README's advice for the database strategy); shared_buffers " + sharedBuffers,
 		"provisioning timed on":         fmt.Sprintf("the first %d tenants, created one at a time", min(cfg.ProvisionSample, cfg.Tenants)),
 		"load generator":                "vegeta " + m.Vegeta + ", in the same process as the servers, over loopback",
 		"GOMAXPROCS":                    fmt.Sprint(runtime.GOMAXPROCS(0)),

@@ -77,7 +77,11 @@ func run(bin, dir string) error {
 			return err
 		}
 		fmt.Fprintln(os.Stderr, "starting PostgreSQL in", abs)
-		cluster, err := pgcluster.Start(ctx, pgcluster.Options{Dir: abs, Persistent: true})
+		// PL/pgSQL preloaded, as the README advises for servers of
+		// tenant databases: the database strategy's fence is a PL/pgSQL
+		// function, which each new backend would otherwise load first.
+		cluster, err := pgcluster.Start(ctx, pgcluster.Options{Dir: abs, Persistent: true,
+			Settings: map[string]string{"shared_preload_libraries": "plpgsql"}})
 		if err != nil {
 			return err
 		}
