@@ -15,7 +15,7 @@ func awaitOwnWithin(s *Strategy, p *tenantPool) <-chan struct{} {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		s.awaitOwn(context.Background(), p)
+		s.awaitOwn(context.Background(), p, false)
 	}()
 	return done
 }

@@ -23,6 +23,12 @@ const closeWait = 10 * time.Second
 // budget: back-pressure in this process, not a sign that the server is down.
 var errNoSlot = errors.New("no free connection in isolation.database.max_connections")
 
+// errSurplus is a connection attempt for a tenant that has a connection
+// already, refused at once while the budget is spent and no idle
+// connection may be closed for it (evictIdle, surplus): the Run waits for
+// its own tenant's connection instead. It is an errNoSlot.
+var errSurplus = fmt.Errorf("%w: the tenant has a connection to wait for", errNoSlot)
+
 // evictEvery is how often a waiter for a slot looks again for an idle
 // connection to close: connections can turn idle without passing a release
 // hook (a connection finished for an Acquire that gave up).
@@ -39,9 +45,11 @@ type budget struct {
 	// evict closes one idle connection of a pool other than except (nil:
 	// of any pool), in the order of compareVictims, and reports whether it
 	// found one. ahead: for the reserve, not for a taker that waits; then
-	// it spares the pools a Run is about to use. It is called without mu
-	// held.
-	evict func(except *tenantPool, ahead bool) bool
+	// it spares the pools a Run is about to use. surplus: for a taker
+	// whose pool has a connection already; then only a connection worth
+	// less to its pool than another is to except's may go (evictIdle). It
+	// is called without mu held.
+	evict func(except *tenantPool, ahead, surplus bool) bool
 
 	// dials counts the connections dialled (each a backend start when it
 	// succeeds): how often a request found its tenant cold.
@@ -54,8 +62,9 @@ type budget struct {
 	closing int       // connections closing: their slots are on the way
 	waiters list.List // of *waiter, first in line at the front
 	// reserve is how many slots the budget keeps free, or closing, while
-	// under pressure: the idle connections the next takers would evict
-	// are closed ahead of them. A slot comes back only once the server
+	// under pressure (takers with no connection of their tenant wait in
+	// line): the idle connections the next takers would evict are closed
+	// ahead of them. A slot comes back only once the server
 	// has ended the session, which on a busy server takes as long as
 	// starting one; a taker that finds a slot free dials at once instead
 	// of waiting for that, so each cold start costs one backend start,
@@ -64,29 +73,42 @@ type budget struct {
 	// connections not kept warm while under pressure. A tenth of the
 	// budget covers the takers that arrive while a session ends at a few
 	// hundred cold starts a second; below 10 slots, none is held back.
+	// Only while such takers wait: closing a tenant's only connection
+	// ahead of need makes that tenant a cold taker on its next request,
+	// so pressure that outlived its takers would feed itself, and with
+	// the active tenants within the budget turn every warm connection
+	// over under load.
 	reserve   int
-	pressed   time.Time // when a taker last found every slot taken
-	toppingUp bool      // a taker is closing connections for the reserve
+	cold      int  // waiters whose pool has no connection: the pressure
+	toppingUp bool // a taker is closing connections for the reserve
 
 	freed signal // notified when a slot goes back to the budget
 }
 
 type waiter struct {
 	pool    *tenantPool // the pool that needs the slot; nil: no pool
+	surplus bool        // the pool has a connection already
 	granted chan struct{}
 }
 
-// pressureFor is how long after a taker last found every slot taken the
-// budget keeps its reserve: with no such taker for this long, the active
-// tenants fit, and every connection may stay warm.
-const pressureFor = time.Second
-
 func newBudget(max int) *budget {
-	return &budget{max: max, reserve: max / 10, evict: func(*tenantPool, bool) bool { return false }}
+	return &budget{max: max, reserve: max / 10, evict: func(*tenantPool, bool, bool) bool { return false }}
 }
 
 // take takes a slot for a connection of p, waiting until one is free or ctx
 // ends. It returns ctx's error when it ends first, and then holds no slot.
+//
+// A taker whose pool has a connection already (surplus) does not wait in
+// line while every slot is taken: it closes another pool's idle surplus
+// connection worth less there than another is to p, or the only
+// connection of a pool unused for a while (evictIdle), or, when there is
+// none, returns errSurplus at once, and its Run waits for p's own
+// connection. Closing a warm tenant's only connection for a busy tenant's
+// second would make the warm tenant dial on its next request, and evict
+// another in turn: with the active tenants within the budget, the pools
+// would trade slots under load, each trade a backend start. Nor does a
+// surplus taker count as pressure for the reserve (topUp): only tenants
+// with no connection need the reserve's free slots.
 func (b *budget) take(ctx context.Context, p *tenantPool) error {
 	b.mu.Lock()
 	if b.used < b.max && b.waiters.Len() == 0 {
@@ -96,16 +118,26 @@ func (b *budget) take(ctx context.Context, p *tenantPool) error {
 		b.topUp(p)
 		return nil
 	}
-	b.pressed = time.Now()
-	w := &waiter{pool: p, granted: make(chan struct{})}
+	surplus := p.established()
+	if surplus {
+		b.mu.Unlock()
+		if !b.evict(p, false, true) {
+			return errSurplus
+		}
+		b.mu.Lock()
+	}
+	w := &waiter{pool: p, surplus: surplus, granted: make(chan struct{})}
 	e := b.waiters.PushBack(w)
+	if !surplus {
+		b.cold++
+	}
 	b.mu.Unlock()
 
 	tick := time.NewTicker(evictEvery)
 	defer tick.Stop()
 	for {
 		if b.short() {
-			b.evict(p, false)
+			b.evict(p, false, surplus)
 		}
 		select {
 		case <-w.granted:
@@ -119,7 +151,7 @@ func (b *budget) take(ctx context.Context, p *tenantPool) error {
 				b.mu.Unlock()
 				b.give()
 			default:
-				b.waiters.Remove(e)
+				b.remove(e)
 				b.mu.Unlock()
 			}
 			return ctx.Err()
@@ -132,11 +164,20 @@ func (b *budget) give() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if e := b.waiters.Front(); e != nil {
-		close(b.waiters.Remove(e).(*waiter).granted)
+		close(b.remove(e).granted)
 		return
 	}
 	b.used--
 	b.freed.notify()
+}
+
+// remove takes e out of the line and returns its waiter; b.mu is held.
+func (b *budget) remove(e *list.Element) *waiter {
+	w := b.waiters.Remove(e).(*waiter)
+	if !w.surplus {
+		b.cold--
+	}
+	return w
 }
 
 // topUp closes idle connections of pools other than p, while the budget
@@ -144,7 +185,7 @@ func (b *budget) give() {
 // the waiting takers will get. One taker at a time does it.
 func (b *budget) topUp(p *tenantPool) {
 	b.mu.Lock()
-	if b.reserve == 0 || b.toppingUp || time.Since(b.pressed) > pressureFor {
+	if b.reserve == 0 || b.toppingUp || b.cold == 0 {
 		b.mu.Unlock()
 		return
 	}
@@ -157,9 +198,9 @@ func (b *budget) topUp(p *tenantPool) {
 	}()
 	for {
 		b.mu.Lock()
-		short := b.max-b.used+b.closing-b.waiters.Len() < b.reserve
+		short := b.cold > 0 && b.max-b.used+b.closing-b.waiters.Len() < b.reserve
 		b.mu.Unlock()
-		if !short || !b.evict(p, true) {
+		if !short || !b.evict(p, true, false) {
 			return
 		}
 	}
@@ -189,25 +230,24 @@ func (b *budget) closeDone() {
 	b.give()
 }
 
-// othersWait reports whether a connection of a pool other than p is
-// waiting for a slot: a connection p releases then closes instead of
-// idling, so that the waiter gets its slot.
-func (b *budget) othersWait(p *tenantPool) bool {
+// coldWait reports whether a taker whose pool has no connection waits
+// for a slot: a surplus connection released then closes instead of
+// idling, so that the waiter gets its slot. A taker that has a
+// connection already (surplus) does not count: closing one tenant's
+// surplus for another's would trade slots between busy tenants, each
+// trade a backend start.
+func (b *budget) coldWait() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for e := b.waiters.Front(); e != nil; e = e.Next() {
-		if e.Value.(*waiter).pool != p {
-			return true
-		}
-	}
-	return false
+	return b.cold > 0
 }
 
-// full reports whether every slot is taken.
-func (b *budget) full() bool {
+// room reports whether a taker would get a slot at once: one is free and
+// nobody waits in line for it.
+func (b *budget) room() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.used >= b.max
+	return b.used < b.max && b.waiters.Len() == 0
 }
 
 // stats returns the slots taken, the most ever taken at once, and the

@@ -303,3 +303,95 @@ func TestColdTenantEvictsTheLeastUsedConnection(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// With the budget spent by warm tenants, a tenant whose only connection is
+// busy waits for it rather than close another warm tenant's only
+// connection: that tenant would dial again on its next request and evict
+// another in turn, and the pools would trade slots under load. Neither
+// request dials, and the other tenant keeps its backend.
+func TestBusyTenantWaitsForItsOwnConnection(t *testing.T) {
+	t.Parallel()
+	const budget = 2
+	e := start(t, nil,
+		apitest.WithEnv("BULKHEAD_ISOLATION__DATABASE__MAX_CONNECTIONS", fmt.Sprint(budget)),
+		apitest.WithEnv("BULKHEAD_ISOLATION__DATABASE__ACQUIRE_TIMEOUT", "30s"))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var tenants []isolation.Tenant
+	for i := range budget {
+		tn, err := e.Control.CreateTenant(ctx, fmt.Sprintf("busy-%d", i), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tenants = append(tenants, tn.Isolated())
+	}
+	busy, warm := tenants[0], tenants[1]
+	s := e.strategy(t)
+	backend := func(tn isolation.Tenant) int32 {
+		t.Helper()
+		var pid int32
+		err := s.Run(isolation.OneRead(ctx), tn, func(tx pgx.Tx) error {
+			return tx.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid)
+		})
+		if err != nil {
+			t.Fatalf("read of %s: %v", tn, err)
+		}
+		return pid
+	}
+	busyPID := backend(busy)
+	warmPID := backend(warm)
+	for range 5 { // both warm, the busy one used more
+		backend(busy)
+		backend(warm)
+	}
+	if st := s.Stats(); st.Open != budget {
+		t.Fatalf("%d connections open, want the budget (%d) spent", st.Open, budget)
+	}
+	dials := s.Stats().Dials
+
+	inTx, release := make(chan struct{}), make(chan struct{})
+	first := make(chan error, 1)
+	go func() {
+		first <- s.Run(ctx, busy, func(pgx.Tx) error {
+			close(inTx)
+			<-release
+			return nil
+		})
+	}()
+	await.Recv(t, inTx, "the busy tenant's first transaction to begin")
+	second := make(chan int32, 1)
+	secondErr := make(chan error, 1)
+	go func() {
+		var pid int32
+		err := s.Run(isolation.OneRead(ctx), busy, func(tx pgx.Tx) error {
+			return tx.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid)
+		})
+		secondErr <- err
+		second <- pid
+	}()
+	// Long past the bound of the wait for its own connection (ownWait),
+	// the second request still waits, and the warm tenant is served by
+	// its own backend meanwhile.
+	time.Sleep(100 * time.Millisecond)
+	if got := backend(warm); got != warmPID {
+		t.Errorf("the warm tenant's backend %d was closed for the busy tenant's second request (now %d)", warmPID, got)
+	}
+	select {
+	case err := <-secondErr:
+		t.Fatalf("the busy tenant's second request ended while its connection was busy: %v", err)
+	default:
+	}
+	close(release)
+	if err := await.Recv(t, first, "the busy tenant's first transaction to end"); err != nil {
+		t.Fatal(err)
+	}
+	if err := await.Recv(t, secondErr, "the busy tenant's second request to be served"); err != nil {
+		t.Fatal(err)
+	}
+	if pid := <-second; pid != busyPID {
+		t.Errorf("the busy tenant's second request ran on backend %d, want its own %d", pid, busyPID)
+	}
+	if got := s.Stats().Dials - dials; got != 0 {
+		t.Errorf("%d connections dialled, want none: both tenants stayed warm", got)
+	}
+}

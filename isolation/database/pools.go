@@ -60,6 +60,22 @@ func (p *tenantPool) usesAsOf(now time.Time) float64 {
 	return p.uses * math.Exp2(-float64(age)/float64(useHalfLife))
 }
 
+// established reports whether p has a connection open, idle or in use,
+// besides those being dialled.
+func (p *tenantPool) established() bool {
+	if p == nil || p.pool == nil {
+		return false
+	}
+	st := p.pool.Stat()
+	return st.TotalConns()-st.ConstructingConns() > 0
+}
+
+// quietAfter is how long a pool goes unused before its only connection is
+// spare (compareVictims): a tenant with a request a second or more keeps
+// it, one quiet for longer gives it up to a busy tenant that wants
+// another, or to the budget's reserve.
+const quietAfter = time.Second
+
 // cache holds the tenant pools, most recently used first: created on first
 // use, closed when unused for idle, when more than max are open (the least
 // recently used unused ones), when their tenant is deprovisioned, and at
@@ -221,6 +237,11 @@ type victim struct {
 	// wanted: a Run holds the pool but no connection of it yet, so an
 	// idle connection of it is about to be taken.
 	wanted bool
+	// spare: closing the connection leaves its pool another, or the pool
+	// has been unused for quietAfter. Closing the only connection of a
+	// pool in use makes its tenant dial on its next request, evicting
+	// another in turn.
+	spare bool
 	// worth is the pool's decayed count of uses per open connection.
 	worth float64
 	// order is the pool's place in the LRU, least recently used first.
@@ -228,8 +249,16 @@ type victim struct {
 }
 
 // compareVictims orders victims best to close first: pools no Run is
-// about to use before those one is; then least worth (fewest recent
-// uses for each open connection); then least recently used.
+// about to use before those one is; then spare connections (a pool's
+// surplus, or a quiet pool's) before a pool's only one; then least worth
+// (fewest recent uses for each open connection); then least recently
+// used.
+//
+// Why spare first: a tenant in use that loses its only connection dials
+// on its next request and evicts another, which dials in turn; with the
+// active tenants within the budget one cold tenant would start such a
+// chain that never ends, while closing a busy tenant's surplus costs it
+// some queueing at most.
 //
 // Why not least recently used alone: with more active tenants than the
 // budget has connections, every cold tenant's request evicts a
@@ -251,6 +280,12 @@ func compareVictims(a, b victim) int {
 		}
 		return -1
 	}
+	if a.spare != b.spare {
+		if a.spare {
+			return -1
+		}
+		return 1
+	}
 	if c := cmp.Compare(a.worth, b.worth); c != 0 {
 		return c
 	}
@@ -259,12 +294,28 @@ func compareVictims(a, b victim) int {
 
 // evictIdle closes one idle connection, of the pool other than except that
 // compareVictims orders first, and reports whether it found one. Its slot
-// goes to whoever waits first for one. ahead (closing for the budget's
-// reserve, not for a waiting taker) spares the pools a Run is about to
-// use.
-func (c *cache) evictIdle(except *tenantPool, ahead bool) bool {
+// goes to whoever waits first for one.
+//
+// ahead (closing for the budget's reserve, not for a waiting taker) and
+// surplus (except has a connection and wants another) close only spare
+// connections, and spare the pools a Run is about to use: a tenant in use
+// that lost its only connection would dial on its next request, a backend
+// start for certain, against a slot free a little sooner or some queueing
+// spared the busy tenant, and as a cold taker would put the budget under
+// pressure again, so that the reserve would feed itself. Of another
+// pool's surplus connections, surplus closes only one worth less than
+// half as much there as the new one would be to except (a pool's worth is
+// its decayed uses per open connection; the new one's, except's uses per
+// connection once it has it), so that busy tenants whose counts move
+// about each other's do not take connections back and forth.
+func (c *cache) evictIdle(except *tenantPool, ahead, surplus bool) bool {
 	c.mu.Lock()
 	now := time.Now()
+	mine := math.Inf(1)
+	if surplus && except != nil {
+		st := except.pool.Stat()
+		mine = except.usesAsOf(now) / float64(st.TotalConns()-st.ConstructingConns()+1)
+	}
 	var cands []victim
 	order := 0
 	for e := c.lru.Back(); e != nil; e = e.Prev() {
@@ -278,13 +329,17 @@ func (c *cache) evictIdle(except *tenantPool, ahead bool) bool {
 			continue
 		}
 		wanted := p.refs > int(st.AcquiredConns()+st.ConstructingConns())
-		if wanted && ahead {
+		worth := p.usesAsOf(now) / float64(max(st.TotalConns(), 1))
+		quiet := p.refs == 0 && now.Sub(p.lastUsed) >= quietAfter
+		spare := quiet || st.TotalConns() > 1
+		if (ahead || surplus) && (wanted || !spare) || surplus && !quiet && 2*worth >= mine {
 			continue
 		}
 		cands = append(cands, victim{
 			p:      p,
 			wanted: wanted,
-			worth:  p.usesAsOf(now) / float64(max(st.TotalConns(), 1)),
+			spare:  spare,
+			worth:  worth,
 			order:  order,
 		})
 	}

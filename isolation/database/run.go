@@ -76,12 +76,21 @@ func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) 
 	defer s.pools.put(p)
 	actx, cancel := context.WithTimeout(ctx, s.cfg.AcquireTimeout)
 	defer cancel()
+	patient := false
 	for attempt := 0; ; attempt++ {
-		s.awaitOwn(actx, p)
+		s.awaitOwn(actx, p, patient)
 		conn, err := p.pool.Acquire(context.WithValue(actx, acquireKey{}, actx))
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
+			}
+			if errors.Is(err, errSurplus) && actx.Err() == nil {
+				// No slot for another connection of t: wait longer for
+				// its own, until the acquire timeout. Nothing was
+				// dialled, so the retry below is not spent.
+				patient = true
+				attempt--
+				continue
 			}
 			if srv.noteDown(ctx, err) {
 				s.log.Warn("tenant database server unreachable", "server", srv.name, "err", err)
@@ -132,24 +141,32 @@ const connectAllowance = 5 * time.Second
 const ownWait = 3 * time.Millisecond
 
 // awaitOwn waits, while the budget has no free slot and every connection of
-// p is busy, up to s.ownWait for one of them to come free. Dialling instead
-// would evict another tenant's idle connection, and that tenant would dial
-// again on its next request: with more active tenants than the budget has
-// connections, the pools would keep trading slots, each trade the price of
-// a backend start. It wakes when p's connection is back (release) or a
-// slot is free (budget.give), not on a timer.
-func (s *Strategy) awaitOwn(ctx context.Context, p *tenantPool) {
+// p is busy, up to s.ownWait (patient: a quarter of quietAfter) for one of
+// them to come free. Dialling instead would evict another tenant's idle
+// connection, and that tenant would dial again on its next request: with
+// more active tenants than the budget has connections, the pools would
+// keep trading slots, each trade the price of a backend start. It wakes
+// when p's connection is back (release) or a slot is free (budget.give),
+// not on a timer. A Run is patient once the budget refused it another
+// connection (errSurplus): no connection is worth closing for it.
+func (s *Strategy) awaitOwn(ctx context.Context, p *tenantPool, patient bool) {
 	var timeout <-chan time.Time
 	for {
 		// Taken before the checks, so a release between them and the
 		// wait still wakes it.
 		released, freed := p.released.C(), s.budget.freed.C()
 		st := p.pool.Stat()
-		if st.IdleConns() > 0 || st.TotalConns() == 0 || !s.budget.full() {
+		if st.IdleConns() > 0 || st.TotalConns() == 0 || s.budget.room() {
 			return
 		}
 		if timeout == nil {
-			t := time.NewTimer(s.ownWait)
+			// Patient, it still looks again now and then: another
+			// tenant's connection turns spare once it is quiet.
+			wait := s.ownWait
+			if patient {
+				wait = quietAfter / 4
+			}
+			t := time.NewTimer(wait)
 			defer t.Stop()
 			timeout = t.C
 		}
@@ -164,9 +181,9 @@ func (s *Strategy) awaitOwn(ctx context.Context, p *tenantPool) {
 	}
 }
 
-// release gives conn, of p, back. A surplus connection released while
-// another pool waits for a slot closes, so that the slot goes where it is
-// needed. A pool's last connection stays: the waiters evict idle
+// release gives conn, of p, back. A surplus connection released while a
+// pool with no connection waits for a slot closes, so that the slot goes
+// where it is needed. A pool's last connection stays: the waiters evict idle
 // connections of the least used pools first, and closing a busy tenant's only
 // connection would make it dial again at once, churning the budget. A
 // connection that stays is idle in p when release returns, and the Runs
@@ -174,7 +191,7 @@ func (s *Strategy) awaitOwn(ctx context.Context, p *tenantPool) {
 func (s *Strategy) release(p *tenantPool, conn *pgxpool.Conn) {
 	pc := conn.Conn().PgConn()
 	if !pc.IsClosed() && !pc.IsBusy() && pc.TxStatus() == 'I' &&
-		p.pool.Stat().TotalConns() > 1 && s.budget.othersWait(p) {
+		p.pool.Stat().TotalConns() > 1 && s.budget.coldWait() {
 		raw := conn.Hijack()
 		s.pools.goClose(raw)
 		return
