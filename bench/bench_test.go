@@ -121,10 +121,14 @@ func TestSmoke(t *testing.T) {
 	}
 	for _, w := range harness.Workloads {
 		for _, name := range []string{"rls." + w + ".hot_p99_ms", "database." + w + ".hot_p50_ms", "database." + w + ".hot_p99_ms",
-			"database." + w + ".hot_p99_vs_rls", "database." + w + ".hot_p99_samples"} {
+			"database." + w + ".hot_p99_vs_rls", "database." + w + ".hot_p99_samples",
+			"rls." + w + ".hot_throughput_rps", "database." + w + ".hot_throughput_rps", "hot." + w + ".rate_rps"} {
 			if v, ok := figures[name].(float64); !ok || v <= 0 {
 				t.Errorf("latest.json: %s = %v, want a positive number", name, figures[name])
 			}
+		}
+		if hot, common := figures["hot."+w+".rate_rps"].(float64), figures[w+".fixed_rate_rps"].(float64); hot < common {
+			t.Errorf("latest.json: the hot set's %s rate %v is below the common rate %v", w, hot, common)
 		}
 		if v := figures["database."+w+".hot_errors"]; v != 0.0 {
 			t.Errorf("latest.json: database.%s.hot_errors = %v, want 0", w, v)

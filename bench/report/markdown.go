@@ -114,15 +114,15 @@ func Markdown(r *Results) string {
 
 	if hot, ok := r.Get("hot.tenants"); ok {
 		p("## Database strategy, active tenants within the budget\n\n")
-		p("The same requests at each workload's common rate (as in the tables above), to only %s of the tenants, the large ones among them, ", num(hot))
-		p("fewer than the database strategy's budget of %s connections, on the database strategy and on RLS in turn; ", r.cell("database.connection_budget"))
-		p("a warm-up at saturation opens the hot tenants' connections first. ")
+		p("The same requests to only %s of the tenants, the large ones among them, ", num(hot))
+		p("fewer than the database strategy's budget of %s connections, on the database strategy and on RLS in turn. ", r.cell("database.connection_budget"))
+		p("A warm-up at saturation opens the hot tenants' connections first; a run at saturation of each sets the rate, half the lower of the two throughputs (never below the workload's common rate of the tables above). ")
 		p("Connections the database strategy dialled during the timed runs, each a cold start: %s, for %s requests.\n\n", r.cell("database.hot_dials"), r.cell("database.hot_requests"))
-		p("| workload | req/s | RLS p50 ms | RLS p99 ms | database p50 ms | database p99 ms | p50 × RLS | p99 × RLS (lowest–highest round) | p99 samples | failed requests |\n")
-		p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		p("| workload | RLS saturation req/s | database saturation req/s | rate req/s | RLS p50 ms | RLS p99 ms | database p50 ms | database p99 ms | p50 × RLS | p99 × RLS (lowest–highest round) | p99 samples | failed requests |\n")
+		p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, w := range r.Workloads {
 			f := func(s, measure string) string { return r.cell(s + "." + w + "." + measure) }
-			p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", w, r.cell(w+".fixed_rate_rps"),
+			p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", w, f("rls", "hot_throughput_rps"), f("database", "hot_throughput_rps"), r.cell("hot."+w+".rate_rps"),
 				f("rls", "hot_p50_ms"), f("rls", "hot_p99_ms"), f("database", "hot_p50_ms"), f("database", "hot_p99_ms"),
 				f("database", "hot_p50_vs_rls"), r.ratioCell("database."+w+".hot_p99_vs_rls"), f("database", "hot_p99_samples"), f("database", "hot_errors"))
 		}
