@@ -46,9 +46,8 @@ type budget struct {
 	// of any pool), in the order of compareVictims, and reports whether it
 	// found one. ahead: for the reserve, not for a taker that waits; then
 	// it spares the pools a Run is about to use. surplus: for a taker
-	// whose pool has a connection already; then only a connection worth
-	// less to its pool than another is to except's may go (evictIdle). It
-	// is called without mu held.
+	// whose pool has a connection already. Both close only spare
+	// connections (evictIdle). It is called without mu held.
 	evict func(except *tenantPool, ahead, surplus bool) bool
 
 	// dials counts the connections dialled (each a backend start when it
@@ -63,8 +62,8 @@ type budget struct {
 	waiters list.List // of *waiter, first in line at the front
 	// reserve is how many slots the budget keeps free, or closing, while
 	// under pressure (takers with no connection of their tenant wait in
-	// line): the idle connections the next takers would evict are closed
-	// ahead of them. A slot comes back only once the server
+	// line): spare idle connections the next takers would evict are
+	// closed ahead of them. A slot comes back only once the server
 	// has ended the session, which on a busy server takes as long as
 	// starting one; a taker that finds a slot free dials at once instead
 	// of waiting for that, so each cold start costs one backend start,
@@ -73,11 +72,11 @@ type budget struct {
 	// connections not kept warm while under pressure. A tenth of the
 	// budget covers the takers that arrive while a session ends at a few
 	// hundred cold starts a second; below 10 slots, none is held back.
-	// Only while such takers wait: closing a tenant's only connection
-	// ahead of need makes that tenant a cold taker on its next request,
-	// so pressure that outlived its takers would feed itself, and with
-	// the active tenants within the budget turn every warm connection
-	// over under load.
+	// Only spare connections, and only while such takers wait: closing a
+	// tenant's only connection ahead of need makes that tenant a cold
+	// taker on its next request, so the reserve would feed itself, and
+	// with the active tenants within the budget turn every warm
+	// connection over under load.
 	reserve   int
 	cold      int  // waiters whose pool has no connection: the pressure
 	toppingUp bool // a taker is closing connections for the reserve
@@ -110,6 +109,7 @@ func newBudget(max int) *budget {
 // surplus taker count as pressure for the reserve (topUp): only tenants
 // with no connection need the reserve's free slots.
 func (b *budget) take(ctx context.Context, p *tenantPool) error {
+	surplus := p.established() // before mu: it takes the pool's lock
 	b.mu.Lock()
 	if b.used < b.max && b.waiters.Len() == 0 {
 		b.used++
@@ -118,7 +118,6 @@ func (b *budget) take(ctx context.Context, p *tenantPool) error {
 		b.topUp(p)
 		return nil
 	}
-	surplus := p.established()
 	if surplus {
 		b.mu.Unlock()
 		if !b.evict(p, false, true) {
