@@ -35,11 +35,12 @@ var explanations = []struct{ prefix, text string }{
 		"straddles 1, the baseline itself was the slower in some round. The target is neither proven nor refuted by a median of " +
 		"three such rounds; a dedicated machine and longer runs (`-duration 30s -fixed-duration 60s -rounds 5`) would settle it."},
 	{"hot_", "**The database strategy with the active tenants within its budget.** Its connections stay open " +
-		"(the dials beside the table of that section: a handful for thousands of requests), so no request of these runs pays a " +
-		"cold start; what is left is a p99 of a few hundred requests a round, the third- or fourth-slowest request of a run of a " +
-		"few seconds, which one scheduling stall on a shared 2-core machine moves by milliseconds. Where the lowest–highest " +
-		"round column straddles the limit, the rounds disagree; longer fixed-rate runs (`-fixed-duration`) give each p99 more " +
-		"samples."},
+		"(the dials beside the table of that section: a few dozen for tens of thousands of requests), so cold starts are not what " +
+		"moves its p99, and at half of the lower saturation of the two strategies each p99 rests on hundreds to thousands of " +
+		"requests. What moves it is the machine: at these rates the load generator, the servers and PostgreSQL share two cores " +
+		"near their capacity, and a round in which either strategy falls behind the rate spreads its p99 by an order of magnitude " +
+		"(the lowest–highest round column, where RLS's own rounds disagree as much). A machine whose load generator does not share " +
+		"the server's cores would settle it."},
 	{"schema_", "**Schema against RLS.** Execution is the same (compare the plans' execution times), the difference is around it: " +
 		"every tenant has its own tables, so a serving connection keeps relation-cache and catalog-cache entries, and pgx's prepared " +
 		"statements, per tenant it has served, and PostgreSQL re-plans a cached statement whenever `search_path` differs from the one " +
@@ -66,8 +67,10 @@ var explanations = []struct{ prefix, text string }{
 		"server itself beyond the acquire timeout. Failed requests in the tables are now 503s of requests that waited out " +
 		"`isolation.database.acquire_timeout` for a connection."},
 	{"database_peak", "**Database connections above the budget.** The sampled sessions include connections being closed " +
-		"after eviction; the strategy holds a slot until the server has closed one, so a peak above the budget is a bug in " +
-		"isolation/database's budget."},
+		"after eviction; the strategy holds a slot until the server has closed one (a backend leaves pg_stat_activity before " +
+		"its socket closes), so a session over the budget is either a slot given back before its session ended or a session " +
+		"the budget never saw. The strategy's own count of slots taken (its high water, in the section on its connections) " +
+		"tells the two apart: above the budget, the budget let too many through; at it, a session outlived its slot."},
 	{"noisy_", "**The victim under a noisy neighbour.** The walls bound what the attacker may hold — connections " +
 		"(`limits.concurrency.per_tenant` slots of the pool or budget, the rest of its requests 429 or queued), time per statement, " +
 		"lock waits (409 at once for a key in use), open connections and metric series — but not CPU: the attacker's capped " +
