@@ -109,7 +109,7 @@ func newBudget(max int) *budget {
 // surplus taker count as pressure for the reserve (topUp): only tenants
 // with no connection need the reserve's free slots.
 func (b *budget) take(ctx context.Context, p *tenantPool) error {
-	surplus := p.established() // before mu: it takes the pool's lock
+	surplus := p.established() > 0 // before mu: it takes the pool's lock
 	b.mu.Lock()
 	if b.used < b.max && b.waiters.Len() == 0 {
 		b.used++

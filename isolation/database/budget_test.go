@@ -236,28 +236,11 @@ func TestColdTenantEvictsTheLeastUsedConnection(t *testing.T) {
 	e := start(t, nil,
 		apitest.WithEnv("BULKHEAD_ISOLATION__DATABASE__MAX_CONNECTIONS", fmt.Sprint(budget)),
 		apitest.WithEnv("BULKHEAD_ISOLATION__DATABASE__ACQUIRE_TIMEOUT", "10s"))
-	ctx := context.Background()
-	var tenants []isolation.Tenant
-	for i := range budget + 1 {
-		tn, err := e.Control.CreateTenant(ctx, fmt.Sprintf("evict-%d", i), "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		tenants = append(tenants, tn.Isolated())
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	tenants := createTenants(ctx, t, e, "evict", budget+1)
 	s := e.strategy(t)
-	// backend reads the pid of the backend serving t.
-	backend := func(tn isolation.Tenant) int32 {
-		t.Helper()
-		var pid int32
-		err := s.Run(isolation.OneRead(ctx), tn, func(tx pgx.Tx) error {
-			return tx.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid)
-		})
-		if err != nil {
-			t.Fatalf("read of %s: %v", tn, err)
-		}
-		return pid
-	}
+	backend := func(tn isolation.Tenant) int32 { return mustBackend(ctx, t, s, tn) }
 	steady, once1, once2, cold := tenants[0], tenants[1], tenants[2], tenants[3]
 	// dialled checks that the requests so far dialled want connections
 	// in all: one per cold tenant, none for a warm one.
@@ -317,27 +300,10 @@ func TestBusyTenantWaitsForItsOwnConnection(t *testing.T) {
 		apitest.WithEnv("BULKHEAD_ISOLATION__DATABASE__ACQUIRE_TIMEOUT", "30s"))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	var tenants []isolation.Tenant
-	for i := range budget {
-		tn, err := e.Control.CreateTenant(ctx, fmt.Sprintf("busy-%d", i), "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		tenants = append(tenants, tn.Isolated())
-	}
+	tenants := createTenants(ctx, t, e, "busy", budget)
 	busy, warm := tenants[0], tenants[1]
 	s := e.strategy(t)
-	backend := func(tn isolation.Tenant) int32 {
-		t.Helper()
-		var pid int32
-		err := s.Run(isolation.OneRead(ctx), tn, func(tx pgx.Tx) error {
-			return tx.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid)
-		})
-		if err != nil {
-			t.Fatalf("read of %s: %v", tn, err)
-		}
-		return pid
-	}
+	backend := func(tn isolation.Tenant) int32 { return mustBackend(ctx, t, s, tn) }
 	busyPID := backend(busy)
 	warmPID := backend(warm)
 	for range 5 { // both warm, the busy one used more
@@ -359,15 +325,14 @@ func TestBusyTenantWaitsForItsOwnConnection(t *testing.T) {
 		})
 	}()
 	await.Recv(t, inTx, "the busy tenant's first transaction to begin")
-	second := make(chan int32, 1)
-	secondErr := make(chan error, 1)
+	type read struct {
+		pid int32
+		err error
+	}
+	second := make(chan read, 1)
 	go func() {
-		var pid int32
-		err := s.Run(isolation.OneRead(ctx), busy, func(tx pgx.Tx) error {
-			return tx.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid)
-		})
-		secondErr <- err
-		second <- pid
+		pid, err := backendPID(ctx, s, busy)
+		second <- read{pid, err}
 	}()
 	// Long past the bound of the wait for its own connection (ownWait),
 	// the second request still waits, and the warm tenant is served by
@@ -377,21 +342,57 @@ func TestBusyTenantWaitsForItsOwnConnection(t *testing.T) {
 		t.Errorf("the warm tenant's backend %d was closed for the busy tenant's second request (now %d)", warmPID, got)
 	}
 	select {
-	case err := <-secondErr:
-		t.Fatalf("the busy tenant's second request ended while its connection was busy: %v", err)
+	case r := <-second:
+		t.Fatalf("the busy tenant's second request ended while its connection was busy: %v", r.err)
 	default:
 	}
 	close(release)
 	if err := await.Recv(t, first, "the busy tenant's first transaction to end"); err != nil {
 		t.Fatal(err)
 	}
-	if err := await.Recv(t, secondErr, "the busy tenant's second request to be served"); err != nil {
-		t.Fatal(err)
+	r := await.Recv(t, second, "the busy tenant's second request to be served")
+	if r.err != nil {
+		t.Fatal(r.err)
 	}
-	if pid := <-second; pid != busyPID {
-		t.Errorf("the busy tenant's second request ran on backend %d, want its own %d", pid, busyPID)
+	if r.pid != busyPID {
+		t.Errorf("the busy tenant's second request ran on backend %d, want its own %d", r.pid, busyPID)
 	}
 	if got := s.Stats().Dials - dials; got != 0 {
 		t.Errorf("%d connections dialled, want none: both tenants stayed warm", got)
 	}
+}
+
+// createTenants creates n tenants, prefix-0 onwards, through the control
+// plane, and returns them as the strategy sees them.
+func createTenants(ctx context.Context, t *testing.T, e *env, prefix string, n int) []isolation.Tenant {
+	t.Helper()
+	tenants := make([]isolation.Tenant, n)
+	for i := range tenants {
+		tn, err := e.Control.CreateTenant(ctx, fmt.Sprintf("%s-%d", prefix, i), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tenants[i] = tn.Isolated()
+	}
+	return tenants
+}
+
+// backendPID reads, in a one-read transaction of s bound to tn, the pid of
+// the backend serving it.
+func backendPID(ctx context.Context, s *database.Strategy, tn isolation.Tenant) (int32, error) {
+	var pid int32
+	err := s.Run(isolation.OneRead(ctx), tn, func(tx pgx.Tx) error {
+		return tx.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid)
+	})
+	return pid, err
+}
+
+// mustBackend is backendPID that fails t on an error.
+func mustBackend(ctx context.Context, t *testing.T, s *database.Strategy, tn isolation.Tenant) int32 {
+	t.Helper()
+	pid, err := backendPID(ctx, s, tn)
+	if err != nil {
+		t.Fatalf("read of %s: %v", tn, err)
+	}
+	return pid
 }

@@ -60,14 +60,15 @@ func (p *tenantPool) usesAsOf(now time.Time) float64 {
 	return p.uses * math.Exp2(-float64(age)/float64(useHalfLife))
 }
 
-// established reports whether p has a connection open, idle or in use,
-// besides those being dialled.
-func (p *tenantPool) established() bool {
-	if p == nil || p.pool == nil {
-		return false
+// established returns how many connections p has open, idle or in use,
+// besides those being dialled; 0 for no pool (a connection dialled through
+// the budget for no tenant pool, as verify's are).
+func (p *tenantPool) established() int32 {
+	if p == nil {
+		return 0
 	}
 	st := p.pool.Stat()
-	return st.TotalConns()-st.ConstructingConns() > 0
+	return st.TotalConns() - st.ConstructingConns()
 }
 
 // quietAfter is how long a pool goes unused before its only connection is
@@ -311,10 +312,9 @@ func compareVictims(a, b victim) int {
 func (c *cache) evictIdle(except *tenantPool, ahead, surplus bool) bool {
 	c.mu.Lock()
 	now := time.Now()
-	mine := math.Inf(1)
-	if surplus && except != nil {
-		st := except.pool.Stat()
-		mine = except.usesAsOf(now) / float64(st.TotalConns()-st.ConstructingConns()+1)
+	mine := math.Inf(1) // what another connection would be worth to except
+	if surplus {
+		mine = except.usesAsOf(now) / float64(except.established()+1)
 	}
 	var cands []victim
 	order := 0
@@ -332,8 +332,11 @@ func (c *cache) evictIdle(except *tenantPool, ahead, surplus bool) bool {
 		worth := p.usesAsOf(now) / float64(max(st.TotalConns(), 1))
 		quiet := p.refs == 0 && now.Sub(p.lastUsed) >= quietAfter
 		spare := quiet || st.TotalConns() > 1
-		if (ahead || surplus) && (wanted || !spare) || surplus && !quiet && 2*worth >= mine {
-			continue
+		if (ahead || surplus) && (wanted || !spare) {
+			continue // only spare connections, none about to be taken
+		}
+		if surplus && !quiet && 2*worth >= mine {
+			continue // a surplus worth at least half as much where it is
 		}
 		cands = append(cands, victim{
 			p:      p,

@@ -76,8 +76,8 @@ func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) 
 	defer s.pools.put(p)
 	actx, cancel := context.WithTimeout(ctx, s.cfg.AcquireTimeout)
 	defer cancel()
-	patient := false
-	for attempt := 0; ; attempt++ {
+	patient, retried := false, false
+	for {
 		s.awaitOwn(actx, p, patient)
 		conn, err := p.pool.Acquire(context.WithValue(actx, acquireKey{}, actx))
 		if err != nil {
@@ -89,7 +89,6 @@ func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) 
 				// its own, until the acquire timeout. Nothing was
 				// dialled, so the retry below is not spent.
 				patient = true
-				attempt--
 				continue
 			}
 			if srv.noteDown(ctx, err) {
@@ -97,8 +96,9 @@ func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) 
 			}
 			return fmt.Errorf("%w: tenant %s: %w", isolation.ErrUnavailable, t, err)
 		}
-		retry, err := s.runOn(ctx, p, conn, bind, fn, attempt == 0)
+		retry, err := s.runOn(ctx, p, conn, bind, fn, !retried)
 		if retry {
+			retried = true
 			p.pool.Reset() // its other idle connections died with this one
 			continue
 		}
