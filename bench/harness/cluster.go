@@ -17,6 +17,7 @@ import (
 
 	"github.com/bulkheadhq/bulkhead/bench/report"
 	"github.com/bulkheadhq/bulkhead/internal/pgcluster"
+	"github.com/bulkheadhq/bulkhead/isolation"
 )
 
 // bytesPerRow estimates what one cost item takes on disk, heap and its
@@ -155,9 +156,24 @@ type sampler struct {
 	done chan struct{}
 }
 
+// sessionsQuery counts the sessions of role $1 on the databases whose names
+// match $2: client backends only. A parallel query's workers are listed
+// under their leader's role and database too, but they are not
+// connections: they count against max_worker_processes, not
+// max_connections, and the budget does not hold them.
+const sessionsQuery = `
+	SELECT count(*) FROM pg_stat_activity
+	WHERE backend_type = 'client backend' AND usename = $1 AND datname ~ $2`
+
 // startSampler samples every interval on conn (which it then owns) until
-// Stop.
+// Stop: the serving role's sessions on tenant databases.
 func startSampler(ctx context.Context, conn *pgx.Conn, interval time.Duration) *sampler {
+	return startSamplerOf(ctx, conn, interval, isolation.AppRole, `^t_[0-9a-f]{32}$`)
+}
+
+// startSamplerOf samples the sessions of role on the databases matching
+// pattern.
+func startSamplerOf(ctx context.Context, conn *pgx.Conn, interval time.Duration, role, pattern string) *sampler {
 	s := &sampler{conn: conn, stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
@@ -165,10 +181,7 @@ func startSampler(ctx context.Context, conn *pgx.Conn, interval time.Duration) *
 		defer t.Stop()
 		for {
 			var n int
-			err := conn.QueryRow(ctx, `
-				SELECT count(*) FROM pg_stat_activity
-				WHERE usename = 'bulkhead_app' AND datname ~ '^t_[0-9a-f]{32}$'`).Scan(&n)
-			if err == nil {
+			if err := conn.QueryRow(ctx, sessionsQuery, role, pattern).Scan(&n); err == nil {
 				s.mu.Lock()
 				s.peak, s.n = max(s.peak, n), s.n+1
 				s.mu.Unlock()
