@@ -66,7 +66,10 @@ var explanations = []struct{ prefix, text string }{
 		"run). The slot wait now fails with an error of its own that never marks a server down, and an attempt keeps time for the " +
 		"server itself beyond the acquire timeout. Failed requests in the tables are now 503s of requests that waited out " +
 		"`isolation.database.acquire_timeout` for a connection."},
-	{"database_peak", "**Database connections above the budget.** The sampled sessions include connections being closed " +
+	{"database_peak", "**Database connections above the budget.** The sampler counts the serving role's client backends on " +
+		"tenant databases; a parallel query's workers, which pg_stat_activity lists under their leader's role and database, are " +
+		"not connections (they count against max_worker_processes) and are not counted — a run before that was told apart saw 51 " +
+		"in one of 20,760 samples, with the strategy's own count at 50. The sampled sessions include connections being closed " +
 		"after eviction; the strategy holds a slot until the server has closed one (a backend leaves pg_stat_activity before " +
 		"its socket closes), so a session over the budget is either a slot given back before its session ended or a session " +
 		"the budget never saw. The strategy's own count of slots taken (its high water, in the section on its connections) " +
