@@ -3,6 +3,7 @@ package harness
 import (
 	"context"
 	"regexp"
+	"sync"
 	"testing"
 	"time"
 
@@ -46,9 +47,15 @@ func TestSamplerCountsSessionsNotParallelWorkers(t *testing.T) {
 	}()
 
 	done := make(chan error, 1)
-	go func() {
+	var wg sync.WaitGroup
+	wg.Go(func() {
 		_, err := session.Exec(ctx, `SELECT pg_sleep(1.5)`)
 		done <- err
+	})
+	// On a failure below, the query ends before the session closes.
+	defer func() {
+		cancel()
+		wg.Wait()
 	}()
 	// The worker is listed beside its leader: what the sampler must not
 	// count.

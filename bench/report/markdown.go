@@ -116,7 +116,7 @@ func Markdown(r *Results) string {
 		p("## Database strategy, active tenants within the budget\n\n")
 		p("The same requests to only %s of the tenants, the large ones among them, ", num(hot))
 		p("fewer than the database strategy's budget of %s connections, on the database strategy and on RLS in turn. ", r.cell("database.connection_budget"))
-		p("A warm-up at saturation opens the hot tenants' connections first; a run at saturation of each sets the rate, half the lower of the two throughputs (never below the workload's common rate of the tables above). ")
+		p("A warm-up at saturation opens the hot tenants' connections first; a run at saturation of each sets the rate, a share of the lower of the two throughputs (settings: hot set; never below the workload's common rate of the tables above). ")
 		p("Connections the database strategy dialled during the timed runs, each a cold start: %s, for %s requests.\n\n", r.cell("database.hot_dials"), r.cell("database.hot_requests"))
 		p("| workload | RLS saturation req/s | database saturation req/s | rate req/s | RLS p50 ms | RLS p99 ms | database p50 ms | database p99 ms | p50 × RLS | p99 × RLS (lowest–highest round) | p99 samples | failed requests |\n")
 		p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")

@@ -24,26 +24,30 @@ import (
 // keyed is a tenant and its viewer key.
 type keyed struct {
 	slug, db, key string
+	tenant        isolation.Tenant // as the strategy sees it
 }
 
-// makeTenants creates n tenants, a few at a time, each with a viewer key.
+// makeTenants creates n tenants, a few at a time, each with a viewer key,
+// within makeTenantsWithin.
 func makeTenants(t testing.TB, e *env, prefix string, n int) []keyed {
 	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), makeTenantsWithin)
+	defer cancel()
 	out := make([]keyed, n)
 	var g errgroup.Group
 	g.SetLimit(4)
 	for i := range out {
 		g.Go(func() error {
 			slug := fmt.Sprintf("%s-%04d", prefix, i)
-			tn, err := e.Control.CreateTenant(context.Background(), slug, "")
+			tn, err := e.Control.CreateTenant(ctx, slug, "")
 			if err != nil {
 				return err
 			}
-			k, err := e.Control.CreateKey(context.Background(), slug, auth.Viewer)
+			k, err := e.Control.CreateKey(ctx, slug, auth.Viewer)
 			if err != nil {
 				return err
 			}
-			out[i] = keyed{slug: slug, db: tn.Placement, key: k.Key}
+			out[i] = keyed{slug: slug, db: tn.Placement, key: k.Key, tenant: tn.Isolated()}
 			return nil
 		})
 	}
@@ -77,9 +81,7 @@ func get(e *env, path, key string) (int, string, error) {
 func TestConnectionsNeverExceedTheBudget(t *testing.T) {
 	t.Parallel()
 	const tenants, budget, workers, perWorker = 200, 10, 40, 30
-	e := start(t, nil,
-		apitest.WithEnv("BULKHEAD_ISOLATION__DATABASE__MAX_CONNECTIONS", fmt.Sprint(budget)),
-		apitest.WithEnv("BULKHEAD_ISOLATION__DATABASE__ACQUIRE_TIMEOUT", "2s"))
+	e := start(t, nil, withBudget(budget, "2s")...)
 	begin := time.Now()
 	ts := makeTenants(t, e, "load", tenants)
 	t.Logf("%d tenants created in %s", tenants, time.Since(begin).Round(time.Millisecond))
@@ -233,12 +235,10 @@ func TestIdlePoolsClose(t *testing.T) {
 func TestColdTenantEvictsTheLeastUsedConnection(t *testing.T) {
 	t.Parallel()
 	const budget = 3
-	e := start(t, nil,
-		apitest.WithEnv("BULKHEAD_ISOLATION__DATABASE__MAX_CONNECTIONS", fmt.Sprint(budget)),
-		apitest.WithEnv("BULKHEAD_ISOLATION__DATABASE__ACQUIRE_TIMEOUT", "10s"))
+	e := start(t, nil, withBudget(budget, "10s")...)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	tenants := createTenants(ctx, t, e, "evict", budget+1)
+	tenants := tenantsOf(makeTenants(t, e, "evict", budget+1))
 	s := e.strategy(t)
 	backend := func(tn isolation.Tenant) int32 { return mustBackend(ctx, t, s, tn) }
 	steady, once1, once2, cold := tenants[0], tenants[1], tenants[2], tenants[3]
@@ -295,12 +295,10 @@ func TestColdTenantEvictsTheLeastUsedConnection(t *testing.T) {
 func TestBusyTenantWaitsForItsOwnConnection(t *testing.T) {
 	t.Parallel()
 	const budget = 2
-	e := start(t, nil,
-		apitest.WithEnv("BULKHEAD_ISOLATION__DATABASE__MAX_CONNECTIONS", fmt.Sprint(budget)),
-		apitest.WithEnv("BULKHEAD_ISOLATION__DATABASE__ACQUIRE_TIMEOUT", "30s"))
+	e := start(t, nil, withBudget(budget, "30s")...)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	tenants := createTenants(ctx, t, e, "busy", budget)
+	tenants := tenantsOf(makeTenants(t, e, "busy", budget))
 	busy, warm := tenants[0], tenants[1]
 	s := e.strategy(t)
 	backend := func(tn isolation.Tenant) int32 { return mustBackend(ctx, t, s, tn) }
@@ -362,19 +360,26 @@ func TestBusyTenantWaitsForItsOwnConnection(t *testing.T) {
 	}
 }
 
-// createTenants creates n tenants, prefix-0 onwards, through the control
-// plane, and returns them as the strategy sees them.
-func createTenants(ctx context.Context, t *testing.T, e *env, prefix string, n int) []isolation.Tenant {
-	t.Helper()
-	tenants := make([]isolation.Tenant, n)
-	for i := range tenants {
-		tn, err := e.Control.CreateTenant(ctx, fmt.Sprintf("%s-%d", prefix, i), "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		tenants[i] = tn.Isolated()
+// makeTenantsWithin bounds makeTenants: 200 tenants take seconds on a
+// busy machine.
+const makeTenantsWithin = 5 * time.Minute
+
+// withBudget configures the strategy's connection budget and acquire
+// timeout.
+func withBudget(budget int, acquireTimeout string) []apitest.Option {
+	return []apitest.Option{
+		apitest.WithEnv("BULKHEAD_ISOLATION__DATABASE__MAX_CONNECTIONS", fmt.Sprint(budget)),
+		apitest.WithEnv("BULKHEAD_ISOLATION__DATABASE__ACQUIRE_TIMEOUT", acquireTimeout),
 	}
-	return tenants
+}
+
+// tenantsOf returns the tenants of ts, as the strategy sees them.
+func tenantsOf(ts []keyed) []isolation.Tenant {
+	out := make([]isolation.Tenant, len(ts))
+	for i, k := range ts {
+		out[i] = k.tenant
+	}
+	return out
 }
 
 // backendPID reads, in a one-read transaction of s bound to tn, the pid of

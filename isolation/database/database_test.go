@@ -255,9 +255,7 @@ func TestSpentBudgetAnswers503(t *testing.T) {
 }
 
 func spentBudgetAnswers503(t *testing.T, acquireTimeout string) {
-	e := start(t, nil,
-		apitest.WithEnv("BULKHEAD_ISOLATION__DATABASE__MAX_CONNECTIONS", "1"),
-		apitest.WithEnv("BULKHEAD_ISOLATION__DATABASE__ACQUIRE_TIMEOUT", acquireTimeout))
+	e := start(t, nil, withBudget(1, acquireTimeout)...)
 	a, b := e.Tenant(t, "tenant-a"), e.Tenant(t, "tenant-b")
 	s := e.strategy(t)
 	ctx := context.Background()
