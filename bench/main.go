@@ -49,6 +49,8 @@ func run(args []string, stderr io.Writer) int {
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "length of each saturation run")
 	fs.DurationVar(&cfg.FixedDuration, "fixed-duration", cfg.FixedDuration, "length of each fixed-rate run")
 	fs.DurationVar(&cfg.Warmup, "warmup", cfg.Warmup, "length of the warm-up run of each workload and strategy")
+	fs.IntVar(&cfg.WarmupPasses, "warmup-passes", cfg.WarmupPasses, "passes of the warm-up sweep over every tenant, per read workload and strategy (0: none)")
+	fs.DurationVar(&cfg.WarmupLimit, "warmup-limit", cfg.WarmupLimit, "longest warm-up sweep of one workload on one strategy")
 	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "concurrent clients at saturation")
 	fs.Float64Var(&cfg.RateShare, "rate-share", cfg.RateShare, "fixed rate as a share of the lowest saturation throughput")
 	fs.IntVar(&cfg.Budget, "budget", cfg.Budget, "database strategy connection budget (isolation.database.max_connections)")

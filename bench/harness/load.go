@@ -69,34 +69,63 @@ func (q *requests) body(i int) []byte {
 func (q *requests) targeter(w string, t target, pop population, seed uint64) vegeta.Targeter {
 	var mu sync.Mutex
 	r := rand.New(rand.NewPCG(seed, uint64(len(w))))
-	d := q.data
 	return func(tgt *vegeta.Target) error {
 		mu.Lock()
 		i := pop.pick(r)
 		k := r.IntN(1 << 20)
 		mu.Unlock()
-		spec := d.Tenants[i]
-		tgt.Method, tgt.Body = http.MethodGet, nil
-		tgt.Header = http.Header{"Authorization": {"Bearer " + t.keys[i]}}
-		switch w {
-		case PointRead:
-			tgt.URL = t.url + "/v1/accounts/" + accountID(i, 1+k%spec.Accounts).String()
-		case CostList:
-			from, to := d.month(k % 12)
-			tgt.URL = t.url + "/v1/costs?limit=100&from=" + from + "&to=" + to
-		case CostSummary:
-			from, to := d.month(k % 12)
-			tgt.URL = t.url + "/v1/costs/summary?group_by=service&from=" + from + "&to=" + to
-		case BudgetStatus:
-			tgt.URL = t.url + "/v1/budgets/" + budgetID(i, 1+k%2).String()
-		case Ingest:
-			tgt.Method, tgt.URL, tgt.Body = http.MethodPost, t.url+"/v1/costs", q.body(i)
-			tgt.Header.Set("Content-Type", "application/json")
-		default:
-			return fmt.Errorf("unknown workload %q", w)
-		}
-		return nil
+		return q.fill(tgt, w, t, i, k)
 	}
+}
+
+// sweeper returns passes passes of workload w's requests against t over
+// every tenant of pop in turn, each with a fresh draw of the request's own
+// choices (which account, which month), and then no more
+// (vegeta.ErrNoTargets): the warm-up that reaches every tenant alike.
+func (q *requests) sweeper(w string, t target, pop population, passes int, seed uint64) vegeta.Targeter {
+	var mu sync.Mutex
+	r := rand.New(rand.NewPCG(seed, uint64(len(w))))
+	order := slices.Concat(pop.large, pop.small)
+	n := 0
+	return func(tgt *vegeta.Target) error {
+		mu.Lock()
+		if n >= passes*len(order) {
+			mu.Unlock()
+			return vegeta.ErrNoTargets
+		}
+		i := order[n%len(order)]
+		n++
+		k := r.IntN(1 << 20)
+		mu.Unlock()
+		return q.fill(tgt, w, t, i, k)
+	}
+}
+
+// fill makes tgt workload w's request of tenant i against t; k draws the
+// request's own choices.
+func (q *requests) fill(tgt *vegeta.Target, w string, t target, i, k int) error {
+	d := q.data
+	spec := d.Tenants[i]
+	tgt.Method, tgt.Body = http.MethodGet, nil
+	tgt.Header = http.Header{"Authorization": {"Bearer " + t.keys[i]}}
+	switch w {
+	case PointRead:
+		tgt.URL = t.url + "/v1/accounts/" + accountID(i, 1+k%spec.Accounts).String()
+	case CostList:
+		from, to := d.month(k % 12)
+		tgt.URL = t.url + "/v1/costs?limit=100&from=" + from + "&to=" + to
+	case CostSummary:
+		from, to := d.month(k % 12)
+		tgt.URL = t.url + "/v1/costs/summary?group_by=service&from=" + from + "&to=" + to
+	case BudgetStatus:
+		tgt.URL = t.url + "/v1/budgets/" + budgetID(i, 1+k%2).String()
+	case Ingest:
+		tgt.Method, tgt.URL, tgt.Body = http.MethodPost, t.url+"/v1/costs", q.body(i)
+		tgt.Header.Set("Content-Type", "application/json")
+	default:
+		return fmt.Errorf("unknown workload %q", w)
+	}
+	return nil
 }
 
 // population is the tenants a run's requests go to, by index: the large
@@ -176,6 +205,9 @@ func attack(ctx context.Context, tr vegeta.Targeter, rate float64, workers int, 
 	var o outcome
 	begin := time.Now()
 	for res := range atk.Attack(tr, pacer, d, "") {
+		if res.Error == vegeta.ErrNoTargets.Error() {
+			continue // a sweeper's end (each busy worker sees it), not a request
+		}
 		if res.Error == "" && res.Code >= 200 && res.Code < 300 {
 			o.ok++
 			o.latencies = append(o.latencies, res.Latency)
