@@ -133,7 +133,7 @@ bench: deps build ## Run the benchmarks; write bench/results/latest.{json,md,svg
 .PHONY: bench/quick
 bench/quick: deps build ## A few-minute smoke of make bench's figures, written to tmp/bench-quick/latest.{json,md,svg}
 	$(GO) run ./bench -out tmp/bench-quick -tenants 60 -large 2 -large-rows 20000 -small-rows 200 \
-		-rounds 3 -duration 1s -fixed-duration 1s -warmup 300ms -provision-sample 5 -noisy=false -focus-rows 5000 -settle=false
+		-rounds 3 -duration 1s -fixed-duration 1s -warmup 300ms -warmup-limit 5s -provision-sample 5 -noisy=false -focus-rows 5000 -settle=false
 
 # The issue's second tenant count: rls and schema (and the baseline) at
 # 10,000 tenants — provisioning, the migration anchor, the point read and
