@@ -68,6 +68,21 @@ func SetRole(role string) Step {
 	return setLocal("SET LOCAL ROLE "+pgx.Identifier{role}.Sanitize(), "role", role)
 }
 
+// GenericPlans is the step that makes every prepared statement the
+// transaction executes use its generic plan from the first execution on
+// (plan_cache_mode = force_generic_plan), instead of planning each of its
+// first five executions for their parameter values before PostgreSQL
+// decides whether the generic plan will do. That pays where a statement is
+// prepared for one tenant and connection (the schema strategy's reads:
+// RunOnScoped), and so runs only a few times on each backend: each of
+// those executions would be planned anew. A statement whose plan hinges on
+// its parameters' values would do worse with it; the application's reads
+// of one tenant's tables filter on the tenant, which is the whole table
+// there, and on keys and date ranges its indexes serve.
+func GenericPlans() Step {
+	return setLocal("SET LOCAL plan_cache_mode = force_generic_plan", "plan_cache_mode", "force_generic_plan")
+}
+
 // setMillis is the step that sets the duration setting name to ms
 // milliseconds.
 func setMillis(name string, ms int64) Step {
