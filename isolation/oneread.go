@@ -260,13 +260,21 @@ func controls(steps []Step) []control {
 }
 
 // maxStatements bounds the statements one connection keeps prepared for
-// OneRead runs, the least recently used deallocated to make room. A
-// prepared point read holds 20 KB of the backend's memory (its plan
-// source, query and generic plan: 8 + 4 + 8 KB, PostgreSQL 15), so at
-// most 20 MB a connection: enough for a read of each of 1,000 schema
-// tenants, whose relation and catalog cache entries (some 12 relations
-// each) a connection serving them all holds anyway.
-const maxStatements = 1024
+// OneRead runs, the least recently used deallocated to make room. The
+// schema strategy prepares each read once per tenant a connection serves:
+// at 1,000 tenants its four read statements are 4,000 on a connection that
+// serves them all. When they do not fit, the least recently used order
+// turns against a uniform spread of tenants: nearly every read finds its
+// statement gone, deallocates another, and is prepared and planned again.
+// The price is the backend's memory: a backend that served four reads of
+// each of 1,000 schema tenants held 180 MB more, 45 kB a statement
+// (BenchmarkStatementMemory in isolation/schema, PostgreSQL 15: the
+// statements' plan sources and generic plans, and the relation and
+// catalog cache entries of the tenants' tables, which it would hold
+// anyway), so up to some 180 MB a connection. Only connections that
+// serve that many tenants get there: the pool hands out the connection
+// released last, so a few do most of the work.
+const maxStatements = 4096
 
 // statementCache is the statements one connection keeps prepared for
 // OneRead runs, by key (scope and text), most recently used first. It lives
