@@ -41,23 +41,27 @@ var explanations = []struct{ prefix, text string }{
 		"near their capacity, and a round in which either strategy falls behind the rate spreads its p99 by an order of magnitude " +
 		"(the lowest–highest round column, where RLS's own rounds disagree as much). A machine whose load generator does not share " +
 		"the server's cores would settle it."},
-	{"schema_", "**Schema against RLS.** Execution is the same (compare the plans' execution times), the difference is around it: " +
-		"every tenant has its own tables, so a serving connection keeps relation-cache and catalog-cache entries, and pgx's prepared " +
-		"statements, per tenant it has served, and PostgreSQL re-plans a cached statement whenever `search_path` differs from the one " +
-		"it was planned under. With 1,000 tenants over a 20-connection pool nearly every request lands on a connection whose last " +
-		"transaction was another tenant's: parse analysis and planning on every query, and cold catalog entries for the tenant's " +
-		"4 tables and their indexes (about 12 relations per tenant, 12,000 in all). That is the cost of the strategy at this tenant count, " +
-		"not a bug. Measured on one connection (`BenchmarkTenantSwitch` in isolation/schema, backend CPU per point read, two runs on " +
-		"this shared machine): 44–47 µs for the same tenant again, 83–131 µs for another tenant the backend has served (re-analysis " +
-		"and re-planning for its search_path and role; 54–72 µs with a statement of the tenant's own), 283–326 µs for a tenant new " +
-		"to the backend. Giving each tenant, among the pool's idle connections, the one it ranks highest (rendezvous hashing, so " +
-		"that a tenant comes back to a few backends of its own) was measured at 1,000 tenants and not kept: it spread the load " +
-		"over all 20 backends instead of the 8 that the pool's last-released-first order keeps busy for 8 clients, which cost " +
-		"15–30 % more backend CPU per warm read (77–80 against 57–67 µs), and with the pool held to 8 connections it changed " +
-		"nothing measurable, warm or cold (backend CPU per point read, 8 clients). On 2 cores a backend that is running is worth " +
-		"more than one that served the tenant before. After a 20 s warm-up (about 100 reads a tenant) schema's point-read " +
-		"throughput was 0.88× RLS's in the same run: these rounds, after a 500 ms warm-up, still pay many tenants' first " +
-		"requests on each backend."},
+	{"schema_", "**Schema against RLS.** Execution is the same (compare the plans' execution times), the difference is around it: every " +
+		"tenant has its own tables, so a serving connection keeps relation-cache and catalog-cache entries per tenant it has " +
+		"served, and PostgreSQL analyses and plans a prepared statement again whenever `search_path` differs from the one it " +
+		"was planned under. Measured on one connection (`BenchmarkTenantSwitch` in isolation/schema, backend CPU per point " +
+		"read, two runs on this shared machine): 44–47 µs for the same tenant again, 83–131 µs for another tenant the backend " +
+		"has served with one statement for all tenants, 54–72 µs with a statement of the tenant's own, 283–326 µs for a tenant " +
+		"new to the backend. Three things bring the rounds near the warm figure. The warm-up sweep (settings: runs) has every " +
+		"read served to every tenant 20 times before the first round, so that the rounds measure backends that have served the " +
+		"tenants, not their first requests: with 1,000 tenants over the pool, 1.5 s runs after a 500 ms warm-up measured mostly " +
+		"those. A tenant's one-statement read is prepared once per connection and planned once, with its generic plan " +
+		"(`isolation.GenericPlans` in the binding): under PostgreSQL's default each of a statement's first five executions is " +
+		"planned for its parameters, and a statement of one tenant and backend runs only a few times in a run. And a connection " +
+		"keeps up to 4,096 such statements, the four reads of 1,000 tenants: at 1,024 the least recently used order dropped " +
+		"nearly every statement before its next use. The price is the backends' memory, about 45 kB a statement " +
+		"(`BenchmarkStatementMemory`). In one quick run (1,000 tenants, point read and month summary, 3 rounds, schema ÷ RLS " +
+		"throughput per round) the point read went from 0.31–0.58 to 0.47–0.69 with the sweep alone and to 0.73–0.94 with all " +
+		"three. What is left is the binding's role and search_path, a statement per tenant rather than one, and the budget " +
+		"read, two statements whose second is planned again at every change of tenant (a one-statement budget read would be " +
+		"prepared per tenant like the others). Tenant-affine connections (each tenant, among the idle connections, given the " +
+		"one it ranks highest) were measured and not kept: they spread the load over all 20 backends instead of the few that " +
+		"the pool's last-released-first order keeps busy, which cost 15–30 % more backend CPU per warm read."},
 	{"database_", "**Database against RLS.** The connection budget held (see below), and that is the cost: 50 connections for 1,000 " +
 		"tenant databases. A connection serves one database, so a request for a tenant whose pool has no idle connection waits for a " +
 		"slot, has the idle connection of the least used other tenant closed, and opens a new one — a new backend on a database " +
