@@ -138,7 +138,7 @@ func maxKept(ctx context.Context, t *testing.T, pool *pgxpool.Pool) int {
 	return most
 }
 
-// A connection keeps at most 1,024 one-read statements prepared: past that,
+// A connection keeps at most 4,096 one-read statements prepared: past that,
 // the least recently used is deallocated, in the pipeline of the read that
 // needs the room, and a statement deallocated so is prepared again when
 // next read. Every read still sees its tenant's rows only.
@@ -185,7 +185,7 @@ func TestOneReadStatementsAreBoundedLeastRecentlyUsed(t *testing.T) {
 		}
 		return out
 	}
-	const kept, n = 1024, 1100
+	const kept, n = 4096, 4200
 	for i := range n {
 		read(i)
 	}
