@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/bulkheadhq/bulkhead/internal/pgtest"
 	"github.com/bulkheadhq/bulkhead/isolation"
 )
 
@@ -17,8 +18,8 @@ import (
 // analysed and planned again at each change of tenant), and planned once:
 // its generic plan from the first execution on (a statement of one tenant
 // and connection runs only now and then, and each of its first five
-// executions would be planned anew), and each tenant still reads its own
-// rows.
+// executions would be planned anew; not on Citus, whose planner routes by
+// the parameters' values), and each tenant still reads its own rows.
 func TestOneReadPreparesOncePerTenant(t *testing.T) {
 	t.Parallel()
 	f := setup(t, options{tenants: 3, app: func(c *pgxpool.Config) { c.MaxConns, c.MinConns = 1, 0 }})
@@ -64,7 +65,7 @@ func TestOneReadPreparesOncePerTenant(t *testing.T) {
 		if p.Generic+p.Custom != rounds {
 			t.Errorf("a tenant's statement ran %d times, want %d: %+v", p.Generic+p.Custom, rounds, runs)
 		}
-		if p.Custom != 0 {
+		if p.Custom != 0 && !pgtest.Citus(t) {
 			t.Errorf("a tenant's statement was planned for its parameters %d times in %d runs, want its generic plan every time: %+v", p.Custom, rounds, runs)
 		}
 	}

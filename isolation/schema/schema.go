@@ -358,7 +358,7 @@ func (s *Strategy) migrate(ctx context.Context, name string, citus bool) (int64,
 // setting, the tenant's role and a search_path of its schema and, last,
 // pg_temp are all SET LOCAL, folded into the transaction's BEGIN, and so
 // is plan_cache_mode: the transaction's statements use their generic plan
-// (isolation.GenericPlans).
+// (isolation.GenericPlans), except on Citus.
 //
 // Tenants may sit at different migration versions, and a statement pgx
 // prepared for one tenant's table shape then fails on another's with
@@ -369,11 +369,11 @@ func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) 
 	if s.app == nil {
 		return isolation.ErrNoApp
 	}
-	stmts, err := bind(ctx, t)
+	citus, err := s.citus.Citus(ctx, s.app, s.opts.Citus)
 	if err != nil {
 		return err
 	}
-	citus, err := s.citus.Citus(ctx, s.app, s.opts.Citus)
+	stmts, err := bind(ctx, t, !citus)
 	if err != nil {
 		return err
 	}
@@ -394,8 +394,11 @@ func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) 
 	return isolation.MarkStale(isolation.RunOnScoped(ctx, conn.Conn(), Name(t.ID), stmts, fn))
 }
 
-// bind returns the steps binding t after BEGIN, bounded as ctx says.
-func bind(ctx context.Context, t isolation.Tenant) ([]isolation.Step, error) {
+// bind returns the steps binding t after BEGIN, bounded as ctx says, with
+// generic plans when generic. Not on Citus: its planner routes a statement
+// of a distributed schema by its parameters' values, and fails a generic
+// plan of some ("could not create distributed plan").
+func bind(ctx context.Context, t isolation.Tenant, generic bool) ([]isolation.Step, error) {
 	if t.ID == uuid.Nil {
 		return nil, isolation.ErrNoTenant
 	}
@@ -405,7 +408,11 @@ func bind(ctx context.Context, t isolation.Tenant) ([]isolation.Step, error) {
 		// guess which one is right.
 		return nil, fmt.Errorf("bind %s: placement %q is not its schema %s", t, t.Placement, name)
 	}
-	return isolation.BindStatements(ctx, t.ID, isolation.SetRole(name), isolation.SearchPath(name), isolation.GenericPlans())
+	steps := []isolation.Step{isolation.SetRole(name), isolation.SearchPath(name)}
+	if generic {
+		steps = append(steps, isolation.GenericPlans())
+	}
+	return isolation.BindStatements(ctx, t.ID, steps...)
 }
 
 // Ready reports whether the database answers. Tenants at different
