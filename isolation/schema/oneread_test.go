@@ -8,6 +8,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/bulkheadhq/bulkhead/app/config"
+	"github.com/bulkheadhq/bulkhead/app/postgres"
 	"github.com/bulkheadhq/bulkhead/internal/pgtest"
 	"github.com/bulkheadhq/bulkhead/isolation"
 )
@@ -68,5 +70,44 @@ func TestOneReadPreparesOncePerTenant(t *testing.T) {
 		if p.Custom != 0 && !pgtest.Citus(t) {
 			t.Errorf("a tenant's statement was planned for its parameters %d times in %d runs, want its generic plan every time: %+v", p.Custom, rounds, runs)
 		}
+	}
+}
+
+// A tenant's transactions use generic plans only where the serving pool
+// prepares its statements and keeps them: behind a transaction-mode pooler
+// every statement is parsed anew, and a generic plan would only lose what
+// the parameters' values tell the planner.
+func TestGenericPlansOnlyWherePrepared(t *testing.T) {
+	t.Parallel()
+	for _, via := range []string{"direct", "pgbouncer"} {
+		t.Run(via, func(t *testing.T) {
+			t.Parallel()
+			want := "force_generic_plan"
+			if pgtest.Citus(t) {
+				want = "auto" // Citus routes by the parameters' values
+			}
+			var f *fixture
+			if via == "pgbouncer" {
+				db := pgtest.New(t)
+				f = setupOn(t, db, options{appURL: pgBouncerURL(t, db), app: func(c *pgxpool.Config) {
+					c.ConnConfig.DefaultQueryExecMode = postgres.ExecMode(config.PoolerPgBouncer)
+				}})
+				want = "auto"
+			} else {
+				f = setup(t, options{})
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			var got string
+			err := f.strategy.Run(ctx, f.tenants[0], func(tx pgx.Tx) error {
+				return tx.QueryRow(ctx, `SELECT current_setting('plan_cache_mode')`).Scan(&got)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != want {
+				t.Errorf("plan_cache_mode in a tenant transaction (%s) = %q, want %q", via, got, want)
+			}
+		})
 	}
 }

@@ -43,6 +43,10 @@ type Strategy struct {
 	// keeps no worker connection past its transaction (see
 	// uncachedWorkerConns) and binds with SET LOCAL only.
 	citus isolation.CitusProbe
+	// prepared is whether the serving pool prepares its statements and
+	// keeps them (no transaction-mode pooler between): only then does a
+	// generic plan get used again (GenericPlans).
+	prepared bool
 }
 
 // uncachedWorkerConns ends a tenant transaction's connections to the
@@ -77,6 +81,7 @@ var Descriptor = isolation.Descriptor{
 // closes the owner sessions it keeps for migrating.
 func New(app, owner *pgxpool.Pool, opts ...isolation.Option) *Strategy {
 	s := &Strategy{app: app, owner: owner, opts: isolation.NewOptions(opts...)}
+	s.prepared = app != nil && app.Config().ConnConfig.DefaultQueryExecMode == pgx.QueryExecModeCacheStatement
 	if owner != nil {
 		// As many sessions as migrate at once, kept while tenants keep
 		// coming: bulkhead migrate lends each to the next tenant at once.
@@ -358,7 +363,8 @@ func (s *Strategy) migrate(ctx context.Context, name string, citus bool) (int64,
 // setting, the tenant's role and a search_path of its schema and, last,
 // pg_temp are all SET LOCAL, folded into the transaction's BEGIN, and so
 // is plan_cache_mode: the transaction's statements use their generic plan
-// (isolation.GenericPlans), except on Citus.
+// (isolation.GenericPlans), where statements are prepared and kept and not
+// on Citus.
 //
 // Tenants may sit at different migration versions, and a statement pgx
 // prepared for one tenant's table shape then fails on another's with
@@ -373,7 +379,7 @@ func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) 
 	if err != nil {
 		return err
 	}
-	stmts, err := bind(ctx, t, !citus)
+	stmts, err := bind(ctx, t, s.prepared && !citus)
 	if err != nil {
 		return err
 	}
@@ -395,9 +401,11 @@ func (s *Strategy) Run(ctx context.Context, t isolation.Tenant, fn func(pgx.Tx) 
 }
 
 // bind returns the steps binding t after BEGIN, bounded as ctx says, with
-// generic plans when generic. Not on Citus: its planner routes a statement
-// of a distributed schema by its parameters' values, and fails a generic
-// plan of some ("could not create distributed plan").
+// generic plans when generic. Not behind a transaction-mode pooler, where
+// every statement is parsed anew and a generic plan would only lose what
+// the parameters' values tell the planner; nor on Citus: its planner
+// routes a statement of a distributed schema by its parameters' values,
+// and fails a generic plan of some ("could not create distributed plan").
 func bind(ctx context.Context, t isolation.Tenant, generic bool) ([]isolation.Step, error) {
 	if t.ID == uuid.Nil {
 		return nil, isolation.ErrNoTenant
