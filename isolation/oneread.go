@@ -79,6 +79,23 @@ func RunOnScoped(ctx context.Context, conn *pgx.Conn, scope string, bind []Step,
 	return err
 }
 
+// directKey is where a connection's CustomData keeps whether it prepares
+// and keeps its statements (prepares).
+const directKey = "isolation.oneread.direct"
+
+// prepares reports whether conn, whose CustomData is data, prepares its
+// statements and keeps them (pgx's QueryExecModeCacheStatement: no
+// transaction-mode pooler between), read once per connection: pgx hands
+// its configuration out only as a copy, maps and all.
+func prepares(conn *pgx.Conn, data map[string]any) bool {
+	v, ok := data[directKey].(bool)
+	if !ok {
+		v = conn.Config().DefaultQueryExecMode == pgx.QueryExecModeCacheStatement
+		data[directKey] = v
+	}
+	return v
+}
+
 // missingStatement reports whether err is PostgreSQL not knowing a
 // prepared statement (someone ran DEALLOCATE ALL, say).
 func missingStatement(err error) bool {
@@ -131,8 +148,8 @@ func (tx *oneReadTx) send(ctx context.Context, sql string, args []any) (pgx.Rows
 	}
 	tx.sql = sql
 	tx.key += sql
-	direct := tx.conn.Config().DefaultQueryExecMode == pgx.QueryExecModeCacheStatement
 	data := tx.conn.PgConn().CustomData()
+	direct := prepares(tx.conn, data)
 	var sd *pgconn.StatementDescription
 	var evict string // the statement this pipeline deallocates first
 	var cache *statementCache
