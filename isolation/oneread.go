@@ -83,14 +83,21 @@ func RunOnScoped(ctx context.Context, conn *pgx.Conn, scope string, bind []Step,
 // and keeps its statements (prepares).
 const directKey = "isolation.oneread.direct"
 
-// prepares reports whether conn, whose CustomData is data, prepares its
-// statements and keeps them (pgx's QueryExecModeCacheStatement: no
-// transaction-mode pooler between), read once per connection: pgx hands
-// its configuration out only as a copy, maps and all.
+// PreparesStatements reports whether connections of cfg prepare their
+// statements and keep them (pgx's QueryExecModeCacheStatement: no
+// transaction-mode pooler between), so that a statement's plan can serve
+// again.
+func PreparesStatements(cfg *pgx.ConnConfig) bool {
+	return cfg.DefaultQueryExecMode == pgx.QueryExecModeCacheStatement
+}
+
+// prepares is PreparesStatements for conn, whose CustomData is data, read
+// once per connection: pgx hands its configuration out only as a copy,
+// maps and all.
 func prepares(conn *pgx.Conn, data map[string]any) bool {
 	v, ok := data[directKey].(bool)
 	if !ok {
-		v = conn.Config().DefaultQueryExecMode == pgx.QueryExecModeCacheStatement
+		v = PreparesStatements(conn.Config())
 		data[directKey] = v
 	}
 	return v

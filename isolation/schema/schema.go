@@ -81,7 +81,7 @@ var Descriptor = isolation.Descriptor{
 // closes the owner sessions it keeps for migrating.
 func New(app, owner *pgxpool.Pool, opts ...isolation.Option) *Strategy {
 	s := &Strategy{app: app, owner: owner, opts: isolation.NewOptions(opts...)}
-	s.prepared = app != nil && app.Config().ConnConfig.DefaultQueryExecMode == pgx.QueryExecModeCacheStatement
+	s.prepared = app != nil && isolation.PreparesStatements(app.Config().ConnConfig)
 	if owner != nil {
 		// As many sessions as migrate at once, kept while tenants keep
 		// coming: bulkhead migrate lends each to the next tenant at once.
