@@ -66,7 +66,7 @@ func TestSmoke(t *testing.T) {
 					t.Errorf("latest.json: no %s.%s.p99_ratio", s, w)
 				}
 			}
-			for _, m := range []string{"p99_samples", "own_rate_rps", "own_p99_ms", "own_p99_samples"} {
+			for _, m := range []string{"p99_samples", "own_rate_rps", "own_p99_ms", "own_p99_samples", "own_answered_share"} {
 				if v, ok := figures[s+"."+w+"."+m].(float64); !ok || v <= 0 {
 					t.Errorf("latest.json: %s.%s.%s = %v, want a positive number", s, w, m, figures[s+"."+w+"."+m])
 				}

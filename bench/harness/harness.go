@@ -618,12 +618,23 @@ func (h *harness) measure(ctx context.Context, deps map[string]*deployment) erro
 	}
 	// Each strategy also at its own share of its own saturation: the
 	// common rate above is set by the slowest strategy, which leaves the
-	// fast ones few samples and an easy load.
+	// fast ones few samples and an easy load. The share is of its lowest
+	// round's: a machine shared with other work saturates later rounds
+	// lower than the median, and a rate set from the median then queued
+	// every strategy (the baseline too) into latencies of seconds, which
+	// measured the machine's load, not the strategy.
 	var own []run
 	ownRates := map[string]float64{}
 	for _, w := range h.cfg.Workloads {
 		for _, s := range h.cfg.Strategies {
-			ownRates[s+"."+w] = max(median(values(saturated, s, w, outcome.throughput))*h.cfg.RateShare, 1)
+			lowest := math.Inf(1)
+			for _, v := range values(saturated, s, w, outcome.throughput) {
+				lowest = min(lowest, v)
+			}
+			if math.IsInf(lowest, 1) {
+				lowest = 0
+			}
+			ownRates[s+"."+w] = max(lowest*h.cfg.RateShare, 1)
 			h.set(s+"."+w+".own_rate_rps", ownRates[s+"."+w])
 		}
 	}
@@ -835,6 +846,15 @@ func (h *harness) summarize(saturated, fixed, own []run) {
 				h.set(s+"."+w+".own_p99_samples", slices.Min(n))
 				h.set(s+"."+w+".own_p50_ms", median(values(own, s, w, func(o outcome) float64 { return o.quantile(0.50) })))
 				h.set(s+"."+w+".own_p99_ms", median(values(own, s, w, func(o outcome) float64 { return o.quantile(0.99) })))
+				// How much of the rate was answered within the run: well
+				// below 1, the run queued (the machine, or the strategy,
+				// could not keep the rate) and its latencies are queueing.
+				if rate, ok := h.get(s + "." + w + ".own_rate_rps"); ok && rate > 0 {
+					sent := rate * h.cfg.FixedDuration.Seconds()
+					h.set(s+"."+w+".own_answered_share", slices.Min(values(own, s, w, func(o outcome) float64 {
+						return float64(o.ok+o.failed) / sent
+					})))
+				}
 			}
 			// Against the physical-limit anchors of the same rounds.
 			for _, a := range anchored[w] {

@@ -61,7 +61,7 @@ func Markdown(r *Results) string {
 			p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", s,
 				f("throughput_rps"), f("throughput_ratio"), r.ratioCell(s+"."+w+".throughput_vs_pgbench"), f("p50_ms"), f("p50_ratio"), f("p99_ms"), f("p99_ratio"),
 				f("p99_samples"), f("p50_vs_rls"), f("p99_vs_rls"),
-				f("own_rate_rps"), f("own_p50_ms"), f("own_p99_ms"), f("own_p99_samples"), f("errors"))
+				r.ownRateCell(s+"."+w), f("own_p50_ms"), f("own_p99_ms"), f("own_p99_samples"), f("errors"))
 		}
 		p("\n")
 		if tps, ok := r.Get("pgbench." + w + ".throughput_rps"); ok {
@@ -244,4 +244,15 @@ func num(v float64) string {
 	default:
 		return fmt.Sprintf("%.3f", v)
 	}
+}
+
+// ownRateCell is the rate of prefix's own-rate runs, marked when some round
+// answered less than 90 % of the requests the rate sent in time: that
+// round queued, and its latencies are the queue's.
+func (r *Results) ownRateCell(prefix string) string {
+	cell := r.cell(prefix + ".own_rate_rps")
+	if share, ok := r.Get(prefix + ".own_answered_share"); ok && share < 0.9 {
+		cell += fmt.Sprintf(" (queued: %.0f %% answered)", share*100)
+	}
+	return cell
 }

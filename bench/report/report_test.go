@@ -136,3 +136,21 @@ func TestCitusMarkdown(t *testing.T) {
 		}
 	}
 }
+
+// TestOwnRateQueued checks that an own-rate run that answered too little
+// of its rate is marked as queued in the report, and one that kept up is
+// not.
+func TestOwnRateQueued(t *testing.T) {
+	t.Parallel()
+	r := results()
+	r.Figures["rls.point_read.own_rate_rps"] = 5148
+	r.Figures["rls.point_read.own_answered_share"] = 0.42
+	r.Figures["schema.point_read.own_rate_rps"] = 3000
+	r.Figures["schema.point_read.own_answered_share"] = 0.99
+	if got := r.ownRateCell("rls.point_read"); !strings.Contains(got, "queued: 42 % answered") {
+		t.Errorf("a run that answered 42 %% of its rate: %q", got)
+	}
+	if got := r.ownRateCell("schema.point_read"); strings.Contains(got, "queued") {
+		t.Errorf("a run that kept up: %q", got)
+	}
+}
