@@ -4,9 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -307,11 +305,8 @@ func BenchmarkSummaryUnderRLS(b *testing.B) {
 			if _, err := tx.Exec(ctx, `SET LOCAL max_parallel_workers_per_gather = 0; SET LOCAL plan_cache_mode = force_custom_plan`); err != nil {
 				return err
 			}
-			var pid int
-			if err := tx.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
-				return err
-			}
-			cpu0, ok0 := backendCPU(pid)
+			pid := tx.Conn().PgConn().PID()
+			cpu0, ok0 := pgtest.BackendCPU(pid)
 			start := time.Now()
 			r, err := tx.Query(ctx, v.sql, v.args...)
 			if err != nil {
@@ -319,7 +314,7 @@ func BenchmarkSummaryUnderRLS(b *testing.B) {
 			}
 			n, err := pgx.CollectRows(r, func(pgx.CollectableRow) (int, error) { return 1, nil })
 			took = time.Since(start)
-			if cpu1, ok1 := backendCPU(pid); ok0 && ok1 {
+			if cpu1, ok1 := pgtest.BackendCPU(pid); ok0 && ok1 {
 				took = cpu1 - cpu0
 			}
 			if err == nil && len(n) != 20 {
@@ -364,19 +359,4 @@ func BenchmarkSummaryUnderRLS(b *testing.B) {
 			b.ReportMetric(median(times[j])/base, variants[j].name)
 		}
 	}
-}
-
-// backendCPU returns the CPU time the server process pid has run for, if
-// it runs on this machine.
-func backendCPU(pid int) (time.Duration, bool) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/schedstat", pid))
-	if err != nil {
-		return 0, false
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return 0, false
-	}
-	ns, err := strconv.ParseInt(f[0], 10, 64)
-	return time.Duration(ns), err == nil
 }

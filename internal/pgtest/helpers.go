@@ -5,8 +5,10 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -62,4 +64,23 @@ func BenchTenants(tb testing.TB, def int) int {
 		tb.Fatalf("BULKHEAD_BENCH_TENANTS=%q: want a positive number", v)
 	}
 	return n
+}
+
+// BackendCPU returns the CPU time the server process pid (a backend:
+// pgconn.PgConn.PID, pg_backend_pid()) has run for, from
+// /proc/PID/schedstat, in nanoseconds rather than the clock ticks of
+// /proc/PID/stat; ok is false when that process is not on this machine (a
+// server elsewhere). Benchmarks report it beside wall time: what other
+// work on a busy machine does to wall time cancels out of it.
+func BackendCPU(pid uint32) (d time.Duration, ok bool) {
+	raw, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(pid), 10) + "/schedstat")
+	if err != nil {
+		return 0, false
+	}
+	f := strings.Fields(string(raw))
+	if len(f) == 0 {
+		return 0, false
+	}
+	ns, err := strconv.ParseInt(f[0], 10, 64)
+	return time.Duration(ns), err == nil
 }
