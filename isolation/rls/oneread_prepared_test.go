@@ -158,7 +158,9 @@ func TestOneReadStatementsAreBoundedLeastRecentlyUsed(t *testing.T) {
 	// With the application's tenant filter, as the server's reads have it:
 	// on Citus a statement of one shard, planned fast, not one of every
 	// shard.
-	sql := func(i int) string { return fmt.Sprintf(`SELECT count(*) FROM accounts WHERE tenant_id = $1 /* %d */`, i) }
+	sql := func(i int) string {
+		return fmt.Sprintf(`SELECT count(*) FROM accounts WHERE tenant_id = $1 /* %d */`, i)
+	}
 	read := func(i int) {
 		t.Helper()
 		err := f.strategy.Run(isolation.OneRead(ctx), f.a, func(tx pgx.Tx) error {
