@@ -10,18 +10,17 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/bulkheadhq/bulkhead/isolation"
+	"github.com/bulkheadhq/bulkhead/isolation/rls"
 )
 
-// oneReadRunner runs work bound to the tenant on a pool of the serving
-// role as the strategies do (isolation.RunOn: under isolation.OneRead the
-// BEGIN, the binding, the one statement and the COMMIT in one pipeline,
-// and a second statement refused), and counts the runs and the one-reads
-// among them.
+// oneReadRunner runs work through the RLS strategy (under
+// isolation.OneRead: the BEGIN, the binding, the one statement and the
+// COMMIT in one pipeline, and a second statement refused), and counts
+// the runs and the one-reads among them.
 type oneReadRunner struct {
-	pool           *pgxpool.Pool
+	inner          isolation.Strategy
 	runs, oneReads atomic.Int32
 }
 
@@ -30,23 +29,7 @@ func (r *oneReadRunner) Run(ctx context.Context, t isolation.Tenant, fn func(pgx
 	if isolation.IsOneRead(ctx) {
 		r.oneReads.Add(1)
 	}
-	bind, err := isolation.BindStatements(ctx, t.ID)
-	if err != nil {
-		return err
-	}
-	citus, err := isolation.IsCitus(ctx, r.pool)
-	if err != nil {
-		return err
-	}
-	if citus {
-		bind = isolation.Unfolded(bind) // as the strategies bind there
-	}
-	conn, err := r.pool.Acquire(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Release()
-	return isolation.RunOn(ctx, conn.Conn(), bind, fn)
+	return r.inner.Run(ctx, t, fn)
 }
 
 // A budget's read is one statement sent as a one-statement read (one round
@@ -87,7 +70,7 @@ func TestBudgetReadIsOneStatement(t *testing.T) {
 		{name: "account and service", period: Quarterly, account: &acct, service: ptr("svc-4"),
 			where: "c.account_id = '" + acct.String() + "' AND c.service = 'svc-4'"},
 	}
-	r := &oneReadRunner{pool: d.app}
+	r := &oneReadRunner{inner: rls.New(d.app, nil)}
 	s := New(r)
 	tn := isolation.Tenant{ID: d.big, Strategy: isolation.RLS}
 	at := time.Date(2026, 11, 20, 15, 0, 0, 0, time.UTC)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // CountingDialer dials like pgx does by default and adds to writes once per
@@ -83,4 +84,19 @@ func BackendCPU(pid uint32) (d time.Duration, ok bool) {
 	}
 	ns, err := strconv.ParseInt(f[0], 10, 64)
 	return time.Duration(ns), err == nil
+}
+
+// PoolBackendCPU returns the CPU time the backends of pool's idle
+// connections have run for, summed (BackendCPU); ok is false when some
+// backend is not on this machine. A benchmark that runs one thing at a
+// time on a pool takes it before and after.
+func PoolBackendCPU(ctx context.Context, pool *pgxpool.Pool) (sum time.Duration, ok bool) {
+	ok = true
+	for _, c := range pool.AcquireAllIdle(ctx) {
+		d, found := BackendCPU(c.Conn().PgConn().PID())
+		c.Release()
+		sum += d
+		ok = ok && found
+	}
+	return sum, ok
 }

@@ -76,16 +76,7 @@ func BenchmarkOneReadShapes(b *testing.B) {
 			if err := bc.run(); err != nil {
 				b.Fatal(err)
 			}
-			cpu := func() time.Duration {
-				var sum time.Duration
-				for _, c := range bc.pool.AcquireAllIdle(ctx) {
-					d, _ := pgtest.BackendCPU(c.Conn().PgConn().PID())
-					c.Release()
-					sum += d
-				}
-				return sum
-			}
-			before := cpu()
+			before, _ := pgtest.PoolBackendCPU(ctx, bc.pool)
 			b.ResetTimer()
 			for range b.N {
 				if err := bc.run(); err != nil {
@@ -93,8 +84,8 @@ func BenchmarkOneReadShapes(b *testing.B) {
 				}
 			}
 			b.StopTimer()
-			if d := cpu() - before; d > 0 {
-				b.ReportMetric(float64(d.Microseconds())/float64(b.N), "backend-µs/op")
+			if after, ok := pgtest.PoolBackendCPU(ctx, bc.pool); ok && after > before {
+				b.ReportMetric(float64(after-before)/float64(time.Microsecond)/float64(b.N), "backend-µs/op")
 			}
 		})
 	}

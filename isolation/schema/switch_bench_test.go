@@ -46,16 +46,11 @@ func BenchmarkTenantSwitch(b *testing.B) {
 	// cpu returns the CPU time the backends of pool's idle connections
 	// have run for (/proc/PID/schedstat: the server runs on this machine).
 	cpu := func(b *testing.B, pool *pgxpool.Pool) time.Duration {
-		var sum time.Duration
-		for _, c := range pool.AcquireAllIdle(ctx) {
-			d, ok := pgtest.BackendCPU(c.Conn().PgConn().PID())
-			c.Release()
-			if !ok {
-				b.Fatal("no backend CPU time: the server must run on this machine, as under withpg")
-			}
-			sum += d
+		d, ok := pgtest.PoolBackendCPU(ctx, pool)
+		if !ok {
+			b.Fatal("no backend CPU time: the server must run on this machine, as under withpg")
 		}
-		return sum
+		return d
 	}
 	perOp := func(b *testing.B, d time.Duration) {
 		b.ReportMetric(float64(d.Microseconds())/float64(b.N), "backend-µs/op")
