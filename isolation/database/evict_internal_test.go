@@ -131,6 +131,9 @@ func TestSurplusEvictsOnlyWhatIsWorthLess(t *testing.T) {
 		return p
 	}
 	idle := func(p *tenantPool) int32 { return p.pool.Stat().IdleConns() }
+	// inUse is the last use of the tenants in use: ahead of the clock, so
+	// that none turns quiet (quietAfter) while a busy machine runs the test.
+	inUse := now.Add(time.Hour)
 	cacheOf := func(pools ...*tenantPool) *cache {
 		c := &cache{pools: map[poolKey]*tenantPool{}}
 		for _, p := range pools {
@@ -141,23 +144,23 @@ func TestSurplusEvictsOnlyWhatIsWorthLess(t *testing.T) {
 	}
 
 	// The taker: 1 connection, 10 recent uses; another would be worth 5.
-	taker := pool("taker", 1, 10, now)
-	warm := pool("warm", 1, 6, now) // its only connection, worth 6
+	taker := pool("taker", 1, 10, inUse)
+	warm := pool("warm", 1, 6, inUse) // its only connection, worth 6
 	c := cacheOf(taker, warm)
 	if c.evictIdle(taker, false, true) || idle(warm) != 1 {
 		t.Fatalf("a surplus taker closed a warm tenant's only connection (worth 6 > 5): %d idle left", idle(warm))
 	}
-	light := pool("light", 1, 1, now) // its only connection, worth 1 < 5
+	light := pool("light", 1, 1, inUse) // its only connection, worth 1 < 5
 	c = cacheOf(taker, light)
 	if c.evictIdle(taker, false, true) || idle(light) != 1 {
 		t.Fatalf("a surplus taker closed the only connection of a tenant in use: %d idle left", idle(light))
 	}
-	busier := pool("busier", 2, 12, now) // its second connection, worth 6
+	busier := pool("busier", 2, 12, inUse) // its second connection, worth 6
 	c = cacheOf(taker, busier)
 	if c.evictIdle(taker, false, true) || idle(busier) != 2 {
 		t.Fatalf("a surplus taker closed a busier tenant's second connection: %d idle left", idle(busier))
 	}
-	spare := pool("spare", 3, 6, now) // its third connection, worth 2
+	spare := pool("spare", 3, 6, inUse) // its third connection, worth 2
 	c = cacheOf(taker, warm, spare)
 	if !c.evictIdle(taker, false, true) {
 		t.Fatal("a surplus taker found no victim with a tenant's surplus worth less than its own")
