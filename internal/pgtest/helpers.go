@@ -86,6 +86,43 @@ func BackendCPU(pid uint32) (d time.Duration, ok bool) {
 	return time.Duration(ns), err == nil
 }
 
+// MachineCPU returns the CPU time every process on this machine has run
+// for, summed over its CPUs (the busy fields of /proc/stat: all but idle
+// and iowait); ok is false where there is no /proc/stat. A benchmark
+// whose client, server and PostgreSQL all run here takes it before and
+// after: unlike BackendCPU it counts the Go side too, and the backends of
+// every connection, however many databases they serve. Anything else the
+// machine runs meanwhile counts as well.
+func MachineCPU() (d time.Duration, ok bool) {
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, false
+	}
+	line, _, _ := strings.Cut(string(raw), "\n")
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return 0, false
+	}
+	var ticks int64
+	// user nice system idle iowait irq softirq; steal, time the machine
+	// ran someone else, is not ours.
+	for i, v := range f[1:8] {
+		if i == 3 || i == 4 {
+			continue
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, false
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, true
+}
+
+// clockTicks is USER_HZ, the unit of /proc/stat: 100 on every Linux
+// architecture Go runs on.
+const clockTicks = 100
+
 // PoolBackendCPU returns the CPU time the backends of pool's idle
 // connections have run for, summed (BackendCPU); ok is false when some
 // backend is not on this machine. A benchmark that runs one thing at a
