@@ -123,6 +123,49 @@ func MachineCPU() (d time.Duration, ok bool) {
 // architecture Go runs on.
 const clockTicks = 100
 
+// RoleBackendCPU returns, by backend process id, the CPU time (BackendCPU)
+// of every client backend of the cluster admin connects to (a superuser's
+// DSN) that role is signed in as, in any database: the serving backends
+// of every tenant database at once. A benchmark takes it before and after
+// and sums the growth of the backends found both times (CPUGrowth);
+// backends that start or end between the two are not counted, so it
+// suits a working set whose connections stay open. ok is false when some
+// backend is not on this machine.
+func RoleBackendCPU(ctx context.Context, admin, role string) (cpu map[uint32]time.Duration, ok bool, err error) {
+	conn, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		return nil, false, err
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE usename = $1 AND backend_type = 'client backend'`, role)
+	if err != nil {
+		return nil, false, err
+	}
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		return nil, false, err
+	}
+	cpu, ok = make(map[uint32]time.Duration, len(pids)), true
+	for _, pid := range pids {
+		d, found := BackendCPU(uint32(pid))
+		cpu[uint32(pid)] = d
+		ok = ok && found
+	}
+	return cpu, ok, nil
+}
+
+// CPUGrowth sums, over the backends in both before and after
+// (RoleBackendCPU), how much CPU time each ran for between the two.
+func CPUGrowth(before, after map[uint32]time.Duration) time.Duration {
+	var sum time.Duration
+	for pid, d := range after {
+		if b, ok := before[pid]; ok {
+			sum += d - b
+		}
+	}
+	return sum
+}
+
 // PoolBackendCPU returns the CPU time the backends of pool's idle
 // connections have run for, summed (BackendCPU); ok is false when some
 // backend is not on this machine. A benchmark that runs one thing at a

@@ -139,8 +139,14 @@ func BenchmarkPointRead(b *testing.B) {
 	} {
 		for _, strategy := range []string{isolation.RLS, isolation.Database} {
 			b.Run(pick.name+"/"+strategy, func(b *testing.B) {
-				pointReads(b, envs[strategy].Strategy, targets[strategy], pick.of, 8)
+				var dials uint64
 				if strategy == isolation.Database {
+					dials = perTenant.strategy(b).Stats().Dials
+				}
+				pointReads(b, envs[strategy].DB, envs[strategy].Strategy, targets[strategy], pick.of, 8)
+				if strategy == isolation.Database {
+					// Each a backend start, with its catalog caches to fill.
+					b.ReportMetric(float64(perTenant.strategy(b).Stats().Dials-dials), "dials")
 					b.ReportMetric(verified.Seconds(), "verify-s")
 					b.ReportMetric(float64(perTenant.strategy(b).Stats().HighWater), "max-conns")
 				}
@@ -152,11 +158,24 @@ func BenchmarkPointRead(b *testing.B) {
 // pointReads reads one account of a tenant pick chooses, each read one
 // statement (isolation.OneRead) as the API sends it, from perCPU clients
 // per CPU. It reports the throughput, the p50 and p99 latency, the reads
-// refused for want of a connection, and cpu-µs/op: the machine's CPU time
+// refused for want of a connection, and two costs per read that wall time
+// on a shared machine does not show: cpu-µs/op, the machine's CPU time
 // (pgtest.MachineCPU: the client, the server's Go code and PostgreSQL
-// alike) per read, which wall time on a shared machine does not show.
-func pointReads(b *testing.B, s isolation.Runner, targets []target, pick func() int, perCPU int) {
+// alike), and backend-µs/op, that of the serving role's backends open
+// both before and after (pgtest.RoleBackendCPU: a hot set's, not the
+// cold starts of a working set over the budget).
+func pointReads(b *testing.B, db *pgtest.DB, s isolation.Runner, targets []target, pick func() int, perCPU int) {
 	ctx := isolation.OneRead(context.Background())
+	backends := func() map[uint32]time.Duration {
+		cpu, ok, err := pgtest.RoleBackendCPU(ctx, db.AdminURL, isolation.AppRole)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if !ok {
+			return nil
+		}
+		return cpu
+	}
 	var (
 		mu          sync.Mutex
 		lat         []time.Duration
@@ -166,6 +185,7 @@ func pointReads(b *testing.B, s isolation.Runner, targets []target, pick func() 
 	b.ResetTimer()
 	begin := time.Now()
 	cpu0, cpuOK := pgtest.MachineCPU()
+	serving0 := backends()
 	b.RunParallel(func(pb *testing.PB) {
 		var mine []time.Duration
 		for pb.Next() {
@@ -188,9 +208,14 @@ func pointReads(b *testing.B, s isolation.Runner, targets []target, pick func() 
 		mu.Unlock()
 	})
 	elapsed := time.Since(begin)
+	cpu1, cpuOK1 := pgtest.MachineCPU()
+	serving1 := backends()
 	b.StopTimer()
-	if cpu1, ok := pgtest.MachineCPU(); ok && cpuOK {
+	if cpuOK && cpuOK1 {
 		b.ReportMetric(float64((cpu1-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")
+	}
+	if serving0 != nil && serving1 != nil {
+		b.ReportMetric(float64(pgtest.CPUGrowth(serving0, serving1).Microseconds())/float64(b.N), "backend-µs/op")
 	}
 	if len(lat) == 0 {
 		return
@@ -224,5 +249,5 @@ func BenchmarkColdStarts(b *testing.B) {
 		}
 		return large + rand.IntN(n-large)
 	}
-	pointReads(b, e.Strategy, targets, pick, 4) // 8 clients on 2 cores
+	pointReads(b, e.DB, e.Strategy, targets, pick, 4) // 8 clients on 2 cores
 }
