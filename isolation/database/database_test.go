@@ -451,3 +451,48 @@ func servedEventually(t *testing.T, e *env, tn apitest.Tenant) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// The fence a tenant database's every transaction begins with reads the
+// database's mark by index: its query, planned once a session, reads
+// pg_database and pg_shdescription by their indexes, never by scanning
+// them whole (which it did, planned freely, on every transaction: the
+// catalogs are small, and their scans cost more than the read they
+// guarded).
+func TestFenceReadsCatalogsByIndex(t *testing.T) {
+	t.Parallel()
+	e := start(t, nil)
+	a := e.Tenant(t, "tenant-a")
+	fence, err := isolation.FenceStep(isolation.Tenant{ID: a.ID, Strategy: isolation.Database, Placement: database.DBName(a.ID)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	tx, err := e.adminConn(t, database.DefaultServer, database.DBName(a.ID)).Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	// This transaction's own scans so far (pending statistics: read live).
+	scans := func() (seq, idx int64) {
+		t.Helper()
+		if err := tx.QueryRow(ctx, `SELECT sum(seq_scan), sum(idx_scan) FROM pg_stat_xact_sys_tables
+			WHERE relid IN ('pg_catalog.pg_database'::regclass, 'pg_catalog.pg_shdescription'::regclass)`).Scan(&seq, &idx); err != nil {
+			t.Fatal(err)
+		}
+		return seq, idx
+	}
+	seq0, idx0 := scans()
+	const calls = 3
+	for range calls {
+		if _, err := tx.Exec(ctx, fence.SQL); err != nil {
+			t.Fatalf("%s: %v", fence.SQL, err)
+		}
+	}
+	seq1, idx1 := scans()
+	if seq1 != seq0 {
+		t.Errorf("%d fence calls scanned pg_database or pg_shdescription whole %d times", calls, seq1-seq0)
+	}
+	if idx1-idx0 < calls {
+		t.Errorf("%d fence calls read pg_database and pg_shdescription by index %d times, want at least %d", calls, idx1-idx0, calls)
+	}
+}
