@@ -106,7 +106,7 @@ func fenceCall(fn string, args []string) Step {
 // query the session plans once; shobj_description's, a SQL function's,
 // would be planned again in every transaction).
 //
-// The function runs with enable_seqscan off (fenceDatabaseConfig), which
+// The function runs with enable_seqscan off (fenceDatabaseSetting), which
 // holds while the session plans that query: pg_database and
 // pg_shdescription are small, and planned freely the query scanned both
 // whole, in every transaction, with a file size lookup each: 37 µs of
@@ -125,9 +125,11 @@ BEGIN
 END
 `
 
-// fenceDatabaseConfig is the setting enter_database runs with (see
-// fenceDatabaseBody).
-const fenceDatabaseConfig = "enable_seqscan = off"
+// The setting enter_database runs with (see fenceDatabaseBody), as its
+// SET clause and as pg_proc.proconfig records it.
+const (
+	fenceDatabaseSetting, fenceDatabaseValue = "enable_seqscan", "off"
+)
 
 // FenceDatabaseDDL is the statement that installs the fence's function in
 // a tenant database, run as its owner: FenceSchema, and in it
@@ -142,12 +144,12 @@ func FenceDatabaseDDL(grantee string) string {
     IF NOT EXISTS (SELECT FROM pg_catalog.pg_proc
                    WHERE oid = pg_catalog.to_regprocedure(` + quoteLiteral(fn) + `)
                      AND prosrc = ` + quoteLiteral(fenceDatabaseBody) + `
-                     AND proconfig IS NOT DISTINCT FROM ARRAY[` + quoteLiteral(strings.ReplaceAll(fenceDatabaseConfig, " = ", "=")) + `]) THEN
+                     AND proconfig IS NOT DISTINCT FROM ARRAY[` + quoteLiteral(fenceDatabaseSetting+"="+fenceDatabaseValue) + `]) THEN
         CREATE SCHEMA IF NOT EXISTS ` + FenceSchema + `;
         REVOKE ALL ON SCHEMA ` + FenceSchema + ` FROM PUBLIC;
         GRANT USAGE ON SCHEMA ` + FenceSchema + ` TO ` + to + `;
         CREATE OR REPLACE FUNCTION ` + FenceSchema + `.enter_database(class integer, key integer) RETURNS void
-            LANGUAGE plpgsql VOLATILE SET ` + fenceDatabaseConfig + ` AS $fn$` + fenceDatabaseBody + `$fn$;
+            LANGUAGE plpgsql VOLATILE SET ` + fenceDatabaseSetting + ` = ` + fenceDatabaseValue + ` AS $fn$` + fenceDatabaseBody + `$fn$;
         REVOKE ALL ON FUNCTION ` + fn + ` FROM PUBLIC;
         GRANT EXECUTE ON FUNCTION ` + fn + ` TO ` + to + `;
     END IF;
