@@ -84,13 +84,17 @@ func (s *Service) CreateAccount(ctx context.Context, t isolation.Tenant, in Acco
 			VALUES ($1, $2, $3, $4, $5)
 			RETURNING `+accountColumns,
 			t.ID, id, *in.Provider, strings.TrimSpace(*in.ExternalID), strings.TrimSpace(*in.Name)))
-		return err
+		return accountConstraints.Name(err)
 	})
 	if err != nil {
 		return Account{}, fmt.Errorf("create account: %w", err)
 	}
 	return a, nil
 }
+
+// accountConstraints is what an insert or update of one account can break
+// (its id is new, or not changed).
+var accountConstraints = store.Constraints{store.UniqueViolation: "accounts_external_id_key"}
 
 // AccountStatement is the statement Account sends, with the tenant's id as
 // $1 and the account's as $2: for measuring the same statement without the
@@ -164,6 +168,7 @@ func (s *Service) UpdateAccount(ctx context.Context, t isolation.Tenant, id uuid
 			// (clock_timestamp, now, timestamptz + interval) beside a column
 			// in a distributed UPDATE.
 			time.Now()))
+		err = accountConstraints.Name(err)
 		if errors.Is(err, pgx.ErrNoRows) && cond != nil {
 			return missingOrChanged(ctx, tx, t, id)
 		}
@@ -195,7 +200,7 @@ func (s *Service) DeleteAccount(ctx context.Context, t isolation.Tenant, id uuid
 		tag, err := tx.Exec(ctx, `DELETE FROM accounts WHERE tenant_id = $1 AND id = $2
 			AND ($3::timestamptz[] IS NULL OR updated_at = ANY($3))`, t.ID, id, cond.versions())
 		if err != nil {
-			return store.InUse(err)
+			return accountInUse(err)
 		}
 		if tag.RowsAffected() == 0 {
 			if cond != nil {
@@ -206,6 +211,19 @@ func (s *Service) DeleteAccount(ctx context.Context, t isolation.Tenant, id uuid
 		// Deferrable references are checked at commit; check them here so
 		// the error is the statement's and the conflict is reported.
 		_, err = tx.Exec(ctx, `SET CONSTRAINTS ALL IMMEDIATE`)
-		return store.InUse(err)
+		return accountInUse(err)
 	})
+}
+
+// accountInUse is store.InUse for the delete of an account, which two
+// references can refuse: one the server did not name (Citus relays a
+// worker's error without it, see store.Constraints) is answered as
+// either.
+func accountInUse(err error) error {
+	err = store.InUse(err)
+	var c *store.ConflictError
+	if errors.As(err, &c) && c.Constraint == "" {
+		c.Msg = "the account has cost items or budgets, which keep it from being deleted"
+	}
+	return err
 }

@@ -183,7 +183,8 @@ func (s *Service) CreateBudget(ctx context.Context, t isolation.Tenant, in Budge
 			INSERT INTO budgets (tenant_id, id, name, amount, currency, period, account_id, service, provider, tag_key, tag_value)
 			VALUES ($1, $2, $3, $4::numeric, $5, $6, $7, $8, $9, $10, $11)`,
 			t.ID, id, b.Name, FormatAmount(b.Amount), b.Currency, b.Period, b.AccountID, b.Service, b.Provider, b.TagKey, b.TagValue); err != nil {
-			return err
+			// Its id is new: the name and the account are all it can break.
+			return store.Constraints{store.UniqueViolation: "budgets_name_key", store.ForeignKeyViolation: "budgets_account_fkey"}.Name(err)
 		}
 		out, err = readBudget(ctx, tx, t, id, time.Now())
 		return err

@@ -689,7 +689,7 @@ func (s *Service) recordImport(ctx context.Context, t isolation.Tenant, id uuid.
 		_, err := tx.Exec(ctx, `
 			INSERT INTO cost_imports (tenant_id, id, status, format, replace, started_at, updated_at)
 			VALUES ($1, $2, 'running', $3, $4, $5, $5)`, t.ID, id, format, nullText(replace), at)
-		return err
+		return store.Constraints{store.UniqueViolation: "cost_imports_pkey"}.Name(err)
 	})
 }
 

@@ -113,7 +113,10 @@ func TestBudgets(t *testing.T) {
 	if created.Header.Get("Location") != "/v1/budgets/"+id || c["currency"] != "USD" || c["amount"] != "50" || c["spent"] != "0" {
 		t.Errorf("created %s", created.Body)
 	}
-	env.Must(t, 409, "POST", "/v1/budgets", a.Editor, map[string]any{"name": "compute", "amount": 1, "currency": "USD", "period": "yearly"})
+	dup := env.Must(t, 409, "POST", "/v1/budgets", a.Editor, map[string]any{"name": "compute", "amount": 1, "currency": "USD", "period": "yearly"})
+	if d := dup.Map(t)["detail"]; d != "a budget with this name already exists" {
+		t.Errorf("a duplicate budget: detail %q", d)
+	}
 	env.Must(t, 403, "POST", "/v1/budgets", a.Viewer, map[string]any{"name": "v", "amount": 1, "currency": "USD", "period": "yearly"})
 
 	// Validation names every bad field.

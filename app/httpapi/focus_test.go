@@ -422,7 +422,10 @@ func TestFOCUSBadRowWritesNothing(t *testing.T) {
 		t.Errorf("import %v", imp)
 	}
 	// The id is taken now.
-	env.Must(t, 409, "POST", "/v1/costs", a.Editor, fixture(t, "focus-1.0-aws.csv"), "Content-Type", "text/csv", "Import-Id", importID)
+	taken := env.Must(t, 409, "POST", "/v1/costs", a.Editor, fixture(t, "focus-1.0-aws.csv"), "Content-Type", "text/csv", "Import-Id", importID)
+	if d := taken.Map(t)["detail"]; d != "an import with this Import-Id already exists" {
+		t.Errorf("an Import-Id taken: detail %q", d)
+	}
 	for _, tc := range []struct {
 		name   string
 		body   string

@@ -114,6 +114,30 @@ const (
 // has been this one since PostgreSQL 9.5 brought row-level security.
 const rlsCheckRoutine = "ExecWithCheckOptions"
 
+// SQLSTATEs of the violations a statement's Constraints name.
+const (
+	UniqueViolation     = "23505"
+	ForeignKeyViolation = "23503"
+)
+
+// Constraints names, by SQLSTATE (UniqueViolation, ForeignKeyViolation),
+// the one constraint of each kind a statement can break.
+type Constraints map[string]string
+
+// Name gives err, from the statement c describes, the name of the
+// statement's constraint of its kind when the server sent none: Citus
+// relays a worker's error with its SQLSTATE, message, detail, hint and
+// context only. The message, translated with lc_messages, is never read;
+// the statement that failed is the witness instead. A name the server
+// sent is kept.
+func (c Constraints) Name(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.ConstraintName == "" {
+		pgErr.ConstraintName = c[pgErr.Code]
+	}
+	return err
+}
+
 // InUse translates err from a statement that deletes rows, or changes the
 // keys of rows, that others may reference: a foreign key violation there
 // means a row is still referenced, a *ConflictError. The violation names the
@@ -121,7 +145,7 @@ const rlsCheckRoutine = "ExecWithCheckOptions"
 // statement's author can tell. Other errors pass through for Translate.
 func InUse(err error) error {
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "23503" {
+	if errors.As(err, &pgErr) && pgErr.Code == ForeignKeyViolation {
 		return &ConflictError{Constraint: pgErr.ConstraintName}
 	}
 	return err
@@ -139,9 +163,9 @@ func Translate(err error) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch pgErr.Code {
-		case "23505": // unique_violation
+		case UniqueViolation:
 			return &ConflictError{Constraint: pgErr.ConstraintName}
-		case "23503": // foreign_key_violation
+		case ForeignKeyViolation:
 			// Only the (translated) message tells a reference to a missing
 			// row from a delete of a row still referenced; a delete says
 			// so with InUse before the error gets here.

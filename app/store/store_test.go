@@ -106,3 +106,30 @@ func TestErrorsAreClassifiedWhateverTheServerLanguage(t *testing.T) {
 		t.Errorf("delete a referenced account: got %v, want a conflict on budgets_account_fkey", err)
 	}
 }
+
+// A violation relayed without its constraint's name, as Citus relays a
+// worker's, is named by the statement's Constraints for its SQLSTATE; a
+// name the server sent is kept, and other errors pass as they are.
+func TestConstraintsNameWhatTheServerDidNot(t *testing.T) {
+	t.Parallel()
+	c := store.Constraints{store.UniqueViolation: "budgets_name_key", store.ForeignKeyViolation: "budgets_account_fkey"}
+	var conflict *store.ConflictError
+	if err := store.Translate(c.Name(&pgconn.PgError{Code: store.UniqueViolation})); !errors.As(err, &conflict) || conflict.Constraint != "budgets_name_key" {
+		t.Errorf("an unnamed duplicate key: got %#v, want a conflict on budgets_name_key", err)
+	}
+	var ref *store.ReferenceError
+	if err := store.Translate(c.Name(&pgconn.PgError{Code: store.ForeignKeyViolation})); !errors.As(err, &ref) || ref.Constraint != "budgets_account_fkey" {
+		t.Errorf("an unnamed reference: got %#v, want a reference error on budgets_account_fkey", err)
+	}
+	named := &pgconn.PgError{Code: store.UniqueViolation, ConstraintName: "budgets_pkey"}
+	if err := store.Translate(c.Name(named)); !errors.As(err, &conflict) || conflict.Constraint != "budgets_pkey" {
+		t.Errorf("a named duplicate key: got %#v, want the server's name kept", err)
+	}
+	check := &pgconn.PgError{Code: "23514"}
+	if err := c.Name(check); err != check || check.ConstraintName != "" {
+		t.Errorf("a check violation: got %#v, want it untouched", err)
+	}
+	if err := c.Name(nil); err != nil {
+		t.Errorf("no error: got %v", err)
+	}
+}
