@@ -528,14 +528,11 @@ func (h *harness) measure(ctx context.Context, deps map[string]*deployment) erro
 		}
 	}
 	var saturated, fixed []run
-	// On a -citus run, the database servers' CPU time over each
-	// saturation run: the plain server's, and the coordinator's and the
-	// workers' apart.
-	var meter *cpuMeter
+	// The CPU time of each saturation run: the database servers' (on a
+	// -citus run the plain server's, the coordinator's and the workers'
+	// apart) and this process's.
 	cpu := map[string]*cpuUse{}
-	if h.citus != nil {
-		meter = h.newCPUMeter(ctx)
-	}
+	meter := h.newCPUMeter(ctx)
 	err = h.phase("saturation", func() error {
 		for round := range h.cfg.Rounds {
 			for _, w := range h.cfg.Workloads {
@@ -562,10 +559,7 @@ func (h *harness) measure(ctx context.Context, deps map[string]*deployment) erro
 							u = &cpuUse{}
 							cpu[s+"."+w] = u
 						}
-						u.plain += after.plain - before.plain
-						u.coordinator += after.coordinator - before.coordinator
-						u.workers += after.workers - before.workers
-						u.requests += r.out.ok
+						u.add(before, after, r.out.ok)
 					}
 					h.logf("saturation %d %-13s %-8s %8.1f req/s", round, w, s, r.out.throughput())
 					saturated = append(saturated, r)

@@ -72,6 +72,7 @@ func Markdown(r *Results) string {
 			}
 			p("\n\n")
 		}
+		writeCPU(&b, r, w)
 	}
 
 	p("## Provisioning and migration\n\n")
@@ -184,6 +185,42 @@ func writeRun(b *strings.Builder, r *Results) {
 		if name, ok := strings.CutPrefix(k, "phase."); ok {
 			fmt.Fprintf(b, " %s %s;", strings.TrimSuffix(name, "_s"), num(r.Figures[k]))
 		}
+	}
+	b.WriteString("\n")
+}
+
+// writeCPU writes workload w's CPU time per request at saturation, when
+// the run measured it: the database server's and this process's (the
+// Bulkhead servers and the load generator), each beside the baseline's.
+func writeCPU(b *strings.Builder, r *Results, w string) {
+	if _, ok := r.Get(r.Strategies[0] + "." + w + ".db_cpu_ms_per_req"); !ok {
+		return
+	}
+	b.WriteString("CPU time per request over the saturation runs of every round, from /proc: the database server's (the postmaster and its children), and that of the bench process, which runs the Bulkhead servers and the load generator.\n\n")
+	b.WriteString("| strategy | database server µs | × baseline | servers and load generator µs | × baseline | together µs | × baseline |\n|---|---:|---:|---:|---:|---:|---:|\n")
+	us := func(s, measure string) (float64, bool) {
+		v, ok := r.Get(s + "." + w + "." + measure)
+		return v * 1000, ok
+	}
+	for _, s := range r.Strategies {
+		db, ok1 := us(s, "db_cpu_ms_per_req")
+		self, ok2 := us(s, "bench_cpu_ms_per_req")
+		if !ok1 || !ok2 {
+			continue
+		}
+		cells := []float64{db, self, db + self}
+		bdb, okb1 := us("baseline", "db_cpu_ms_per_req")
+		bself, okb2 := us("baseline", "bench_cpu_ms_per_req")
+		base := []float64{bdb, bself, bdb + bself}
+		fmt.Fprintf(b, "| %s", s)
+		for i, c := range cells {
+			ratio := "–"
+			if okb1 && okb2 && s != "baseline" && base[i] > 0 {
+				ratio = num(c / base[i])
+			}
+			fmt.Fprintf(b, " | %s | %s", num(c), ratio)
+		}
+		b.WriteString(" |\n")
 	}
 	b.WriteString("\n")
 }

@@ -154,3 +154,37 @@ func TestOwnRateQueued(t *testing.T) {
 		t.Errorf("a run that kept up: %q", got)
 	}
 }
+
+// TestCPUTable checks the CPU time per request of a workload: each side
+// in microseconds beside the baseline's, and no table where the run did
+// not measure it.
+func TestCPUTable(t *testing.T) {
+	t.Parallel()
+	r := results()
+	for k, v := range map[string]float64{
+		"baseline.point_read.db_cpu_ms_per_req":    0.050,
+		"baseline.point_read.bench_cpu_ms_per_req": 0.150,
+		"rls.point_read.db_cpu_ms_per_req":         0.075,
+		"rls.point_read.bench_cpu_ms_per_req":      0.150,
+	} {
+		r.Figures[k] = v
+	}
+	var b strings.Builder
+	writeCPU(&b, r, "point_read")
+	for _, want := range []string{
+		"| baseline | 50 | – | 150 | – | 200 | – |",
+		"| rls | 75 | 1.50 | 150 | 1 | 225 | 1.12 |",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("CPU table has no %q:\n%s", want, b.String())
+		}
+	}
+	if strings.Contains(b.String(), "| schema |") {
+		t.Errorf("a strategy without CPU figures has a row:\n%s", b.String())
+	}
+	b.Reset()
+	writeCPU(&b, r, "ingest")
+	if b.Len() != 0 {
+		t.Errorf("a workload without CPU figures has a table:\n%s", b.String())
+	}
+}
