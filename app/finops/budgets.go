@@ -183,8 +183,7 @@ func (s *Service) CreateBudget(ctx context.Context, t isolation.Tenant, in Budge
 			INSERT INTO budgets (tenant_id, id, name, amount, currency, period, account_id, service, provider, tag_key, tag_value)
 			VALUES ($1, $2, $3, $4::numeric, $5, $6, $7, $8, $9, $10, $11)`,
 			t.ID, id, b.Name, FormatAmount(b.Amount), b.Currency, b.Period, b.AccountID, b.Service, b.Provider, b.TagKey, b.TagValue); err != nil {
-			// Its id is new: the name and the account are all it can break.
-			return store.Constraints{store.UniqueViolation: "budgets_name_key", store.ForeignKeyViolation: "budgets_account_fkey"}.Name(err)
+			return budgetConstraints.Name(err)
 		}
 		out, err = readBudget(ctx, tx, t, id, time.Now())
 		return err
@@ -199,6 +198,10 @@ func (s *Service) CreateBudget(ctx context.Context, t isolation.Tenant, in Budge
 	}
 	return out, nil
 }
+
+// budgetConstraints is what the insert of one budget can break (its id is
+// new): its name, and its account.
+var budgetConstraints = store.Constraints{store.UniqueViolation: "budgets_name_key", store.ForeignKeyViolation: "budgets_account_fkey"}
 
 // Budget returns the budget id of t with its spending in the period that
 // contains at, or store.ErrNotFound: one statement (budgetRead), so one

@@ -682,6 +682,10 @@ func (s *Service) Imports(ctx context.Context, t isolation.Tenant, p Page) ([]Im
 	return out, next, nil
 }
 
+// importConstraints is what recording an import can break: its id, the
+// client's Import-Id.
+var importConstraints = store.Constraints{store.UniqueViolation: "cost_imports_pkey"}
+
 // recordImport writes a new running import; an id t already used is a
 // *store.ConflictError.
 func (s *Service) recordImport(ctx context.Context, t isolation.Tenant, id uuid.UUID, format, replace string, at time.Time) error {
@@ -689,7 +693,7 @@ func (s *Service) recordImport(ctx context.Context, t isolation.Tenant, id uuid.
 		_, err := tx.Exec(ctx, `
 			INSERT INTO cost_imports (tenant_id, id, status, format, replace, started_at, updated_at)
 			VALUES ($1, $2, 'running', $3, $4, $5, $5)`, t.ID, id, format, nullText(replace), at)
-		return store.Constraints{store.UniqueViolation: "cost_imports_pkey"}.Name(err)
+		return importConstraints.Name(err)
 	})
 }
 

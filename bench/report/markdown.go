@@ -202,18 +202,17 @@ func writeCPU(b *strings.Builder, r *Results, w string) {
 		v, ok := r.Get(s + "." + w + "." + measure)
 		return v * 1000, ok
 	}
+	bdb, okb1 := us("baseline", "db_cpu_ms_per_req")
+	bself, okb2 := us("baseline", "bench_cpu_ms_per_req")
+	base := []float64{bdb, bself, bdb + bself}
 	for _, s := range r.Strategies {
 		db, ok1 := us(s, "db_cpu_ms_per_req")
 		self, ok2 := us(s, "bench_cpu_ms_per_req")
 		if !ok1 || !ok2 {
 			continue
 		}
-		cells := []float64{db, self, db + self}
-		bdb, okb1 := us("baseline", "db_cpu_ms_per_req")
-		bself, okb2 := us("baseline", "bench_cpu_ms_per_req")
-		base := []float64{bdb, bself, bdb + bself}
 		fmt.Fprintf(b, "| %s", s)
-		for i, c := range cells {
+		for i, c := range []float64{db, self, db + self} {
 			ratio := "–"
 			if okb1 && okb2 && s != "baseline" && base[i] > 0 {
 				ratio = num(c / base[i])
