@@ -70,35 +70,51 @@ func FenceStep(t Tenant) (Step, error) {
 		return Step{}, ErrNoTenant
 	}
 	class, key := fenceKeys(t.ID)
-	keys := []string{strconv.Itoa(int(class)), strconv.Itoa(int(key))}
+	keys := [2]string{strconv.Itoa(int(class)), strconv.Itoa(int(key))}
 	switch t.Strategy {
 	case RLS:
-		return fenceCall("enter_shared", append([]string{t.ID.String()}, keys...)), nil
+		return fenceCall("enter_shared", []string{t.ID.String(), keys[0], keys[1]}), nil
 	case Schema:
 		if t.Placement == "" {
 			return Step{}, fmt.Errorf("fence %s: no schema recorded", t)
 		}
-		return fenceCall("enter_schema", append([]string{t.Placement}, keys...)), nil
+		return fenceCall("enter_schema", []string{t.Placement, keys[0], keys[1]}), nil
 	case Database:
-		return fenceCall("enter_database", keys), nil
+		return fenceCall("enter_database", keys[:]), nil
 	default:
 		return Step{}, &UnknownStrategyError{Name: t.Strategy}
 	}
 }
 
 // fenceCall is the step calling function fn of FenceSchema with args, all
-// of them derived (a parsed UUID, a derived name, integers).
+// of them derived (a parsed UUID, a derived name, integers), its text
+// built in one buffer: every tenant transaction builds one.
 func fenceCall(fn string, args []string) Step {
-	quoted := make([]string, len(args))
+	n := len("SELECT " + FenceSchema + ".()")
+	for _, a := range args {
+		n += len(a) + len("'', ")
+	}
+	var sql strings.Builder
+	sql.Grow(n + len(fn))
+	sql.WriteString("SELECT " + FenceSchema + ".")
+	sql.WriteString(fn)
+	sql.WriteByte('(')
 	for i, a := range args {
-		quoted[i] = quoteLiteral(a)
+		if i > 0 {
+			sql.WriteString(", ")
+		}
+		writeLiteral(&sql, a)
 	}
-	call := FenceSchema + "." + fn
-	return Step{
-		SQL:  "SELECT " + call + "(" + strings.Join(quoted, ", ") + ")",
-		Call: call + "(" + strings.TrimSuffix(strings.Repeat("?, ", len(args)), ", ") + ")",
-		Args: args,
-	}
+	sql.WriteByte(')')
+	return Step{SQL: sql.String(), Call: fenceCalls[fn], Args: args}
+}
+
+// fenceCalls are the fence functions' calls as Step.Call has them, by
+// function: the same text for every tenant.
+var fenceCalls = map[string]string{
+	"enter_shared":   FenceSchema + ".enter_shared(?, ?, ?)",
+	"enter_schema":   FenceSchema + ".enter_schema(?, ?, ?)",
+	"enter_database": FenceSchema + ".enter_database(?, ?)",
 }
 
 // fenceDatabaseBody is the body of enter_database: the lock, then the
@@ -166,14 +182,22 @@ func FenceDatabaseVersion() string {
 // quoteLiteral quotes s as an SQL string literal. The strings it is given
 // are derived names (a schema name from a UUID) and constants.
 func quoteLiteral(s string) string {
-	out := []byte{'\''}
+	var b strings.Builder
+	b.Grow(len(s) + 2)
+	writeLiteral(&b, s)
+	return b.String()
+}
+
+// writeLiteral writes s to b as quoteLiteral quotes it.
+func writeLiteral(b *strings.Builder, s string) {
+	b.WriteByte('\'')
 	for i := 0; i < len(s); i++ {
 		if s[i] == '\'' {
-			out = append(out, '\'')
+			b.WriteByte('\'')
 		}
-		out = append(out, s[i])
+		b.WriteByte(s[i])
 	}
-	return string(append(out, '\''))
+	b.WriteByte('\'')
 }
 
 // IsMoved reports whether err is the fence's refusal.

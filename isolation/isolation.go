@@ -13,6 +13,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -175,10 +177,12 @@ func BindStatements(ctx context.Context, id uuid.UUID, extra ...Step) ([]Step, e
 		return nil, ErrNoTenant
 	}
 	b, _ := BoundsFrom(ctx)
-	out := []Step{tenantStep(id)}
+	bounds, stmts := b.steps(), statementsFrom(ctx)
+	out := make([]Step, 0, 1+len(extra)+len(bounds)+len(stmts))
+	out = append(out, tenantStep(id))
 	out = append(out, extra...)
-	out = append(out, b.Steps()...)
-	return append(out, statementsFrom(ctx)...), nil
+	out = append(out, bounds...)
+	return append(out, stmts...), nil
 }
 
 // Bounds are the database-side limits of one transaction of Run, each set
@@ -202,7 +206,15 @@ type Bounds struct {
 // Steps returns the steps setting b, in a fixed order. The values are
 // whole milliseconds formatted here, never input; a positive duration
 // below a millisecond is one millisecond (0 would turn the timeout off).
-func (b Bounds) Steps() []Step {
+func (b Bounds) Steps() []Step { return slices.Clone(b.steps()) }
+
+// steps is Steps, shared: the caller must not change it. A process's
+// transactions run under the same Bounds, so the text of their steps is
+// built once and kept (lastBounds), not on every transaction.
+func (b Bounds) steps() []Step {
+	if l := lastBounds.Load(); l != nil && l.b == b {
+		return l.steps
+	}
 	var out []Step
 	for _, s := range []struct {
 		name string
@@ -216,7 +228,16 @@ func (b Bounds) Steps() []Step {
 			out = append(out, setMillis(s.name, max(s.d.Milliseconds(), 1)))
 		}
 	}
+	lastBounds.Store(&boundSteps{b: b, steps: slices.Clip(out)})
 	return out
+}
+
+// lastBounds is the Bounds whose steps were built last, with them.
+var lastBounds atomic.Pointer[boundSteps]
+
+type boundSteps struct {
+	b     Bounds
+	steps []Step
 }
 
 type boundsKey struct{}

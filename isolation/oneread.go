@@ -183,15 +183,24 @@ func (tx *oneReadTx) send(ctx context.Context, sql string, args []any) (pgx.Rows
 	// arguments (fold): a direct connection prepares them as it meets
 	// them, up to maxControl of them, and then sends only their Bind and
 	// Execute — no parse, no analysis, no plan.
+	var prepared map[string]string // the connection's, by text: their names
+	if direct {
+		prepared = controlsOf(data)
+	}
 	var fresh []string // prepared in this pipeline, in order
 	sendControl := func(c control) {
+		if name, ok := prepared[c.sql]; ok {
+			pipe.SendQueryPrepared(name, c.args, nil, nil)
+			return
+		}
 		switch {
-		case direct && (data[controlKey(c.sql)] != nil || slices.Contains(fresh, c.sql)):
+		case direct && slices.Contains(fresh, c.sql):
 			pipe.SendQueryPrepared(controlName(c.sql), c.args, nil, nil)
-		case direct && controlCount(data)+len(fresh) < maxControl:
+		case direct && len(prepared)+len(fresh) < maxControl:
 			fresh = append(fresh, c.sql)
-			pipe.SendPrepare(controlName(c.sql), c.sql, nil)
-			pipe.SendQueryPrepared(controlName(c.sql), c.args, nil, nil)
+			name := controlName(c.sql)
+			pipe.SendPrepare(name, c.sql, nil)
+			pipe.SendQueryPrepared(name, c.args, nil, nil)
 		default:
 			pipe.SendQueryParams(c.sql, c.args, nil, nil, nil)
 		}
@@ -375,25 +384,29 @@ func statementName(key string) string {
 // maxControl bounds the transaction statements (BEGIN, the binding, the
 // bounds, the fence, COMMIT) one connection keeps prepared for OneRead
 // runs: those every read sends, and the tenant-specific ones of the first
-// few tenants it serves. controlCountKey is where its CustomData counts
-// them; controlPrefix starts their keys there.
+// few tenants it serves. controlsKey is where its CustomData keeps them:
+// their names by their text, each named (hashed) once per connection
+// rather than on every read.
 const (
-	maxControl      = 32
-	controlCountKey = "isolation.oneread.control"
-	controlPrefix   = "isolation.oneread.control\x00"
+	maxControl  = 32
+	controlsKey = "isolation.oneread.control"
 )
 
-func controlKey(s string) string { return controlPrefix + s }
+// controlsOf returns the control statements the connection whose
+// CustomData is data keeps prepared, names by text.
+func controlsOf(data map[string]any) map[string]string {
+	m, _ := data[controlsKey].(map[string]string)
+	if m == nil {
+		m = make(map[string]string, maxControl)
+		data[controlsKey] = m
+	}
+	return m
+}
 
 // controlName is the name of control statement s's prepared statement.
 func controlName(s string) string {
 	d := sha256.Sum256([]byte("control\x00" + s))
 	return "bulkhead_ctl_" + hex.EncodeToString(d[:12])
-}
-
-func controlCount(data map[string]any) int {
-	n, _ := data[controlCountKey].(int)
-	return n
 }
 
 // keepControl reads the description of control statement s, prepared in
@@ -406,9 +419,7 @@ func (tx *oneReadTx) keepControl(s string) error {
 	if _, ok := res.(*pgconn.StatementDescription); !ok {
 		return fmt.Errorf("isolation: one read: got %T for a prepared control statement", res)
 	}
-	data := tx.conn.PgConn().CustomData()
-	data[controlKey(s)] = true
-	data[controlCountKey] = controlCount(data) + 1
+	controlsOf(tx.conn.PgConn().CustomData())[s] = controlName(s)
 	return nil
 }
 
@@ -418,15 +429,13 @@ func (tx *oneReadTx) keepControl(s string) error {
 // is new).
 func forgetControl(ctx context.Context, conn *pgx.Conn) {
 	data := conn.PgConn().CustomData()
-	for k := range data {
-		if s, ok := strings.CutPrefix(k, controlPrefix); ok {
-			delete(data, k)
-			if !conn.IsClosed() {
-				_ = conn.PgConn().Deallocate(ctx, controlName(s))
-			}
+	prepared, _ := data[controlsKey].(map[string]string)
+	delete(data, controlsKey)
+	for _, name := range prepared {
+		if !conn.IsClosed() {
+			_ = conn.PgConn().Deallocate(ctx, name)
 		}
 	}
-	delete(data, controlCountKey)
 }
 
 // duplicateStatement reports whether err is PostgreSQL refusing to prepare

@@ -120,8 +120,15 @@ func fold(steps []Step) (sql string, args [][]byte, ok bool) {
 	if len(steps) == 0 {
 		return "", nil, false
 	}
+	size, nargs := len("SELECT "), 0
+	for _, s := range steps {
+		size += len(s.Call) + len(", ") + 4*len(s.Args) // ? becomes $nn
+		nargs += len(s.Args)
+	}
 	var b strings.Builder
+	b.Grow(size)
 	b.WriteString("SELECT ")
+	args = make([][]byte, 0, nargs)
 	n := 0
 	for i, s := range steps {
 		if s.Call == "" {
