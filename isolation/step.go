@@ -48,7 +48,8 @@ func setLocal(stmt, name, value string) Step {
 // tenantStep is the step that binds id: Setting, transaction-locally. id
 // is a parsed UUID: its text form cannot carry a quote.
 func tenantStep(id uuid.UUID) Step {
-	return setLocal("SET LOCAL "+Setting+" = '"+id.String()+"'", Setting, id.String())
+	v := id.String()
+	return setLocal("SET LOCAL "+Setting+" = '"+v+"'", Setting, v)
 }
 
 // SearchPath is the step of a binding's search_path: the schema of the
